@@ -1,0 +1,240 @@
+"""API clients: the Analytics API through the official SDK, the legacy Admin API through requests.
+
+Both expose the same two calls, ``usage(start, end)`` and ``cost(start, end)``, returning the
+rows of one sync window (every page of it) and the API's ``data_refreshed_at`` if it gives one.
+Each page is fetched under the shared :class:`RetryPolicy`; the SDK's own retries are off
+because it honours ``retry-after`` without a cap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar
+
+import anthropic
+import requests
+
+from collectors.retry import (RetryPolicy, TransportFailure, call_with_retry, error_from_body,
+                              parse_retry_after)
+from collectors.rows import (CostRow, UsageRow, analytics_cost_rows, analytics_usage_rows,
+                             legacy_cost_rows, legacy_usage_rows, page_cursor)
+from spendwatch import __version__
+from spendwatch.config import CollectionConfig, OrganizationConfig, Secret
+from spendwatch.errors import MalformedResponse
+from spendwatch.timeutil import HOUR, parse_utc, rfc3339
+
+log = logging.getLogger(__name__)
+
+GROUP_BY = ["model", "workspace_id", "api_key_id", "service_tier", "context_window"]
+ANALYTICS_FLOOR = datetime.fromisoformat("2026-01-01T00:00:00+00:00")
+USER_AGENT = f"spendwatch/{__version__}"
+R = TypeVar("R")
+
+
+class SourceClient(Protocol):
+    """What the sync needs of an API generation."""
+
+    def usage(self, start: datetime, end: datetime) -> tuple[list[UsageRow], datetime | None]: ...
+
+    def cost(self, start: datetime, end: datetime) -> tuple[list[CostRow], datetime | None]: ...
+
+
+def _refreshed_at(page: Mapping[str, Any]) -> datetime | None:
+    value = page.get("data_refreshed_at")
+    try:
+        return parse_utc(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+class AnalyticsClient:
+    """The Usage and Cost Analytics API (``client.beta.organization.analytics``), hourly."""
+
+    def __init__(self, org: OrganizationConfig, key: Secret, settings: CollectionConfig,
+                 policy: RetryPolicy):
+        self._org = org
+        self._key = key
+        self._policy = policy
+        self._limit = settings.page_limit
+        # Explicit api_key: the SDK then ignores ANTHROPIC_API_KEY / ANTHROPIC_AUTH_TOKEN.
+        self._sdk = anthropic.Anthropic(api_key=key.reveal(), base_url=org.base_url,
+                                        max_retries=0, timeout=settings.timeout_seconds,
+                                        default_headers={"User-Agent": USER_AGENT})
+
+    def usage(self, start: datetime, end: datetime) -> tuple[list[UsageRow], datetime | None]:
+        return self._read(self._sdk.beta.organization.analytics.usage, "usage", start, end,
+                          {}, analytics_usage_rows)
+
+    def cost(self, start: datetime, end: datetime) -> tuple[list[CostRow], datetime | None]:
+        return self._read(self._sdk.beta.organization.analytics.cost, "cost", start, end,
+                          {"group_by": GROUP_BY + ["cost_type", "token_type"]},
+                          analytics_cost_rows)
+
+    def _read(self, resource: Any, stream: str, start: datetime, end: datetime,
+              extra: dict[str, Any],
+              parse: Callable[[Any, str, str], list[R]]) -> tuple[list[R], datetime | None]:
+        params: dict[str, Any] = {
+            "starting_at": rfc3339(start), "ending_at": rfc3339(end), "time_bucket_width": "1h",
+            "group_by": GROUP_BY, "limit": self._limit, "order_by": "time", "order": "asc",
+            **extra,
+        }
+        rows: list[R] = []
+        refreshed: datetime | None = None
+        cursor: str | None = None
+        page_number = 0
+        while True:
+            page_number += 1
+            where = (f"organization {self._org.name!r}: analytics {stream} "
+                     f"{rfc3339(start)}..{rfc3339(end)} page {page_number}")
+            page = call_with_retry(lambda: self._get(resource, params, cursor), self._policy,
+                                   where, self._key)
+            rows.extend(parse(page, self._org.name, where))
+            refreshed = _refreshed_at(page) or refreshed
+            cursor = page_cursor(page, where)
+            if cursor is None:
+                return rows, refreshed
+
+    def _get(self, resource: Any, params: dict[str, Any], cursor: str | None) -> Any:
+        kwargs = dict(params, page=cursor) if cursor else params
+        text = _sdk_call(lambda: resource.with_raw_response.list(**kwargs).http_response.text,
+                         self._org.base_url)
+        return _json(text, self._org.name)
+
+
+def _json(text: str, organization: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise MalformedResponse(f"organization {organization!r}: the API answered with something "
+                                "that is not JSON") from None
+
+
+class LegacyClient:
+    """The legacy Usage & Cost Admin API over plain HTTP (``x-api-key``, version 2023-06-01).
+
+    Usage hourly by api key, workspace, model, tier and context window; cost daily by workspace
+    and description (never per API key). ``limit`` counts time buckets here.
+    """
+
+    def __init__(self, org: OrganizationConfig, key: Secret, settings: CollectionConfig,
+                 policy: RetryPolicy):
+        self._org = org
+        self._key = key
+        self._policy = policy
+        self._timeout = settings.timeout_seconds
+        self._session = requests.Session()
+        self._session.headers.update({"x-api-key": key.reveal(),
+                                      "anthropic-version": "2023-06-01",
+                                      "User-Agent": USER_AGENT})
+
+    def usage(self, start: datetime, end: datetime) -> tuple[list[UsageRow], datetime | None]:
+        hours = max(1, min(168, int((end - start) / HOUR)))
+        params = [("starting_at", rfc3339(start)), ("ending_at", rfc3339(end)),
+                  ("bucket_width", "1h"), ("limit", str(hours))]
+        params += [("group_by[]", dim) for dim in GROUP_BY]
+        return self._read("/v1/organizations/usage_report/messages", "usage", params,
+                          legacy_usage_rows, start, end), None
+
+    def cost(self, start: datetime, end: datetime) -> tuple[list[CostRow], datetime | None]:
+        days = max(1, min(31, (end - start).days))
+        params = [("starting_at", rfc3339(start)), ("ending_at", rfc3339(end)),
+                  ("bucket_width", "1d"), ("limit", str(days)),
+                  ("group_by[]", "workspace_id"), ("group_by[]", "description")]
+        return self._read("/v1/organizations/cost_report", "cost", params, legacy_cost_rows,
+                          start, end), None
+
+    def _read(self, path: str, stream: str, params: Sequence[tuple[str, str]],
+              parse: Callable[[Any, str, str], list[R]], start: datetime,
+              end: datetime) -> list[R]:
+        rows: list[R] = []
+        cursor: str | None = None
+        page_number = 0
+        while True:
+            page_number += 1
+            where = (f"organization {self._org.name!r}: legacy {stream} "
+                     f"{rfc3339(start)}..{rfc3339(end)} page {page_number}")
+            query = list(params) + ([("page", cursor)] if cursor else [])
+            page = call_with_retry(lambda: self._get(path, query), self._policy, where, self._key)
+            rows.extend(parse(page, self._org.name, where))
+            cursor = page_cursor(page, where)
+            if cursor is None:
+                return rows
+
+    def _get(self, path: str, query: list[tuple[str, str]]) -> Any:
+        try:
+            response = self._session.get(self._org.base_url + path, params=query,
+                                         timeout=self._timeout)
+        except requests.Timeout:
+            raise TransportFailure(None, "timeout", f"no answer from {self._org.base_url} in time")
+        except requests.RequestException:
+            raise TransportFailure(None, "connection_error",
+                                   f"could not connect to {self._org.base_url}")
+        if response.status_code != 200:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            error_type, message = error_from_body(response.status_code, body)
+            raise TransportFailure(response.status_code, error_type, message,
+                                   parse_retry_after(response.headers.get("retry-after")))
+        return _json(response.text, self._org.name)
+
+
+class NamesClient:
+    """Workspace and API key names from the Admin API, through the SDK."""
+
+    def __init__(self, org: OrganizationConfig, key: Secret, settings: CollectionConfig,
+                 policy: RetryPolicy):
+        self._org = org
+        self._key = key
+        self._policy = policy
+        self._sdk = anthropic.Anthropic(api_key=key.reveal(), base_url=org.base_url,
+                                        max_retries=0, timeout=settings.timeout_seconds,
+                                        default_headers={"User-Agent": USER_AGENT})
+
+    def workspaces(self) -> list[dict[str, Any]]:
+        """[{workspace_id, name, archived_at}] including the default and archived ones."""
+        def call() -> list[dict[str, Any]]:
+            items = self._sdk.organization.workspaces.list(include_default=True,
+                                                           include_archived=True, limit=100)
+            return [{"workspace_id": _text(w, "id"), "name": _text(w, "name"),
+                     "archived_at": getattr(w, "archived_at", None)} for w in items]
+        return call_with_retry(lambda: _sdk_call(call, self._org.base_url), self._policy,
+                               f"organization {self._org.name!r}: workspaces", self._key)
+
+    def api_keys(self) -> list[dict[str, Any]]:
+        """[{api_key_id, name, status, workspace_id, created_at}] for every key."""
+        def call() -> list[dict[str, Any]]:
+            items = self._sdk.organization.api_keys.list(limit=100)
+            out = []
+            for k in items:
+                scope = getattr(k, "scope", None)
+                out.append({"api_key_id": _text(k, "id"), "name": _text(k, "name"),
+                            "status": getattr(k, "status", None),
+                            "workspace_id": getattr(scope, "workspace_id", None),
+                            "created_at": getattr(k, "created_at", None)})
+            return out
+        return call_with_retry(lambda: _sdk_call(call, self._org.base_url), self._policy,
+                               f"organization {self._org.name!r}: API keys", self._key)
+
+
+def _text(item: Any, attr: str) -> str:
+    value = getattr(item, attr, None)
+    if not isinstance(value, str) or not value:
+        raise MalformedResponse(f"a listed {type(item).__name__} has no valid '{attr}'")
+    return value
+
+
+def _sdk_call(call: Callable[[], R], base_url: str) -> R:
+    try:
+        return call()
+    except anthropic.APIStatusError as exc:
+        error_type, message = error_from_body(exc.status_code, exc.body)
+        raise TransportFailure(exc.status_code, error_type, message,
+                               parse_retry_after(exc.response.headers.get("retry-after")))
+    except anthropic.APITimeoutError:
+        raise TransportFailure(None, "timeout", f"no answer from {base_url} in time")
+    except anthropic.APIConnectionError:
+        raise TransportFailure(None, "connection_error", f"could not connect to {base_url}")

@@ -1,0 +1,308 @@
+"""Turning API pages into rows, strictly.
+
+Every field the documentation promises is checked for presence and type; a page that does not
+have the documented shape raises :class:`MalformedResponse` naming the field, and nothing of its
+window is written. Money arrives in cents as decimal strings and leaves as Decimal dollars,
+exactly ("12378.912" cents is $123.78912).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Mapping
+
+from spendwatch.errors import MalformedResponse
+from spendwatch.timeutil import parse_utc
+
+DIMENSIONS = ("model", "workspace_id", "api_key_id", "service_tier", "context_window")
+TOKEN_FIELDS = ("uncached_input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
+                "cache_read_tokens", "output_tokens")
+COST_TYPES = ("tokens", "web_search", "code_execution", "session_usage")
+TOKEN_TYPES = ("uncached_input_tokens", "output_tokens", "cache_read_input_tokens",
+               "cache_creation.ephemeral_5m_input_tokens",
+               "cache_creation.ephemeral_1h_input_tokens")
+# DECIMAL(38, 12) in DuckDB: dollars with at most 12 decimals (10 decimals of a cent).
+_MAX_DOLLAR_EXPONENT = -12
+_CENTS_PER_DOLLAR = Decimal(100)
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """Token usage of one hour bucket and one combination of dimensions."""
+
+    organization: str
+    source: str
+    bucket_start: datetime
+    bucket_end: datetime
+    model: str | None
+    workspace_id: str | None
+    api_key_id: str | None
+    service_tier: str | None
+    context_window: str | None
+    uncached_input_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
+    cache_read_tokens: int
+    output_tokens: int
+    web_search_requests: int
+    requests: int | None
+
+    @property
+    def row_key(self) -> str:
+        """The natural key: organization, bucket, every dimension."""
+        return json.dumps([self.organization, self.bucket_start.isoformat(),
+                           *(getattr(self, d) for d in DIMENSIONS)])
+
+
+@dataclass(frozen=True)
+class CostRow:
+    """Billed cost of one bucket, combination of dimensions, cost type and token type."""
+
+    organization: str
+    source: str
+    bucket_start: datetime
+    bucket_end: datetime
+    bucket_width: str
+    model: str | None
+    workspace_id: str | None
+    api_key_id: str | None
+    service_tier: str | None
+    context_window: str | None
+    cost_type: str | None
+    token_type: str | None
+    description: str | None
+    amount_usd: Decimal
+    list_amount_usd: Decimal | None
+    requests: int | None
+
+    @property
+    def row_key(self) -> str:
+        """The natural key: organization, bucket, every dimension, cost and token type."""
+        return json.dumps([self.organization, self.bucket_start.isoformat(), self.bucket_width,
+                           *(getattr(self, d) for d in DIMENSIONS),
+                           self.cost_type, self.token_type, self.description])
+
+
+# --- field access with clear errors ----------------------------------------------------------
+
+def _get(obj: Mapping[str, Any], path: str, where: str) -> Any:
+    current: Any = obj
+    for part in path.split("."):
+        if not isinstance(current, Mapping) or part not in current:
+            raise MalformedResponse(f"{where}: field '{path}' is missing")
+        current = current[part]
+    return current
+
+
+def _int(obj: Mapping[str, Any], path: str, where: str) -> int:
+    value = _get(obj, path, where)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise MalformedResponse(f"{where}: field '{path}' should be a non-negative integer, "
+                                f"got {type(value).__name__} {_preview(value)}")
+    return value
+
+
+def _optional_int(obj: Mapping[str, Any], path: str, where: str) -> int | None:
+    if _get(obj, path, where) is None:
+        return None
+    return _int(obj, path, where)
+
+
+def _optional_str(obj: Mapping[str, Any], key: str, where: str,
+                  allowed: tuple[str, ...] | None = None) -> str | None:
+    """A dimension: absent or null is None; otherwise a string (from ``allowed`` if given)."""
+    value = obj.get(key) if isinstance(obj, Mapping) else None
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise MalformedResponse(f"{where}: field '{key}' should be a string or null, "
+                                f"got {type(value).__name__} {_preview(value)}")
+    if allowed is not None and value not in allowed:
+        raise MalformedResponse(f"{where}: field '{key}' has unknown value {_preview(value)}")
+    return value
+
+
+def _time(obj: Mapping[str, Any], key: str, where: str) -> datetime:
+    value = _get(obj, key, where)
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        return parse_utc(value)
+    except ValueError:
+        raise MalformedResponse(f"{where}: field '{key}' should be an RFC 3339 timestamp, "
+                                f"got {_preview(value)}") from None
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def cents_to_dollars(value: Any, where: str, field: str) -> Decimal:
+    """Decimal dollars from a cents decimal string, exactly. Raises MalformedResponse."""
+    if not isinstance(value, str):
+        raise MalformedResponse(f"{where}: field '{field}' should be a decimal string of cents, "
+                                f"got {type(value).__name__} {_preview(value)}")
+    try:
+        cents = Decimal(value)
+    except InvalidOperation:
+        raise MalformedResponse(f"{where}: field '{field}' is not a decimal number: "
+                                f"{_preview(value)}") from None
+    if not cents.is_finite():
+        raise MalformedResponse(f"{where}: field '{field}' is not a finite amount: {value!r}")
+    dollars = cents / _CENTS_PER_DOLLAR
+    exponent = dollars.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < _MAX_DOLLAR_EXPONENT:
+        raise MalformedResponse(f"{where}: field '{field}' has more precision than spendwatch "
+                                f"stores (12 decimals of a dollar): {value!r}")
+    return dollars
+
+
+def _usage_metrics(usage: Mapping[str, Any], where: str) -> dict[str, int]:
+    return {
+        "uncached_input_tokens": _int(usage, "uncached_input_tokens", where),
+        "cache_write_5m_tokens": _int(usage, "cache_creation.ephemeral_5m_input_tokens", where),
+        "cache_write_1h_tokens": _int(usage, "cache_creation.ephemeral_1h_input_tokens", where),
+        "cache_read_tokens": _int(usage, "cache_read_input_tokens", where),
+        "output_tokens": _int(usage, "output_tokens", where),
+        "web_search_requests": _int(usage, "server_tool_use.web_search_requests", where),
+    }
+
+
+def _dimensions(group: Mapping[str, Any], where: str) -> dict[str, str | None]:
+    return {d: _optional_str(group, d, where) for d in DIMENSIONS}
+
+
+def _page_rows(page: Any, where: str) -> list[Any]:
+    if not isinstance(page, Mapping):
+        raise MalformedResponse(f"{where}: the response is not a JSON object")
+    data = _get(page, "data", where)
+    if not isinstance(data, list):
+        raise MalformedResponse(f"{where}: field 'data' should be a list")
+    return data
+
+
+def page_cursor(page: Mapping[str, Any], where: str) -> str | None:
+    """The next page's cursor, or None on the last page (``has_more`` false)."""
+    has_more = _get(page, "has_more", where)
+    if not isinstance(has_more, bool):
+        raise MalformedResponse(f"{where}: field 'has_more' should be true or false")
+    if not has_more:
+        return None
+    cursor = page.get("next_page")
+    if not isinstance(cursor, str) or not cursor:
+        raise MalformedResponse(f"{where}: has_more is true but next_page is {cursor!r}")
+    return cursor
+
+
+# --- Analytics API -----------------------------------------------------------------------------
+
+def analytics_usage_rows(page: Any, organization: str, where: str) -> list[UsageRow]:
+    """Rows of one Analytics usage page (flat rows, one per bucket and group)."""
+    rows = []
+    for index, item in enumerate(_page_rows(page, where)):
+        at = f"{where}, row {index}"
+        if not isinstance(item, Mapping):
+            raise MalformedResponse(f"{at}: not a JSON object")
+        group = _get(item, "group", at)
+        usage = _get(item, "usage", at)
+        if not isinstance(group, Mapping) or not isinstance(usage, Mapping):
+            raise MalformedResponse(f"{at}: 'group' and 'usage' should be objects")
+        rows.append(UsageRow(
+            organization=organization, source="analytics",
+            bucket_start=_time(item, "starting_at", at), bucket_end=_time(item, "ending_at", at),
+            **_dimensions(group, at), **_usage_metrics(usage, at),
+            requests=_optional_int(usage, "requests", at),
+        ))
+    return rows
+
+
+def analytics_cost_rows(page: Any, organization: str, where: str) -> list[CostRow]:
+    """Rows of one Analytics cost page, amounts converted from cents to dollars."""
+    rows = []
+    for index, item in enumerate(_page_rows(page, where)):
+        at = f"{where}, row {index}"
+        if not isinstance(item, Mapping):
+            raise MalformedResponse(f"{at}: not a JSON object")
+        group = _get(item, "group", at)
+        cost = _get(item, "cost", at)
+        if not isinstance(group, Mapping) or not isinstance(cost, Mapping):
+            raise MalformedResponse(f"{at}: 'group' and 'cost' should be objects")
+        _check_currency(cost, at)
+        rows.append(CostRow(
+            organization=organization, source="analytics",
+            bucket_start=_time(item, "starting_at", at), bucket_end=_time(item, "ending_at", at),
+            bucket_width="1h", **_dimensions(group, at),
+            cost_type=_optional_str(group, "cost_type", at, COST_TYPES),
+            token_type=_optional_str(group, "token_type", at, TOKEN_TYPES),
+            description=None,
+            amount_usd=cents_to_dollars(_get(cost, "amount", at), at, "amount"),
+            list_amount_usd=cents_to_dollars(_get(cost, "list_amount", at), at, "list_amount"),
+            requests=_optional_int(cost, "requests", at),
+        ))
+    return rows
+
+
+def _check_currency(cost: Mapping[str, Any], where: str) -> None:
+    currency = _get(cost, "currency", where)
+    if currency != "USD":
+        raise MalformedResponse(f"{where}: currency is {_preview(currency)}; spendwatch stores "
+                                "US dollars only")
+
+
+# --- Legacy Admin API --------------------------------------------------------------------------
+
+def _buckets(page: Any, where: str) -> list[tuple[datetime, datetime, list[Any], str]]:
+    out = []
+    for index, bucket in enumerate(_page_rows(page, where)):
+        at = f"{where}, bucket {index}"
+        if not isinstance(bucket, Mapping):
+            raise MalformedResponse(f"{at}: not a JSON object")
+        results = _get(bucket, "results", at)
+        if not isinstance(results, list):
+            raise MalformedResponse(f"{at}: field 'results' should be a list")
+        out.append((_time(bucket, "starting_at", at), _time(bucket, "ending_at", at), results, at))
+    return out
+
+
+def legacy_usage_rows(page: Any, organization: str, where: str) -> list[UsageRow]:
+    """Rows of one legacy usage_report/messages page (rows nested per bucket).
+
+    The legacy API reports the default workspace as a null ``workspace_id``; it is stored as
+    null and shown as the default workspace.
+    """
+    rows = []
+    for start, end, results, at_bucket in _buckets(page, where):
+        for index, item in enumerate(results):
+            at = f"{at_bucket}, row {index}"
+            if not isinstance(item, Mapping):
+                raise MalformedResponse(f"{at}: not a JSON object")
+            rows.append(UsageRow(
+                organization=organization, source="legacy", bucket_start=start, bucket_end=end,
+                **_dimensions(item, at), **_usage_metrics(item, at), requests=None,
+            ))
+    return rows
+
+
+def legacy_cost_rows(page: Any, organization: str, where: str) -> list[CostRow]:
+    """Rows of one legacy cost_report page: daily, per workspace and description, no list price."""
+    rows = []
+    for start, end, results, at_bucket in _buckets(page, where):
+        for index, item in enumerate(results):
+            at = f"{at_bucket}, row {index}"
+            if not isinstance(item, Mapping):
+                raise MalformedResponse(f"{at}: not a JSON object")
+            _check_currency(item, at)
+            rows.append(CostRow(
+                organization=organization, source="legacy", bucket_start=start, bucket_end=end,
+                bucket_width="1d", **_dimensions(item, at),
+                cost_type=_optional_str(item, "cost_type", at, COST_TYPES),
+                token_type=_optional_str(item, "token_type", at, TOKEN_TYPES),
+                description=_optional_str(item, "description", at),
+                amount_usd=cents_to_dollars(_get(item, "amount", at), at, "amount"),
+                list_amount_usd=None, requests=None,
+            ))
+    return rows

@@ -1,0 +1,82 @@
+"""The worker's schedule: collect every few minutes with APScheduler.
+
+The collection job never overlaps itself (``max_instances=1``), missed runs coalesce into one
+(``coalesce=True``), and it also runs once at start. Each run opens and closes its own
+database connections (see DESIGN.md), so the dashboard and one-off commands can read between
+windows.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from datetime import datetime
+from typing import Any, Callable
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.schedulers.base import BaseScheduler
+
+from collectors.sync import collect
+from spendwatch.config import Config, resolve_admin_key
+from spendwatch.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+COLLECT_JOB = "collect"
+
+
+def collection_job(config: Config, after: Callable[[Config, datetime], None] | None = None
+                   ) -> None:
+    """One scheduled collection; ``after`` (alert evaluation, later) runs once it is stored.
+
+    Never raises: a failed run is logged and recorded, and the next run tries again.
+    """
+    now = utcnow()
+    try:
+        results = collect(config, now=now)
+    except Exception:
+        log.exception("collection run failed")
+        return
+    for result in results:
+        if result.ok:
+            log.info("%s: %d windows, %d usage rows, %d cost rows", result.organization,
+                     result.windows, result.usage_rows, result.cost_rows)
+    if after is not None:
+        after(config, now)
+
+
+def schedule(scheduler: BaseScheduler, config: Config, start_now: bool = True) -> None:
+    """Add the worker's jobs to ``scheduler``."""
+    interval = config.collection.interval_minutes * 60
+    scheduler.add_job(collection_job, "interval", args=[config], id=COLLECT_JOB,
+                      seconds=interval, max_instances=1, coalesce=True,
+                      misfire_grace_time=interval,
+                      next_run_time=utcnow() if start_now else None, replace_existing=True)
+
+
+def run_worker(config: Config) -> None:
+    """Block, collecting on schedule, until SIGINT or SIGTERM."""
+    for org in config.organizations:
+        resolve_admin_key(config, org)  # fail at start, not at the first run
+    scheduler = BlockingScheduler(timezone="UTC")
+    schedule(scheduler, config)
+
+    def stop(signum: int, frame: Any) -> None:
+        log.info("stopping the worker (signal %d)", signum)
+        scheduler.shutdown(wait=False)
+
+    signal.signal(signal.SIGTERM, stop)
+    log.warning("spendwatch worker started: collecting %d organization(s) every %d minutes",
+                len(config.organizations), config.collection.interval_minutes)
+    try:
+        scheduler.start()
+    except KeyboardInterrupt:
+        pass
+
+
+def start_background_worker(config: Config) -> BackgroundScheduler:
+    """The same schedule in a background thread (the demo runs it beside the dashboard)."""
+    scheduler = BackgroundScheduler(timezone="UTC")
+    schedule(scheduler, config)
+    scheduler.start()
+    return scheduler

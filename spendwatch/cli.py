@@ -1,0 +1,229 @@
+"""The ``spendwatch`` command: a thin shell that parses, calls, and prints.
+
+Every user-facing failure is a :class:`SpendwatchError` turned into one line on stderr and its
+exit code (2 for config problems); no traceback reaches the user for a mistake of theirs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Sequence
+
+import click
+
+from spendwatch.config import Config, load_config
+from spendwatch.errors import SpendwatchError
+from spendwatch.queries import METRICS, SPEND_DIMENSIONS, money_str, spend
+from spendwatch.timeutil import local_day_start, local_today, utcnow, DAY
+
+log = logging.getLogger("spendwatch")
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SpendwatchError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx-style clients log full URLs at INFO; keep third-party chatter at WARNING.
+    for noisy in ("httpx", "httpx2", "anthropic", "urllib3", "apscheduler.executors.default"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def _config(ctx: click.Context) -> Config:
+    return load_config(ctx.obj["config_path"])
+
+
+def _day(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date; use YYYY-MM-DD", param_hint=option)
+
+
+@click.group(cls=_Group)
+@click.option("--config", "config_path", metavar="PATH",
+              help="Config file (default: $SPENDWATCH_CONFIG, else ./config.toml).")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(package_name="spendwatch")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
+    """Watch what your organization spends on the Claude API."""
+    _setup_logging(verbose)
+    ctx.obj = {"config_path": config_path}
+
+
+# --- collect ---------------------------------------------------------------------------------
+
+class _Bar:
+    """A tqdm progress bar over one organization's windows (only on a terminal)."""
+
+    def __init__(self, organization: str, total: int):
+        from tqdm import tqdm
+        self._bar = tqdm(total=total, desc=organization, unit="window",
+                         disable=not sys.stderr.isatty() or total < 2, file=sys.stderr)
+
+    def advance(self, window: Any) -> None:
+        self._bar.set_postfix_str(f"{window.stream} {window.start:%Y-%m-%d}", refresh=False)
+        self._bar.update(1)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+@main.command()
+@click.option("--since", metavar="DATE", help="First local day to collect (backfill).")
+@click.option("--until", metavar="DATE", help="Last local day to collect (default: today).")
+@click.option("--org", "orgs", multiple=True, metavar="NAME", help="Only this organization.")
+@click.option("--refresh", is_flag=True,
+              help="Fetch the whole range again, even days already stored as final.")
+@click.pass_context
+def collect(ctx: click.Context, since: str | None, until: str | None, orgs: Sequence[str],
+            refresh: bool) -> None:
+    """Pull usage and cost of every organization into the database.
+
+    Interrupted backfills resume where they stopped: run the same command again.
+    """
+    from collectors.sync import CollectOptions, collect as run_collect
+
+    config = _config(ctx)
+    since_day, until_day = _day(since, "--since"), _day(until, "--until")
+    if since_day and until_day and since_day > until_day:
+        raise click.BadParameter("--since is after --until", param_hint="--since")
+    options = CollectOptions(
+        since=local_day_start(since_day, config.tz) if since_day else None,
+        until=local_day_start(until_day + DAY, config.tz) if until_day else None,
+        refresh=refresh, organizations=orgs)
+    try:
+        results = run_collect(config, options, progress_factory=_Bar)
+    except KeyboardInterrupt:
+        click.echo("interrupted: every window stored so far is kept; run the same command "
+                   "again to resume", err=True)
+        sys.exit(130)
+    for result in results:
+        if result.ok:
+            click.echo(f"{result.organization}: {result.windows} windows, "
+                       f"{result.usage_rows:,} usage rows, {result.cost_rows:,} cost rows")
+        else:
+            click.echo(f"error: {result.error}", err=True)
+    if not all(r.ok for r in results):
+        sys.exit(1)
+
+
+# --- run -------------------------------------------------------------------------------------
+
+@main.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Run the worker: collect on a schedule until stopped (Ctrl-C or SIGTERM)."""
+    from collectors.scheduler import run_worker
+
+    run_worker(_config(ctx))
+
+
+# --- spend -----------------------------------------------------------------------------------
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return money_str(value)
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+@main.command("spend")
+@click.option("--since", metavar="DATE", help="First local day (default: first of the month).")
+@click.option("--until", metavar="DATE", help="Last local day, included (default: today).")
+@click.option("--by", "by", default="", metavar="DIM,DIM",
+              help="Group by any of: " + ", ".join(SPEND_DIMENSIONS) + ".")
+@click.option("--org", "orgs", multiple=True, metavar="NAME", help="Only this organization.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (money as decimal strings).")
+@click.pass_context
+def spend_command(ctx: click.Context, since: str | None, until: str | None, by: str,
+                  orgs: Sequence[str], as_json: bool) -> None:
+    """What did we spend: cost and tokens from the warehouse."""
+    from spendwatch import storage
+
+    config = _config(ctx)
+    dims = [d.strip() for d in by.split(",") if d.strip()]
+    bad = [d for d in dims if d not in SPEND_DIMENSIONS]
+    if bad:
+        raise click.BadParameter(f"unknown dimension {bad[0]!r}; use any of "
+                                 + ", ".join(SPEND_DIMENSIONS), param_hint="--by")
+    today = local_today(utcnow(), config.tz)
+    until_day = _day(until, "--until") or today
+    since_day = _day(since, "--since") or until_day.replace(day=1)
+    with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
+        rows = spend(conn, config.tz, since_day, until_day, dims, config.features, orgs)
+    if as_json:
+        out = [{**{k: r[k] for k in _output_keys(dims)}, **{m: r[m] for m in METRICS}}
+               for r in rows]
+        click.echo(json.dumps(out, default=_json_default, indent=2))
+        return
+    _print_table(rows, dims, since_day, until_day)
+
+
+def _output_keys(dims: Sequence[str]) -> list[str]:
+    keys = []
+    for dim in dims:
+        keys += {"workspace": ["workspace", "workspace_id"],
+                 "api_key": ["api_key", "api_key_id"]}.get(dim, [dim])
+    return keys
+
+
+def _print_table(rows: list[dict[str, Any]], dims: Sequence[str], since: date,
+                 until: date) -> None:
+    headers = [*dims, "cost_usd", "input", "cache_write", "cache_read", "output"]
+    lines = []
+    for r in rows:
+        lines.append([*(str(r[d]) if r[d] is not None else "-" for d in dims),
+                      f"${r['cost_usd']:,.2f}", f"{r['uncached_input_tokens']:,}",
+                      f"{r['cache_write_5m_tokens'] + r['cache_write_1h_tokens']:,}",
+                      f"{r['cache_read_tokens']:,}", f"{r['output_tokens']:,}"])
+    total = sum((r["cost_usd"] for r in rows), Decimal(0))
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
+              for i, h in enumerate(headers)]
+    click.echo(f"Spend {since} .. {until}")
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    for line in lines:
+        click.echo("  ".join(c.ljust(w) if i < len(dims) else c.rjust(w)
+                             for i, (c, w) in enumerate(zip(line, widths))))
+    click.echo(f"Total: ${total:,.2f}")
+
+
+# --- demo ------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--dir", "directory", default="spendwatch-demo", show_default=True,
+              help="Folder for the demo's config and database.")
+@click.option("--days", default=30, show_default=True, help="Days of history to backfill.")
+@click.option("--seed", default=7, show_default=True, help="Seed of the simulated organization.")
+def demo(directory: str, days: int, seed: int) -> None:
+    """Simulate an organization, collect it, and print what it spent."""
+    from spendwatch.demo import run_demo
+
+    run_demo(directory, days, seed)
+
+
+@main.command()
+@click.option("--port", default=8787, show_default=True)
+@click.option("--seed", default=7, show_default=True)
+@click.option("--admin-key", "admin_keys", multiple=True, default=["sk-ant-admin01-sim"],
+              show_default=True, help="Admin key the simulator accepts (not a real key).")
+def simulator(port: int, seed: int, admin_keys: Sequence[str]) -> None:
+    """Serve the local simulator of the Anthropic usage and cost APIs."""
+    from collectors.simulator.__main__ import serve_forever
+
+    serve_forever(port=port, seed=seed, admin_keys=list(admin_keys), now=None)

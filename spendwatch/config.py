@@ -1,0 +1,285 @@
+"""Configuration: one TOML file, validated strictly, with secrets kept out of it.
+
+Where the file comes from: ``--config PATH``, else ``$SPENDWATCH_CONFIG``, else
+``./config.toml``. Every problem (a missing file, bad TOML, an unknown key, a wrong type, a
+secret that cannot be found) raises :class:`ConfigError` with one line naming the file, the key
+and the fix. ``config.example.toml`` documents every option.
+
+Secrets (the admin key) never live in the file: an organization names the environment
+variable (``admin_key_env``, default ``ANTHROPIC_ADMIN_KEY``) or a file (``admin_key_file``)
+that holds it, and :func:`resolve_admin_key` reads it when a collector needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from spendwatch.errors import ConfigError
+
+DEFAULT_CONFIG = "config.toml"
+SOURCES = ("analytics", "legacy")
+
+
+class Secret:
+    """A secret string whose repr and str never show it (safe in logs and tracebacks)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself: pass it only to the client that sends it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class FeatureRule:
+    """A feature: a name for a group of API keys and/or workspaces (IDs or name globs)."""
+
+    name: str
+    api_key_ids: tuple[str, ...] = ()
+    api_key_names: tuple[str, ...] = ()
+    workspace_ids: tuple[str, ...] = ()
+    workspace_names: tuple[str, ...] = ()
+    organizations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OrganizationConfig:
+    """One organization to collect."""
+
+    name: str
+    source: str = "analytics"
+    base_url: str = "https://api.anthropic.com"
+    admin_key_env: str = "ANTHROPIC_ADMIN_KEY"
+    admin_key_file: str | None = None
+
+
+@dataclass(frozen=True)
+class CollectionConfig:
+    """How and how often the collectors run."""
+
+    interval_minutes: int = 5
+    initial_backfill_days: int = 7
+    usage_lookback_hours: int = 24
+    cost_lookback_hours: int = 72
+    page_limit: int = 1000
+    timeout_seconds: float = 30.0
+    max_attempts: int = 5
+    max_retry_after_seconds: float = 60.0
+    job_deadline_seconds: float = 1800.0
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    database: str = "data/spendwatch.duckdb"
+    lock_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration. ``path`` is the file it came from."""
+
+    path: Path
+    timezone: str
+    storage: StorageConfig
+    collection: CollectionConfig
+    organizations: tuple[OrganizationConfig, ...]
+    features: tuple[FeatureRule, ...] = field(default=())
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def database_path(self) -> Path:
+        """The DuckDB file; a relative path is relative to the config file's folder."""
+        db = Path(self.storage.database).expanduser()
+        return db if db.is_absolute() else (self.path.parent / db)
+
+    def organization(self, name: str) -> OrganizationConfig:
+        for org in self.organizations:
+            if org.name == name:
+                return org
+        raise ConfigError(f"{self.path}: no organization named {name!r}; names in the file: "
+                          + ", ".join(o.name for o in self.organizations))
+
+
+# --- validation -----------------------------------------------------------------------------
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               list: "a list of strings"}
+
+
+def _check_type(path: Path, key: str, value: Any, kind: type) -> Any:
+    if kind is object:
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is list:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+    elif isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{path}: {key} must be {_TYPE_NAMES[kind]}, not {type(value).__name__} "
+                      f"{_preview(value)}; fix the value (see config.example.toml)")
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _section(path: Path, raw: Any, where: str, schema: dict[str, type],
+             required: tuple[str, ...] = ()) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: {where} must be a table ([{where}]); see config.example.toml")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        full = f"{where}.{key}" if where else key
+        if key not in schema:
+            known = ", ".join(sorted(schema))
+            raise ConfigError(f"{path}: unknown key {full!r}; remove it or use one of: {known}")
+        out[key] = _check_type(path, full, value, schema[key])
+    for key in required:
+        if key not in out:
+            raise ConfigError(f"{path}: {where + '.' if where else ''}{key} is missing; add it "
+                              "(see config.example.toml)")
+    return out
+
+
+def _positive(path: Path, where: str, values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
+            raise ConfigError(f"{path}: {where}.{key} must be greater than 0, not {value}")
+
+
+_ORG_SCHEMA = {"name": str, "source": str, "base_url": str, "admin_key_env": str,
+               "admin_key_file": str}
+_FEATURE_SCHEMA = {"name": str, "api_key_ids": list, "api_key_names": list,
+                   "workspace_ids": list, "workspace_names": list, "organizations": list}
+_COLLECTION_SCHEMA: dict[str, type] = {"interval_minutes": int, "initial_backfill_days": int,
+                                       "usage_lookback_hours": int, "cost_lookback_hours": int,
+                                       "page_limit": int, "timeout_seconds": float,
+                                       "max_attempts": int, "max_retry_after_seconds": float,
+                                       "job_deadline_seconds": float}
+_STORAGE_SCHEMA: dict[str, type] = {"database": str, "lock_timeout_seconds": float}
+# Sections (object) are checked by their own parsers.
+_TOP_SCHEMA: dict[str, type] = {"timezone": str, "storage": object, "collection": object,
+                                "organizations": object, "features": object}
+
+
+def _organizations(path: Path, raw: Any) -> tuple[OrganizationConfig, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{path}: no [[organizations]] configured; add at least one "
+                          "(see config.example.toml)")
+    orgs: list[OrganizationConfig] = []
+    for index, item in enumerate(raw):
+        where = f"organizations[{index}]"
+        values = _section(path, item, where, _ORG_SCHEMA, required=("name",))
+        if values.get("source", "analytics") not in SOURCES:
+            raise ConfigError(f"{path}: {where}.source must be \"analytics\" or \"legacy\", "
+                              f"not {values['source']!r}")
+        if "admin_key_env" in values and "admin_key_file" in values:
+            raise ConfigError(f"{path}: {where} sets both admin_key_env and admin_key_file; "
+                              "keep one")
+        values["base_url"] = values.get("base_url", OrganizationConfig.base_url).rstrip("/")
+        if not values["base_url"].startswith(("http://", "https://")):
+            raise ConfigError(f"{path}: {where}.base_url must start with http:// or https://")
+        if any(o.name == values["name"] for o in orgs):
+            raise ConfigError(f"{path}: two organizations are named {values['name']!r}; "
+                              "names must be unique")
+        orgs.append(OrganizationConfig(**values))
+    return tuple(orgs)
+
+
+def _features(path: Path, raw: Any) -> tuple[FeatureRule, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"{path}: features must be an array of tables ([[features]])")
+    rules = []
+    for index, item in enumerate(raw):
+        values = _section(path, item, f"features[{index}]", _FEATURE_SCHEMA, required=("name",))
+        rules.append(FeatureRule(**values))
+    return tuple(rules)
+
+
+def parse_config(path: Path, data: dict[str, Any]) -> Config:
+    """Validate parsed TOML into a :class:`Config`. Raises ConfigError."""
+    top = _section(path, data, "", _TOP_SCHEMA)
+    tz_name = top.get("timezone", "UTC")
+    try:
+        ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{path}: timezone {tz_name!r} is not a known IANA time zone; use a "
+                          "name such as \"America/Chicago\" or \"UTC\"") from None
+    storage = _section(path, top.get("storage", {}), "storage", _STORAGE_SCHEMA)
+    collection = _section(path, top.get("collection", {}), "collection", _COLLECTION_SCHEMA)
+    _positive(path, "storage", storage)
+    _positive(path, "collection", collection)
+    if not 1 <= collection.get("page_limit", 1000) <= 1000:
+        raise ConfigError(f"{path}: collection.page_limit must be between 1 and 1000")
+    return Config(
+        path=path,
+        timezone=tz_name,
+        storage=StorageConfig(**storage),
+        collection=CollectionConfig(**collection),
+        organizations=_organizations(path, top.get("organizations")),
+        features=_features(path, top.get("features", [])),
+    )
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """``--config``, else ``$SPENDWATCH_CONFIG``, else ``./config.toml``."""
+    return Path(explicit or os.environ.get("SPENDWATCH_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate the config file. Raises ConfigError with a one-line message."""
+    path = config_path(explicit)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found; copy config.example.toml to {path} "
+                          "or pass --config PATH") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
+    return parse_config(path.resolve(), data)
+
+
+def resolve_admin_key(config: Config, org: OrganizationConfig,
+                      environ: Callable[[str], str | None] = os.environ.get) -> Secret:
+    """The admin key of ``org``: from its key file if set, else its environment variable.
+
+    Raises ConfigError naming where the key was looked for (never the key itself).
+    """
+    if org.admin_key_file:
+        key_path = Path(org.admin_key_file).expanduser()
+        try:
+            value = key_path.read_text(encoding="utf-8").strip()
+        except OSError:
+            raise ConfigError(f"{config.path}: organization {org.name!r}: admin_key_file "
+                              f"{key_path} cannot be read; create it holding the Admin API key "
+                              "(mode 600)") from None
+        where = f"admin_key_file {key_path}"
+    else:
+        value = (environ(org.admin_key_env) or "").strip()
+        where = f"environment variable {org.admin_key_env}"
+    if not value:
+        raise ConfigError(f"{config.path}: organization {org.name!r}: no admin key in {where}; "
+                          "set it to the organization's Admin API key (sk-ant-admin01-...)")
+    return Secret(value)

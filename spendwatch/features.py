@@ -1,0 +1,61 @@
+"""Features: names users give to groups of API keys and/or workspaces.
+
+Neither API has a feature dimension. A rule in config (``[[features]]``) matches by API key ID,
+API key name glob, workspace ID or workspace name glob; the first rule that matches wins.
+Usage matching no rule shows under its API key's name, else its workspace's name: it never
+disappears.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from typing import Sequence
+
+from spendwatch.config import FeatureRule
+
+DEFAULT_WORKSPACE = "Default workspace"
+NO_API_KEY = "(no API key)"
+
+
+def workspace_label(workspace_id: str | None, name: str | None) -> str:
+    """What a workspace is called on every surface: its name, else its ID.
+
+    The legacy API reports the default workspace as a null ID.
+    """
+    if name:
+        return name
+    return workspace_id or DEFAULT_WORKSPACE
+
+
+def api_key_label(api_key_id: str | None, name: str | None) -> str:
+    """An API key's name, else its ID; usage no key authenticated (Console) is labelled so."""
+    if name:
+        return name
+    return api_key_id or NO_API_KEY
+
+
+def _matches(rule: FeatureRule, organization: str, workspace_id: str | None,
+             workspace_name: str | None, api_key_id: str | None,
+             api_key_name: str | None) -> bool:
+    if rule.organizations and organization not in rule.organizations:
+        return False
+    if api_key_id and api_key_id in rule.api_key_ids:
+        return True
+    if api_key_name and any(fnmatchcase(api_key_name, p) for p in rule.api_key_names):
+        return True
+    if workspace_id and workspace_id in rule.workspace_ids:
+        return True
+    return bool(workspace_name) and any(fnmatchcase(workspace_name or "", p)
+                                        for p in rule.workspace_names)
+
+
+def feature_for(rules: Sequence[FeatureRule], organization: str, workspace_id: str | None,
+                workspace_name: str | None, api_key_id: str | None,
+                api_key_name: str | None) -> str:
+    """The feature of usage from this API key in this workspace."""
+    for rule in rules:
+        if _matches(rule, organization, workspace_id, workspace_name, api_key_id, api_key_name):
+            return rule.name
+    if api_key_id:
+        return api_key_label(api_key_id, api_key_name)
+    return workspace_label(workspace_id, workspace_name)

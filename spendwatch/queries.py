@@ -1,0 +1,199 @@
+"""Shared warehouse queries: spend and tokens by any dimension, over local-time days.
+
+All aggregation happens in DuckDB with bound parameters. Cost is billed cost from the cost
+API; legacy cost comes in UTC-day buckets and is attributed to the local date with the same
+calendar date (it cannot be split by hour).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any, Sequence
+from zoneinfo import ZoneInfo
+
+import duckdb
+
+from spendwatch.config import FeatureRule
+from spendwatch.features import api_key_label, feature_for, workspace_label
+from spendwatch.timeutil import local_range
+
+SPEND_DIMENSIONS = ("date", "organization", "workspace", "api_key", "feature", "model",
+                    "service_tier", "cache_status")
+METRICS = ("cost_usd", "uncached_input_tokens", "cache_write_5m_tokens",
+           "cache_write_1h_tokens", "cache_read_tokens", "output_tokens", "web_search_requests")
+TOKEN_METRICS = METRICS[1:]
+CACHE_STATUSES = ("uncached_input", "cache_write_5m", "cache_write_1h", "cache_read", "output",
+                  "other")
+# token_type of the cost API -> cache status; anything else (web search, code execution,
+# session runtime) is "other".
+_COST_STATUS_SQL = """CASE token_type
+    WHEN 'uncached_input_tokens' THEN 'uncached_input'
+    WHEN 'cache_creation.ephemeral_5m_input_tokens' THEN 'cache_write_5m'
+    WHEN 'cache_creation.ephemeral_1h_input_tokens' THEN 'cache_write_1h'
+    WHEN 'cache_read_input_tokens' THEN 'cache_read'
+    WHEN 'output_tokens' THEN 'output'
+    ELSE 'other' END"""
+_USAGE_STATUS_COLUMNS = {"uncached_input": "uncached_input_tokens",
+                         "cache_write_5m": "cache_write_5m_tokens",
+                         "cache_write_1h": "cache_write_1h_tokens",
+                         "cache_read": "cache_read_tokens", "output": "output_tokens",
+                         "other": "web_search_requests"}
+
+
+def _local_date_sql() -> str:
+    return ("CASE WHEN bucket_width = '1d' THEN (bucket_start AT TIME ZONE 'UTC')::DATE "
+            "ELSE (bucket_start AT TIME ZONE $tz)::DATE END")
+
+
+def _usage_selects(split_by_status: bool) -> list[str]:
+    common = ("organization, bucket_start, '1h' AS bucket_width, workspace_id, api_key_id, "
+              "model, service_tier")
+    if not split_by_status:
+        return [f"SELECT {common}, 'all' AS cache_status, 0::DECIMAL(38, 12) AS cost_usd, "
+                + ", ".join(TOKEN_METRICS) + " FROM usage_hourly"]
+    selects = []
+    for status, column in _USAGE_STATUS_COLUMNS.items():
+        metrics = ", ".join(f"{m if m == column else '0'} AS {m}" for m in TOKEN_METRICS)
+        selects.append(f"SELECT {common}, '{status}' AS cache_status, "
+                       f"0::DECIMAL(38, 12) AS cost_usd, {metrics} FROM usage_hourly "
+                       f"WHERE {column} <> 0")
+    return selects
+
+
+def _facts_sql(split_by_status: bool) -> str:
+    cost = ("SELECT organization, bucket_start, bucket_width, workspace_id, api_key_id, model, "
+            f"service_tier, {_COST_STATUS_SQL if split_by_status else repr('all')} AS cache_status, "
+            "amount_usd AS cost_usd, "
+            + ", ".join(f"0 AS {m}" for m in TOKEN_METRICS) + " FROM cost_buckets")
+    return "\nUNION ALL\n".join([cost, *_usage_selects(split_by_status)])
+
+
+@dataclass(frozen=True)
+class NameBook:
+    """Names of workspaces and API keys, per organization, from the warehouse."""
+
+    workspaces: dict[tuple[str, str], str]
+    api_keys: dict[tuple[str, str], str]
+
+    @classmethod
+    def load(cls, conn: duckdb.DuckDBPyConnection) -> "NameBook":
+        ws = {(o, i): n for o, i, n in conn.execute(
+            "SELECT organization, workspace_id, name FROM workspaces").fetchall()}
+        keys = {(o, i): n for o, i, n in conn.execute(
+            "SELECT organization, api_key_id, name FROM api_keys").fetchall()}
+        return cls(ws, keys)
+
+    def workspace(self, organization: str, workspace_id: str | None) -> str | None:
+        return self.workspaces.get((organization, workspace_id)) if workspace_id else None
+
+    def api_key(self, organization: str, api_key_id: str | None) -> str | None:
+        return self.api_keys.get((organization, api_key_id)) if api_key_id else None
+
+
+def _feature_map(conn: duckdb.DuckDBPyConnection, names: NameBook,
+                 rules: Sequence[FeatureRule]) -> tuple[str, dict[str, Any]]:
+    """A VALUES table (organization, workspace_id, api_key_id, feature) for every pair seen."""
+    pairs = conn.execute("""
+        SELECT DISTINCT organization, workspace_id, api_key_id FROM usage_hourly
+        UNION SELECT DISTINCT organization, workspace_id, api_key_id FROM cost_buckets
+    """).fetchall()
+    if not pairs:
+        return ("SELECT NULL::VARCHAR AS organization, NULL::VARCHAR AS workspace_id, "
+                "NULL::VARCHAR AS api_key_id, NULL::VARCHAR AS feature WHERE false"), {}
+    params: dict[str, Any] = {}
+    tuples = []
+    for n, (org, ws, key) in enumerate(pairs):
+        feature = feature_for(rules, org, ws, names.workspace(org, ws), key,
+                              names.api_key(org, key))
+        params.update({f"fo{n}": org, f"fw{n}": ws, f"fk{n}": key, f"ff{n}": feature})
+        tuples.append(f"($fo{n}::VARCHAR, $fw{n}::VARCHAR, $fk{n}::VARCHAR, $ff{n}::VARCHAR)")
+    values = ", ".join(tuples)
+    return (f"SELECT * FROM (VALUES {values}) AS f(organization, workspace_id, api_key_id, "
+            "feature)"), params
+
+
+def spend(conn: duckdb.DuckDBPyConnection, tz: ZoneInfo, since: date, until: date,
+          by: Sequence[str], features: Sequence[FeatureRule] = (),
+          organizations: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Spend and tokens over local days ``since``..``until`` (both included), grouped ``by``.
+
+    Each result holds the dimensions asked for (``workspace`` and ``api_key`` as display names,
+    with ``workspace_id`` / ``api_key_id`` beside them) and every metric in METRICS; cost is
+    Decimal dollars. Rows are ordered by date, then cost (highest first).
+    Raises ValueError for an unknown dimension.
+    """
+    unknown = [d for d in by if d not in SPEND_DIMENSIONS]
+    if unknown:
+        raise ValueError(f"unknown dimension {unknown[0]!r}; use any of "
+                         + ", ".join(SPEND_DIMENSIONS))
+    names = NameBook.load(conn)
+    utc_start, utc_end = local_range(since, until, tz)
+    group_columns = []
+    for dim in by:
+        group_columns += {"date": ["date"], "workspace": ["workspace_id"],
+                          "api_key": ["api_key_id"]}.get(dim, [dim])
+    feature_sql, feature_params = (_feature_map(conn, names, features) if "feature" in by
+                                   else ("", {}))
+    feature_join = ("LEFT JOIN feature_map f ON f.organization = facts.organization "
+                    "AND f.workspace_id IS NOT DISTINCT FROM facts.workspace_id "
+                    "AND f.api_key_id IS NOT DISTINCT FROM facts.api_key_id"
+                    if feature_sql else "")
+    select_dims = ", ".join({"feature": "f.feature AS feature"}.get(c, f"facts.{c}" if c != "date"
+                            else "date") for c in group_columns)
+    sums = ", ".join(f"sum({m}) AS {m}" for m in METRICS)
+    org_filter = "AND facts.organization IN (SELECT unnest($orgs))" if organizations else ""
+    sql = f"""
+        WITH {"feature_map AS (" + feature_sql + ")," if feature_sql else ""}
+        facts AS (SELECT *, {_local_date_sql()} AS date FROM ({_facts_sql('cache_status' in by)})
+                  WHERE bucket_start >= $scan_from AND bucket_start < $scan_to)
+        SELECT {select_dims + ',' if select_dims else ''} {sums}
+        FROM facts {feature_join}
+        WHERE date BETWEEN $since AND $until {org_filter}
+        {"GROUP BY " + select_dims if select_dims else ""}
+    """
+    params: dict[str, Any] = {"tz": str(tz.key), "since": since, "until": until,
+                              "scan_from": utc_start - timedelta(days=1),
+                              "scan_to": utc_end + timedelta(days=1), **feature_params}
+    if organizations:
+        params["orgs"] = list(organizations)
+    records = conn.execute(sql, params).fetchall()
+    columns = [c for c in group_columns] + list(METRICS)
+    results = [_finish(dict(zip(columns, rec)), by, names) for rec in records]
+    results.sort(key=lambda r: (str(r.get("date", "")), -r["cost_usd"],
+                                [str(r.get(d, "")) for d in by]))
+    return results
+
+
+def _finish(row: dict[str, Any], by: Sequence[str], names: NameBook) -> dict[str, Any]:
+    org = row.get("organization")
+    if "workspace" in by:
+        ws = row["workspace_id"]
+        row["workspace"] = workspace_label(ws, names.workspace(org, ws) if org else
+                                           _any_name(names.workspaces, ws))
+    if "api_key" in by:
+        key = row["api_key_id"]
+        row["api_key"] = api_key_label(key, names.api_key(org, key) if org else
+                                       _any_name(names.api_keys, key))
+    row["cost_usd"] = row["cost_usd"] if row["cost_usd"] is not None else Decimal(0)
+    for metric in TOKEN_METRICS:
+        row[metric] = int(row[metric] or 0)
+    return row
+
+
+def _any_name(book: dict[tuple[str, str], str], item_id: str | None) -> str | None:
+    if item_id is None:
+        return None
+    for (_, i), name in book.items():
+        if i == item_id:
+            return name
+    return None
+
+
+def money_str(amount: Decimal) -> str:
+    """A dollar amount as a decimal string: exact, at least two decimals, no exponent."""
+    normalized = amount.normalize()
+    if normalized.as_tuple().exponent > -2:  # type: ignore[operator]
+        normalized = normalized.quantize(Decimal("0.01"))
+    return format(normalized, "f")

@@ -1,0 +1,222 @@
+"""DuckDB access: writer and reader connections, lock retry, numbered migrations.
+
+DuckDB lets one process write only while no other process has the file open at all, and a
+conflicting open fails at once. So (DESIGN.md): a writer opens, writes one transaction, and
+closes, per job; a reader opens ``read_only=True`` per query batch and closes; both retry the
+lock error with a bounded backoff; nobody caches a connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import duckdb
+
+from spendwatch.errors import DatabaseBusy, DatabaseMissing
+
+log = logging.getLogger(__name__)
+
+_LOCK_MARKERS = ("Could not set lock", "different configuration", "Conflicting lock")
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    """True for the errors that mean "another connection holds the file": retry those."""
+    return isinstance(exc, (duckdb.IOException, duckdb.ConnectionException)) and any(
+        marker in str(exc) for marker in _LOCK_MARKERS
+    )
+
+
+def _open_with_retry(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except (duckdb.IOException, duckdb.ConnectionException) as exc:
+            if not is_lock_error(exc):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise DatabaseBusy(
+                    f"{path} is locked by another spendwatch process (the worker is probably "
+                    "writing); the data is being updated, try again in a moment"
+                ) from None
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.2)
+
+
+@contextmanager
+def writer(path: Path, lock_timeout: float = 10.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-write connection with migrations applied; closed on exit.
+
+    Creates the file (and its folder) if missing. Raises DatabaseBusy when the file stays
+    locked past ``lock_timeout`` seconds.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = _open_with_retry(path, read_only=False, timeout=lock_timeout)
+    try:
+        migrate(conn)
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextmanager
+def reader(path: Path, lock_timeout: float = 10.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection; closed on exit.
+
+    Raises DatabaseMissing when nothing has been collected yet, DatabaseBusy when locked.
+    """
+    if not path.exists():
+        raise DatabaseMissing(f"{path} does not exist yet; run `spendwatch collect` first")
+    conn = _open_with_retry(path, read_only=True, timeout=lock_timeout)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """BEGIN ... COMMIT, or ROLLBACK if the block raises."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+# --- migrations ------------------------------------------------------------------------------
+# Numbered, append-only: never edit a released migration, add the next one.
+
+_DIMENSIONS = """
+    model VARCHAR,
+    workspace_id VARCHAR,
+    api_key_id VARCHAR,
+    service_tier VARCHAR,
+    context_window VARCHAR,
+"""
+
+
+def _m001_initial(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(f"""
+        CREATE TABLE usage_hourly (
+            row_key VARCHAR PRIMARY KEY,        -- the natural key, see collectors.rows
+            organization VARCHAR NOT NULL,
+            source VARCHAR NOT NULL,            -- analytics | legacy
+            bucket_start TIMESTAMPTZ NOT NULL,  -- UTC hour
+            bucket_end TIMESTAMPTZ NOT NULL,
+            {_DIMENSIONS}
+            uncached_input_tokens BIGINT NOT NULL,
+            cache_write_5m_tokens BIGINT NOT NULL,
+            cache_write_1h_tokens BIGINT NOT NULL,
+            cache_read_tokens BIGINT NOT NULL,
+            output_tokens BIGINT NOT NULL,
+            web_search_requests BIGINT NOT NULL,
+            requests BIGINT,
+            provisional BOOLEAN NOT NULL,       -- inside the re-read window when fetched
+            fetched_at TIMESTAMPTZ NOT NULL
+        )""")
+    conn.execute(f"""
+        CREATE TABLE cost_buckets (
+            row_key VARCHAR PRIMARY KEY,
+            organization VARCHAR NOT NULL,
+            source VARCHAR NOT NULL,
+            bucket_start TIMESTAMPTZ NOT NULL,
+            bucket_end TIMESTAMPTZ NOT NULL,
+            bucket_width VARCHAR NOT NULL,      -- 1h (analytics) | 1d (legacy)
+            {_DIMENSIONS}
+            cost_type VARCHAR,                  -- tokens | web_search | code_execution | session_usage
+            token_type VARCHAR,                 -- only for cost_type = tokens
+            description VARCHAR,                -- legacy cost report only
+            amount_usd DECIMAL(38, 12) NOT NULL,        -- billed, after discounts, before credits
+            list_amount_usd DECIMAL(38, 12),            -- list price; legacy has none
+            requests BIGINT,
+            provisional BOOLEAN NOT NULL,
+            fetched_at TIMESTAMPTZ NOT NULL
+        )""")
+    conn.execute("""
+        CREATE TABLE sync_state (
+            organization VARCHAR NOT NULL,
+            stream VARCHAR NOT NULL,            -- usage | cost
+            covered_from TIMESTAMPTZ NOT NULL,  -- [covered_from, covered_until) is stored whole
+            covered_until TIMESTAMPTZ NOT NULL,
+            data_refreshed_at TIMESTAMPTZ,
+            updated_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (organization, stream)
+        )""")
+    conn.execute("CREATE SEQUENCE collection_run_ids START 1")
+    conn.execute("""
+        CREATE TABLE collection_runs (
+            id BIGINT PRIMARY KEY DEFAULT nextval('collection_run_ids'),
+            organization VARCHAR NOT NULL,
+            started_at TIMESTAMPTZ NOT NULL,
+            finished_at TIMESTAMPTZ NOT NULL,
+            status VARCHAR NOT NULL,            -- ok | failed
+            windows INTEGER NOT NULL,
+            usage_rows INTEGER NOT NULL,
+            cost_rows INTEGER NOT NULL,
+            error VARCHAR                       -- one line, never a secret
+        )""")
+    conn.execute("""
+        CREATE TABLE workspaces (
+            organization VARCHAR NOT NULL,
+            workspace_id VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            archived_at TIMESTAMPTZ,
+            fetched_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (organization, workspace_id)
+        )""")
+    conn.execute("""
+        CREATE TABLE api_keys (
+            organization VARCHAR NOT NULL,
+            api_key_id VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            status VARCHAR,
+            workspace_id VARCHAR,
+            created_at TIMESTAMPTZ,
+            fetched_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (organization, api_key_id)
+        )""")
+    conn.execute("CREATE INDEX usage_org_bucket ON usage_hourly (organization, bucket_start)")
+    conn.execute("CREATE INDEX cost_org_bucket ON cost_buckets (organization, bucket_start)")
+
+
+MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
+    (1, "initial", _m001_initial),
+]
+
+
+def schema_version(conn: duckdb.DuckDBPyConnection) -> int:
+    """The highest applied migration, 0 for an empty file."""
+    exists = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+    ).fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(conn: duckdb.DuckDBPyConnection) -> int:
+    """Apply every pending migration, each in its own transaction. Returns the new version."""
+    conn.execute("""
+        CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL
+        )""")
+    current = schema_version(conn)
+    for version, name, apply in MIGRATIONS:
+        if version <= current:
+            continue
+        with transaction(conn):
+            apply(conn)
+            conn.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name])
+        log.info("applied migration %03d_%s", version, name)
+        current = version
+    return current

@@ -1,0 +1,128 @@
+"""Shared fixtures: an isolated working folder, the simulator in a real process, configs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+ADMIN_KEY = "sk-ant-admin01-test-key-0123456789abcdef"
+SIM_NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+SIM_NOW_TEXT = "2026-11-24T12:00:00Z"
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test runs in its own folder, with the user's config and keys kept out."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith(("ANTHROPIC_", "SPENDWATCH_")):
+            monkeypatch.delenv(name)
+    return tmp_path
+
+
+@dataclass
+class Simulator:
+    """A simulator running in its own process."""
+
+    url: str
+    process: subprocess.Popen
+
+    def control(self, method: str, path: str, **kwargs: object) -> requests.Response:
+        response = requests.request(method, self.url + path, timeout=10, **kwargs)
+        response.raise_for_status()
+        return response
+
+    def fault(self, **spec: object) -> None:
+        self.control("POST", "/_sim/faults", json=spec)
+
+    def truth(self, start: datetime, end: datetime) -> dict:
+        return self.control("GET", "/_sim/truth", params={
+            "starting_at": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "ending_at": end.strftime("%Y-%m-%dT%H:%M:%SZ")}).json()
+
+    def requests_served(self) -> list[dict]:
+        return self.control("GET", "/_sim/requests").json()
+
+
+def start_simulator_process(seed: int = 7, keys: tuple[str, ...] = (ADMIN_KEY,),
+                            now: str | None = SIM_NOW_TEXT) -> Simulator:
+    args = [sys.executable, "-m", "collectors.simulator", "--port", "0", "--seed", str(seed)]
+    for key in keys:
+        args += ["--admin-key", key]
+    if now:
+        args += ["--now", now]
+    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if "listening on" not in line:
+        process.kill()
+        raise RuntimeError(f"simulator did not start: {line!r}")
+    return Simulator(url=line.rsplit(" ", 1)[-1].strip(), process=process)
+
+
+@pytest.fixture
+def simulators() -> Iterator[Callable[..., Simulator]]:
+    """A factory of simulators (several organizations); all stopped after the test."""
+    started: list[Simulator] = []
+
+    def make(**kwargs: object) -> Simulator:
+        sim = start_simulator_process(**kwargs)  # type: ignore[arg-type]
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
+        sim.process.terminate()
+        try:
+            sim.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            sim.process.kill()
+
+
+@pytest.fixture
+def simulator(simulators: Callable[..., Simulator]) -> Simulator:
+    return simulators()
+
+
+def write_config(folder: Path, orgs: list[dict], extra: str = "",
+                 timezone_name: str = "America/Chicago", collection: str = "") -> Path:
+    """A config.toml for ``orgs`` (dicts of organization keys) in ``folder``."""
+    blocks = []
+    for org in orgs:
+        lines = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in org.items())
+        blocks.append(f"[[organizations]]\n{lines}\n")
+    text = textwrap.dedent(f"""\
+        timezone = "{timezone_name}"
+        [storage]
+        database = "data/spendwatch.duckdb"
+        lock_timeout_seconds = 20
+        [collection]
+        max_retry_after_seconds = 1
+        timeout_seconds = 10
+        {collection}
+        """) + "\n".join(blocks) + extra
+    path = folder / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def org_config(isolated: Path, simulator: Simulator, monkeypatch: pytest.MonkeyPatch):
+    """A config with one analytics organization on the simulator, its key in the environment."""
+    monkeypatch.setenv("ANTHROPIC_ADMIN_KEY", ADMIN_KEY)
+
+    def make(source: str = "analytics", collection: str = "", extra: str = "") -> Path:
+        return write_config(isolated, [{"name": "acme", "source": source,
+                                        "base_url": simulator.url}],
+                            collection=collection, extra=extra)
+    return make

@@ -1,0 +1,112 @@
+"""Storage: migrations on open, the exact schema, lock handling."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from spendwatch import storage
+from spendwatch.errors import DatabaseBusy, DatabaseMissing
+
+EXPECTED_SCHEMA = {
+    "schema_migrations": ["version", "name", "applied_at"],
+    "usage_hourly": ["row_key", "organization", "source", "bucket_start", "bucket_end", "model",
+                     "workspace_id", "api_key_id", "service_tier", "context_window",
+                     "uncached_input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
+                     "cache_read_tokens", "output_tokens", "web_search_requests", "requests",
+                     "provisional", "fetched_at"],
+    "cost_buckets": ["row_key", "organization", "source", "bucket_start", "bucket_end",
+                     "bucket_width", "model", "workspace_id", "api_key_id", "service_tier",
+                     "context_window", "cost_type", "token_type", "description", "amount_usd",
+                     "list_amount_usd", "requests", "provisional", "fetched_at"],
+    "sync_state": ["organization", "stream", "covered_from", "covered_until",
+                   "data_refreshed_at", "updated_at"],
+    "collection_runs": ["id", "organization", "started_at", "finished_at", "status", "windows",
+                        "usage_rows", "cost_rows", "error"],
+    "workspaces": ["organization", "workspace_id", "name", "archived_at", "fetched_at"],
+    "api_keys": ["organization", "api_key_id", "name", "status", "workspace_id", "created_at",
+                 "fetched_at"],
+}
+
+
+def schema(conn: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    rows = conn.execute("SELECT table_name, column_name FROM information_schema.columns "
+                        "ORDER BY table_name, ordinal_position").fetchall()
+    out: dict[str, list[str]] = {}
+    for table, column in rows:
+        out.setdefault(table, []).append(column)
+    return out
+
+
+def test_an_empty_file_migrates_to_the_exact_schema(tmp_path: Path) -> None:
+    db = tmp_path / "sub" / "w.duckdb"
+    with storage.writer(db) as conn:
+        assert schema(conn) == EXPECTED_SCHEMA
+        assert storage.schema_version(conn) == len(storage.MIGRATIONS)
+        money = conn.execute("SELECT data_type FROM information_schema.columns WHERE "
+                             "table_name = 'cost_buckets' AND column_name = 'amount_usd'"
+                             ).fetchone()
+        assert money == ("DECIMAL(38,12)",)
+
+
+def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    with storage.writer(db) as conn:
+        conn.execute("INSERT INTO workspaces VALUES ('o', 'w', 'n', NULL, now())")
+    with storage.writer(db) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (1,)
+        assert conn.execute("SELECT name FROM workspaces").fetchall() == [("n",)]
+
+
+def test_a_reader_on_a_missing_file_says_to_collect_first(tmp_path: Path) -> None:
+    with pytest.raises(DatabaseMissing, match="run `spendwatch collect` first"):
+        with storage.reader(tmp_path / "none.duckdb"):
+            pass
+    assert not (tmp_path / "none.duckdb").exists()
+
+
+HOLD_LOCK = """
+import duckdb, sys, time
+conn = duckdb.connect(sys.argv[1])
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.close()
+"""
+
+
+def hold_lock(db: Path, seconds: float) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(db), str(seconds)],
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline().strip() == "locked"
+    return process
+
+
+def test_a_locked_database_is_retried_until_it_frees(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    with storage.writer(db):
+        pass
+    holder = hold_lock(db, 1.0)
+    with storage.reader(db, lock_timeout=30) as conn:
+        assert conn.execute("SELECT count(*) FROM usage_hourly").fetchone() == (0,)
+    holder.wait()
+
+
+def test_a_database_locked_too_long_says_it_is_being_updated(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    with storage.writer(db):
+        pass
+    holder = hold_lock(db, 30)
+    try:
+        started = time.monotonic()
+        with pytest.raises(DatabaseBusy, match="the data is being updated"):
+            with storage.writer(db, lock_timeout=0.5):
+                pass
+        assert time.monotonic() - started < 20
+    finally:
+        holder.kill()
+        holder.wait()
