@@ -172,8 +172,43 @@ def _usage_metrics(usage: Mapping[str, Any], where: str) -> dict[str, int]:
     }
 
 
-def _dimensions(group: Mapping[str, Any], where: str) -> dict[str, str | None]:
-    return {d: _optional_str(group, d, where) for d in DIMENSIONS}
+def _usage_row(organization: str, source: str, start: datetime, end: datetime,
+               group: Mapping[str, Any], usage: Mapping[str, Any], where: str,
+               requests: int | None) -> UsageRow:
+    m = _usage_metrics(usage, where)
+    return UsageRow(
+        organization=organization, source=source, bucket_start=start, bucket_end=end,
+        model=_optional_str(group, "model", where),
+        workspace_id=_optional_str(group, "workspace_id", where),
+        api_key_id=_optional_str(group, "api_key_id", where),
+        service_tier=_optional_str(group, "service_tier", where),
+        context_window=_optional_str(group, "context_window", where),
+        uncached_input_tokens=m["uncached_input_tokens"],
+        cache_write_5m_tokens=m["cache_write_5m_tokens"],
+        cache_write_1h_tokens=m["cache_write_1h_tokens"],
+        cache_read_tokens=m["cache_read_tokens"], output_tokens=m["output_tokens"],
+        web_search_requests=m["web_search_requests"], requests=requests)
+
+
+def _cost_row(organization: str, source: str, start: datetime, end: datetime, width: str,
+              group: Mapping[str, Any], cost: Mapping[str, Any], where: str,
+              list_amount: bool) -> CostRow:
+    _check_currency(cost, where)
+    return CostRow(
+        organization=organization, source=source, bucket_start=start, bucket_end=end,
+        bucket_width=width,
+        model=_optional_str(group, "model", where),
+        workspace_id=_optional_str(group, "workspace_id", where),
+        api_key_id=_optional_str(group, "api_key_id", where),
+        service_tier=_optional_str(group, "service_tier", where),
+        context_window=_optional_str(group, "context_window", where),
+        cost_type=_optional_str(group, "cost_type", where, COST_TYPES),
+        token_type=_optional_str(group, "token_type", where, TOKEN_TYPES),
+        description=_optional_str(group, "description", where),
+        amount_usd=cents_to_dollars(_get(cost, "amount", where), where, "amount"),
+        list_amount_usd=(cents_to_dollars(_get(cost, "list_amount", where), where,
+                                          "list_amount") if list_amount else None),
+        requests=_optional_int(cost, "requests", where) if list_amount else None)
 
 
 def _page_rows(page: Any, where: str) -> list[Any]:
@@ -211,12 +246,9 @@ def analytics_usage_rows(page: Any, organization: str, where: str) -> list[Usage
         usage = _get(item, "usage", at)
         if not isinstance(group, Mapping) or not isinstance(usage, Mapping):
             raise MalformedResponse(f"{at}: 'group' and 'usage' should be objects")
-        rows.append(UsageRow(
-            organization=organization, source="analytics",
-            bucket_start=_time(item, "starting_at", at), bucket_end=_time(item, "ending_at", at),
-            **_dimensions(group, at), **_usage_metrics(usage, at),
-            requests=_optional_int(usage, "requests", at),
-        ))
+        rows.append(_usage_row(organization, "analytics", _time(item, "starting_at", at),
+                               _time(item, "ending_at", at), group, usage, at,
+                               _optional_int(usage, "requests", at)))
     return rows
 
 
@@ -231,18 +263,9 @@ def analytics_cost_rows(page: Any, organization: str, where: str) -> list[CostRo
         cost = _get(item, "cost", at)
         if not isinstance(group, Mapping) or not isinstance(cost, Mapping):
             raise MalformedResponse(f"{at}: 'group' and 'cost' should be objects")
-        _check_currency(cost, at)
-        rows.append(CostRow(
-            organization=organization, source="analytics",
-            bucket_start=_time(item, "starting_at", at), bucket_end=_time(item, "ending_at", at),
-            bucket_width="1h", **_dimensions(group, at),
-            cost_type=_optional_str(group, "cost_type", at, COST_TYPES),
-            token_type=_optional_str(group, "token_type", at, TOKEN_TYPES),
-            description=None,
-            amount_usd=cents_to_dollars(_get(cost, "amount", at), at, "amount"),
-            list_amount_usd=cents_to_dollars(_get(cost, "list_amount", at), at, "list_amount"),
-            requests=_optional_int(cost, "requests", at),
-        ))
+        rows.append(_cost_row(organization, "analytics", _time(item, "starting_at", at),
+                              _time(item, "ending_at", at), "1h", group, cost, at,
+                              list_amount=True))
     return rows
 
 
@@ -280,10 +303,7 @@ def legacy_usage_rows(page: Any, organization: str, where: str) -> list[UsageRow
             at = f"{at_bucket}, row {index}"
             if not isinstance(item, Mapping):
                 raise MalformedResponse(f"{at}: not a JSON object")
-            rows.append(UsageRow(
-                organization=organization, source="legacy", bucket_start=start, bucket_end=end,
-                **_dimensions(item, at), **_usage_metrics(item, at), requests=None,
-            ))
+            rows.append(_usage_row(organization, "legacy", start, end, item, item, at, None))
     return rows
 
 
@@ -295,14 +315,6 @@ def legacy_cost_rows(page: Any, organization: str, where: str) -> list[CostRow]:
             at = f"{at_bucket}, row {index}"
             if not isinstance(item, Mapping):
                 raise MalformedResponse(f"{at}: not a JSON object")
-            _check_currency(item, at)
-            rows.append(CostRow(
-                organization=organization, source="legacy", bucket_start=start, bucket_end=end,
-                bucket_width="1d", **_dimensions(item, at),
-                cost_type=_optional_str(item, "cost_type", at, COST_TYPES),
-                token_type=_optional_str(item, "token_type", at, TOKEN_TYPES),
-                description=_optional_str(item, "description", at),
-                amount_usd=cents_to_dollars(_get(item, "amount", at), at, "amount"),
-                list_amount_usd=None, requests=None,
-            ))
+            rows.append(_cost_row(organization, "legacy", start, end, "1d", item, item, at,
+                                  list_amount=False))
     return rows

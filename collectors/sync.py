@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import pyarrow as pa
 
@@ -46,10 +46,10 @@ STREAMS = ("usage", "cost")
 ProgressFactory = Callable[[str, int], "Progress"]
 
 
-class Progress:
-    """Told about each stored window; the CLI's progress bar subclasses it."""
+class Progress(Protocol):
+    """Told about each stored window (the CLI's progress bar is one)."""
 
-    def advance(self, window: "Window") -> None:  # noqa: D401 - a hook
+    def advance(self, window: "Window") -> None:
         """One window stored."""
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from spendwatch.errors import ConfigError
@@ -141,7 +141,7 @@ def _preview(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _section(path: Path, raw: Any, where: str, schema: dict[str, type],
+def _section(path: Path, raw: Any, where: str, schema: Mapping[str, type],
              required: tuple[str, ...] = ()) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: {where} must be a table ([{where}]); see config.example.toml")

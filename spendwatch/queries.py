@@ -140,8 +140,9 @@ def spend(conn: duckdb.DuckDBPyConnection, tz: ZoneInfo, since: date, until: dat
                     "AND f.workspace_id IS NOT DISTINCT FROM facts.workspace_id "
                     "AND f.api_key_id IS NOT DISTINCT FROM facts.api_key_id"
                     if feature_sql else "")
-    select_dims = ", ".join({"feature": "f.feature AS feature"}.get(c, f"facts.{c}" if c != "date"
-                            else "date") for c in group_columns)
+    group_exprs = [{"feature": "f.feature", "date": "facts.date"}.get(c, f"facts.{c}")
+                   for c in group_columns]
+    select_dims = ", ".join(f"{e} AS {c}" for e, c in zip(group_exprs, group_columns))
     sums = ", ".join(f"sum({m}) AS {m}" for m in METRICS)
     org_filter = "AND facts.organization IN (SELECT unnest($orgs))" if organizations else ""
     sql = f"""
@@ -151,7 +152,7 @@ def spend(conn: duckdb.DuckDBPyConnection, tz: ZoneInfo, since: date, until: dat
         SELECT {select_dims + ',' if select_dims else ''} {sums}
         FROM facts {feature_join}
         WHERE date BETWEEN $since AND $until {org_filter}
-        {"GROUP BY " + select_dims if select_dims else ""}
+        {"GROUP BY " + ", ".join(group_exprs) if group_exprs else ""}
     """
     params: dict[str, Any] = {"tz": str(tz.key), "since": since, "until": until,
                               "scan_from": utc_start - timedelta(days=1),

@@ -1,0 +1,90 @@
+"""Run the simulator as a process.
+
+``python -m collectors.simulator --port 0 --seed 7 --admin-key KEY [--admin-key KEY2]
+[--now 2026-11-24T12:00:00Z] [--host 127.0.0.1]``
+
+Prints exactly one line, ``spendwatch simulator listening on http://127.0.0.1:PORT``, to
+stdout (flushed), then serves until SIGTERM or SIGINT and exits 0. Without ``--admin-key``
+the single key ``sk-ant-admin01-sim`` is accepted. Nothing else is written to stdout; keys are
+never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from datetime import datetime
+from types import FrameType
+from typing import Sequence
+
+from .generator import parse_rfc3339
+from .server import start_simulator
+
+DEFAULT_ADMIN_KEYS: tuple[str, ...] = ("sk-ant-admin01-sim",)
+
+
+def serve_forever(
+    port: int = 0,
+    seed: int = 7,
+    admin_keys: Sequence[str] = DEFAULT_ADMIN_KEYS,
+    now: datetime | None = None,
+    host: str = "127.0.0.1",
+) -> int:
+    """Start the simulator, print the one ``listening on`` line to stdout, serve until SIGTERM
+    or SIGINT (or KeyboardInterrupt), close, and return 0.
+
+    Signal handlers are installed only when called from the main thread; the previous
+    handlers are restored before returning.
+    """
+    server = start_simulator(seed=seed, admin_keys=tuple(admin_keys) or DEFAULT_ADMIN_KEYS, now=now,
+                             host=host, port=port)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous: dict[int, object] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[int(sig)] = signal.signal(sig, _on_signal)
+    try:
+        sys.stdout.write(f"spendwatch simulator listening on {server.url}\n")
+        sys.stdout.flush()
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments and :func:`serve_forever`; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m collectors.simulator",
+                                     description="Local simulator of the Anthropic usage and cost APIs.")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="TCP port, 0 for a free one (default 0)")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic organization (default 7)")
+    parser.add_argument(
+        "--admin-key", action="append", dest="admin_keys", metavar="KEY",
+        help="an accepted admin key (repeatable; default sk-ant-admin01-sim)",
+    )
+    parser.add_argument("--now", default=None, help="fixed clock, RFC 3339 (default: the real clock)")
+    args = parser.parse_args(argv)
+    now = None
+    if args.now:
+        try:
+            now = parse_rfc3339(args.now)
+        except ValueError as exc:
+            parser.error(f"--now: {exc}")
+    return serve_forever(port=args.port, seed=args.seed, admin_keys=tuple(args.admin_keys or DEFAULT_ADMIN_KEYS),
+                         now=now, host=args.host)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

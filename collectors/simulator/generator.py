@@ -1,0 +1,823 @@
+"""The synthetic organization behind the simulator: a pure, deterministic data model.
+
+Everything here is a function of the seed, the UTC hour asked about and the revision state;
+nothing reads the network or the disk (except the price table shipped with spendwatch).
+
+Contracts
+---------
+- The finest grain is the **hour record** (:class:`UsageRecord`): per UTC hour, one record
+  per (kind, model, workspace_id, api_key_id, service_tier, context_window) with usage in that
+  hour. ``kind`` is ``"tokens"`` (a model's token usage, optional web searches),
+  ``"code_execution"`` (container hours, model/tier/context window null, tokens 0,
+  ``requests`` = execution spans > 0) or ``"session_usage"`` (Managed Agents session hours,
+  model null, requests 0).
+- An hour exists only when ``HISTORY_START <= hour < floor_hour(now)``: no future or
+  in-progress data.
+- The values of one hour are drawn from ``random.Random`` seeded with a string built from
+  (seed, hour, key, model, tier, context window), so any hour can be computed alone and two
+  organizations with the same seed agree record for record.
+- Costs are Decimal **cents**, computed once per record with
+  :func:`spendwatch.pricing.default_price_table` on the record's UTC day; ``amount`` equals
+  ``list_amount`` (no discounts). Summing records never rounds.
+- Late data: :meth:`SimulatedOrg.revise` opens a revision window over the last ``hours``
+  completed hours before now; an hour inside ``k`` such windows has every count scaled by
+  ``1.07 ** k`` (rounded half-up to integers; runtime hours to 0.001 h) and its cost follows.
+  One combination (``support-bot-staging`` on ``claude-opus-5-5``) exists only in revised
+  hours and one (``+ops notebook`` on ``claude-haiku-4-5-20251001``) exists only in
+  unrevised hours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
+from random import Random
+from typing import Iterable, Iterator, Mapping, Sequence
+from zoneinfo import ZoneInfo
+
+from spendwatch.pricing import PriceTable, default_price_table
+
+UTC = timezone.utc
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+#: First hour of the synthetic history (the legacy API serves from here).
+HISTORY_START = datetime(2025, 9, 1, tzinfo=UTC)
+#: The Analytics API refuses ``starting_at`` before this instant.
+ANALYTICS_EARLIEST = datetime(2026, 1, 1, tzinfo=UTC)
+#: The Analytics API refuses ``starting_at`` older than this before now.
+ANALYTICS_MAX_AGE = timedelta(days=365)
+#: Time zone of the organization's people (drives the daily rhythm).
+LOCAL_TZ = ZoneInfo("America/Chicago")
+
+#: Token types in the order they are reported (Analytics ``token_type`` values).
+TOKEN_TYPES: tuple[str, ...] = (
+    "uncached_input_tokens",
+    "cache_creation.ephemeral_5m_input_tokens",
+    "cache_creation.ephemeral_1h_input_tokens",
+    "cache_read_input_tokens",
+    "output_tokens",
+)
+#: Price-table component of each token type.
+TOKEN_COMPONENT: Mapping[str, str] = {
+    "uncached_input_tokens": "input",
+    "cache_creation.ephemeral_5m_input_tokens": "cache_write_5m",
+    "cache_creation.ephemeral_1h_input_tokens": "cache_write_1h",
+    "cache_read_input_tokens": "cache_read",
+    "output_tokens": "output",
+}
+#: Cost types in reporting order.
+COST_TYPES: tuple[str, ...] = ("tokens", "web_search", "code_execution", "session_usage")
+
+#: Display names used in legacy cost descriptions.
+MODEL_DISPLAY_NAMES: Mapping[str, str] = {
+    "claude-haiku-5-5": "Claude Haiku 5.5",
+    "claude-sonnet-5-5": "Claude Sonnet 5.5",
+    "claude-opus-5-5": "Claude Opus 5.5",
+    "claude-sonnet-4-6": "Claude Sonnet 4.6",
+    "claude-haiku-4-5-20251001": "Claude Haiku 4.5",
+}
+TOKEN_TYPE_LABELS: Mapping[str, str] = {
+    "uncached_input_tokens": "Input Tokens",
+    "cache_creation.ephemeral_5m_input_tokens": "5m Cache Write",
+    "cache_creation.ephemeral_1h_input_tokens": "1h Cache Write",
+    "cache_read_input_tokens": "Cache Read",
+    "output_tokens": "Output Tokens",
+}
+
+_CENTS_PER_DOLLAR = Decimal(100)
+_REVISION_FACTOR = Decimal("1.07")
+_RUNTIME_QUANTUM = Decimal("0.001")
+
+
+# --------------------------------------------------------------------------------------------
+# Time helpers
+
+
+def floor_hour(moment: datetime) -> datetime:
+    """``moment`` (tz-aware) converted to UTC and truncated to the hour."""
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def floor_day(moment: datetime) -> datetime:
+    """``moment`` (tz-aware) converted to UTC and truncated to midnight UTC."""
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def format_rfc3339(moment: datetime) -> str:
+    """UTC RFC 3339 with a ``Z`` suffix and whole seconds, e.g. ``2026-11-24T12:00:00Z``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """Parse a tz-aware RFC 3339 timestamp (``Z`` or an offset) into a UTC datetime.
+
+    A space where the offset's ``+`` belongs (a ``+`` left unescaped in a query string) is
+    accepted. Raises ValueError for anything else, including a naive timestamp or a bare date.
+    """
+    value = text.strip()
+    if len(value) > 19 and value[-6] == " " and value[-3] == ":":
+        value = value[:-6] + "+" + value[-5:]
+    if "T" not in value and "t" not in value:
+        raise ValueError(f"not an RFC 3339 date-time: {text!r}")
+    parsed = datetime.fromisoformat(value.replace("z", "Z"))
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise ValueError(f"RFC 3339 date-time without a time zone offset: {text!r}")
+    return parsed.astimezone(UTC)
+
+
+def hours_between(start: datetime, end: datetime) -> Iterator[datetime]:
+    """Hour starts ``h`` with ``floor_hour(start) <= h < end`` (``start`` rounded down)."""
+    hour = floor_hour(start)
+    while hour < end:
+        yield hour
+        hour += HOUR
+
+
+def decimal_str(value: Decimal) -> str:
+    """A Decimal as a plain decimal string without exponent or trailing zeros ("12378.912")."""
+    if value == 0:
+        return "0"
+    text = format(value.normalize(), "f")
+    return text
+
+
+def cents_to_dollars(cents: Decimal) -> Decimal:
+    """Exact conversion of cents to dollars."""
+    return cents / _CENTS_PER_DOLLAR
+
+
+def stable_suffix(seed: int, label: str, length: int = 24) -> str:
+    """A stable base-32 (Crockford alphabet) string derived from the seed and a label."""
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghjkmnpqrstvwxyz"
+    digest = hashlib.sha256(f"spendwatch-sim:{seed}:{label}".encode()).digest()
+    number = int.from_bytes(digest, "big")
+    chars = []
+    for _ in range(length):
+        number, rem = divmod(number, len(alphabet))
+        chars.append(alphabet[rem])
+    return "".join(chars)
+
+
+# --------------------------------------------------------------------------------------------
+# Organization structure
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A workspace. ``is_default`` marks the organization's default workspace."""
+
+    id: str
+    slug: str
+    name: str
+    created_at: datetime
+    archived_at: datetime | None
+    display_color: str
+    is_default: bool = False
+
+    @property
+    def legacy_id(self) -> str | None:
+        """The id the legacy Admin API reports: None for the default workspace."""
+        return None if self.is_default else self.id
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A named API key. Usage stops at ``usage_until`` (archive/deactivation), if set."""
+
+    id: str
+    slug: str
+    name: str
+    workspace_id: str
+    status: str
+    created_at: datetime
+    usage_until: datetime | None
+    partial_key_hint: str
+    created_by_user_id: str
+
+
+@dataclass(frozen=True)
+class ModelUse:
+    """How one key uses one (model, tier, context window): per-request averages and shares.
+
+    Prompt tokens per request split into cache reads (``read_share``), 5-minute writes
+    (``write_5m_share``), 1-hour writes (``write_1h_share``) and the rest uncached.
+    """
+
+    model: str
+    weight: float
+    tier: str = "standard"
+    context_window: str = "0-200k"
+    prompt_tokens: int = 4000
+    output_tokens: int = 400
+    read_share: float = 0.5
+    write_5m_share: float = 0.05
+    write_1h_share: float = 0.0
+    web_search_rate: float = 0.0
+    absent_prob: float = 0.03
+    only_revised: bool = False
+    only_unrevised: bool = False
+
+
+@dataclass(frozen=True)
+class KeyProfile:
+    """Traffic of one key (``key_slug`` None = Console Workbench, no API key)."""
+
+    key_slug: str | None
+    workspace_slug: str
+    rhythm: str
+    volume: float
+    uses: tuple[ModelUse, ...]
+    code_exec_spans: float = 0.0
+    session_rate: float = 0.0
+
+
+_WORKSPACES: tuple[tuple[str, str, str, str | None, str, bool], ...] = (
+    # slug, name, created_at, archived_at, color, is_default
+    ("default", "Default", "2025-05-12T15:04:11Z", None, "#6C5BB9", True),
+    ("support", "Support", "2025-06-03T14:20:45Z", None, "#4D9E7A", False),
+    ("search", "Search", "2025-06-18T16:02:09Z", None, "#D97757", False),
+    ("data-platform", "Data Platform", "2025-07-07T13:45:30Z", None, "#3B7DD8", False),
+    ("old-experiments", "Old Experiments", "2025-05-20T18:11:52Z", "2026-11-10T16:00:00Z", "#9B9B9B", False),
+)
+
+_API_KEYS: tuple[tuple[str, str, str, str, str, str | None], ...] = (
+    # slug, name, workspace slug, status, created_at, usage_until
+    ("support-bot-prod", "support-bot-prod", "support", "active", "2025-06-04T09:12:00Z", None),
+    ("support-bot-staging", "support-bot-staging", "support", "active", "2025-06-04T09:15:31Z", None),
+    ("search-rag", "search-rag", "search", "active", "2025-06-19T10:00:00Z", None),
+    ("nightly-summaries", "nightly-summaries", "data-platform", "active", "2025-07-08T11:30:00Z", None),
+    ("data-enrichment-batch", "data-enrichment-batch", "data-platform", "active", "2025-07-21T15:45:00Z", None),
+    ("eval-harness", "eval-harness", "default", "active", "2025-08-14T17:20:00Z", None),
+    ("ops-notebook", "+ops notebook", "default", "active", "2025-08-25T08:05:00Z", None),
+    ("legacy-prototype", "legacy-prototype", "old-experiments", "archived", "2025-05-21T12:00:00Z",
+     "2026-11-10T16:00:00Z"),
+    ("marketing-drafts", "marketing-drafts", "default", "inactive", "2025-06-30T13:00:00Z",
+     "2026-10-01T00:00:00Z"),
+)
+
+_PROFILES: tuple[KeyProfile, ...] = (
+    KeyProfile("support-bot-prod", "support", "support", 900.0, (
+        ModelUse("claude-sonnet-5-5", 0.65, prompt_tokens=6000, output_tokens=450,
+                 read_share=0.70, write_5m_share=0.08, write_1h_share=0.02),
+        ModelUse("claude-haiku-5-5", 0.35, prompt_tokens=3000, output_tokens=250,
+                 read_share=0.60, write_5m_share=0.10),
+    ), session_rate=0.8),
+    KeyProfile("support-bot-staging", "support", "office", 40.0, (
+        ModelUse("claude-sonnet-5-5", 1.0, prompt_tokens=6000, output_tokens=450,
+                 read_share=0.55, write_5m_share=0.12, absent_prob=0.15),
+        ModelUse("claude-opus-5-5", 0.3, prompt_tokens=6000, output_tokens=600,
+                 read_share=0.3, write_5m_share=0.2, absent_prob=0.2, only_revised=True),
+    )),
+    KeyProfile("search-rag", "search", "office", 300.0, (
+        ModelUse("claude-sonnet-4-6", 0.60, prompt_tokens=12000, output_tokens=600,
+                 read_share=0.50, write_5m_share=0.05, write_1h_share=0.08, web_search_rate=0.4),
+        ModelUse("claude-sonnet-4-6", 0.02, context_window="200k-1M", prompt_tokens=350000,
+                 output_tokens=900, read_share=0.60, write_1h_share=0.05, web_search_rate=0.2,
+                 absent_prob=0.25),
+        ModelUse("claude-haiku-4-5-20251001", 0.35, prompt_tokens=2500, output_tokens=150,
+                 read_share=0.30, write_5m_share=0.05, web_search_rate=0.1),
+    )),
+    KeyProfile("nightly-summaries", "data-platform", "nightly", 2500.0, (
+        ModelUse("claude-haiku-5-5", 0.8, tier="batch", prompt_tokens=8000, output_tokens=600,
+                 read_share=0.20, write_1h_share=0.05),
+        ModelUse("claude-sonnet-5-5", 0.2, tier="batch", prompt_tokens=9000, output_tokens=900,
+                 read_share=0.20, write_1h_share=0.05),
+    )),
+    KeyProfile("data-enrichment-batch", "data-platform", "evening", 1500.0, (
+        ModelUse("claude-haiku-4-5-20251001", 0.7, tier="batch", prompt_tokens=4000,
+                 output_tokens=300, read_share=0.50, write_5m_share=0.10),
+        ModelUse("claude-opus-5-5", 0.3, tier="batch", prompt_tokens=6000, output_tokens=800,
+                 read_share=0.40, write_1h_share=0.10),
+    ), code_exec_spans=30.0),
+    KeyProfile("eval-harness", "default", "office", 120.0, (
+        # Poor caching: many writes, few reads.
+        ModelUse("claude-opus-5-5", 0.4, prompt_tokens=20000, output_tokens=1500,
+                 read_share=0.05, write_5m_share=0.40),
+        ModelUse("claude-sonnet-5-5", 0.4, prompt_tokens=15000, output_tokens=1200,
+                 read_share=0.05, write_5m_share=0.35),
+        ModelUse("claude-sonnet-4-6", 0.2, prompt_tokens=15000, output_tokens=1000,
+                 read_share=0.05, write_5m_share=0.30, absent_prob=0.1),
+    ), code_exec_spans=12.0),
+    KeyProfile("ops-notebook", "default", "office", 15.0, (
+        ModelUse("claude-sonnet-5-5", 0.7, prompt_tokens=5000, output_tokens=800,
+                 read_share=0.30, write_5m_share=0.10, write_1h_share=0.05, absent_prob=0.2),
+        ModelUse("claude-haiku-4-5-20251001", 0.3, prompt_tokens=2000, output_tokens=300,
+                 read_share=0.2, write_5m_share=0.1, absent_prob=0.3, only_unrevised=True),
+    )),
+    KeyProfile("legacy-prototype", "old-experiments", "office", 60.0, (
+        ModelUse("claude-sonnet-4-6", 1.0, prompt_tokens=4000, output_tokens=500,
+                 read_share=0.30, write_5m_share=0.10, absent_prob=0.1),
+    )),
+    KeyProfile("marketing-drafts", "default", "office", 30.0, (
+        ModelUse("claude-opus-5-5", 0.5, prompt_tokens=3000, output_tokens=1200,
+                 read_share=0.2, write_5m_share=0.1, absent_prob=0.2),
+        ModelUse("claude-sonnet-5-5", 0.5, prompt_tokens=3000, output_tokens=1000,
+                 read_share=0.2, write_5m_share=0.1, absent_prob=0.2),
+    )),
+    KeyProfile(None, "default", "office", 8.0, (
+        ModelUse("claude-sonnet-5-5", 0.6, prompt_tokens=5000, output_tokens=700,
+                 read_share=0.2, write_5m_share=0.1, write_1h_share=0.05, absent_prob=0.25),
+        ModelUse("claude-opus-5-5", 0.4, prompt_tokens=5000, output_tokens=900,
+                 read_share=0.1, write_5m_share=0.1, absent_prob=0.3),
+    )),
+)
+
+
+def activity(hour: datetime, rhythm: str) -> float:
+    """Fraction of a key's peak hourly volume active in the UTC ``hour``.
+
+    Rhythms follow America/Chicago local time: ``office`` (busy 8-18, quiet at night),
+    ``support`` (office hours plus a 24/7 floor), ``nightly`` (batch jobs 1-5 local),
+    ``evening`` (batch jobs 19-23 local). Weekends run at 30% of weekdays.
+    """
+    local = hour.astimezone(LOCAL_TZ)
+    h = local.hour
+    weekend = 0.3 if local.weekday() >= 5 else 1.0
+    if rhythm == "office":
+        if 8 <= h < 18:
+            base = 1.15 if 11 <= h < 15 else 1.0
+        elif 6 <= h < 8 or 18 <= h < 22:
+            base = 0.3
+        else:
+            base = 0.05
+    elif rhythm == "support":
+        if 8 <= h < 18:
+            base = 1.0
+        elif 6 <= h < 8 or 18 <= h < 23:
+            base = 0.45
+        else:
+            base = 0.15
+    elif rhythm == "nightly":
+        base = 1.0 if 1 <= h < 5 else 0.0
+    elif rhythm == "evening":
+        base = 1.0 if 19 <= h < 23 else 0.0
+    else:
+        raise ValueError(f"unknown rhythm {rhythm!r}")
+    return base * weekend
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One hour of one combination. Costs are ``(cost_type, token_type, cents)`` triples.
+
+    ``workspace_id`` is always the real ``wrkspc_`` id (the default workspace too);
+    ``api_key_id`` is None for Console Workbench usage. ``speed`` is always ``"standard"`` and
+    ``inference_geo`` always None; code execution / session records have model,
+    service_tier and context_window None.
+    """
+
+    hour: datetime
+    kind: str
+    model: str | None
+    workspace_id: str
+    api_key_id: str | None
+    service_tier: str | None
+    context_window: str | None
+    speed: str | None
+    uncached_input_tokens: int = 0
+    cache_creation_5m: int = 0
+    cache_creation_1h: int = 0
+    cache_read_input_tokens: int = 0
+    output_tokens: int = 0
+    web_search_requests: int = 0
+    requests: int = 0
+    runtime_hours: Decimal = Decimal(0)
+    costs: tuple[tuple[str, str | None, Decimal], ...] = ()
+    inference_geo: None = None
+
+    @property
+    def total_tokens(self) -> int:
+        """Sum of the five token counts."""
+        return (
+            self.uncached_input_tokens
+            + self.cache_creation_5m
+            + self.cache_creation_1h
+            + self.cache_read_input_tokens
+            + self.output_tokens
+        )
+
+    @property
+    def cost_cents(self) -> Decimal:
+        """Total cost of the record in cents."""
+        return sum((c for _, _, c in self.costs), Decimal(0))
+
+    def token_count(self, token_type: str) -> int:
+        """The count of one Analytics ``token_type``."""
+        return {
+            "uncached_input_tokens": self.uncached_input_tokens,
+            "cache_creation.ephemeral_5m_input_tokens": self.cache_creation_5m,
+            "cache_creation.ephemeral_1h_input_tokens": self.cache_creation_1h,
+            "cache_read_input_tokens": self.cache_read_input_tokens,
+            "output_tokens": self.output_tokens,
+        }[token_type]
+
+
+def legacy_description(
+    cost_type: str, token_type: str | None, model: str | None, tier: str | None, context_window: str | None
+) -> str:
+    """The legacy cost report's ``description`` of one cost line.
+
+    Token lines read ``"<Model display name> Usage - <label>"`` with label ``Input Tokens``,
+    ``Output Tokens``, ``Cache Read``, ``5m Cache Write`` or ``1h Cache Write``, and a suffix
+    ``" (Batch)"``, ``" (Long Context)"`` or ``" (Batch, Long Context)"`` for the batch tier
+    and the ``200k-1M`` context window. Others: ``Web Search Usage``, ``Code Execution Usage``,
+    ``Session Usage``.
+    """
+    if cost_type == "web_search":
+        return "Web Search Usage"
+    if cost_type == "code_execution":
+        return "Code Execution Usage"
+    if cost_type == "session_usage":
+        return "Session Usage"
+    assert model is not None and token_type is not None
+    name = MODEL_DISPLAY_NAMES.get(model, model)
+    text = f"{name} Usage - {TOKEN_TYPE_LABELS[token_type]}"
+    extras = []
+    if tier == "batch":
+        extras.append("Batch")
+    if context_window == "200k-1M":
+        extras.append("Long Context")
+    if extras:
+        text += f" ({', '.join(extras)})"
+    return text
+
+
+@dataclass
+class _RevisionWindow:
+    start: datetime
+    end: datetime
+
+
+class SimulatedOrg:
+    """The synthetic organization for ``seed``; ``now`` fixed (tz-aware) or None for the real
+    clock at each call; prices from ``price_table`` (default: spendwatch's shipped table).
+
+    Thread-safe: :meth:`revise` and :meth:`set_now` may run while other threads read.
+    """
+
+    def __init__(self, seed: int = 7, now: datetime | None = None, price_table: PriceTable | None = None):
+        if now is not None and now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        self.seed = seed
+        self.fixed_now: datetime | None = now.astimezone(UTC) if now is not None else None
+        self.price_table = price_table if price_table is not None else default_price_table()
+        self._lock = threading.Lock()
+        self._windows: list[_RevisionWindow] = []
+        self.workspaces: tuple[Workspace, ...] = tuple(
+            Workspace(
+                id="wrkspc_01" + stable_suffix(self.seed, f"workspace:{slug}"),
+                slug=slug,
+                name=name,
+                created_at=parse_rfc3339(created),
+                archived_at=parse_rfc3339(archived) if archived else None,
+                display_color=color,
+                is_default=is_default,
+            )
+            for slug, name, created, archived, color, is_default in _WORKSPACES
+        )
+        self._workspace_by_slug = {w.slug: w for w in self.workspaces}
+        self.workspace_by_id: dict[str, Workspace] = {w.id: w for w in self.workspaces}
+        keys = []
+        for slug, name, ws_slug, status, created, until in _API_KEYS:
+            hint = stable_suffix(self.seed, f"hint:{slug}", 7)
+            keys.append(
+                ApiKey(
+                    id="apikey_01" + stable_suffix(self.seed, f"api_key:{slug}"),
+                    slug=slug,
+                    name=name,
+                    workspace_id=self._workspace_by_slug[ws_slug].id,
+                    status=status,
+                    created_at=parse_rfc3339(created),
+                    usage_until=parse_rfc3339(until) if until else None,
+                    partial_key_hint=f"sk-ant-api03-{hint[:3]}...{hint[3:7]}",
+                    created_by_user_id="user_01" + stable_suffix(self.seed, f"user:{ws_slug}"),
+                )
+            )
+        self.api_keys: tuple[ApiKey, ...] = tuple(keys)
+        self._key_by_slug = {k.slug: k for k in self.api_keys}
+        self.api_key_by_id: dict[str, ApiKey] = {k.id: k for k in self.api_keys}
+        self._hour_cache = lru_cache(maxsize=8192)(self._compute_hour)
+
+    # ---- clock and revisions ---------------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The fixed ``now`` or, without one, the real UTC clock."""
+        fixed = self.fixed_now
+        return fixed if fixed is not None else datetime.now(UTC)
+
+    def set_now(self, now: datetime | None) -> None:
+        """Fix the clock at ``now`` (tz-aware) or, with None, follow the real clock."""
+        if now is not None and now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        self.fixed_now = now.astimezone(UTC) if now is not None else None
+
+    @property
+    def revision(self) -> int:
+        """How many times :meth:`revise` ran (starts at 0)."""
+        with self._lock:
+            return len(self._windows)
+
+    def revise(self, hours: int = 6) -> int:
+        """Deliver late data: every completed hour in ``[floor_hour(now) - hours, floor_hour(now))``
+        gets usage scaled by a further 7% (and its cost follows). Returns the new revision.
+        """
+        if hours < 1:
+            raise ValueError("hours must be >= 1")
+        end = floor_hour(self.now())
+        with self._lock:
+            self._windows.append(_RevisionWindow(end - timedelta(hours=hours), end))
+            return len(self._windows)
+
+    def revisions_of(self, hour: datetime) -> int:
+        """How many revision windows cover ``hour``."""
+        with self._lock:
+            return sum(1 for w in self._windows if w.start <= hour < w.end)
+
+    # ---- lookups ---------------------------------------------------------------------------
+
+    @property
+    def default_workspace(self) -> Workspace:
+        """The organization's default workspace."""
+        return self._workspace_by_slug["default"]
+
+    def workspace_by_slug(self, slug: str) -> Workspace:
+        """The workspace with this slug (``default``, ``support``, ``search``, ...)."""
+        return self._workspace_by_slug[slug]
+
+    def api_key_by_slug(self, slug: str) -> ApiKey:
+        """The API key with this slug (``support-bot-prod``, ``ops-notebook``, ...)."""
+        return self._key_by_slug[slug]
+
+    def legacy_workspace_id(self, workspace_id: str | None) -> str | None:
+        """Workspace id as the legacy API reports it (None for the default workspace)."""
+        if workspace_id is None:
+            return None
+        ws = self.workspace_by_id.get(workspace_id)
+        return ws.legacy_id if ws is not None else workspace_id
+
+    # ---- records ---------------------------------------------------------------------------
+
+    def hour_records(self, hour: datetime) -> tuple[UsageRecord, ...]:
+        """Records of one UTC hour (cached), ignoring whether the hour is complete yet."""
+        hour = floor_hour(hour)
+        if hour < HISTORY_START:
+            return ()
+        return self._hour_cache(hour, self.revisions_of(hour))
+
+    def records(self, start: datetime, end: datetime, now: datetime | None = None) -> list[UsageRecord]:
+        """Records of every existing hour ``h`` with ``floor_hour(start) <= h < end``.
+
+        Existing means ``HISTORY_START <= h < floor_hour(now)`` (``now`` defaults to
+        :meth:`now`).
+        """
+        cutoff = floor_hour(now if now is not None else self.now())
+        lo = max(floor_hour(start), HISTORY_START)
+        hi = min(end, cutoff)
+        out: list[UsageRecord] = []
+        for hour in hours_between(lo, hi):
+            out.extend(self.hour_records(hour))
+        return out
+
+    def _compute_hour(self, hour: datetime, revisions: int) -> tuple[UsageRecord, ...]:
+        factor = _REVISION_FACTOR**revisions
+        day = hour.date()
+        hour_key = hour.strftime("%Y-%m-%dT%H")
+        out: list[UsageRecord] = []
+        for profile in _PROFILES:
+            key = self._key_by_slug[profile.key_slug] if profile.key_slug else None
+            if key is not None:
+                if hour < floor_hour(key.created_at) + HOUR:
+                    continue
+                if key.usage_until is not None and hour >= key.usage_until:
+                    continue
+            workspace = self._workspace_by_slug[profile.workspace_slug]
+            if workspace.archived_at is not None and hour >= workspace.archived_at:
+                continue
+            act = activity(hour, profile.rhythm)
+            key_id = key.id if key else None
+            key_label = profile.key_slug or "workbench"
+            for use in profile.uses:
+                if use.only_revised and revisions == 0:
+                    continue
+                if use.only_unrevised and revisions > 0:
+                    continue
+                rng = Random(
+                    f"spendwatch-sim|{self.seed}|{hour_key}|{key_label}|{use.model}|{use.tier}|{use.context_window}"
+                )
+                absent = rng.random() < use.absent_prob
+                mean = profile.volume * use.weight * act
+                requests = int(mean * rng.uniform(0.55, 1.45) + rng.random())
+                if absent or requests <= 0 or act <= 0:
+                    continue
+                prompt = requests * use.prompt_tokens * rng.uniform(0.8, 1.2)
+                read = prompt * use.read_share * rng.uniform(0.85, 1.15)
+                w5 = prompt * use.write_5m_share * rng.uniform(0.7, 1.3)
+                w1 = prompt * use.write_1h_share * rng.uniform(0.7, 1.3)
+                uncached = max(prompt - read - w5 - w1, prompt * 0.02)
+                output = requests * use.output_tokens * rng.uniform(0.7, 1.3)
+                searches = (
+                    requests * use.web_search_rate * rng.uniform(0.8, 1.2) + rng.random()
+                    if use.web_search_rate
+                    else 0.0
+                )
+                counts = [int(uncached), int(w5), int(w1), int(read), int(output), int(searches), requests]
+                if revisions:
+                    counts = [_scale(c, factor) for c in counts]
+                out.append(
+                    self._token_record(hour, day, use, workspace.id, key_id, counts)
+                )
+            if profile.code_exec_spans > 0:
+                rng = Random(f"spendwatch-sim|{self.seed}|{hour_key}|{key_label}|code_execution")
+                spans = int(profile.code_exec_spans * act * rng.uniform(0.3, 1.7) + rng.random())
+                if spans > 0 and act > 0:
+                    runtime = Decimal(spans * rng.randint(40, 900)) / Decimal(1000)
+                    if revisions:
+                        spans = _scale(spans, factor)
+                        runtime = (runtime * factor).quantize(_RUNTIME_QUANTUM, rounding=ROUND_HALF_UP)
+                    out.append(self._runtime_record(hour, day, "code_execution", workspace.id, key_id, spans, runtime))
+            if profile.session_rate > 0:
+                rng = Random(f"spendwatch-sim|{self.seed}|{hour_key}|{key_label}|session_usage")
+                if act > 0 and rng.random() < 0.6:
+                    runtime = Decimal(int(profile.session_rate * act * rng.uniform(0.3, 1.7) * 1000) + 1) / Decimal(1000)
+                    if revisions:
+                        runtime = (runtime * factor).quantize(_RUNTIME_QUANTUM, rounding=ROUND_HALF_UP)
+                    out.append(self._runtime_record(hour, day, "session_usage", workspace.id, key_id, 0, runtime))
+        return tuple(out)
+
+    def _token_record(
+        self, hour: datetime, day: date, use: ModelUse, workspace_id: str, key_id: str | None, counts: list[int]
+    ) -> UsageRecord:
+        uncached, w5, w1, read, output, searches, requests = counts
+        costs: list[tuple[str, str | None, Decimal]] = []
+        for token_type, tokens in zip(TOKEN_TYPES, (uncached, w5, w1, read, output)):
+            if tokens:
+                dollars = self.price_table.token_cost(use.model, TOKEN_COMPONENT[token_type], tokens, day, use.tier)
+                if dollars is None:
+                    raise ValueError(f"no price for {use.model} {token_type} on {day}")
+                costs.append(("tokens", token_type, dollars * _CENTS_PER_DOLLAR))
+        if searches:
+            price = self.price_table.price(None, "web_search", day)
+            assert price is not None
+            costs.append(("web_search", None, Decimal(searches) * price * _CENTS_PER_DOLLAR))
+        return UsageRecord(
+            hour=hour,
+            kind="tokens",
+            model=use.model,
+            workspace_id=workspace_id,
+            api_key_id=key_id,
+            service_tier=use.tier,
+            context_window=use.context_window,
+            speed="standard",
+            uncached_input_tokens=uncached,
+            cache_creation_5m=w5,
+            cache_creation_1h=w1,
+            cache_read_input_tokens=read,
+            output_tokens=output,
+            web_search_requests=searches,
+            requests=requests,
+            costs=tuple(costs),
+        )
+
+    def _runtime_record(
+        self, hour: datetime, day: date, kind: str, workspace_id: str, key_id: str | None, spans: int, runtime: Decimal
+    ) -> UsageRecord:
+        price = self.price_table.price(None, kind, day)
+        assert price is not None
+        return UsageRecord(
+            hour=hour,
+            kind=kind,
+            model=None,
+            workspace_id=workspace_id,
+            api_key_id=key_id,
+            service_tier=None,
+            context_window=None,
+            speed="standard",
+            requests=spans,
+            runtime_hours=runtime,
+            costs=((kind, None, runtime * price * _CENTS_PER_DOLLAR),),
+        )
+
+    # ---- ground truth ----------------------------------------------------------------------
+
+    def truth(self, starting_at: datetime, ending_at: datetime, now: datetime | None = None) -> dict[str, object]:
+        """Exact totals over the existing hours ``h`` in ``[starting_at, ending_at)``.
+
+        Returns a JSON-ready dict: dollar amounts as Decimal strings (``cost_usd`` is
+        everything the Analytics cost endpoint bills: tokens + web search + code execution +
+        session runtime), token counts and requests as ints, ``by_model`` / ``by_api_key`` /
+        ``by_workspace`` mapping the id (or ``"null"``) to a dollar string, plus
+        ``cost_cents`` (the same total in cents) and ``revision``.
+        """
+        cents: dict[str, Decimal] = {ct: Decimal(0) for ct in COST_TYPES}
+        tokens = {"uncached_input_tokens": 0, "cache_write_5m_tokens": 0, "cache_write_1h_tokens": 0,
+                  "cache_read_tokens": 0, "output_tokens": 0}
+        by_model: dict[str, Decimal] = {}
+        by_key: dict[str, Decimal] = {}
+        by_ws: dict[str, Decimal] = {}
+        searches = 0
+        requests = 0
+        code_hours = Decimal(0)
+        session_hours = Decimal(0)
+        for rec in self.records(starting_at, ending_at, now):
+            if rec.hour < starting_at.astimezone(UTC):
+                continue
+            for cost_type, _, amount in rec.costs:
+                cents[cost_type] += amount
+            total = rec.cost_cents
+            for bucket, name in ((by_model, rec.model), (by_key, rec.api_key_id), (by_ws, rec.workspace_id)):
+                label = name if name is not None else "null"
+                bucket[label] = bucket.get(label, Decimal(0)) + total
+            tokens["uncached_input_tokens"] += rec.uncached_input_tokens
+            tokens["cache_write_5m_tokens"] += rec.cache_creation_5m
+            tokens["cache_write_1h_tokens"] += rec.cache_creation_1h
+            tokens["cache_read_tokens"] += rec.cache_read_input_tokens
+            tokens["output_tokens"] += rec.output_tokens
+            searches += rec.web_search_requests
+            requests += rec.requests
+            if rec.kind == "code_execution":
+                code_hours += rec.runtime_hours
+            elif rec.kind == "session_usage":
+                session_hours += rec.runtime_hours
+        total_cents = sum(cents.values(), Decimal(0))
+
+        def usd(value: Decimal) -> str:
+            return decimal_str(cents_to_dollars(value))
+
+        return {
+            "starting_at": format_rfc3339(starting_at),
+            "ending_at": format_rfc3339(ending_at),
+            "revision": self.revision,
+            "cost_usd": usd(total_cents),
+            "cost_cents": decimal_str(total_cents),
+            "token_cost_usd": usd(cents["tokens"]),
+            "web_search_cost_usd": usd(cents["web_search"]),
+            "code_execution_cost_usd": usd(cents["code_execution"]),
+            "session_usage_cost_usd": usd(cents["session_usage"]),
+            "tokens": tokens,
+            "web_search_requests": searches,
+            "requests": requests,
+            "code_execution_hours": decimal_str(code_hours),
+            "session_hours": decimal_str(session_hours),
+            "by_model": {k: usd(v) for k, v in sorted(by_model.items())},
+            "by_api_key": {k: usd(v) for k, v in sorted(by_key.items())},
+            "by_workspace": {k: usd(v) for k, v in sorted(by_ws.items())},
+        }
+
+    def describe(self) -> dict[str, object]:
+        """JSON-ready summary of the organization (ids, names, statuses, revision, clock)."""
+        return {
+            "seed": self.seed,
+            "revision": self.revision,
+            "now": format_rfc3339(self.now()),
+            "fixed_now": self.fixed_now is not None,
+            "history_start": format_rfc3339(HISTORY_START),
+            "workspaces": [
+                {"id": w.id, "slug": w.slug, "name": w.name, "is_default": w.is_default,
+                 "legacy_id": w.legacy_id,
+                 "archived_at": format_rfc3339(w.archived_at) if w.archived_at else None}
+                for w in self.workspaces
+            ],
+            "api_keys": [
+                {"id": k.id, "slug": k.slug, "name": k.name, "workspace_id": k.workspace_id, "status": k.status}
+                for k in self.api_keys
+            ],
+            "models": sorted(MODEL_DISPLAY_NAMES),
+        }
+
+
+def _scale(count: int, factor: Decimal) -> int:
+    """``count * factor`` rounded half-up to an int."""
+    return int((Decimal(count) * factor).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def sum_costs(records: Iterable[UsageRecord]) -> Decimal:
+    """Total cents of ``records``."""
+    return sum((r.cost_cents for r in records), Decimal(0))
+
+
+__all__: Sequence[str] = (
+    "ANALYTICS_EARLIEST",
+    "ANALYTICS_MAX_AGE",
+    "ApiKey",
+    "COST_TYPES",
+    "HISTORY_START",
+    "SimulatedOrg",
+    "TOKEN_TYPES",
+    "UsageRecord",
+    "Workspace",
+    "activity",
+    "decimal_str",
+    "floor_hour",
+    "format_rfc3339",
+    "legacy_description",
+    "parse_rfc3339",
+)

@@ -1,0 +1,117 @@
+"""The spendwatch command end to end: collect, spend (text and JSON), demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from conftest import ADMIN_KEY, REPO, Simulator, write_config
+from spendwatch.timeutil import local_range
+from warehouse import query
+
+CHICAGO = ZoneInfo("America/Chicago")
+
+
+def spendwatch(*args: str, cwd: Path, key: str | None = ADMIN_KEY,
+               timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "SPENDWATCH_"))}
+    if key:
+        env["ANTHROPIC_ADMIN_KEY"] = key
+    return subprocess.run([sys.executable, "-m", "spendwatch", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def collected(isolated: Path, simulator: Simulator) -> Path:
+    write_config(isolated, [{"name": "acme", "base_url": simulator.url}])
+    result = spendwatch("collect", "--since", "2026-11-20", "--until", "2026-11-22", cwd=isolated)
+    assert result.returncode == 0, result.stderr
+    assert "acme:" in result.stdout and "usage rows" in result.stdout
+    return isolated
+
+
+def test_spend_json_totals_local_days_exactly(isolated: Path, simulator: Simulator) -> None:
+    collected(isolated, simulator)
+    result = spendwatch("spend", "--since", "2026-11-20", "--until", "2026-11-22",
+                        "--by", "date,model", "--json", cwd=isolated)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert {tuple(sorted(r)) for r in rows} == {tuple(sorted(
+        ["date", "model", "cost_usd", "uncached_input_tokens", "cache_write_5m_tokens",
+         "cache_write_1h_tokens", "cache_read_tokens", "output_tokens",
+         "web_search_requests"]))}
+    assert {r["date"] for r in rows} == {"2026-11-20", "2026-11-21", "2026-11-22"}
+    assert all(isinstance(r["cost_usd"], str) for r in rows)
+    start, end = local_range(date(2026, 11, 20), date(2026, 11, 22), CHICAGO)
+    truth = simulator.truth(start, end)
+    assert sum(Decimal(r["cost_usd"]) for r in rows) == Decimal(truth["cost_usd"])
+    assert sum(r["output_tokens"] for r in rows) == truth["tokens"]["output_tokens"]
+    per_model = {}
+    for r in rows:
+        per_model[r["model"] or "null"] = per_model.get(r["model"] or "null", 0) + Decimal(
+            r["cost_usd"])
+    assert per_model == {m: Decimal(v) for m, v in truth["by_model"].items()}
+
+
+def test_spend_by_api_key_and_cache_status_shows_names(isolated: Path,
+                                                       simulator: Simulator) -> None:
+    collected(isolated, simulator)
+    result = spendwatch("spend", "--since", "2026-11-21", "--until", "2026-11-21",
+                        "--by", "api_key,cache_status", "--json", cwd=isolated)
+    rows = json.loads(result.stdout)
+    names = {r["api_key"] for r in rows}
+    assert "support-bot-prod" in names and "(no API key)" in names
+    statuses = {r["cache_status"] for r in rows}
+    assert statuses == {"uncached_input", "cache_write_5m", "cache_write_1h", "cache_read",
+                        "output", "other"}
+    reads = [r for r in rows if r["cache_status"] == "cache_read"]
+    assert all(r["output_tokens"] == 0 and r["cache_read_tokens"] > 0 for r in reads)
+
+
+def test_spend_prints_a_table_with_a_total(isolated: Path, simulator: Simulator) -> None:
+    collected(isolated, simulator)
+    result = spendwatch("spend", "--since", "2026-11-20", "--until", "2026-11-22", "--by",
+                        "feature", cwd=isolated)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "Spend 2026-11-20 .. 2026-11-22"
+    assert result.stdout.splitlines()[-1].startswith("Total: $")
+
+
+def test_spend_with_an_unknown_dimension_is_one_line_exit_2(isolated: Path,
+                                                            simulator: Simulator) -> None:
+    collected(isolated, simulator)
+    result = spendwatch("spend", "--by", "colour", cwd=isolated)
+    assert result.returncode == 2
+    assert "unknown dimension 'colour'" in result.stderr
+
+
+def test_spend_before_any_collection_says_what_to_run(isolated: Path) -> None:
+    write_config(isolated, [{"name": "acme"}])
+    result = spendwatch("spend", cwd=isolated)
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("does not exist yet; run `spendwatch collect` first")
+
+
+def test_a_wrong_key_exits_non_zero_without_showing_it(isolated: Path,
+                                                       simulator: Simulator) -> None:
+    write_config(isolated, [{"name": "acme", "base_url": simulator.url}])
+    result = spendwatch("collect", "--since", "2026-11-22", "--until", "2026-11-22",
+                        cwd=isolated, key="sk-ant-api03-not-an-admin-key")
+    assert result.returncode == 1
+    assert "looks like a standard workspace API key" in result.stderr
+    assert "not-an-admin-key" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_the_demo_matches_the_simulators_ground_truth(tmp_path: Path) -> None:
+    result = spendwatch("demo", "--dir", str(tmp_path / "demo"), "--days", "3", cwd=tmp_path,
+                        key=None)
+    assert result.returncode == 0, result.stderr
+    assert "The warehouse matches the simulator's ground truth to the cent." in result.stdout
+    assert (tmp_path / "demo" / "spendwatch.duckdb").exists()
+    assert oct((tmp_path / "demo" / "admin_key").stat().st_mode & 0o777) == "0o600"

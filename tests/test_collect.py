@@ -1,0 +1,249 @@
+"""Collecting from the simulator, in a real process, through the real SDK and requests."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from collectors.sync import CollectOptions, collect
+from conftest import ADMIN_KEY, SIM_NOW, Simulator, write_config
+from spendwatch.config import load_config
+from warehouse import query, totals, truth_totals
+
+UTC = timezone.utc
+DAY = timedelta(days=1)
+
+
+def day(d: int, month: int = 11, year: int = 2026) -> datetime:
+    return datetime(year, month, d, tzinfo=UTC)
+
+
+def run(config_path: Path, since: datetime | None = None, until: datetime | None = None,
+        refresh: bool = False, now: datetime = SIM_NOW):
+    config = load_config(config_path)
+    return config, collect(config, CollectOptions(since=since, until=until, refresh=refresh),
+                           now=now, sleep=lambda s: None)
+
+
+def api_requests(sim: Simulator, path: str) -> list[dict]:
+    return [r for r in sim.requests_served() if r["path"] == path]
+
+
+USAGE = "/v1/organizations/analytics/usage"
+COST = "/v1/organizations/analytics/cost"
+
+
+def test_it_follows_pages_and_stores_exact_totals(org_config, simulator: Simulator) -> None:
+    config, (result,) = run(org_config(collection="page_limit = 7"), day(20), day(21))
+    assert result.ok, result.error
+    usage_pages = api_requests(simulator, USAGE)
+    assert len(usage_pages) > 3
+    assert sum(1 for r in usage_pages if r["query"].get("page")) == len(usage_pages) - 1
+    assert totals(config.database_path, day(20), day(21)) == truth_totals(
+        simulator.truth(day(20), day(21)))
+
+
+def test_running_the_same_window_twice_leaves_the_same_rows(org_config,
+                                                            simulator: Simulator) -> None:
+    path = org_config()
+    config, _ = run(path, day(18), day(21))
+    snapshot = "SELECT * EXCLUDE (fetched_at) FROM {} ORDER BY row_key"
+    first = (query(config.database_path, snapshot.format("usage_hourly")),
+             query(config.database_path, snapshot.format("cost_buckets")))
+    run(path, day(18), day(21), refresh=True)
+    run(path, day(19), day(22), refresh=True)  # overlapping
+    again = (query(config.database_path, snapshot.format("usage_hourly")),
+             query(config.database_path, snapshot.format("cost_buckets")))
+    assert len(first[0]) > 100 and len(first[1]) > 100
+    assert [r for r in again[0] if r[3] < day(21)] == first[0]
+    assert [r for r in again[1] if r[3] < day(21)] == first[1]
+    assert totals(config.database_path, day(18), day(22)) == truth_totals(
+        simulator.truth(day(18), day(22)))
+
+
+def test_late_revisions_of_recent_buckets_replace_the_old_figures(org_config,
+                                                                 simulator: Simulator) -> None:
+    path = org_config(collection="initial_backfill_days = 2\nusage_lookback_hours = 12")
+    config, _ = run(path)
+    before = totals(config.database_path, SIM_NOW - DAY, SIM_NOW)
+    simulator.control("POST", "/_sim/revise", json={"hours": 6})
+    run(path)
+    after = totals(config.database_path, SIM_NOW - DAY, SIM_NOW)
+    assert after != before
+    assert after == truth_totals(simulator.truth(SIM_NOW - DAY, SIM_NOW))
+    flags = query(config.database_path, "SELECT bucket_end > ?, bool_and(provisional), "
+                  "bool_or(provisional) FROM usage_hourly GROUP BY 1 ORDER BY 1",
+                  SIM_NOW - timedelta(hours=12))
+    assert flags == [(False, False, False), (True, True, True)]
+
+
+def test_an_interrupted_backfill_keeps_whole_windows_and_resumes(org_config,
+                                                                 simulator: Simulator) -> None:
+    path = org_config()
+    simulator.fault(path=USAGE, after=4, count=1000, status=500, kind="error")
+    config, (result,) = run(path, since=day(10))
+    assert not result.ok and "500" in (result.error or "")
+    (covered,) = query(config.database_path, "SELECT covered_from, covered_until FROM "
+                       "sync_state WHERE stream = 'usage'")
+    assert covered == (day(10), day(14))
+    for d in range(10, 14):  # every stored day is whole
+        assert totals(config.database_path, day(d), day(d + 1))["tokens"] == truth_totals(
+            simulator.truth(day(d), day(d + 1)))["tokens"]
+    assert query(config.database_path, "SELECT count(*) FROM usage_hourly WHERE bucket_start "
+                 ">= ?", day(14)) == [(0,)]
+
+    simulator.control("DELETE", "/_sim/faults")
+    simulator.control("DELETE", "/_sim/requests")
+    _, (result,) = run(path, since=day(10))
+    assert result.ok, result.error
+    starts = {r["query"]["starting_at"][0] for r in api_requests(simulator, USAGE)}
+    assert min(starts) == "2026-11-14T00:00:00Z", "resumed where it stopped, not from the start"
+    assert totals(config.database_path, day(10), SIM_NOW) == truth_totals(
+        simulator.truth(day(10), SIM_NOW))
+
+
+def test_it_retries_after_429_and_succeeds(org_config, simulator: Simulator) -> None:
+    simulator.fault(path=USAGE, count=1, status=429, retry_after="1", kind="error")
+    config, (result,) = run(org_config(), day(22), day(23))
+    assert result.ok, result.error
+    statuses = [r["status"] for r in api_requests(simulator, USAGE)]
+    assert statuses[:2] == [429, 200]
+    assert totals(config.database_path, day(22), day(23)) == truth_totals(
+        simulator.truth(day(22), day(23)))
+
+
+def test_a_long_retry_after_is_capped(org_config, simulator: Simulator,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    slept: list[float] = []
+    simulator.fault(path=COST, count=1, status=429, retry_after="3600", kind="error")
+    config = load_config(org_config())
+    with caplog.at_level(logging.INFO):
+        (result,) = collect(config, CollectOptions(since=day(22), until=day(23)), now=SIM_NOW,
+                            sleep=slept.append)
+    assert result.ok, result.error
+    assert slept == [1.0]
+    assert "asked to wait 3600 s; waiting 1 s" in caplog.text
+
+
+def test_a_529_is_retried(org_config, simulator: Simulator) -> None:
+    simulator.fault(path=USAGE, count=1, status=529, kind="error")
+    config, (result,) = run(org_config(), day(22), day(23))
+    assert result.ok, result.error
+    assert [r["status"] for r in api_requests(simulator, USAGE)][:2] == [529, 200]
+
+
+def test_a_lasting_5xx_is_given_up_with_a_clear_error(org_config, simulator: Simulator) -> None:
+    simulator.fault(path=USAGE, count=100, status=500, kind="error")
+    config, (result,) = run(org_config(collection="max_attempts = 3"), day(22), day(23))
+    assert not result.ok
+    assert "gave up after 3 attempts (500 api_error" in (result.error or "")
+    assert [r["status"] for r in api_requests(simulator, USAGE)] == [500, 500, 500]
+    assert query(config.database_path, "SELECT count(*) FROM usage_hourly") == [(0,)]
+
+
+@pytest.mark.parametrize("key, expected", [
+    ("sk-ant-admin01-revoked-key-xyz", "401 authentication_error: the Admin API key was refused"),
+    ("sk-ant-api03-workspace-key-xyz", "looks like a standard workspace API key"),
+])
+def test_a_refused_key_fails_at_once_and_is_never_shown(isolated: Path, simulator: Simulator,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture,
+                                                        key: str, expected: str) -> None:
+    monkeypatch.setenv("ANTHROPIC_ADMIN_KEY", key)
+    path = write_config(isolated, [{"name": "acme", "base_url": simulator.url}])
+    with caplog.at_level(logging.DEBUG):
+        config, (result,) = run(path, day(22), day(23))
+    assert result.auth_failed and expected in (result.error or "")
+    assert len(simulator.requests_served()) == 1, "401/403 are not retried"
+    assert key not in caplog.text and key not in (result.error or "")
+    assert query(config.database_path, "SELECT status, error FROM collection_runs") == [
+        ("failed", result.error)]
+
+
+@pytest.mark.parametrize("kind, expected", [("missing_field", "is missing"),
+                                            ("wrong_type", "should be")])
+def test_a_malformed_page_is_rejected_and_nothing_of_it_is_written(
+        org_config, simulator: Simulator, kind: str, expected: str) -> None:
+    simulator.fault(path=COST, count=1, kind=kind)
+    config, (result,) = run(org_config(), day(22), day(23))
+    assert not result.ok and expected in (result.error or "")
+    assert "analytics cost 2026-11-22T00:00:00Z..2026-11-23T00:00:00Z page 1" in result.error
+    assert query(config.database_path, "SELECT count(*) FROM cost_buckets") == [(0,)]
+    assert query(config.database_path, "SELECT stream FROM sync_state") == [("usage",)]
+
+
+def test_two_organizations_are_kept_apart_and_one_failing_spares_the_other(
+        isolated: Path, simulators, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = simulators(seed=7)
+    second = simulators(seed=8, keys=("sk-ant-admin01-second-org",))
+    second.fault(path=USAGE, count=1000, status=500, kind="error")
+    monkeypatch.setenv("ANTHROPIC_ADMIN_KEY", ADMIN_KEY)
+    monkeypatch.setenv("SECOND_KEY", "sk-ant-admin01-second-org")
+    path = write_config(isolated, [
+        {"name": "broken", "base_url": second.url, "admin_key_env": "SECOND_KEY"},
+        {"name": "acme", "base_url": first.url}], collection="max_attempts = 2")
+    config, results = run(path, day(22), day(23))
+    assert [(r.organization, r.ok) for r in results] == [("broken", False), ("acme", True)]
+    assert query(config.database_path, "SELECT DISTINCT organization FROM usage_hourly") == [
+        ("acme",)]
+    assert totals(config.database_path, day(22), day(23), "acme") == truth_totals(
+        first.truth(day(22), day(23)))
+
+    second.control("DELETE", "/_sim/faults")
+    run(path, day(22), day(23), refresh=True)
+    assert totals(config.database_path, day(22), day(23), "broken") == truth_totals(
+        second.truth(day(22), day(23)))
+    assert totals(config.database_path, day(22), day(23), "acme") == truth_totals(
+        first.truth(day(22), day(23)))
+
+
+def test_the_legacy_api_gives_hourly_usage_and_daily_cost(org_config,
+                                                          simulator: Simulator) -> None:
+    config, (result,) = run(org_config(source="legacy"), day(20), day(22))
+    assert result.ok, result.error
+    paths = {r["path"] for r in simulator.requests_served()}
+    assert {"/v1/organizations/usage_report/messages", "/v1/organizations/cost_report"} <= paths
+    assert not any(p.startswith("/v1/organizations/analytics") for p in paths)
+    assert totals(config.database_path, day(20), day(22)) == truth_totals(
+        simulator.truth(day(20), day(22)))
+    assert query(config.database_path, "SELECT DISTINCT bucket_width, api_key_id FROM "
+                 "cost_buckets") == [("1d", None)]
+    assert query(config.database_path, "SELECT count(*) > 0 FROM usage_hourly WHERE "
+                 "workspace_id IS NULL") == [(True,)]
+
+
+def test_days_before_2026_come_from_the_legacy_api(org_config, simulator: Simulator) -> None:
+    config, (result,) = run(org_config(), day(30, 12, 2025), day(2, 1))
+    assert result.ok, result.error
+    sources = query(config.database_path, "SELECT DISTINCT source, bucket_start < ? FROM "
+                    "usage_hourly ORDER BY 1", day(1, 1))
+    assert sources == [("analytics", False), ("legacy", True)]
+    for r in simulator.requests_served():
+        if r["path"].startswith("/v1/organizations/analytics"):
+            assert r["query"]["starting_at"][0] >= "2026-01-01"
+    assert totals(config.database_path, day(30, 12, 2025), day(2, 1)) == truth_totals(
+        simulator.truth(day(30, 12, 2025), day(2, 1)))
+
+
+def test_names_of_workspaces_and_keys_are_stored(org_config, simulator: Simulator) -> None:
+    config, _ = run(org_config(), day(22), day(23))
+    keys = dict(query(config.database_path, "SELECT name, status FROM api_keys"))
+    assert keys["support-bot-prod"] == "active" and "+ops notebook" in keys
+    workspaces = [n for (n,) in query(config.database_path, "SELECT name FROM workspaces")]
+    assert "Default" in workspaces and "Old Experiments" in workspaces
+
+
+def test_no_secret_reaches_the_database_or_the_log(org_config, simulator: Simulator,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    simulator.fault(path=USAGE, count=1, status=429, retry_after="1", kind="error")
+    with caplog.at_level(logging.DEBUG):
+        config, _ = run(org_config(), day(22), day(23))
+    assert ADMIN_KEY not in caplog.text
+    raw = config.database_path.read_bytes() + (
+        config.database_path.with_suffix(".duckdb.wal").read_bytes()
+        if config.database_path.with_suffix(".duckdb.wal").exists() else b"")
+    assert ADMIN_KEY.encode() not in raw
+    assert b"test-key-0123456789" not in raw

@@ -1,0 +1,563 @@
+"""The usage/cost API simulator, run as a real separate process and read with the real SDK."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterator
+
+import anthropic
+import pytest
+import requests
+
+from spendwatch.pricing import default_price_table
+
+REPO = Path(__file__).resolve().parents[1]
+KEY = "sk-ant-admin01-test-simulator"
+NOW = "2026-11-24T12:00:00Z"
+UTC = timezone.utc
+BETA = {"anthropic-beta": "analytics-usage-cost-2026-08-24"}
+LEGACY = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+DAY = "2026-11-23"
+DAY_START = "2026-11-23T00:00:00Z"
+DAY_END = "2026-11-24T00:00:00Z"
+
+
+class Sim:
+    """A simulator process: ``url``, ``proc``, and small HTTP helpers."""
+
+    def __init__(self, *extra: str, seed: int = 7) -> None:
+        cmd = [sys.executable, "-m", "collectors.simulator", "--port", "0", "--seed", str(seed),
+               "--admin-key", KEY, "--now", NOW, *extra]
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=self.stderr, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        prefix = "spendwatch simulator listening on "
+        assert line.startswith(prefix), (line, self.errors())
+        self.url = line[len(prefix):].strip()
+        self.http = requests.Session()
+
+    def get(self, path: str, params: Any = None, headers: dict[str, str] | None = None,
+            key: str | None = KEY) -> requests.Response:
+        hdrs = dict(headers or {})
+        if key is not None and "x-api-key" not in hdrs:
+            hdrs["Authorization"] = f"Bearer {key}"
+        return self.http.get(self.url + path, params=params, headers=hdrs, timeout=10)
+
+    def analytics(self, kind: str, params: Any) -> requests.Response:
+        return self.get(f"/v1/organizations/analytics/{kind}", params, BETA)
+
+    def legacy(self, path: str, params: Any) -> requests.Response:
+        return self.http.get(self.url + path, params=params, headers=LEGACY, timeout=10)
+
+    def control(self, method: str, path: str, body: Any = None, params: Any = None) -> Any:
+        resp = self.http.request(method, self.url + path, json=body, params=params, timeout=10)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    def client(self, **kw: Any) -> anthropic.Anthropic:
+        return anthropic.Anthropic(api_key=KEY, base_url=self.url, max_retries=kw.pop("max_retries", 0), **kw)
+
+    def errors(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read()
+
+    def stop(self) -> int:
+        """SIGTERM the process; returns its exit code. It must have written nothing else: no
+        second stdout line, no traceback, never the key."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=10)
+            assert self.proc.stdout is not None
+            assert self.proc.stdout.read() == ""
+            errors = self.errors()
+            assert KEY not in errors and "Traceback" not in errors, errors
+        finally:
+            self.http.close()
+            if self.proc.stdout:
+                self.proc.stdout.close()
+            self.stderr.close()
+        return code
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Sim]:
+    """One simulator process shared by the read-only tests (faults are cleared after each)."""
+    server = Sim()
+    yield server
+    assert server.stop() == 0
+
+
+@pytest.fixture(autouse=True)
+def _clean_faults(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "sim" in request.fixturenames:
+        server: Sim = request.getfixturevalue("sim")
+        server.control("DELETE", "/_sim/faults")
+
+
+def _row_key(row: Any) -> tuple[Any, ...]:
+    group = row["group"] if isinstance(row, dict) else row.group.model_dump()
+    start = row["starting_at"] if isinstance(row, dict) else row.starting_at.isoformat()
+    return (start, tuple(sorted(group.items(), key=lambda kv: kv[0])))
+
+
+def _error(resp: requests.Response, status: int, error_type: str) -> str:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert body["type"] == "error"
+    assert body["error"]["type"] == error_type
+    assert body["request_id"].startswith("req_")
+    assert resp.headers["request-id"] == body["request_id"]
+    return str(body["error"]["message"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Analytics API with the real SDK
+
+
+def test_sdk_pages_usage_without_duplicates_and_matches_one_big_read(sim: Sim) -> None:
+    client = sim.client()
+    usage = client.beta.organization.analytics.usage
+
+    def read(limit: int) -> Any:
+        return usage.list(
+            starting_at=datetime(2026, 11, 21, tzinfo=UTC),
+            ending_at=datetime(2026, 11, 24, tzinfo=UTC),
+            time_bucket_width="1d",
+            group_by=["model", "api_key_id", "workspace_id"],
+            limit=limit,
+        )
+
+    sim.control("DELETE", "/_sim/requests")
+    small = list(read(7))
+    log = sim.control("GET", "/_sim/requests")
+    assert len(log) >= 4, "expected several pages"
+    assert all(entry["query"]["group_by[]"] == ["model", "api_key_id", "workspace_id"] for entry in log)
+    assert all("page" in entry["query"] for entry in log[1:])
+
+    big_page = read(1000)
+    assert big_page.has_more is False and big_page.next_page is None
+    assert big_page.data_refreshed_at == datetime(2026, 11, 24, 12, tzinfo=UTC)
+    big = big_page.data
+
+    keys = [_row_key(r) for r in small]
+    assert len(keys) == len(set(keys)), "a row appeared on two pages"
+    assert [r.model_dump() for r in small] == [r.model_dump() for r in big]
+    # Default order: total_tokens descending.
+    totals = [r.usage.total_tokens for r in big]
+    assert totals == sorted(totals, reverse=True)
+    # Every group key of the SDK type is present; ungrouped ones are null.
+    raw = sim.analytics("usage", {"starting_at": DAY_START, "ending_at": DAY_END, "group_by[]": ["model"]}).json()
+    assert raw["data"][0]["group"].keys() >= {"model", "workspace_id", "api_key_id", "actor", "product", "speed"}
+    assert raw["data"][0]["group"]["workspace_id"] is None
+    # Code execution shows up as a null-model row with zero tokens and requests.
+    null_rows = [r for r in raw["data"] if r["group"]["model"] is None]
+    assert len(null_rows) == 1
+    assert null_rows[0]["usage"]["total_tokens"] == 0 and null_rows[0]["usage"]["requests"] > 0
+
+
+def test_cost_fanout_rows_stay_on_one_page(sim: Sim) -> None:
+    params: dict[str, Any] = {
+        "starting_at": DAY_START,
+        "ending_at": DAY_END,
+        "time_bucket_width": "1h",
+        "group_by[]": ["model", "cost_type", "token_type"],
+        "limit": 5,
+    }
+    seen: dict[tuple[Any, ...], int] = {}
+    fanned: dict[tuple[Any, ...], Decimal] = defaultdict(Decimal)
+    page_no = 0
+    longest = 0
+    while True:
+        body = sim.analytics("cost", params).json()
+        combos = {(r["starting_at"], r["group"]["model"]) for r in body["data"]}
+        assert len(combos) <= 5
+        longest = max(longest, len(body["data"]))
+        for combo in combos:
+            assert combo not in seen, "a (bucket, group) was split across pages"
+            seen[combo] = page_no
+        for r in body["data"]:
+            assert r["cost"]["requests"] is None
+            assert Decimal(r["cost"]["amount"]) != 0
+            if r["group"]["cost_type"] == "tokens":
+                assert r["group"]["token_type"] is not None
+            else:
+                assert r["group"]["token_type"] is None
+            fanned[(r["starting_at"], r["group"]["model"])] += Decimal(r["cost"]["amount"])
+        page_no += 1
+        if not body["has_more"]:
+            break
+        params["page"] = body["next_page"]
+    assert page_no > 3 and longest > 5, "fan-out rows should make pages longer than limit"
+
+    combined = sim.analytics("cost", {"starting_at": DAY_START, "ending_at": DAY_END, "time_bucket_width": "1h",
+                                      "group_by[]": ["model"], "limit": 1000}).json()
+    assert combined["has_more"] is False
+    expected = {(r["starting_at"], r["group"]["model"]): Decimal(r["cost"]["amount"]) for r in combined["data"]}
+    assert all(isinstance(r["cost"]["requests"], int) for r in combined["data"])
+    assert dict(fanned) == expected
+
+
+def test_usage_priced_with_table_equals_cost_endpoint_and_truth(sim: Sim) -> None:
+    table = default_price_table()
+    client = sim.client()
+    usage = client.beta.organization.analytics.usage.list(
+        starting_at=DAY_START, ending_at=DAY_END, time_bucket_width="1h",
+        group_by=["model", "service_tier", "context_window"], limit=1000,
+    )
+    assert usage.has_more is False
+    priced = Decimal(0)
+    searches = 0
+    components = {
+        "input": lambda u: u.uncached_input_tokens,
+        "cache_write_5m": lambda u: u.cache_creation.ephemeral_5m_input_tokens,
+        "cache_write_1h": lambda u: u.cache_creation.ephemeral_1h_input_tokens,
+        "cache_read": lambda u: u.cache_read_input_tokens,
+        "output": lambda u: u.output_tokens,
+    }
+    for row in usage.data:
+        searches += row.usage.server_tool_use.web_search_requests
+        if row.group.model is None:
+            assert row.usage.total_tokens == 0
+            continue
+        for component, get in components.items():
+            cost = table.token_cost(row.group.model, component, get(row.usage), date(2026, 11, 23),
+                                    row.group.service_tier)
+            assert cost is not None
+            priced += cost * 100
+    cost_rows = client.beta.organization.analytics.cost.list(
+        starting_at=DAY_START, ending_at=DAY_END, time_bucket_width="1h", group_by=["cost_type"], limit=1000,
+    ).data
+    by_type: dict[str, Decimal] = defaultdict(Decimal)
+    for cost_row in cost_rows:
+        assert cost_row.cost.amount == cost_row.cost.list_amount and cost_row.cost.currency == "USD"
+        by_type[str(cost_row.group.cost_type)] += Decimal(cost_row.cost.amount)
+    assert set(by_type) == {"tokens", "web_search", "code_execution", "session_usage"}
+    assert priced == by_type["tokens"]
+    assert round(priced) == round(by_type["tokens"])  # to the cent, and exactly
+
+    truth = sim.control("GET", "/_sim/truth", params={"starting_at": DAY_START, "ending_at": DAY_END})
+    assert Decimal(truth["token_cost_usd"]) * 100 == by_type["tokens"]
+    assert Decimal(truth["cost_usd"]) * 100 == sum(by_type.values())
+    assert Decimal(truth["web_search_cost_usd"]) * 100 == by_type["web_search"]
+    assert truth["web_search_requests"] == searches
+    assert sum(Decimal(v) for v in truth["by_model"].values()) == Decimal(truth["cost_usd"])
+
+    # No time bucket: one row for the whole range, same total.
+    whole = sim.analytics("cost", {"starting_at": DAY_START, "ending_at": DAY_END}).json()["data"]
+    assert len(whole) == 1
+    assert Decimal(whole[0]["cost"]["amount"]) == sum(by_type.values())
+
+
+def test_legacy_cost_day_equals_analytics_cost_day(sim: Sim) -> None:
+    legacy = sim.legacy("/v1/organizations/cost_report",
+                        {"starting_at": DAY_START, "ending_at": DAY_END, "group_by[]": ["workspace_id", "description"]})
+    assert legacy.status_code == 200, legacy.text
+    buckets = legacy.json()["data"]
+    assert len(buckets) == 1 and buckets[0]["starting_at"] == DAY_START
+    rows = buckets[0]["results"]
+    legacy_total = sum((Decimal(r["amount"]) for r in rows), Decimal(0))
+    descriptions = {r["description"] for r in rows}
+    assert {"Web Search Usage", "Code Execution Usage", "Session Usage"} <= descriptions
+    assert "Claude Sonnet 5.5 Usage - Input Tokens" in descriptions
+    assert "Claude Haiku 5.5 Usage - Output Tokens (Batch)" in descriptions
+    assert any(r["workspace_id"] is None for r in rows)
+
+    analytics = sim.analytics("cost", {"starting_at": DAY_START, "ending_at": DAY_END, "time_bucket_width": "1d",
+                                       "group_by[]": ["api_key_id"], "limit": 1000}).json()["data"]
+    analytics_total = sum((Decimal(r["cost"]["amount"]) for r in analytics), Decimal(0))
+    assert legacy_total == analytics_total
+    assert legacy_total.quantize(Decimal("0.01")) == analytics_total.quantize(Decimal("0.01"))
+
+    ungrouped = sim.legacy("/v1/organizations/cost_report", {"starting_at": DAY_START, "ending_at": DAY_END}).json()
+    only = ungrouped["data"][0]["results"]
+    assert len(only) == 1 and Decimal(only[0]["amount"]) == legacy_total
+    assert only[0]["description"] is None and only[0]["model"] is None
+
+
+def test_legacy_usage_reports_default_workspace_as_null(sim: Sim) -> None:
+    org = sim.control("GET", "/_sim/org")
+    default_id = next(w["id"] for w in org["workspaces"] if w["is_default"])
+    legacy = sim.legacy("/v1/organizations/usage_report/messages",
+                        {"starting_at": DAY_START, "ending_at": DAY_END, "group_by[]": "workspace_id"}).json()
+    assert legacy["has_more"] is False
+    rows = legacy["data"][0]["results"]
+    by_ws = {r["workspace_id"]: r["output_tokens"] for r in rows}
+    assert None in by_ws and default_id not in by_ws
+    assert all(r["model"] is None and r["api_key_id"] is None for r in rows)
+
+    analytics = sim.analytics("usage", {"starting_at": DAY_START, "ending_at": DAY_END,
+                                        "group_by[]": "workspace_id"}).json()["data"]
+    a_by_ws = {r["group"]["workspace_id"]: r["usage"]["output_tokens"] for r in analytics}
+    assert None not in a_by_ws
+    assert a_by_ws.pop(default_id) == by_ws.pop(None)
+    assert a_by_ws == by_ws
+
+    # Hourly buckets: every bucket up to now is present, empty results allowed, limit counts buckets.
+    hourly = sim.legacy("/v1/organizations/usage_report/messages",
+                        {"starting_at": "2026-11-24T00:00:00Z", "bucket_width": "1h", "limit": 168}).json()
+    assert len(hourly["data"]) == 12 and hourly["has_more"] is False
+    assert hourly["data"][-1]["starting_at"] == "2026-11-24T11:00:00Z"
+    paged = sim.legacy("/v1/organizations/usage_report/messages",
+                       {"starting_at": "2026-11-24T00:00:00Z", "bucket_width": "1h", "limit": 5})
+    first = paged.json()
+    assert len(first["data"]) == 5 and first["has_more"] is True
+    second = sim.legacy("/v1/organizations/usage_report/messages",
+                        {"starting_at": "2026-11-24T00:00:00Z", "bucket_width": "1h", "limit": 5,
+                         "page": first["next_page"]}).json()
+    assert second["data"][0]["starting_at"] == "2026-11-24T05:00:00Z"
+
+
+def test_filters(sim: Sim) -> None:
+    base = {"starting_at": DAY_START, "ending_at": DAY_END, "group_by[]": ["model", "api_key_id", "service_tier"],
+            "limit": 1000}
+    rows = sim.analytics("usage", dict(base, **{"models[]": "claude-opus-5-5"})).json()["data"]
+    assert rows and {r["group"]["model"] for r in rows} == {"claude-opus-5-5"}
+    rows = sim.analytics("usage", dict(base, **{"api_key_ids[]": ""})).json()["data"]
+    assert rows and {r["group"]["api_key_id"] for r in rows} == {None}  # Console Workbench
+    rows = sim.analytics("cost", dict(base, **{"service_tiers[]": "batch"})).json()["data"]
+    assert rows and {r["group"]["service_tier"] for r in rows} == {"batch"}
+    _error(sim.analytics("usage", dict(base, **{"service_tiers[]": "gold"})), 400, "invalid_request_error")
+
+
+def test_legacy_validation(sim: Sim) -> None:
+    usage = "/v1/organizations/usage_report/messages"
+    _error(sim.legacy(usage, {"starting_at": DAY_START, "limit": 32}), 400, "invalid_request_error")
+    assert sim.legacy(usage, {"starting_at": DAY_START, "bucket_width": "1h", "limit": 168}).status_code == 200
+    _error(sim.legacy(usage, {"starting_at": DAY_START, "bucket_width": "1h", "limit": 169}), 400,
+           "invalid_request_error")
+    _error(sim.legacy(usage, {"ending_at": DAY_END}), 400, "invalid_request_error")
+    _error(sim.legacy(usage, {"starting_at": DAY_START, "group_by[]": "colour"}), 400, "invalid_request_error")
+    cost = "/v1/organizations/cost_report"
+    _error(sim.legacy(cost, {"starting_at": DAY_START, "bucket_width": "1h"}), 400, "invalid_request_error")
+    _error(sim.legacy(cost, {"starting_at": DAY_START, "group_by[]": "model"}), 400, "invalid_request_error")
+    # Legacy history goes back further than the Analytics API's 2026-01-01.
+    old = sim.legacy(cost, {"starting_at": "2025-09-01T00:00:00Z", "limit": 2}).json()
+    assert old["has_more"] is True and all(b["results"] for b in old["data"])
+    before = sim.legacy(cost, {"starting_at": "2025-08-30T00:00:00Z", "limit": 2}).json()
+    assert [b["results"] for b in before["data"]] == [[], []]
+    # The legacy endpoints take the key only in x-api-key.
+    _error(sim.get(cost, {"starting_at": DAY_START}, {"anthropic-version": "2023-06-01"}), 401,
+           "authentication_error")
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation and auth
+
+
+@pytest.mark.parametrize(
+    ("params", "names"),
+    [
+        ({"starting_at": "2026-10-01T00:00:00Z", "ending_at": "2026-11-02T00:00:00Z"}, "31 days"),
+        ({"starting_at": "2025-12-31T00:00:00Z", "ending_at": "2026-01-02T00:00:00Z"}, "starting_at"),
+        ({"starting_at": DAY_START, "ending_at": DAY_END,
+          "group_by[]": ["model", "workspace_id", "api_key_id", "service_tier", "context_window", "speed"]},
+         "group_by"),
+        ({"starting_at": DAY_START, "ending_at": DAY_END, "limit": 0}, "limit"),
+        ({"starting_at": DAY_START, "ending_at": DAY_END, "limit": 1001}, "limit"),
+        ({"starting_at": DAY_START, "time_bucket_width": "1h"}, "ending_at"),
+        ({"starting_at": DAY_START, "ending_at": "2026-11-24T00:01:00Z", "time_bucket_width": "1m"}, "24 hours"),
+        ({"ending_at": DAY_END}, "starting_at"),
+        ({"starting_at": DAY_START, "ending_at": DAY_END, "group_by[]": "colour"}, "group_by"),
+        ({"starting_at": DAY_START, "ending_at": DAY_END, "time_bucket_width": "1w"}, "time_bucket_width"),
+        ({"starting_at": "2026-11-23T00:00:00", "ending_at": DAY_END}, "starting_at"),
+    ],
+)
+def test_analytics_validation_errors(sim: Sim, params: dict[str, Any], names: str) -> None:
+    message = _error(sim.analytics("usage", params), 400, "invalid_request_error")
+    assert names in message
+
+
+def test_cost_group_by_fanout_dims_do_not_count_and_usage_rejects_them(sim: Sim) -> None:
+    five = ["model", "workspace_id", "api_key_id", "service_tier", "context_window"]
+    ok = sim.analytics("cost", {"starting_at": DAY_START, "ending_at": DAY_END,
+                                "group_by[]": five + ["cost_type", "token_type"], "limit": 3})
+    assert ok.status_code == 200, ok.text
+    _error(sim.analytics("usage", {"starting_at": DAY_START, "ending_at": DAY_END, "group_by[]": "cost_type"}),
+           400, "invalid_request_error")
+
+
+def test_beta_header_and_cursor_checks(sim: Sim) -> None:
+    params = {"starting_at": DAY_START, "ending_at": DAY_END, "group_by[]": "model", "limit": 2}
+    assert "anthropic-beta" in _error(sim.get("/v1/organizations/analytics/usage", params), 400,
+                                      "invalid_request_error")
+    first = sim.analytics("usage", params).json()
+    assert first["has_more"] is True
+    changed = dict(params, limit=3, page=first["next_page"])
+    assert "page" in _error(sim.analytics("usage", changed), 400, "invalid_request_error")
+    assert "page" in _error(sim.analytics("usage", dict(params, page="garbage!")), 400, "invalid_request_error")
+
+
+def test_auth_errors(sim: Sim) -> None:
+    params = {"starting_at": DAY_START, "ending_at": DAY_END}
+    bad = sim.get("/v1/organizations/analytics/usage", params, BETA, key="sk-ant-admin01-wrong")
+    _error(bad, 401, "authentication_error")
+    assert "sk-ant-admin01-wrong" not in bad.text
+    _error(sim.get("/v1/organizations/analytics/usage", params, BETA, key=None), 401, "authentication_error")
+    forbidden = sim.get("/v1/organizations/analytics/cost", params, BETA, key="sk-ant-api03-normal-key")
+    _error(forbidden, 403, "permission_error")
+    assert "sk-ant-api03-normal-key" not in forbidden.text
+    legacy = sim.http.get(sim.url + "/v1/organizations/cost_report", params=params,
+                          headers={"x-api-key": "sk-ant-api03-x", "anthropic-version": "2023-06-01"})
+    _error(legacy, 403, "permission_error")
+    no_version = sim.http.get(sim.url + "/v1/organizations/cost_report", params=params, headers={"x-api-key": KEY})
+    assert "anthropic-version" in _error(no_version, 400, "invalid_request_error")
+
+    with pytest.raises(anthropic.AuthenticationError):
+        anthropic.Anthropic(api_key="nope", base_url=sim.url, max_retries=0).organization.api_keys.list()
+    with pytest.raises(anthropic.PermissionDeniedError):
+        anthropic.Anthropic(api_key="sk-ant-api03-zzz", base_url=sim.url,
+                            max_retries=0).organization.workspaces.list()
+
+
+def test_workspace_and_key_names_parse_with_the_sdk(sim: Sim) -> None:
+    client = sim.client()
+    everything = {w.name: w for w in client.organization.workspaces.list(include_default=True,
+                                                                          include_archived=True, limit=2)}
+    assert set(everything) == {"Default", "Support", "Search", "Data Platform", "Old Experiments"}
+    assert everything["Old Experiments"].archived_at is not None
+    plain = {w.name for w in client.organization.workspaces.list()}
+    assert plain == {"Support", "Search", "Data Platform"}
+    keys = list(client.organization.api_keys.list(limit=3))
+    names = {k.name for k in keys}
+    assert {"support-bot-prod", "search-rag", "nightly-summaries", "+ops notebook", "eval-harness"} <= names
+    assert 8 <= len(keys) <= 10
+    statuses = sorted(k.status for k in keys)
+    assert statuses.count("archived") == 1 and statuses.count("inactive") == 1
+    assert all(k.scope.type == "workspace" and k.scope.workspace_id in {w.id for w in everything.values()}
+               for k in keys)
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults
+
+
+def test_queued_429_comes_back_once_then_passes(sim: Sim) -> None:
+    path = "/v1/organizations/analytics/usage"
+    sim.control("POST", "/_sim/faults", {"path": path, "after": 0, "count": 1, "status": 429,
+                                         "retry_after": "2", "kind": "error"})
+    params = {"starting_at": DAY_START, "ending_at": DAY_END}
+    limited = sim.analytics("usage", params)
+    _error(limited, 429, "rate_limit_error")
+    assert limited.headers["retry-after"] == "2"
+    assert sim.analytics("usage", params).status_code == 200
+
+    # Faults queue up in order; the second one's `after` counts only requests that reach it.
+    sim.control("POST", "/_sim/faults", {"path": path, "count": 1, "status": 529})
+    sim.control("POST", "/_sim/faults", {"path": path, "after": 1, "count": 2, "status": 500})
+    statuses = [sim.analytics("usage", params).status_code for _ in range(5)]
+    assert statuses == [529, 200, 500, 500, 200]
+
+    # The SDK retries through a 429 (short retry-after) and a 529.
+    sim.control("POST", "/_sim/faults", {"path": path, "count": 1, "status": 429, "retry_after": "0.05"})
+    sim.control("POST", "/_sim/faults", {"path": path, "count": 1, "status": 529, "retry_after": "0.05"})
+    sim.control("DELETE", "/_sim/requests")
+    page = sim.client(max_retries=3).beta.organization.analytics.usage.list(starting_at=DAY_START, ending_at=DAY_END)
+    assert len(page.data) == 1
+    assert [e["status"] for e in sim.control("GET", "/_sim/requests")] == [429, 529, 200]
+
+
+def test_after_skips_requests_and_malformed_pages(sim: Sim) -> None:
+    usage_path = "/v1/organizations/analytics/usage"
+    params = {"starting_at": DAY_START, "ending_at": DAY_END, "group_by[]": "model"}
+    sim.control("POST", "/_sim/faults", {"path": usage_path, "after": 1, "count": 1, "kind": "missing_field"})
+    assert "output_tokens" in sim.analytics("usage", params).json()["data"][0]["usage"]
+    assert "output_tokens" not in sim.analytics("usage", params).json()["data"][0]["usage"]
+    sim.control("POST", "/_sim/faults", {"path": usage_path, "kind": "wrong_type"})
+    assert sim.analytics("usage", params).json()["data"][0]["usage"]["output_tokens"] == "lots"
+    sim.control("POST", "/_sim/faults", {"path": "/v1/organizations/analytics/cost", "kind": "wrong_type"})
+    assert sim.analytics("cost", params).json()["data"][0]["cost"]["amount"] == 12.5
+    sim.control("POST", "/_sim/faults", {"path": "/v1/organizations/usage_report", "kind": "missing_field"})
+    legacy = sim.legacy("/v1/organizations/usage_report/messages", {"starting_at": DAY_START, "ending_at": DAY_END})
+    assert "output_tokens" not in legacy.json()["data"][0]["results"][0]
+    # The SDK does not validate: a missing field reads as None, a wrong type passes through.
+    sim.control("POST", "/_sim/faults", {"path": usage_path, "kind": "missing_field"})
+    usage = sim.client().beta.organization.analytics.usage.list(starting_at=DAY_START, ending_at=DAY_END,
+                                                                group_by=["model"]).data[0].usage
+    assert usage.output_tokens is None and "output_tokens" not in usage.model_fields_set
+    assert sim.analytics("usage", params).status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------
+# Late data and determinism (own processes: they mutate state / compare servers)
+
+
+def _hourly(server: Sim) -> dict[str, dict[str, Any]]:
+    body = server.analytics("usage", {"starting_at": "2026-11-23T12:00:00Z", "ending_at": "2026-11-24T12:00:00Z",
+                                      "time_bucket_width": "1h", "limit": 1000}).json()
+    assert body["has_more"] is False
+    return {r["starting_at"]: r["usage"] for r in body["data"]}
+
+
+def test_revise_changes_recent_buckets_only() -> None:
+    server = Sim()
+    try:
+        before = _hourly(server)
+        truth_before = server.control("GET", "/_sim/truth",
+                                      params={"starting_at": "2026-11-24T06:00:00Z", "ending_at": NOW})
+        assert server.control("POST", "/_sim/revise", {"hours": 6}) == {"revision": 1}
+        after = _hourly(server)
+        assert before.keys() == after.keys() and len(before) == 24
+        recent = {f"2026-11-24T{h:02d}:00:00Z" for h in range(6, 12)}
+        for start in before:
+            if start in recent:
+                assert after[start]["total_tokens"] > before[start]["total_tokens"], start
+            else:
+                assert after[start] == before[start], start
+        truth_after = server.control("GET", "/_sim/truth",
+                                     params={"starting_at": "2026-11-24T06:00:00Z", "ending_at": NOW})
+        assert truth_after["revision"] == 1
+        assert Decimal(truth_after["cost_usd"]) > Decimal(truth_before["cost_usd"])
+        cost = server.analytics("cost", {"starting_at": "2026-11-24T06:00:00Z", "ending_at": NOW}).json()["data"]
+        assert Decimal(cost[0]["cost"]["amount"]) == Decimal(truth_after["cost_usd"]) * 100
+    finally:
+        assert server.stop() == 0
+
+
+def test_same_seed_gives_identical_json() -> None:
+    a, b, c = Sim(), Sim(), Sim(seed=8)
+    try:
+        requests_to_make: list[tuple[str, dict[str, Any]]] = [
+            ("/v1/organizations/analytics/usage", {"starting_at": "2026-11-20T00:00:00Z", "ending_at": DAY_END,
+                                                   "time_bucket_width": "1h", "group_by[]": ["model", "api_key_id"],
+                                                   "limit": 50}),
+            ("/v1/organizations/analytics/cost", {"starting_at": DAY_START, "ending_at": DAY_END,
+                                                  "group_by[]": ["workspace_id", "cost_type", "token_type"]}),
+            ("/v1/organizations/analytics/usage", {"starting_at": "2025-01-01T00:00:00Z"}),
+            ("/v1/organizations/usage_report/messages", {"starting_at": "2026-11-01T00:00:00Z",
+                                                         "group_by[]": ["model", "api_key_id"]}),
+            ("/v1/organizations/cost_report", {"starting_at": "2026-11-01T00:00:00Z", "group_by[]": "description"}),
+            ("/v1/organizations/workspaces", {"include_default": "true", "include_archived": "true"}),
+            ("/v1/organizations/api_keys", {}),
+        ]
+        for path, params in requests_to_make:
+            headers = dict(LEGACY, **BETA)
+            ra = a.http.get(a.url + path, params=params, headers=headers)
+            rb = b.http.get(b.url + path, params=params, headers=headers)
+            rc = c.http.get(c.url + path, params=params, headers=headers)
+            assert ra.status_code == rb.status_code
+            assert ra.content == rb.content, path
+            assert ra.headers["request-id"] == rb.headers["request-id"]
+            if ra.status_code == 200:
+                assert ra.content != rc.content, path
+        assert json.loads(ra.content)["data"]
+    finally:
+        for server in (a, b, c):
+            assert server.stop() == 0
+
+
+def test_cli_exits_cleanly_on_sigint() -> None:
+    server = Sim("--admin-key", "second-key")
+    assert server.get("/v1/organizations/workspaces", key="second-key").status_code == 200
+    server.proc.send_signal(signal.SIGINT)
+    assert server.stop() == 0
