@@ -101,16 +101,14 @@ def write_config(folder: Path, orgs: list[dict], extra: str = "",
     for org in orgs:
         lines = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in org.items())
         blocks.append(f"[[organizations]]\n{lines}\n")
-    text = textwrap.dedent(f"""\
-        timezone = "{timezone_name}"
-        [storage]
-        database = "data/spendwatch.duckdb"
-        lock_timeout_seconds = 20
-        [collection]
-        max_retry_after_seconds = 1
-        timeout_seconds = 10
-        {collection}
-        """) + "\n".join(blocks) + extra
+    settings = {"max_retry_after_seconds": "1", "timeout_seconds": "10"}
+    for line in collection.splitlines():
+        name, _, value = line.partition("=")
+        settings[name.strip()] = value.strip()
+    collection_lines = "\n".join(f"{k} = {v}" for k, v in settings.items())
+    text = (f'timezone = "{timezone_name}"\n[storage]\ndatabase = "data/spendwatch.duckdb"\n'
+            f"lock_timeout_seconds = 20\n[collection]\n{collection_lines}\n"
+            + "\n".join(blocks) + extra)
     path = folder / "config.toml"
     path.write_text(text, encoding="utf-8")
     return path

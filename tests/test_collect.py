@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -247,3 +248,29 @@ def test_no_secret_reaches_the_database_or_the_log(org_config, simulator: Simula
         if config.database_path.with_suffix(".duckdb.wal").exists() else b"")
     assert ADMIN_KEY.encode() not in raw
     assert b"test-key-0123456789" not in raw
+
+
+@pytest.mark.parametrize("fault", [{"kind": "delay", "seconds": 3},
+                                   {"kind": "disconnect"}])
+def test_timeouts_and_dropped_connections_are_retried(org_config, simulator: Simulator,
+                                                      fault: dict) -> None:
+    simulator.fault(path=USAGE, count=1, **fault)
+    config, (result,) = run(org_config(collection="timeout_seconds = 1"), day(22), day(23))
+    assert result.ok, result.error
+    deadline = time.monotonic() + 10  # the abandoned request is logged when its delay ends
+    while len(api_requests(simulator, USAGE)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(api_requests(simulator, USAGE)) == 2
+    assert totals(config.database_path, day(22), day(23)) == truth_totals(
+        simulator.truth(day(22), day(23)))
+
+
+def test_legacy_errors_are_retried_and_refusals_explained(org_config, simulator: Simulator,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    simulator.fault(path="/v1/organizations/cost_report", count=1, status=429, retry_after="1",
+                    kind="error")
+    config, (result,) = run(org_config(source="legacy"), day(22), day(23))
+    assert result.ok, result.error
+    monkeypatch.setenv("ANTHROPIC_ADMIN_KEY", "sk-ant-api03-a-workspace-key")
+    _, (refused,) = run(org_config(source="legacy"), day(22), day(23), refresh=True)
+    assert refused.auth_failed and "looks like a standard workspace API key" in refused.error

@@ -1,0 +1,59 @@
+"""Benchmark: backfill N days from the local simulator, then query spend.
+
+Run: ``python bench/bench_collect.py [--days 90]``. Prints one JSON object: wall seconds for
+the backfill and for the spend queries, rows stored, and the process's peak memory. Speed and
+memory are measured here, not in timed tests (the machines are shared and noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import tempfile
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+from collectors.simulator import start_simulator
+from collectors.sync import CollectOptions, collect
+from spendwatch import storage
+from spendwatch.config import load_config
+from spendwatch.queries import spend
+
+NOW = datetime(2026, 11, 24, 12, tzinfo=timezone.utc)
+KEY = "sk-ant-admin01-bench"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--days", type=int, default=90)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder, start_simulator(admin_keys=[KEY], now=NOW) as sim:
+        path = Path(folder) / "config.toml"
+        path.write_text(f'timezone = "America/Chicago"\n[[organizations]]\nname = "bench"\n'
+                        f'base_url = "{sim.url}"\n', encoding="utf-8")
+        os.environ["ANTHROPIC_ADMIN_KEY"] = KEY
+        config = load_config(path)
+        started = time.perf_counter()
+        (result,) = collect(config, CollectOptions(since=NOW - timedelta(days=args.days)), now=NOW)
+        collect_seconds = time.perf_counter() - started
+        assert result.ok, result.error
+        started = time.perf_counter()
+        with storage.reader(config.database_path) as conn:
+            for by in (["model"], ["date", "feature"], ["api_key", "cache_status"]):
+                spend(conn, config.tz, date(2026, 8, 1), date(2026, 11, 24), by)
+        query_seconds = time.perf_counter() - started
+        print(json.dumps({
+            "days": args.days, "windows": result.windows, "usage_rows": result.usage_rows,
+            "cost_rows": result.cost_rows, "collect_seconds": round(collect_seconds, 2),
+            "rows_per_second": round((result.usage_rows + result.cost_rows) / collect_seconds),
+            "three_spend_queries_seconds": round(query_seconds, 3),
+            "database_mb": round(config.database_path.stat().st_size / 1e6, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The long-running worker and interrupting a backfill, as a user would run them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from collectors.scheduler import COLLECT_JOB, schedule
+from conftest import ADMIN_KEY, REPO, SIM_NOW, Simulator, write_config
+from spendwatch.config import load_config
+from spendwatch.timeutil import floor_day
+from warehouse import query, totals, truth_totals
+
+UTC = timezone.utc
+
+
+def env_with_key() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "SPENDWATCH_"))}
+    env["ANTHROPIC_ADMIN_KEY"] = ADMIN_KEY
+    return env
+
+
+def wait_for(predicate, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except duckdb.Error:
+            pass  # the worker holds the file: look again
+        time.sleep(0.5)
+    raise AssertionError("timed out waiting")
+
+
+def test_the_worker_collects_on_start_and_stops_on_sigterm(isolated: Path, simulators) -> None:
+    simulator: Simulator = simulators(now=None)  # the worker runs on the real clock
+    path = write_config(isolated, [{"name": "acme", "base_url": simulator.url}],
+                        collection="initial_backfill_days = 2\ninterval_minutes = 60")
+    db = load_config(path).database_path
+    worker = subprocess.Popen([sys.executable, "-m", "spendwatch", "--config", str(path), "run"],
+                              cwd=REPO, env=env_with_key(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: db.exists() and query(db, "SELECT count(*) FROM collection_runs "
+                                                   "WHERE status = 'ok'") == [(1,)])
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    assert "worker started" in err and "Traceback" not in err
+    yesterday = floor_day(datetime.now(UTC)) - timedelta(days=1)
+    assert totals(db, yesterday, yesterday + timedelta(days=1)) == truth_totals(
+        simulator.truth(yesterday, yesterday + timedelta(days=1)))
+
+
+def test_the_collection_job_never_overlaps_and_missed_runs_coalesce(isolated: Path) -> None:
+    path = write_config(isolated, [{"name": "acme"}], collection="interval_minutes = 7")
+    scheduler = BackgroundScheduler(timezone="UTC")
+    schedule(scheduler, load_config(path), start_now=False)
+    job = scheduler.get_job(COLLECT_JOB)
+    assert (job.max_instances, job.coalesce) == (1, True)
+    assert job.trigger.interval == timedelta(minutes=7)
+
+
+def test_ctrl_c_keeps_whole_windows_and_the_same_command_resumes(isolated: Path,
+                                                                  simulator: Simulator) -> None:
+    path = write_config(isolated, [{"name": "acme", "base_url": simulator.url}])
+    db = load_config(path).database_path
+    simulator.fault(path="/v1/organizations/analytics/usage", count=10000, kind="delay",
+                    seconds=0.3)
+    command = [sys.executable, "-m", "spendwatch", "--config", str(path), "collect",
+               "--since", "2026-11-01"]
+    first = subprocess.Popen(command, cwd=REPO, env=env_with_key(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: db.exists() and query(db, "SELECT count(*) FROM sync_state") == [(1,)])
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 130
+    assert "interrupted: every window stored so far is kept" in err
+    ((low, high),) = query(db, "SELECT covered_from, covered_until FROM sync_state")
+    assert low == datetime(2026, 11, 1, tzinfo=UTC) and high < SIM_NOW
+    assert query(db, "SELECT count(*) FROM usage_hourly WHERE bucket_start >= ?", high) == [(0,)]
+    assert totals(db, low, high)["tokens"] == truth_totals(simulator.truth(low, high))["tokens"]
+
+    simulator.control("DELETE", "/_sim/faults")
+    second = subprocess.run(command, cwd=REPO, env=env_with_key(), capture_output=True,
+                            text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert totals(db, low, SIM_NOW) == truth_totals(simulator.truth(low, SIM_NOW))
