@@ -41,6 +41,17 @@ class SourceClient(Protocol):
     def cost(self, start: datetime, end: datetime) -> tuple[list[CostRow], datetime | None]: ...
 
 
+def sdk_client(org: OrganizationConfig, key: Secret,
+               settings: CollectionConfig) -> anthropic.Anthropic:
+    """The official SDK's client for an organization, with its own retries off.
+
+    The key is passed explicitly, so the SDK ignores ANTHROPIC_API_KEY / ANTHROPIC_AUTH_TOKEN.
+    """
+    return anthropic.Anthropic(api_key=key.reveal(), base_url=org.base_url, max_retries=0,
+                               timeout=settings.timeout_seconds,
+                               default_headers={"User-Agent": USER_AGENT})
+
+
 def _refreshed_at(page: Mapping[str, Any]) -> datetime | None:
     value = page.get("data_refreshed_at")
     try:
@@ -58,10 +69,7 @@ class AnalyticsClient:
         self._key = key
         self._policy = policy
         self._limit = settings.page_limit
-        # Explicit api_key: the SDK then ignores ANTHROPIC_API_KEY / ANTHROPIC_AUTH_TOKEN.
-        self._sdk = anthropic.Anthropic(api_key=key.reveal(), base_url=org.base_url,
-                                        max_retries=0, timeout=settings.timeout_seconds,
-                                        default_headers={"User-Agent": USER_AGENT})
+        self._sdk = sdk_client(org, key, settings)
 
     def usage(self, start: datetime, end: datetime) -> tuple[list[UsageRow], datetime | None]:
         return self._read(self._sdk.beta.organization.analytics.usage, "usage", start, end,
@@ -190,9 +198,7 @@ class NamesClient:
         self._org = org
         self._key = key
         self._policy = policy
-        self._sdk = anthropic.Anthropic(api_key=key.reveal(), base_url=org.base_url,
-                                        max_retries=0, timeout=settings.timeout_seconds,
-                                        default_headers={"User-Agent": USER_AGENT})
+        self._sdk = sdk_client(org, key, settings)
 
     def workspaces(self) -> list[dict[str, Any]]:
         """[{workspace_id, name, archived_at}] including the default and archived ones."""

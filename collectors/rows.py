@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from spendwatch.errors import MalformedResponse
 from spendwatch.timeutil import parse_utc
@@ -235,38 +235,33 @@ def page_cursor(page: Mapping[str, Any], where: str) -> str | None:
 
 # --- Analytics API -----------------------------------------------------------------------------
 
-def analytics_usage_rows(page: Any, organization: str, where: str) -> list[UsageRow]:
-    """Rows of one Analytics usage page (flat rows, one per bucket and group)."""
-    rows = []
+def _flat_items(page: Any, metrics: str, where: str
+                ) -> Iterator[tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any], str]]:
+    """(row, its group, its ``metrics`` object, where) for each flat Analytics row."""
     for index, item in enumerate(_page_rows(page, where)):
         at = f"{where}, row {index}"
         if not isinstance(item, Mapping):
             raise MalformedResponse(f"{at}: not a JSON object")
         group = _get(item, "group", at)
-        usage = _get(item, "usage", at)
-        if not isinstance(group, Mapping) or not isinstance(usage, Mapping):
-            raise MalformedResponse(f"{at}: 'group' and 'usage' should be objects")
-        rows.append(_usage_row(organization, "analytics", _time(item, "starting_at", at),
-                               _time(item, "ending_at", at), group, usage, at,
-                               _optional_int(usage, "requests", at)))
-    return rows
+        values = _get(item, metrics, at)
+        if not isinstance(group, Mapping) or not isinstance(values, Mapping):
+            raise MalformedResponse(f"{at}: 'group' and '{metrics}' should be objects")
+        yield item, group, values, at
+
+
+def analytics_usage_rows(page: Any, organization: str, where: str) -> list[UsageRow]:
+    """Rows of one Analytics usage page (flat rows, one per bucket and group)."""
+    return [_usage_row(organization, "analytics", _time(item, "starting_at", at),
+                       _time(item, "ending_at", at), group, usage, at,
+                       _optional_int(usage, "requests", at))
+            for item, group, usage, at in _flat_items(page, "usage", where)]
 
 
 def analytics_cost_rows(page: Any, organization: str, where: str) -> list[CostRow]:
     """Rows of one Analytics cost page, amounts converted from cents to dollars."""
-    rows = []
-    for index, item in enumerate(_page_rows(page, where)):
-        at = f"{where}, row {index}"
-        if not isinstance(item, Mapping):
-            raise MalformedResponse(f"{at}: not a JSON object")
-        group = _get(item, "group", at)
-        cost = _get(item, "cost", at)
-        if not isinstance(group, Mapping) or not isinstance(cost, Mapping):
-            raise MalformedResponse(f"{at}: 'group' and 'cost' should be objects")
-        rows.append(_cost_row(organization, "analytics", _time(item, "starting_at", at),
-                              _time(item, "ending_at", at), "1h", group, cost, at,
-                              list_amount=True))
-    return rows
+    return [_cost_row(organization, "analytics", _time(item, "starting_at", at),
+                      _time(item, "ending_at", at), "1h", group, cost, at, list_amount=True)
+            for item, group, cost, at in _flat_items(page, "cost", where)]
 
 
 def _check_currency(cost: Mapping[str, Any], where: str) -> None:

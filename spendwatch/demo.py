@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import click
 
 from spendwatch import storage
 from spendwatch.config import load_config
 from spendwatch.queries import spend
-from spendwatch.timeutil import local_range, local_today, rfc3339, utcnow
+from spendwatch.timeutil import local_range, local_today, utcnow
 
 DEMO_KEY = "sk-ant-admin01-spendwatch-demo-not-a-real-key"
 DEMO_TIMEZONE = "America/Chicago"
@@ -91,7 +92,8 @@ def run_demo(directory: str, days: int, seed: int) -> None:
         simulator.close()
 
 
-def _print_summary(first, last, by_model, by_feature, truth) -> None:  # type: ignore[no-untyped-def]
+def _print_summary(first: date, last: date, by_model: list[dict[str, Any]],
+                   by_feature: list[dict[str, Any]], truth: dict[str, Any]) -> None:
     total = sum((r["cost_usd"] for r in by_model), Decimal(0))
     click.echo(f"\nSpend {first} .. {last} ({DEMO_TIMEZONE}), from the warehouse:")
     for row in by_model:
