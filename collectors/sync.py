@@ -35,9 +35,10 @@ from collectors.clients import (ANALYTICS_FLOOR, AnalyticsClient, LegacyClient, 
                                 SourceClient)
 from collectors.retry import RetryPolicy
 from collectors.rows import DIMENSIONS, CostRow, UsageRow
-from spendwatch import storage
+from spendwatch import allocation, estimates, storage
 from spendwatch.config import Config, OrganizationConfig, resolve_admin_key
 from spendwatch.errors import AuthError, CollectionError, SpendwatchError
+from spendwatch.pricing import PriceTable, price_table
 from spendwatch.timeutil import DAY, ceil_hour, floor_day, rfc3339, utcnow
 
 log = logging.getLogger(__name__)
@@ -168,8 +169,12 @@ def _table(stream: str) -> tuple[str, list[str]]:
 
 def write_window(db: Path, lock_timeout: float, organization: str, window: Window,
                  rows: Sequence[UsageRow | CostRow], data_refreshed_at: datetime | None,
-                 now: datetime, provisional_after: datetime) -> None:
-    """Replace the window's rows and move the cursor, in one transaction."""
+                 now: datetime, provisional_after: datetime, prices: PriceTable) -> None:
+    """Replace the window's rows and move the cursor, in one transaction.
+
+    The same transaction prices new usage rows (``usage_estimates``) and re-splits the day's
+    legacy cost across API keys (``cost_allocated``), so readers never see them out of step.
+    """
     table, columns = _table(window.stream)
     seen: set[str] = set()
     for row in rows:
@@ -180,15 +185,23 @@ def write_window(db: Path, lock_timeout: float, organization: str, window: Windo
                                   "window is fetched again next run")
         seen.add(row.row_key)
     incoming = _arrow(rows, columns, now, provisional_after)
+    in_window = "organization = ? AND bucket_start >= ? AND bucket_start < ?"
+    span = [organization, window.start, window.end]
     with storage.writer(db, lock_timeout) as conn, storage.transaction(conn):
-        conn.execute(f"DELETE FROM {table} WHERE organization = ? AND bucket_start >= ? "
-                     "AND bucket_start < ?", [organization, window.start, window.end])
+        if window.stream == "usage":
+            conn.execute("DELETE FROM usage_estimates WHERE row_key IN "
+                         f"(SELECT row_key FROM usage_hourly WHERE {in_window})", span)
+        conn.execute(f"DELETE FROM {table} WHERE {in_window}", span)
         conn.register("incoming_rows", incoming)
         conn.execute(f"INSERT INTO {table} ({', '.join(columns)}) "
                      f"SELECT {', '.join(columns)} FROM incoming_rows "
                      "ON CONFLICT (row_key) DO UPDATE SET "
                      + ", ".join(f"{c} = excluded.{c}" for c in columns if c != "row_key"))
         conn.unregister("incoming_rows")
+        if window.stream == "usage":
+            estimates.write_estimates(conn, prices, in_window, span)
+        day = floor_day(window.start)
+        allocation.reallocate(conn, organization, day, day + DAY)
         conn.execute("""
             INSERT INTO sync_state VALUES (?, ?, ?, ?, ?, ?)
             ON CONFLICT (organization, stream) DO UPDATE SET
@@ -245,6 +258,13 @@ def record_run(db: Path, lock_timeout: float, result: OrgResult, started: dateti
                       result.windows, result.usage_rows, result.cost_rows, result.error])
 
 
+def reprice_if_needed(config: Config) -> bool:
+    """Reprice every stored usage row if the price table (file + config) changed."""
+    with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn, \
+            storage.transaction(conn):
+        return estimates.ensure_current(conn, price_table(config.prices))
+
+
 # --- running ---------------------------------------------------------------------------------
 
 class OrganizationSync:
@@ -263,6 +283,7 @@ class OrganizationSync:
         self._names = NamesClient(org, key, settings, policy)
         self._db = config.database_path
         self._lock = config.storage.lock_timeout_seconds
+        self._prices = price_table(config.prices)
 
     def lookback(self, stream: str) -> timedelta:
         hours = (self.config.collection.usage_lookback_hours if stream == "usage"
@@ -323,7 +344,7 @@ class OrganizationSync:
                 rows, refreshed = self.fetch(window)
                 provisional_after = self.now - self.lookback(window.stream)
                 write_window(self._db, self._lock, self.org.name, window, rows, refreshed,
-                             self.now, provisional_after)
+                             self.now, provisional_after, self._prices)
                 result.windows += 1
                 if window.stream == "usage":
                     result.usage_rows += len(rows)
@@ -349,6 +370,7 @@ def collect(config: Config, options: CollectOptions | None = None, now: datetime
     orgs = [config.organization(n) for n in options.organizations] or list(config.organizations)
     for org in orgs:
         resolve_admin_key(config, org)  # every key problem surfaces before anything runs
+    reprice_if_needed(config)
     results = []
     for org in orgs:
         started = utcnow()

@@ -168,8 +168,8 @@ def spend_command(ctx: click.Context, since: str | None, until: str | None, by: 
     with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
         rows = spend(conn, config.tz, since_day, until_day, dims, config.features, orgs)
     if as_json:
-        out = [{**{k: r[k] for k in _output_keys(dims)}, **{m: r[m] for m in METRICS}}
-               for r in rows]
+        out = [{**{k: r[k] for k in _output_keys(dims)},
+                **{m: r[m] for m in (*METRICS, "unpriced_tokens")}} for r in rows]
         click.echo(json.dumps(out, default=_json_default, indent=2))
         return
     _print_table(rows, dims, since_day, until_day)
@@ -201,6 +201,10 @@ def _print_table(rows: list[dict[str, Any]], dims: Sequence[str], since: date,
         click.echo("  ".join(c.ljust(w) if i < len(dims) else c.rjust(w)
                              for i, (c, w) in enumerate(zip(line, widths))))
     click.echo(f"Total: ${total:,.2f}")
+    unpriced = sum(r["unpriced_tokens"] for r in rows)
+    if unpriced:
+        click.echo(f"Unpriced: {unpriced:,} tokens of usage not yet billed have no price and "
+                   "are not in the total; add their models under [[pricing.prices]]")
 
 
 # --- demo ------------------------------------------------------------------------------------

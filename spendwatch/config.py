@@ -15,11 +15,13 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from spendwatch.errors import ConfigError
+from spendwatch.pricing import PriceRow, parse_price_row
 
 DEFAULT_CONFIG = "config.toml"
 SOURCES = ("analytics", "legacy")
@@ -53,6 +55,7 @@ class FeatureRule:
     workspace_ids: tuple[str, ...] = ()
     workspace_names: tuple[str, ...] = ()
     organizations: tuple[str, ...] = ()
+    batch_eligible: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,28 @@ class CollectionConfig:
     job_deadline_seconds: float = 1800.0
 
 
+LINES = ("haiku", "sonnet", "opus")
+
+
+@dataclass(frozen=True)
+class SavingsConfig:
+    """Targets of the savings ledger (see spendwatch.savings for the formulas)."""
+
+    cache_hit_target: Decimal = Decimal("0.5")
+    target_mix: Mapping[str, Decimal] = field(default_factory=lambda: {
+        "haiku": Decimal("0.70"), "sonnet": Decimal("0.20"), "opus": Decimal("0.10")})
+    line_models: Mapping[str, str] = field(default_factory=lambda: {
+        "haiku": "claude-haiku-5-5", "sonnet": "claude-sonnet-5-5", "opus": "claude-opus-5-5"})
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """The Models API (model lines for routing); it needs a normal API key, not an admin key."""
+
+    api_key_env: str | None = None
+    base_url: str = "https://api.anthropic.com"
+
+
 @dataclass(frozen=True)
 class StorageConfig:
     database: str = "data/spendwatch.duckdb"
@@ -97,6 +122,9 @@ class Config:
     collection: CollectionConfig
     organizations: tuple[OrganizationConfig, ...]
     features: tuple[FeatureRule, ...] = field(default=())
+    prices: tuple[PriceRow, ...] = field(default=())
+    savings: SavingsConfig = field(default_factory=SavingsConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -168,7 +196,13 @@ def _positive(path: Path, where: str, values: dict[str, Any]) -> None:
 _ORG_SCHEMA = {"name": str, "source": str, "base_url": str, "admin_key_env": str,
                "admin_key_file": str}
 _FEATURE_SCHEMA = {"name": str, "api_key_ids": list, "api_key_names": list,
-                   "workspace_ids": list, "workspace_names": list, "organizations": list}
+                   "workspace_ids": list, "workspace_names": list, "organizations": list,
+                   "batch_eligible": bool}
+_PRICE_SCHEMA: dict[str, type] = {"model": str, "component": str, "price_usd": object,
+                                  "unit": str, "effective_from": object}
+_SAVINGS_SCHEMA: dict[str, type] = {"cache_hit_target": object, "target_mix": object,
+                                    "line_models": object}
+_MODELS_SCHEMA: dict[str, type] = {"api_key_env": str, "base_url": str}
 _COLLECTION_SCHEMA: dict[str, type] = {"interval_minutes": int, "initial_backfill_days": int,
                                        "usage_lookback_hours": int, "cost_lookback_hours": int,
                                        "page_limit": int, "timeout_seconds": float,
@@ -177,7 +211,8 @@ _COLLECTION_SCHEMA: dict[str, type] = {"interval_minutes": int, "initial_backfil
 _STORAGE_SCHEMA: dict[str, type] = {"database": str, "lock_timeout_seconds": float}
 # Sections (object) are checked by their own parsers.
 _TOP_SCHEMA: dict[str, type] = {"timezone": str, "storage": object, "collection": object,
-                                "organizations": object, "features": object}
+                                "organizations": object, "features": object,
+                                "pricing": object, "savings": object, "models": object}
 
 
 def _organizations(path: Path, raw: Any) -> tuple[OrganizationConfig, ...]:
@@ -214,6 +249,54 @@ def _features(path: Path, raw: Any) -> tuple[FeatureRule, ...]:
     return tuple(rules)
 
 
+def _prices(path: Path, raw: Any) -> tuple[PriceRow, ...]:
+    section = _section(path, raw, "pricing", {"prices": object})
+    items = section.get("prices", [])
+    if not isinstance(items, list):
+        raise ConfigError(f"{path}: pricing.prices must be an array of tables ([[pricing.prices]])")
+    rows = []
+    for index, item in enumerate(items):
+        where = f"pricing.prices[{index}]"
+        values = _section(path, item, where, _PRICE_SCHEMA,
+                          required=("model", "component", "price_usd", "unit", "effective_from"))
+        try:
+            rows.append(parse_price_row(values, f"{path}: {where}"))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    return tuple(rows)
+
+
+def _ratio(path: Path, key: str, value: Any) -> Decimal:
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+            raise ValueError
+        ratio = Decimal(str(value))
+    except (ValueError, ArithmeticError):
+        raise ConfigError(f"{path}: {key} must be a number between 0 and 1, not "
+                          f"{_preview(value)}") from None
+    if not Decimal(0) <= ratio <= Decimal(1):
+        raise ConfigError(f"{path}: {key} must be between 0 and 1, not {value}")
+    return ratio
+
+
+def _savings(path: Path, raw: Any) -> SavingsConfig:
+    values = _section(path, raw, "savings", _SAVINGS_SCHEMA)
+    defaults = SavingsConfig()
+    target = _ratio(path, "savings.cache_hit_target",
+                    values.get("cache_hit_target", defaults.cache_hit_target))
+    mix_raw = values.get("target_mix", defaults.target_mix)
+    mix = {k: _ratio(path, f"savings.target_mix.{k}", v)
+           for k, v in _section(path, mix_raw, "savings.target_mix",
+                                {line: object for line in LINES}).items()}
+    if set(mix) != set(LINES) or sum(mix.values()) != 1:
+        raise ConfigError(f"{path}: savings.target_mix needs haiku, sonnet and opus shares that "
+                          f"add up to 1 (for example 0.70, 0.20, 0.10)")
+    line_models = dict(defaults.line_models)
+    line_models.update(_section(path, values.get("line_models", {}), "savings.line_models",
+                                {line: str for line in LINES}))
+    return SavingsConfig(cache_hit_target=target, target_mix=mix, line_models=line_models)
+
+
 def parse_config(path: Path, data: dict[str, Any]) -> Config:
     """Validate parsed TOML into a :class:`Config`. Raises ConfigError."""
     top = _section(path, data, "", _TOP_SCHEMA)
@@ -236,6 +319,9 @@ def parse_config(path: Path, data: dict[str, Any]) -> Config:
         collection=CollectionConfig(**collection),
         organizations=_organizations(path, top.get("organizations")),
         features=_features(path, top.get("features", [])),
+        prices=_prices(path, top.get("pricing", {})),
+        savings=_savings(path, top.get("savings", {})),
+        models=ModelsConfig(**_section(path, top.get("models", {}), "models", _MODELS_SCHEMA)),
     )
 
 

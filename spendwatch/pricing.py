@@ -1,45 +1,59 @@
-"""The price table: list prices per model and component, each with the day it took effect.
+"""The price table and the one formula that turns usage into estimated dollars.
 
-Prices live in a data file (``prices.csv`` beside this module), not in code, so a price change
-(Sonnet 5.5's cache read cut on 2026-10-07) prices older usage at the old rate. Rows from
-config override or extend the file.
+Prices live in a data file (``prices.csv`` beside this module), not in code, one row per model
+and component with the UTC day it took effect, so a price change (Sonnet 5.5's cache read cut
+on 2026-10-07) prices older usage at the old rate. Rows from config (``[[pricing.prices]]``)
+extend or override the file: for the same model, component and day, config wins.
 
-Formulas (all exact, in Decimal dollars):
+The formula, for ``tokens`` of one component of one model on one UTC day (all Decimal, exact):
 
-- token cost = tokens x price_per_mtok / 1,000,000 x tier multiplier
-- tier multiplier: ``batch`` = 0.5 (the Batch API halves every token price, cache prices
-  included); ``standard`` and unset = 1; other tiers have no public price (None).
-- web search cost = requests x price_per_request.
+    unit price   = the component's price per million tokens in force that day
+                   - fast mode (speed "fast"): fast_input / fast_output replace input / output,
+                     and each cache price becomes fast_input x (cache price / input price):
+                     the cache multipliers apply on top of the fast input price;
+                   - a Haiku 5.5 prompt over 100k tokens: the long_* prices, output included;
+    x batch      = batch_multiplier (0.5) when service_tier is "batch" (cache prices too;
+                   batch and fast mode do not combine);
+    x US-only    = the model's us_inference_multiplier (1.1, models from 4.6 on) when
+                   inference_geo is "us";
+    cost         = tokens x unit price / 1,000,000
+    web search   = web_search_requests x price per request ($10 per 1,000).
 
-A model with no price gives ``None``, never $0: callers report it as unpriced.
+Other service tiers (priority, flex, ...) have no public price. A model, tier or component with
+no price makes the estimate *unpriced*: it is reported as such, never as $0.
+
+Stored usage is grouped by model, workspace, API key, service tier and context window only
+(the Analytics API allows five group_by dimensions), so estimates of stored rows assume
+global inference at standard speed, and price Haiku 5.5 at its 100k-and-under rate unless the
+row's context window is 200k-1M. Billed cost, where it exists, is always used instead.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 PRICES_FILE = Path(__file__).with_name("prices.csv")
 
 TOKEN_COMPONENTS = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")
+COMPONENTS = (*TOKEN_COMPONENTS, "web_search")
+UNITS = ("per_mtok", "per_request", "per_hour", "multiplier")
+PRICED_TIERS = (None, "standard", "batch")
 MILLION = Decimal(1_000_000)
-TIER_MULTIPLIERS: Mapping[str | None, Decimal] = {
-    None: Decimal(1),
-    "standard": Decimal(1),
-    "batch": Decimal("0.5"),
-}
+LONG_CONTEXT_MODELS = ("claude-haiku-5-5",)
 _DATED_SUFFIX = re.compile(r"-\d{8}$")
 
 
 @dataclass(frozen=True)
 class PriceRow:
-    """One price: ``model`` ('*' for organization-wide items), component, dollars per unit."""
+    """One price: ``model`` ('*' for everything), component, dollars per unit, from a day."""
 
     model: str
     component: str
@@ -48,65 +62,195 @@ class PriceRow:
     effective_from: date
 
 
+@dataclass(frozen=True)
+class TokenCounts:
+    """Tokens of one usage row, split by cache status."""
+
+    input: int = 0
+    cache_write_5m: int = 0
+    cache_write_1h: int = 0
+    cache_read: int = 0
+    output: int = 0
+
+    @property
+    def prompt(self) -> int:
+        """Input + cache writes + cache reads: what Haiku 5.5's 100k tier counts."""
+        return self.input + self.cache_write_5m + self.cache_write_1h + self.cache_read
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Estimated dollars per component (see COMPONENTS), or why there is no estimate."""
+
+    by_component: Mapping[str, Decimal] = field(default_factory=dict)
+    unpriced_reason: str | None = None
+
+    @property
+    def priced(self) -> bool:
+        return self.unpriced_reason is None
+
+    @property
+    def total(self) -> Decimal | None:
+        """The whole estimate; None when unpriced (never a silent $0)."""
+        return sum(self.by_component.values(), Decimal(0)) if self.priced else None
+
+
 def canonical_model(model: str) -> str:
     """Dated model IDs price as their alias: ``claude-haiku-4-5-20251001`` -> ``claude-haiku-4-5``."""
     return _DATED_SUFFIX.sub("", model)
 
 
-def load_price_rows(path: Path = PRICES_FILE) -> list[PriceRow]:
-    """Read a price CSV (lines starting with '#' are comments).
+def parse_price_row(record: Mapping[str, object], where: str) -> PriceRow:
+    """A PriceRow from a CSV record or a config table. Raises ValueError naming ``where``.
 
-    Raises ValueError naming the file and line for a malformed row.
+    Prices must be strings or integers (a TOML float such as 0.3 is binary, not exact).
     """
+    try:
+        raw_price = record["price_usd"]
+        if isinstance(raw_price, float):
+            raise ValueError('write price_usd as a string, e.g. "0.30", so it stays exact')
+        row = PriceRow(model=str(record["model"]).strip(),
+                       component=str(record["component"]).strip(),
+                       price_usd=Decimal(str(raw_price).strip()),
+                       unit=str(record["unit"]).strip(),
+                       effective_from=date.fromisoformat(str(record["effective_from"]).strip()))
+    except KeyError as exc:
+        raise ValueError(f"{where}: {exc.args[0]} is missing") from None
+    except (ValueError, ArithmeticError) as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    if row.unit not in UNITS:
+        raise ValueError(f"{where}: unit must be one of {', '.join(UNITS)}, not {row.unit!r}")
+    if not row.price_usd.is_finite() or row.price_usd < 0:
+        raise ValueError(f"{where}: price_usd must be a non-negative number")
+    return row
+
+
+def load_price_rows(path: Path = PRICES_FILE) -> list[PriceRow]:
+    """Read a price CSV (lines starting with '#' are comments). Raises ValueError."""
     lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if not ln.startswith("#")]
-    rows: list[PriceRow] = []
-    for number, record in enumerate(csv.DictReader(lines), start=2):
-        try:
-            rows.append(
-                PriceRow(
-                    model=record["model"].strip(),
-                    component=record["component"].strip(),
-                    price_usd=Decimal(record["price_usd"].strip()),
-                    unit=record["unit"].strip(),
-                    effective_from=date.fromisoformat(record["effective_from"].strip()),
-                )
-            )
-        except (KeyError, ValueError, ArithmeticError, AttributeError) as exc:
-            raise ValueError(f"{path}: price row {number} is malformed ({exc})") from None
-    return rows
+    return [parse_price_row(record, f"{path} line {n}")
+            for n, record in enumerate(csv.DictReader(lines), start=2)]
 
 
 class PriceTable:
-    """Look up the price in force for a model, component and UTC day."""
+    """Prices in force per model, component and UTC day, and the estimate formula."""
 
     def __init__(self, rows: Iterable[PriceRow]):
-        self._rows: dict[tuple[str, str], list[PriceRow]] = {}
-        for row in rows:
-            self._rows.setdefault((row.model, row.component), []).append(row)
-        for history in self._rows.values():
-            history.sort(key=lambda r: r.effective_from)
+        history: dict[tuple[str, str], dict[date, PriceRow]] = {}
+        for row in rows:  # later rows (config) replace earlier ones for the same day
+            history.setdefault((row.model, row.component), {})[row.effective_from] = row
+        self._history = {k: sorted(v.values(), key=lambda r: r.effective_from)
+                         for k, v in history.items()}
+        self.rows: tuple[PriceRow, ...] = tuple(r for h in self._history.values() for r in h)
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever any price changes: stored estimates are recomputed then."""
+        text = "\n".join(f"{r.model},{r.component},{r.price_usd},{r.unit},{r.effective_from}"
+                         for r in sorted(self.rows, key=lambda r: (r.model, r.component,
+                                                                   r.effective_from)))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def price(self, model: str | None, component: str, day: date) -> Decimal | None:
-        """Dollars per unit in force on ``day``, or None when the table has no such price."""
-        key_model = "*" if model is None else canonical_model(model)
-        history = self._rows.get((key_model, component)) or self._rows.get(("*", component))
-        if not history:
-            return None
-        in_force = [r for r in history if r.effective_from <= day]
-        return in_force[-1].price_usd if in_force else None
+        """Dollars per unit in force on ``day`` (model-specific, else '*'), or None."""
+        keys = ([(canonical_model(model), component)] if model else []) + [("*", component)]
+        for key in keys:
+            in_force = [r for r in self._history.get(key, ()) if r.effective_from <= day]
+            if in_force:
+                return in_force[-1].price_usd
+        return None
 
-    def token_cost(
-        self, model: str | None, component: str, tokens: int, day: date, service_tier: str | None
-    ) -> Decimal | None:
-        """Cost in dollars of ``tokens`` of one component, or None if unpriced."""
-        price = self.price(model, component, day) if model is not None else None
-        multiplier = TIER_MULTIPLIERS.get(service_tier)
-        if price is None or multiplier is None:
+    def has_model(self, model: str) -> bool:
+        return (canonical_model(model), "input") in self._history
+
+    def unit_price(self, model: str, component: str, day: date, service_tier: str | None = None,
+                   inference_geo: str | None = None, speed: str | None = None,
+                   long_context: bool = False) -> Decimal | None:
+        """Dollars per million tokens of ``component`` after every modifier, or None."""
+        if service_tier not in PRICED_TIERS:
             return None
-        return Decimal(tokens) * price / MILLION * multiplier
+        fast = speed == "fast"
+        if fast and service_tier == "batch":
+            return None  # the Batch API does not run in fast mode: no such price
+        prefix = "long_" if long_context and canonical_model(model) in LONG_CONTEXT_MODELS else ""
+        base = self.price(model, prefix + component, day)
+        if base is None:
+            return None
+        if fast:
+            fast_input = self.price(model, "fast_input", day)
+            if component == "output":
+                base = self.price(model, "fast_output", day)  # type: ignore[assignment]
+            elif component == "input":
+                base = fast_input  # type: ignore[assignment]
+            else:
+                plain_input = self.price(model, prefix + "input", day)
+                base = (fast_input * base / plain_input  # type: ignore[assignment]
+                        if fast_input is not None and plain_input else None)
+            if base is None:
+                return None
+        if service_tier == "batch":
+            multiplier = self.price(model, "batch_multiplier", day)
+            if multiplier is None:
+                return None
+            base *= multiplier
+        if inference_geo == "us":
+            multiplier = self.price(model, "us_inference_multiplier", day)
+            if multiplier is not None:
+                base *= multiplier
+        return base
+
+    def estimate(self, model: str | None, day: date, tokens: TokenCounts,
+                 service_tier: str | None = None, inference_geo: str | None = None,
+                 speed: str | None = None, long_context: bool | None = None,
+                 web_search_requests: int = 0) -> Estimate:
+        """Estimated dollars of one usage row (see the module docstring for the formula).
+
+        ``long_context=None`` decides Haiku 5.5's tier from ``tokens.prompt`` (right for one
+        request; pass a bool for aggregated rows).
+        """
+        counts = {c: getattr(tokens, c) for c in TOKEN_COMPONENTS}
+        by_component: dict[str, Decimal] = {}
+        if any(counts.values()):
+            if model is None:
+                return Estimate(unpriced_reason="tokens without a model")
+            if long_context is None:
+                long_context = tokens.prompt > 100_000
+            for component, count in counts.items():
+                price = self.unit_price(model, component, day, service_tier, inference_geo,
+                                        speed, long_context)
+                if price is None:
+                    return Estimate(unpriced_reason=self._why_unpriced(model, service_tier,
+                                                                       speed))
+                by_component[component] = Decimal(count) * price / MILLION
+        if web_search_requests:
+            price = self.price(model, "web_search", day)
+            if price is None:
+                return Estimate(unpriced_reason="no price for web search")
+            by_component["web_search"] = Decimal(web_search_requests) * price
+        return Estimate(by_component)
+
+    def _why_unpriced(self, model: str, service_tier: str | None, speed: str | None) -> str:
+        if service_tier not in PRICED_TIERS:
+            return f"no public price for service tier {service_tier}"
+        if not self.has_model(model):
+            return f"no price for model {model}"
+        if speed == "fast":
+            return f"no fast-mode price for {model}"
+        return f"incomplete prices for {model}"
+
+
+@lru_cache(maxsize=1)
+def default_price_rows() -> tuple[PriceRow, ...]:
+    """The rows shipped with spendwatch."""
+    return tuple(load_price_rows())
+
+
+def price_table(overrides: Sequence[PriceRow] = ()) -> PriceTable:
+    """The shipped table with ``overrides`` (from config) applied."""
+    return PriceTable([*default_price_rows(), *overrides])
 
 
 @lru_cache(maxsize=1)
 def default_price_table() -> PriceTable:
-    """The price table shipped with spendwatch."""
-    return PriceTable(load_price_rows())
+    """The price table shipped with spendwatch, without overrides."""
+    return price_table()

@@ -20,54 +20,24 @@ from spendwatch.features import api_key_label, feature_for, workspace_label
 from spendwatch.timeutil import local_range
 
 SPEND_DIMENSIONS = ("date", "organization", "workspace", "api_key", "feature", "model",
-                    "service_tier", "cache_status")
+                    "service_tier", "cache_status", "cost_basis")
 METRICS = ("cost_usd", "uncached_input_tokens", "cache_write_5m_tokens",
            "cache_write_1h_tokens", "cache_read_tokens", "output_tokens", "web_search_requests")
 TOKEN_METRICS = METRICS[1:]
+EXTRA_METRICS = ("list_cost_usd", "unpriced_tokens")
 CACHE_STATUSES = ("uncached_input", "cache_write_5m", "cache_write_1h", "cache_read", "output",
                   "other")
-# token_type of the cost API -> cache status; anything else (web search, code execution,
-# session runtime) is "other".
-_COST_STATUS_SQL = """CASE token_type
+# cost/token type -> cache status; web search, code execution and session runtime are "other".
+CACHE_STATUS_SQL = """CASE token_type
     WHEN 'uncached_input_tokens' THEN 'uncached_input'
     WHEN 'cache_creation.ephemeral_5m_input_tokens' THEN 'cache_write_5m'
     WHEN 'cache_creation.ephemeral_1h_input_tokens' THEN 'cache_write_1h'
     WHEN 'cache_read_input_tokens' THEN 'cache_read'
     WHEN 'output_tokens' THEN 'output'
     ELSE 'other' END"""
-_USAGE_STATUS_COLUMNS = {"uncached_input": "uncached_input_tokens",
-                         "cache_write_5m": "cache_write_5m_tokens",
-                         "cache_write_1h": "cache_write_1h_tokens",
-                         "cache_read": "cache_read_tokens", "output": "output_tokens",
-                         "other": "web_search_requests"}
-
-
-def _local_date_sql() -> str:
-    return ("CASE WHEN bucket_width = '1d' THEN (bucket_start AT TIME ZONE 'UTC')::DATE "
-            "ELSE (bucket_start AT TIME ZONE $tz)::DATE END")
-
-
-def _usage_selects(split_by_status: bool) -> list[str]:
-    common = ("organization, bucket_start, '1h' AS bucket_width, workspace_id, api_key_id, "
-              "model, service_tier")
-    if not split_by_status:
-        return [f"SELECT {common}, 'all' AS cache_status, 0::DECIMAL(38, 12) AS cost_usd, "
-                + ", ".join(TOKEN_METRICS) + " FROM usage_hourly"]
-    selects = []
-    for status, column in _USAGE_STATUS_COLUMNS.items():
-        metrics = ", ".join(f"{m if m == column else '0'} AS {m}" for m in TOKEN_METRICS)
-        selects.append(f"SELECT {common}, '{status}' AS cache_status, "
-                       f"0::DECIMAL(38, 12) AS cost_usd, {metrics} FROM usage_hourly "
-                       f"WHERE {column} <> 0")
-    return selects
-
-
-def _facts_sql(split_by_status: bool) -> str:
-    cost = ("SELECT organization, bucket_start, bucket_width, workspace_id, api_key_id, model, "
-            f"service_tier, {_COST_STATUS_SQL if split_by_status else repr('all')} AS cache_status, "
-            "amount_usd AS cost_usd, "
-            + ", ".join(f"0 AS {m}" for m in TOKEN_METRICS) + " FROM cost_buckets")
-    return "\nUNION ALL\n".join([cost, *_usage_selects(split_by_status)])
+# A "day" is local; a legacy whole-day bucket (a UTC day) goes to the date of the same name.
+LOCAL_DATE_SQL = ("CASE WHEN bucket_width = '1d' THEN (bucket_start AT TIME ZONE 'UTC')::DATE "
+                  "ELSE (bucket_start AT TIME ZONE $tz)::DATE END")
 
 
 @dataclass(frozen=True)
@@ -119,9 +89,12 @@ def spend(conn: duckdb.DuckDBPyConnection, tz: ZoneInfo, since: date, until: dat
           organizations: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Spend and tokens over local days ``since``..``until`` (both included), grouped ``by``.
 
-    Each result holds the dimensions asked for (``workspace`` and ``api_key`` as display names,
-    with ``workspace_id`` / ``api_key_id`` beside them) and every metric in METRICS; cost is
-    Decimal dollars. Rows are ordered by date, then cost (highest first).
+    Cost is billed where the cost API has reported, allocated for legacy cost split across API
+    keys, estimated elsewhere (see the ``spend_facts`` view). Each result holds the dimensions
+    asked for (``workspace`` and ``api_key`` as display names, with ``workspace_id`` /
+    ``api_key_id`` beside them), every metric in METRICS and EXTRA_METRICS; money is Decimal
+    dollars. ``unpriced_tokens`` counts estimated usage that has no price (its cost is not
+    counted, never taken as $0). Rows are ordered by date, then cost (highest first).
     Raises ValueError for an unknown dimension.
     """
     unknown = [d for d in by if d not in SPEND_DIMENSIONS]
@@ -132,26 +105,25 @@ def spend(conn: duckdb.DuckDBPyConnection, tz: ZoneInfo, since: date, until: dat
     utc_start, utc_end = local_range(since, until, tz)
     group_columns = []
     for dim in by:
-        group_columns += {"date": ["date"], "workspace": ["workspace_id"],
-                          "api_key": ["api_key_id"]}.get(dim, [dim])
+        group_columns += {"workspace": ["workspace_id"], "api_key": ["api_key_id"]}.get(dim, [dim])
     feature_sql, feature_params = (_feature_map(conn, names, features) if "feature" in by
                                    else ("", {}))
     feature_join = ("LEFT JOIN feature_map f ON f.organization = facts.organization "
                     "AND f.workspace_id IS NOT DISTINCT FROM facts.workspace_id "
                     "AND f.api_key_id IS NOT DISTINCT FROM facts.api_key_id"
                     if feature_sql else "")
-    group_exprs = [{"feature": "f.feature", "date": "facts.date"}.get(c, f"facts.{c}")
-                   for c in group_columns]
+    group_exprs = [{"feature": "f.feature"}.get(c, f"facts.{c}") for c in group_columns]
     select_dims = ", ".join(f"{e} AS {c}" for e, c in zip(group_exprs, group_columns))
-    sums = ", ".join(f"sum({m}) AS {m}" for m in METRICS)
+    sums = ", ".join(f"sum({m}) AS {m}" for m in (*METRICS, *EXTRA_METRICS))
     org_filter = "AND facts.organization IN (SELECT unnest($orgs))" if organizations else ""
     sql = f"""
         WITH {"feature_map AS (" + feature_sql + ")," if feature_sql else ""}
-        facts AS (SELECT *, {_local_date_sql()} AS date FROM ({_facts_sql('cache_status' in by)})
+        facts AS (SELECT *, {LOCAL_DATE_SQL} AS date, {CACHE_STATUS_SQL} AS cache_status
+                  FROM spend_facts
                   WHERE bucket_start >= $scan_from AND bucket_start < $scan_to)
         SELECT {select_dims + ',' if select_dims else ''} {sums}
         FROM facts {feature_join}
-        WHERE date BETWEEN $since AND $until {org_filter}
+        WHERE facts.date BETWEEN $since AND $until {org_filter}
         {"GROUP BY " + ", ".join(group_exprs) if group_exprs else ""}
     """
     params: dict[str, Any] = {"tz": str(tz.key), "since": since, "until": until,
@@ -160,11 +132,18 @@ def spend(conn: duckdb.DuckDBPyConnection, tz: ZoneInfo, since: date, until: dat
     if organizations:
         params["orgs"] = list(organizations)
     records = conn.execute(sql, params).fetchall()
-    columns = [c for c in group_columns] + list(METRICS)
+    columns = [*group_columns, *METRICS, *EXTRA_METRICS]
     results = [_finish(dict(zip(columns, rec)), by, names) for rec in records]
+    results = [r for r in results if not _empty(r)]
     results.sort(key=lambda r: (str(r.get("date", "")), -r["cost_usd"],
                                 [str(r.get(d, "")) for d in by]))
     return results
+
+
+def _empty(row: dict[str, Any]) -> bool:
+    """A group with neither cost nor tokens (a cost basis row of token counts only)."""
+    return not row["cost_usd"] and not any(row[m] for m in TOKEN_METRICS) and \
+        not row["unpriced_tokens"]
 
 
 def _finish(row: dict[str, Any], by: Sequence[str], names: NameBook) -> dict[str, Any]:
@@ -178,7 +157,7 @@ def _finish(row: dict[str, Any], by: Sequence[str], names: NameBook) -> dict[str
         row["api_key"] = api_key_label(key, names.api_key(org, key) if org else
                                        _any_name(names.api_keys, key))
     row["cost_usd"] = row["cost_usd"] if row["cost_usd"] is not None else Decimal(0)
-    for metric in TOKEN_METRICS:
+    for metric in (*TOKEN_METRICS, "unpriced_tokens"):
         row[metric] = int(row[metric] or 0)
     return row
 

@@ -188,8 +188,103 @@ def _m001_initial(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("CREATE INDEX cost_org_bucket ON cost_buckets (organization, bucket_start)")
 
 
+_ESTIMATE_COLUMNS = ("est_input_usd", "est_cache_write_5m_usd", "est_cache_write_1h_usd",
+                     "est_cache_read_usd", "est_output_usd", "est_web_search_usd")
+
+
+def _m002_pricing(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute("""
+        CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)""")
+    # Estimated cost of each usage row (spendwatch.pricing), recomputed when prices change.
+    conn.execute(f"""
+        CREATE TABLE usage_estimates (
+            row_key VARCHAR PRIMARY KEY,        -- usage_hourly.row_key
+            {", ".join(f"{c} DECIMAL(38, 12)" for c in _ESTIMATE_COLUMNS)},
+            unpriced_reason VARCHAR             -- set when there is no price: never a silent $0
+        )""")
+    # Legacy cost (daily per workspace and line) split across API keys and hours in proportion
+    # to their usage of the same line; lines with no usage to follow stay whole, key unknown.
+    conn.execute(f"""
+        CREATE TABLE cost_allocated (
+            row_key VARCHAR PRIMARY KEY,
+            organization VARCHAR NOT NULL,
+            bucket_start TIMESTAMPTZ NOT NULL,
+            bucket_width VARCHAR NOT NULL,      -- 1h (allocated) | 1d (kept whole)
+            {_DIMENSIONS}
+            cost_type VARCHAR,
+            token_type VARCHAR,
+            amount_usd DECIMAL(38, 12) NOT NULL,
+            cost_basis VARCHAR NOT NULL,        -- allocated | billed
+            provisional BOOLEAN NOT NULL,
+            source_row_key VARCHAR NOT NULL     -- the cost_buckets row it came from
+        )""")
+    conn.execute("CREATE INDEX allocated_org_bucket ON cost_allocated (organization, bucket_start)")
+    conn.execute("""
+        CREATE TABLE models (
+            model_id VARCHAR PRIMARY KEY,
+            display_name VARCHAR,
+            line VARCHAR,                       -- haiku | sonnet | opus | fable | mythos | NULL
+            lifecycle VARCHAR,
+            retires_at TIMESTAMPTZ,
+            fetched_at TIMESTAMPTZ NOT NULL
+        )""")
+    conn.execute(SPEND_FACTS_VIEW)
+
+
+# Every dollar and token, one row per bucket, dimensions and cache status, with its basis:
+# billed (the cost API), allocated (legacy cost split across keys), or estimated (usage x price
+# table, for hours the cost API has not reported). Token rows carry no cost; cost rows no tokens.
+_USAGE_PARTS = (("uncached_input_tokens", "uncached_input_tokens", "est_input_usd", "tokens"),
+                ("cache_write_5m_tokens", "cache_creation.ephemeral_5m_input_tokens",
+                 "est_cache_write_5m_usd", "tokens"),
+                ("cache_write_1h_tokens", "cache_creation.ephemeral_1h_input_tokens",
+                 "est_cache_write_1h_usd", "tokens"),
+                ("cache_read_tokens", "cache_read_input_tokens", "est_cache_read_usd", "tokens"),
+                ("output_tokens", "output_tokens", "est_output_usd", "tokens"),
+                ("web_search_requests", None, "est_web_search_usd", "web_search"))
+_TOKEN_NAMES = [p[0] for p in _USAGE_PARTS]
+_FACT_KEYS = ("organization, bucket_start, bucket_width, workspace_id, api_key_id, model, "
+              "service_tier, context_window, cost_type, token_type")
+
+
+def _zero_tokens(except_column: str | None = None) -> str:
+    return ", ".join(f"{c if c == except_column else '0'} AS {c}" for c in _TOKEN_NAMES)
+
+
+def _spend_facts_sql() -> str:
+    billed = (f"SELECT {_FACT_KEYS}, amount_usd AS cost_usd, list_amount_usd AS list_cost_usd, "
+              f"'billed' AS cost_basis, provisional, NULL AS unpriced_reason, "
+              f"0 AS unpriced_tokens, {_zero_tokens()} "
+              "FROM cost_buckets WHERE bucket_width = '1h'")
+    allocated = (f"SELECT {_FACT_KEYS}, amount_usd, NULL, cost_basis, provisional, NULL, 0, "
+                 f"{_zero_tokens()} FROM cost_allocated")
+    usage_keys = ("u.organization, u.bucket_start, '1h', u.workspace_id, u.api_key_id, u.model, "
+                  "u.service_tier, u.context_window")
+    parts = [billed, allocated]
+    for column, token_type, estimate, cost_type in _USAGE_PARTS:
+        token_sql = f"'{token_type}'" if token_type else "NULL"
+        parts.append(
+            f"SELECT {usage_keys}, '{cost_type}', {token_sql}, NULL, NULL, NULL, u.provisional, "
+            f"NULL, 0, {_zero_tokens(column)} FROM usage_hourly u WHERE u.{column} <> 0")
+        parts.append(
+            f"SELECT {usage_keys}, '{cost_type}', {token_sql}, e.{estimate}, e.{estimate}, "
+            "'estimated', u.provisional, e.unpriced_reason, "
+            f"CASE WHEN e.unpriced_reason IS NULL OR '{cost_type}' <> 'tokens' THEN 0 "
+            f"ELSE u.{column} END, "
+            f"{_zero_tokens()} FROM usage_hourly u JOIN usage_estimates e USING (row_key) "
+            f"WHERE u.{column} <> 0 AND NOT EXISTS (SELECT 1 FROM billed_buckets b WHERE "
+            "b.organization = u.organization AND b.bucket_start <= u.bucket_start "
+            "AND u.bucket_start < b.bucket_end)")
+    return ("WITH billed_buckets AS (SELECT DISTINCT organization, bucket_start, bucket_end "
+            "FROM cost_buckets) " + "\nUNION ALL\n".join(parts))
+
+
+SPEND_FACTS_VIEW = f"CREATE OR REPLACE VIEW spend_facts AS {_spend_facts_sql()}"
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial", _m001_initial),
+    (2, "pricing", _m002_pricing),
 ]
 
 

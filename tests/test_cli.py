@@ -44,7 +44,7 @@ def test_spend_json_totals_local_days_exactly(isolated: Path, simulator: Simulat
     assert {tuple(sorted(r)) for r in rows} == {tuple(sorted(
         ["date", "model", "cost_usd", "uncached_input_tokens", "cache_write_5m_tokens",
          "cache_write_1h_tokens", "cache_read_tokens", "output_tokens",
-         "web_search_requests"]))}
+         "web_search_requests", "unpriced_tokens"]))}
     assert {r["date"] for r in rows} == {"2026-11-20", "2026-11-21", "2026-11-22"}
     assert all(isinstance(r["cost_usd"], str) for r in rows)
     start, end = local_range(date(2026, 11, 20), date(2026, 11, 22), CHICAGO)

@@ -231,10 +231,10 @@ def test_usage_priced_with_table_equals_cost_endpoint_and_truth(sim: Sim) -> Non
             assert row.usage.total_tokens == 0
             continue
         for component, get in components.items():
-            cost = table.token_cost(row.group.model, component, get(row.usage), date(2026, 11, 23),
-                                    row.group.service_tier)
-            assert cost is not None
-            priced += cost * 100
+            price = table.unit_price(row.group.model, component, date(2026, 11, 23),
+                                     row.group.service_tier)
+            assert price is not None
+            priced += get(row.usage) * price / 1_000_000 * 100
     cost_rows = client.beta.organization.analytics.cost.list(
         starting_at=DAY_START, ending_at=DAY_END, time_bucket_width="1h", group_by=["cost_type"], limit=1000,
     ).data

@@ -31,6 +31,21 @@ EXPECTED_SCHEMA = {
     "workspaces": ["organization", "workspace_id", "name", "archived_at", "fetched_at"],
     "api_keys": ["organization", "api_key_id", "name", "status", "workspace_id", "created_at",
                  "fetched_at"],
+    "meta": ["key", "value"],
+    "usage_estimates": ["row_key", "est_input_usd", "est_cache_write_5m_usd",
+                        "est_cache_write_1h_usd", "est_cache_read_usd", "est_output_usd",
+                        "est_web_search_usd", "unpriced_reason"],
+    "cost_allocated": ["row_key", "organization", "bucket_start", "bucket_width", "model",
+                       "workspace_id", "api_key_id", "service_tier", "context_window",
+                       "cost_type", "token_type", "amount_usd", "cost_basis", "provisional",
+                       "source_row_key"],
+    "models": ["model_id", "display_name", "line", "lifecycle", "retires_at", "fetched_at"],
+    "spend_facts": ["organization", "bucket_start", "bucket_width", "workspace_id",
+                    "api_key_id", "model", "service_tier", "context_window", "cost_type",
+                    "token_type", "cost_usd", "list_cost_usd", "cost_basis", "provisional",
+                    "unpriced_reason", "unpriced_tokens", "uncached_input_tokens",
+                    "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens",
+                    "output_tokens", "web_search_requests"],
 }
 
 
@@ -59,7 +74,8 @@ def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
     with storage.writer(db) as conn:
         conn.execute("INSERT INTO workspaces VALUES ('o', 'w', 'n', NULL, now())")
     with storage.writer(db) as conn:
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (
+            len(storage.MIGRATIONS),)
         assert conn.execute("SELECT name FROM workspaces").fetchall() == [("n",)]
 
 

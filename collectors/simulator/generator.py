@@ -660,9 +660,14 @@ class SimulatedOrg:
         costs: list[tuple[str, str | None, Decimal]] = []
         for token_type, tokens in zip(TOKEN_TYPES, (uncached, w5, w1, read, output)):
             if tokens:
-                dollars = self.price_table.token_cost(use.model, TOKEN_COMPONENT[token_type], tokens, day, use.tier)
-                if dollars is None:
+                # Billed like the real API, independently of spendwatch's estimate formula:
+                # list price per million tokens, halved on the Batch API.
+                price = self.price_table.price(use.model, TOKEN_COMPONENT[token_type], day)
+                if price is None:
                     raise ValueError(f"no price for {use.model} {token_type} on {day}")
+                dollars = Decimal(tokens) * price / Decimal(1_000_000)
+                if use.tier == "batch":
+                    dollars /= 2
                 costs.append(("tokens", token_type, dollars * _CENTS_PER_DOLLAR))
         if searches:
             price = self.price_table.price(None, "web_search", day)
