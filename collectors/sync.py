@@ -39,7 +39,7 @@ from spendwatch import allocation, estimates, storage
 from spendwatch.config import Config, OrganizationConfig, resolve_admin_key
 from spendwatch.errors import AuthError, CollectionError, SpendwatchError
 from spendwatch.pricing import PriceTable, price_table
-from spendwatch.timeutil import DAY, ceil_hour, floor_day, rfc3339, utcnow
+from spendwatch.timeutil import DAY, ceil_day, ceil_hour, floor_day, rfc3339, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +265,16 @@ def reprice_if_needed(config: Config) -> bool:
         return estimates.ensure_current(conn, price_table(config.prices))
 
 
+def refresh_model_lines(config: Config, now: datetime) -> None:
+    """Model lines from the Models API when configured; a failure only costs freshness."""
+    from collectors.models import refresh_models
+
+    try:
+        refresh_models(config, now)
+    except SpendwatchError as exc:
+        log.warning("model lines not refreshed (routing falls back on model IDs): %s", exc)
+
+
 # --- running ---------------------------------------------------------------------------------
 
 class OrganizationSync:
@@ -293,7 +303,9 @@ class OrganizationSync:
     def plan(self, options: CollectOptions) -> list[Window]:
         """Every window to fetch, both streams, in execution order."""
         end_cap = ceil_hour(self.now)
-        end = min(options.until, end_cap) if options.until else end_cap
+        # Whole UTC days: the legacy cost report is daily, and its split across API keys
+        # needs the whole day's usage beside it.
+        end = min(ceil_day(options.until), end_cap) if options.until else end_cap
         floor = analytics_floor(self.now)
         windows = []
         for stream in STREAMS:
@@ -371,6 +383,7 @@ def collect(config: Config, options: CollectOptions | None = None, now: datetime
     for org in orgs:
         resolve_admin_key(config, org)  # every key problem surfaces before anything runs
     reprice_if_needed(config)
+    refresh_model_lines(config, now)
     results = []
     for org in orgs:
         started = utcnow()

@@ -58,9 +58,15 @@ def split_exactly(amount: Decimal, weights: Sequence[int]) -> list[Decimal]:
     return [sign * Decimal(f) * QUANTUM for f in floors]
 
 
-def _line_key(workspace_id: str | None, model: str | None, tier: str | None,
-              window: str | None) -> tuple[Any, ...]:
-    return (workspace_id, canonical_model(model) if model else None, tier, window)
+def _matches(line: tuple[Any, ...], usage: dict[str, Any]) -> bool:
+    """Usage follows a line in the same workspace (null: the default workspace) whose model,
+    service tier and context window match where the line names them (web search lines name
+    none)."""
+    workspace, model, tier, window = line
+    return (usage["workspace_id"] == workspace
+            and (model is None or canonical_model(usage["model"] or "") == canonical_model(model))
+            and (tier is None or usage["service_tier"] == tier)
+            and (window is None or usage["context_window"] == window))
 
 
 _ALLOCATED_COLUMNS = ("row_key", "organization", "bucket_start", "bucket_width", "workspace_id",
@@ -86,14 +92,12 @@ def reallocate(conn: duckdb.DuckDBPyConnection, organization: str, day_start: da
           AND bucket_start >= ? AND bucket_start < ?""", span).fetchall()
     if not lines:
         return 0
-    usage: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    usage: dict[str | None, list[dict[str, Any]]] = {}  # by workspace
     for record in conn.execute(f"SELECT {', '.join(_USAGE_COLUMNS)} FROM usage_hourly WHERE "
                                "organization = ? AND bucket_start >= ? AND bucket_start < ?",
                                span).fetchall():
         row = dict(zip(_USAGE_COLUMNS, record))
-        key = _line_key(row["workspace_id"], row["model"], row["service_tier"],
-                        row["context_window"])
-        usage.setdefault(key, []).append(row)
+        usage.setdefault(row["workspace_id"], []).append(row)
     out: dict[str, list[Any]] = {c: [] for c in _ALLOCATED_COLUMNS}
 
     def add(**values: Any) -> None:
@@ -104,8 +108,9 @@ def reallocate(conn: duckdb.DuckDBPyConnection, organization: str, day_start: da
          provisional) in lines:
         column = (WEIGHT_COLUMN.get(token_type) if cost_type == "tokens"
                   else "web_search_requests" if cost_type == "web_search" else None)
+        line_key = (workspace, model, tier, window)
         followers = [] if column is None else [
-            r for r in usage.get(_line_key(workspace, model, tier, window), []) if r[column] > 0]
+            r for r in usage.get(workspace, []) if r[column] > 0 and _matches(line_key, r)]
         line = dict(organization=organization, workspace_id=workspace, model=model,
                     service_tier=tier, context_window=window, cost_type=cost_type,
                     token_type=token_type, provisional=provisional, source_row_key=source_key)
@@ -114,12 +119,15 @@ def reallocate(conn: duckdb.DuckDBPyConnection, organization: str, day_start: da
                 bucket_start=start, bucket_width="1d", api_key_id=None, amount_usd=amount,
                 cost_basis="billed", **line)
             continue
-        shares = split_exactly(Decimal(amount), [r[column] for r in followers])
-        for row, share in zip(followers, shares):
-            add(row_key=json.dumps([organization, row["bucket_start"].isoformat(),
-                                    row["api_key_id"], source_key]),
-                bucket_start=row["bucket_start"], bucket_width="1h",
-                api_key_id=row["api_key_id"], amount_usd=share, cost_basis="allocated", **line)
+        weights: dict[tuple[datetime, str | None], int] = {}
+        for r in followers:  # a line naming no model is followed by every model's rows
+            slot = (r["bucket_start"], r["api_key_id"])
+            weights[slot] = weights.get(slot, 0) + r[column]
+        shares = split_exactly(Decimal(amount), list(weights.values()))
+        for (hour, api_key), share in zip(weights, shares):
+            add(row_key=json.dumps([organization, hour.isoformat(), api_key, source_key]),
+                bucket_start=hour, bucket_width="1h", api_key_id=api_key, amount_usd=share,
+                cost_basis="allocated", **line)
     table = pa.table({c: pa.array(v, type=_ARROW_TYPES.get(c, pa.string()))
                       for c, v in out.items()})
     conn.register("incoming_allocations", table)

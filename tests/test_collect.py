@@ -274,3 +274,20 @@ def test_legacy_errors_are_retried_and_refusals_explained(org_config, simulator:
     monkeypatch.setenv("ANTHROPIC_ADMIN_KEY", "sk-ant-api03-a-workspace-key")
     _, (refused,) = run(org_config(source="legacy"), day(22), day(23), refresh=True)
     assert refused.auth_failed and "looks like a standard workspace API key" in refused.error
+
+
+def test_model_lines_come_from_the_models_api_when_a_normal_key_is_set(
+        org_config, simulator: Simulator, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("MODELS_KEY", "sk-ant-api03-sim")
+    path = org_config(extra=f'[models]\napi_key_env = "MODELS_KEY"\nbase_url = "{simulator.url}"\n')
+    config, (result,) = run(path, day(22), day(23))
+    assert result.ok, result.error
+    lines = dict(query(config.database_path, "SELECT model_id, line FROM models"))
+    assert lines["claude-haiku-4-5-20251001"] == "haiku" and lines["claude-opus-5-5"] == "opus"
+
+    monkeypatch.setenv("MODELS_KEY", ADMIN_KEY)  # the Models API refuses an admin key
+    with caplog.at_level(logging.WARNING):
+        _, (result,) = run(path, day(22), day(23))
+    assert result.ok, "a refused Models API key does not stop the collection"
+    assert "model lines not refreshed" in caplog.text and ADMIN_KEY not in caplog.text

@@ -1,12 +1,13 @@
 """Run the simulator as a process.
 
 ``python -m collectors.simulator --port 0 --seed 7 --admin-key KEY [--admin-key KEY2]
-[--now 2026-11-24T12:00:00Z] [--host 127.0.0.1]``
+[--api-key KEY] [--now 2026-11-24T12:00:00Z] [--host 127.0.0.1]``
 
 Prints exactly one line, ``spendwatch simulator listening on http://127.0.0.1:PORT``, to
 stdout (flushed), then serves until SIGTERM or SIGINT and exits 0. Without ``--admin-key``
-the single key ``sk-ant-admin01-sim`` is accepted. Nothing else is written to stdout; keys are
-never printed.
+the single admin key ``sk-ant-admin01-sim`` is accepted; without ``--api-key`` the single
+normal API key ``sk-ant-api03-sim`` (the only kind the Models API, ``/v1/models``, accepts).
+Nothing else is written to stdout; keys are never printed.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from types import FrameType
 from typing import Sequence
 
 from .generator import parse_rfc3339
-from .server import start_simulator
-
-DEFAULT_ADMIN_KEYS: tuple[str, ...] = ("sk-ant-admin01-sim",)
+from .server import DEFAULT_ADMIN_KEYS, DEFAULT_API_KEYS, start_simulator
 
 
 def serve_forever(
@@ -31,6 +30,7 @@ def serve_forever(
     admin_keys: Sequence[str] = DEFAULT_ADMIN_KEYS,
     now: datetime | None = None,
     host: str = "127.0.0.1",
+    api_keys: Sequence[str] = DEFAULT_API_KEYS,
 ) -> int:
     """Start the simulator, print the one ``listening on`` line to stdout, serve until SIGTERM
     or SIGINT (or KeyboardInterrupt), close, and return 0.
@@ -39,7 +39,7 @@ def serve_forever(
     handlers are restored before returning.
     """
     server = start_simulator(seed=seed, admin_keys=tuple(admin_keys) or DEFAULT_ADMIN_KEYS, now=now,
-                             host=host, port=port)
+                             host=host, port=port, api_keys=tuple(api_keys) or DEFAULT_API_KEYS)
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -74,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--admin-key", action="append", dest="admin_keys", metavar="KEY",
         help="an accepted admin key (repeatable; default sk-ant-admin01-sim)",
     )
+    parser.add_argument(
+        "--api-key", action="append", dest="api_keys", metavar="KEY",
+        help="an accepted normal API key, for /v1/models (repeatable; default sk-ant-api03-sim)",
+    )
     parser.add_argument("--now", default=None, help="fixed clock, RFC 3339 (default: the real clock)")
     args = parser.parse_args(argv)
     now = None
@@ -82,8 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             now = parse_rfc3339(args.now)
         except ValueError as exc:
             parser.error(f"--now: {exc}")
-    return serve_forever(port=args.port, seed=args.seed, admin_keys=tuple(args.admin_keys or DEFAULT_ADMIN_KEYS),
-                         now=now, host=args.host)
+    admin_keys = tuple(args.admin_keys or DEFAULT_ADMIN_KEYS)
+    api_keys = tuple(args.api_keys or DEFAULT_API_KEYS)
+    if set(admin_keys) & set(api_keys):
+        parser.error("--api-key: a key cannot be both an admin key and a normal API key")
+    return serve_forever(port=args.port, seed=args.seed, admin_keys=admin_keys, now=now,
+                         host=args.host, api_keys=api_keys)
 
 
 if __name__ == "__main__":

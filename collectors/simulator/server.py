@@ -9,8 +9,12 @@ Contracts
 - Authentication (``/v1/...`` only): the key is read from ``x-api-key`` or, when that header
   is absent, from ``Authorization: Bearer``; the legacy report endpoints
   (``usage_report/messages``, ``cost_report``) accept only ``x-api-key`` and also require
-  ``anthropic-version`` (400 when missing). A configured admin key passes; a key starting
-  with ``sk-ant-api`` gets 403 permission_error; anything else, or no key, 401
+  ``anthropic-version`` (400 when missing). On the admin endpoints (everything under
+  ``/v1/organizations/``) a configured admin key passes; a configured normal API key, or any
+  key starting with ``sk-ant-api``, gets 403 permission_error; anything else, or no key, 401
+  authentication_error. The Models API (``/v1/models``, see
+  :mod:`collectors.simulator.catalog`) is the other way round, as the real one: only a
+  configured normal API key passes, and an admin key, an unknown key or no key gets 401
   authentication_error. The Analytics endpoints then require an ``anthropic-beta`` header
   containing ``analytics-usage-cost-2026-08-24`` (400). No key is ever echoed or logged.
 - Request ids are deterministic: the n-th ``/v1`` request of a server gets the same id for
@@ -44,6 +48,7 @@ from .endpoints import (
     list_workspaces,
     normalize_query,
 )
+from .catalog import get_model, list_models
 from .generator import SimulatedOrg, stable_suffix, parse_rfc3339
 
 ANALYTICS_BETA = "analytics-usage-cost-2026-08-24"
@@ -74,6 +79,9 @@ LEGACY_USAGE_PATH = "/v1/organizations/usage_report/messages"
 LEGACY_COST_PATH = "/v1/organizations/cost_report"
 WORKSPACES_PATH = "/v1/organizations/workspaces"
 API_KEYS_PATH = "/v1/organizations/api_keys"
+MODELS_PATH = "/v1/models"
+DEFAULT_ADMIN_KEYS: tuple[str, ...] = ("sk-ant-admin01-sim",)
+DEFAULT_API_KEYS: tuple[str, ...] = ("sk-ant-api03-sim",)
 
 
 def error_type_for(status: int) -> str:
@@ -150,6 +158,7 @@ class SimulatorState:
 
     org: SimulatedOrg
     admin_keys: frozenset[str]
+    api_keys: frozenset[str] = frozenset(DEFAULT_API_KEYS)
     lock: threading.Lock = field(default_factory=threading.Lock)
     faults: list[Fault] = field(default_factory=list)
     request_log: list[dict[str, Any]] = field(default_factory=list)
@@ -217,13 +226,14 @@ def _corrupt(body: Any, path: str, kind: str, field_path: str | None) -> None:
     target: Any = None
     default_field = None
     data = body.get("data") if isinstance(body, dict) else None
-    if path in ANALYTICS_PATHS or path.startswith(WORKSPACES_PATH) or path.startswith(API_KEYS_PATH):
+    if (path in ANALYTICS_PATHS or path.startswith(WORKSPACES_PATH) or path.startswith(API_KEYS_PATH)
+            or path == MODELS_PATH):
         if isinstance(data, list) and data:
             target = data[0]
         default_field = {
             "usage": "usage.output_tokens",
             "cost": "cost.amount",
-        }.get(ANALYTICS_PATHS.get(path, ""), "name")
+        }.get(ANALYTICS_PATHS.get(path, ""), "display_name" if path == MODELS_PATH else "name")
     elif path in (LEGACY_USAGE_PATH, LEGACY_COST_PATH):
         for bucket in data or []:
             if bucket.get("results"):
@@ -362,7 +372,11 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         state.log(entry)
         self._send_json(status, body, headers)
 
-    def _authenticate(self, legacy: bool) -> None:
+    def _authenticate(self, legacy: bool, models: bool = False) -> None:
+        """Check the request's key (see the module contracts); raise ApiError 401/403.
+
+        ``models`` selects the Models API rule (normal keys only) instead of the admin one.
+        """
         key = self.headers.get("x-api-key")
         if key is None and legacy:
             if self.headers.get("authorization"):
@@ -374,9 +388,13 @@ class SimulatorHandler(BaseHTTPRequestHandler):
                 key = auth[7:].strip()
         if not key:
             raise ApiError(401, "authentication_error", "x-api-key header is required.")
+        if models:
+            if key in self.state.api_keys:
+                return
+            raise ApiError(401, "authentication_error", "invalid x-api-key")
         if key in self.state.admin_keys:
             return
-        if key.startswith("sk-ant-api"):
+        if key in self.state.api_keys or key.startswith("sk-ant-api"):
             raise ApiError(
                 403,
                 "permission_error",
@@ -393,12 +411,19 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             or path.startswith(WORKSPACES_PATH + "/")
             or path == API_KEYS_PATH
             or path.startswith(API_KEYS_PATH + "/")
+            or path == MODELS_PATH
+            or path.startswith(MODELS_PATH + "/")
         )
         if not known:
             raise ApiError(404, "not_found_error", "Not found.")
         if method != "GET":
             raise ApiError(405, "invalid_request_error", f"Method {method} is not allowed on this path.")
         legacy = path in (LEGACY_USAGE_PATH, LEGACY_COST_PATH)
+        if path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):
+            self._authenticate(legacy=False, models=True)
+            if path == MODELS_PATH:
+                return list_models(query)
+            return get_model(path[len(MODELS_PATH) + 1 :])
         self._authenticate(legacy)
         now = org.now()
         if path in ANALYTICS_PATHS:
@@ -532,10 +557,13 @@ class SimulatorServer:
     use: :meth:`add_fault`, :meth:`clear_faults`, :meth:`requests`, :meth:`clear_requests`.
     """
 
-    def __init__(self, org: SimulatedOrg, admin_keys: Sequence[str], host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, org: SimulatedOrg, admin_keys: Sequence[str], host: str = "127.0.0.1", port: int = 0,
+                 api_keys: Sequence[str] = DEFAULT_API_KEYS):
         if not admin_keys:
             raise ValueError("at least one admin key is required")
-        self.state = SimulatorState(org=org, admin_keys=frozenset(admin_keys))
+        if set(admin_keys) & set(api_keys):
+            raise ValueError("a key cannot be both an admin key and a normal API key")
+        self.state = SimulatorState(org=org, admin_keys=frozenset(admin_keys), api_keys=frozenset(api_keys))
         self._httpd = _HTTPServer((host, port), SimulatorHandler)
         self._httpd.state = self.state
         self._thread: threading.Thread | None = None
@@ -598,17 +626,22 @@ class SimulatorServer:
 
 def start_simulator(
     seed: int = 7,
-    admin_keys: Sequence[str] = ("sk-ant-admin01-sim",),
+    admin_keys: Sequence[str] = DEFAULT_ADMIN_KEYS,
     now: datetime | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
+    api_keys: Sequence[str] = DEFAULT_API_KEYS,
 ) -> SimulatorServer:
     """Start a simulator for ``seed`` in a daemon thread and return it (already serving).
 
     ``now`` None follows the real clock at each request; a tz-aware ``now`` makes every
-    answer reproducible. ``port`` 0 picks a free port (read it from ``.url``).
+    answer reproducible. ``port`` 0 picks a free port (read it from ``.url``). ``admin_keys``
+    open the admin endpoints, ``api_keys`` (normal keys) the Models API; a key may not be in
+    both (ValueError).
     """
     if isinstance(admin_keys, str):
         admin_keys = (admin_keys,)
+    if isinstance(api_keys, str):
+        api_keys = (api_keys,)
     org = SimulatedOrg(seed=seed, now=now)
-    return SimulatorServer(org, admin_keys, host=host, port=port).start()
+    return SimulatorServer(org, admin_keys, host=host, port=port, api_keys=api_keys).start()

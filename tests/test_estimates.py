@@ -1,0 +1,153 @@
+"""Estimates, reconciliation and legacy allocation on the simulated organization."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+
+from collectors.rows import UsageRow
+from collectors.sync import CollectOptions, Window, collect, write_window
+from conftest import SIM_NOW, Simulator, write_config
+from spendwatch import storage
+from spendwatch.config import load_config
+from spendwatch.pricing import price_table
+from spendwatch.queries import spend
+from spendwatch.reconcile import reconciliation
+from spendwatch.timeutil import local_range
+from warehouse import query
+
+UTC = timezone.utc
+NOV20, NOV23 = date(2026, 11, 20), date(2026, 11, 23)
+
+
+def run(path: Path, since: date, until: date, refresh: bool = False):
+    config = load_config(path)
+    start, end = local_range(since, until, config.tz)
+    (result,) = collect(config, CollectOptions(since=start, until=end, refresh=refresh),
+                        now=SIM_NOW, sleep=lambda s: None)
+    return config, result
+
+
+def test_estimated_and_billed_reconcile_per_day_and_model(org_config) -> None:
+    config, result = run(org_config(), NOV20, NOV23)
+    assert result.ok, result.error
+    with storage.reader(config.database_path) as conn:
+        rows = reconciliation(conn, config.tz, NOV20, NOV23)
+    assert {r.date for r in rows} == {NOV20 + timedelta(days=n) for n in range(4)}
+    priced = [r for r in rows if r.model is not None]
+    assert len({r.model for r in priced}) == 5
+    for row in priced:
+        assert row.billed_usd > 0 and row.unpriced_tokens == 0
+        assert abs(row.difference_pct) <= Decimal("0.5"), row  # type: ignore[operator]
+
+
+def test_hours_not_billed_yet_are_estimated_then_replaced_by_the_bill(
+        org_config, simulator: Simulator) -> None:
+    path = org_config()
+    simulator.fault(path="/v1/organizations/analytics/cost", count=1000, status=500,
+                    kind="error")
+    config, result = run(path, NOV20, NOV20)
+    assert not result.ok  # the cost API is down: only usage is stored
+    start, end = local_range(NOV20, NOV20, config.tz)
+    truth = Decimal(simulator.truth(start, end)["token_cost_usd"]) + Decimal(
+        simulator.truth(start, end)["web_search_cost_usd"])
+    with storage.reader(config.database_path) as conn:
+        by_basis = {r["cost_basis"]: r["cost_usd"]
+                    for r in spend(conn, config.tz, NOV20, NOV20, ["cost_basis"])}
+    assert set(by_basis) == {"estimated", None}  # None: token counts, which carry no cost
+    assert by_basis["estimated"] == truth  # the simulator bills at list price
+
+    simulator.control("DELETE", "/_sim/faults")
+    run(path, NOV20, NOV20, refresh=True)
+    with storage.reader(config.database_path) as conn:
+        by_basis = {r["cost_basis"]: r["cost_usd"]
+                    for r in spend(conn, config.tz, NOV20, NOV20, ["cost_basis"])}
+    assert set(by_basis) == {"billed", None}  # None: token counts, which carry no cost
+    assert by_basis["billed"] == Decimal(simulator.truth(start, end)["cost_usd"])
+
+
+def test_estimates_follow_a_price_override(org_config, simulator: Simulator) -> None:
+    simulator.fault(path="/v1/organizations/analytics/cost", count=1000, status=500,
+                    kind="error")
+    config, _ = run(org_config(), NOV20, NOV20)
+    with storage.reader(config.database_path) as conn:
+        before = {r["model"]: r["cost_usd"] for r in spend(conn, config.tz, NOV20, NOV20,
+                                                           ["model"])}
+    override = ('[[pricing.prices]]\nmodel = "claude-opus-5-5"\ncomponent = "output"\n'
+                'price_usd = "40"\nunit = "per_mtok"\neffective_from = "2026-11-01"\n')
+    config, _ = run(org_config(extra=override), NOV20, NOV20)
+    with storage.reader(config.database_path) as conn:
+        after = {r["model"]: r["cost_usd"] for r in spend(conn, config.tz, NOV20, NOV20,
+                                                          ["model"])}
+        standard, batch = conn.execute(
+            "SELECT sum(output_tokens) FILTER (service_tier = 'standard'), "
+            "coalesce(sum(output_tokens) FILTER (service_tier = 'batch'), 0) FROM usage_hourly "
+            "WHERE model = 'claude-opus-5-5' AND bucket_start >= ? AND bucket_start < ?",
+            list(local_range(NOV20, NOV20, config.tz))).fetchone()
+    # output doubled from $20 to $40 per Mtok: the estimate grows by $20 per standard Mtok
+    # and by $10 per batch Mtok (half price)
+    assert after["claude-opus-5-5"] - before["claude-opus-5-5"] == (
+        Decimal(standard) * 20 + Decimal(batch) * 10) / 10**6
+    assert after["claude-sonnet-5-5"] == before["claude-sonnet-5-5"]
+
+
+def test_usage_without_a_price_is_reported_unpriced_not_zero(org_config) -> None:
+    config = load_config(org_config())
+    hour = datetime(2026, 11, 20, 15, tzinfo=UTC)
+    row = UsageRow("acme", "analytics", hour, hour + timedelta(hours=1), "claude-mythos-5-2",
+                   "wrkspc_x", "apikey_x", "standard", "0-200k", 1000, 0, 0, 500, 200, 0, 3)
+    write_window(config.database_path, 10, "acme", Window("usage", hour, hour + timedelta(hours=1),
+                 "analytics"), [row], None, SIM_NOW, SIM_NOW, price_table(config.prices))
+    with storage.reader(config.database_path) as conn:
+        (total,) = spend(conn, config.tz, NOV20, NOV20, [])
+        (reason,) = conn.execute("SELECT unpriced_reason FROM usage_estimates").fetchone()
+    assert total["cost_usd"] == 0 and total["unpriced_tokens"] == 1700
+    assert reason == "no price for model claude-mythos-5-2"
+
+
+def test_legacy_cost_is_split_across_keys_exactly(org_config, simulator: Simulator,
+                                                  isolated: Path) -> None:
+    config, result = run(org_config(source="legacy"), NOV20, NOV23)
+    assert result.ok, result.error
+    mismatched = query(config.database_path, """
+        SELECT c.row_key, c.amount_usd, sum(a.amount_usd)
+        FROM cost_buckets c JOIN cost_allocated a ON a.source_row_key = c.row_key
+        GROUP BY c.row_key, c.amount_usd HAVING c.amount_usd <> sum(a.amount_usd)""")
+    assert mismatched == []
+    orphans = query(config.database_path, "SELECT count(*) FROM cost_buckets c WHERE NOT "
+                    "EXISTS (SELECT 1 FROM cost_allocated a WHERE a.source_row_key = c.row_key)")
+    assert orphans == [(0,)]
+    assert query(config.database_path, "SELECT DISTINCT cost_basis FROM cost_allocated "
+                 "ORDER BY 1") == [("allocated",), ("billed",)]
+    # Every key on a line pays the same unit price, so splitting by tokens recovers each
+    # key's own cost: per-key token and web search cost matches what the Analytics API bills
+    # each key (collected into a second database), to the cent.
+    analytics_folder = isolated / "analytics"
+    analytics_folder.mkdir()
+    analytics = load_config(write_config(analytics_folder, [{"name": "acme",
+                                                             "base_url": simulator.url}]))
+    collect(analytics, CollectOptions(since=local_range(NOV20, NOV23, config.tz)[0],
+                                      until=local_range(NOV20, NOV23, config.tz)[1]),
+            now=SIM_NOW)
+    per_key = """SELECT coalesce(api_key_id, '-'), round(sum(cost_usd), 2) FROM spend_facts
+                 WHERE bucket_start >= ? AND bucket_start < ?
+                   AND cost_type IN ('tokens', 'web_search') GROUP BY 1 ORDER BY 1"""
+    start, end = datetime(2026, 11, 21, tzinfo=UTC), datetime(2026, 11, 23, tzinfo=UTC)
+    allocated = query(config.database_path, per_key, start, end)
+    assert len(allocated) >= 8
+    assert allocated == query(analytics.database_path, per_key, start, end)
+
+
+def test_legacy_spend_by_api_key_and_local_day_adds_up(org_config,
+                                                      simulator: Simulator) -> None:
+    config, _ = run(org_config(source="legacy"), NOV20, NOV23)
+    with storage.reader(config.database_path) as conn:
+        rows = spend(conn, config.tz, date(2026, 11, 21), date(2026, 11, 22),
+                     ["date", "api_key", "cost_basis"])
+    assert {r["cost_basis"] for r in rows if r["cost_usd"]} == {"allocated", "billed"}
+    assert any(r["api_key"] == "support-bot-prod" and r["cost_usd"] > 0 for r in rows)
+    assert isinstance(rows[0]["cost_usd"], Decimal)
+    assert duckdb  # the warehouse is plain DuckDB: readable by any tool
