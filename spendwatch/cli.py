@@ -17,7 +17,7 @@ import click
 
 from spendwatch.config import Config, load_config
 from spendwatch.errors import SpendwatchError
-from spendwatch.queries import METRICS, SPEND_DIMENSIONS, money_str, spend
+from spendwatch.queries import METRICS, SPEND_DIMENSIONS, money_str, spend, unpriced_usage
 from spendwatch.timeutil import local_day_start, local_today, utcnow, DAY
 
 log = logging.getLogger("spendwatch")
@@ -167,12 +167,17 @@ def spend_command(ctx: click.Context, since: str | None, until: str | None, by: 
     since_day = _day(since, "--since") or until_day.replace(day=1)
     with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
         rows = spend(conn, config.tz, since_day, until_day, dims, config.features, orgs)
+        unpriced = unpriced_usage(conn, config.tz, since_day, until_day)
     if as_json:
         out = [{**{k: r[k] for k in _output_keys(dims)},
                 **{m: r[m] for m in (*METRICS, "unpriced_tokens")}} for r in rows]
         click.echo(json.dumps(out, default=_json_default, indent=2))
         return
     _print_table(rows, dims, since_day, until_day)
+    for item in unpriced:
+        click.echo(f"Unpriced: {item['rows']:,} usage rows, {item['tokens']:,} tokens of "
+                   f"{item['model']} ({item['reason']}): billed cost counts them once the cost "
+                   "API reports them; add a price under [[pricing.prices]] to estimate them")
 
 
 def _output_keys(dims: Sequence[str]) -> list[str]:
@@ -201,10 +206,41 @@ def _print_table(rows: list[dict[str, Any]], dims: Sequence[str], since: date,
         click.echo("  ".join(c.ljust(w) if i < len(dims) else c.rjust(w)
                              for i, (c, w) in enumerate(zip(line, widths))))
     click.echo(f"Total: ${total:,.2f}")
-    unpriced = sum(r["unpriced_tokens"] for r in rows)
-    if unpriced:
-        click.echo(f"Unpriced: {unpriced:,} tokens of usage not yet billed have no price and "
-                   "are not in the total; add their models under [[pricing.prices]]")
+
+
+# --- reconcile ------------------------------------------------------------------------------
+
+@main.command("reconcile")
+@click.option("--since", metavar="DATE", help="First local day (default: 7 days ago).")
+@click.option("--until", metavar="DATE", help="Last local day, included (default: today).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (money as decimal strings).")
+@click.pass_context
+def reconcile_command(ctx: click.Context, since: str | None, until: str | None,
+                      as_json: bool) -> None:
+    """Estimated (usage x price table) against billed, per day and model."""
+    from spendwatch import storage
+    from spendwatch.reconcile import reconciliation
+
+    config = _config(ctx)
+    until_day = _day(until, "--until") or local_today(utcnow(), config.tz)
+    since_day = _day(since, "--since") or until_day - 7 * DAY
+    with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
+        rows = reconciliation(conn, config.tz, since_day, until_day)
+    if as_json:
+        click.echo(json.dumps([{"date": r.date, "organization": r.organization,
+                                "model": r.model, "estimated_usd": r.estimated_usd,
+                                "billed_usd": r.billed_usd, "difference_usd": r.difference_usd,
+                                "difference_pct": r.difference_pct,
+                                "unpriced_tokens": r.unpriced_tokens} for r in rows],
+                              default=_json_default, indent=2))
+        return
+    click.echo(f"{'date':10}  {'organization':14}  {'model':28}  {'estimated':>12}  "
+               f"{'billed':>12}  {'difference':>10}")
+    for r in rows:
+        pct = f"{r.difference_pct:+.2f}%" if r.difference_pct is not None else "n/a"
+        click.echo(f"{r.date!s:10}  {r.organization:14}  {str(r.model or '-'):28}  "
+                   f"${r.estimated_usd:>11,.2f}  ${r.billed_usd:>11,.2f}  {pct:>10}"
+                   + (f"  unpriced: {r.unpriced_tokens:,} tokens" if r.unpriced_tokens else ""))
 
 
 # --- demo ------------------------------------------------------------------------------------

@@ -177,3 +177,21 @@ def money_str(amount: Decimal) -> str:
     if normalized.as_tuple().exponent > -2:  # type: ignore[operator]
         normalized = normalized.quantize(Decimal("0.01"))
     return format(normalized, "f")
+
+
+def unpriced_usage(conn: duckdb.DuckDBPyConnection, tz: ZoneInfo, since: date,
+                   until: date) -> list[dict[str, Any]]:
+    """Usage rows with no price over local days ``since``..``until``, per model and reason.
+
+    Each result: ``model``, ``reason``, ``rows`` (usage rows), ``tokens``. Their cost is left
+    out of every estimate, never counted as $0.
+    """
+    utc_start, utc_end = local_range(since, until, tz)
+    return [{"model": model, "reason": reason, "rows": int(rows), "tokens": int(tokens)}
+            for model, reason, rows, tokens in conn.execute("""
+        SELECT u.model, e.unpriced_reason, count(*),
+               sum(u.uncached_input_tokens + u.cache_write_5m_tokens + u.cache_write_1h_tokens
+                   + u.cache_read_tokens + u.output_tokens)
+        FROM usage_hourly u JOIN usage_estimates e USING (row_key)
+        WHERE e.unpriced_reason IS NOT NULL AND u.bucket_start >= ? AND u.bucket_start < ?
+        GROUP BY ALL ORDER BY 4 DESC""", [utc_start, utc_end]).fetchall()]

@@ -115,3 +115,18 @@ def test_the_demo_matches_the_simulators_ground_truth(tmp_path: Path) -> None:
     assert "The warehouse matches the simulator's ground truth to the cent." in result.stdout
     assert (tmp_path / "demo" / "spendwatch.duckdb").exists()
     assert oct((tmp_path / "demo" / "admin_key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_reconcile_lists_estimated_against_billed(isolated: Path, simulator: Simulator) -> None:
+    collected(isolated, simulator)
+    result = spendwatch("reconcile", "--since", "2026-11-21", "--until", "2026-11-21", "--json",
+                        cwd=isolated)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    priced = [r for r in rows if r["model"]]
+    assert len(priced) == 5
+    assert all(Decimal(r["difference_usd"]) == 0 and Decimal(r["billed_usd"]) > 0
+               for r in priced)
+    text = spendwatch("reconcile", "--since", "2026-11-21", "--until", "2026-11-21",
+                      cwd=isolated)
+    assert "claude-opus-5-5" in text.stdout and "+0.00%" in text.stdout
