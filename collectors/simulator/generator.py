@@ -219,6 +219,7 @@ class ModelUse:
     write_1h_share: float = 0.0
     web_search_rate: float = 0.0
     absent_prob: float = 0.03
+    cold_prob: float = 0.0  # chance an hour's cached prefix is broken: no reads, all uncached
     only_revised: bool = False
     only_unrevised: bool = False
 
@@ -297,7 +298,7 @@ _PROFILES: tuple[KeyProfile, ...] = (
     KeyProfile("eval-harness", "default", "office", 120.0, (
         # Poor caching: many writes, few reads.
         ModelUse("claude-opus-5-5", 0.4, prompt_tokens=20000, output_tokens=1500,
-                 read_share=0.05, write_5m_share=0.40),
+                 read_share=0.05, write_5m_share=0.40, cold_prob=0.3),
         ModelUse("claude-sonnet-5-5", 0.4, prompt_tokens=15000, output_tokens=1200,
                  read_share=0.05, write_5m_share=0.35),
         ModelUse("claude-sonnet-4-6", 0.2, prompt_tokens=15000, output_tokens=1000,
@@ -622,6 +623,9 @@ class SimulatedOrg:
                 read = prompt * use.read_share * rng.uniform(0.85, 1.15)
                 w5 = prompt * use.write_5m_share * rng.uniform(0.7, 1.3)
                 w1 = prompt * use.write_1h_share * rng.uniform(0.7, 1.3)
+                if use.cold_prob and Random(f"spendwatch-sim|{self.seed}|{hour_key}|{key_label}|"
+                                            f"{use.model}|cold").random() < use.cold_prob:
+                    read = 0.0  # a timestamp in the prefix: every write, no read (cache waste)
                 uncached = max(prompt - read - w5 - w1, prompt * 0.02)
                 output = requests * use.output_tokens * rng.uniform(0.7, 1.3)
                 searches = (

@@ -1,0 +1,789 @@
+"""The savings ledger: what caching, batch and routing saved, wasted, and could still save.
+
+Every figure comes from stored usage tokens (``usage_hourly``) priced with the price table
+(:meth:`spendwatch.pricing.PriceTable.unit_price`) on the bucket's UTC day, with the row's
+service tier and ``long_context = (context_window == "200k-1M")``; stored usage carries no
+inference_geo or speed, so global inference at standard speed is assumed (as for every
+estimate). Web search, code execution and session runtime are not affected by the levers and
+are left out. A row whose model or tier has no price (a priority tier, an unpriced model) is
+counted in ``unpriced_tokens`` and left out of every dollar figure: it is never taken as $0.
+
+Days are local days in the configured time zone, both ends included, exactly as
+:func:`spendwatch.queries.spend` counts them; features come from the same feature rules
+(:func:`spendwatch.queries._feature_map`). Aggregation happens in DuckDB (per local date, UTC
+day, organization, feature, model, service tier and context window); the formulas below run in
+Python over those small aggregates, in Decimal, exactly.
+
+Notation
+--------
+For one aggregate: tokens ``U`` (uncached input), ``W5`` (5-minute cache writes), ``W1``
+(1-hour cache writes), ``R`` (cache reads), ``O`` (output); unit prices in dollars per million
+tokens ``p_in, p_w5, p_w1, p_r, p_out`` at the row's tier ("tier prices"), ``s_*`` the same at
+the standard tier ("standard prices"); ``M = 1,000,000``.
+
+Realized (per local date, organization, feature and model)
+---------------------------------------------------------
+- actual          = (U p_in + W5 p_w5 + W1 p_w1 + R p_r + O p_out) / M   (what was used)
+- no_cache        = ((U + W5 + W1 + R) p_in + O p_out) / M   (cache writes and reads priced as
+                    uncached input, at the actual tier)
+- cache_savings   = no_cache - actual
+                  = (R (p_in - p_r) - W5 (p_w5 - p_in) - W1 (p_w1 - p_in)) / M
+                    (reads saved minus the write premium; negative when writes are wasted)
+- baseline        = ((U + W5 + W1 + R) s_in + O s_out) / M   (no lever: no cache, standard tier)
+- batch_savings   = baseline - no_cache   (0 on the standard tier; half of baseline on batch)
+- realized_total  = baseline - actual = cache_savings + batch_savings
+
+Cache waste (per local date, organization, feature and model)
+-------------------------------------------------------------
+Usage comes in UTC-hour buckets, so a write cannot be matched to the read that used it. The
+approximation: the cache writes (5-minute and 1-hour separately) of an (organization, feature,
+model) in UTC hour ``h`` are *wasted* when that (organization, feature, model) has no cache
+read at all in hour ``h`` nor in hour ``h + 1`` (any tier, context window, workspace or key of
+the feature). A 5-minute write late in an hour can be read early in the next; a 1-hour write can
+be read until the same minute of the next hour; so a write with no read in either hour was
+certainly never read. Waste is therefore a **lower bound**: a write followed by reads of
+*another* prefix in the same hours is not seen as waste. Writes of hour ``h`` are judged only
+once hour ``h + 1`` has been collected (``sync_state.covered_until >= h + 2 hours``).
+
+- waste_usd = (wasted W5 (p_w5 - p_in) + wasted W1 (p_w1 - p_in)) / M
+  (the premium paid for a cache nobody read; the input price part would have been paid anyway)
+
+Potential (per organization and feature over the period; per-model detail)
+--------------------------------------------------------------------------
+``days`` = local days in the period; ``monthly = period dollars x 30 / days``.
+
+- batch (features with ``batch_eligible = true`` in config): for the rows still on the
+  standard tier, savings = actual x (1 - batch_multiplier), batch_multiplier from the price
+  table (0.5) on the row's UTC day.
+- caching (features with input tokens whose hit ratio is below ``savings.cache_hit_target``):
+  total_input = U + W5 + W1 + R over the feature (every row, priced or not);
+  hit_ratio = R / total_input;
+  extra_reads = min(target x total_input - R, U);
+  savings = extra_reads x sum_g(U_g (p_in,g - p_r,g)) / (sum_g U_g x M), over the feature's
+  aggregates g: the extra reads are taken from uncached input in proportion to each
+  model's (each aggregate's) uncached input and priced at its tier's input price minus cache
+  read price. The write premium of the extra cache writes needed is ignored (it is small next
+  to the reads when a prefix is reused, but not zero): this is an upper estimate. Unpriced
+  aggregates take their share of the extra reads but add no dollars.
+- routing (the feature's actual cost by model line; only haiku, sonnet and opus are routed,
+  other and unknown lines are reported but not moved): S = cost_haiku + cost_sonnet +
+  cost_opus, share_l = cost_l / S, target share t_l from ``savings.target_mix``;
+  moved_opus = max(0, cost_opus - t_opus S) moves to sonnet and
+  moved_sonnet = max(0, cost_sonnet - t_sonnet S) moves to haiku (one line down each, both
+  from the original spend); savings = moved_opus (1 - ratio(sonnet, opus)) +
+  moved_sonnet (1 - ratio(haiku, sonnet)), where ratio(lower, upper) = standard input price of
+  the lower line's reference model / that of the upper line's (``savings.line_models``), on the
+  last day of the period. Lines come from :func:`spendwatch.lines.model_lines` (the Models API
+  table when it has been collected, else the documented fallback on the model ID).
+
+Every function named in these formulas is a small pure function below, with its own docstring.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Iterable, Mapping, Sequence
+
+import duckdb
+
+from spendwatch.config import Config
+from spendwatch.lines import model_lines
+from spendwatch.pricing import PRICED_TIERS, PriceTable, TokenCounts, price_table
+from spendwatch.queries import NameBook, _feature_map
+from spendwatch.timeutil import local_range
+
+log = logging.getLogger(__name__)
+
+MILLION = Decimal(1_000_000)
+DAYS_PER_MONTH = Decimal(30)
+LEVERS = ("batch", "caching", "routing")
+#: Lines that routing moves spend between, cheapest first: each moves one step down.
+ROUTED_LINES = ("haiku", "sonnet", "opus")
+STANDARD_TIER = "standard"
+LONG_CONTEXT_WINDOW = "200k-1M"
+_CENT = Decimal("0.01")
+
+
+# --- prices ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class UnitPrices:
+    """Dollars per million tokens of each token kind, after the tier's modifiers."""
+
+    input: Decimal
+    cache_write_5m: Decimal
+    cache_write_1h: Decimal
+    cache_read: Decimal
+    output: Decimal
+
+
+def unit_prices(table: PriceTable, model: str | None, day: date, service_tier: str | None,
+                context_window: str | None) -> UnitPrices | None:
+    """The five unit prices of ``model`` on UTC ``day`` at ``service_tier``, or None.
+
+    ``long_context`` is ``context_window == "200k-1M"`` (Haiku 5.5's over-100k rate); None
+    when any of the five has no price (unknown model, unpriced tier): never a silent $0.
+    """
+    if model is None:
+        return None
+    long_context = context_window == LONG_CONTEXT_WINDOW
+    values = [table.unit_price(model, component, day, service_tier, long_context=long_context)
+              for component in ("input", "cache_write_5m", "cache_write_1h", "cache_read",
+                                "output")]
+    if any(v is None for v in values):
+        return None
+    return UnitPrices(*values)  # type: ignore[arg-type]
+
+
+def unpriced_reason(table: PriceTable, model: str | None, service_tier: str | None) -> str:
+    """Why a row has no price, in a few words."""
+    if model is None:
+        return "tokens without a model"
+    if service_tier not in PRICED_TIERS:
+        return f"no public price for service tier {service_tier}"
+    if not table.has_model(model):
+        return f"no price for model {model}"
+    return f"incomplete prices for {model}"
+
+
+# --- the formulas (pure, Decimal) ------------------------------------------------------------
+
+def token_cost(tokens: TokenCounts, prices: UnitPrices) -> Decimal:
+    """actual = (U p_in + W5 p_w5 + W1 p_w1 + R p_r + O p_out) / M."""
+    return (Decimal(tokens.input) * prices.input
+            + Decimal(tokens.cache_write_5m) * prices.cache_write_5m
+            + Decimal(tokens.cache_write_1h) * prices.cache_write_1h
+            + Decimal(tokens.cache_read) * prices.cache_read
+            + Decimal(tokens.output) * prices.output) / MILLION
+
+
+def no_cache_cost(tokens: TokenCounts, prices: UnitPrices) -> Decimal:
+    """no_cache = ((U + W5 + W1 + R) p_in + O p_out) / M: every prompt token as uncached input."""
+    return (Decimal(tokens.prompt) * prices.input
+            + Decimal(tokens.output) * prices.output) / MILLION
+
+
+def cache_savings(tokens: TokenCounts, prices: UnitPrices) -> Decimal:
+    """cache_savings = no_cache - actual = (R (p_in - p_r) - W5 (p_w5 - p_in) - W1 (p_w1 - p_in)) / M.
+
+    Reads saved minus the write premium, at the row's own tier; negative when writes were not
+    read enough to pay for themselves.
+    """
+    return no_cache_cost(tokens, prices) - token_cost(tokens, prices)
+
+
+def batch_savings(tokens: TokenCounts, standard: UnitPrices, tier: UnitPrices) -> Decimal:
+    """batch_savings = baseline - no_cache = no_cache(standard prices) - no_cache(tier prices).
+
+    Zero on the standard tier (both price sets are the same).
+    """
+    return no_cache_cost(tokens, standard) - no_cache_cost(tokens, tier)
+
+
+def realized_total(tokens: TokenCounts, standard: UnitPrices, tier: UnitPrices) -> Decimal:
+    """realized_total = baseline - actual = cache_savings + batch_savings."""
+    return no_cache_cost(tokens, standard) - token_cost(tokens, tier)
+
+
+def is_wasted(reads_in_hour: int, reads_next_hour: int) -> bool:
+    """Writes of hour h are wasted when their feature and model read nothing in h nor h + 1."""
+    return reads_in_hour == 0 and reads_next_hour == 0
+
+
+def waste_premium(wasted_5m: int, wasted_1h: int, prices: UnitPrices) -> Decimal:
+    """waste_usd = (W5 (p_w5 - p_in) + W1 (p_w1 - p_in)) / M: the premium paid for nothing."""
+    return (Decimal(wasted_5m) * (prices.cache_write_5m - prices.input)
+            + Decimal(wasted_1h) * (prices.cache_write_1h - prices.input)) / MILLION
+
+
+def monthly(period_usd: Decimal, days: int) -> Decimal:
+    """A period's dollars scaled to a 30-day month: period_usd x 30 / days."""
+    return period_usd * DAYS_PER_MONTH / Decimal(days)
+
+
+def batch_potential(standard_cost: Decimal, batch_multiplier: Decimal) -> Decimal:
+    """What the Batch API would save on standard-tier spend: cost x (1 - batch_multiplier)."""
+    return standard_cost * (1 - batch_multiplier)
+
+
+def hit_ratio(tokens: TokenCounts) -> Decimal | None:
+    """R / (U + W5 + W1 + R), or None without input tokens."""
+    if tokens.prompt == 0:
+        return None
+    return Decimal(tokens.cache_read) / Decimal(tokens.prompt)
+
+
+def extra_reads(tokens: TokenCounts, target: Decimal) -> Decimal:
+    """Reads needed to reach ``target``: min(target x total_input - R, U), never below 0."""
+    needed = target * Decimal(tokens.prompt) - Decimal(tokens.cache_read)
+    return max(Decimal(0), min(needed, Decimal(tokens.input)))
+
+
+def caching_potential(extra: Decimal, uncached_and_prices: Sequence[tuple[int, UnitPrices]],
+                      total_uncached: int) -> Decimal:
+    """extra x sum_g(U_g (p_in,g - p_r,g)) / (U x M): extra reads spread over the aggregates g
+    in proportion to their uncached input U_g (U = the feature's whole uncached input, priced
+    or not), each priced at its input price minus its cache read price (at its tier). The
+    write premium of the extra cache writes is ignored.
+    """
+    if extra == 0 or total_uncached == 0:
+        return Decimal(0)
+    weighted = sum((Decimal(u) * (p.input - p.cache_read) for u, p in uncached_and_prices),
+                   Decimal(0))
+    return extra * weighted / (Decimal(total_uncached) * MILLION)
+
+
+def price_ratio(lower_input: Decimal, upper_input: Decimal) -> Decimal:
+    """ratio(lower, upper) = input price of the lower line's reference model / the upper's."""
+    return lower_input / upper_input
+
+
+def line_mix(cost_by_line: Mapping[str, Decimal]) -> dict[str, Decimal]:
+    """share_l = cost_l / (cost_haiku + cost_sonnet + cost_opus), for the routed lines."""
+    routed = sum((cost_by_line.get(line, Decimal(0)) for line in ROUTED_LINES), Decimal(0))
+    if routed == 0:
+        return {line: Decimal(0) for line in ROUTED_LINES}
+    return {line: cost_by_line.get(line, Decimal(0)) / routed for line in ROUTED_LINES}
+
+
+def routing_moves(cost_by_line: Mapping[str, Decimal],
+                  target_mix: Mapping[str, Decimal]) -> dict[str, Decimal]:
+    """Dollars moved one line down: ``{"opus": to sonnet, "sonnet": to haiku}``.
+
+    moved_l = max(0, cost_l - t_l x S) with S = cost_haiku + cost_sonnet + cost_opus, both from
+    the original spend (opus moved into sonnet is not moved again).
+    """
+    routed = sum((cost_by_line.get(line, Decimal(0)) for line in ROUTED_LINES), Decimal(0))
+    return {line: max(Decimal(0), cost_by_line.get(line, Decimal(0)) - target_mix[line] * routed)
+            for line in ("opus", "sonnet")}
+
+
+def routing_potential(moves: Mapping[str, Decimal], ratios: Mapping[str, Decimal]) -> Decimal:
+    """moved_opus (1 - ratio(sonnet, opus)) + moved_sonnet (1 - ratio(haiku, sonnet)).
+
+    ``ratios`` maps the upper line ("opus", "sonnet") to the ratio of its step down.
+    """
+    return sum((moved * (1 - ratios[line]) for line, moved in moves.items() if moved),
+               Decimal(0))
+
+
+def usd_text(amount: Decimal) -> str:
+    """Dollars for a sentence: ``$1,234.57`` (rounded half up to the cent, display only)."""
+    rounded = amount.quantize(_CENT, rounding=ROUND_HALF_UP)
+    sign = "-" if rounded < 0 else ""
+    return f"{sign}${abs(rounded):,.2f}"
+
+
+def _days_text(days: int) -> str:
+    return "1 day" if days == 1 else f"{days} days"
+
+
+def _percent(ratio: Decimal) -> str:
+    return f"{(ratio * 100).quantize(Decimal('0.1'), rounding=ROUND_HALF_UP)}%"
+
+
+# --- results ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RealizedRow:
+    """What the levers saved for one local date, organization, feature and model.
+
+    Dollars cover the priced rows only (``tokens`` are theirs); ``unpriced_tokens`` are left out.
+    """
+
+    date: date
+    organization: str
+    feature: str
+    model: str | None
+    tokens: TokenCounts
+    actual_usd: Decimal
+    no_cache_usd: Decimal
+    baseline_usd: Decimal
+    cache_savings_usd: Decimal
+    batch_savings_usd: Decimal
+    realized_total_usd: Decimal
+    unpriced_tokens: int = 0
+    unpriced_reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WasteRow:
+    """Cache writes nobody read (see the module docstring for the hourly approximation)."""
+
+    date: date
+    organization: str
+    feature: str
+    model: str | None
+    wasted_5m_tokens: int
+    wasted_1h_tokens: int
+    waste_usd: Decimal
+    unpriced_tokens: int = 0
+
+    @property
+    def wasted_tokens(self) -> int:
+        return self.wasted_5m_tokens + self.wasted_1h_tokens
+
+
+@dataclass(frozen=True)
+class PotentialRow:
+    """What one lever could still save for one feature, over the period and per month.
+
+    ``detail`` holds the inputs of the formula (documented per lever in :func:`potential`).
+    """
+
+    lever: str
+    organization: str
+    feature: str
+    period_usd: Decimal
+    monthly_usd: Decimal
+    change: str
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LedgerTotals:
+    """Sums over a ledger's rows."""
+
+    actual_usd: Decimal
+    no_cache_usd: Decimal
+    baseline_usd: Decimal
+    cache_savings_usd: Decimal
+    batch_savings_usd: Decimal
+    realized_total_usd: Decimal
+    wasted_tokens: int
+    waste_usd: Decimal
+    potential_period_usd: Mapping[str, Decimal]
+    potential_monthly_usd: Mapping[str, Decimal]
+    unpriced_tokens: int
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """The whole savings ledger of local days ``since``..``until``."""
+
+    since: date
+    until: date
+    days: int
+    realized: list[RealizedRow]
+    waste: list[WasteRow]
+    potential: list[PotentialRow]
+    totals: LedgerTotals
+
+
+# --- reading the warehouse -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Group:
+    """Usage tokens of one local date, UTC day, organization, feature, model, tier and window."""
+
+    date: date
+    utc_day: dt.date
+    organization: str
+    feature: str
+    model: str | None
+    service_tier: str | None
+    context_window: str | None
+    tokens: TokenCounts
+
+
+class _Pricer:
+    """Unit prices per (model, UTC day, tier, context window), looked up once each."""
+
+    def __init__(self, table: PriceTable):
+        self.table = table
+        self._cache: dict[tuple[str | None, date, str | None, str | None], UnitPrices | None] = {}
+
+    def tier(self, g: _Group) -> UnitPrices | None:
+        return self._get(g.model, g.utc_day, g.service_tier, g.context_window)
+
+    def standard(self, g: _Group) -> UnitPrices | None:
+        return self._get(g.model, g.utc_day, STANDARD_TIER, g.context_window)
+
+    def _get(self, model: str | None, day: date, tier: str | None,
+             window: str | None) -> UnitPrices | None:
+        key = (model, day, tier, window)
+        if key not in self._cache:
+            self._cache[key] = unit_prices(self.table, model, day, tier, window)
+        return self._cache[key]
+
+
+def _check_period(since: date, until: date) -> int:
+    if until < since:
+        raise ValueError(f"the period ends ({until}) before it starts ({since})")
+    return (until - since).days + 1
+
+
+def _usage_sql(feature_sql: str, organizations: Sequence[str]) -> str:
+    """Usage rows of the period with their local date, UTC day and feature (a CTE body)."""
+    org_filter = "AND u.organization IN (SELECT unnest($orgs))" if organizations else ""
+    return f"""
+        feature_map AS ({feature_sql}),
+        usage AS (
+            SELECT (u.bucket_start AT TIME ZONE $tz)::DATE AS date,
+                   (u.bucket_start AT TIME ZONE 'UTC')::DATE AS utc_day,
+                   u.bucket_start, u.organization,
+                   coalesce(f.feature, u.api_key_id, u.workspace_id, '(no feature)') AS feature,
+                   u.model, u.service_tier, u.context_window,
+                   u.uncached_input_tokens, u.cache_write_5m_tokens, u.cache_write_1h_tokens,
+                   u.cache_read_tokens, u.output_tokens
+            FROM usage_hourly u
+            LEFT JOIN feature_map f ON f.organization = u.organization
+                AND f.workspace_id IS NOT DISTINCT FROM u.workspace_id
+                AND f.api_key_id IS NOT DISTINCT FROM u.api_key_id
+            WHERE u.bucket_start >= $scan_from AND u.bucket_start < $scan_to {org_filter}
+                AND (u.uncached_input_tokens <> 0 OR u.cache_write_5m_tokens <> 0
+                     OR u.cache_write_1h_tokens <> 0 OR u.cache_read_tokens <> 0
+                     OR u.output_tokens <> 0))"""
+
+
+def _params(config: Config, since: date, until: date, organizations: Sequence[str],
+            feature_params: Mapping[str, Any], scan_extra: timedelta = timedelta(0)
+            ) -> dict[str, Any]:
+    start, end = local_range(since, until, config.tz)
+    params: dict[str, Any] = {"tz": str(config.tz.key), "since": since, "until": until,
+                              "scan_from": start, "scan_to": end + scan_extra,
+                              **feature_params}
+    if organizations:
+        params["orgs"] = list(organizations)
+    return params
+
+
+_GROUP_KEYS = "date, utc_day, organization, feature, model, service_tier, context_window"
+
+
+def _groups(conn: duckdb.DuckDBPyConnection, config: Config, since: date, until: date,
+            organizations: Sequence[str]) -> list[_Group]:
+    """Usage tokens summed per local date, UTC day, organization, feature, model, tier, window."""
+    feature_sql, feature_params = _feature_map(conn, NameBook.load(conn), config.features)
+    sql = f"""
+        WITH {_usage_sql(feature_sql, organizations)}
+        SELECT {_GROUP_KEYS}, sum(uncached_input_tokens), sum(cache_write_5m_tokens),
+               sum(cache_write_1h_tokens), sum(cache_read_tokens), sum(output_tokens)
+        FROM usage WHERE date BETWEEN $since AND $until
+        GROUP BY {_GROUP_KEYS}
+        ORDER BY {_GROUP_KEYS}"""
+    rows = conn.execute(sql, _params(config, since, until, organizations,
+                                     feature_params)).fetchall()
+    return [_Group(d, utc_day, org, feature, model, tier, window,
+                   TokenCounts(int(u), int(w5), int(w1), int(r), int(o)))
+            for d, utc_day, org, feature, model, tier, window, u, w5, w1, r, o in rows]
+
+
+def _add(a: TokenCounts, b: TokenCounts) -> TokenCounts:
+    return TokenCounts(a.input + b.input, a.cache_write_5m + b.cache_write_5m,
+                       a.cache_write_1h + b.cache_write_1h, a.cache_read + b.cache_read,
+                       a.output + b.output)
+
+
+def _total(tokens: TokenCounts) -> int:
+    return tokens.prompt + tokens.output
+
+
+# --- realized --------------------------------------------------------------------------------
+
+def _realized(groups: Iterable[_Group], pricer: _Pricer) -> list[RealizedRow]:
+    sums: dict[tuple[date, str, str, str | None], dict[str, Any]] = {}
+    for g in groups:
+        key = (g.date, g.organization, g.feature, g.model)
+        acc = sums.setdefault(key, {"tokens": TokenCounts(), "actual": Decimal(0),
+                                    "no_cache": Decimal(0), "baseline": Decimal(0),
+                                    "unpriced": 0, "reasons": set()})
+        tier, standard = pricer.tier(g), pricer.standard(g)
+        if tier is None or standard is None:
+            acc["unpriced"] += _total(g.tokens)
+            acc["reasons"].add(unpriced_reason(pricer.table, g.model, g.service_tier))
+            continue
+        acc["tokens"] = _add(acc["tokens"], g.tokens)
+        acc["actual"] += token_cost(g.tokens, tier)
+        acc["no_cache"] += no_cache_cost(g.tokens, tier)
+        acc["baseline"] += no_cache_cost(g.tokens, standard)
+    rows = []
+    for (day, org, feature, model), acc in sums.items():
+        actual, no_cache, baseline = acc["actual"], acc["no_cache"], acc["baseline"]
+        rows.append(RealizedRow(
+            date=day, organization=org, feature=feature, model=model, tokens=acc["tokens"],
+            actual_usd=actual, no_cache_usd=no_cache, baseline_usd=baseline,
+            cache_savings_usd=no_cache - actual, batch_savings_usd=baseline - no_cache,
+            realized_total_usd=baseline - actual, unpriced_tokens=acc["unpriced"],
+            unpriced_reasons=tuple(sorted(acc["reasons"]))))
+    rows.sort(key=lambda r: (r.date, r.organization, r.feature, r.model or ""))
+    return rows
+
+
+def realized(conn: duckdb.DuckDBPyConnection, config: Config, since: date, until: date,
+             organizations: Sequence[str] = ()) -> list[RealizedRow]:
+    """Realized savings per local date, organization, feature and model (module docstring).
+
+    ``since``..``until`` are local days in ``config.tz``, both included. Raises ValueError when
+    ``until`` is before ``since``.
+    """
+    _check_period(since, until)
+    return _realized(_groups(conn, config, since, until, organizations),
+                     _Pricer(price_table(config.prices)))
+
+
+# --- cache waste -----------------------------------------------------------------------------
+
+def cache_waste(conn: duckdb.DuckDBPyConnection, config: Config, since: date, until: date,
+                organizations: Sequence[str] = ()) -> list[WasteRow]:
+    """Cache writes not read within their window, per local date, organization, feature, model.
+
+    Hour by hour (see the module docstring): writes of hour h are wasted when the same
+    organization, feature and model has no cache read in hour h nor h + 1; judged only once
+    h + 1 is collected. A lower bound. Raises ValueError when ``until`` is before ``since``.
+    """
+    _check_period(since, until)
+    feature_sql, feature_params = _feature_map(conn, NameBook.load(conn), config.features)
+    keys = "organization, feature, model"
+    sql = f"""
+        WITH {_usage_sql(feature_sql, organizations)},
+        reads AS (SELECT {keys}, bucket_start, sum(cache_read_tokens) AS reads
+                  FROM usage GROUP BY {keys}, bucket_start),
+        writes AS (SELECT {_GROUP_KEYS}, bucket_start,
+                          sum(cache_write_5m_tokens) AS w5, sum(cache_write_1h_tokens) AS w1
+                   FROM usage
+                   WHERE date BETWEEN $since AND $until
+                     AND (cache_write_5m_tokens <> 0 OR cache_write_1h_tokens <> 0)
+                   GROUP BY {_GROUP_KEYS}, bucket_start)
+        SELECT w.date, w.utc_day, w.organization, w.feature, w.model, w.service_tier,
+               w.context_window, sum(w.w5), sum(w.w1)
+        FROM writes w
+        JOIN sync_state s ON s.organization = w.organization AND s.stream = 'usage'
+            AND w.bucket_start + INTERVAL 2 HOUR <= s.covered_until
+        LEFT JOIN reads r0 ON r0.organization = w.organization AND r0.feature = w.feature
+            AND r0.model IS NOT DISTINCT FROM w.model AND r0.bucket_start = w.bucket_start
+        LEFT JOIN reads r1 ON r1.organization = w.organization AND r1.feature = w.feature
+            AND r1.model IS NOT DISTINCT FROM w.model
+            AND r1.bucket_start = w.bucket_start + INTERVAL 1 HOUR
+        WHERE coalesce(r0.reads, 0) = 0 AND coalesce(r1.reads, 0) = 0
+        GROUP BY w.date, w.utc_day, w.organization, w.feature, w.model, w.service_tier,
+                 w.context_window"""
+    params = _params(config, since, until, organizations, feature_params,
+                     scan_extra=timedelta(hours=1))  # reads of the hour after the last one
+    pricer = _Pricer(price_table(config.prices))
+    sums: dict[tuple[date, str, str, str | None], list[Any]] = {}
+    for day, utc_day, org, feature, model, tier, window, w5, w1 in conn.execute(
+            sql, params).fetchall():
+        acc = sums.setdefault((day, org, feature, model), [0, 0, Decimal(0), 0])
+        acc[0] += int(w5)
+        acc[1] += int(w1)
+        prices = pricer.tier(_Group(day, utc_day, org, feature, model, tier, window,
+                                    TokenCounts()))
+        if prices is None:
+            acc[3] += int(w5) + int(w1)
+        else:
+            acc[2] += waste_premium(int(w5), int(w1), prices)
+    rows = [WasteRow(day, org, feature, model, w5, w1, usd, unpriced)
+            for (day, org, feature, model), (w5, w1, usd, unpriced) in sums.items()]
+    rows.sort(key=lambda r: (r.date, r.organization, r.feature, r.model or ""))
+    return rows
+
+
+# --- potential -------------------------------------------------------------------------------
+
+def _batch_lever(org: str, feature: str, groups: Sequence[_Group], pricer: _Pricer,
+                 days: int) -> PotentialRow | None:
+    standard_cost = Decimal(0)
+    savings = Decimal(0)
+    by_model: dict[str, Decimal] = defaultdict(Decimal)
+    unpriced = 0
+    for g in groups:
+        if g.service_tier not in (None, STANDARD_TIER):
+            continue
+        prices = pricer.tier(g)
+        multiplier = pricer.table.price(g.model, "batch_multiplier", g.utc_day)
+        if prices is None or multiplier is None:
+            unpriced += _total(g.tokens)
+            continue
+        cost = token_cost(g.tokens, prices)
+        standard_cost += cost
+        saved = batch_potential(cost, multiplier)
+        savings += saved
+        by_model[g.model or ""] += saved
+    if savings <= 0:
+        return None
+    month = monthly(savings, days)
+    return PotentialRow(
+        "batch", org, feature, savings, month,
+        f"move feature {feature} to the Batch API: about {usd_text(month)} a month "
+        f"({usd_text(savings)} in {_days_text(days)})",
+        {"standard_cost_usd": standard_cost, "by_model": dict(by_model),
+         "unpriced_tokens": unpriced})
+
+
+def _caching_lever(org: str, feature: str, groups: Sequence[_Group], pricer: _Pricer,
+                   target: Decimal, days: int) -> PotentialRow | None:
+    tokens = TokenCounts()
+    for g in groups:
+        tokens = _add(tokens, g.tokens)
+    ratio = hit_ratio(tokens)
+    if ratio is None or ratio >= target:
+        return None
+    extra = extra_reads(tokens, target)
+    priced = []
+    by_model_uncached: dict[str, list[tuple[int, UnitPrices]]] = defaultdict(list)
+    unpriced = 0
+    for g in groups:
+        prices = pricer.tier(g)
+        if prices is None:
+            unpriced += g.tokens.input
+            continue
+        priced.append((g.tokens.input, prices))
+        by_model_uncached[g.model or ""].append((g.tokens.input, prices))
+    savings = caching_potential(extra, priced, tokens.input)
+    if savings <= 0:
+        return None
+    by_model = {model: caching_potential(extra, items, tokens.input)
+                for model, items in by_model_uncached.items()}
+    month = monthly(savings, days)
+    return PotentialRow(
+        "caching", org, feature, savings, month,
+        f"raise the cache hit ratio of feature {feature} from {_percent(ratio)} to "
+        f"{_percent(target)}: about {usd_text(month)} a month ({usd_text(savings)} in "
+        f"{_days_text(days)}; the extra cache writes are not counted)",
+        {"hit_ratio": ratio, "target": target, "total_input_tokens": tokens.prompt,
+         "cache_read_tokens": tokens.cache_read, "uncached_input_tokens": tokens.input,
+         "extra_reads": extra, "by_model": by_model,
+         "unpriced_uncached_input_tokens": unpriced})
+
+
+def _routing_ratios(config: Config, table: PriceTable, until: date) -> dict[str, Decimal] | None:
+    """{"opus": ratio(sonnet, opus), "sonnet": ratio(haiku, sonnet)} on ``until``, or None."""
+    inputs = {}
+    for line in ROUTED_LINES:
+        model = config.savings.line_models[line]
+        price = table.unit_price(model, "input", until, STANDARD_TIER)
+        if not price:
+            log.warning("no input price for %s (savings.line_models.%s) on %s: no routing "
+                        "potential", model, line, until)
+            return None
+        inputs[line] = price
+    return {"opus": price_ratio(inputs["sonnet"], inputs["opus"]),
+            "sonnet": price_ratio(inputs["haiku"], inputs["sonnet"])}
+
+
+def _routing_lever(org: str, feature: str, groups: Sequence[_Group], pricer: _Pricer,
+                   lines: Mapping[str | None, str | None], ratios: Mapping[str, Decimal],
+                   config: Config, days: int) -> PotentialRow | None:
+    cost_by_line: dict[str, Decimal] = defaultdict(Decimal)
+    cost_by_model: dict[str, Decimal] = defaultdict(Decimal)
+    unpriced = 0
+    for g in groups:
+        prices = pricer.tier(g)
+        if prices is None:
+            unpriced += _total(g.tokens)
+            continue
+        cost = token_cost(g.tokens, prices)
+        cost_by_line[lines.get(g.model) or "unknown"] += cost
+        cost_by_model[g.model or ""] += cost
+    moves = routing_moves(cost_by_line, config.savings.target_mix)
+    savings = routing_potential(moves, ratios)
+    if savings <= 0:
+        return None
+    month = monthly(savings, days)
+    target = config.savings.target_mix
+    steps = [f"{usd_text(moves[line])} of {line} spend to {down}"
+             for line, down in (("opus", "sonnet"), ("sonnet", "haiku")) if moves[line]]
+    mix_text = "/".join(str(int((target[line] * 100).to_integral_value(ROUND_HALF_UP)))
+                        for line in ROUTED_LINES)
+    return PotentialRow(
+        "routing", org, feature, savings, month,
+        f"route feature {feature} toward the {mix_text} haiku/sonnet/opus mix (move "
+        f"{' and '.join(steps)}): about {usd_text(month)} a month ({usd_text(savings)} in "
+        f"{_days_text(days)})",
+        {"cost_by_line": dict(cost_by_line), "cost_by_model": dict(cost_by_model),
+         "current_mix": line_mix(cost_by_line), "target_mix": dict(target),
+         "moved_opus_to_sonnet_usd": moves["opus"],
+         "moved_sonnet_to_haiku_usd": moves["sonnet"],
+         "price_ratios": {"sonnet/opus": ratios["opus"], "haiku/sonnet": ratios["sonnet"]},
+         "reference_models": dict(config.savings.line_models),
+         "not_routed_usd": {line: cost for line, cost in cost_by_line.items()
+                            if line not in ROUTED_LINES},
+         "unpriced_tokens": unpriced})
+
+
+def _potential(conn: duckdb.DuckDBPyConnection, config: Config, groups: Sequence[_Group],
+               pricer: _Pricer, until: date, days: int) -> list[PotentialRow]:
+    by_feature: dict[tuple[str, str], list[_Group]] = defaultdict(list)
+    for g in groups:
+        by_feature[(g.organization, g.feature)].append(g)
+    eligible = {rule.name for rule in config.features if rule.batch_eligible}
+    lines = model_lines(conn, {g.model for g in groups})
+    ratios = _routing_ratios(config, pricer.table, until)
+    rows: list[PotentialRow] = []
+    for (org, feature), items in by_feature.items():
+        candidates = [
+            _batch_lever(org, feature, items, pricer, days) if feature in eligible else None,
+            _caching_lever(org, feature, items, pricer, config.savings.cache_hit_target, days),
+            (_routing_lever(org, feature, items, pricer, lines, ratios, config, days)
+             if ratios else None),
+        ]
+        rows += [row for row in candidates if row is not None]
+    rows.sort(key=lambda r: (-r.period_usd, r.organization, r.feature, r.lever))
+    return rows
+
+
+def potential(conn: duckdb.DuckDBPyConnection, config: Config, since: date, until: date,
+              organizations: Sequence[str] = ()) -> list[PotentialRow]:
+    """What each lever could still save, per organization and feature (module docstring).
+
+    Only savings above $0 are listed, largest first. ``detail`` per lever:
+
+    - batch: ``standard_cost_usd``, ``by_model`` (savings), ``unpriced_tokens``;
+    - caching: ``hit_ratio``, ``target``, ``total_input_tokens``, ``cache_read_tokens``,
+      ``uncached_input_tokens``, ``extra_reads``, ``by_model`` (savings),
+      ``unpriced_uncached_input_tokens``;
+    - routing: ``cost_by_line``, ``cost_by_model``, ``current_mix``, ``target_mix``,
+      ``moved_opus_to_sonnet_usd``, ``moved_sonnet_to_haiku_usd``, ``price_ratios``,
+      ``reference_models``, ``not_routed_usd`` (other and unknown lines), ``unpriced_tokens``.
+
+    Raises ValueError when ``until`` is before ``since``.
+    """
+    days = _check_period(since, until)
+    return _potential(conn, config, _groups(conn, config, since, until, organizations),
+                      _Pricer(price_table(config.prices)), until, days)
+
+
+# --- the ledger ------------------------------------------------------------------------------
+
+def _totals(realized_rows: Sequence[RealizedRow], waste_rows: Sequence[WasteRow],
+            potential_rows: Sequence[PotentialRow]) -> LedgerTotals:
+    def total(values: Iterable[Decimal]) -> Decimal:
+        return sum(values, Decimal(0))
+
+    return LedgerTotals(
+        actual_usd=total(r.actual_usd for r in realized_rows),
+        no_cache_usd=total(r.no_cache_usd for r in realized_rows),
+        baseline_usd=total(r.baseline_usd for r in realized_rows),
+        cache_savings_usd=total(r.cache_savings_usd for r in realized_rows),
+        batch_savings_usd=total(r.batch_savings_usd for r in realized_rows),
+        realized_total_usd=total(r.realized_total_usd for r in realized_rows),
+        wasted_tokens=sum(w.wasted_tokens for w in waste_rows),
+        waste_usd=total(w.waste_usd for w in waste_rows),
+        potential_period_usd={lever: total(p.period_usd for p in potential_rows
+                                           if p.lever == lever) for lever in LEVERS},
+        potential_monthly_usd={lever: total(p.monthly_usd for p in potential_rows
+                                            if p.lever == lever) for lever in LEVERS},
+        unpriced_tokens=sum(r.unpriced_tokens for r in realized_rows),
+    )
+
+
+def ledger(conn: duckdb.DuckDBPyConnection, config: Config, since: date, until: date,
+           organizations: Sequence[str] = ()) -> Ledger:
+    """Realized savings, cache waste and potential of local days ``since``..``until``, with totals.
+
+    Raises ValueError when ``until`` is before ``since``.
+    """
+    days = _check_period(since, until)
+    pricer = _Pricer(price_table(config.prices))
+    groups = _groups(conn, config, since, until, organizations)
+    realized_rows = _realized(groups, pricer)
+    waste_rows = cache_waste(conn, config, since, until, organizations)
+    potential_rows = _potential(conn, config, groups, pricer, until, days)
+    return Ledger(since, until, days, realized_rows, waste_rows, potential_rows,
+                  _totals(realized_rows, waste_rows, potential_rows))
