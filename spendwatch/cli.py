@@ -243,6 +243,53 @@ def reconcile_command(ctx: click.Context, since: str | None, until: str | None,
                    + (f"  unpriced: {r.unpriced_tokens:,} tokens" if r.unpriced_tokens else ""))
 
 
+# --- savings --------------------------------------------------------------------------------
+
+@main.command("savings")
+@click.option("--since", metavar="DATE", help="First local day (default: 30 days ago).")
+@click.option("--until", metavar="DATE", help="Last local day, included (default: yesterday).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (money as decimal strings).")
+@click.pass_context
+def savings_command(ctx: click.Context, since: str | None, until: str | None,
+                    as_json: bool) -> None:
+    """What caching and batch saved, cache waste, and what could still be saved."""
+    from spendwatch import storage
+    from spendwatch.savings import ledger
+
+    config = _config(ctx)
+    until_day = _day(until, "--until") or local_today(utcnow(), config.tz) - DAY
+    since_day = _day(since, "--since") or until_day - 29 * DAY
+    with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
+        book = ledger(conn, config, since_day, until_day)
+    totals = book.totals
+    if as_json:
+        click.echo(json.dumps({
+            "since": since_day, "until": until_day,
+            "realized": {"baseline_usd": totals.baseline_usd, "actual_usd": totals.actual_usd,
+                         "cache_savings_usd": totals.cache_savings_usd,
+                         "batch_savings_usd": totals.batch_savings_usd,
+                         "total_usd": totals.realized_total_usd},
+            "cache_waste": {"tokens": totals.wasted_tokens, "usd": totals.waste_usd},
+            "potential": [{"lever": p.lever, "organization": p.organization,
+                           "feature": p.feature, "period_usd": p.period_usd,
+                           "monthly_usd": p.monthly_usd, "change": p.change}
+                          for p in book.potential],
+            "unpriced_tokens": totals.unpriced_tokens}, default=_json_default, indent=2))
+        return
+    click.echo(f"Savings {since_day} .. {until_day} ({book.days} days)")
+    click.echo(f"  without caching or batch you would have paid ${totals.baseline_usd:,.2f}; "
+               f"you paid ${totals.actual_usd:,.2f} (estimated)")
+    click.echo(f"  caching saved ${totals.cache_savings_usd:,.2f}, the Batch API saved "
+               f"${totals.batch_savings_usd:,.2f}: ${totals.realized_total_usd:,.2f} in all")
+    click.echo(f"  cache writes never read: {totals.wasted_tokens:,} tokens, "
+               f"${totals.waste_usd:,.2f} of write premium")
+    click.echo("Could still save:" if book.potential else "Could still save: nothing found")
+    for item in book.potential:
+        click.echo(f"  [{item.lever}] {item.change}")
+    if totals.unpriced_tokens:
+        click.echo(f"Unpriced: {totals.unpriced_tokens:,} tokens have no price and are left out")
+
+
 # --- demo ------------------------------------------------------------------------------------
 
 @main.command()

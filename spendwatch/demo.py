@@ -19,6 +19,7 @@ import click
 from spendwatch import storage
 from spendwatch.config import load_config
 from spendwatch.queries import spend
+from spendwatch.savings import ledger
 from spendwatch.timeutil import local_range, local_today, utcnow
 
 DEMO_KEY = "sk-ant-admin01-spendwatch-demo-not-a-real-key"
@@ -47,6 +48,11 @@ api_key_names = ["support-bot-*"]
 [[features]]
 name = "search"
 workspace_names = ["Search"]
+
+[[features]]
+name = "evals"
+api_key_names = ["eval-harness"]
+batch_eligible = true
 """
 
 
@@ -85,9 +91,16 @@ def run_demo(directory: str, days: int, seed: int) -> None:
         with storage.reader(config.database_path) as conn:
             by_model = spend(conn, config.tz, first, last, ["model"], config.features)
             by_feature = spend(conn, config.tz, first, last, ["feature"], config.features)
+            book = ledger(conn, config, first, last)
         start, end = local_range(first, last, config.tz)
         truth = simulator.org.truth(start, end)
         _print_summary(first, last, by_model, by_feature, truth)
+        click.echo(f"\nCaching saved ${book.totals.cache_savings_usd:,.2f} and the Batch API "
+                   f"${book.totals.batch_savings_usd:,.2f} over these {book.days} days.")
+        for item in book.potential[:3]:
+            click.echo(f"Could save: {item.change}")
+        click.echo("\nNext: `spendwatch --config <demo folder>/config.toml spend --by "
+                   "model,feature` (or `savings`, `reconcile`).")
     finally:
         simulator.close()
 
@@ -111,5 +124,3 @@ def _print_summary(first: date, last: date, by_model: list[dict[str, Any]],
         click.echo(f"MISMATCH: the warehouse differs from the ground truth by "
                    f"${total - expected}", err=True)
         sys.exit(1)
-    click.echo("\nNext: `spendwatch --config <demo folder>/config.toml spend --by model,feature` "
-               "(the simulator stops with this command).")

@@ -130,3 +130,17 @@ def test_reconcile_lists_estimated_against_billed(isolated: Path, simulator: Sim
     text = spendwatch("reconcile", "--since", "2026-11-21", "--until", "2026-11-21",
                       cwd=isolated)
     assert "claude-opus-5-5" in text.stdout and "+0.00%" in text.stdout
+
+
+def test_savings_shows_realized_and_potential(isolated: Path, simulator: Simulator) -> None:
+    collected(isolated, simulator)
+    result = spendwatch("savings", "--since", "2026-11-20", "--until", "2026-11-21", "--json",
+                        cwd=isolated)
+    assert result.returncode == 0, result.stderr
+    book = json.loads(result.stdout)
+    realized = {k: Decimal(v) for k, v in book["realized"].items()}
+    assert realized["cache_savings_usd"] > 0 and realized["batch_savings_usd"] > 0
+    assert realized["total_usd"] == realized["baseline_usd"] - realized["actual_usd"]
+    assert {p["lever"] for p in book["potential"]} >= {"caching", "routing"}
+    text = spendwatch("savings", "--since", "2026-11-20", "--until", "2026-11-21", cwd=isolated)
+    assert "caching saved $" in text.stdout and "[routing]" in text.stdout
