@@ -201,12 +201,19 @@ class NamesClient:
         self._sdk = sdk_client(org, key, settings)
 
     def workspaces(self) -> list[dict[str, Any]]:
-        """[{workspace_id, name, archived_at}] including the default and archived ones."""
+        """[{workspace_id, name, archived_at, is_default}], default and archived ones included.
+
+        The API marks no workspace as the default: it is the one listed only with
+        ``include_default``. The legacy usage and cost reports call it null.
+        """
         def call() -> list[dict[str, Any]]:
-            items = self._sdk.organization.workspaces.list(include_default=True,
-                                                           include_archived=True, limit=100)
+            listing = self._sdk.organization.workspaces.list
+            everything = list(listing(include_default=True, include_archived=True, limit=100))
+            others = {_text(w, "id") for w in listing(include_default=False,
+                                                      include_archived=True, limit=100)}
             return [{"workspace_id": _text(w, "id"), "name": _text(w, "name"),
-                     "archived_at": getattr(w, "archived_at", None)} for w in items]
+                     "archived_at": getattr(w, "archived_at", None),
+                     "is_default": _text(w, "id") not in others} for w in everything]
         return call_with_retry(lambda: _sdk_call(call, self._org.base_url), self._policy,
                                f"organization {self._org.name!r}: workspaces", self._key)
 

@@ -9,9 +9,10 @@ exactly ("12378.912" cents is $123.78912).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any, Iterator, Mapping
 
 from spendwatch.errors import MalformedResponse
@@ -26,6 +27,8 @@ TOKEN_TYPES = ("uncached_input_tokens", "output_tokens", "cache_read_input_token
                "cache_creation.ephemeral_1h_input_tokens")
 # DECIMAL(38, 12) in DuckDB: dollars with at most 12 decimals (10 decimals of a cent).
 _MAX_DOLLAR_EXPONENT = -12
+_UNKNOWN_SEEN: set[str] = set()
+log = logging.getLogger(__name__)
 _CENTS_PER_DOLLAR = Decimal(100)
 
 
@@ -113,15 +116,20 @@ def _optional_int(obj: Mapping[str, Any], path: str, where: str) -> int | None:
 
 def _optional_str(obj: Mapping[str, Any], key: str, where: str,
                   allowed: tuple[str, ...] | None = None) -> str | None:
-    """A dimension: absent or null is None; otherwise a string (from ``allowed`` if given)."""
+    """A dimension: absent or null is None; otherwise a string (values outside ``allowed``
+    are kept and logged once)."""
     value = obj.get(key) if isinstance(obj, Mapping) else None
     if value is None:
         return None
     if not isinstance(value, str):
         raise MalformedResponse(f"{where}: field '{key}' should be a string or null, "
                                 f"got {type(value).__name__} {_preview(value)}")
-    if allowed is not None and value not in allowed:
-        raise MalformedResponse(f"{where}: field '{key}' has unknown value {_preview(value)}")
+    if allowed is not None and value not in allowed and value not in _UNKNOWN_SEEN:
+        # The Analytics API is in beta: a new cost or token type is stored as it comes (it
+        # counts as "other" cache status) rather than blocking collection.
+        _UNKNOWN_SEEN.add(value)
+        log.warning("%s: field '%s' has a value spendwatch does not know yet: %s; stored as is",
+                    where, key, _preview(value))
     return value
 
 
@@ -156,8 +164,11 @@ def cents_to_dollars(value: Any, where: str, field: str) -> Decimal:
     dollars = cents / _CENTS_PER_DOLLAR
     exponent = dollars.as_tuple().exponent
     if isinstance(exponent, int) and exponent < _MAX_DOLLAR_EXPONENT:
-        raise MalformedResponse(f"{where}: field '{field}' has more precision than spendwatch "
-                                f"stores (12 decimals of a dollar): {value!r}")
+        # Beyond 10 decimals of a cent (what DECIMAL(38, 12) keeps): round, and say so,
+        # rather than refuse the window forever.
+        log.warning("%s: field '%s' = %r has more than 12 decimals of a dollar; rounded",
+                    where, field, value)
+        dollars = dollars.quantize(Decimal(1).scaleb(_MAX_DOLLAR_EXPONENT), ROUND_HALF_EVEN)
     return dollars
 
 

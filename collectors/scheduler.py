@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from datetime import datetime
 from typing import Any, Callable
 
@@ -17,7 +18,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.schedulers.base import BaseScheduler
 
-from collectors.sync import collect
+from collectors.sync import CollectOptions, collect
 from spendwatch.config import Config, resolve_admin_key
 from spendwatch.timeutil import utcnow
 
@@ -25,15 +26,16 @@ log = logging.getLogger(__name__)
 COLLECT_JOB = "collect"
 
 
-def collection_job(config: Config, after: Callable[[Config, datetime], None] | None = None
-                   ) -> None:
+def collection_job(config: Config, stop: threading.Event | None = None,
+                   after: Callable[[Config, datetime], None] | None = None) -> None:
     """One scheduled collection; ``after`` (alert evaluation, later) runs once it is stored.
 
-    Never raises: a failed run is logged and recorded, and the next run tries again.
+    Never raises: a failed run is logged and recorded, and the next run tries again. Setting
+    ``stop`` ends it at the next window boundary.
     """
     now = utcnow()
     try:
-        results = collect(config, now=now)
+        results = collect(config, CollectOptions(stop=stop), now=now)
     except Exception:
         log.exception("collection run failed")
         return
@@ -45,10 +47,11 @@ def collection_job(config: Config, after: Callable[[Config, datetime], None] | N
         after(config, now)
 
 
-def schedule(scheduler: BaseScheduler, config: Config, start_now: bool = True) -> None:
+def schedule(scheduler: BaseScheduler, config: Config, start_now: bool = True,
+             stop: threading.Event | None = None) -> None:
     """Add the worker's jobs to ``scheduler``."""
     interval = config.collection.interval_minutes * 60
-    scheduler.add_job(collection_job, "interval", args=[config], id=COLLECT_JOB,
+    scheduler.add_job(collection_job, "interval", args=[config, stop], id=COLLECT_JOB,
                       seconds=interval, max_instances=1, coalesce=True,
                       misfire_grace_time=interval,
                       next_run_time=utcnow() if start_now else None, replace_existing=True)
@@ -59,10 +62,13 @@ def run_worker(config: Config) -> None:
     for org in config.organizations:
         resolve_admin_key(config, org)  # fail at start, not at the first run
     scheduler = BlockingScheduler(timezone="UTC")
-    schedule(scheduler, config)
+    stopping = threading.Event()
+    schedule(scheduler, config, stop=stopping)
 
     def stop(signum: int, frame: Any) -> None:
-        log.info("stopping the worker (signal %d)", signum)
+        log.warning("stopping the worker (signal %d): a running collection ends after its "
+                    "current window", signum)
+        stopping.set()
         scheduler.shutdown(wait=False)
 
     signal.signal(signal.SIGTERM, stop)
@@ -71,7 +77,8 @@ def run_worker(config: Config) -> None:
     try:
         scheduler.start()
     except KeyboardInterrupt:
-        pass
+        stopping.set()
+        scheduler.shutdown(wait=False)
 
 
 def start_background_worker(config: Config) -> BackgroundScheduler:

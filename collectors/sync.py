@@ -23,8 +23,9 @@ Admin API, whatever the organization's source.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
@@ -77,10 +78,16 @@ class OrgResult:
     cost_rows: int = 0
     error: str | None = None
     auth_failed: bool = False
+    stopped: bool = False
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def status(self) -> str:
+        """ok | failed | stopped, as stored in collection_runs."""
+        return "stopped" if self.stopped else "ok" if self.ok else "failed"
 
 
 @dataclass
@@ -91,6 +98,11 @@ class CollectOptions:
     until: datetime | None = None
     refresh: bool = False
     organizations: Sequence[str] = field(default=())
+    stop: threading.Event | None = None  # set it to stop at the next window boundary
+
+
+class Stopped(Exception):
+    """The run was asked to stop (SIGTERM to the worker); stored windows are kept."""
 
 
 # --- planning (pure) -------------------------------------------------------------------------
@@ -234,10 +246,12 @@ def write_names(db: Path, lock_timeout: float, organization: str, workspaces: li
     """Upsert workspace and API key names (names change; IDs do not)."""
     with storage.writer(db, lock_timeout) as conn, storage.transaction(conn):
         for w in workspaces:
-            conn.execute("""INSERT INTO workspaces VALUES (?, ?, ?, ?, ?)
+            conn.execute("""INSERT INTO workspaces VALUES (?, ?, ?, ?, ?, ?)
                 ON CONFLICT (organization, workspace_id) DO UPDATE SET name = excluded.name,
-                archived_at = excluded.archived_at, fetched_at = excluded.fetched_at""",
-                         [organization, w["workspace_id"], w["name"], w["archived_at"], now])
+                archived_at = excluded.archived_at, is_default = excluded.is_default,
+                fetched_at = excluded.fetched_at""",
+                         [organization, w["workspace_id"], w["name"], w["archived_at"],
+                          w["is_default"], now])
         for k in api_keys:
             conn.execute("""INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (organization, api_key_id) DO UPDATE SET name = excluded.name,
@@ -254,7 +268,7 @@ def record_run(db: Path, lock_timeout: float, result: OrgResult, started: dateti
         conn.execute("""INSERT INTO collection_runs (organization, started_at, finished_at,
                         status, windows, usage_rows, cost_rows, error)
                         VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
-                     [result.organization, started, finished, "ok" if result.ok else "failed",
+                     [result.organization, started, finished, result.status,
                       result.windows, result.usage_rows, result.cost_rows, result.error])
 
 
@@ -294,6 +308,7 @@ class OrganizationSync:
         self._db = config.database_path
         self._lock = config.storage.lock_timeout_seconds
         self._prices = price_table(config.prices)
+        self._default_workspace: str | None = None
 
     def lookback(self, stream: str) -> timedelta:
         hours = (self.config.collection.usage_lookback_hours if stream == "usage"
@@ -326,33 +341,52 @@ class OrganizationSync:
                 windows.append(Window(stream, w_start, w_end, source))
         return windows
 
-    def fetch(self, window: Window) -> tuple[list[UsageRow] | list[CostRow], datetime | None]:
-        client = self._analytics if window.source == "analytics" else self._legacy
+    def fetch(self, window: Window) -> tuple[Sequence[UsageRow | CostRow], datetime | None]:
+        if window.source == "analytics":
+            if window.stream == "usage":
+                return self._analytics.usage(window.start, window.end)
+            return self._analytics.cost(window.start, window.end)
+        rows: Sequence[UsageRow | CostRow]
         if window.stream == "usage":
-            return client.usage(window.start, window.end)
-        if window.source == "legacy":
-            # The legacy cost report has daily buckets only: ask for the whole UTC day.
-            return client.cost(floor_day(window.start), floor_day(window.start) + DAY)
-        return client.cost(window.start, window.end)
+            rows, refreshed = self._legacy.usage(window.start, window.end)
+        else:  # the legacy cost report has daily buckets only: ask for the whole UTC day
+            rows, refreshed = self._legacy.cost(floor_day(window.start),
+                                                floor_day(window.start) + DAY)
+        # The legacy API calls the default workspace null; store its real ID, as the
+        # Analytics API does, so features and workspace totals see one workspace.
+        if self._default_workspace is not None:
+            rows = [replace(r, workspace_id=self._default_workspace)
+                    if r.workspace_id is None else r for r in rows]
+        return rows, refreshed
 
     def refresh_names(self) -> None:
         workspaces = self._names.workspaces()
         api_keys = self._names.api_keys()
         write_names(self._db, self._lock, self.org.name, workspaces, api_keys, self.now)
 
+    def load_default_workspace(self) -> None:
+        """The default workspace's ID, from the stored names (None if never listed)."""
+        with storage.writer(self._db, self._lock) as conn:
+            row = conn.execute("SELECT workspace_id FROM workspaces WHERE organization = ? "
+                               "AND is_default", [self.org.name]).fetchone()
+        self._default_workspace = row[0] if row else None
+
     def run(self, options: CollectOptions, progress_factory: ProgressFactory | None,
             result: OrgResult) -> None:
         """Collect; fills ``result`` as windows land. Raises on the first failure."""
         try:
             self.refresh_names()
-        except AuthError:
-            raise
-        except SpendwatchError as exc:
+        except SpendwatchError as exc:  # names are optional (a read:analytics key may not list)
             log.warning("organization %r: names not refreshed: %s", self.org.name, exc)
+        self.load_default_workspace()
         windows = self.plan(options)
         progress = progress_factory(self.org.name, len(windows)) if progress_factory else None
         try:
             for window in windows:
+                if options.stop is not None and options.stop.is_set():
+                    raise Stopped(f"organization {self.org.name!r}: stopped after "
+                                  f"{result.windows} of {len(windows)} windows; the next run "
+                                  "resumes")
                 rows, refreshed = self.fetch(window)
                 provisional_after = self.now - self.lookback(window.stream)
                 write_window(self._db, self._lock, self.org.name, window, rows, refreshed,
@@ -398,7 +432,12 @@ def collect(config: Config, options: CollectOptions | None = None, now: datetime
             result.error = str(exc)
             result.auth_failed = isinstance(exc, AuthError)
             log.error("%s", exc)
+        except Stopped as exc:
+            result.error, result.stopped = str(exc), True
+            log.warning("%s", exc)
         except Exception as exc:  # a bug must not stop the other organizations
+            if storage.is_interrupt(exc):
+                raise KeyboardInterrupt from exc  # Ctrl-C inside a DuckDB query
             result.error = f"organization {org.name!r}: unexpected {type(exc).__name__}"
             log.exception("organization %r: collection failed", org.name)
         try:
@@ -407,4 +446,6 @@ def collect(config: Config, options: CollectOptions | None = None, now: datetime
         except SpendwatchError as exc:
             log.error("could not record the run of %r: %s", org.name, exc)
         results.append(result)
+        if result.stopped:
+            break
     return results

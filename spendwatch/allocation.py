@@ -10,6 +10,8 @@ remainder method, so they add up exactly to the billed amount. They are stored w
 
 A line with nothing to follow (code execution and session runtime have no usage rows, or the
 usage is missing) is kept whole, for the whole day, with no API key and basis "billed".
+Usage that no line follows (the legacy report never includes Priority Tier, for one) is listed
+in ``usage_unbilled`` and keeps its estimate, or shows as unpriced: never as $0.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ WEIGHT_COLUMN = {"uncached_input_tokens": "uncached_input_tokens",
                  "cache_creation.ephemeral_1h_input_tokens": "cache_write_1h_tokens",
                  "cache_read_input_tokens": "cache_read_tokens",
                  "output_tokens": "output_tokens"}
-_USAGE_COLUMNS = ("bucket_start", "api_key_id", "workspace_id", "model", "service_tier",
+_USAGE_COLUMNS = ("row_key", "bucket_start", "api_key_id", "workspace_id", "model", "service_tier",
                   "context_window", "uncached_input_tokens", "cache_write_5m_tokens",
                   "cache_write_1h_tokens", "cache_read_tokens", "output_tokens",
                   "web_search_requests")
@@ -83,8 +85,9 @@ def reallocate(conn: duckdb.DuckDBPyConnection, organization: str, day_start: da
     Call inside the writer's transaction, after the day's usage or cost rows changed.
     """
     span = [organization, day_start, day_end]
-    conn.execute("DELETE FROM cost_allocated WHERE organization = ? AND bucket_start >= ? "
-                 "AND bucket_start < ?", span)
+    for table in ("cost_allocated", "usage_unbilled"):
+        conn.execute(f"DELETE FROM {table} WHERE organization = ? AND bucket_start >= ? "
+                     "AND bucket_start < ?", span)
     lines = conn.execute("""
         SELECT row_key, bucket_start, workspace_id, model, service_tier, context_window,
                cost_type, token_type, amount_usd, provisional
@@ -99,6 +102,7 @@ def reallocate(conn: duckdb.DuckDBPyConnection, organization: str, day_start: da
         row = dict(zip(_USAGE_COLUMNS, record))
         usage.setdefault(row["workspace_id"], []).append(row)
     out: dict[str, list[Any]] = {c: [] for c in _ALLOCATED_COLUMNS}
+    followed: set[tuple[str, str]] = set()  # (usage row_key, usage column) some line follows
 
     def add(**values: Any) -> None:
         for column in _ALLOCATED_COLUMNS:
@@ -121,6 +125,7 @@ def reallocate(conn: duckdb.DuckDBPyConnection, organization: str, day_start: da
             continue
         weights: dict[tuple[datetime, str | None], int] = {}
         for r in followers:  # a line naming no model is followed by every model's rows
+            followed.add((r["row_key"], column))
             slot = (r["bucket_start"], r["api_key_id"])
             weights[slot] = weights.get(slot, 0) + r[column]
         shares = split_exactly(Decimal(amount), list(weights.values()))
@@ -134,4 +139,28 @@ def reallocate(conn: duckdb.DuckDBPyConnection, organization: str, day_start: da
     conn.execute(f"INSERT INTO cost_allocated ({', '.join(_ALLOCATED_COLUMNS)}) "
                  f"SELECT {', '.join(_ALLOCATED_COLUMNS)} FROM incoming_allocations")
     conn.unregister("incoming_allocations")
+    _record_unfollowed(conn, organization, usage, followed)
     return len(out["row_key"])
+
+
+def _record_unfollowed(conn: duckdb.DuckDBPyConnection, organization: str,
+                       usage: dict[str | None, list[dict[str, Any]]],
+                       followed: set[tuple[str, str]]) -> None:
+    """Usage no cost line follows stays estimated (``usage_unbilled``), never $0."""
+    rows: dict[str, list[Any]] = {"row_key": [], "component": [], "organization": [],
+                                  "bucket_start": []}
+    for workspace_rows in usage.values():
+        for r in workspace_rows:
+            for column in (*WEIGHT_COLUMN.values(), "web_search_requests"):
+                if r[column] > 0 and (r["row_key"], column) not in followed:
+                    rows["row_key"].append(r["row_key"])
+                    rows["component"].append(column)
+                    rows["organization"].append(organization)
+                    rows["bucket_start"].append(r["bucket_start"])
+    if not rows["row_key"]:
+        return
+    conn.register("incoming_unbilled", pa.table({
+        c: pa.array(v, type=_ARROW_TYPES.get(c, pa.string())) for c, v in rows.items()}))
+    conn.execute("INSERT INTO usage_unbilled SELECT row_key, component, organization, "
+                 "bucket_start FROM incoming_unbilled")
+    conn.unregister("incoming_unbilled")

@@ -8,7 +8,7 @@ a config override), :func:`ensure_current` reprices every stored row in one tran
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Iterable, Sequence
 
@@ -38,7 +38,8 @@ def estimate_row(table: PriceTable, model: str | None, bucket_start: datetime,
     Stored rows carry no inference_geo or speed (see spendwatch.pricing); a 200k-1M context
     window puts Haiku 5.5 on its over-100k rate.
     """
-    estimate = table.estimate(model, bucket_start.date(), tokens, service_tier=service_tier,
+    estimate = table.estimate(model, bucket_start.astimezone(timezone.utc).date(), tokens,
+                              service_tier=service_tier,
                               long_context=context_window == "200k-1M",
                               web_search_requests=web_search_requests)
     if not estimate.priced:

@@ -36,7 +36,11 @@ def _open_with_retry(path: Path, read_only: bool, timeout: float) -> duckdb.Duck
     delay = 0.01
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            conn = duckdb.connect(str(path), read_only=read_only)
+            # Timestamps come back in the session's zone, which defaults to the machine's:
+            # pin it, so a bucket's UTC day (prices, legacy days) never depends on the host.
+            conn.execute("SET TimeZone = 'UTC'")
+            return conn
         except (duckdb.IOException, duckdb.ConnectionException) as exc:
             if not is_lock_error(exc):
                 raise
@@ -86,10 +90,18 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
     conn.execute("BEGIN TRANSACTION")
     try:
         yield conn
-    except BaseException:
+    except BaseException as exc:
         conn.execute("ROLLBACK")
+        if is_interrupt(exc):
+            raise KeyboardInterrupt from exc
         raise
     conn.execute("COMMIT")
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """DuckDB turns Ctrl-C during a query into its own error: it means KeyboardInterrupt."""
+    return isinstance(exc, (KeyboardInterrupt, duckdb.InterruptException)) or (
+        isinstance(exc, RuntimeError) and "Query interrupted" in str(exc))
 
 
 # --- migrations ------------------------------------------------------------------------------
@@ -170,6 +182,7 @@ def _m001_initial(conn: duckdb.DuckDBPyConnection) -> None:
             workspace_id VARCHAR NOT NULL,
             name VARCHAR NOT NULL,
             archived_at TIMESTAMPTZ,
+            is_default BOOLEAN NOT NULL,        -- the legacy API calls it null
             fetched_at TIMESTAMPTZ NOT NULL,
             PRIMARY KEY (organization, workspace_id)
         )""")
@@ -219,6 +232,16 @@ def _m002_pricing(conn: duckdb.DuckDBPyConnection) -> None:
             source_row_key VARCHAR NOT NULL     -- the cost_buckets row it came from
         )""")
     conn.execute("CREATE INDEX allocated_org_bucket ON cost_allocated (organization, bucket_start)")
+    # Usage on a legacy-billed day that no cost line follows (the legacy report never has
+    # Priority Tier, for one): it keeps its estimate, or shows as unpriced, never as $0.
+    conn.execute("""
+        CREATE TABLE usage_unbilled (
+            row_key VARCHAR NOT NULL,           -- usage_hourly.row_key
+            component VARCHAR NOT NULL,         -- the usage column no cost line follows
+            organization VARCHAR NOT NULL,
+            bucket_start TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (row_key, component)
+        )""")
     conn.execute("""
         CREATE TABLE models (
             model_id VARCHAR PRIMARY KEY,
@@ -272,9 +295,10 @@ def _spend_facts_sql() -> str:
             f"CASE WHEN e.unpriced_reason IS NULL OR '{cost_type}' <> 'tokens' THEN 0 "
             f"ELSE u.{column} END, "
             f"{_zero_tokens()} FROM usage_hourly u JOIN usage_estimates e USING (row_key) "
-            f"WHERE u.{column} <> 0 AND NOT EXISTS (SELECT 1 FROM billed_buckets b WHERE "
+            f"WHERE u.{column} <> 0 AND (NOT EXISTS (SELECT 1 FROM billed_buckets b WHERE "
             "b.organization = u.organization AND b.bucket_start <= u.bucket_start "
-            "AND u.bucket_start < b.bucket_end)")
+            "AND u.bucket_start < b.bucket_end) OR EXISTS (SELECT 1 FROM usage_unbilled x "
+            f"WHERE x.row_key = u.row_key AND x.component = '{column}'))")
     return ("WITH billed_buckets AS (SELECT DISTINCT organization, bucket_start, bucket_end "
             "FROM cost_buckets) " + "\nUNION ALL\n".join(parts))
 

@@ -47,8 +47,8 @@ class Simulator:
 
     def truth(self, start: datetime, end: datetime) -> dict:
         return self.control("GET", "/_sim/truth", params={
-            "starting_at": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "ending_at": end.strftime("%Y-%m-%dT%H:%M:%SZ")}).json()
+            "starting_at": start.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "ending_at": end.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}).json()
 
     def requests_served(self) -> list[dict]:
         return self.control("GET", "/_sim/requests").json()

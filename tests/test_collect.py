@@ -158,7 +158,9 @@ def test_a_refused_key_fails_at_once_and_is_never_shown(isolated: Path, simulato
     with caplog.at_level(logging.DEBUG):
         config, (result,) = run(path, day(22), day(23))
     assert result.auth_failed and expected in (result.error or "")
-    assert len(simulator.requests_served()) == 1, "401/403 are not retried"
+    served = [r["path"] for r in simulator.requests_served()]
+    assert len(served) == len(set(served)) == 2, "401/403 are not retried"
+    assert served[1] == "/v1/organizations/analytics/usage", "names are optional: usage is tried"
     assert key not in caplog.text and key not in (result.error or "")
     assert query(config.database_path, "SELECT status, error FROM collection_runs") == [
         ("failed", result.error)]
@@ -212,8 +214,13 @@ def test_the_legacy_api_gives_hourly_usage_and_daily_cost(org_config,
         simulator.truth(day(20), day(22)))
     assert query(config.database_path, "SELECT DISTINCT bucket_width, api_key_id FROM "
                  "cost_buckets") == [("1d", None)]
+    # the legacy API's null default workspace is stored under its real ID
+    ((default_id,),) = query(config.database_path, "SELECT workspace_id FROM workspaces "
+                             "WHERE is_default")
+    assert query(config.database_path, "SELECT count(*) FROM usage_hourly WHERE "
+                 "workspace_id IS NULL") == [(0,)]
     assert query(config.database_path, "SELECT count(*) > 0 FROM usage_hourly WHERE "
-                 "workspace_id IS NULL") == [(True,)]
+                 "workspace_id = ?", default_id) == [(True,)]
 
 
 def test_days_before_2026_come_from_the_legacy_api(org_config, simulator: Simulator) -> None:
@@ -291,3 +298,20 @@ def test_model_lines_come_from_the_models_api_when_a_normal_key_is_set(
         _, (result,) = run(path, day(22), day(23))
     assert result.ok, "a refused Models API key does not stop the collection"
     assert "model lines not refreshed" in caplog.text and ADMIN_KEY not in caplog.text
+
+
+def test_the_default_workspace_is_one_workspace_across_both_apis(org_config,
+                                                                simulator: Simulator) -> None:
+    rule = '[[features]]\nname = "front door"\nworkspace_names = ["Default"]\n'
+    config, (result,) = run(org_config(extra=rule), day(31, 12, 2025), day(2, 1))
+    assert result.ok, result.error
+    from spendwatch import storage
+    from spendwatch.queries import spend
+    from datetime import date
+    with storage.reader(config.database_path) as conn:
+        by_day = spend(conn, config.tz, date(2025, 12, 31), date(2026, 1, 1),
+                       ["date", "workspace", "feature"], config.features)
+    default_rows = [r for r in by_day if r["workspace"] == "Default"]
+    assert {r["date"] for r in default_rows} == {date(2025, 12, 31), date(2026, 1, 1)}
+    assert all(r["feature"] == "front door" for r in default_rows)
+    assert not [r for r in by_day if r["workspace"] == "Default workspace"]

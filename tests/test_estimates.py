@@ -151,3 +151,62 @@ def test_legacy_spend_by_api_key_and_local_day_adds_up(org_config,
     assert any(r["api_key"] == "support-bot-prod" and r["cost_usd"] > 0 for r in rows)
     assert isinstance(rows[0]["cost_usd"], Decimal)
     assert duckdb  # the warehouse is plain DuckDB: readable by any tool
+
+
+def test_legacy_usage_no_cost_line_follows_is_estimated_or_unpriced_never_zero(
+        org_config) -> None:
+    config, result = run(org_config(source="legacy"), NOV20, NOV20)
+    assert result.ok, result.error
+    hour = datetime(2026, 11, 20, 18, tzinfo=UTC)
+    window = Window("usage", hour.replace(hour=0), hour.replace(hour=0) + timedelta(days=1),
+                    "legacy")
+    with storage.reader(config.database_path) as conn:
+        rows = [UsageRow("acme", "legacy", *r) for r in conn.execute(
+            "SELECT bucket_start, bucket_end, model, workspace_id, api_key_id, service_tier, "
+            "context_window, uncached_input_tokens, cache_write_5m_tokens, "
+            "cache_write_1h_tokens, cache_read_tokens, output_tokens, web_search_requests, "
+            "requests FROM usage_hourly WHERE bucket_start >= ? AND bucket_start < ?",
+            [window.start, window.end]).fetchall()]
+        before = {r["service_tier"]: r for r in spend(conn, config.tz, NOV20, NOV20,
+                                                      ["service_tier"])}
+    assert rows
+    # Priority Tier never appears in the legacy cost report, and has no public price.
+    priority = UsageRow("acme", "legacy", hour, hour + timedelta(hours=1), "claude-sonnet-4-6",
+                        rows[0].workspace_id, rows[0].api_key_id, "priority", "0-200k",
+                        5_000_000, 0, 0, 0, 0, 0, None)
+    write_window(config.database_path, 10, "acme", window, [*rows, priority], None, SIM_NOW,
+                 SIM_NOW, price_table(config.prices))
+    with storage.reader(config.database_path) as conn:
+        after = {r["service_tier"]: r for r in spend(conn, config.tz, NOV20, NOV20,
+                                                     ["service_tier"])}
+    assert after["priority"]["uncached_input_tokens"] == 5_000_000
+    assert after["priority"]["unpriced_tokens"] == 5_000_000
+    assert after["priority"]["cost_usd"] == 0  # unpriced, and said so: not a silent $0
+    assert after["standard"]["cost_usd"] == before["standard"]["cost_usd"]
+
+
+def test_prices_follow_the_utc_day_whatever_the_hosts_time_zone(org_config,
+                                                                simulator: Simulator) -> None:
+    """Sonnet 5.5's cache read changed price at 2026-10-07T00:00Z: a host in Chicago must
+    price the hours after that UTC midnight at the new rate too."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from conftest import ADMIN_KEY, REPO
+    path = org_config()
+    simulator.fault(path="/v1/organizations/analytics/cost", count=1000, status=500,
+                    kind="error")
+    env = {**os.environ, "TZ": "America/Chicago", "ANTHROPIC_ADMIN_KEY": ADMIN_KEY}
+    base = [sys.executable, "-m", "spendwatch", "--config", str(path)]
+    subprocess.run(base + ["collect", "--since", "2026-10-06", "--until", "2026-10-07"],
+                   cwd=REPO, env=env, capture_output=True, timeout=300)
+    out = subprocess.run(base + ["spend", "--since", "2026-10-06", "--until", "2026-10-07",
+                                 "--by", "cost_basis", "--json"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    estimated = [Decimal(r["cost_usd"]) for r in json.loads(out.stdout)
+                 if r["cost_basis"] == "estimated"]
+    start, end = local_range(date(2026, 10, 6), date(2026, 10, 7), load_config(path).tz)
+    truth = simulator.truth(start, end)
+    assert estimated == [Decimal(truth["token_cost_usd"]) + Decimal(truth["web_search_cost_usd"])]

@@ -135,3 +135,42 @@ def test_shares_of_a_split_add_up_exactly() -> None:
     assert sum(shares) == D("123.456789012345") and shares[2] == 0
     # proportional: 7/50 of the amount, within one quantum
     assert abs(shares[0] - D("123.456789012345") * 7 / 50) <= D("1e-12")
+
+
+# ../shared/reference/pricing.md, typed in by hand: input, 5m write, 1h write, read, output.
+REFERENCE = {
+    "claude-opus-5-5": ("4", "5", "8", "0.20", "20"),
+    "claude-haiku-5-5": ("0.10", "0.125", "0.20", "0.01", "0.50"),
+    "claude-fable-5-2": ("8", "10", "16", "0.20", "40"),
+    "claude-fable-5-1": ("10", "12.50", "20", "0.25", "50"),
+    "claude-mythos-5-1": ("10", "12.50", "20", "0.25", "50"),
+    "claude-fable-5": ("10", "12.50", "20", "1.00", "50"),
+    "claude-mythos-5": ("10", "12.50", "20", "1.00", "50"),
+    "claude-sonnet-5": ("2", "2.50", "4", "0.20", "10"),
+    "claude-opus-5": ("5", "6.25", "10", "0.50", "25"),
+    "claude-opus-4-8": ("5", "6.25", "10", "0.50", "25"),
+    "claude-opus-4-7": ("5", "6.25", "10", "0.50", "25"),
+    "claude-opus-4-6": ("5", "6.25", "10", "0.50", "25"),
+    "claude-opus-4-5": ("5", "6.25", "10", "0.50", "25"),
+    "claude-sonnet-4-6": ("3", "3.75", "6", "0.30", "15"),
+    "claude-sonnet-4-5": ("3", "3.75", "6", "0.30", "15"),
+    "claude-haiku-4-5": ("1", "1.25", "2", "0.10", "5"),
+    "claude-opus-4-1": ("15", "18.75", "30", "1.50", "75"),
+    "claude-opus-4": ("15", "18.75", "30", "1.50", "75"),
+    "claude-sonnet-4": ("3", "3.75", "6", "0.30", "15"),
+    "claude-3-5-haiku": ("0.80", "1", "1.60", "0.08", "4"),
+}
+
+
+@pytest.mark.parametrize("model", sorted(REFERENCE))
+def test_the_shipped_table_holds_the_reference_prices(model: str) -> None:
+    components = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")
+    assert tuple(table.price(model, c, NOV) for c in components) == tuple(
+        D(p) for p in REFERENCE[model])
+
+
+def test_sonnet_5_5_prices_match_the_reference_on_both_sides_of_its_cut() -> None:
+    components = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")
+    assert tuple(table.price("claude-sonnet-5-5", c, date(2026, 10, 6)) for c in components) == (
+        D("2"), D("2.50"), D("4"), D("0.20"), D("10"))
+    assert table.price("claude-sonnet-5-5", "cache_read", date(2026, 10, 7)) == D("0.10")

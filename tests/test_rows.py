@@ -25,7 +25,6 @@ def test_cents_strings_become_exact_dollars(cents: str, dollars: Decimal) -> Non
     (12.5, "should be a decimal string of cents, got float"),
     ("abc", "is not a decimal number"),
     ("NaN", "is not a finite amount"),
-    ("1.0000000000001", "more precision than spendwatch stores"),
 ])
 def test_bad_amounts_are_rejected(value: object, message: str) -> None:
     with pytest.raises(MalformedResponse, match=message):
@@ -78,3 +77,16 @@ def test_legacy_rows_are_nested_per_bucket_and_keep_a_null_default_workspace() -
                       "results": []}], "has_more": False, "next_page": None}
     (row,) = legacy_usage_rows(page, "acme", "page 1")
     assert row.workspace_id is None and row.model == "claude-opus-5-5" and row.source == "legacy"
+
+
+def test_an_amount_finer_than_storage_is_rounded_not_refused(caplog) -> None:
+    assert cents_to_dollars("1.00000000000051", "here", "amount") == Decimal("0.010000000000")
+    assert "rounded" in caplog.text
+
+
+def test_an_unknown_cost_type_is_stored_as_it_comes() -> None:
+    item = {"starting_at": "2026-11-01T00:00:00Z", "ending_at": "2026-11-01T01:00:00Z",
+            "group": {"cost_type": "voice_minutes", "token_type": None},
+            "cost": {"amount": "10", "list_amount": "10", "currency": "USD", "requests": None}}
+    (row,) = analytics_cost_rows({"data": [item]}, "acme", "page 1")
+    assert row.cost_type == "voice_minutes" and row.amount_usd == Decimal("0.1")

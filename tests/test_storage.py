@@ -28,7 +28,8 @@ EXPECTED_SCHEMA = {
                    "data_refreshed_at", "updated_at"],
     "collection_runs": ["id", "organization", "started_at", "finished_at", "status", "windows",
                         "usage_rows", "cost_rows", "error"],
-    "workspaces": ["organization", "workspace_id", "name", "archived_at", "fetched_at"],
+    "workspaces": ["organization", "workspace_id", "name", "archived_at", "is_default",
+                   "fetched_at"],
     "api_keys": ["organization", "api_key_id", "name", "status", "workspace_id", "created_at",
                  "fetched_at"],
     "meta": ["key", "value"],
@@ -39,6 +40,7 @@ EXPECTED_SCHEMA = {
                        "workspace_id", "api_key_id", "service_tier", "context_window",
                        "cost_type", "token_type", "amount_usd", "cost_basis", "provisional",
                        "source_row_key"],
+    "usage_unbilled": ["row_key", "component", "organization", "bucket_start"],
     "models": ["model_id", "display_name", "line", "lifecycle", "retires_at", "fetched_at"],
     "spend_facts": ["organization", "bucket_start", "bucket_width", "workspace_id",
                     "api_key_id", "model", "service_tier", "context_window", "cost_type",
@@ -72,7 +74,7 @@ def test_an_empty_file_migrates_to_the_exact_schema(tmp_path: Path) -> None:
 def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
     with storage.writer(db) as conn:
-        conn.execute("INSERT INTO workspaces VALUES ('o', 'w', 'n', NULL, now())")
+        conn.execute("INSERT INTO workspaces VALUES ('o', 'w', 'n', NULL, false, now())")
     with storage.writer(db) as conn:
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (
             len(storage.MIGRATIONS),)

@@ -61,6 +61,29 @@ def test_the_worker_collects_on_start_and_stops_on_sigterm(isolated: Path, simul
         simulator.truth(yesterday, yesterday + timedelta(days=1)))
 
 
+def test_sigterm_stops_a_running_backfill_at_the_next_window(isolated: Path,
+                                                             simulator: Simulator) -> None:
+    path = write_config(isolated, [{"name": "acme", "base_url": simulator.url}],
+                        collection="initial_backfill_days = 60\ninterval_minutes = 60")
+    db = load_config(path).database_path
+    simulator.fault(path="/v1/organizations/analytics/usage", count=10000, kind="delay",
+                    seconds=0.2)
+    worker = subprocess.Popen([sys.executable, "-m", "spendwatch", "--config", str(path), "run"],
+                              cwd=REPO, env=env_with_key(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: db.exists() and query(db, "SELECT count(*) FROM sync_state") == [(1,)])
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    ((status, windows, error),) = query(db, "SELECT status, windows, error FROM collection_runs")
+    assert status == "stopped" and 0 < windows < 60, (status, windows)
+    assert "the next run resumes" in error
+    ((low, high),) = query(db, "SELECT covered_from, covered_until FROM sync_state")
+    assert totals(db, low, high)["tokens"] == truth_totals(simulator.truth(low, high))["tokens"]
+
+
 def test_the_collection_job_never_overlaps_and_missed_runs_coalesce(isolated: Path) -> None:
     path = write_config(isolated, [{"name": "acme"}], collection="interval_minutes = 7")
     scheduler = BackgroundScheduler(timezone="UTC")
