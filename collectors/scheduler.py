@@ -44,26 +44,30 @@ def collection_job(config: Config, stop: threading.Event | None = None,
             log.info("%s: %d windows, %d usage rows, %d cost rows", result.organization,
                      result.windows, result.usage_rows, result.cost_rows)
     if after is not None:
-        after(config, now)
+        try:
+            after(config, now)
+        except Exception:
+            log.exception("alert check after the collection failed")
 
 
 def schedule(scheduler: BaseScheduler, config: Config, start_now: bool = True,
-             stop: threading.Event | None = None) -> None:
-    """Add the worker's jobs to ``scheduler``."""
+             stop: threading.Event | None = None,
+             after: Callable[[Config, datetime], None] | None = None) -> None:
+    """Add the worker's jobs to ``scheduler``; ``after`` runs after each collection."""
     interval = config.collection.interval_minutes * 60
-    scheduler.add_job(collection_job, "interval", args=[config, stop], id=COLLECT_JOB,
+    scheduler.add_job(collection_job, "interval", args=[config, stop, after], id=COLLECT_JOB,
                       seconds=interval, max_instances=1, coalesce=True,
                       misfire_grace_time=interval,
                       next_run_time=utcnow() if start_now else None, replace_existing=True)
 
 
-def run_worker(config: Config) -> None:
-    """Block, collecting on schedule, until SIGINT or SIGTERM."""
+def run_worker(config: Config, after: Callable[[Config, datetime], None] | None = None) -> None:
+    """Block, collecting on schedule (then ``after``), until SIGINT or SIGTERM."""
     for org in config.organizations:
         resolve_admin_key(config, org)  # fail at start, not at the first run
     scheduler = BlockingScheduler(timezone="UTC")
     stopping = threading.Event()
-    schedule(scheduler, config, stop=stopping)
+    schedule(scheduler, config, stop=stopping, after=after)
 
     def stop(signum: int, frame: Any) -> None:
         log.warning("stopping the worker (signal %d): a running collection ends after its "

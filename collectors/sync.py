@@ -420,7 +420,7 @@ def collect(config: Config, options: CollectOptions | None = None, now: datetime
     refresh_model_lines(config, now)
     results = []
     for org in orgs:
-        started = utcnow()
+        started, clock_start = now, time.monotonic()  # run times on the injected clock
         result = OrgResult(org.name)
         policy = RetryPolicy(max_attempts=config.collection.max_attempts,
                              max_retry_after=config.collection.max_retry_after_seconds,
@@ -442,7 +442,7 @@ def collect(config: Config, options: CollectOptions | None = None, now: datetime
             log.exception("organization %r: collection failed", org.name)
         try:
             record_run(config.database_path, config.storage.lock_timeout_seconds, result,
-                       started, utcnow())
+                       started, now + timedelta(seconds=time.monotonic() - clock_start))
         except SpendwatchError as exc:
             log.error("could not record the run of %r: %s", org.name, exc)
         results.append(result)

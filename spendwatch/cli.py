@@ -127,10 +127,12 @@ def collect(ctx: click.Context, since: str | None, until: str | None, orgs: Sequ
 @main.command()
 @click.pass_context
 def run(ctx: click.Context) -> None:
-    """Run the worker: collect on a schedule until stopped (Ctrl-C or SIGTERM)."""
+    """Run the worker: collect on a schedule, check alerts after each collection, until
+    stopped (Ctrl-C or SIGTERM)."""
+    from alerts.engine import check_after_collection
     from collectors.scheduler import run_worker
 
-    run_worker(_config(ctx))
+    run_worker(_config(ctx), after=check_after_collection)
 
 
 # --- spend -----------------------------------------------------------------------------------
@@ -288,6 +290,95 @@ def savings_command(ctx: click.Context, since: str | None, until: str | None,
         click.echo(f"  [{item.lever}] {item.change}")
     if totals.unpriced_tokens:
         click.echo(f"Unpriced: {totals.unpriced_tokens:,} tokens have no price and are left out")
+
+
+# --- alerts ---------------------------------------------------------------------------------
+
+@main.group()
+def alerts() -> None:
+    """Evaluate alert rules, test channels, silence alerts."""
+
+
+def _value(value: Decimal | None, unit: str) -> str:
+    if value is None:
+        return "no data"
+    return {"usd": f"${value:,.2f}", "ratio": f"{value:.1%}", "percent": f"{value:+.2f}%",
+            "hours": f"{value} h", "x": f"{value}x"}.get(unit, str(value))
+
+
+@alerts.command("check")
+@click.pass_context
+def alerts_check(ctx: click.Context) -> None:
+    """Evaluate every rule now and send what is due. Exits 1 when a channel is broken."""
+    from alerts.engine import check
+
+    config = _config(ctx)
+    report = check(config, utcnow())
+    for ev in report.evaluations:
+        scope = ", ".join(f"{k} {v}" for k, v in sorted(ev.scope.items())) or "all"
+        click.echo(f"{ev.state.upper().replace('_', ' '):8} {ev.rule} ({scope}) {ev.level}: "
+                   f"{ev.summary}")
+    if not report.evaluations:
+        click.echo("no alert rules configured ([[alerts.rules]] in the config)")
+    for line in report.transitions:
+        click.echo(f"changed: {line}")
+    for channel, title, result in report.deliveries:
+        click.echo(f"{'sent' if result.ok else 'NOT SENT'} to {channel}: {title} "
+                   f"({result.answer})")
+    for channel, reason in report.broken_channels.items():
+        click.echo(f"error: channel {channel!r} is broken: {reason}; fix it, then run "
+                   "`spendwatch alerts test`", err=True)
+    if report.failed:
+        sys.exit(1)
+
+
+@alerts.command("test")
+@click.option("--channel", "names", multiple=True, metavar="NAME",
+              help="Only this channel (default: every channel).")
+@click.pass_context
+def alerts_test(ctx: click.Context, names: Sequence[str]) -> None:
+    """Send a clearly marked test message and show each channel's answer."""
+    from alerts.engine import send_test
+
+    config = _config(ctx)
+    names = names or tuple(c.name for c in config.alerts.channels)
+    if not names:
+        raise click.ClickException("no channels configured ([[alerts.channels]] in the config)")
+    failed = False
+    for name in names:
+        if config.alerts.channel(name) is None:
+            raise click.BadParameter(f"no channel named {name!r}", param_hint="--channel")
+        result = send_test(config, name, utcnow())
+        click.echo(f"{name}: {'ok' if result.ok else 'FAILED'} ({result.answer})")
+        failed = failed or not result.ok
+    if failed:
+        sys.exit(1)
+
+
+@alerts.command("silence")
+@click.argument("rule")
+@click.option("--scope", "scope_key", metavar="KEY",
+              help="Only this scope, as `alerts check` shows it (default: every scope).")
+@click.option("--for", "duration", required=True, metavar="DURATION",
+              help="How long, e.g. 30m, 4h, 2d.")
+@click.option("--comment", help="Why (shown with the silence).")
+@click.pass_context
+def alerts_silence(ctx: click.Context, rule: str, scope_key: str | None, duration: str,
+                   comment: str | None) -> None:
+    """Stop notifications of RULE for a while; its episodes are still recorded."""
+    from alerts.engine import add_silence
+    from spendwatch.config import parse_duration
+
+    config = _config(ctx)
+    now = utcnow()
+    try:
+        length = parse_duration(config.path, "--for", duration)
+    except SpendwatchError:
+        raise click.BadParameter(f"{duration!r} is not a duration; use e.g. 30m, 4h or 2d",
+                                 param_hint="--for") from None
+    silence_id = add_silence(config, rule, scope_key, now + length, now, comment)
+    click.echo(f"silence {silence_id}: {rule} ({scope_key or 'every scope'}) until "
+               f"{(now + length).astimezone(config.tz):%Y-%m-%d %H:%M %Z}")
 
 
 # --- demo ------------------------------------------------------------------------------------

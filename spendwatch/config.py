@@ -15,7 +15,9 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
-from decimal import Decimal
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -107,6 +109,41 @@ class ModelsConfig:
 
 
 @dataclass(frozen=True)
+class ChannelConfig:
+    """A notifier: ``kind`` slack or email; its secret is read from ``secret_env`` or
+    ``secret_file`` (the webhook URL, the SMTP password), never from this file."""
+
+    name: str
+    kind: str
+    settings: Mapping[str, Any]
+    secret_env: str | None = None
+    secret_file: str | None = None
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """An alert rule: a kind with its parameters, a scope, channels and timing."""
+
+    name: str
+    kind: str
+    channels: tuple[str, ...]
+    scope: Mapping[str, str]
+    params: Mapping[str, Any]
+    repeat_interval: timedelta
+    pending_for: timedelta
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    dashboard_url: str | None = None
+    channels: tuple[ChannelConfig, ...] = ()
+    rules: tuple[RuleConfig, ...] = ()
+
+    def channel(self, name: str) -> ChannelConfig | None:
+        return next((c for c in self.channels if c.name == name), None)
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     database: str = "data/spendwatch.duckdb"
     lock_timeout_seconds: float = 10.0
@@ -125,6 +162,7 @@ class Config:
     prices: tuple[PriceRow, ...] = field(default=())
     savings: SavingsConfig = field(default_factory=SavingsConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -212,7 +250,8 @@ _STORAGE_SCHEMA: dict[str, type] = {"database": str, "lock_timeout_seconds": flo
 # Sections (object) are checked by their own parsers.
 _TOP_SCHEMA: dict[str, type] = {"timezone": str, "storage": object, "collection": object,
                                 "organizations": object, "features": object,
-                                "pricing": object, "savings": object, "models": object}
+                                "pricing": object, "savings": object, "models": object,
+                                "alerts": object}
 
 
 def _organizations(path: Path, raw: Any) -> tuple[OrganizationConfig, ...]:
@@ -297,6 +336,175 @@ def _savings(path: Path, raw: Any) -> SavingsConfig:
     return SavingsConfig(cache_hit_target=target, target_mix=mix, line_models=line_models)
 
 
+# --- alerts ----------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(path: Path, key: str, value: Any) -> timedelta:
+    """``"90s"``, ``"30m"``, ``"4h"``, ``"2d"`` -> timedelta. Raises ConfigError."""
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ConfigError(f"{path}: {key} must be a duration such as \"30m\", \"4h\" or "
+                          f"\"2d\", not {_preview(value)}")
+    return timedelta(**{_DURATION_UNITS[match[2]]: int(match[1])})
+
+
+def _money(path: Path, key: str, value: Any) -> Decimal:
+    try:
+        if isinstance(value, (bool, float)) or not isinstance(value, (int, str)):
+            raise ValueError
+        amount = Decimal(str(value))
+    except (ValueError, InvalidOperation):
+        raise ConfigError(f"{path}: {key} must be dollars as a string or an integer, such as "
+                          f"\"250.00\" (a TOML float is not exact), not {_preview(value)}"
+                          ) from None
+    if not amount.is_finite() or amount <= 0:
+        raise ConfigError(f"{path}: {key} must be more than 0")
+    return amount
+
+
+_CHANNEL_SCHEMAS: dict[str, dict[str, type]] = {
+    "slack": {"name": str, "kind": str, "webhook_url_env": str, "webhook_url_file": str,
+              "min_interval_seconds": float, "timeout_seconds": float},
+    "email": {"name": str, "kind": str, "host": str, "port": int, "security": str,
+              "username": str, "password_env": str, "password_file": str, "from": str,
+              "to": list, "ca_file": str, "timeout_seconds": float},
+}
+_SECRET_KEYS = {"slack": ("webhook_url_env", "webhook_url_file"),
+                "email": ("password_env", "password_file")}
+RULE_KINDS = ("daily_spend", "monthly_budget", "cache_hit_ratio", "spend_spike", "data_stale",
+              "cost_drift")
+SCOPE_DIMENSIONS = ("organization", "workspace", "feature", "api_key", "model")
+_RULE_COMMON: dict[str, type] = {"name": str, "kind": str, "channels": list, "scope": object,
+                                 "repeat_interval": str, "for": str}
+_RULE_PARAMS: dict[str, dict[str, type]] = {
+    "daily_spend": {"threshold_usd": object, "levels": object},
+    "monthly_budget": {"budget_usd": object},
+    "cache_hit_ratio": {"floor": object, "window_hours": int, "min_input_tokens": int,
+                        "per": str},
+    "spend_spike": {"mode": str, "multiplier": object, "min_usd": object, "weeks": int},
+    "data_stale": {"max_age": str, "max_failures": int},
+    "cost_drift": {"threshold_percent": object, "days": int},
+}
+
+
+def _channel(path: Path, raw: Any, where: str, names: set[str]) -> ChannelConfig:
+    kind = raw.get("kind") if isinstance(raw, dict) else None
+    if kind not in _CHANNEL_SCHEMAS:
+        raise ConfigError(f"{path}: {where}.kind must be \"slack\" or \"email\", not "
+                          f"{_preview(kind)}")
+    values = _section(path, raw, where, _CHANNEL_SCHEMAS[kind], required=("name", "kind"))
+    if values["name"] in names:
+        raise ConfigError(f"{path}: two channels are named {values['name']!r}")
+    env_key, file_key = _SECRET_KEYS[kind]
+    if env_key in values and file_key in values:
+        raise ConfigError(f"{path}: {where} sets both {env_key} and {file_key}; keep one")
+    if kind == "slack" and env_key not in values and file_key not in values:
+        raise ConfigError(f"{path}: {where} needs webhook_url_env or webhook_url_file (the "
+                          "webhook URL is a secret: it never goes in this file)")
+    if kind == "email":
+        for key in ("host", "from", "to"):
+            if key not in values:
+                raise ConfigError(f"{path}: {where}.{key} is missing; add it")
+        if values.get("security", "starttls") not in ("starttls", "tls", "none"):
+            raise ConfigError(f"{path}: {where}.security must be \"starttls\", \"tls\" or "
+                              "\"none\" (plain text, only when you mean it)")
+    settings = {k: v for k, v in values.items() if k not in ("name", "kind", env_key, file_key)}
+    return ChannelConfig(values["name"], kind, settings, values.get(env_key),
+                         values.get(file_key))
+
+
+def _rule(path: Path, raw: Any, where: str, channels: set[str], names: set[str]) -> RuleConfig:
+    kind = raw.get("kind") if isinstance(raw, dict) else None
+    if kind not in _RULE_PARAMS:
+        raise ConfigError(f"{path}: {where}.kind must be one of {', '.join(RULE_KINDS)}, not "
+                          f"{_preview(kind)}")
+    values = _section(path, raw, where, {**_RULE_COMMON, **_RULE_PARAMS[kind]},
+                      required=("name", "kind", "channels"))
+    if values["name"] in names:
+        raise ConfigError(f"{path}: two rules are named {values['name']!r}")
+    unknown = [c for c in values["channels"] if c not in channels]
+    if unknown:
+        raise ConfigError(f"{path}: {where}.channels names {unknown[0]!r}, which no "
+                          "[[alerts.channels]] defines")
+    scope = _section(path, values.get("scope", {}), f"{where}.scope",
+                     {d: str for d in SCOPE_DIMENSIONS})
+    params: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in _RULE_COMMON:
+            continue
+        full = f"{where}.{key}"
+        if key in ("threshold_usd", "budget_usd", "min_usd"):
+            params[key] = _money(path, full, value)
+        elif key in ("floor",):
+            params[key] = _ratio(path, full, value)
+        elif key in ("multiplier", "threshold_percent"):
+            params[key] = _money(path, full, value)
+        elif key == "levels":
+            if not isinstance(value, list) or not value:
+                raise ConfigError(f"{path}: {full} must be a list of fractions such as "
+                                  "[0.5, 0.8, 1.0]")
+            params[key] = tuple(sorted(_money(path, full, str(v)) for v in value))
+        elif key == "max_age":
+            params[key] = parse_duration(path, full, value)
+        else:
+            params[key] = value
+    for required in {"daily_spend": ("threshold_usd",), "monthly_budget": ("budget_usd",),
+                     "cache_hit_ratio": ("floor",)}.get(kind, ()):
+        if required not in params:
+            raise ConfigError(f"{path}: {where}.{required} is missing; add it")
+    if kind == "cache_hit_ratio" and params.get("per", "model") not in ("model", "feature"):
+        raise ConfigError(f"{path}: {where}.per must be \"model\" or \"feature\"")
+    if kind == "spend_spike" and params.get("mode", "daily") not in ("daily", "hourly"):
+        raise ConfigError(f"{path}: {where}.mode must be \"daily\" or \"hourly\"")
+    return RuleConfig(
+        name=values["name"], kind=kind, channels=tuple(values["channels"]), scope=scope,
+        params=params,
+        repeat_interval=parse_duration(path, f"{where}.repeat_interval",
+                                       values.get("repeat_interval", "4h")),
+        pending_for=parse_duration(path, f"{where}.for", values.get("for", "0s")))
+
+
+def _alerts(path: Path, raw: Any) -> AlertsConfig:
+    values = _section(path, raw, "alerts", {"dashboard_url": str, "channels": object,
+                                            "rules": object})
+    channels: list[ChannelConfig] = []
+    for index, item in enumerate(values.get("channels", [])):
+        channels.append(_channel(path, item, f"alerts.channels[{index}]",
+                                 {c.name for c in channels}))
+    rules: list[RuleConfig] = []
+    for index, item in enumerate(values.get("rules", [])):
+        rules.append(_rule(path, item, f"alerts.rules[{index}]", {c.name for c in channels},
+                           {r.name for r in rules}))
+    return AlertsConfig(values.get("dashboard_url"), tuple(channels), tuple(rules))
+
+
+def resolve_channel_secret(config: Config, channel: ChannelConfig,
+                           environ: Callable[[str], str | None] = os.environ.get) -> str | None:
+    """The channel's secret (webhook URL, SMTP password), or None when it has none.
+
+    Raises ConfigError naming where it was looked for, never the secret.
+    """
+    if channel.secret_file:
+        try:
+            value = Path(channel.secret_file).expanduser().read_text(encoding="utf-8").strip()
+        except OSError:
+            raise ConfigError(f"{config.path}: channel {channel.name!r}: the secret file "
+                              f"{channel.secret_file} cannot be read") from None
+        where = f"file {channel.secret_file}"
+    elif channel.secret_env:
+        value = (environ(channel.secret_env) or "").strip()
+        where = f"environment variable {channel.secret_env}"
+    else:
+        return None
+    if not value:
+        raise ConfigError(f"{config.path}: channel {channel.name!r}: nothing in {where}; set "
+                          "it to the channel's secret")
+    return value
+
+
 def parse_config(path: Path, data: dict[str, Any]) -> Config:
     """Validate parsed TOML into a :class:`Config`. Raises ConfigError."""
     top = _section(path, data, "", _TOP_SCHEMA)
@@ -322,6 +530,7 @@ def parse_config(path: Path, data: dict[str, Any]) -> Config:
         prices=_prices(path, top.get("pricing", {})),
         savings=_savings(path, top.get("savings", {})),
         models=ModelsConfig(**_section(path, top.get("models", {}), "models", _MODELS_SCHEMA)),
+        alerts=_alerts(path, top.get("alerts", {})),
     )
 
 

@@ -306,9 +306,98 @@ def _spend_facts_sql() -> str:
 SPEND_FACTS_VIEW = f"CREATE OR REPLACE VIEW spend_facts AS {_spend_facts_sql()}"
 
 
+def _m003_alerts(conn: duckdb.DuckDBPyConnection) -> None:
+    # The state of each (rule, scope, level): ok | pending | firing, and its open episode.
+    conn.execute("""
+        CREATE TABLE alert_states (
+            rule VARCHAR NOT NULL,
+            scope_key VARCHAR NOT NULL,
+            level VARCHAR NOT NULL,
+            state VARCHAR NOT NULL,             -- ok | pending | firing
+            since TIMESTAMPTZ NOT NULL,         -- when this state began
+            episode_id BIGINT,                  -- the open episode (pending or firing)
+            last_result VARCHAR NOT NULL,       -- ok | firing | no_data: the last evaluation
+            last_value DECIMAL(38, 12),
+            last_evaluated_at TIMESTAMPTZ NOT NULL,
+            last_notified_at TIMESTAMPTZ,
+            PRIMARY KEY (rule, scope_key, level)
+        )""")
+    conn.execute("CREATE SEQUENCE alert_episode_ids START 1")
+    conn.execute("""
+        CREATE TABLE alert_episodes (
+            id BIGINT PRIMARY KEY DEFAULT nextval('alert_episode_ids'),
+            rule VARCHAR NOT NULL,
+            rule_kind VARCHAR NOT NULL,
+            scope_key VARCHAR NOT NULL,
+            scope_json VARCHAR NOT NULL,
+            level VARCHAR NOT NULL,
+            started_at TIMESTAMPTZ NOT NULL,    -- first seen firing (pending from here)
+            firing_at TIMESTAMPTZ,              -- NULL while pending
+            ended_at TIMESTAMPTZ,
+            end_reason VARCHAR,                 -- resolved | cleared_while_pending | expired
+            silenced BOOLEAN NOT NULL,          -- a silence covered it when it fired
+            threshold DECIMAL(38, 12) NOT NULL,
+            peak_value DECIMAL(38, 12),
+            unit VARCHAR NOT NULL,
+            summary VARCHAR NOT NULL
+        )""")
+    conn.execute("""
+        CREATE TABLE alert_transitions (
+            episode_id BIGINT,
+            rule VARCHAR NOT NULL,
+            scope_key VARCHAR NOT NULL,
+            level VARCHAR NOT NULL,
+            old_state VARCHAR NOT NULL,
+            new_state VARCHAR NOT NULL,
+            changed_at TIMESTAMPTZ NOT NULL,
+            value DECIMAL(38, 12)
+        )""")
+    conn.execute("CREATE SEQUENCE alert_notification_ids START 1")
+    conn.execute("""
+        CREATE TABLE alert_notifications (
+            id BIGINT PRIMARY KEY DEFAULT nextval('alert_notification_ids'),
+            episode_id BIGINT,                  -- NULL for a test message
+            kind VARCHAR NOT NULL,              -- firing | reminder | resolved | test
+            channel VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            status VARCHAR NOT NULL,            -- pending | sent | failed | silenced
+            attempts INTEGER NOT NULL,
+            sent_at TIMESTAMPTZ,
+            last_answer VARCHAR,
+            payload_json VARCHAR NOT NULL       -- the Notification, no secret in it
+        )""")
+    conn.execute("""
+        CREATE TABLE alert_deliveries (
+            notification_id BIGINT NOT NULL,
+            channel VARCHAR NOT NULL,
+            attempted_at TIMESTAMPTZ NOT NULL,
+            ok BOOLEAN NOT NULL,
+            permanent BOOLEAN NOT NULL,
+            answer VARCHAR NOT NULL             -- the channel's answer, never a secret
+        )""")
+    conn.execute("""
+        CREATE TABLE alert_channels (
+            channel VARCHAR PRIMARY KEY,
+            broken BOOLEAN NOT NULL,
+            reason VARCHAR,
+            since TIMESTAMPTZ NOT NULL
+        )""")
+    conn.execute("CREATE SEQUENCE alert_silence_ids START 1")
+    conn.execute("""
+        CREATE TABLE alert_silences (
+            id BIGINT PRIMARY KEY DEFAULT nextval('alert_silence_ids'),
+            rule VARCHAR NOT NULL,
+            scope_key VARCHAR,                  -- NULL: every scope of the rule
+            created_at TIMESTAMPTZ NOT NULL,
+            expires_at TIMESTAMPTZ NOT NULL,
+            comment VARCHAR
+        )""")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial", _m001_initial),
     (2, "pricing", _m002_pricing),
+    (3, "alerts", _m003_alerts),
 ]
 
 

@@ -14,6 +14,9 @@ from typing import Callable, Iterator
 import pytest
 import requests
 
+# Local stand-ins for Slack and an SMTP server, with their fixtures.
+pytest_plugins = ("fake_slack", "fake_smtp")
+
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "sk-ant-admin01-test-key-0123456789abcdef"
 SIM_NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)

@@ -1,0 +1,287 @@
+"""The email channel: a multipart text and HTML message sent over SMTP.
+
+Transport security is STARTTLS (``security="starttls"``) or implicit TLS (``"tls"``), with
+certificate verification against the system's CAs or ``ca_file``; plain SMTP only when
+``security="none"`` is asked for. Every connection has a timeout: without one smtplib can wait
+forever on a silent server.
+
+smtplib reports refusals in two ways: ``SMTPRecipientsRefused`` (with the codes in
+``e.recipients``, not ``smtp_code``) when every recipient was refused, and a returned dict of
+the refused ones when at least one was accepted. Both count here: the mail goes again only to
+the recipients that got a 4xx, so the ones who have it don't get it twice.
+
+The password is never put into an answer, a log line or an exception's text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import logging
+import smtplib
+import ssl
+import time
+from collections.abc import Callable, Mapping, Sequence
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import Any
+
+from alerts.model import DeliveryResult, Notification
+from alerts.slack import headline, notification_facts
+
+log = logging.getLogger(__name__)
+
+SECURITY_MODES = ("starttls", "tls", "none")
+DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+SETTINGS = frozenset({"host", "port", "sender", "recipients", "security", "username", "ca_file",
+                      "timeout", "max_attempts"})
+_HOSTNAME_MISMATCH = 62  # X509_V_ERR_HOSTNAME_MISMATCH
+
+Refusals = dict[str, tuple[int, bytes]]
+
+
+# ---- the message -----------------------------------------------------------------------------
+
+def email_message(n: Notification, sender: str, recipients: Sequence[str]) -> EmailMessage:
+    """The message for ``n``: multipart/alternative, text then HTML, subject ``n.title``.
+
+    The Message-ID is derived from the notification, so sending it again (a retry, a restart)
+    gives the same ID, which lets mail clients show it once.
+    """
+    message = EmailMessage()
+    message["Subject"] = n.title
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Date"] = format_datetime(n.at)
+    message["Message-ID"] = _message_id(n, sender)
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to alerts
+    message.set_content(_text_body(n))
+    message.add_alternative(_html_body(n), subtype="html")
+    return message
+
+
+def _text_body(n: Notification) -> str:
+    lines = [headline(n), ""]
+    lines += [f"{label}: {text}" for label, text in notification_facts(n)]
+    if n.dashboard_url:
+        lines += ["", f"Open in spendwatch: {n.dashboard_url}"]
+    return "\n".join(lines) + "\n"
+
+
+def _html_body(n: Notification) -> str:
+    e = html.escape
+    rows = "".join(f'<tr><th align="left">{e(label)}</th><td>{e(text)}</td></tr>'
+                   for label, text in notification_facts(n))
+    link = (f'<p><a href="{e(n.dashboard_url)}">Open in spendwatch</a></p>'
+            if n.dashboard_url else "")
+    return (f"<!DOCTYPE html><html><body><p><strong>{e(headline(n))}</strong></p>"
+            f"<table>{rows}</table>{link}</body></html>\n")
+
+
+def _message_id(n: Notification, sender: str) -> str:
+    key = "|".join([n.kind, n.rule, n.level, ",".join(f"{k}={v}" for k, v in
+                                                     sorted(n.scope.items())), n.at.isoformat()])
+    domain = sender.rpartition("@")[2].strip(" >") or "spendwatch.invalid"
+    return f"<spendwatch.{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
+
+
+# ---- the channel -----------------------------------------------------------------------------
+
+class _Failure(Exception):
+    """One attempt failed; ``answer`` is safe to show."""
+
+    def __init__(self, answer: str, permanent: bool) -> None:
+        super().__init__(answer)
+        self.answer = answer
+        self.permanent = permanent
+
+
+class EmailChannel:
+    """Sends notifications by SMTP to fixed recipients.
+
+    ``deliver`` never raises for a failure of the server or the network; it returns a
+    ``DeliveryResult`` whose answer is the SMTP reply (``"SMTP 550 5.1.1 ..."``) or a sentence
+    of ours. The constructor raises ``ValueError`` for settings that cannot work, and
+    ``OSError`` when ``ca_file`` cannot be read.
+    """
+
+    def __init__(self, name: str, host: str, port: int, sender: str, recipients: Sequence[str],
+                 security: str = "starttls", username: str | None = None,
+                 password: str | None = None, ca_file: str | None = None, timeout: float = 30,
+                 max_attempts: int = 3, sleep: Callable[[float], None] = time.sleep) -> None:
+        if security not in SECURITY_MODES:
+            raise ValueError(f"email channel {name!r}: security must be one of "
+                             f"{', '.join(SECURITY_MODES)}, not {security!r}")
+        if not recipients:
+            raise ValueError(f"email channel {name!r}: no recipients")
+        if username and security == "none":
+            raise ValueError(f"email channel {name!r}: logging in without TLS would send the "
+                             f"password in the clear; use security 'starttls' or 'tls'")
+        if max_attempts < 1:
+            raise ValueError(f"email channel {name!r}: max_attempts must be at least 1")
+        self.name = name
+        self.host = host
+        self.port = port
+        self.sender = sender
+        self.recipients = list(recipients)
+        self.security = security
+        self.username = username
+        self._password = password
+        self.ca_file = ca_file
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self._sleep = sleep
+        self._tls = ssl.create_default_context(cafile=ca_file) if security != "none" else None
+
+    @classmethod
+    def from_settings(cls, name: str, settings: Mapping[str, Any], secret: str | None, *,
+                      sleep: Callable[[float], None] = time.sleep,
+                      clock: Callable[[], float] = time.monotonic) -> EmailChannel:
+        """A channel from config: ``secret`` is the SMTP password (or ``None``); ``settings``
+        hold ``host``, ``sender``, ``recipients`` (a list, or one comma-separated string) and
+        optionally ``port`` (default by security: 587, 465, 25), ``security``, ``username``,
+        ``ca_file``, ``timeout``, ``max_attempts``. Raises ``ValueError``."""
+        unknown = sorted(set(settings) - SETTINGS)
+        if unknown:
+            raise ValueError(f"email channel {name!r}: unknown settings {', '.join(unknown)}"
+                             f" (known: {', '.join(sorted(SETTINGS))})")
+        missing = sorted({"host", "sender", "recipients"} - set(settings))
+        if missing:
+            raise ValueError(f"email channel {name!r}: missing settings {', '.join(missing)}")
+        options = dict(settings)
+        if isinstance(options["recipients"], str):
+            options["recipients"] = [r.strip() for r in options["recipients"].split(",")
+                                     if r.strip()]
+        options.setdefault("port", DEFAULT_PORTS.get(options.get("security", "starttls"), 587))
+        return cls(name, password=secret, sleep=sleep, **options)
+
+    def __repr__(self) -> str:
+        return f"EmailChannel({self.name!r}, {self.host}:{self.port}, {self.security})"
+
+    def deliver(self, notification: Notification) -> DeliveryResult:
+        """Send ``notification`` to every recipient: up to ``max_attempts`` connections,
+        retrying 4xx replies, timeouts and connection errors with a growing wait; 5xx replies,
+        an untrusted certificate and a refused login are permanent."""
+        message = email_message(notification, self.sender, self.recipients)
+        pending = list(self.recipients)
+        rejected: Refusals = {}
+        attempt = 1
+        while True:
+            try:
+                refused = self._send_once(message, pending)
+            except _Failure as failure:
+                if failure.permanent or attempt == self.max_attempts:
+                    return self._failed(failure.answer, failure.permanent, attempt, rejected)
+                answer = failure.answer
+            else:
+                rejected |= {a: reply for a, reply in refused.items() if reply[0] >= 500}
+                pending = [a for a, reply in refused.items() if reply[0] < 500]
+                if not pending or attempt == self.max_attempts:
+                    return self._outcome(refused, rejected, attempt)
+                answer = _refusal_answer({a: refused[a] for a in pending})
+            wait = min(30.0, 2.0 ** (attempt - 1))
+            log.warning("email channel %s: %s; trying again in %.1f s (attempt %d of %d)",
+                        self.name, answer, wait, attempt, self.max_attempts)
+            self._sleep(wait)
+            attempt += 1
+
+    def _outcome(self, refused: Refusals, rejected: Refusals, attempt: int) -> DeliveryResult:
+        deferred = {a: reply for a, reply in refused.items() if reply[0] < 500}
+        if not rejected and not deferred:
+            return DeliveryResult(ok=True, answer=f"SMTP 250 accepted for "
+                                                  f"{len(self.recipients)} recipient(s)")
+        answer = _refusal_answer(rejected | deferred)
+        got_it = len(self.recipients) - len(rejected) - len(deferred)
+        answer += f"; {got_it} of {len(self.recipients)} recipient(s) got it"
+        if deferred and attempt > 1:
+            answer += f" (after {attempt} attempts)"
+        return DeliveryResult(ok=False, answer=self._redact(answer), permanent=bool(rejected))
+
+    def _failed(self, answer: str, permanent: bool, attempt: int,
+                rejected: Refusals) -> DeliveryResult:
+        if rejected:
+            answer = f"{_refusal_answer(rejected)}; then {answer}"
+        if not permanent and attempt > 1:
+            answer += f" (after {attempt} attempts)"
+        return DeliveryResult(ok=False, answer=self._redact(answer),
+                              permanent=permanent or bool(rejected))
+
+    def _send_once(self, message: EmailMessage, recipients: list[str]) -> Refusals:
+        """One connection: returns the refused recipients; raises ``_Failure``."""
+        where = f"{self.host}:{self.port}"
+        try:
+            smtp = self._connect()
+            try:
+                if self.username:
+                    smtp.login(self.username, self._password or "")
+                return smtp.send_message(message, to_addrs=recipients)
+            finally:
+                _close(smtp)
+        except smtplib.SMTPRecipientsRefused as exc:
+            return exc.recipients
+        except ssl.SSLCertVerificationError as exc:
+            raise _certificate_failure(exc, self.host) from None
+        except TimeoutError:
+            raise _Failure(f"no answer from {where} within {self.timeout:g} s", False) from None
+        except ssl.SSLError as exc:
+            raise _Failure(f"TLS with {where} failed ({exc.reason or 'handshake'}); is "
+                           f"security {self.security!r} right for this port?", True) from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise _Failure(f"{where}: {exc}", True) from None
+        except smtplib.SMTPServerDisconnected as exc:
+            if isinstance(exc.__context__, TimeoutError):
+                raise _Failure(f"no answer from {where} within {self.timeout:g} s",
+                               False) from None
+            raise _Failure(f"{where} closed the connection", False) from None
+        except smtplib.SMTPResponseException as exc:
+            raise _Failure(_reply(exc.smtp_code, exc.smtp_error), exc.smtp_code >= 500) from None
+        except smtplib.SMTPException as exc:
+            raise _Failure(f"SMTP error with {where} ({type(exc).__name__})", False) from None
+        except OSError as exc:
+            raise _Failure(f"could not connect to {where}: {exc.strerror or type(exc).__name__}",
+                           False) from None
+
+    def _connect(self) -> smtplib.SMTP:
+        if self.security == "tls":
+            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
+                                    context=self._tls)
+        smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        if self.security == "starttls":
+            try:
+                smtp.starttls(context=self._tls)
+            except BaseException:
+                smtp.close()  # mid-handshake: no QUIT to send
+                raise
+        return smtp
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._password, "[password]") if self._password else text
+
+
+def _close(smtp: smtplib.SMTP) -> None:
+    """QUIT politely; the mail is already taken or not, so a failing QUIT changes nothing."""
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()
+
+
+def _certificate_failure(exc: ssl.SSLCertVerificationError, host: str) -> _Failure:
+    if exc.verify_code == _HOSTNAME_MISMATCH:
+        return _Failure(f"certificate not valid for {host}: {exc.verify_message}", True)
+    return _Failure(f"certificate not trusted: set ca_file ({exc.verify_message})", True)
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return " ".join(f"SMTP {code} {text}".split())
+
+
+def _refusal_answer(refused: Refusals) -> str:
+    """``SMTP 550 5.1.1 no such user, refused: bob@example.com``, one group per reply."""
+    by_reply: dict[str, list[str]] = {}
+    for address, (code, text) in refused.items():
+        by_reply.setdefault(_reply(code, text), []).append(address)
+    return "; ".join(f"{reply}, refused: {', '.join(addresses)}"
+                     for reply, addresses in by_reply.items())

@@ -1,0 +1,363 @@
+"""The alert state machine, the notification outbox, and delivery.
+
+Per (rule, scope, level), stored in ``alert_states`` so a restart changes nothing:
+
+    ok --firing--> pending (if the rule has ``for``) --still firing after ``for``--> firing
+    ok --firing--> firing                       one "firing" notification per channel
+    firing --firing, repeat interval passed-->  one "reminder" per channel
+    firing --ok--> ok                           one "resolved" notification per channel
+    pending --ok--> ok                          nothing sent
+    no data                                     no change (missing data is never "ok")
+    not evaluated any more                      the episode ends as "expired", nothing sent
+                                                (yesterday's daily level, a removed rule)
+
+Every change is a row in ``alert_transitions``; every episode a row in ``alert_episodes``.
+A notification covered by an active silence is stored with status "silenced" and not sent.
+
+Delivery is at least once: notifications wait in ``alert_notifications`` as "pending" and count
+as "sent" only after the channel acknowledged them; a transient failure leaves them pending
+for the next check, a permanent one marks them failed and the channel broken
+(``alert_channels``). Network calls happen with no database connection open, so the dashboard
+and the collector are never blocked by a slow channel. One channel failing never blocks another.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Callable, Mapping
+
+import duckdb
+
+from alerts.channels import Channel, build_channel
+from alerts.model import FIRING, NO_DATA, DeliveryResult, Evaluation, Notification
+from alerts.rules import evaluate
+from spendwatch import storage
+from spendwatch.config import Config, RuleConfig, resolve_channel_secret
+from spendwatch.errors import ConfigError
+
+log = logging.getLogger(__name__)
+ChannelFactory = Callable[[Config, str], Channel]
+
+
+@dataclass
+class CheckReport:
+    """What one check saw and did, for the CLI and the worker's log."""
+
+    evaluations: list[Evaluation] = field(default_factory=list)
+    transitions: list[str] = field(default_factory=list)
+    deliveries: list[tuple[str, str, DeliveryResult]] = field(default_factory=list)
+    broken_channels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        """A delivery failed for good or a channel is broken: the check exits non-zero."""
+        return bool(self.broken_channels) or any(
+            not r.ok and r.permanent for _, _, r in self.deliveries)
+
+
+# config key -> the channel's own setting name
+_SETTING_NAMES = {"timeout_seconds": "timeout", "min_interval_seconds": "min_interval",
+                  "from": "sender", "to": "recipients"}
+
+
+def default_channel(config: Config, name: str) -> Channel:
+    """The configured channel ``name``, its secret read now. Raises ConfigError."""
+    channel = config.alerts.channel(name)
+    if channel is None:
+        raise ConfigError(f"{config.path}: no channel named {name!r} in [[alerts.channels]]")
+    settings = {_SETTING_NAMES.get(k, k): (list(v) if isinstance(v, tuple) else v)
+                for k, v in channel.settings.items()}
+    try:
+        return build_channel(channel.name, channel.kind, settings,
+                             resolve_channel_secret(config, channel))
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"{config.path}: channel {name!r}: {exc}") from None
+
+
+# --- serialising notifications -------------------------------------------------------------
+
+def _to_json(notification: Notification) -> str:
+    def default(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return str(value)
+        if isinstance(value, datetime):
+            return value.isoformat()
+        raise TypeError(type(value).__name__)
+    return json.dumps(asdict(notification), default=default, sort_keys=True)
+
+
+def _from_json(text: str) -> Notification:
+    data = json.loads(text)
+    for key in ("value", "threshold"):
+        data[key] = Decimal(data[key]) if data[key] is not None else None
+    for key in ("started_at", "at"):
+        data[key] = datetime.fromisoformat(data[key])
+    return Notification(**data)
+
+
+# --- the state machine -----------------------------------------------------------------------
+
+def _silenced(conn: duckdb.DuckDBPyConnection, rule: str, scope_key: str, now: datetime) -> bool:
+    row = conn.execute("SELECT count(*) FROM alert_silences WHERE rule = ? AND "
+                       "(scope_key IS NULL OR scope_key = ?) AND created_at <= ? AND "
+                       "expires_at > ?", [rule, scope_key, now, now]).fetchone()
+    return bool(row and row[0])
+
+
+class _Machine:
+    """Applies one check's evaluations inside one transaction."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, config: Config, now: datetime,
+                 report: CheckReport):
+        self.conn, self.config, self.now, self.report = conn, config, now, report
+        self.rules: Mapping[str, RuleConfig] = {r.name: r for r in config.alerts.rules}
+
+    def state(self, ev: Evaluation) -> tuple[Any, ...] | None:
+        return self.conn.execute(
+            "SELECT state, since, episode_id, last_notified_at FROM alert_states WHERE rule = ? "
+            "AND scope_key = ? AND level = ?", [ev.rule, ev.scope_key, ev.level]).fetchone()
+
+    def save(self, ev: Evaluation, state: str, since: datetime, episode: int | None,
+             notified: datetime | None) -> None:
+        self.conn.execute("""
+            INSERT INTO alert_states VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (rule, scope_key, level) DO UPDATE SET state = excluded.state,
+              since = excluded.since, episode_id = excluded.episode_id,
+              last_result = excluded.last_result, last_value = excluded.last_value,
+              last_evaluated_at = excluded.last_evaluated_at,
+              last_notified_at = excluded.last_notified_at""",
+                          [ev.rule, ev.scope_key, ev.level, state, since, episode, ev.state,
+                           ev.value, self.now, notified])
+
+    def transition(self, ev: Evaluation, episode: int | None, old: str, new: str) -> None:
+        self.conn.execute("INSERT INTO alert_transitions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                          [episode, ev.rule, ev.scope_key, ev.level, old, new, self.now,
+                           ev.value])
+        self.report.transitions.append(f"{ev.rule} [{ev.scope_key}] {ev.level}: {old} -> {new}")
+
+    def open_episode(self, ev: Evaluation, firing: bool) -> int:
+        row = self.conn.execute("""
+            INSERT INTO alert_episodes (rule, rule_kind, scope_key, scope_json, level,
+                started_at, firing_at, silenced, threshold, peak_value, unit, summary)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
+                                [ev.rule, ev.kind, ev.scope_key, json.dumps(dict(ev.scope)),
+                                 ev.level, self.now, self.now if firing else None,
+                                 _silenced(self.conn, ev.rule, ev.scope_key, self.now),
+                                 ev.threshold, ev.value, ev.unit, ev.summary]).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def end_episode(self, episode: int, reason: str) -> None:
+        self.conn.execute("UPDATE alert_episodes SET ended_at = ?, end_reason = ? WHERE id = ?",
+                          [self.now, reason, episode])
+
+    def notify(self, ev: Evaluation, episode: int, kind: str) -> None:
+        started = self.conn.execute("SELECT started_at FROM alert_episodes WHERE id = ?",
+                                    [episode]).fetchone()
+        notification = Notification(
+            kind=kind, rule=ev.rule, rule_kind=ev.kind, scope=dict(ev.scope), level=ev.level,
+            value=ev.value, threshold=ev.threshold, unit=ev.unit, window=ev.window,
+            summary=ev.summary, started_at=started[0] if started else self.now, at=self.now,
+            dashboard_url=_page_url(self.config.alerts.dashboard_url, ev.page))
+        silenced = _silenced(self.conn, ev.rule, ev.scope_key, self.now)
+        if silenced:
+            self.conn.execute("UPDATE alert_episodes SET silenced = true WHERE id = ?", [episode])
+        for channel in self.rules[ev.rule].channels:
+            self.conn.execute("""
+                INSERT INTO alert_notifications (episode_id, kind, channel, created_at, status,
+                    attempts, payload_json) VALUES (?, ?, ?, ?, ?, 0, ?)""",
+                              [episode, kind, channel, self.now,
+                               "silenced" if silenced else "pending", _to_json(notification)])
+
+    def apply(self, ev: Evaluation) -> None:
+        rule = self.rules[ev.rule]
+        current = self.state(ev)
+        state, since, episode, notified = current if current else ("ok", self.now, None, None)
+        if ev.state == NO_DATA:  # missing data changes nothing, and is never "ok"
+            self.save(ev, state, since, episode, notified)
+            return
+        if episode is not None and ev.value is not None:
+            self.conn.execute("UPDATE alert_episodes SET peak_value = greatest(peak_value, ?), "
+                              "summary = ? WHERE id = ?", [ev.value, ev.summary, episode])
+        if ev.state == FIRING:
+            if state == "ok":
+                pending = rule.pending_for.total_seconds() > 0
+                episode = self.open_episode(ev, firing=not pending)
+                new = "pending" if pending else "firing"
+                self.transition(ev, episode, "ok", new)
+                if new == "firing":
+                    self.notify(ev, episode, "firing")
+                    notified = self.now
+                self.save(ev, new, self.now, episode, notified)
+            elif state == "pending":
+                if self.now - since >= rule.pending_for:
+                    assert episode is not None
+                    self.conn.execute("UPDATE alert_episodes SET firing_at = ? WHERE id = ?",
+                                      [self.now, episode])
+                    self.transition(ev, episode, "pending", "firing")
+                    self.notify(ev, episode, "firing")
+                    self.save(ev, "firing", self.now, episode, self.now)
+                else:
+                    self.save(ev, state, since, episode, notified)
+            else:  # firing
+                assert episode is not None
+                if notified is None or self.now - notified >= rule.repeat_interval:
+                    self.notify(ev, episode, "reminder")
+                    notified = self.now
+                self.save(ev, state, since, episode, notified)
+            return
+        # OK
+        if state in ("pending", "firing") and episode is not None:
+            self.end_episode(episode, "resolved" if state == "firing" else
+                             "cleared_while_pending")
+            self.transition(ev, episode, state, "ok")
+            if state == "firing":
+                self.notify(ev, episode, "resolved")
+        self.save(ev, "ok", self.now if state != "ok" else since, None, None)
+
+    def expire(self, seen: set[tuple[str, str, str]]) -> None:
+        """States that nothing evaluated this time (a past day's level, a removed rule)."""
+        for rule, scope_key, level, state, episode in self.conn.execute(
+                "SELECT rule, scope_key, level, state, episode_id FROM alert_states "
+                "WHERE state <> 'ok'").fetchall():
+            if (rule, scope_key, level) in seen:
+                continue
+            if episode is not None:
+                self.end_episode(episode, "expired")
+            self.conn.execute("INSERT INTO alert_transitions VALUES (?, ?, ?, ?, ?, 'ok', ?, "
+                              "NULL)", [episode, rule, scope_key, level, state, self.now])
+            self.conn.execute("UPDATE alert_states SET state = 'ok', since = ?, episode_id = "
+                              "NULL WHERE rule = ? AND scope_key = ? AND level = ?",
+                              [self.now, rule, scope_key, level])
+
+
+def _page_url(base: str | None, page: str) -> str | None:
+    return f"{base.rstrip('/')}/{page}" if base else None
+
+
+def evaluate_and_record(config: Config, now: datetime, report: CheckReport) -> None:
+    """Evaluate every rule and apply the state machine, in one transaction."""
+    with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn:
+        report.evaluations = evaluate(conn, config, now)
+        with storage.transaction(conn):
+            machine = _Machine(conn, config, now, report)
+            for ev in report.evaluations:
+                machine.apply(ev)
+            machine.expire({(e.rule, e.scope_key, e.level) for e in report.evaluations})
+
+
+# --- delivery --------------------------------------------------------------------------------
+
+def _record(config: Config, notification_id: int | None, channel: str, result: DeliveryResult,
+            now: datetime) -> None:
+    with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn, \
+            storage.transaction(conn):
+        if notification_id is not None:
+            conn.execute("INSERT INTO alert_deliveries VALUES (?, ?, ?, ?, ?, ?)",
+                         [notification_id, channel, now, result.ok, result.permanent,
+                          result.answer])
+            status = "sent" if result.ok else "failed" if result.permanent else "pending"
+            conn.execute("UPDATE alert_notifications SET status = ?, attempts = attempts + 1, "
+                         "last_answer = ?, sent_at = CASE WHEN ? THEN ? ELSE sent_at END "
+                         "WHERE id = ?", [status, result.answer, result.ok, now,
+                                          notification_id])
+        if result.ok:
+            conn.execute("DELETE FROM alert_channels WHERE channel = ?", [channel])
+        elif result.permanent:
+            conn.execute("INSERT INTO alert_channels VALUES (?, true, ?, ?) ON CONFLICT "
+                         "(channel) DO UPDATE SET broken = true, reason = excluded.reason, "
+                         "since = excluded.since", [channel, result.answer, now])
+
+
+def broken_channels(config: Config) -> dict[str, str]:
+    with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn:
+        return {c: r for c, r in conn.execute(
+            "SELECT channel, reason FROM alert_channels WHERE broken").fetchall()}
+
+
+def deliver_pending(config: Config, now: datetime, report: CheckReport,
+                    factory: ChannelFactory = default_channel) -> None:
+    """Send every pending notification; no database connection is held while sending."""
+    with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn:
+        pending = conn.execute("SELECT id, channel, payload_json FROM alert_notifications "
+                               "WHERE status = 'pending' ORDER BY id").fetchall()
+    broken = broken_channels(config)
+    channels: dict[str, Channel | DeliveryResult] = {}
+    for notification_id, name, payload in pending:
+        if name in broken:
+            result = DeliveryResult(False, f"not sent: the channel is broken ({broken[name]}); "
+                                    "fix it and run `spendwatch alerts test`", permanent=True)
+        else:
+            if name not in channels:
+                try:
+                    channels[name] = factory(config, name)
+                except ConfigError as exc:
+                    channels[name] = DeliveryResult(False, str(exc), permanent=False)
+            channel = channels[name]
+            result = (channel if isinstance(channel, DeliveryResult)
+                      else channel.deliver(_from_json(payload)))
+        _record(config, notification_id, name, result, now)
+        report.deliveries.append((name, _from_json(payload).title, result))
+        if not result.ok:
+            log.error("alert to channel %r not delivered: %s", name, result.answer)
+    report.broken_channels = broken_channels(config)
+
+
+def check(config: Config, now: datetime, factory: ChannelFactory = default_channel
+          ) -> CheckReport:
+    """Evaluate, record, notify: what ``spendwatch alerts check`` and the worker run."""
+    report = CheckReport()
+    evaluate_and_record(config, now, report)
+    deliver_pending(config, now, report, factory)
+    return report
+
+
+def send_test(config: Config, name: str, now: datetime,
+              factory: ChannelFactory = default_channel) -> DeliveryResult:
+    """A clearly marked test message to one channel; success clears its broken flag."""
+    test = Notification(kind="test", rule="test message", rule_kind="test",
+                        scope={"channel": name}, level="test", value=None,
+                        threshold=Decimal(0), unit="usd", window="now",
+                        summary="This is a test of spendwatch alerts: no action needed.",
+                        started_at=now, at=now,
+                        dashboard_url=_page_url(config.alerts.dashboard_url, "Alerts"))
+    with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn:
+        row = conn.execute("""INSERT INTO alert_notifications (episode_id, kind, channel,
+            created_at, status, attempts, payload_json) VALUES (NULL, 'test', ?, ?, 'pending',
+            0, ?) RETURNING id""", [name, now, _to_json(test)]).fetchone()
+    try:
+        result = factory(config, name).deliver(test)
+    except ConfigError as exc:
+        result = DeliveryResult(False, str(exc), permanent=True)
+    _record(config, int(row[0]) if row else None, name, result, now)
+    if not result.ok and not result.permanent:
+        with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn:
+            conn.execute("UPDATE alert_notifications SET status = 'failed' WHERE id = ?",
+                         [row[0] if row else None])
+    return result
+
+
+def add_silence(config: Config, rule: str, scope_key: str | None, until: datetime,
+                now: datetime, comment: str | None = None) -> int:
+    """Silence ``rule`` (one scope, or all) until ``until``; the CLI and the dashboard use it."""
+    if rule not in {r.name for r in config.alerts.rules}:
+        raise ConfigError(f"{config.path}: no alert rule named {rule!r}; rules: "
+                          + (", ".join(r.name for r in config.alerts.rules) or "none"))
+    with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn:
+        row = conn.execute("INSERT INTO alert_silences (rule, scope_key, created_at, "
+                           "expires_at, comment) VALUES (?, ?, ?, ?, ?) RETURNING id",
+                           [rule, scope_key, now, until, comment]).fetchone()
+    return int(row[0]) if row else 0
+
+
+def check_after_collection(config: Config, now: datetime) -> None:
+    """The worker's hook: check alerts once a collection is stored, and log the outcome."""
+    report = check(config, now)
+    for line in report.transitions:
+        log.warning("alert %s", line)
+    for channel, reason in report.broken_channels.items():
+        log.error("alert channel %r is broken: %s", channel, reason)

@@ -1,0 +1,368 @@
+"""Rule kinds: pure functions of the stored data and a ``now`` passed in.
+
+Each kind turns one configured rule into :class:`Evaluation` s, one per scope and level. A
+value whose data is missing or stale is ``no_data``, never read as zero: an organization whose
+last successful collection is older than :func:`stale_after` makes every spend rule over it say
+"no data" (and ``data_stale`` fire).
+
+- ``daily_spend``: today's spend (local day) against ``threshold_usd`` x each of ``levels``
+  (default [1.0]); a level is one alert per local day.
+- ``monthly_budget``: month-to-date spend against ``budget_usd`` (level "actual") and the
+  month-end forecast (level "forecast") = month-to-date + the average of this month's complete
+  days x the days left (today's pace when no day is complete yet).
+- ``cache_hit_ratio``: cache reads / (uncached input + cache writes + cache reads) over the
+  last ``window_hours`` complete hours (default 24), per model or per feature (``per``), below
+  ``floor``; judged only when input tokens reach ``min_input_tokens`` (default 1,000,000).
+- ``spend_spike``: ``mode = "daily"``: today so far against the median of the same weekday of
+  the last ``weeks`` weeks (default 4) up to the same time of day; ``mode = "hourly"``: the
+  last complete hour against the median of the same hour on the previous 7 days. Fires at
+  ``multiplier`` (default 2) x the median and at least ``min_usd`` (default $10).
+- ``data_stale``: per organization, the last successful collection older than ``max_age``
+  (default 2h), or the last ``max_failures`` runs (default 3) all failed.
+- ``cost_drift``: per day and model of the last ``days`` complete days (default 1), estimated
+  against billed beyond ``threshold_percent`` (default 5).
+"""
+
+from __future__ import annotations
+
+import statistics
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Callable, Sequence
+
+import duckdb
+
+from alerts.model import FIRING, NO_DATA, OK, Evaluation
+from spendwatch.config import Config, RuleConfig
+from spendwatch.queries import NameBook, _feature_map
+from spendwatch.reconcile import reconciliation
+from spendwatch.timeutil import floor_hour, local_range, local_today
+
+HUNDRED = Decimal(100)
+ONE = Decimal(1)
+
+
+def stale_after(config: Config) -> timedelta:
+    """Data older than this is stale: three missed collections, at least 30 minutes."""
+    return max(timedelta(minutes=3 * config.collection.interval_minutes),
+               timedelta(minutes=30))
+
+
+def _usd(value: Decimal) -> str:
+    return f"${value:,.2f}"
+
+
+# --- data access -------------------------------------------------------------------------------
+
+class Warehouse:
+    """Scoped reads for the rules, on one open connection (read-only is enough)."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, config: Config):
+        self.conn = conn
+        self.config = config
+        self.names = NameBook.load(conn)
+        self._features: tuple[str, dict[str, Any]] | None = None
+
+    def last_runs(self, organization: str) -> list[tuple[str, datetime]]:
+        """(status, finished_at) of the organization's runs, newest first."""
+        return [(s, f) for s, f in self.conn.execute(
+            "SELECT status, finished_at FROM collection_runs WHERE organization = ? "
+            "ORDER BY finished_at DESC LIMIT 50", [organization]).fetchall()]
+
+    def last_success(self, organization: str) -> datetime | None:
+        row = self.conn.execute("SELECT max(finished_at) FROM collection_runs WHERE "
+                                "organization = ? AND status = 'ok'", [organization]).fetchone()
+        return row[0] if row else None
+
+    def fresh(self, organizations: Sequence[str], now: datetime) -> bool:
+        """Every organization collected successfully within :func:`stale_after`."""
+        limit = stale_after(self.config)
+        for org in organizations:
+            last = self.last_success(org)
+            if last is None or now - last > limit:
+                return False
+        return True
+
+    def _scope_sql(self, scope: dict[str, str]) -> tuple[str, dict[str, Any], str]:
+        """(WHERE clause, params, feature CTE) selecting spend_facts rows of a scope."""
+        clauses: list[str] = []
+        params: dict[str, Any] = {}
+        cte = ""
+        if "organization" in scope:
+            clauses.append("f.organization = $org")
+            params["org"] = scope["organization"]
+        if "model" in scope:
+            clauses.append("f.model = $model")
+            params["model"] = scope["model"]
+        if "workspace" in scope:
+            ids = [i for (o, i), n in self.names.workspaces.items() if n == scope["workspace"]]
+            clauses.append("(f.workspace_id = $ws OR f.workspace_id IN (SELECT unnest($ws_ids)))")
+            params.update(ws=scope["workspace"], ws_ids=ids or [""])
+        if "api_key" in scope:
+            ids = [i for (o, i), n in self.names.api_keys.items() if n == scope["api_key"]]
+            clauses.append("(f.api_key_id = $key OR f.api_key_id IN (SELECT unnest($key_ids)))")
+            params.update(key=scope["api_key"], key_ids=ids or [""])
+        if "feature" in scope:
+            if self._features is None:
+                self._features = _feature_map(self.conn, self.names, self.config.features)
+            feature_sql, feature_params = self._features
+            cte = f"feature_map AS ({feature_sql}),"
+            params.update(feature_params)
+            clauses.append("EXISTS (SELECT 1 FROM feature_map m WHERE m.organization = "
+                           "f.organization AND m.workspace_id IS NOT DISTINCT FROM "
+                           "f.workspace_id AND m.api_key_id IS NOT DISTINCT FROM f.api_key_id "
+                           "AND m.feature = $feature)")
+            params["feature"] = scope["feature"]
+        return " AND ".join(clauses) or "true", params, cte
+
+    def spend_between(self, scope: dict[str, str], start: datetime, end: datetime) -> Decimal:
+        """Cost of the scope in [start, end), hour buckets (whole-day legacy lines by day)."""
+        where, params, cte = self._scope_sql(scope)
+        row = self.conn.execute(f"""
+            WITH {cte} x AS (SELECT 1)
+            SELECT coalesce(sum(f.cost_usd), 0) FROM spend_facts f
+            WHERE f.bucket_start >= $start AND f.bucket_start < $end AND {where}""",
+                                {**params, "start": start, "end": end}).fetchone()
+        return Decimal(row[0]) if row else Decimal(0)
+
+    def spend_by_hour(self, scope: dict[str, str], start: datetime,
+                      end: datetime) -> dict[datetime, Decimal]:
+        where, params, cte = self._scope_sql(scope)
+        return {h: Decimal(c) for h, c in self.conn.execute(f"""
+            WITH {cte} x AS (SELECT 1)
+            SELECT f.bucket_start, sum(f.cost_usd) FROM spend_facts f
+            WHERE f.bucket_start >= $start AND f.bucket_start < $end AND {where}
+            GROUP BY 1""", {**params, "start": start, "end": end}).fetchall() if c is not None}
+
+    def cache_input(self, start: datetime, end: datetime, per: str,
+                    scope: dict[str, str]) -> list[tuple[str | None, str, int, int]]:
+        """(model or feature, organization, cache reads, all input tokens) per group."""
+        where, params, cte = self._scope_sql(scope)
+        if per == "feature" and not cte:
+            self._features = self._features or _feature_map(self.conn, self.names,
+                                                            self.config.features)
+            cte = f"feature_map AS ({self._features[0]}),"
+            params.update(self._features[1])
+        group = "f.model" if per == "model" else "m.feature"
+        join = ("" if per == "model" else
+                "LEFT JOIN feature_map m ON m.organization = f.organization AND m.workspace_id "
+                "IS NOT DISTINCT FROM f.workspace_id AND m.api_key_id IS NOT DISTINCT FROM "
+                "f.api_key_id")
+        return [(g, o, int(r), int(t)) for g, o, r, t in self.conn.execute(f"""
+            WITH {cte} x AS (SELECT 1)
+            SELECT {group}, f.organization, sum(f.cache_read_tokens),
+                   sum(f.uncached_input_tokens + f.cache_write_5m_tokens
+                       + f.cache_write_1h_tokens + f.cache_read_tokens)
+            FROM usage_hourly f {join}
+            WHERE f.bucket_start >= $start AND f.bucket_start < $end AND {where}
+              AND f.model IS NOT NULL
+            GROUP BY ALL""", {**params, "start": start, "end": end}).fetchall()]
+
+
+def _orgs(config: Config, scope: dict[str, str]) -> list[str]:
+    return [scope["organization"]] if "organization" in scope else [
+        o.name for o in config.organizations]
+
+
+def _evaluation(rule: RuleConfig, scope: dict[str, str], level: str, state: str,
+                value: Decimal | None, threshold: Decimal, unit: str, window: str,
+                summary: str, page: str = "Overview") -> Evaluation:
+    return Evaluation(rule.name, rule.kind, dict(scope), level, state, value, threshold, unit,
+                      window, summary, page)
+
+
+# --- the kinds ---------------------------------------------------------------------------------
+
+def daily_spend(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evaluation]:
+    scope = dict(rule.scope)
+    tz = w.config.tz
+    today = local_today(now, tz)
+    start, end = local_range(today, today, tz)
+    budget: Decimal = rule.params["threshold_usd"]
+    fresh = w.fresh(_orgs(w.config, scope), now)
+    value = w.spend_between(scope, start, end) if fresh else None
+    window = f"today {today} ({tz.key}), until {now.astimezone(tz):%H:%M}"
+    out = []
+    for fraction in rule.params.get("levels", (ONE,)):
+        threshold = budget * fraction
+        level = f"{today} {fraction * HUNDRED:.0f}%"
+        if value is None:
+            out.append(_evaluation(rule, scope, level, NO_DATA, None, threshold, "usd", window,
+                                   "no data: the last collection is too old to judge today's "
+                                   "spend", "Spend"))
+            continue
+        state = FIRING if value >= threshold else OK
+        out.append(_evaluation(
+            rule, scope, level, state, value, threshold, "usd", window,
+            f"today's spend {_usd(value)} {'reached' if state == FIRING else 'is under'} "
+            f"{fraction * HUNDRED:.0f}% of the {_usd(budget)} daily budget ({_usd(threshold)})",
+            "Spend"))
+    return out
+
+
+def monthly_budget(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evaluation]:
+    scope = dict(rule.scope)
+    tz = w.config.tz
+    today = local_today(now, tz)
+    first = today.replace(day=1)
+    next_month = (first + timedelta(days=32)).replace(day=1)
+    days_in_month = (next_month - first).days
+    budget: Decimal = rule.params["budget_usd"]
+    window = f"{first:%B %Y} ({tz.key}), until {now.astimezone(tz):%Y-%m-%d %H:%M}"
+    if not w.fresh(_orgs(w.config, scope), now):
+        return [_evaluation(rule, scope, level, NO_DATA, None, budget, "usd", window,
+                            "no data: the last collection is too old") for level in
+                ("actual", "forecast")]
+    month_start, _ = local_range(first, first, tz)
+    today_start, _ = local_range(today, today, tz)
+    complete = w.spend_between(scope, month_start, today_start)
+    today_so_far = w.spend_between(scope, today_start, now)
+    actual = complete + today_so_far
+    elapsed_today = Decimal((now - today_start).total_seconds()) / Decimal(86400)
+    complete_days = (today - first).days
+    if complete_days:
+        daily = complete / complete_days
+    else:
+        daily = today_so_far / elapsed_today if elapsed_today else Decimal(0)
+    left = Decimal(days_in_month - complete_days) - elapsed_today
+    forecast = actual + daily * left
+    return [
+        _evaluation(rule, scope, "actual", FIRING if actual >= budget else OK, actual, budget,
+                    "usd", window, f"month-to-date spend {_usd(actual)} against the "
+                    f"{_usd(budget)} monthly budget"),
+        _evaluation(rule, scope, "forecast", FIRING if forecast >= budget else OK, forecast,
+                    budget, "usd", window, f"month-end forecast {_usd(forecast)} against the "
+                    f"{_usd(budget)} monthly budget (month-to-date {_usd(actual)})"),
+    ]
+
+
+def cache_hit_ratio(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evaluation]:
+    scope = dict(rule.scope)
+    hours = int(rule.params.get("window_hours", 24))
+    minimum = int(rule.params.get("min_input_tokens", 1_000_000))
+    floor: Decimal = rule.params["floor"]
+    per = rule.params.get("per", "model")
+    end = floor_hour(now)
+    start = end - timedelta(hours=hours)
+    window = f"the last {hours} complete hours, until {end:%Y-%m-%d %H:00} UTC"
+    out = []
+    for group, org, reads, total in w.cache_input(start, end, per, scope):
+        group_scope = {**scope, "organization": org, per: group or "(none)"}
+        if not w.fresh([org], now):
+            out.append(_evaluation(rule, group_scope, "floor", NO_DATA, None, floor, "ratio",
+                                   window, "no data: the last collection is too old",
+                                   "Caching"))
+            continue
+        ratio = Decimal(reads) / Decimal(total) if total else Decimal(0)
+        if total < minimum:
+            state, summary = OK, (f"only {total:,} input tokens, under the {minimum:,} needed "
+                                  "to judge")
+        else:
+            state = FIRING if ratio < floor else OK
+            summary = (f"cache hit ratio {ratio:.1%} {'below' if state == FIRING else 'above'}"
+                       f" the {floor:.1%} floor over {total:,} input tokens")
+        out.append(_evaluation(rule, group_scope, "floor", state, ratio, floor, "ratio",
+                               window, summary, "Caching"))
+    return out
+
+
+def spend_spike(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evaluation]:
+    scope = dict(rule.scope)
+    multiplier: Decimal = rule.params.get("multiplier", Decimal(2))
+    minimum: Decimal = rule.params.get("min_usd", Decimal(10))
+    mode = rule.params.get("mode", "daily")
+    tz = w.config.tz
+    if mode == "hourly":
+        hour_end = floor_hour(now)
+        start = hour_end - timedelta(hours=1)
+        window = f"the hour {start:%Y-%m-%d %H:00} UTC against the same hour of the last 7 days"
+        past = [(start - timedelta(days=d), hour_end - timedelta(days=d)) for d in range(1, 8)]
+        current = (start, hour_end)
+    else:
+        today = local_today(now, tz)
+        start, _ = local_range(today, today, tz)
+        weeks = int(rule.params.get("weeks", 4))
+        window = (f"today until {now.astimezone(tz):%H:%M} ({tz.key}) against the same "
+                  f"weekday of the last {weeks} weeks, to the same time")
+        past = [(start - timedelta(weeks=k), now - timedelta(weeks=k))
+                for k in range(1, weeks + 1)]
+        current = (start, now)
+    if not w.fresh(_orgs(w.config, scope), now):
+        return [_evaluation(rule, scope, mode, NO_DATA, None, multiplier, "x", window,
+                            "no data: the last collection is too old", "Spend")]
+    value = w.spend_between(scope, *current)
+    baseline = Decimal(statistics.median([w.spend_between(scope, a, b) for a, b in past]))
+    threshold = max(baseline * multiplier, minimum)
+    state = FIRING if value >= threshold else OK
+    return [_evaluation(rule, scope, mode, state, value, threshold, "usd", window,
+                        f"spend {_usd(value)} against a usual {_usd(baseline)} "
+                        f"(alert at {multiplier}x, at least {_usd(minimum)})", "Spend")]
+
+
+def data_stale(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evaluation]:
+    max_age: timedelta = rule.params.get("max_age", timedelta(hours=2))
+    failures = int(rule.params.get("max_failures", 3))
+    out = []
+    for org in _orgs(w.config, dict(rule.scope)):
+        scope = {"organization": org}
+        last = w.last_success(org)
+        runs = w.last_runs(org)[:failures]
+        hours = Decimal(str(round((now - last).total_seconds() / 3600, 2))) if last else None
+        threshold = Decimal(str(max_age.total_seconds() / 3600))
+        failing = len(runs) == failures and all(s == "failed" for s, _ in runs)
+        if last is None:
+            state, summary = FIRING, "never collected successfully"
+        elif now - last > max_age or failing:
+            state = FIRING
+            summary = (f"last successful collection {hours} h ago"
+                       + (f"; the last {failures} runs failed" if failing else ""))
+        else:
+            state, summary = OK, f"last successful collection {hours} h ago"
+        out.append(_evaluation(rule, scope, "stale", state, hours, threshold, "hours",
+                               f"as of {now:%Y-%m-%d %H:%M} UTC", summary))
+    return out
+
+
+def cost_drift(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evaluation]:
+    scope = dict(rule.scope)
+    threshold: Decimal = rule.params.get("threshold_percent", Decimal(5))
+    days = int(rule.params.get("days", 1))
+    tz = w.config.tz
+    last = local_today(now, tz) - timedelta(days=1)
+    first = last - timedelta(days=days - 1)
+    rows = reconciliation(w.conn, tz, first, last,
+                          [scope["organization"]] if "organization" in scope else ())
+    out = []
+    for row in rows:
+        if row.model is None or ("model" in scope and row.model != scope["model"]):
+            continue
+        row_scope = {"organization": row.organization, "model": row.model}
+        window = f"{row.date} ({tz.key})"
+        pct = row.difference_pct
+        if pct is None:
+            out.append(_evaluation(rule, row_scope, str(row.date), NO_DATA, None, threshold,
+                                   "percent", window, "no billed cost to compare with"))
+            continue
+        state = FIRING if abs(pct) > threshold else OK
+        out.append(_evaluation(
+            rule, row_scope, str(row.date), state, pct, threshold, "percent", window,
+            f"estimated {_usd(row.estimated_usd)} against billed {_usd(row.billed_usd)} "
+            f"({pct:+.2f}%)" + (f"; {row.unpriced_tokens:,} tokens unpriced"
+                                if row.unpriced_tokens else ""), "Spend"))
+    return out
+
+
+RULE_FUNCTIONS: dict[str, Callable[[Warehouse, RuleConfig, datetime], list[Evaluation]]] = {
+    "daily_spend": daily_spend, "monthly_budget": monthly_budget,
+    "cache_hit_ratio": cache_hit_ratio, "spend_spike": spend_spike, "data_stale": data_stale,
+    "cost_drift": cost_drift,
+}
+
+
+def evaluate(conn: duckdb.DuckDBPyConnection, config: Config, now: datetime) -> list[Evaluation]:
+    """Every configured rule's evaluations at ``now``."""
+    warehouse = Warehouse(conn, config)
+    out: list[Evaluation] = []
+    for rule in config.alerts.rules:
+        out.extend(RULE_FUNCTIONS[rule.kind](warehouse, rule, now))
+    return out

@@ -1,0 +1,342 @@
+"""Alerts end to end on an injected clock: the simulated organization collected into DuckDB,
+rules evaluated, notifications sent to a real local Slack stand-in and a real SMTP server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alerts.engine import add_silence, check, send_test
+from alerts.model import FIRING, NO_DATA, OK
+from collectors.sync import CollectOptions, collect
+from conftest import ADMIN_KEY, REPO, SIM_NOW, Simulator, write_config
+from fake_slack import FakeSlack
+from fake_smtp import Mailbox
+from spendwatch import storage
+from spendwatch.config import Config, load_config
+from spendwatch.timeutil import local_range
+from warehouse import query
+
+UTC = timezone.utc
+WEBHOOK_TOKEN = "T0ACME/B0SPEND/xoxSecretWebhookToken42"
+SMTP_PASSWORD = "smtp-Pa55word-that-must-never-show"
+MINUTE = timedelta(minutes=1)
+
+
+@pytest.fixture
+def warehouse(isolated: Path, simulator: Simulator, monkeypatch: pytest.MonkeyPatch,
+              fake_slack: FakeSlack) -> dict[str, Any]:
+    """Two days of the simulated organization, collected at SIM_NOW."""
+    monkeypatch.setenv("ANTHROPIC_ADMIN_KEY", ADMIN_KEY)
+    monkeypatch.setenv("SLACK_WEBHOOK", fake_slack.url(f"/services/{WEBHOOK_TOKEN}"))
+    monkeypatch.setenv("SMTP_PASSWORD", SMTP_PASSWORD)
+    path = write_config(isolated, [{"name": "acme", "base_url": simulator.url}],
+                        collection="initial_backfill_days = 2")
+    (result,) = collect(load_config(path), now=SIM_NOW, sleep=lambda s: None)
+    assert result.ok, result.error
+    return {"folder": isolated, "simulator": simulator, "slack": fake_slack}
+
+
+SLACK = '''
+[[alerts.channels]]
+name = "ops-slack"
+kind = "slack"
+webhook_url_env = "SLACK_WEBHOOK"
+min_interval_seconds = 0
+'''
+
+
+def email_channel(port: int) -> str:
+    return f'''
+[[alerts.channels]]
+name = "finance-email"
+kind = "email"
+host = "127.0.0.1"
+port = {port}
+security = "none"
+from = "spendwatch@acme.example"
+to = ["finance@acme.example"]
+timeout_seconds = 5
+'''
+
+
+def rule(name: str, kind: str, channels: str = '"ops-slack"', **params: Any) -> str:
+    lines = [f'[[alerts.rules]]\nname = "{name}"\nkind = "{kind}"\nchannels = [{channels}]']
+    for key, value in params.items():
+        key = "for" if key == "for_" else key
+        lines.append(f"{key} = {value}")
+    return "\n".join(lines) + "\n"
+
+
+def configure(w: dict[str, Any], *rules: str, channels: str = SLACK,
+              timezone_name: str = "America/Chicago", interval_minutes: int = 5) -> Config:
+    path = write_config(w["folder"], [{"name": "acme", "base_url": w["simulator"].url}],
+                        extra=channels + "".join(rules), timezone_name=timezone_name,
+                        collection=f"initial_backfill_days = 2\n"
+                                   f"interval_minutes = {interval_minutes}")
+    return load_config(path)
+
+
+def today_spend(config: Config, now: datetime = SIM_NOW) -> Decimal:
+    today = now.astimezone(config.tz).date()
+    start, end = local_range(today, today, config.tz)
+    with storage.reader(config.database_path) as conn:
+        (total,) = conn.execute("SELECT sum(cost_usd) FROM spend_facts WHERE bucket_start >= ? "
+                                "AND bucket_start < ?", [start, end]).fetchone()
+    return Decimal(total)
+
+
+def test_a_threshold_crossed_and_checked_ten_times_sends_one_message(warehouse) -> None:
+    config = configure(warehouse)
+    spent = today_spend(config)
+    config = configure(warehouse, rule("daily", "daily_spend", threshold_usd=f'"{spent / 2:.2f}"'))
+    for minute in range(10):
+        check(config, SIM_NOW + minute * MINUTE)
+    messages = warehouse["slack"].received
+    assert len(messages) == 1
+    assert "FIRING" in messages[0].json["text"] and "daily" in messages[0].json["text"]
+    assert query(config.database_path, "SELECT count(*), count(firing_at) FROM "
+                 "alert_episodes") == [(1, 1)]
+    assert query(config.database_path, "SELECT status FROM alert_notifications") == [("sent",)]
+
+
+def test_levels_50_80_100_give_three_messages_once_each(warehouse) -> None:
+    config = configure(warehouse)
+    spent = today_spend(config)
+    config = configure(warehouse, rule("budget", "daily_spend", threshold_usd=f'"{spent * 9 / 10:.2f}"',
+                                       levels="[0.5, 0.8, 1.0]"))
+    check(config, SIM_NOW + MINUTE)
+    check(config, SIM_NOW + 2 * MINUTE)
+    texts = [m.json["text"] for m in warehouse["slack"].received]
+    assert len(texts) == 3
+    assert {t for t in texts if "50%" in t} and {t for t in texts if "80%" in t} and \
+        {t for t in texts if "100%" in t}
+
+
+def test_only_the_levels_crossed_fire(warehouse) -> None:
+    config = configure(warehouse)
+    spent = today_spend(config)
+    config = configure(warehouse, rule("budget", "daily_spend",
+                                       threshold_usd=f'"{spent / Decimal("0.6"):.2f}"',
+                                       levels="[0.5, 0.8, 1.0]"))
+    report = check(config, SIM_NOW + MINUTE)
+    assert [e.state for e in report.evaluations] == [FIRING, OK, OK]
+    assert len(warehouse["slack"].received) == 1
+
+
+def test_a_stale_collector_fires_data_stale_spend_rules_say_no_data_and_it_resolves_once(
+        warehouse) -> None:
+    config = configure(warehouse, rule("fresh", "data_stale", max_age='"2h"'),
+                       rule("daily", "daily_spend", threshold_usd='"1"'))
+    later = SIM_NOW + timedelta(hours=3)
+    report = check(config, later)
+    states = {e.rule: e.state for e in report.evaluations}
+    assert states == {"fresh": FIRING, "daily": NO_DATA}
+    texts = [m.json["text"] for m in warehouse["slack"].received]
+    assert len(texts) == 1 and "fresh" in texts[0] and "FIRING" in texts[0]
+
+    (result,) = collect(config, now=later, sleep=lambda s: None)  # the collector is back
+    assert result.ok
+    report = check(config, later + MINUTE)
+    assert {e.rule: e.state for e in report.evaluations}["fresh"] == OK
+    check(config, later + 2 * MINUTE)
+    texts = [m.json["text"] for m in warehouse["slack"].received]
+    resolved = [t for t in texts if "RESOLVED" in t]
+    assert len(resolved) == 1 and "fresh" in resolved[0]
+    # with data back, the spend rule judges again: its budget of $1 is long crossed
+    assert [t for t in texts if "FIRING" in t and "daily" in t]
+
+
+CHECK_IN_A_NEW_PROCESS = """
+import sys
+from datetime import datetime
+from alerts.engine import check
+from spendwatch.config import load_config
+report = check(load_config(sys.argv[1]), datetime.fromisoformat(sys.argv[2]))
+print(len(report.deliveries))
+"""
+
+
+def test_a_restart_in_between_sends_nothing_twice(warehouse) -> None:
+    config = configure(warehouse)
+    spent = today_spend(config)
+    config = configure(warehouse, rule("daily", "daily_spend", threshold_usd=f'"{spent / 2:.2f}"'))
+    check(config, SIM_NOW + MINUTE)
+    for minutes in (5, 6):  # two fresh processes: nothing in memory survives
+        out = subprocess.run([sys.executable, "-c", CHECK_IN_A_NEW_PROCESS, str(config.path),
+                              (SIM_NOW + minutes * MINUTE).isoformat()], cwd=REPO,
+                             env=dict(os.environ), capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "0"
+    assert len(warehouse["slack"].received) == 1
+
+
+def test_a_reminder_comes_at_the_repeat_interval_only(warehouse) -> None:
+    config = configure(warehouse)
+    spent = today_spend(config)
+    config = configure(warehouse, rule("daily", "daily_spend", threshold_usd=f'"{spent / 2:.2f}"',
+                                       repeat_interval='"1h"'),
+                       interval_minutes=60)  # data stays fresh for 3 hours
+    for minutes in (1, 30, 59, 61, 90):
+        check(config, SIM_NOW + minutes * MINUTE)
+    texts = [m.json["text"] for m in warehouse["slack"].received]
+    assert len(texts) == 2 and "STILL FIRING" in texts[1]
+
+
+def test_a_silenced_rule_sends_nothing_and_records_the_episode(warehouse) -> None:
+    config = configure(warehouse)
+    spent = today_spend(config)
+    config = configure(warehouse, rule("daily", "daily_spend", threshold_usd=f'"{spent / 2:.2f}"'))
+    add_silence(config, "daily", None, SIM_NOW + timedelta(hours=4), SIM_NOW, "known incident")
+    check(config, SIM_NOW + MINUTE)
+    check(config, SIM_NOW + 2 * MINUTE)
+    assert warehouse["slack"].received == []
+    assert query(config.database_path, "SELECT silenced, firing_at IS NOT NULL FROM "
+                 "alert_episodes") == [(True, True)]
+    assert query(config.database_path, "SELECT status FROM alert_notifications") == [
+        ("silenced",)]
+
+
+def test_a_pending_rule_waits_for_its_for_duration(warehouse) -> None:
+    config = configure(warehouse)
+    spent = today_spend(config)
+    config = configure(warehouse, rule("daily", "daily_spend", threshold_usd=f'"{spent / 2:.2f}"',
+                                       for_='"10m"'))
+    check(config, SIM_NOW + MINUTE)
+    check(config, SIM_NOW + 5 * MINUTE)
+    assert warehouse["slack"].received == []
+    check(config, SIM_NOW + 12 * MINUTE)
+    assert len(warehouse["slack"].received) == 1
+    assert [s for (s,) in query(config.database_path, "SELECT new_state FROM alert_transitions "
+                                "ORDER BY changed_at")] == ["pending", "firing"]
+
+
+def test_a_429_is_retried_after_its_delay(warehouse) -> None:
+    config = configure(warehouse)
+    spent = today_spend(config)
+    config = configure(warehouse, rule("daily", "daily_spend", threshold_usd=f'"{spent / 2:.2f}"'))
+    warehouse["slack"].script((429, "rate_limited", {"retry-after": "1"}), (200, "ok", {}))
+    check(config, SIM_NOW + MINUTE)
+    first, second = warehouse["slack"].received
+    assert second.at - first.at >= 0.9
+    assert query(config.database_path, "SELECT status FROM alert_notifications") == [("sent",)]
+
+
+def test_a_404_marks_the_channel_broken_and_the_email_still_goes_out(
+        warehouse, smtp_server, caplog: pytest.LogCaptureFixture) -> None:
+    mailbox = Mailbox()
+    port = smtp_server(mailbox)
+    config = configure(warehouse)
+    spent = today_spend(config)
+    config = configure(warehouse, rule("daily", "daily_spend", channels='"ops-slack", "finance-email"',
+                                       threshold_usd=f'"{spent / 2:.2f}"'),
+                       channels=SLACK + email_channel(port))
+    warehouse["slack"].script((404, "no_service", {}))
+    with caplog.at_level(logging.DEBUG):
+        report = check(config, SIM_NOW + MINUTE)
+    assert report.failed and report.broken_channels == {"ops-slack": "HTTP 404 no_service"}
+    assert len(mailbox.inbox("finance@acme.example")) == 1
+    assert dict(query(config.database_path, "SELECT channel, status FROM alert_notifications")) == {
+        "ops-slack": "failed", "finance-email": "sent"}
+    # the failure is visible, and a successful test message mends the channel
+    assert send_test(config, "ops-slack", SIM_NOW + 2 * MINUTE).ok
+    assert query(config.database_path, "SELECT count(*) FROM alert_channels") == [(0,)]
+    # no secret in any stored row or log line
+    raw = config.database_path.read_bytes()
+    wal = config.database_path.with_suffix(".duckdb.wal")
+    raw += wal.read_bytes() if wal.exists() else b""
+    for secret in (WEBHOOK_TOKEN, "xoxSecretWebhookToken42", SMTP_PASSWORD):
+        assert secret not in caplog.text
+        assert secret.encode() not in raw
+
+
+@pytest.mark.parametrize("zone, start", [
+    ("America/Los_Angeles", datetime(2026, 11, 24, 8, tzinfo=UTC)),  # 04:00 local at SIM_NOW
+    ("Asia/Tokyo", datetime(2026, 11, 23, 15, tzinfo=UTC)),           # 21:00 local at SIM_NOW
+])
+def test_today_is_the_local_day_west_and_east_of_utc(warehouse, zone: str,
+                                                     start: datetime) -> None:
+    config = configure(warehouse, rule("daily", "daily_spend", threshold_usd='"1000000"'),
+                       timezone_name=zone)
+    (evaluation,) = check(config, SIM_NOW).evaluations
+    truth = warehouse["simulator"].truth(start, SIM_NOW)
+    assert evaluation.value == Decimal(truth["cost_usd"])
+    assert evaluation.level == "2026-11-24 100%"
+
+
+def test_monthly_budget_forecasts_from_the_days_so_far(warehouse) -> None:
+    config = configure(warehouse, rule("month", "monthly_budget", budget_usd='"1000"'))
+    actual, forecast = check(config, SIM_NOW + MINUTE).evaluations
+    assert (actual.level, forecast.level) == ("actual", "forecast")
+    assert actual.value is not None and forecast.value is not None
+    assert forecast.value > actual.value > 0
+    assert forecast.state == (FIRING if forecast.value >= 1000 else OK)
+
+
+def test_cache_hit_ratio_fires_for_the_poorly_caching_feature_only(warehouse) -> None:
+    features = '[[features]]\nname = "evals"\napi_key_names = ["eval-harness"]\n'
+    config = configure(warehouse, features + rule("cache", "cache_hit_ratio", floor="0.3",
+                                                  per='"feature"', min_input_tokens="1000"))
+    report = check(config, SIM_NOW + MINUTE)
+    firing = {e.scope["feature"] for e in report.evaluations if e.state == FIRING}
+    assert firing and "evals" in firing and all(e.value is not None and e.value < Decimal("0.3")
+                                                 for e in report.evaluations
+                                                 if e.state == FIRING)
+    too_little = configure(warehouse, features + rule("cache", "cache_hit_ratio", floor="0.3",
+                                                      per='"feature"',
+                                                      min_input_tokens="100000000000"))
+    assert all(e.state == OK for e in check(too_little, SIM_NOW + 2 * MINUTE).evaluations)
+
+
+def test_cost_drift_fires_when_the_price_table_is_off(warehouse) -> None:
+    override = ('[[pricing.prices]]\nmodel = "claude-opus-5-5"\ncomponent = "output"\n'
+                'price_usd = "40"\nunit = "per_mtok"\neffective_from = "2026-11-01"\n')
+    config = configure(warehouse, override + rule("drift", "cost_drift",
+                                                  threshold_percent='"5"'))
+    collect(config, CollectOptions(), now=SIM_NOW + MINUTE, sleep=lambda s: None)  # reprice
+    report = check(config, SIM_NOW + 2 * MINUTE)
+    firing = {e.scope["model"] for e in report.evaluations if e.state == FIRING}
+    assert firing == {"claude-opus-5-5"}
+    assert all(e.value is not None for e in report.evaluations)
+
+
+def test_alerts_cli_check_silence_and_errors(warehouse, tmp_path: Path) -> None:
+    config = configure(warehouse, rule("daily", "daily_spend", threshold_usd='"1000000"'))
+    env = {**os.environ}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "spendwatch", "--config", str(config.path),
+                               *args], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    out = cli("alerts", "silence", "daily", "--for", "4h", "--comment", "deploy")
+    assert out.returncode == 0 and out.stdout.startswith("silence 1: daily (every scope) until")
+    out = cli("alerts", "silence", "nightly", "--for", "4h")
+    assert out.returncode == 2 and "no alert rule named 'nightly'" in out.stderr
+    out = cli("alerts", "silence", "daily", "--for", "soon")
+    assert out.returncode == 2 and "not a duration" in out.stderr
+    out = cli("alerts", "test", "--channel", "ops-slack")
+    assert out.returncode == 0 and out.stdout.strip() == "ops-slack: ok (HTTP 200 ok)"
+    assert "TEST" in warehouse["slack"].received[-1].json["text"]
+    out = cli("alerts", "check")
+    assert out.returncode == 0, out.stderr
+    assert "daily" in out.stdout
+
+
+def test_a_bad_alert_config_is_one_line_naming_the_key(isolated: Path) -> None:
+    path = write_config(isolated, [{"name": "acme"}], extra=SLACK + rule(
+        "daily", "daily_spend", channels='"nowhere"', threshold_usd='"5"'))
+    with pytest.raises(Exception, match=r"alerts.rules\[0\].channels names 'nowhere'"):
+        load_config(path)
+    path = write_config(isolated, [{"name": "acme"}], extra=SLACK + rule(
+        "daily", "daily_spend", threshold_usd="5.5"))
+    with pytest.raises(Exception, match="a TOML float is not exact"):
+        load_config(path)
