@@ -340,3 +340,49 @@ def test_a_bad_alert_config_is_one_line_naming_the_key(isolated: Path) -> None:
         "daily", "daily_spend", threshold_usd="5.5"))
     with pytest.raises(Exception, match="a TOML float is not exact"):
         load_config(path)
+
+
+@pytest.mark.parametrize("scope", ['{ feature = "evals" }', '{ model = "claude-opus-5-5" }',
+                                   '{ api_key = "search-rag" }', '{ workspace = "Search" }',
+                                   '{ organization = "acme" }'])
+def test_daily_spend_scopes_match_the_spend_query(warehouse, scope: str) -> None:
+    from spendwatch.queries import spend
+    features = '[[features]]\nname = "evals"\napi_key_names = ["eval-harness"]\n'
+    config = configure(warehouse, features + rule("daily", "daily_spend", scope=scope,
+                                                  threshold_usd='"1000000"'))
+    (evaluation,) = check(config, SIM_NOW + MINUTE).evaluations
+    (dimension, value), = evaluation.scope.items()
+    today = SIM_NOW.astimezone(config.tz).date()
+    with storage.reader(config.database_path) as conn:
+        rows = spend(conn, config.tz, today, today, [dimension], config.features)
+    expected = sum(r["cost_usd"] for r in rows if r[dimension] == value)
+    assert evaluation.value == expected > 0
+
+
+def test_an_hourly_spike_is_judged_against_the_same_hour_of_the_last_week(warehouse) -> None:
+    config = configure(warehouse, rule("spike", "spend_spike", mode='"hourly"',
+                                       multiplier='"2"', min_usd='"0.01"'),
+                       interval_minutes=60)
+    collect(config, CollectOptions(since=SIM_NOW - timedelta(days=8)), now=SIM_NOW,
+            sleep=lambda s: None)  # a week of history for the baseline
+    (evaluation,) = check(config, SIM_NOW + MINUTE).evaluations
+    hour = SIM_NOW - timedelta(hours=1)
+    hourly = dict(query(config.database_path, "SELECT bucket_start, sum(cost_usd) FROM "
+                        "spend_facts GROUP BY 1"))
+    past = sorted(hourly.get(hour - timedelta(days=d), Decimal(0)) for d in range(1, 8))
+    median = past[3]
+    assert median > 0 and evaluation.value == hourly[hour]
+    assert evaluation.threshold == max(median * 2, Decimal("0.01"))
+    assert evaluation.state == (FIRING if evaluation.value >= evaluation.threshold else OK)
+
+
+def test_data_stale_fires_when_the_api_keeps_failing(warehouse) -> None:
+    config = configure(warehouse, rule("fresh", "data_stale", max_age='"2h"',
+                                       max_failures="2"))
+    warehouse["simulator"].fault(path="/v1/organizations/analytics/usage", count=1000,
+                                 status=500, kind="error")
+    for minutes in (5, 10):
+        (result,) = collect(config, now=SIM_NOW + minutes * MINUTE, sleep=lambda s: None)
+        assert not result.ok
+    (evaluation,) = check(config, SIM_NOW + 11 * MINUTE).evaluations
+    assert evaluation.state == FIRING and "the last 2 runs failed" in evaluation.summary

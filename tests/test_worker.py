@@ -25,6 +25,7 @@ UTC = timezone.utc
 def env_with_key() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "SPENDWATCH_"))}
     env["ANTHROPIC_ADMIN_KEY"] = ADMIN_KEY
+    env["SLACK_WEBHOOK"] = "http://127.0.0.1:9/services/T/B/unused"
     return env
 
 
@@ -42,8 +43,12 @@ def wait_for(predicate, seconds: float = 120) -> None:
 
 def test_the_worker_collects_on_start_and_stops_on_sigterm(isolated: Path, simulators) -> None:
     simulator: Simulator = simulators(now=None)  # the worker runs on the real clock
+    alerts = ('[[alerts.channels]]\nname = "ops"\nkind = "slack"\n'
+              'webhook_url_env = "SLACK_WEBHOOK"\n'
+              '[[alerts.rules]]\nname = "fresh"\nkind = "data_stale"\nchannels = ["ops"]\n')
     path = write_config(isolated, [{"name": "acme", "base_url": simulator.url}],
-                        collection="initial_backfill_days = 2\ninterval_minutes = 60")
+                        collection="initial_backfill_days = 2\ninterval_minutes = 60",
+                        extra=alerts)
     db = load_config(path).database_path
     worker = subprocess.Popen([sys.executable, "-m", "spendwatch", "--config", str(path), "run"],
                               cwd=REPO, env=env_with_key(), stdout=subprocess.PIPE,
@@ -51,6 +56,9 @@ def test_the_worker_collects_on_start_and_stops_on_sigterm(isolated: Path, simul
     try:
         wait_for(lambda: db.exists() and query(db, "SELECT count(*) FROM collection_runs "
                                                    "WHERE status = 'ok'") == [(1,)])
+        # alerts are checked after the collection: the staleness rule was evaluated
+        wait_for(lambda: query(db, "SELECT rule, last_result FROM alert_states") == [
+            ("fresh", "ok")])
     finally:
         worker.send_signal(signal.SIGTERM)
         _, err = worker.communicate(timeout=30)
