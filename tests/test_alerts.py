@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from alerts.engine import add_silence, check, send_test
 from alerts.model import FIRING, NO_DATA, OK
@@ -54,18 +55,40 @@ min_interval_seconds = 0
 '''
 
 
-def email_channel(port: int) -> str:
+def email_channel(port: int, ca_file: str) -> str:
     return f'''
 [[alerts.channels]]
 name = "finance-email"
 kind = "email"
 host = "127.0.0.1"
 port = {port}
-security = "none"
+security = "starttls"
+ca_file = "{ca_file}"
+username = "alerts"
+password_env = "SMTP_PASSWORD"
 from = "spendwatch@acme.example"
 to = ["finance@acme.example"]
 timeout_seconds = 5
 '''
+
+
+def accept_login(server: Any, session: Any, envelope: Any, mechanism: str,
+                 auth_data: Any) -> AuthResult:
+    good = (isinstance(auth_data, LoginPassword) and auth_data.login == b"alerts"
+            and auth_data.password == SMTP_PASSWORD.encode())
+    return AuthResult(success=True) if good else AuthResult(success=False, handled=False)
+
+
+@pytest.fixture(autouse=True)
+def no_secret_anywhere(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture):
+    """After every test here: no secret in any log line or in the database file."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    folder = request.getfixturevalue("isolated")
+    stored = b"".join(p.read_bytes() for p in Path(folder).rglob("*.duckdb*"))
+    for secret in (WEBHOOK_TOKEN, "xoxSecretWebhookToken42", SMTP_PASSWORD, ADMIN_KEY):
+        assert secret not in caplog.text
+        assert secret.encode() not in stored
 
 
 def rule(name: str, kind: str, channels: str = '"ops-slack"', **params: Any) -> str:
@@ -231,17 +254,17 @@ def test_a_429_is_retried_after_its_delay(warehouse) -> None:
 
 
 def test_a_404_marks_the_channel_broken_and_the_email_still_goes_out(
-        warehouse, smtp_server, caplog: pytest.LogCaptureFixture) -> None:
+        warehouse, smtp_server, tls, caplog: pytest.LogCaptureFixture) -> None:
     mailbox = Mailbox()
-    port = smtp_server(mailbox)
+    port = smtp_server(mailbox, tls_context=tls.server_context, require_starttls=True,
+                       authenticator=accept_login)
     config = configure(warehouse)
     spent = today_spend(config)
     config = configure(warehouse, rule("daily", "daily_spend", channels='"ops-slack", "finance-email"',
                                        threshold_usd=f'"{spent / 2:.2f}"'),
-                       channels=SLACK + email_channel(port))
+                       channels=SLACK + email_channel(port, tls.ca_file))
     warehouse["slack"].script((404, "no_service", {}))
-    with caplog.at_level(logging.DEBUG):
-        report = check(config, SIM_NOW + MINUTE)
+    report = check(config, SIM_NOW + MINUTE)
     assert report.failed and report.broken_channels == {"ops-slack": "HTTP 404 no_service"}
     assert len(mailbox.inbox("finance@acme.example")) == 1
     assert dict(query(config.database_path, "SELECT channel, status FROM alert_notifications")) == {
@@ -249,13 +272,8 @@ def test_a_404_marks_the_channel_broken_and_the_email_still_goes_out(
     # the failure is visible, and a successful test message mends the channel
     assert send_test(config, "ops-slack", SIM_NOW + 2 * MINUTE).ok
     assert query(config.database_path, "SELECT count(*) FROM alert_channels") == [(0,)]
-    # no secret in any stored row or log line
-    raw = config.database_path.read_bytes()
-    wal = config.database_path.with_suffix(".duckdb.wal")
-    raw += wal.read_bytes() if wal.exists() else b""
-    for secret in (WEBHOOK_TOKEN, "xoxSecretWebhookToken42", SMTP_PASSWORD):
-        assert secret not in caplog.text
-        assert secret.encode() not in raw
+    (mail,) = mailbox.inbox("finance@acme.example")
+    assert "daily" in str(mail["Subject"]) and mail.get_body(("html",)) is not None
 
 
 @pytest.mark.parametrize("zone, start", [
