@@ -15,6 +15,8 @@ The password is never put into an answer, a log line or an exception's text.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import hashlib
 import html
 import logging
@@ -165,20 +167,24 @@ class EmailChannel:
         message = email_message(notification, self.sender, self.recipients)
         pending = list(self.recipients)
         rejected: Refusals = {}
+        answers: list[str] = []
         attempt = 1
         while True:
             try:
                 refused = self._send_once(message, pending)
             except _Failure as failure:
                 if failure.permanent or attempt == self.max_attempts:
-                    return self._failed(failure.answer, failure.permanent, attempt, rejected)
+                    result = self._failed(failure.answer, failure.permanent, attempt, rejected)
+                    return replace(result, attempts=(*answers, result.answer))
                 answer = failure.answer
             else:
                 rejected |= {a: reply for a, reply in refused.items() if reply[0] >= 500}
                 pending = [a for a, reply in refused.items() if reply[0] < 500]
                 if not pending or attempt == self.max_attempts:
-                    return self._outcome(refused, rejected, attempt)
+                    result = self._outcome(refused, rejected, attempt)
+                    return replace(result, attempts=(*answers, result.answer))
                 answer = _refusal_answer({a: refused[a] for a in pending})
+            answers.append(self._redact(answer))
             wait = min(30.0, 2.0 ** (attempt - 1))
             log.warning("email channel %s: %s; trying again in %.1f s (attempt %d of %d)",
                         self.name, answer, wait, attempt, self.max_attempts)
@@ -195,6 +201,11 @@ class EmailChannel:
         answer += f"; {got_it} of {len(self.recipients)} recipient(s) got it"
         if deferred and attempt > 1:
             answer += f" (after {attempt} attempts)"
+        if got_it:
+            # Delivered to someone: the notification went out and the channel works; the
+            # refused addresses are in the answer (and the log) for someone to fix.
+            log.warning("email channel %s: %s", self.name, self._redact(answer))
+            return DeliveryResult(ok=True, answer=self._redact(answer))
         return DeliveryResult(ok=False, answer=self._redact(answer), permanent=bool(rejected))
 
     def _failed(self, answer: str, permanent: bool, attempt: int,

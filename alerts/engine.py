@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Callable, Mapping
 
@@ -41,6 +42,7 @@ from spendwatch.errors import ConfigError
 
 log = logging.getLogger(__name__)
 ChannelFactory = Callable[[Config, str], Channel]
+SCOPE_KEY = re.compile(r"^[a-z_]+=[^,=]+(,[a-z_]+=[^,=]+)*$")
 
 
 @dataclass
@@ -51,11 +53,12 @@ class CheckReport:
     transitions: list[str] = field(default_factory=list)
     deliveries: list[tuple[str, str, DeliveryResult]] = field(default_factory=list)
     broken_channels: dict[str, str] = field(default_factory=dict)
+    config_errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
-        """A delivery failed for good or a channel is broken: the check exits non-zero."""
-        return bool(self.broken_channels) or any(
+        """A delivery failed for good, a channel is broken or misconfigured: exit non-zero."""
+        return bool(self.broken_channels or self.config_errors) or any(
             not r.ok and r.permanent for _, _, r in self.deliveries)
 
 
@@ -252,25 +255,39 @@ def evaluate_and_record(config: Config, now: datetime, report: CheckReport) -> N
 
 # --- delivery --------------------------------------------------------------------------------
 
+MAX_CHECKS_PER_NOTIFICATION = 6  # then it is failed for good, and said so
+CLAIM_LEASE = timedelta(minutes=15)  # a claim older than this (a crash mid-send) is retried
+
+
 def _record(config: Config, notification_id: int | None, channel: str, result: DeliveryResult,
-            now: datetime) -> None:
+            now: datetime, channel_answered: bool = True) -> None:
+    """Store one delivery's outcome; only a channel's own answer changes the channel's state."""
     with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn, \
             storage.transaction(conn):
         if notification_id is not None:
-            conn.execute("INSERT INTO alert_deliveries VALUES (?, ?, ?, ?, ?, ?)",
-                         [notification_id, channel, now, result.ok, result.permanent,
-                          result.answer])
-            status = "sent" if result.ok else "failed" if result.permanent else "pending"
-            conn.execute("UPDATE alert_notifications SET status = ?, attempts = attempts + 1, "
-                         "last_answer = ?, sent_at = CASE WHEN ? THEN ? ELSE sent_at END "
-                         "WHERE id = ?", [status, result.answer, result.ok, now,
-                                          notification_id])
+            answers = result.attempts or (result.answer,)
+            for index, answer in enumerate(answers):  # every attempt, the last one decides
+                last = index == len(answers) - 1
+                conn.execute("INSERT INTO alert_deliveries VALUES (?, ?, ?, ?, ?, ?)",
+                             [notification_id, channel, now, result.ok and last,
+                              result.permanent and last, answer])
+            row = conn.execute("SELECT attempts FROM alert_notifications WHERE id = ?",
+                               [notification_id]).fetchone()
+            attempts = (int(row[0]) if row else 0) + 1
+            status = ("sent" if result.ok else "failed"
+                      if result.permanent or attempts >= MAX_CHECKS_PER_NOTIFICATION
+                      else "pending")
+            conn.execute("UPDATE alert_notifications SET status = ?, attempts = ?, "
+                         "last_answer = ?, claimed_at = NULL, sent_at = CASE WHEN ? THEN ? "
+                         "ELSE sent_at END WHERE id = ?",
+                         [status, attempts, result.answer, result.ok, now, notification_id])
+        if not channel_answered:
+            return
         if result.ok:
             conn.execute("DELETE FROM alert_channels WHERE channel = ?", [channel])
         elif result.permanent:
             conn.execute("INSERT INTO alert_channels VALUES (?, true, ?, ?) ON CONFLICT "
-                         "(channel) DO UPDATE SET broken = true, reason = excluded.reason, "
-                         "since = excluded.since", [channel, result.answer, now])
+                         "(channel) DO NOTHING", [channel, result.answer, now])
 
 
 def broken_channels(config: Config) -> dict[str, str]:
@@ -279,28 +296,56 @@ def broken_channels(config: Config) -> dict[str, str]:
             "SELECT channel, reason FROM alert_channels WHERE broken").fetchall()}
 
 
+def _claim(config: Config, now: datetime) -> list[tuple[int, str, str]]:
+    """Take the pending notifications for this check, so a concurrent check (the worker and
+    ``alerts check``) cannot send them too. A claim left by a crash expires after a lease."""
+    with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn, \
+            storage.transaction(conn):
+        return [(int(i), c, p) for i, c, p in conn.execute("""
+            UPDATE alert_notifications SET claimed_at = ?
+            WHERE kind <> 'test' AND (status = 'pending') AND
+                  (claimed_at IS NULL OR claimed_at < ?)
+            RETURNING id, channel, payload_json""", [now, now - CLAIM_LEASE]).fetchall()]
+
+
 def deliver_pending(config: Config, now: datetime, report: CheckReport,
                     factory: ChannelFactory = default_channel) -> None:
-    """Send every pending notification; no database connection is held while sending."""
-    with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn:
-        pending = conn.execute("SELECT id, channel, payload_json FROM alert_notifications "
-                               "WHERE status = 'pending' ORDER BY id").fetchall()
+    """Send every pending notification; no database connection is held while sending.
+
+    Notifications are claimed first (no double send across processes). A channel that fails
+    is not tried again for the rest of this check, so it cannot hold up the others for long;
+    its notifications wait for the next check, up to MAX_CHECKS_PER_NOTIFICATION checks.
+    """
+    claimed = sorted(_claim(config, now))
     broken = broken_channels(config)
     channels: dict[str, Channel | DeliveryResult] = {}
-    for notification_id, name, payload in pending:
+    for notification_id, name, payload in claimed:
+        answered = True
         if name in broken:
             result = DeliveryResult(False, f"not sent: the channel is broken ({broken[name]}); "
                                     "fix it and run `spendwatch alerts test`", permanent=True)
+            answered = False
+        elif config.alerts.channel(name) is None:
+            result = DeliveryResult(False, "not sent: the channel is no longer configured",
+                                    permanent=True)
+            answered = False
         else:
             if name not in channels:
                 try:
                     channels[name] = factory(config, name)
-                except ConfigError as exc:
+                except ConfigError as exc:  # a missing secret: visible, not a broken channel
                     channels[name] = DeliveryResult(False, str(exc), permanent=False)
+                    report.config_errors[name] = str(exc)
             channel = channels[name]
-            result = (channel if isinstance(channel, DeliveryResult)
-                      else channel.deliver(_from_json(payload)))
-        _record(config, notification_id, name, result, now)
+            if isinstance(channel, DeliveryResult):
+                result, answered = channel, False
+            else:
+                result = channel.deliver(_from_json(payload))
+                if not result.ok and not result.permanent:
+                    channels[name] = DeliveryResult(
+                        False, f"not tried: channel {name} failed earlier in this check "
+                        f"({result.answer})", permanent=False)
+        _record(config, notification_id, name, result, now, answered)
         report.deliveries.append((name, _from_json(payload).title, result))
         if not result.ok:
             log.error("alert to channel %r not delivered: %s", name, result.answer)
@@ -327,14 +372,15 @@ def send_test(config: Config, name: str, now: datetime,
                         dashboard_url=_page_url(config.alerts.dashboard_url, "Alerts"))
     with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn:
         row = conn.execute("""INSERT INTO alert_notifications (episode_id, kind, channel,
-            created_at, status, attempts, payload_json) VALUES (NULL, 'test', ?, ?, 'pending',
-            0, ?) RETURNING id""", [name, now, _to_json(test)]).fetchone()
+            created_at, status, attempts, payload_json, claimed_at) VALUES (NULL, 'test', ?, ?,
+            'sending', 0, ?, ?) RETURNING id""", [name, now, _to_json(test), now]).fetchone()
+    answered = True
     try:
         result = factory(config, name).deliver(test)
-    except ConfigError as exc:
-        result = DeliveryResult(False, str(exc), permanent=True)
-    _record(config, int(row[0]) if row else None, name, result, now)
-    if not result.ok and not result.permanent:
+    except ConfigError as exc:  # this shell's environment, not the channel: break nothing
+        result, answered = DeliveryResult(False, str(exc), permanent=True), False
+    _record(config, int(row[0]) if row else None, name, result, now, answered)
+    if not result.ok:
         with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn:
             conn.execute("UPDATE alert_notifications SET status = 'failed' WHERE id = ?",
                          [row[0] if row else None])
@@ -347,6 +393,9 @@ def add_silence(config: Config, rule: str, scope_key: str | None, until: datetim
     if rule not in {r.name for r in config.alerts.rules}:
         raise ConfigError(f"{config.path}: no alert rule named {rule!r}; rules: "
                           + (", ".join(r.name for r in config.alerts.rules) or "none"))
+    if scope_key is not None and not SCOPE_KEY.match(scope_key):
+        raise ConfigError(f"scope {scope_key!r} is not a scope key; use the form `alerts "
+                          "check` shows in brackets, e.g. organization=acme,model=claude-opus-5-5")
     with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn:
         row = conn.execute("INSERT INTO alert_silences (rule, scope_key, created_at, "
                            "expires_at, comment) VALUES (?, ?, ?, ?, ?) RETURNING id",

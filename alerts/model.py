@@ -80,3 +80,4 @@ class DeliveryResult:
     answer: str                  # status and body, or the SMTP reply: never a secret
     permanent: bool = False
     retry_after: float | None = None
+    attempts: tuple[str, ...] = ()   # the answer of every attempt, in order (the last = answer)

@@ -26,7 +26,7 @@ last successful collection is older than :func:`stale_after` makes every spend r
 from __future__ import annotations
 
 import statistics
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Callable, Sequence
 
@@ -82,6 +82,23 @@ class Warehouse:
             if last is None or now - last > limit:
                 return False
         return True
+
+    def covered_from(self, organizations: Sequence[str]) -> datetime | None:
+        """From when every organization's usage and cost are stored without a gap."""
+        starts = []
+        for org in organizations:
+            row = self.conn.execute("SELECT max(covered_from), count(*) FROM sync_state WHERE "
+                                    "organization = ?", [org]).fetchone()
+            if not row or row[1] < 2:
+                return None
+            starts.append(row[0])
+        return max(starts) if starts else None
+
+    def open_scopes(self, rule: str) -> list[str]:
+        """Scope keys of the rule's episodes still open (pending or firing)."""
+        return [k for (k,) in self.conn.execute(
+            "SELECT DISTINCT scope_key FROM alert_states WHERE rule = ? AND state <> 'ok'",
+            [rule]).fetchall()]
 
     def _scope_sql(self, scope: dict[str, str]) -> tuple[str, dict[str, Any], str]:
         """(WHERE clause, params, feature CTE) selecting spend_facts rows of a scope."""
@@ -215,6 +232,12 @@ def monthly_budget(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evalua
                 ("actual", "forecast")]
     month_start, _ = local_range(first, first, tz)
     today_start, _ = local_range(today, today, tz)
+    covered = w.covered_from(_orgs(w.config, scope))
+    if covered is None or covered > month_start:
+        return [_evaluation(rule, scope, level, NO_DATA, None, budget, "usd", window,
+                            f"no data: this month is not stored from its first day; run "
+                            f"`spendwatch collect --since {first}`") for level in
+                ("actual", "forecast")]
     complete = w.spend_between(scope, month_start, today_start)
     today_so_far = w.spend_between(scope, today_start, now)
     actual = complete + today_so_far
@@ -246,6 +269,7 @@ def cache_hit_ratio(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evalu
     start = end - timedelta(hours=hours)
     window = f"the last {hours} complete hours, until {end:%Y-%m-%d %H:00} UTC"
     out = []
+    seen: set[str] = set()
     for group, org, reads, total in w.cache_input(start, end, per, scope):
         group_scope = {**scope, "organization": org, per: group or "(none)"}
         if not w.fresh([org], now):
@@ -263,6 +287,20 @@ def cache_hit_ratio(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evalu
                        f" the {floor:.1%} floor over {total:,} input tokens")
         out.append(_evaluation(rule, group_scope, "floor", state, ratio, floor, "ratio",
                                window, summary, "Caching"))
+    for ev in out:
+        seen.add(ev.scope_key)
+    for key in w.open_scopes(rule.name):  # open episodes with nothing in the window
+        if key in seen:
+            continue
+        group_scope = dict(part.split("=", 1) for part in key.split(","))
+        org = group_scope.get("organization", "")
+        if w.fresh([org], now):
+            out.append(_evaluation(rule, group_scope, "floor", OK, None, floor, "ratio", window,
+                                   "no input tokens in the window any more", "Caching"))
+        else:
+            out.append(_evaluation(rule, group_scope, "floor", NO_DATA, None, floor, "ratio",
+                                   window, "no data: the last collection is too old",
+                                   "Caching"))
     return out
 
 
@@ -275,21 +313,35 @@ def spend_spike(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evaluatio
     if mode == "hourly":
         hour_end = floor_hour(now)
         start = hour_end - timedelta(hours=1)
-        window = f"the hour {start:%Y-%m-%d %H:00} UTC against the same hour of the last 7 days"
-        past = [(start - timedelta(days=d), hour_end - timedelta(days=d)) for d in range(1, 8)]
+        local_start = start.astimezone(tz)
+        window = (f"the hour from {local_start:%Y-%m-%d %H:00} ({tz.key}) against the same "
+                  "hour of the last 7 days")
+        # the same local wall-clock hour on each previous day (DST-proof)
+        past = [((local_start - timedelta(days=d)).astimezone(timezone.utc),
+                 (local_start - timedelta(days=d)).astimezone(timezone.utc)
+                 + timedelta(hours=1)) for d in range(1, 8)]
         current = (start, hour_end)
     else:
         today = local_today(now, tz)
         start, _ = local_range(today, today, tz)
+        elapsed = now - start
         weeks = int(rule.params.get("weeks", 4))
         window = (f"today until {now.astimezone(tz):%H:%M} ({tz.key}) against the same "
                   f"weekday of the last {weeks} weeks, to the same time")
-        past = [(start - timedelta(weeks=k), now - timedelta(weeks=k))
-                for k in range(1, weeks + 1)]
+        past = []
+        for k in range(1, weeks + 1):  # the same local weekday, the same time into the day
+            day_start, _ = local_range(today - timedelta(weeks=k), today - timedelta(weeks=k), tz)
+            past.append((day_start, day_start + elapsed))
         current = (start, now)
     if not w.fresh(_orgs(w.config, scope), now):
         return [_evaluation(rule, scope, mode, NO_DATA, None, multiplier, "x", window,
                             "no data: the last collection is too old", "Spend")]
+    covered = w.covered_from(_orgs(w.config, scope))
+    past = [(a, b) for a, b in past if covered is not None and a >= covered]
+    if len(past) < 2:  # missing history is not a $0 baseline
+        return [_evaluation(rule, scope, mode, NO_DATA, None, multiplier, "x", window,
+                            "no data: not enough stored history for a baseline; backfill "
+                            "with `spendwatch collect --since ...`", "Spend")]
     value = w.spend_between(scope, *current)
     baseline = Decimal(statistics.median([w.spend_between(scope, a, b) for a, b in past]))
     threshold = max(baseline * multiplier, minimum)

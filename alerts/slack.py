@@ -16,6 +16,8 @@ This module also holds the words every channel uses (``format_value``, ``headlin
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import logging
 import threading
 import time
@@ -193,14 +195,17 @@ class SlackChannel:
         """Post ``notification``: up to ``max_attempts`` posts, waiting out 429s (Retry-After,
         at most ``max_wait``) and backing off after 5xx answers, timeouts and connection errors."""
         payload = slack_payload(notification)
+        answers: list[str] = []
         attempt = 1
         while True:
             result, wait = self._post_once(payload, attempt)
+            answers.append(result.answer)
             if result.ok or result.permanent or wait is None:
-                return result
+                return replace(result, attempts=tuple(answers))
             if attempt == self.max_attempts:
                 return DeliveryResult(ok=False, retry_after=result.retry_after,
-                                      answer=f"{result.answer} (after {attempt} attempts)")
+                                      answer=f"{result.answer} (after {attempt} attempts)",
+                                      attempts=tuple(answers))
             log.warning("Slack channel %s: %s; trying again in %.1f s (attempt %d of %d)",
                         self.name, result.answer, wait, attempt, self.max_attempts)
             self._sleep(wait)

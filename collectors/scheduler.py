@@ -18,7 +18,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.schedulers.base import BaseScheduler
 
-from collectors.sync import CollectOptions, collect
+from collectors.sync import CollectOptions, OrgResult, collect, record_run
+from spendwatch.errors import SpendwatchError
 from spendwatch.config import Config, resolve_admin_key
 from spendwatch.timeutil import utcnow
 
@@ -36,18 +37,32 @@ def collection_job(config: Config, stop: threading.Event | None = None,
     now = utcnow()
     try:
         results = collect(config, CollectOptions(stop=stop), now=now)
-    except Exception:
-        log.exception("collection run failed")
-        return
-    for result in results:
-        if result.ok:
-            log.info("%s: %d windows, %d usage rows, %d cost rows", result.organization,
-                     result.windows, result.usage_rows, result.cost_rows)
-    if after is not None:
+        for result in results:
+            if result.ok:
+                log.info("%s: %d windows, %d usage rows, %d cost rows", result.organization,
+                         result.windows, result.usage_rows, result.cost_rows)
+    except Exception as exc:
+        # Nothing ran (a key file gone, the database locked): say so where data_stale looks.
+        log.error("collection run failed: %s", exc if isinstance(exc, SpendwatchError)
+                  else type(exc).__name__)
+        record_failed_runs(config, now, str(exc) if isinstance(exc, SpendwatchError)
+                           else f"unexpected {type(exc).__name__}")
+    finally:
+        if after is not None:
+            try:
+                after(config, utcnow())  # a fresh clock: silences made meanwhile count
+            except Exception:
+                log.exception("alert check after the collection failed")
+
+
+def record_failed_runs(config: Config, now: datetime, error: str) -> None:
+    """A failed run for every organization, when the collection could not even start."""
+    for org in config.organizations:
         try:
-            after(config, now)
-        except Exception:
-            log.exception("alert check after the collection failed")
+            record_run(config.database_path, config.storage.lock_timeout_seconds,
+                       OrgResult(org.name, error=error), now, utcnow())
+        except SpendwatchError as exc:
+            log.error("could not record the failed run of %r: %s", org.name, exc)
 
 
 def schedule(scheduler: BaseScheduler, config: Config, start_now: bool = True,
@@ -85,9 +100,11 @@ def run_worker(config: Config, after: Callable[[Config, datetime], None] | None 
         scheduler.shutdown(wait=False)
 
 
-def start_background_worker(config: Config) -> BackgroundScheduler:
+def start_background_worker(config: Config, stop: threading.Event | None = None,
+                            after: Callable[[Config, datetime], None] | None = None
+                            ) -> BackgroundScheduler:
     """The same schedule in a background thread (the demo runs it beside the dashboard)."""
     scheduler = BackgroundScheduler(timezone="UTC")
-    schedule(scheduler, config)
+    schedule(scheduler, config, start_now=False, stop=stop, after=after)
     scheduler.start()
     return scheduler

@@ -135,6 +135,24 @@ def run(ctx: click.Context) -> None:
     run_worker(_config(ctx), after=check_after_collection)
 
 
+# --- dashboard ------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--port", type=int, help="Port (default: [dashboard] port, 8501).")
+@click.pass_context
+def dashboard(ctx: click.Context, port: int | None) -> None:
+    """Serve the web dashboard on this machine (127.0.0.1 unless configured)."""
+    from dataclasses import replace
+
+    from spendwatch.dashboard import run_dashboard, url
+
+    config = _config(ctx)
+    if port is not None:
+        config = replace(config, dashboard=replace(config.dashboard, port=port))
+    click.echo(f"spendwatch dashboard: {url(config)}", err=True)
+    run_dashboard(config)
+
+
 # --- spend -----------------------------------------------------------------------------------
 
 def _json_default(value: Any) -> Any:
@@ -315,9 +333,8 @@ def alerts_check(ctx: click.Context) -> None:
     config = _config(ctx)
     report = check(config, utcnow())
     for ev in report.evaluations:
-        scope = ", ".join(f"{k} {v}" for k, v in sorted(ev.scope.items())) or "all"
-        click.echo(f"{ev.state.upper().replace('_', ' '):8} {ev.rule} ({scope}) {ev.level}: "
-                   f"{ev.summary}")
+        click.echo(f"{ev.state.upper().replace('_', ' '):8} {ev.rule} [{ev.scope_key}] "
+                   f"{ev.level}: {ev.summary}")
     if not report.evaluations:
         click.echo("no alert rules configured ([[alerts.rules]] in the config)")
     for line in report.transitions:
@@ -328,6 +345,8 @@ def alerts_check(ctx: click.Context) -> None:
     for channel, reason in report.broken_channels.items():
         click.echo(f"error: channel {channel!r} is broken: {reason}; fix it, then run "
                    "`spendwatch alerts test`", err=True)
+    for channel, error in report.config_errors.items():
+        click.echo(f"error: channel {channel!r} cannot send: {error}", err=True)
     if report.failed:
         sys.exit(1)
 
@@ -358,7 +377,8 @@ def alerts_test(ctx: click.Context, names: Sequence[str]) -> None:
 @alerts.command("silence")
 @click.argument("rule")
 @click.option("--scope", "scope_key", metavar="KEY",
-              help="Only this scope, as `alerts check` shows it (default: every scope).")
+              help="Only this scope, as `alerts check` shows it in brackets, e.g. "
+                   "organization=acme (default: every scope).")
 @click.option("--for", "duration", required=True, metavar="DURATION",
               help="How long, e.g. 30m, 4h, 2d.")
 @click.option("--comment", help="Why (shown with the silence).")
@@ -386,13 +406,17 @@ def alerts_silence(ctx: click.Context, rule: str, scope_key: str | None, duratio
 @main.command()
 @click.option("--dir", "directory", default="spendwatch-demo", show_default=True,
               help="Folder for the demo's config and database.")
-@click.option("--days", default=30, show_default=True, help="Days of history to backfill.")
+@click.option("--days", default=90, show_default=True, help="Days of history to backfill.")
 @click.option("--seed", default=7, show_default=True, help="Seed of the simulated organization.")
-def demo(directory: str, days: int, seed: int) -> None:
-    """Simulate an organization, collect it, and print what it spent."""
+@click.option("--port", default=8501, show_default=True, help="The dashboard's port.")
+@click.option("--serve/--no-serve", default=False, show_default=True,
+              help="Then run the worker and the dashboard until Ctrl-C.")
+def demo(directory: str, days: int, seed: int, port: int, serve: bool) -> None:
+    """Simulate an organization, collect it, print what it spent, check alerts, and serve
+    the dashboard with the worker beside it."""
     from spendwatch.demo import run_demo
 
-    run_demo(directory, days, seed)
+    run_demo(directory, days, seed, serve, port)
 
 
 @main.command()

@@ -13,11 +13,11 @@ that holds it, and :func:`resolve_admin_key` reads it when a collector needs it.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
-import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -144,6 +144,14 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class DashboardConfig:
+    """Where ``spendwatch dashboard`` listens (only on this machine unless told otherwise)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8501
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     database: str = "data/spendwatch.duckdb"
     lock_timeout_seconds: float = 10.0
@@ -163,6 +171,7 @@ class Config:
     savings: SavingsConfig = field(default_factory=SavingsConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -251,7 +260,7 @@ _STORAGE_SCHEMA: dict[str, type] = {"database": str, "lock_timeout_seconds": flo
 _TOP_SCHEMA: dict[str, type] = {"timezone": str, "storage": object, "collection": object,
                                 "organizations": object, "features": object,
                                 "pricing": object, "savings": object, "models": object,
-                                "alerts": object}
+                                "alerts": object, "dashboard": object}
 
 
 def _organizations(path: Path, raw: Any) -> tuple[OrganizationConfig, ...]:
@@ -531,6 +540,8 @@ def parse_config(path: Path, data: dict[str, Any]) -> Config:
         savings=_savings(path, top.get("savings", {})),
         models=ModelsConfig(**_section(path, top.get("models", {}), "models", _MODELS_SCHEMA)),
         alerts=_alerts(path, top.get("alerts", {})),
+        dashboard=DashboardConfig(**_section(path, top.get("dashboard", {}), "dashboard",
+                                             {"host": str, "port": int})),
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from spendwatch import storage
-from spendwatch.config import load_config
+from spendwatch.config import Config, load_config
 from spendwatch.queries import spend
 from spendwatch.savings import ledger
 from spendwatch.timeutil import local_range, local_today, utcnow
@@ -34,6 +34,9 @@ database = "spendwatch.duckdb"
 
 [collection]
 interval_minutes = 5
+
+[dashboard]
+port = {port}
 
 [[organizations]]
 name = "demo-org"
@@ -53,30 +56,72 @@ workspace_names = ["Search"]
 name = "evals"
 api_key_names = ["eval-harness"]
 batch_eligible = true
+
+[alerts]
+dashboard_url = "http://127.0.0.1:{port}"
+
+# The simulator stands in for Slack too: it answers "ok" and keeps the messages.
+[[alerts.channels]]
+name = "demo-slack"
+kind = "slack"
+webhook_url_file = "{webhook_file}"
+
+[[alerts.rules]]
+name = "daily budget"
+kind = "daily_spend"
+channels = ["demo-slack"]
+threshold_usd = "300"
+levels = [0.5, 0.8, 1.0]
+
+[[alerts.rules]]
+name = "monthly budget"
+kind = "monthly_budget"
+channels = ["demo-slack"]
+budget_usd = "10000"
+
+[[alerts.rules]]
+name = "cache hit ratio"
+kind = "cache_hit_ratio"
+channels = ["demo-slack"]
+per = "feature"
+floor = 0.3
+
+[[alerts.rules]]
+name = "collector"
+kind = "data_stale"
+channels = ["demo-slack"]
+max_age = "1h"
 """
 
 
-def write_demo_config(directory: Path, base_url: str) -> Path:
-    """The demo's config.toml and key file; returns the config path."""
+def write_demo_config(directory: Path, base_url: str, port: int = 8501) -> Path:
+    """The demo's config.toml, key file and webhook file; returns the config path."""
     directory.mkdir(parents=True, exist_ok=True)
     key_file = directory / "admin_key"
     key_file.write_text(DEMO_KEY + "\n", encoding="utf-8")
-    os.chmod(key_file, 0o600)
+    webhook_file = directory / "slack_webhook"
+    webhook_file.write_text(f"{base_url}/_sim/slack/T0DEMO/B0DEMO/demo\n", encoding="utf-8")
+    for secret in (key_file, webhook_file):
+        os.chmod(secret, 0o600)
     config_path = directory / "config.toml"
-    config_path.write_text(CONFIG_TEMPLATE.format(timezone=DEMO_TIMEZONE, base_url=base_url,
-                                                  key_file=key_file.resolve()), encoding="utf-8")
+    config_path.write_text(CONFIG_TEMPLATE.format(
+        timezone=DEMO_TIMEZONE, base_url=base_url, key_file=key_file.resolve(),
+        webhook_file=webhook_file.resolve(), port=port), encoding="utf-8")
     return config_path
 
 
-def run_demo(directory: str, days: int, seed: int) -> None:
-    """Simulate, collect ``days`` of history, print the totals against the ground truth."""
+def run_demo(directory: str, days: int, seed: int, serve: bool = True,
+             port: int = 8501) -> None:
+    """Simulate, backfill ``days``, print totals against the ground truth, check alerts; with
+    ``serve``, then run the worker and the dashboard until Ctrl-C."""
+    from alerts.engine import check
     from collectors.simulator import start_simulator
     from collectors.sync import CollectOptions, collect
     from spendwatch.cli import _Bar
 
     simulator = start_simulator(seed=seed, admin_keys=[DEMO_KEY])
     try:
-        config = load_config(write_demo_config(Path(directory), simulator.url))
+        config = load_config(write_demo_config(Path(directory), simulator.url, port))
         click.echo(f"simulated organization served at {simulator.url}")
         now = utcnow()
         today = local_today(now, config.tz)
@@ -99,10 +144,50 @@ def run_demo(directory: str, days: int, seed: int) -> None:
                    f"${book.totals.batch_savings_usd:,.2f} over these {book.days} days.")
         for item in book.potential[:3]:
             click.echo(f"Could save: {item.change}")
-        click.echo("\nNext: `spendwatch --config <demo folder>/config.toml spend --by "
-                   "model,feature` (or `savings`, `reconcile`).")
+        report = check(config, utcnow())
+        firing = [e for e in report.evaluations if e.state == "firing"]
+        click.echo(f"\nAlerts: {len(firing)} firing, {len(report.deliveries)} messages sent "
+                   "to the simulated Slack")
+        for evaluation in firing[:5]:
+            click.echo(f"  FIRING {evaluation.rule}: {evaluation.summary}")
+        if serve:
+            _serve(config)
+        else:
+            click.echo("\nNext: `spendwatch --config <demo folder>/config.toml spend --by "
+                       "model,feature` (or `savings`, `reconcile`, `alerts check`).")
     finally:
         simulator.close()
+
+
+def _serve(config: Config) -> None:
+    """The worker (in a thread) and the dashboard (a child process), until interrupted."""
+    import signal
+    import threading
+
+    from alerts.engine import check_after_collection
+    from collectors.scheduler import start_background_worker
+    from spendwatch.dashboard import start_dashboard, url
+
+    stop = threading.Event()
+    worker = start_background_worker(config, stop=stop, after=check_after_collection)
+    dashboard = start_dashboard(config)
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    click.echo(f"\nThe dashboard is at {url(config)} (the worker collects every "
+               f"{config.collection.interval_minutes} minutes). Press Ctrl-C to stop.")
+    try:
+        while not stop.wait(1):
+            if dashboard.poll() is not None:
+                raise click.ClickException("the dashboard stopped; see the messages above")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        dashboard.terminate()
+        worker.shutdown(wait=True)
+        try:
+            dashboard.wait(timeout=10)
+        except Exception:
+            dashboard.kill()
 
 
 def _print_summary(first: date, last: date, by_model: list[dict[str, Any]],

@@ -364,7 +364,8 @@ def _m003_alerts(conn: duckdb.DuckDBPyConnection) -> None:
             attempts INTEGER NOT NULL,
             sent_at TIMESTAMPTZ,
             last_answer VARCHAR,
-            payload_json VARCHAR NOT NULL       -- the Notification, no secret in it
+            payload_json VARCHAR NOT NULL,      -- the Notification, no secret in it
+            claimed_at TIMESTAMPTZ              -- a check is sending it (see alerts.engine)
         )""")
     conn.execute("""
         CREATE TABLE alert_deliveries (

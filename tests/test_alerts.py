@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -19,7 +20,7 @@ from alerts.engine import add_silence, check, send_test
 from alerts.model import FIRING, NO_DATA, OK
 from collectors.sync import CollectOptions, collect
 from conftest import ADMIN_KEY, REPO, SIM_NOW, Simulator, write_config
-from fake_slack import FakeSlack
+from fake_slack import Answer, FakeSlack
 from fake_smtp import Mailbox
 from spendwatch import storage
 from spendwatch.config import Config, load_config
@@ -291,12 +292,26 @@ def test_today_is_the_local_day_west_and_east_of_utc(warehouse, zone: str,
 
 
 def test_monthly_budget_forecasts_from_the_days_so_far(warehouse) -> None:
-    config = configure(warehouse, rule("month", "monthly_budget", budget_usd='"1000"'))
+    from spendwatch.queries import spend
+    config = configure(warehouse, rule("month", "monthly_budget", budget_usd='"10000"'))
     actual, forecast = check(config, SIM_NOW + MINUTE).evaluations
-    assert (actual.level, forecast.level) == ("actual", "forecast")
-    assert actual.value is not None and forecast.value is not None
-    assert forecast.value > actual.value > 0
-    assert forecast.state == (FIRING if forecast.value >= 1000 else OK)
+    assert actual.state == forecast.state == NO_DATA  # November is not stored from the 1st
+    assert "spendwatch collect --since 2026-11-01" in actual.summary
+
+    collect(config, CollectOptions(since=datetime(2026, 11, 1, 6, tzinfo=UTC)), now=SIM_NOW,
+            sleep=lambda s: None)
+    now = SIM_NOW + MINUTE
+    actual, forecast = check(config, now).evaluations
+    with storage.reader(config.database_path) as conn:
+        days = spend(conn, config.tz, datetime(2026, 11, 1).date(),
+                     datetime(2026, 11, 24).date(), ["date"])
+    complete = sum(r["cost_usd"] for r in days if r["date"] < datetime(2026, 11, 24).date())
+    month_to_date = sum(r["cost_usd"] for r in days)
+    today_start = datetime(2026, 11, 24, 6, tzinfo=UTC)  # Chicago midnight
+    elapsed = Decimal((now - today_start).total_seconds()) / 86400
+    expected = month_to_date + complete / 23 * (Decimal(30 - 23) - elapsed)
+    assert actual.value == month_to_date and forecast.value == expected
+    assert (actual.state, forecast.state) == (OK, FIRING if expected >= 10000 else OK)
 
 
 def test_cache_hit_ratio_fires_for_the_poorly_caching_feature_only(warehouse) -> None:
@@ -404,3 +419,72 @@ def test_data_stale_fires_when_the_api_keeps_failing(warehouse) -> None:
         assert not result.ok
     (evaluation,) = check(config, SIM_NOW + 11 * MINUTE).evaluations
     assert evaluation.state == FIRING and "the last 2 runs failed" in evaluation.summary
+
+
+def test_two_checks_at_once_send_each_message_once(warehouse) -> None:
+    """The worker and `alerts check` can run together: a notification is claimed once."""
+    import threading
+    config = configure(warehouse)
+    spent = today_spend(config)
+    config = configure(warehouse, rule("daily", "daily_spend", threshold_usd=f'"{spent / 2:.2f}"'))
+    warehouse["slack"].script(Answer(200, "ok", delay=2.0))
+    first = threading.Thread(target=check, args=(config, SIM_NOW + MINUTE))
+    first.start()
+    time.sleep(0.7)
+    out = subprocess.run([sys.executable, "-c", CHECK_IN_A_NEW_PROCESS, str(config.path),
+                          (SIM_NOW + 2 * MINUTE).isoformat()], cwd=REPO, env=dict(os.environ),
+                         capture_output=True, text=True, timeout=120)
+    first.join()
+    assert out.returncode == 0, out.stderr
+    assert len(warehouse["slack"].received) == 1
+
+
+def test_a_test_run_without_the_secret_does_not_break_the_channel(
+        warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = configure(warehouse)
+    spent = today_spend(config)
+    config = configure(warehouse, rule("daily", "daily_spend", threshold_usd=f'"{spent / 2:.2f}"'))
+    webhook = os.environ["SLACK_WEBHOOK"]
+    monkeypatch.delenv("SLACK_WEBHOOK")
+    result = send_test(config, "ops-slack", SIM_NOW)
+    assert not result.ok and "SLACK_WEBHOOK" in result.answer
+    report = check(config, SIM_NOW + MINUTE)  # the worker's shell lacks it too: say so
+    assert report.failed and "ops-slack" in report.config_errors
+    monkeypatch.setenv("SLACK_WEBHOOK", webhook)
+    report = check(config, SIM_NOW + 2 * MINUTE)  # the pending message goes out now
+    assert not report.failed and len(warehouse["slack"].received) == 1
+
+
+def test_a_worker_run_that_cannot_start_still_checks_alerts(warehouse) -> None:
+    from collectors.scheduler import collection_job
+    config = configure(warehouse, rule("fresh", "data_stale", max_failures="1"))
+    broken = load_config(config.path)
+    broken = type(broken)(**{**broken.__dict__, "organizations": tuple(
+        type(o)(**{**o.__dict__, "admin_key_env": "NO_SUCH_VARIABLE"})
+        for o in broken.organizations)})
+    collection_job(broken)
+    assert query(config.database_path, "SELECT status, error LIKE '%NO_SUCH_VARIABLE%' FROM "
+                 "collection_runs ORDER BY started_at DESC LIMIT 1") == [("failed", True)]
+    checked: list[datetime] = []
+    collection_job(broken, after=lambda c, now: checked.append(now))
+    assert len(checked) == 1
+
+
+def test_a_silence_scope_must_look_like_what_check_shows(warehouse) -> None:
+    from spendwatch.errors import ConfigError
+    config = configure(warehouse, rule("daily", "daily_spend", threshold_usd='"1000000"'))
+    with pytest.raises(ConfigError, match="is not a scope key"):
+        add_silence(config, "daily", "organization acme", SIM_NOW + MINUTE, SIM_NOW)
+    assert add_silence(config, "daily", "organization=acme", SIM_NOW + MINUTE, SIM_NOW) > 0
+
+
+def test_a_firing_cache_alert_says_no_data_when_collection_stops(warehouse) -> None:
+    features = '[[features]]\nname = "evals"\napi_key_names = ["eval-harness"]\n'
+    config = configure(warehouse, features + rule("cache", "cache_hit_ratio", floor="0.3",
+                                                  per='"feature"', min_input_tokens="1000"))
+    check(config, SIM_NOW + MINUTE)
+    report = check(config, SIM_NOW + timedelta(days=2))  # nothing collected since
+    evals = [e for e in report.evaluations if e.scope.get("feature") == "evals"]
+    assert [e.state for e in evals] == [NO_DATA]
+    assert query(config.database_path, "SELECT count(*) FROM alert_episodes WHERE "
+                 "end_reason = 'expired'") == [(0,)]

@@ -163,6 +163,7 @@ class SimulatorState:
     faults: list[Fault] = field(default_factory=list)
     request_log: list[dict[str, Any]] = field(default_factory=list)
     request_count: int = 0
+    slack_messages: list[str] = field(default_factory=list)
 
     def next_request_id(self) -> str:
         """A deterministic request id (``req_01`` + 24 chars) for the next API request."""
@@ -269,6 +270,8 @@ class SimulatorHandler(BaseHTTPRequestHandler):
       one applied); query names as sent (``group_by[]``); headers are never recorded.
     - ``GET /_sim/org``: ids, names, revision and clock of the organization.
     - ``POST /_sim/clock`` ``{"now": "<RFC 3339>" | null}``: fix the clock or follow the real one.
+    - ``POST /_sim/slack/<anything>``: a Slack incoming-webhook sink for the demo (answers
+      "ok"); ``GET /_sim/slack`` lists what it received.
     """
 
     server_version = "spendwatch-simulator/1"
@@ -521,6 +524,21 @@ class SimulatorHandler(BaseHTTPRequestHandler):
                 return
         elif path == "/_sim/org" and method == "GET":
             self._send_json(200, org.describe())
+            return
+        elif path.startswith("/_sim/slack/") and method == "POST":
+            # A Slack incoming-webhook sink for the demo: answers as Slack does ("ok").
+            with state.lock:
+                state.slack_messages.append(body.decode("utf-8", "replace"))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+            return
+        elif path == "/_sim/slack" and method == "GET":
+            with state.lock:
+                messages = [json.loads(m) for m in state.slack_messages]
+            self._send_json(200, messages)
             return
         elif path == "/_sim/clock" and method == "POST":
             spec = parse_body()
