@@ -239,7 +239,10 @@ class _Machine:
 
 
 def _page_url(base: str | None, page: str) -> str | None:
-    return f"{base.rstrip('/')}/{page}" if base else None
+    """The dashboard page's address; Overview is the dashboard's front page."""
+    if not base:
+        return None
+    return base.rstrip("/") + ("" if page == "Overview" else f"/{page}")
 
 
 def evaluate_and_record(config: Config, now: datetime, report: CheckReport) -> None:
@@ -410,3 +413,15 @@ def check_after_collection(config: Config, now: datetime) -> None:
         log.warning("alert %s", line)
     for channel, reason in report.broken_channels.items():
         log.error("alert channel %r is broken: %s", channel, reason)
+
+
+def expire_silence(config: Config, silence_id: int, now: datetime) -> bool:
+    """End silence ``silence_id`` at ``now`` (its ``expires_at`` becomes ``now``).
+
+    Returns False when it had already ended (or does not exist). Opens a writer for this one
+    update; raises DatabaseBusy when the file stays locked.
+    """
+    with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn:
+        row = conn.execute("UPDATE alert_silences SET expires_at = ? WHERE id = ? "
+                           "AND expires_at > ? RETURNING id", [now, silence_id, now]).fetchone()
+    return row is not None

@@ -409,7 +409,7 @@ def alerts_silence(ctx: click.Context, rule: str, scope_key: str | None, duratio
 @click.option("--days", default=90, show_default=True, help="Days of history to backfill.")
 @click.option("--seed", default=7, show_default=True, help="Seed of the simulated organization.")
 @click.option("--port", default=8501, show_default=True, help="The dashboard's port.")
-@click.option("--serve/--no-serve", default=False, show_default=True,
+@click.option("--serve/--no-serve", default=True, show_default=True,
               help="Then run the worker and the dashboard until Ctrl-C.")
 def demo(directory: str, days: int, seed: int, port: int, serve: bool) -> None:
     """Simulate an organization, collect it, print what it spent, check alerts, and serve

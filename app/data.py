@@ -1,0 +1,146 @@
+"""The dashboard's only way to the warehouse: config, the clock, cached query batches.
+
+- **Config**: :func:`config` loads ``$SPENDWATCH_CONFIG`` (else ``./config.toml``) on every
+  run; a problem in it is shown as its one-line message.
+- **Clock**: :func:`now` is read once per run (:func:`begin_run`, called by ``main.py``) and
+  passed down. ``$SPENDWATCH_NOW`` (RFC 3339, e.g. ``2026-11-24T12:00:00Z``) fixes it, for
+  tests and screenshots; otherwise it is the current time floored to the whole minute, so a
+  query result cached for one run serves the others of the same minute.
+- **Queries**: :func:`load` runs one or more :mod:`spendwatch.views` functions on one
+  read-only connection (``storage.reader``, opened for the batch and closed), and caches the
+  RESULTS for 60 seconds (``st.cache_data``). No connection outlives a batch.
+- **Failures**: no database file yet shows what to run (``spendwatch collect``), a database the
+  worker keeps locked says the data is being updated, a config problem shows its message; the
+  page stops there. Never a traceback.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from datetime import datetime
+from typing import Any, Callable, NoReturn
+
+import duckdb
+import streamlit as st
+
+from spendwatch import storage, views
+from spendwatch.config import Config, config_path, load_config
+from spendwatch.errors import ConfigError, DatabaseBusy, DatabaseMissing, SpendwatchError
+from spendwatch.timeutil import parse_utc, utcnow
+
+NOW_ENV = "SPENDWATCH_NOW"
+CACHE_SECONDS = 60
+_NOW_KEY = "spendwatch_now"
+
+EMPTY_MESSAGE = ("The database is empty: nothing has been collected yet. Run "
+                 "`spendwatch collect` (or leave `spendwatch run` running), then reload.")
+BUSY_MESSAGE = ("The data is being updated (the worker is writing to the database). "
+                "Reload in a moment.")
+
+
+# --- the clock -------------------------------------------------------------------------------
+
+def read_clock(environ: dict[str, str] | None = None) -> datetime:
+    """``$SPENDWATCH_NOW`` if set (RFC 3339), else now floored to the minute (UTC).
+
+    Raises ConfigError for a value that is not an RFC 3339 timestamp with a time zone.
+    """
+    text = (environ if environ is not None else os.environ).get(NOW_ENV, "").strip()
+    if not text:
+        return utcnow().replace(second=0, microsecond=0)
+    try:
+        return parse_utc(text)
+    except ValueError:
+        raise ConfigError(f"{NOW_ENV}={text!r} is not an RFC 3339 timestamp such as "
+                          "2026-11-24T12:00:00Z; fix or unset it") from None
+
+
+def begin_run() -> datetime:
+    """Read the clock once for this run; every page then uses :func:`now`."""
+    try:
+        moment = read_clock()
+    except ConfigError as exc:
+        stop_with(st.error, str(exc))
+    st.session_state[_NOW_KEY] = moment
+    return moment
+
+
+def now() -> datetime:
+    """This run's "now" (read by :func:`begin_run`)."""
+    moment = st.session_state.get(_NOW_KEY)
+    return moment if isinstance(moment, datetime) else begin_run()
+
+
+# --- config ----------------------------------------------------------------------------------
+
+def config() -> Config:
+    """The validated config; a problem stops the page with its one-line message."""
+    try:
+        return load_config()
+    except ConfigError as exc:
+        stop_with(st.error, f"{exc}. The dashboard reads the config named by "
+                            f"$SPENDWATCH_CONFIG (now: {config_path()}).")
+
+
+# --- queries ---------------------------------------------------------------------------------
+
+Call = tuple[Callable[..., Any], tuple[Any, ...]]
+
+
+def load(func: Callable[..., Any], *args: Any) -> Any:
+    """``func(conn, config, *args)`` (or ``func(conn, *args)``) of :mod:`spendwatch.views`,
+    cached: see :func:`load_many`."""
+    return load_many((func, args))[0]
+
+
+def load_many(*calls: Call) -> list[Any]:
+    """Run ``(views function, args)`` calls on one reader; results cached for 60 seconds.
+
+    Arguments must be hashable by Streamlit (dates, strings, numbers, tuples, dicts). Stops the
+    page with a message when the database is missing, busy, or older than this version.
+    """
+    cfg = config()
+    for func, _ in calls:
+        if getattr(views, func.__name__, None) is not func:
+            raise ValueError(f"{func.__name__} is not a spendwatch.views function")
+    try:
+        stamp = cfg.path.stat().st_mtime_ns
+    except OSError:
+        stamp = 0
+    try:
+        return _cached_batch((str(cfg.path), stamp),
+                             tuple((func.__name__, args) for func, args in calls), cfg)
+    except DatabaseMissing:
+        stop_with(st.info, EMPTY_MESSAGE + f"\n\nDatabase: `{cfg.database_path}`")
+    except DatabaseBusy:
+        stop_with(st.warning, BUSY_MESSAGE)
+    except duckdb.CatalogException:
+        stop_with(st.warning, "The database was written by an older spendwatch: run "
+                              "`spendwatch collect` once to upgrade it, then reload.")
+    except SpendwatchError as exc:
+        stop_with(st.error, str(exc))
+
+
+@st.cache_data(ttl=CACHE_SECONDS, show_spinner=False, max_entries=500)
+def _cached_batch(config_key: tuple[str, int], calls: tuple[tuple[str, tuple[Any, ...]], ...],
+                  _config: Config) -> list[Any]:
+    """One reader for the whole batch; only results are cached, never the connection."""
+    with storage.reader(_config.database_path, _config.storage.lock_timeout_seconds) as conn:
+        results = []
+        for name, args in calls:
+            func = getattr(views, name)
+            takes_config = list(inspect.signature(func).parameters)[1:2] == ["config"]
+            results.append(func(conn, _config, *args) if takes_config else func(conn, *args))
+        return results
+
+
+def clear_cache() -> None:
+    """Forget cached results (after the dashboard itself wrote: a silence)."""
+    _cached_batch.clear()
+
+
+def stop_with(show: Callable[[str], Any], message: str) -> NoReturn:
+    """Show ``message`` the way ``show`` does (st.info, st.warning, st.error) and stop."""
+    show(message)
+    st.stop()

@@ -1,0 +1,101 @@
+"""How figures read on screen: dollars, ratios, local times, and rows turned into frames."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Iterable, Mapping, Sequence
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+
+from spendwatch.savings import usd_text
+
+CENT = Decimal("0.01")
+NONE = "(none)"
+
+
+def usd(amount: Decimal | None) -> str:
+    """``$1,234.57`` (half up to the cent, as every spendwatch surface rounds), or "no data"."""
+    return "no data" if amount is None else usd_text(amount)
+
+
+def cents(amount: Decimal | None) -> float | None:
+    """Dollars rounded half up to the cent, as a float for tables and charts (display only)."""
+    return None if amount is None else float(amount.quantize(CENT, rounding=ROUND_HALF_UP))
+
+
+def percent(ratio: Decimal | float | None, digits: int = 1) -> str:
+    if ratio is None:
+        return "no data"
+    return f"{Decimal(str(ratio)) * 100:.{digits}f}%"
+
+
+def tokens(count: int | None) -> str:
+    if count is None:
+        return "no data"
+    for size, suffix in ((1_000_000_000, "B"), (1_000_000, "M"), (1_000, "k")):
+        if abs(count) >= size:
+            return f"{count / size:,.1f}{suffix}"
+    return f"{count:,}"
+
+
+def local(moment: datetime | None, tz: ZoneInfo, with_zone: bool = True) -> str:
+    """A UTC instant as local wall time, e.g. ``2026-11-24 06:00 CST``."""
+    if moment is None:
+        return "never"
+    text = f"{moment.astimezone(tz):%Y-%m-%d %H:%M}"
+    return f"{text} {moment.astimezone(tz):%Z}" if with_zone else text
+
+
+def ago(moment: datetime | None, now: datetime) -> str:
+    """``5 min ago``, ``3 h ago``, ``2 days ago``."""
+    if moment is None:
+        return "never"
+    seconds = (now - moment).total_seconds()
+    if seconds < 60:  # the clock is floored to the minute: a run of this minute is "now"
+        return "just now"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{int(seconds // 86400)} days ago"
+
+
+def period_text(moment: datetime | date, grain: str) -> str:
+    """A period's start as it reads in a tooltip: hour, day or ``week of``."""
+    if grain == "hour" and isinstance(moment, datetime):
+        return f"{moment:%a %Y-%m-%d %H:00}"
+    if grain == "week":
+        return f"week of {moment:%Y-%m-%d}"
+    return f"{moment:%a %Y-%m-%d}"
+
+
+def iso_wall_time(moment: datetime | date) -> str:
+    """A naive local time as an ISO string marked UTC: charts use a UTC time scale, so the
+    browser shows the configured time zone's wall time whatever its own time zone."""
+    if not isinstance(moment, datetime):
+        moment = datetime(moment.year, moment.month, moment.day)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}Z"
+
+
+def frame(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] | None = None,
+          cents_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """Aggregate rows as a DataFrame for a chart or a table.
+
+    Decimals become floats (unrounded, so a chart's segments add up to the exact total), or
+    floats rounded to the cent in ``cents_columns`` (tables); a missing value in a text column
+    reads "(none)".
+    """
+    def plain(column: str, value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return cents(value) if column in cents_columns else float(value)
+        return value
+
+    records = [{k: plain(k, v) for k, v in row.items()} for row in rows]
+    df = pd.DataFrame(records, columns=list(columns) if columns else None)
+    for column in df.columns:
+        values = [v for r in records if (v := r.get(column)) is not None]
+        if values and all(isinstance(v, str) for v in values):
+            df[column] = df[column].fillna(NONE)
+    return df

@@ -1,0 +1,126 @@
+"""Overview: today, the month and its forecast, caching, alerts, savings, data freshness."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import streamlit as st
+
+from app import charts, data
+from app.format import ago, frame, iso_wall_time, local, percent, period_text, usd
+from spendwatch import views
+
+config = data.config()
+now = data.now()
+tz = config.tz
+today = now.astimezone(tz).date()
+first = today.replace(day=1)
+savings_until = today - timedelta(days=1)
+savings_since = savings_until - timedelta(days=29)
+budget = views.monthly_budget(config)
+
+if not data.load(views.has_data):
+    data.stop_with(st.info, data.EMPTY_MESSAGE)
+(month, month_ratio, firing, fresh, days, saved) = data.load_many(
+    (views.month_to_date, (now,)),
+    (views.cache_hit_ratio, (first, today)),
+    (views.firing_alerts, (now,)),
+    (views.freshness, (now,)),
+    (views.daily_spend, (first, today)),
+    (views.savings_view, (savings_since, savings_until)),
+)
+budget_month = (data.load(views.month_to_date, now, budget.organizations)
+                if budget and budget.organizations else month)
+
+st.title("Overview")
+st.caption(f"{today:%A %d %B %Y} in {tz.key}; as of {local(now, tz)}")
+
+col_today, col_month, col_forecast, col_ratio = st.columns(4)
+col_today.metric("Today's spend", usd(month.today_usd),
+                 help=f"Local day {today} ({tz.key}), billed where reported, else estimated.")
+col_month.metric("Month to date", usd(month.month_to_date_usd),
+                 help=f"{first} to {today}, both included."
+                      + ("" if month.complete else
+                         f" Only what is stored: from {local(month.stored_from, tz)}."))
+if budget_month.forecast_usd is None:
+    col_forecast.metric(
+        "Month-end forecast", "no data",
+        help=f"This month is not stored from its first day (stored from "
+             f"{local(budget_month.stored_from, tz)}): run `spendwatch collect --since {first}`.")
+elif budget:
+    over = budget_month.forecast_usd - budget.budget_usd
+    col_forecast.metric(
+        "Month-end forecast", usd(budget_month.forecast_usd),
+        delta=f"{usd(abs(over))} {'over' if over > 0 else 'under'} budget",
+        delta_color="inverse" if over > 0 else "normal", delta_arrow="off",
+        help=f"Month-to-date + the average of this month's complete days x the days left, "
+             f"against the {usd(budget.budget_usd)} budget of the alert rule {budget.rule!r}"
+             + (f" ({', '.join(budget.organizations)})" if budget.organizations else "") + ".")
+else:
+    col_forecast.metric("Month-end forecast", usd(month.forecast_usd),
+                        help="Month-to-date + the average of this month's complete days x the "
+                             "days left. No monthly_budget alert rule is configured to compare "
+                             "it with.")
+col_ratio.metric("Cache hit ratio (month)", percent(month_ratio),
+                 help="Cache reads / (uncached input + cache writes + cache reads), this month.")
+
+col_alerts, col_saved, col_potential = st.columns([1, 1, 2])
+firing_now = [a for a in firing if a["state"] == "firing"]
+silenced = sum(a["silenced"] for a in firing_now)
+col_alerts.metric("Firing alerts", str(len(firing_now)),
+                  help=f"{silenced} of them silenced; {len(firing) - len(firing_now)} more "
+                       "pending.")
+totals = saved.ledger.totals
+col_saved.metric("Realized savings (30 days)", usd(totals.realized_total_usd),
+                 help=f"What caching ({usd(totals.cache_savings_usd)}) and the Batch API "
+                      f"({usd(totals.batch_savings_usd)}) saved, {savings_since} to "
+                      f"{savings_until}.")
+biggest = saved.ledger.potential[0] if saved.ledger.potential else None
+col_potential.metric("Biggest potential saving",
+                     f"{usd(biggest.monthly_usd)} a month" if biggest else usd(Decimal(0)),
+                     help="From the savings ledger of the last 30 complete days.")
+if biggest:
+    col_potential.caption(biggest.change[:1].upper() + biggest.change[1:] + ".")
+
+st.subheader("Data freshness")
+for item in fresh:
+    estimated = (item.usage_through and item.billed_through
+                 and item.usage_through > item.billed_through)
+    text = (f"**{item.organization}**: billed through {local(item.billed_through, tz)}"
+            + (f", estimated after (usage through {local(item.usage_through, tz)})"
+               if estimated else "")
+            + (f", provisional since {local(item.provisional_since, tz)}"
+               if item.provisional_since else "")
+            + f". Last collection {ago(item.last_run_at, now)} ({item.last_run_status or 'none'})"
+            + (f"; last success {ago(item.last_success_at, now)}"
+               if item.last_run_status != "ok" else "") + ".")
+    if item.stale:
+        st.warning(text + " The data is stale: is `spendwatch run` running?")
+    elif item.last_run_status == "failed":
+        st.warning(text + f" The last run failed: {item.last_run_error}")
+    else:
+        st.markdown(text)
+
+if days:
+    rows = [{"when": iso_wall_time(r["date"]), "period_text": period_text(r["date"], "day"),
+             "basis": "estimated" if r["cost_basis"] == "estimated" else "billed",
+             "cost_usd": r["cost_usd"]} for r in days]
+    daily_budget = (float(budget.budget_usd) / month.days_in_month if budget else None)
+    st.altair_chart(charts.daily_spend(frame(rows), daily_budget), width="stretch")
+else:
+    st.info("Nothing spent this month yet.")
+
+st.subheader("Firing alerts")
+if firing:
+    with st.container(border=True):
+        for alert in sorted(firing, key=lambda a: (a["silenced"], a["state"] != "firing")):
+            scope = "" if alert["scope_key"] == "all" else f" ({alert['scope_key']})"
+            mark = (":gray[silenced]" if alert["silenced"] else ":red[**firing**]"
+                    if alert["state"] == "firing" else ":orange[pending]")
+            st.markdown(f"{mark} **{alert['rule']}**{scope} {alert['level']}: "
+                        f"{alert['summary']}")
+    st.page_link("pages/alerts.py", label="Episodes, deliveries and silences",
+                 icon=":material/notifications:")
+else:
+    st.success("No alert is firing.")

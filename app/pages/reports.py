@@ -1,0 +1,58 @@
+"""Reports: a CSV of any filtered spend view (the weekly CSV comes with the weekly report)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import streamlit as st
+
+from app import charts, data, widgets
+from app.format import frame, iso_wall_time, period_text, usd
+from spendwatch import views
+
+config = data.config()
+now = data.now()
+today = now.astimezone(config.tz).date()
+GROUPS = ("date", *views.FILTER_DIMENSIONS)
+
+st.title("Reports")
+st.caption("Spend and tokens, grouped and filtered as you choose, as a CSV with the same "
+           "columns and exact amounts as `spendwatch spend --json`.")
+left, right = st.columns([2, 3])
+with left:
+    since, until = widgets.period("reports", today, days=7)
+with right:
+    by = st.multiselect("Group by", GROUPS, default=["date", "feature", "model"],
+                        key="reports_by", format_func=lambda d: widgets.DIMENSION_TITLES.get(
+                            d, d.capitalize()))
+options = data.load(views.dimension_values, since, until)
+keep = widgets.filters("reports", options)
+rows = data.load(views.spend_grouped, since, until, tuple(by), keep)
+total = sum((r["cost_usd"] for r in rows), Decimal(0))
+
+st.metric("Spend in the view", usd(total), help=f"{since} to {until} ({config.tz.key}).")
+csv_text = views.spend_csv(rows, by)
+st.download_button("Download CSV", csv_text, mime="text/csv", key="reports_csv",
+                   file_name=f"spendwatch-spend-{since}-{until}.csv", type="primary",
+                   disabled=not rows)
+
+if rows:
+    label = next((d for d in by if d != "date"), None)
+    daily = data.load(views.spend_grouped, since, until, ("date", *([label] if label else [])),
+                      keep)
+    chart_rows = [{"when": iso_wall_time(r["date"]), "period_text": period_text(r["date"], "day"),
+                   "label": views.label_of(r, label) if label else "all",
+                   "cost_usd": r["cost_usd"]} for r in daily]
+    st.altair_chart(charts.spend_by_dimension(charts.top_labels(frame(chart_rows), "label", 10),
+                                              "day", label or "total"), width="stretch")
+    st.dataframe(frame([{c: r.get(c) for c in views.csv_columns(by)} for r in rows],
+                       cents_columns=("cost_usd",)),
+                 hide_index=True, key="reports_table",
+                 column_config={"cost_usd": st.column_config.NumberColumn("cost (USD)",
+                                                                          format="dollar")})
+else:
+    st.info("Nothing matches this view.")
+
+st.subheader("Weekly report")
+st.info("The weekly CSV (any ISO week) comes with `spendwatch report weekly`: it will be "
+        "downloadable here.")

@@ -1,0 +1,82 @@
+"""Savings: what caching and batch saved, what each lever could still save, the model mix."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import streamlit as st
+
+from app import charts, data, widgets
+from app.format import frame, percent, usd
+from spendwatch import views
+from spendwatch.savings import LEVERS
+
+config = data.config()
+now = data.now()
+today = now.astimezone(config.tz).date()
+
+st.title("Savings")
+since, until = widgets.period("savings", today, days=30, end=today - timedelta(days=1))
+saved = data.load(views.savings_view, since, until)
+book = saved.ledger
+totals = book.totals
+potential_month = sum(totals.potential_monthly_usd.values(), Decimal(0))
+
+col_realized, col_cache, col_batch, col_potential = st.columns(4)
+col_realized.metric("Realized savings", usd(totals.realized_total_usd),
+                    help=f"Without caching or batch: {usd(totals.baseline_usd)}; paid "
+                         f"(estimated): {usd(totals.actual_usd)}. {since} to {until}.")
+col_cache.metric("Saved by caching", usd(totals.cache_savings_usd),
+                 help="Reads saved minus the cache write premium.")
+col_batch.metric("Saved by the Batch API", usd(totals.batch_savings_usd))
+col_potential.metric("Could still save, a month", usd(potential_month),
+                     help="Sum of every lever's potential below, per 30-day month.")
+if totals.unpriced_tokens:
+    st.warning(f"{totals.unpriced_tokens:,} tokens have no price and are left out of every "
+               "figure here.")
+
+st.subheader("Realized, per lever")
+realized = [{"lever": "caching", "feature": r.feature, "cost_usd": r.cache_savings_usd}
+            for r in book.realized] + [
+           {"lever": "batch", "feature": r.feature, "cost_usd": r.batch_savings_usd}
+            for r in book.realized]
+by_lever = frame(realized).groupby(["lever", "feature"], as_index=False)["cost_usd"].sum() \
+    if realized else None
+if by_lever is not None:
+    st.altair_chart(charts.lever_bars(by_lever[by_lever["cost_usd"] != 0],
+                                      "Saved per lever and feature"), width="stretch")
+st.caption(f"Cache writes never read: {totals.wasted_tokens:,} tokens, {usd(totals.waste_usd)} "
+           "of write premium (a lower bound).")
+
+st.subheader("Could still save, per lever")
+cols = st.columns(len(LEVERS))
+for col, lever in zip(cols, LEVERS):
+    col.metric(f"{lever.capitalize()}", f"{usd(totals.potential_monthly_usd[lever])} a month",
+               help=f"{usd(totals.potential_period_usd[lever])} over the {book.days} days.")
+if book.potential:
+    for item in book.potential:
+        st.markdown(f"- **{item.lever}**, {item.feature}: {item.change}")
+    st.altair_chart(charts.lever_bars(frame(
+        [{"lever": p.lever, "feature": p.feature, "cost_usd": p.monthly_usd}
+         for p in book.potential]), "Potential per month, per lever and feature"),
+        width="stretch")
+else:
+    st.success("Nothing left to save with these levers.")
+
+st.subheader("Model mix per feature against the target")
+target = config.savings.target_mix
+st.caption("Target: " + ", ".join(f"{line} {percent(share, 0)}" for line, share in target.items())
+           + " of the spend on the routed lines (haiku, sonnet, opus).")
+mix_rows = [{"row": "target", "line": line, "share": share, "cost_usd": None}
+            for line, share in target.items()]
+mix_rows += [{"row": m["feature"], "line": m["line"], "share": m["share"],
+              "cost_usd": m["cost_usd"]} for m in saved.mix if m["share"] is not None]
+if len(mix_rows) > len(target):
+    df = frame(mix_rows)
+    df["line_order"] = df["line"].map({"haiku": 0, "sonnet": 1, "opus": 2}).fillna(3)
+    st.altair_chart(charts.model_mix(df), width="stretch")
+others = [m for m in saved.mix if m["share"] is None]
+if others:
+    st.caption("Not routed (other lines or unknown models): " + ", ".join(
+        f"{m['feature']} {m['line']} {usd(m['cost_usd'])}" for m in others) + ".")

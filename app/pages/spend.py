@@ -1,0 +1,85 @@
+"""Spend: over time by cache status and by a chosen dimension, filtered; the top spenders."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import streamlit as st
+
+from app import charts, data, widgets
+from app.format import frame, iso_wall_time, percent, period_text, usd
+from spendwatch import views
+
+config = data.config()
+now = data.now()
+today = now.astimezone(config.tz).date()
+
+st.title("Spend")
+left, middle, right = st.columns([2, 2, 1])
+with left:
+    since, until = widgets.period("spend", today, days=7)
+with middle:
+    grain = widgets.grain("spend", since, until, default="day")
+with right:
+    dimension: str = st.selectbox("Break down by", list(views.BREAKDOWN_DIMENSIONS),
+                                  key="spend_by",
+                                  format_func=lambda d: widgets.DIMENSION_TITLES[d]) or "model"
+options = data.load(views.dimension_values, since, until)
+keep = widgets.filters("spend", options)
+before = views.previous_period(since, until)
+
+(by_status, by_dimension, top, previous) = data.load_many(
+    (views.spend_grouped, (since, until, ("period", "cache_status", "cost_basis"), keep, grain)),
+    (views.spend_grouped, (since, until, ("period", dimension), keep, grain)),
+    (views.top_spenders, (since, until, dimension, keep, 15)),
+    (views.spend_grouped, (*before, (), keep)),
+)
+
+total = sum((r["cost_usd"] for r in by_status), Decimal(0))
+billed = sum((r["cost_usd"] for r in by_status if r["cost_basis"] in ("billed", "allocated")),
+             Decimal(0))
+estimated = sum((r["cost_usd"] for r in by_status if r["cost_basis"] == "estimated"), Decimal(0))
+was = sum((r["cost_usd"] for r in previous), Decimal(0))
+unpriced = sum(r["unpriced_tokens"] for r in by_status)
+
+col_total, col_billed, col_estimated = st.columns(3)
+col_total.metric("Spend in the period", usd(total),
+                 delta=f"{usd(total - was)} vs {before[0]} to {before[1]}" if was else None,
+                 delta_color="inverse",
+                 help=f"{since} to {until} ({config.tz.key}), both included.")
+col_billed.metric("Billed", usd(billed), help="Reported by the cost API (legacy daily cost "
+                                             "split across keys counts as billed).")
+col_estimated.metric("Estimated", usd(estimated),
+                     help="Usage x the price table, for hours the cost API has not reported yet.")
+if unpriced:
+    st.warning(f"{unpriced:,} tokens have no price (an unknown model or tier): they are left out "
+               "of the estimate until the cost API bills them; add a price under "
+               "[[pricing.prices]] to estimate them.")
+
+if not by_status:
+    st.info("No spend in this period with these filters.")
+    st.stop()
+
+status_rows = [{"when": iso_wall_time(r["period"]), "period_text": period_text(r["period"], grain),
+                "cache_status": r["cache_status"], "cost_basis": r["cost_basis"],
+                "cost_usd": r["cost_usd"]} for r in by_status if r["cost_basis"] is not None]
+st.altair_chart(charts.spend_by_cache_status(frame(status_rows), grain), width="stretch")
+st.caption("Billed dollars are solid, estimated ones pale.")
+
+dimension_rows = [{"when": iso_wall_time(r["period"]),
+                   "period_text": period_text(r["period"], grain),
+                   "label": views.label_of(r, dimension), "cost_usd": r["cost_usd"]}
+                  for r in by_dimension]
+st.altair_chart(charts.spend_by_dimension(charts.top_labels(frame(dimension_rows), "label", 10),
+                                          grain, dimension), width="stretch")
+
+st.subheader(f"Top spenders by {widgets.DIMENSION_TITLES[dimension].lower()}")
+st.caption(f"Against the previous {(until - since).days + 1} days ({before[0]} to {before[1]}).")
+table = frame([{widgets.DIMENSION_TITLES[dimension]: r["label"], "spend": r["cost_usd"],
+                "share": percent(r["share"]), "previous": r["previous_usd"],
+                "change": r["change_usd"],
+                "change %": "new" if r["change_pct"] is None else f"{r['change_pct']:+.1f}%"}
+               for r in top], cents_columns=("spend", "previous", "change"))
+st.dataframe(table, hide_index=True, key="spend_top", column_config={
+    name: st.column_config.NumberColumn(format="dollar") for name in ("spend", "previous",
+                                                                       "change")})

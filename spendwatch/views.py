@@ -1,0 +1,654 @@
+"""What the dashboard shows: small aggregate queries over the warehouse, one per figure or chart.
+
+Every function takes an open connection (a reader is enough, see :func:`spendwatch.storage.
+reader`) and the config, aggregates in DuckDB with bound parameters, and returns plain lists,
+dicts, dataclasses and Decimals: never raw fact rows, never a connection. The dashboard
+(``app/``) caches these results, not connections.
+
+Numbers agree with the CLI to the cent because they come from the same code:
+:func:`spendwatch.queries.spend` for spend by local day, the same ``spend_facts`` view, local
+date rule (:data:`~spendwatch.queries.LOCAL_DATE_SQL`), cache statuses, feature rules and
+display names (:func:`spend_grouped` adds hour and week buckets and filters on top of it), and
+:func:`spendwatch.savings.ledger` for savings.
+
+Time
+----
+Local days are days in the configured time zone, both ends included. ``period`` buckets are
+naive local timestamps (the start of the local hour, day or ISO week, Monday); a legacy cost
+line (a whole UTC day) lands on the local midnight of the date of the same name, as in
+:mod:`spendwatch.queries`. In the autumn, the repeated local hour holds both UTC hours.
+
+Nothing here writes: the dashboard creates and ends silences through
+:func:`alerts.engine.add_silence` and :func:`alerts.engine.expire_silence`, like the CLI.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Iterable, Mapping, Sequence
+from zoneinfo import ZoneInfo
+
+import duckdb
+
+from spendwatch import storage
+from spendwatch.config import Config, RuleConfig
+from spendwatch.lines import model_lines
+from spendwatch.queries import (CACHE_STATUS_SQL, CACHE_STATUSES, EXTRA_METRICS, LOCAL_DATE_SQL,
+                                METRICS, NameBook, _empty, _feature_map, _finish,
+                                money_str, spend)
+from spendwatch.savings import ROUTED_LINES, Ledger, ledger
+from spendwatch.savings import cache_waste as waste_rows
+from spendwatch.timeutil import DAY, HOUR, local_range, local_today
+
+GRAINS = ("hour", "day", "week")
+#: Dimensions spend can be broken down and filtered by (labels as the CLI prints them).
+BREAKDOWN_DIMENSIONS = ("model", "feature", "workspace", "api_key", "service_tier",
+                        "organization")
+FILTER_DIMENSIONS = (*BREAKDOWN_DIMENSIONS, "cache_status", "cost_basis")
+COST_BASES = ("billed", "allocated", "estimated")
+GROUP_KEYS = ("period", "date", *FILTER_DIMENSIONS)
+INPUT_TOKEN_METRICS = ("uncached_input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
+                       "cache_read_tokens")
+#: What usually breaks a cache that worked: shown next to the moments the hit ratio fell.
+CACHE_DROP_CAUSE = ("a changing value (a timestamp, an ID) or reordered tools early in the "
+                    "cached prefix: every request writes a new cache and none reads it")
+
+Filters = Mapping[str, Sequence[str | None]]
+Row = dict[str, Any]
+
+_PERIOD_SQL = {
+    "day": "facts.date::TIMESTAMP",
+    "week": "date_trunc('week', facts.date)::TIMESTAMP",
+    "hour": ("CASE WHEN facts.bucket_width = '1d' THEN facts.date::TIMESTAMP "
+             "ELSE date_trunc('hour', facts.bucket_start AT TIME ZONE $tz) END"),
+}
+# group key -> (column name in the result, SQL expression)
+_GROUP_SQL = {
+    "date": ("date", "facts.date"),
+    "organization": ("organization", "facts.organization"),
+    "workspace": ("workspace_id", "facts.workspace_id"),
+    "api_key": ("api_key_id", "facts.api_key_id"),
+    "feature": ("feature", "f.feature"),
+    "model": ("model", "facts.model"),
+    "service_tier": ("service_tier", "facts.service_tier"),
+    "cache_status": ("cache_status", "facts.cache_status"),
+    "cost_basis": ("cost_basis", "facts.cost_basis"),
+}
+
+
+def _check_range(since: date, until: date) -> None:
+    if until < since:
+        raise ValueError(f"the period ends ({until}) before it starts ({since})")
+
+
+# --- spend ------------------------------------------------------------------------------------
+
+def total_spend(conn: duckdb.DuckDBPyConnection, config: Config, since: date, until: date,
+                organizations: Sequence[str] = ()) -> Decimal:
+    """Spend of local days ``since``..``until``: exactly ``spendwatch spend``'s total."""
+    rows = spend(conn, config.tz, since, until, [], config.features, organizations)
+    return sum((r["cost_usd"] for r in rows), Decimal(0))
+
+
+def spend_grouped(conn: duckdb.DuckDBPyConnection, config: Config, since: date, until: date,
+                  by: Sequence[str], filters: Filters | None = None,
+                  grain: str = "day") -> list[Row]:
+    """Spend and tokens of local days ``since``..``until``, grouped ``by`` and filtered.
+
+    ``by`` holds any of :data:`GROUP_KEYS`; ``period`` is the start of the local ``grain``
+    bucket (hour, day or week) as a naive local datetime. ``filters`` maps a dimension of
+    :data:`FILTER_DIMENSIONS` to the values to keep (IDs for ``workspace`` and ``api_key``,
+    names for ``feature``, None for "none"); an empty list keeps everything. Rows carry the
+    same keys as :func:`spendwatch.queries.spend` (display names for workspace and API key,
+    their IDs beside them, every metric, money in Decimal dollars); groups with neither cost
+    nor tokens are left out. With no filter and ``by`` a subset of the CLI's dimensions, the
+    rows are the CLI's rows. Raises ValueError for an unknown key, grain or filter.
+    """
+    _check_range(since, until)
+    filters = {k: list(v) for k, v in (filters or {}).items() if v}
+    unknown = [k for k in by if k not in GROUP_KEYS] + [k for k in filters
+                                                         if k not in FILTER_DIMENSIONS]
+    if unknown or grain not in GRAINS:
+        raise ValueError(f"unknown group, filter or grain: {unknown or grain!r}")
+    names = NameBook.load(conn)
+    needs_features = "feature" in by or "feature" in filters
+    feature_sql, params = (_feature_map(conn, names, config.features) if needs_features
+                           else ("", {}))
+    exprs = [(_GROUP_SQL[k] if k != "period" else ("period", _PERIOD_SQL[grain])) for k in by]
+    where = ["facts.date BETWEEN $since AND $until"]
+    for n, (dim, values) in enumerate(sorted(filters.items())):
+        expr = _GROUP_SQL[dim][1]
+        params[f"keep{n}"] = [v for v in values if v is not None]
+        params[f"keep{n}_null"] = None in values
+        where.append(f"(list_contains($keep{n}::VARCHAR[], {expr}) "
+                     f"OR ({expr} IS NULL AND $keep{n}_null))")
+    metrics = (*METRICS, *EXTRA_METRICS)
+    select = ", ".join([*(f"{e} AS {c}" for c, e in exprs),
+                        *(f"sum(facts.{m}) AS {m}" for m in metrics)])
+    join = ("LEFT JOIN feature_map f ON f.organization = facts.organization "
+            "AND f.workspace_id IS NOT DISTINCT FROM facts.workspace_id "
+            "AND f.api_key_id IS NOT DISTINCT FROM facts.api_key_id" if needs_features else "")
+    sql = f"""
+        WITH {"feature_map AS (" + feature_sql + ")," if needs_features else ""}
+        facts AS (SELECT *, {LOCAL_DATE_SQL} AS date, {CACHE_STATUS_SQL} AS cache_status
+                  FROM spend_facts
+                  WHERE bucket_start >= $scan_from AND bucket_start < $scan_to)
+        SELECT {select}
+        FROM facts {join}
+        WHERE {" AND ".join(where)}
+        {"GROUP BY " + ", ".join(e for _, e in exprs) if exprs else ""}"""
+    utc_start, utc_end = local_range(since, until, config.tz)
+    params.update({"tz": str(config.tz.key), "since": since, "until": until,
+                   "scan_from": utc_start - DAY, "scan_to": utc_end + DAY})
+    dims = [k for k in by if k != "period"]
+    rows = []
+    for record in conn.execute(sql, params).fetchall():
+        row = _finish(dict(zip([c for c, _ in exprs] + list(metrics), record)), dims, names)
+        if not _empty(row):
+            rows.append(row)
+    rows.sort(key=lambda r: (str(r.get("period", "")), str(r.get("date", "")), -r["cost_usd"],
+                             [str(r.get(k, "")) for k in dims]))
+    return rows
+
+
+#: How a missing value reads: spend that is not a model's (code execution, session runtime),
+#: or has no service tier.
+MISSING_LABELS = {"model": "(no model)"}
+
+
+def label_of(row: Row, dimension: str) -> str:
+    """How a row's value of ``dimension`` reads on screen (see :data:`MISSING_LABELS`)."""
+    value = row.get(dimension)
+    return str(value) if value is not None else MISSING_LABELS.get(dimension, "(none)")
+
+
+def value_of(row: Row, dimension: str) -> str | None:
+    """The value of ``dimension`` that :func:`spend_grouped`'s ``filters`` take."""
+    return row.get({"workspace": "workspace_id", "api_key": "api_key_id"}.get(dimension,
+                                                                            dimension))
+
+
+def dimension_values(conn: duckdb.DuckDBPyConnection, config: Config, since: date,
+                     until: date) -> dict[str, list[tuple[str | None, str]]]:
+    """For each of :data:`FILTER_DIMENSIONS`, the (filter value, label) pairs seen in the
+    period, biggest spender first (fixed lists for cache status and cost basis)."""
+    rows = spend_grouped(conn, config, since, until, BREAKDOWN_DIMENSIONS)
+    out: dict[str, list[tuple[str | None, str]]] = {}
+    for dim in BREAKDOWN_DIMENSIONS:
+        cost: dict[tuple[str | None, str], Decimal] = {}
+        for row in rows:
+            key = (value_of(row, dim), label_of(row, dim))
+            cost[key] = cost.get(key, Decimal(0)) + row["cost_usd"]
+        out[dim] = [k for k, _ in sorted(cost.items(), key=lambda kv: (-kv[1], kv[0][1]))]
+    out["cache_status"] = [(s, s) for s in CACHE_STATUSES]
+    out["cost_basis"] = [(b, b) for b in COST_BASES]
+    return out
+
+
+def previous_period(since: date, until: date) -> tuple[date, date]:
+    """The period of the same length that ends the day before ``since``."""
+    days = (until - since).days + 1
+    return since - timedelta(days=days), since - DAY
+
+
+def top_spenders(conn: duckdb.DuckDBPyConnection, config: Config, since: date, until: date,
+                 dimension: str, filters: Filters | None = None, limit: int = 10) -> list[Row]:
+    """The ``limit`` biggest spenders by ``dimension``, with the change against the previous
+    period of the same length (:func:`previous_period`).
+
+    Each row: ``label``, ``value`` (for filters), ``cost_usd``, ``previous_usd``,
+    ``change_usd``, ``change_pct`` (None when nothing was spent before: new) and ``share`` of
+    the period's spend.
+    """
+    if dimension not in BREAKDOWN_DIMENSIONS:
+        raise ValueError(f"unknown dimension {dimension!r}")
+    before = previous_period(since, until)
+    now_rows = spend_grouped(conn, config, since, until, [dimension], filters)
+    then_rows = spend_grouped(conn, config, *before, [dimension], filters)
+    previous = {label_of(r, dimension): r["cost_usd"] for r in then_rows}
+    total = sum((r["cost_usd"] for r in now_rows), Decimal(0))
+    out = []
+    for row in sorted(now_rows, key=lambda r: -r["cost_usd"])[:limit]:
+        label = label_of(row, dimension)
+        was = previous.get(label, Decimal(0))
+        out.append({"label": label, "value": value_of(row, dimension),
+                    "cost_usd": row["cost_usd"], "previous_usd": was,
+                    "change_usd": row["cost_usd"] - was,
+                    "change_pct": (row["cost_usd"] - was) / was * 100 if was else None,
+                    "share": row["cost_usd"] / total if total else None})
+    return out
+
+
+def csv_columns(by: Sequence[str]) -> list[str]:
+    """The columns of :func:`spend_csv`: the dimensions (workspace and API key followed by
+    their IDs), then the metrics under the CLI's JSON names."""
+    columns: list[str] = []
+    for key in by:
+        columns += {"workspace": ["workspace", "workspace_id"],
+                    "api_key": ["api_key", "api_key_id"]}.get(key, [key])
+    return [*columns, *METRICS, "unpriced_tokens"]
+
+
+def spend_csv(rows: Iterable[Row], by: Sequence[str]) -> str:
+    """A CSV of :func:`spend_grouped` rows (:func:`csv_columns`), money as exact decimal
+    strings, as ``spendwatch spend --json`` writes it."""
+    columns = csv_columns(by)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([money_str(row[c]) if isinstance(row.get(c), Decimal) else
+                         ("" if row.get(c) is None else row[c]) for c in columns])
+    return out.getvalue()
+
+
+# --- today, the month, the forecast ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class MonthToDate:
+    """Today's and this month's spend (local days) and the month-end forecast.
+
+    ``stored_from`` is when the stored data begins (:func:`stored_from`); when the month is not
+    stored from its first day (``complete`` false), month-to-date counts only what is stored
+    and ``forecast_usd`` is None ("no data", as the ``monthly_budget`` rule says).
+    """
+
+    today: date
+    today_usd: Decimal
+    month_to_date_usd: Decimal
+    forecast_usd: Decimal | None
+    days_in_month: int
+    stored_from: datetime | None
+    complete: bool
+
+
+def days_in_month(day: date) -> int:
+    first = day.replace(day=1)
+    return ((first + timedelta(days=32)).replace(day=1) - first).days
+
+
+def month_end_forecast(complete_days_usd: Decimal, today_usd: Decimal, now: datetime,
+                       tz: ZoneInfo) -> Decimal:
+    """Month-to-date + the average of this month's complete days x the days left.
+
+    The days left count today's remaining fraction; on the first of the month (no complete
+    day yet) today's pace stands in for the average. The formula of the ``monthly_budget``
+    alert rule (:mod:`alerts.rules`), which should call this function.
+    """
+    today = local_today(now, tz)
+    first = today.replace(day=1)
+    today_start, _ = local_range(today, today, tz)
+    elapsed_today = Decimal((now - today_start).total_seconds()) / Decimal(86400)
+    complete_days = (today - first).days
+    if complete_days:
+        daily = complete_days_usd / complete_days
+    else:
+        daily = today_usd / elapsed_today if elapsed_today else Decimal(0)
+    left = Decimal(days_in_month(today) - complete_days) - elapsed_today
+    return complete_days_usd + today_usd + daily * left
+
+
+def stored_from(conn: duckdb.DuckDBPyConnection,
+                organizations: Sequence[str]) -> datetime | None:
+    """From when every organization's usage and cost are both stored without a gap
+    (``sync_state``), None when one of them is missing. The rule of the alerts' warehouse
+    (``alerts.rules.Warehouse.covered_from``), repeated here: the core cannot import alerts."""
+    starts = []
+    for org in organizations:
+        row = conn.execute("SELECT max(covered_from), count(*) FROM sync_state "
+                           "WHERE organization = ?", [org]).fetchone()
+        if not row or row[1] < 2:
+            return None
+        starts.append(row[0])
+    return max(starts) if starts else None
+
+
+def month_to_date(conn: duckdb.DuckDBPyConnection, config: Config, now: datetime,
+                  organizations: Sequence[str] = ()) -> MonthToDate:
+    """Today's spend, month-to-date spend and the month-end forecast at ``now``, over
+    ``organizations`` (default: every configured one)."""
+    today = local_today(now, config.tz)
+    first = today.replace(day=1)
+    today_usd = total_spend(conn, config, today, today, organizations)
+    complete_usd = (total_spend(conn, config, first, today - DAY, organizations)
+                    if today > first else Decimal(0))
+    begins = stored_from(conn, organizations or [o.name for o in config.organizations])
+    complete = begins is not None and begins <= local_range(first, first, config.tz)[0]
+    forecast = month_end_forecast(complete_usd, today_usd, now, config.tz) if complete else None
+    return MonthToDate(today, today_usd, complete_usd + today_usd, forecast,
+                       days_in_month(today), begins, complete)
+
+
+def daily_spend(conn: duckdb.DuckDBPyConnection, config: Config, since: date,
+                until: date) -> list[Row]:
+    """Spend per local day and cost basis (billed, allocated, estimated)."""
+    return [r for r in spend_grouped(conn, config, since, until, ["date", "cost_basis"])
+            if r["cost_basis"] is not None]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The monthly budget the Overview compares the forecast with."""
+
+    rule: str
+    budget_usd: Decimal
+    organizations: tuple[str, ...]
+
+
+def monthly_budget(config: Config) -> Budget | None:
+    """The first ``monthly_budget`` rule over everything (or over organizations only), or None.
+
+    A rule scoped to a feature, model, workspace or API key budgets a part of the spend, which
+    the Overview's totals are not; it is left to the Alerts page.
+    """
+    candidates: list[RuleConfig] = [r for r in config.alerts.rules if r.kind == "monthly_budget"
+                                    and set(r.scope) <= {"organization"}]
+    candidates.sort(key=lambda r: bool(r.scope))
+    if not candidates:
+        return None
+    rule = candidates[0]
+    orgs = (rule.scope["organization"],) if "organization" in rule.scope else ()
+    return Budget(rule.name, rule.params["budget_usd"], orgs)
+
+
+# --- caching ----------------------------------------------------------------------------------
+
+def hit_ratio(row: Mapping[str, Any]) -> Decimal | None:
+    """Cache reads / (uncached input + cache writes + cache reads), None without input."""
+    total = sum(int(row[m]) for m in INPUT_TOKEN_METRICS)
+    return Decimal(int(row["cache_read_tokens"])) / Decimal(total) if total else None
+
+
+def cache_hit_ratio(conn: duckdb.DuckDBPyConnection, config: Config, since: date, until: date,
+                    organizations: Sequence[str] = ()) -> Decimal | None:
+    """The hit ratio over local days ``since``..``until`` (None when nothing was read in)."""
+    rows = spend(conn, config.tz, since, until, [], config.features, organizations)
+    return hit_ratio({m: sum(r[m] for r in rows) for m in INPUT_TOKEN_METRICS})
+
+
+#: What the hit ratio can be followed per: a cached prefix belongs to one feature and model.
+CACHE_GROUPS: dict[str, tuple[str, ...]] = {"feature": ("feature",), "model": ("model",),
+                                            "feature and model": ("feature", "model")}
+
+
+def cache_series(conn: duckdb.DuckDBPyConnection, config: Config, since: date, until: date,
+                 per: str, grain: str = "day", filters: Filters | None = None) -> list[Row]:
+    """Input tokens and the hit ratio per ``grain`` bucket and ``per`` (a key of
+    :data:`CACHE_GROUPS`: model, feature, or feature and model, labelled "feature / model").
+
+    Each row: ``period``, ``group``, the four input token metrics, ``input_tokens`` (their sum)
+    and ``hit_ratio`` (None without input); groups with no input at all are left out.
+    """
+    if per not in CACHE_GROUPS:
+        raise ValueError(f"per must be one of {', '.join(CACHE_GROUPS)}, not {per!r}")
+    dims = CACHE_GROUPS[per]
+    out = []
+    for row in spend_grouped(conn, config, since, until, ["period", *dims], filters, grain):
+        total = sum(row[m] for m in INPUT_TOKEN_METRICS)
+        if total:
+            out.append({"period": row["period"],
+                        "group": " / ".join(label_of(row, d) for d in dims),
+                        **{m: row[m] for m in INPUT_TOKEN_METRICS}, "input_tokens": total,
+                        "hit_ratio": hit_ratio(row)})
+    return out
+
+
+def cache_ratio_drops(series: Sequence[Mapping[str, Any]], *, fall: Decimal = Decimal("0.5"),
+                      min_input_tokens: int = 100_000, history: int = 24,
+                      min_history: int = 6) -> list[Row]:
+    """The moments the hit ratio fell: hours whose ratio is at most ``fall`` x the usual one.
+
+    ``series`` are hourly rows of :func:`cache_series` (``period``, ``group``,
+    ``input_tokens``, ``hit_ratio``). The usual ratio of a group is the median of its last
+    ``history`` hours with at least ``min_input_tokens`` input tokens (at least
+    ``min_history`` of them, and above 0). Hours under ``min_input_tokens`` are not judged.
+    Consecutive fallen hours make one moment: ``group``, ``start``, ``end`` (exclusive),
+    ``hours``, ``lowest_ratio``, ``usual_ratio``, ``input_tokens``, ``cache_read_tokens``
+    expected but missing (``missing_reads``). Newest first.
+    """
+    by_group: dict[str, list[Mapping[str, Any]]] = {}
+    for row in sorted(series, key=lambda r: r["period"]):
+        by_group.setdefault(row["group"], []).append(row)
+    moments: list[Row] = []
+    for group, rows in by_group.items():
+        judged: list[Decimal] = []
+        current: Row | None = None
+        for row in rows:
+            ratio = row["hit_ratio"]
+            if ratio is None or row["input_tokens"] < min_input_tokens:
+                continue
+            usual = (Decimal(statistics.median(judged[-history:]))
+                     if len(judged) >= min_history else None)
+            if usual and ratio <= usual * fall:
+                end = row["period"] + HOUR
+                missing = int((usual - ratio) * row["input_tokens"])
+                if current and current["end"] == row["period"]:
+                    current.update(end=end, hours=current["hours"] + 1,
+                                   lowest_ratio=min(current["lowest_ratio"], ratio),
+                                   input_tokens=current["input_tokens"] + row["input_tokens"],
+                                   missing_reads=current["missing_reads"] + missing)
+                else:
+                    current = {"group": group, "start": row["period"], "end": end, "hours": 1,
+                               "lowest_ratio": ratio, "usual_ratio": usual,
+                               "input_tokens": row["input_tokens"], "missing_reads": missing}
+                    moments.append(current)
+                continue  # a fallen hour does not drag the usual ratio down
+            judged.append(ratio)
+    moments.sort(key=lambda m: (m["start"], m["group"]), reverse=True)
+    return moments
+
+
+def cache_waste(conn: duckdb.DuckDBPyConnection, config: Config, since: date,
+                until: date) -> list[Row]:
+    """Cache writes nobody read (:func:`spendwatch.savings.cache_waste`, a lower bound) per
+    feature and model: ``feature``, ``model``, ``wasted_tokens``, ``waste_usd``; biggest first."""
+    sums: dict[tuple[str, str | None], Row] = {}
+    for w in waste_rows(conn, config, since, until):
+        acc = sums.setdefault((w.feature, w.model), {"feature": w.feature, "model": w.model,
+                                                     "wasted_tokens": 0,
+                                                     "waste_usd": Decimal(0)})
+        acc["wasted_tokens"] += w.wasted_tokens
+        acc["waste_usd"] += w.waste_usd
+    return sorted(sums.values(), key=lambda r: (-r["waste_usd"], r["feature"]))
+
+
+# --- savings ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SavingsView:
+    """The savings ledger of a period, and each feature's model mix against the target."""
+
+    ledger: Ledger
+    mix: list[Row] = field(default_factory=list)
+
+
+def model_mix(book: Ledger, lines: Mapping[str | None, str | None],
+              target: Mapping[str, Decimal]) -> list[Row]:
+    """Per feature and line, the share of the feature's priced token cost (``actual_usd`` of
+    the ledger, as the routing lever counts it) against the target share.
+
+    Rows: ``feature``, ``line`` (haiku, sonnet, opus, or another line, or "unknown"),
+    ``cost_usd``, ``share`` of the feature's routed lines (haiku+sonnet+opus; None for other
+    lines) and ``target_share`` (None for other lines).
+    """
+    cost: dict[tuple[str, str], Decimal] = {}
+    for r in book.realized:
+        key = (r.feature, lines.get(r.model) or "unknown")
+        cost[key] = cost.get(key, Decimal(0)) + r.actual_usd
+    routed: dict[str, Decimal] = {}
+    for (feature, line), usd in cost.items():
+        if line in ROUTED_LINES:
+            routed[feature] = routed.get(feature, Decimal(0)) + usd
+    out = []
+    for (feature, line), usd in sorted(cost.items()):
+        share = (usd / routed[feature] if line in ROUTED_LINES and routed.get(feature)
+                 else None)
+        out.append({"feature": feature, "line": line, "cost_usd": usd, "share": share,
+                    "target_share": target.get(line) if line in ROUTED_LINES else None})
+    return out
+
+
+def savings_view(conn: duckdb.DuckDBPyConnection, config: Config, since: date,
+                 until: date) -> SavingsView:
+    """:func:`spendwatch.savings.ledger` of the period, with :func:`model_mix`."""
+    book = ledger(conn, config, since, until)
+    lines = model_lines(conn, {r.model for r in book.realized})
+    return SavingsView(book, model_mix(book, lines, config.savings.target_mix))
+
+
+# --- freshness --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Freshness:
+    """How recent one organization's data is.
+
+    ``billed_through``: the end of the last hour (or day) the cost API reported; spend after it
+    is estimated from usage, which reaches ``usage_through``. ``provisional_since``: the start
+    of the oldest stored bucket that may still change (inside the re-read window), None when
+    none is. ``last_run_*``: the last collection run; ``last_success_at``: the last one that
+    worked. ``stale``: no successful collection for longer than :func:`stale_after`.
+    """
+
+    organization: str
+    billed_through: datetime | None
+    usage_through: datetime | None
+    provisional_since: datetime | None
+    last_run_at: datetime | None
+    last_run_status: str | None
+    last_run_error: str | None
+    last_success_at: datetime | None
+    stale: bool
+
+
+def stale_after(config: Config) -> timedelta:
+    """Data older than this is stale: three missed collections, at least 30 minutes (the
+    rule of :func:`alerts.rules.stale_after`, repeated here: the core cannot import alerts)."""
+    return max(timedelta(minutes=3 * config.collection.interval_minutes),
+               timedelta(minutes=30))
+
+
+def freshness(conn: duckdb.DuckDBPyConnection, config: Config,
+              now: datetime) -> list[Freshness]:
+    """Per configured organization (and any other found in the database)."""
+    def per_org(sql: str) -> dict[str, Any]:
+        return {org: value for org, value in conn.execute(sql).fetchall()}
+
+    billed = per_org("SELECT organization, max(bucket_end) FROM cost_buckets GROUP BY 1")
+    usage = per_org("SELECT organization, max(bucket_end) FROM usage_hourly GROUP BY 1")
+    provisional = per_org("""
+        SELECT organization, min(bucket_start) FROM (
+            SELECT organization, bucket_start FROM usage_hourly WHERE provisional
+            UNION ALL SELECT organization, bucket_start FROM cost_buckets WHERE provisional)
+        GROUP BY 1""")
+    success = per_org("SELECT organization, max(finished_at) FROM collection_runs "
+                      "WHERE status = 'ok' GROUP BY 1")
+    last = {org: (at, status, error) for org, at, status, error in conn.execute("""
+        SELECT organization, finished_at, status, error FROM collection_runs
+        QUALIFY row_number() OVER (PARTITION BY organization ORDER BY finished_at DESC) = 1
+        """).fetchall()}
+    orgs = [o.name for o in config.organizations]
+    orgs += sorted((set(billed) | set(usage) | set(last)) - set(orgs))
+    limit = stale_after(config)
+    out = []
+    for org in dict.fromkeys(orgs):
+        run_at, status, error = last.get(org, (None, None, None))
+        ok_at = success.get(org)
+        out.append(Freshness(org, billed.get(org), usage.get(org), provisional.get(org),
+                             run_at, status, error, ok_at,
+                             ok_at is None or now - ok_at > limit))
+    return out
+
+
+def has_data(conn: duckdb.DuckDBPyConnection) -> bool:
+    """Whether anything was collected at all."""
+    row = conn.execute("SELECT (SELECT count(*) FROM usage_hourly) + "
+                       "(SELECT count(*) FROM cost_buckets)").fetchone()
+    return bool(row and row[0])
+
+
+# --- alerts -----------------------------------------------------------------------------------
+
+def _records(cursor: duckdb.DuckDBPyConnection) -> list[Row]:
+    columns = [d[0] for d in cursor.description or []]
+    return [dict(zip(columns, values)) for values in cursor.fetchall()]
+
+
+def firing_alerts(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Row]:
+    """Alerts firing or pending now: ``rule``, ``kind``, ``scope_key``, ``level``, ``state``,
+    ``since``, ``value``, ``threshold``, ``unit``, ``summary``, ``episode_id`` and ``silenced``
+    (an active silence covers it now). Firing first, oldest first."""
+    return _records(conn.execute("""
+        SELECT s.rule, e.rule_kind AS kind, s.scope_key, s.level, s.state, s.since,
+               s.last_value AS value, e.threshold, e.unit, e.summary, s.episode_id,
+               EXISTS (SELECT 1 FROM alert_silences x WHERE x.rule = s.rule
+                       AND (x.scope_key IS NULL OR x.scope_key = s.scope_key)
+                       AND x.created_at <= $now AND x.expires_at > $now) AS silenced
+        FROM alert_states s LEFT JOIN alert_episodes e ON e.id = s.episode_id
+        WHERE s.state IN ('firing', 'pending')
+        ORDER BY s.state = 'pending', s.since, s.rule, s.scope_key, s.level""", {"now": now}))
+
+
+def recent_episodes(conn: duckdb.DuckDBPyConnection, since: datetime,
+                    limit: int = 100) -> list[Row]:
+    """Episodes open at any moment since ``since``, newest first: ``id``, ``rule``, ``kind``,
+    ``scope_key``, ``level``, ``started_at``, ``firing_at``, ``ended_at``, ``end_reason``,
+    ``silenced``, ``threshold``, ``peak_value``, ``unit``, ``summary``."""
+    return _records(conn.execute("""
+        SELECT id, rule, rule_kind AS kind, scope_key, level, started_at, firing_at, ended_at,
+               end_reason, silenced, threshold, peak_value, unit, summary
+        FROM alert_episodes WHERE ended_at IS NULL OR ended_at >= $since
+        ORDER BY started_at DESC, id DESC LIMIT $limit""", {"since": since, "limit": limit}))
+
+
+def delivery_attempts(conn: duckdb.DuckDBPyConnection, limit: int = 100) -> list[Row]:
+    """The latest delivery attempts with the channel's answer, newest first:
+    ``attempted_at``, ``channel``, ``kind`` (firing, reminder, resolved, test), ``rule``,
+    ``scope_key``, ``ok``, ``permanent``, ``answer``, ``status`` (of the notification now)."""
+    return _records(conn.execute("""
+        SELECT d.attempted_at, d.channel, n.kind, e.rule, e.scope_key, d.ok, d.permanent,
+               d.answer, n.status
+        FROM alert_deliveries d JOIN alert_notifications n ON n.id = d.notification_id
+             LEFT JOIN alert_episodes e ON e.id = n.episode_id
+        ORDER BY d.attempted_at DESC, n.id DESC LIMIT $limit""", {"limit": limit}))
+
+
+def notification_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Notifications per status: pending, sent, failed, silenced."""
+    return {status: int(n) for status, n in conn.execute(
+        "SELECT status, count(*) FROM alert_notifications GROUP BY 1").fetchall()}
+
+
+def broken_channels(conn: duckdb.DuckDBPyConnection) -> list[Row]:
+    """Channels marked broken by a permanent failure: ``channel``, ``reason``, ``since``."""
+    return _records(conn.execute(
+        "SELECT channel, reason, since FROM alert_channels WHERE broken ORDER BY channel"))
+
+
+def silences(conn: duckdb.DuckDBPyConnection, now: datetime,
+             ended_since: datetime | None = None) -> list[Row]:
+    """Silences active at ``now`` or ended after ``ended_since`` (default: a day before now):
+    ``id``, ``rule``, ``scope_key`` (None: every scope), ``created_at``, ``expires_at``,
+    ``comment``, ``active``. Active ones first, ending soonest first."""
+    return _records(conn.execute("""
+        SELECT id, rule, scope_key, created_at, expires_at, comment,
+               created_at <= $now AND expires_at > $now AS active
+        FROM alert_silences WHERE expires_at > $ended_since
+        ORDER BY active DESC, expires_at, id""",
+                                 {"now": now, "ended_since": ended_since or now - DAY}))
+
+
+def alert_scopes(conn: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    """The scopes each rule has been evaluated for (for silencing one scope)."""
+    out: dict[str, list[str]] = {}
+    for rule, scope_key in conn.execute(
+            "SELECT DISTINCT rule, scope_key FROM alert_states ORDER BY 1, 2").fetchall():
+        out.setdefault(rule, []).append(scope_key)
+    return out
+
+
+

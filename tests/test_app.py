@@ -1,0 +1,595 @@
+"""The dashboard on a seeded warehouse: every page renders, and what it shows equals the queries.
+
+The simulated organization is collected once for the module at SIM_NOW: a week billed by the
+cost API, then today's hours with the cost API down (so today is estimated from usage), and
+alerts checked twice (a day apart) against stand-in channels, one of which refuses for good.
+Pages run in-process through Streamlit's AppTest with ``$SPENDWATCH_NOW`` fixing the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pytest
+import requests
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from alerts.engine import add_silence, check
+from alerts.model import DeliveryResult, Notification
+from alerts.rules import evaluate
+from app import data
+from collectors.simulator import start_simulator
+from collectors.sync import CollectOptions, collect
+from conftest import ADMIN_KEY, REPO, SIM_NOW, SIM_NOW_TEXT
+from spendwatch import storage, views
+from spendwatch.config import Config, load_config
+from spendwatch.errors import ConfigError
+from spendwatch.queries import money_str, spend
+from spendwatch.savings import cache_waste, ledger
+from spendwatch.timeutil import local_day_start
+from warehouse import query
+
+MAIN = REPO / "app" / "main.py"
+PAGES = ("overview", "spend", "caching", "savings", "alerts", "reports")
+TODAY = date(2026, 11, 24)           # SIM_NOW (12:00 UTC) is 06:00 in Chicago
+MONTH_START = date(2026, 11, 1)
+
+CONFIG = """\
+timezone = "America/Chicago"
+[storage]
+database = "{database}"
+lock_timeout_seconds = {lock_timeout}
+[collection]
+interval_minutes = 180
+timeout_seconds = 10
+max_retry_after_seconds = 1
+[[organizations]]
+name = "acme"
+base_url = "{base_url}"
+admin_key_file = "{key_file}"
+
+[[features]]
+name = "support bot"
+api_key_names = ["support-bot-*"]
+[[features]]
+name = "evals"
+api_key_names = ["eval-harness"]
+batch_eligible = true
+
+[[alerts.channels]]
+name = "ops-slack"
+kind = "slack"
+webhook_url_env = "DASHBOARD_TEST_WEBHOOK"
+[[alerts.channels]]
+name = "finance-email"
+kind = "email"
+host = "127.0.0.1"
+from = "spendwatch@acme.example"
+to = ["finance@acme.example"]
+
+[[alerts.rules]]
+name = "daily budget"
+kind = "daily_spend"
+channels = ["ops-slack"]
+threshold_usd = "60"
+levels = [0.5, 1.0]
+
+[[alerts.rules]]
+name = "monthly budget"
+kind = "monthly_budget"
+channels = ["finance-email"]
+budget_usd = "8000"
+
+[[alerts.rules]]
+name = "cache hit ratio"
+kind = "cache_hit_ratio"
+channels = ["ops-slack"]
+floor = 0.3
+per = "feature"
+min_input_tokens = 100000
+"""
+
+
+def write_dashboard_config(folder: Path, database: Path, lock_timeout: float = 5,
+                           base_url: str = "http://127.0.0.1:9") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    key_file = folder / "admin_key"
+    key_file.write_text(ADMIN_KEY, encoding="utf-8")
+    path = folder / "config.toml"
+    path.write_text(CONFIG.format(database=database, lock_timeout=lock_timeout,
+                                  base_url=base_url, key_file=key_file), encoding="utf-8")
+    return path
+
+
+@dataclass
+class FakeChannel:
+    """Slack answers ok; the mail server refuses for good (the channel becomes broken)."""
+
+    name: str
+
+    def deliver(self, notification: Notification) -> DeliveryResult:
+        if self.name == "ops-slack":
+            return DeliveryResult(True, "200 ok")
+        return DeliveryResult(False, "550 5.1.1 mailbox unavailable", permanent=True)
+
+
+def fake_factory(config: Config, name: str) -> FakeChannel:
+    return FakeChannel(name)
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The config of a warehouse: November billed until today, today estimated (the cost API
+    went down at midnight), alerts checked yesterday and now."""
+    folder = tmp_path_factory.mktemp("dashboard")
+    midnight = SIM_NOW - timedelta(hours=6)
+    billed = start_simulator(seed=7, admin_keys=[ADMIN_KEY], now=midnight)
+    try:
+        path = write_dashboard_config(folder, folder / "spendwatch.duckdb",
+                                      base_url=billed.url)
+        (month,) = collect(load_config(path), CollectOptions(
+            since=local_day_start(MONTH_START, load_config(path).tz)), now=midnight,
+            sleep=lambda s: None)
+        assert month.ok, month.error
+    finally:
+        billed.close()
+    down = start_simulator(seed=7, admin_keys=[ADMIN_KEY], now=SIM_NOW)
+    try:
+        path = write_dashboard_config(folder, folder / "spendwatch.duckdb", base_url=down.url)
+        requests.post(down.url + "/_sim/faults", json={
+            "path": "/v1/organizations/analytics/cost", "count": 1000, "status": 500,
+            "kind": "error"}, timeout=10).raise_for_status()
+        (today,) = collect(load_config(path), now=SIM_NOW, sleep=lambda s: None)
+        assert not today.ok  # usage stored, cost not: today is estimated
+    finally:
+        down.close()
+    config = load_config(path)
+    check(config, SIM_NOW - timedelta(days=1), fake_factory)
+    add_silence(config, "cache hit ratio", None, SIM_NOW + timedelta(hours=4),
+                SIM_NOW - timedelta(hours=1), "the eval harness is known to cache poorly")
+    check(config, SIM_NOW, fake_factory)
+    return path
+
+
+@pytest.fixture
+def dashboard(seeded: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
+    """The app pointed at the seeded warehouse, its clock at SIM_NOW, its cache empty."""
+    monkeypatch.setenv("SPENDWATCH_CONFIG", str(seeded))
+    monkeypatch.setenv("SPENDWATCH_NOW", SIM_NOW_TEXT)
+    st.cache_data.clear()
+    return load_config(seeded)
+
+
+def open_page(page: str) -> AppTest:
+    at = AppTest.from_file(str(MAIN), default_timeout=30).run()
+    if page != "overview":
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def usd(amount: Decimal) -> str:
+    cents = amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return f"{'-' if cents < 0 else ''}${abs(cents):,.2f}"
+
+
+def chart_data(at: AppTest, index: int) -> tuple[dict[str, Any], Any]:
+    """The Vega-Lite spec of chart ``index`` and its (first) dataset as a DataFrame."""
+    proto = at.get("vega_lite_chart")[index].proto
+    table = pa.ipc.open_stream(proto.datasets[0].data.data).read_all()
+    return json.loads(proto.spec), table.to_pandas()
+
+
+def warehouse(config: Config, func: Any, *args: Any) -> Any:
+    with storage.reader(config.database_path) as conn:
+        return func(conn, *args)
+
+
+def total(rows: list[dict[str, Any]]) -> Decimal:
+    return sum((r["cost_usd"] for r in rows), Decimal(0))
+
+
+# --- every page ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_a_headline_figure_and_a_chart(dashboard: Config, page: str) -> None:
+    at = open_page(page)
+    assert at.metric, f"{page} shows no headline figure"
+    assert at.get("vega_lite_chart"), f"{page} shows no chart"
+    if page != "alerts":  # where the broken channel is an error box
+        assert not at.error
+
+
+# --- overview -----------------------------------------------------------------------------------
+
+def test_overview_figures_equal_the_warehouse(dashboard: Config) -> None:
+    shown = metrics(open_page("overview"))
+    config = dashboard
+    today = warehouse(config, spend, config.tz, TODAY, TODAY, [])
+    month = warehouse(config, spend, config.tz, TODAY.replace(day=1), TODAY, [])
+    assert total(today) > 0
+    assert shown["Today's spend"] == usd(total(today))
+    assert shown["Month to date"] == usd(total(month))
+
+    # The forecast is the monthly_budget rule's, to the cent.
+    (forecast,) = [e for e in warehouse(config, evaluate, config, SIM_NOW)
+                   if e.kind == "monthly_budget" and e.level == "forecast"]
+    assert shown["Month-end forecast"] == usd(forecast.value)
+    ratio = (Decimal(sum(r["cache_read_tokens"] for r in month))
+             / sum(r[m] for r in month for m in views.INPUT_TOKEN_METRICS))
+    assert shown["Cache hit ratio (month)"] == f"{ratio * 100:.1f}%"
+
+    book = warehouse(config, ledger, config, TODAY - timedelta(days=30),
+                     TODAY - timedelta(days=1))
+    assert book.totals.realized_total_usd > 0
+    assert shown["Realized savings (30 days)"] == usd(book.totals.realized_total_usd)
+    assert shown["Biggest potential saving"] == f"{usd(book.potential[0].monthly_usd)} a month"
+    firing = query(config.database_path,
+                   "SELECT count(*) FROM alert_states WHERE state = 'firing'")[0][0]
+    assert firing > 0 and shown["Firing alerts"] == str(firing)
+
+
+def test_overview_says_what_is_estimated_and_what_fires(dashboard: Config) -> None:
+    at = open_page("overview")
+    text = " ".join(m.value for m in at.markdown) + " ".join(w.value for w in at.warning)
+    assert "billed through 2026-11-24 00:00 CST" in text
+    assert "estimated after (usage through 2026-11-24 06:00 CST)" in text
+    assert "provisional since" in text and "The last run failed" in text
+    assert ":red[**firing**] **daily budget** 2026-11-24 50%" in text
+    assert ":gray[silenced] **cache hit ratio** (feature=evals,organization=acme)" in text
+    _, df = chart_data(at, 0)
+    month = warehouse(dashboard, spend, dashboard.tz, TODAY.replace(day=1), TODAY, [])
+    assert abs(Decimal(str(df["cost_usd"].sum())) - total(month)) < Decimal("0.005")
+    assert set(df["basis"]) == {"billed", "estimated"}
+
+
+# --- spend --------------------------------------------------------------------------------------
+
+def test_spend_charts_and_tables_equal_the_query(dashboard: Config) -> None:
+    at = open_page("spend")
+    config = dashboard
+    since = TODAY - timedelta(days=6)
+    by_status = warehouse(config, spend, config.tz, since, TODAY,
+                          ["cache_status", "cost_basis"], config.features)
+    shown = metrics(at)
+    assert shown["Spend in the period"] == usd(total(by_status))
+    estimated = total([r for r in by_status if r["cost_basis"] == "estimated"])
+    assert estimated > 0 and shown["Estimated"] == usd(estimated)
+
+    spec, df = chart_data(at, 0)
+    assert spec["encoding"]["opacity"]["field"] == "basis"  # billed and estimated differ
+    assert abs(Decimal(str(df["cost_usd"].sum())) - total(by_status)) < Decimal("0.005")
+    for status in views.CACHE_STATUSES:
+        expected = total([r for r in by_status if r["cache_status"] == status])
+        got = Decimal(str(df.loc[df["cache_status"] == status, "cost_usd"].sum()))
+        assert abs(got - expected) < Decimal("0.005"), status
+
+    _, by_model_chart = chart_data(at, 1)
+    assert abs(Decimal(str(by_model_chart["cost_usd"].sum())) - total(by_status)) < Decimal(
+        "0.005")
+
+    by_model = warehouse(config, spend, config.tz, since, TODAY, ["model"])
+    before = warehouse(config, spend, config.tz, since - timedelta(days=7),
+                       since - timedelta(days=1), ["model"])
+    top = at.dataframe[0].value
+    biggest = max(by_model, key=lambda r: r["cost_usd"])
+    assert top.iloc[0]["Model"] == biggest["model"]
+    assert top.iloc[0]["spend"] == float(usd(biggest["cost_usd"])[1:].replace(",", ""))
+    was = next(r["cost_usd"] for r in before if r["model"] == biggest["model"])
+    assert top.iloc[0]["previous"] == float(usd(was)[1:].replace(",", ""))
+
+
+def test_spend_filters_and_breakdown_follow_the_widgets(dashboard: Config) -> None:
+    at = open_page("spend")
+    at.selectbox(key="spend_by").set_value("feature")
+    at.multiselect(key="spend_filter_feature").select("evals")
+    at.radio(key="spend_grain").set_value("hour").run()
+    assert not at.exception
+    since = TODAY - timedelta(days=6)
+    by_feature = warehouse(dashboard, spend, dashboard.tz, since, TODAY, ["feature"],
+                           dashboard.features)
+    evals = next(r["cost_usd"] for r in by_feature if r["feature"] == "evals")
+    assert metrics(at)["Spend in the period"] == usd(evals)
+    _, df = chart_data(at, 1)
+    assert set(df["label"]) == {"evals"}
+    assert df["when"].str.endswith(":00:00Z").all() and len(set(df["when"])) > 24
+
+
+# --- caching ------------------------------------------------------------------------------------
+
+def test_caching_figures_equal_the_warehouse(dashboard: Config) -> None:
+    at = open_page("caching")
+    since = TODAY - timedelta(days=6)
+    rows = warehouse(dashboard, spend, dashboard.tz, since, TODAY, [])
+    ratio = views.hit_ratio({m: sum(r[m] for r in rows) for m in views.INPUT_TOKEN_METRICS})
+    shown = metrics(at)
+    assert ratio is not None and shown["Cache hit ratio"] == f"{ratio * 100:.1f}%"
+    waste = warehouse(dashboard, cache_waste, dashboard, since, TODAY)
+    assert shown["Cache waste"] == usd(sum((w.waste_usd for w in waste), Decimal(0)))
+    _, lines = chart_data(at, 0)
+    assert {"evals", "support bot"} <= set(lines["group"])
+    drops = at.dataframe[0].value
+    assert "evals / claude-opus-5-5" in set(drops["feature / model"])  # its cold hours
+
+
+# --- savings ------------------------------------------------------------------------------------
+
+def test_savings_figures_equal_the_ledger(dashboard: Config) -> None:
+    at = open_page("savings")
+    book = warehouse(dashboard, ledger, dashboard, TODAY - timedelta(days=30),
+                     TODAY - timedelta(days=1))
+    shown = metrics(at)
+    assert shown["Realized savings"] == usd(book.totals.realized_total_usd)
+    assert shown["Saved by caching"] == usd(book.totals.cache_savings_usd)
+    assert shown["Saved by the Batch API"] == usd(book.totals.batch_savings_usd)
+    for lever, monthly in book.totals.potential_monthly_usd.items():
+        assert shown[lever.capitalize()] == f"{usd(monthly)} a month"
+    sentences = " ".join(m.value for m in at.markdown)
+    assert book.potential and all(p.change in sentences for p in book.potential)
+    charts_shown = at.get("vega_lite_chart")
+    _, mix = chart_data(at, len(charts_shown) - 1)
+    target = mix[mix["row"] == "target"].set_index("line")["share"].to_dict()
+    assert target == {"haiku": 0.7, "sonnet": 0.2, "opus": 0.1}
+    assert "evals" in set(mix["row"])
+
+
+# --- alerts -------------------------------------------------------------------------------------
+
+def test_alerts_page_shows_firing_episodes_deliveries_and_the_broken_channel(
+        dashboard: Config) -> None:
+    at = open_page("alerts")
+    shown = metrics(at)
+    assert shown["Broken channels"] == "1" and shown["Active silences"] == "1"
+    assert any("finance-email" in e.value and "550 5.1.1" in e.value for e in at.error)
+    firing = at.dataframe[0].value
+    assert "cache hit ratio" in set(firing["rule"])
+    assert any(s.endswith("(silenced)") for s in firing["state"])
+    deliveries = at.dataframe[2].value
+    assert {"ops-slack", "finance-email"} <= set(deliveries["channel"])
+    _, timeline = chart_data(at, 0)
+    assert {"firing", "expired"} <= set(timeline["state"])
+
+
+def test_a_silence_is_created_and_expired_from_the_page(seeded: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    original = load_config(seeded)
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(original.database_path, copy)
+    config = load_config(write_dashboard_config(tmp_path / "cfg", copy))
+    monkeypatch.setenv("SPENDWATCH_CONFIG", str(config.path))
+    monkeypatch.setenv("SPENDWATCH_NOW", SIM_NOW_TEXT)
+    st.cache_data.clear()
+    at = open_page("alerts")
+    at.selectbox(key="alerts_silence_rule").set_value("cache hit ratio").run()
+    scope_key = "feature=evals,organization=acme"
+    at.selectbox(key="alerts_silence_scope").set_value(scope_key)
+    at.text_input(key="alerts_silence_for").input("2h")
+    at.text_input(key="alerts_silence_comment").input("known spike")
+    at.button(key="alerts_silence_create").click().run()
+    assert not at.exception
+    rows = query(copy, "SELECT id, scope_key, created_at, expires_at, comment FROM alert_silences "
+                       "WHERE scope_key IS NOT NULL")
+    assert len(rows) == 1
+    silence_id, scope, created, expires, comment = rows[0]
+    assert (scope, created, expires, comment) == (scope_key, SIM_NOW,
+                                                  SIM_NOW + timedelta(hours=2), "known spike")
+    assert metrics(at)["Active silences"] == "2"
+    assert any("silenced until" in s.value for s in at.success)
+
+    at.button(key=f"alerts_expire_{silence_id}").click().run()
+    assert not at.exception
+    assert query(copy, "SELECT expires_at FROM alert_silences WHERE id = ?",
+                 silence_id) == [(SIM_NOW,)]
+    assert metrics(at)["Active silences"] == "1"
+
+
+def test_a_bad_duration_is_one_line_and_writes_nothing(seeded: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(load_config(seeded).database_path, copy)
+    config = load_config(write_dashboard_config(tmp_path / "cfg", copy))
+    monkeypatch.setenv("SPENDWATCH_CONFIG", str(config.path))
+    monkeypatch.setenv("SPENDWATCH_NOW", SIM_NOW_TEXT)
+    st.cache_data.clear()
+    at = open_page("alerts")
+    at.text_input(key="alerts_silence_for").input("soon")
+    at.button(key="alerts_silence_create").click().run()
+    assert not at.exception
+    assert any("'soon' is not a duration" in e.value for e in at.error)
+    assert query(copy, "SELECT count(*) FROM alert_silences") == [(1,)]
+
+
+# --- reports ------------------------------------------------------------------------------------
+
+def test_the_csv_of_a_view_matches_the_cli_json(dashboard: Config) -> None:
+    at = open_page("reports")
+    since = TODAY - timedelta(days=6)
+    rows = warehouse(dashboard, views.spend_grouped, dashboard, since, TODAY,
+                     ["date", "feature", "model"])
+    assert metrics(at)["Spend in the view"] == usd(total(rows))
+    assert at.get("download_button")
+    cli = warehouse(dashboard, spend, dashboard.tz, since, TODAY, ["date", "feature", "model"],
+                    dashboard.features)
+    lines = views.spend_csv(rows, ["date", "feature", "model"]).splitlines()
+    assert lines[0] == ("date,feature,model,cost_usd,uncached_input_tokens,cache_write_5m_tokens,"
+                        "cache_write_1h_tokens,cache_read_tokens,output_tokens,"
+                        "web_search_requests,unpriced_tokens")
+    assert len(lines) == len(cli) + 1
+    for line, row in zip(lines[1:], cli):
+        assert line.split(",")[3] == money_str(row["cost_usd"])
+        assert line.split(",")[:3] == [str(row["date"]), row["feature"], row["model"] or ""]
+
+
+def test_csv_keeps_workspace_and_key_ids() -> None:
+    row = {"workspace": "Search", "workspace_id": "wrkspc_1", "cost_usd": Decimal("1.5"),
+           **{m: 0 for m in views.METRICS[1:]}, "unpriced_tokens": 0}
+    assert views.spend_csv([row], ["workspace"]).splitlines()[1] == (
+        "Search,wrkspc_1,1.50,0,0,0,0,0,0,0")
+
+
+# --- the views themselves -----------------------------------------------------------------------
+
+def test_grouped_spend_is_the_clis_spend(dashboard: Config) -> None:
+    since = TODAY - timedelta(days=6)
+    for by in (["date", "model"], ["feature", "cache_status"], ["workspace", "api_key"],
+               ["cost_basis", "service_tier"]):
+        assert warehouse(dashboard, views.spend_grouped, dashboard, since, TODAY, by) == \
+            warehouse(dashboard, spend, dashboard.tz, since, TODAY, by, dashboard.features)
+    hours = warehouse(dashboard, views.spend_grouped, dashboard, since, TODAY, ["period"], None,
+                      "hour")
+    weeks = warehouse(dashboard, views.spend_grouped, dashboard, since, TODAY, ["period"], None,
+                      "week")
+    assert total(hours) == total(weeks) == warehouse(dashboard, views.total_spend, dashboard,
+                                                     since, TODAY)
+    assert [w["period"] for w in weeks] == [datetime(2026, 11, 16), datetime(2026, 11, 23)]
+
+
+def test_filters_keep_only_what_they_name(dashboard: Config) -> None:
+    since = TODAY - timedelta(days=6)
+    by_feature = {r["feature"]: r for r in warehouse(dashboard, spend, dashboard.tz, since,
+                                                     TODAY, ["feature"], dashboard.features)}
+    kept = warehouse(dashboard, views.spend_grouped, dashboard, since, TODAY, [],
+                     {"feature": ["evals", "support bot"]})
+    assert total(kept) == by_feature["evals"]["cost_usd"] + by_feature["support bot"]["cost_usd"]
+    no_model = warehouse(dashboard, views.spend_grouped, dashboard, since, TODAY, ["model"],
+                         {"model": [None]})
+    assert [r["model"] for r in no_model] == [None] and total(no_model) > 0
+
+
+def test_top_spenders_compare_with_the_period_before(dashboard: Config) -> None:
+    assert views.previous_period(date(2026, 11, 18), date(2026, 11, 24)) == (
+        date(2026, 11, 11), date(2026, 11, 17))
+    top = warehouse(dashboard, views.top_spenders, dashboard, date(2026, 11, 21),
+                    date(2026, 11, 22), "feature")
+    before = {r["feature"]: r["cost_usd"] for r in warehouse(
+        dashboard, spend, dashboard.tz, date(2026, 11, 19), date(2026, 11, 20), ["feature"],
+        dashboard.features)}
+    for row in top:
+        assert row["previous_usd"] == before.get(row["label"], Decimal(0))
+        assert row["change_usd"] == row["cost_usd"] - row["previous_usd"]
+    assert [r["cost_usd"] for r in top] == sorted((r["cost_usd"] for r in top), reverse=True)
+
+
+def test_the_forecast_uses_complete_days_or_todays_pace() -> None:
+    from zoneinfo import ZoneInfo
+    utc = ZoneInfo("UTC")
+    # Nov 11 at noon: 10 complete days at $100 a day, $50 so far today; 19.5 days left.
+    noon = datetime(2026, 11, 11, 12, tzinfo=utc)
+    assert views.month_end_forecast(Decimal(1000), Decimal(50), noon, utc) == Decimal(3000)
+    # On the first, today's pace: $10 in 6 hours is $40 a day, for 30 days.
+    six = datetime(2026, 11, 1, 6, tzinfo=utc)
+    assert views.month_end_forecast(Decimal(0), Decimal(10), six, utc) == Decimal(1200)
+
+
+def test_ratio_drops_are_hours_at_half_the_usual_ratio_or_less() -> None:
+    def hour(n: int, ratio: str, tokens: int = 1_000_000) -> dict[str, Any]:
+        return {"period": datetime(2026, 11, 20) + timedelta(hours=n), "group": "bot",
+                "input_tokens": tokens, "hit_ratio": Decimal(ratio)}
+
+    series = [hour(n, "0.6") for n in range(8)] + [hour(8, "0.1"), hour(9, "0.2"),
+                                                   hour(10, "0.0", tokens=10), hour(11, "0.55")]
+    (moment,) = views.cache_ratio_drops(series)
+    assert (moment["start"], moment["end"], moment["hours"]) == (
+        datetime(2026, 11, 20, 8), datetime(2026, 11, 20, 10), 2)
+    assert moment["lowest_ratio"] == Decimal("0.1") and moment["usual_ratio"] == Decimal("0.6")
+
+
+# --- the clock, an empty database, a locked one ------------------------------------------------
+
+def test_the_clock_comes_from_spendwatch_now() -> None:
+    assert data.read_clock({"SPENDWATCH_NOW": "2026-11-24T06:00:00-06:00"}) == SIM_NOW
+    with pytest.raises(ConfigError, match="SPENDWATCH_NOW"):
+        data.read_clock({"SPENDWATCH_NOW": "yesterday"})
+    real = data.read_clock({})
+    assert real.second == 0 and real.microsecond == 0
+
+
+def test_a_bad_clock_is_one_line_not_a_traceback(dashboard: Config,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPENDWATCH_NOW", "tomorrow")
+    at = AppTest.from_file(str(MAIN), default_timeout=30).run()
+    assert not at.exception
+    assert "SPENDWATCH_NOW='tomorrow' is not an RFC 3339 timestamp" in at.error[0].value
+
+
+@pytest.fixture
+def empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = write_dashboard_config(tmp_path, tmp_path / "nothing-yet.duckdb")
+    monkeypatch.setenv("SPENDWATCH_CONFIG", str(path))
+    monkeypatch.setenv("SPENDWATCH_NOW", SIM_NOW_TEXT)
+    st.cache_data.clear()
+    return path
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_an_empty_database_says_what_to_run(empty: Path, page: str) -> None:
+    at = open_page(page)
+    assert any("run `spendwatch collect`" in i.value.lower() for i in at.info)
+    assert not at.get("vega_lite_chart")
+    assert not (empty.parent / "nothing-yet.duckdb").exists()  # a reader creates nothing
+
+
+def test_a_missing_config_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPENDWATCH_CONFIG", str(tmp_path / "nope.toml"))
+    at = AppTest.from_file(str(MAIN), default_timeout=30).run()
+    assert not at.exception
+    assert "config file not found" in at.error[0].value
+
+
+@pytest.fixture
+def locked(seeded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The seeded database held read-write by another process, and a 0.5 s lock timeout."""
+    database = load_config(seeded).database_path
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, duckdb
+        conn = duckdb.connect({str(database)!r})
+        print("holding", flush=True)
+        sys.stdin.read()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        path = write_dashboard_config(tmp_path, database, lock_timeout=0.5)
+        monkeypatch.setenv("SPENDWATCH_CONFIG", str(path))
+        monkeypatch.setenv("SPENDWATCH_NOW", SIM_NOW_TEXT)
+        st.cache_data.clear()
+        yield path
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+
+
+@pytest.mark.parametrize("page", ("overview", "spend", "alerts"))
+def test_a_locked_database_says_the_data_is_being_updated(locked: Path, page: str) -> None:
+    at = open_page(page)
+    assert any("The data is being updated" in w.value for w in at.warning)
+    assert not at.get("vega_lite_chart")
+
+
+def test_a_database_with_nothing_collected_says_what_to_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_config(write_dashboard_config(tmp_path, tmp_path / "migrated.duckdb"))
+    with storage.writer(config.database_path):
+        pass  # migrated, nothing collected (a first collection that failed)
+    monkeypatch.setenv("SPENDWATCH_CONFIG", str(config.path))
+    monkeypatch.setenv("SPENDWATCH_NOW", SIM_NOW_TEXT)
+    st.cache_data.clear()
+    at = open_page("overview")
+    assert any("run `spendwatch collect`" in i.value.lower() for i in at.info)
+    for page in PAGES[1:]:
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, page
