@@ -37,15 +37,10 @@ from spendwatch.config import Config, RuleConfig
 from spendwatch.queries import NameBook, _feature_map
 from spendwatch.reconcile import reconciliation
 from spendwatch.timeutil import floor_hour, local_range, local_today
+from spendwatch.views import month_end_forecast, stale_after, stored_from
 
 HUNDRED = Decimal(100)
 ONE = Decimal(1)
-
-
-def stale_after(config: Config) -> timedelta:
-    """Data older than this is stale: three missed collections, at least 30 minutes."""
-    return max(timedelta(minutes=3 * config.collection.interval_minutes),
-               timedelta(minutes=30))
 
 
 def _usd(value: Decimal) -> str:
@@ -85,14 +80,7 @@ class Warehouse:
 
     def covered_from(self, organizations: Sequence[str]) -> datetime | None:
         """From when every organization's usage and cost are stored without a gap."""
-        starts = []
-        for org in organizations:
-            row = self.conn.execute("SELECT max(covered_from), count(*) FROM sync_state WHERE "
-                                    "organization = ?", [org]).fetchone()
-            if not row or row[1] < 2:
-                return None
-            starts.append(row[0])
-        return max(starts) if starts else None
+        return stored_from(self.conn, organizations)
 
     def open_scopes(self, rule: str) -> list[str]:
         """Scope keys of the rule's episodes still open (pending or firing)."""
@@ -222,8 +210,6 @@ def monthly_budget(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evalua
     tz = w.config.tz
     today = local_today(now, tz)
     first = today.replace(day=1)
-    next_month = (first + timedelta(days=32)).replace(day=1)
-    days_in_month = (next_month - first).days
     budget: Decimal = rule.params["budget_usd"]
     window = f"{first:%B %Y} ({tz.key}), until {now.astimezone(tz):%Y-%m-%d %H:%M}"
     if not w.fresh(_orgs(w.config, scope), now):
@@ -241,14 +227,7 @@ def monthly_budget(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evalua
     complete = w.spend_between(scope, month_start, today_start)
     today_so_far = w.spend_between(scope, today_start, now)
     actual = complete + today_so_far
-    elapsed_today = Decimal((now - today_start).total_seconds()) / Decimal(86400)
-    complete_days = (today - first).days
-    if complete_days:
-        daily = complete / complete_days
-    else:
-        daily = today_so_far / elapsed_today if elapsed_today else Decimal(0)
-    left = Decimal(days_in_month - complete_days) - elapsed_today
-    forecast = actual + daily * left
+    forecast = month_end_forecast(complete, today_so_far, now, tz)
     return [
         _evaluation(rule, scope, "actual", FIRING if actual >= budget else OK, actual, budget,
                     "usd", window, f"month-to-date spend {_usd(actual)} against the "

@@ -278,7 +278,7 @@ def month_end_forecast(complete_days_usd: Decimal, today_usd: Decimal, now: date
 
     The days left count today's remaining fraction; on the first of the month (no complete
     day yet) today's pace stands in for the average. The formula of the ``monthly_budget``
-    alert rule (:mod:`alerts.rules`), which should call this function.
+    alert rule (:mod:`alerts.rules`), which calls this function.
     """
     today = local_today(now, tz)
     first = today.replace(day=1)
@@ -296,8 +296,7 @@ def month_end_forecast(complete_days_usd: Decimal, today_usd: Decimal, now: date
 def stored_from(conn: duckdb.DuckDBPyConnection,
                 organizations: Sequence[str]) -> datetime | None:
     """From when every organization's usage and cost are both stored without a gap
-    (``sync_state``), None when one of them is missing. The rule of the alerts' warehouse
-    (``alerts.rules.Warehouse.covered_from``), repeated here: the core cannot import alerts."""
+    (``sync_state``), None when one of them is missing. Alert rules use it too."""
     starts = []
     for org in organizations:
         row = conn.execute("SELECT max(covered_from), count(*) FROM sync_state "
@@ -526,8 +525,8 @@ class Freshness:
 
 
 def stale_after(config: Config) -> timedelta:
-    """Data older than this is stale: three missed collections, at least 30 minutes (the
-    rule of :func:`alerts.rules.stale_after`, repeated here: the core cannot import alerts)."""
+    """Data older than this is stale: three missed collections, at least 30 minutes (alert
+    rules say "no data" past it, the Overview says so too)."""
     return max(timedelta(minutes=3 * config.collection.interval_minutes),
                timedelta(minutes=30))
 
