@@ -310,6 +310,48 @@ def savings_command(ctx: click.Context, since: str | None, until: str | None,
         click.echo(f"Unpriced: {totals.unpriced_tokens:,} tokens have no price and are left out")
 
 
+# --- report ---------------------------------------------------------------------------------
+
+@main.group()
+def report() -> None:
+    """Write spend reports as CSV files."""
+
+
+@report.command("weekly")
+@click.option("--week", metavar="YYYY-Www",
+              help="ISO week, Monday to Sunday in the configured time zone (default: the "
+                   "last complete week).")
+@click.option("--org", "org", metavar="NAME", help="Only this organization (default: all).")
+@click.option("--out", "out", metavar="PATH",
+              help="CSV file (default: reports/spendwatch-<org or all>-<week>.csv beside the "
+                   "config file).")
+@click.pass_context
+def report_weekly(ctx: click.Context, week: str | None, org: str | None,
+                  out: str | None) -> None:
+    """One week's spend per day, workspace, API key, feature, model and tier, as CSV."""
+    from pathlib import Path
+
+    from spendwatch import storage
+    from spendwatch.reports import (default_report_path, iso_week_range, last_complete_week,
+                                    total_cost, weekly_rows, write_csv)
+
+    config = _config(ctx)
+    week = week or last_complete_week(utcnow(), config.tz)
+    try:
+        monday, sunday = iso_week_range(week)
+    except ValueError as exc:
+        click.echo(f"error: --week: {exc}", err=True)
+        sys.exit(2)
+    if org is not None:
+        config.organization(org)  # ConfigError (exit 2) for a name not in the config
+    with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
+        rows = weekly_rows(conn, config, monday, sunday, org)
+    path = write_csv(rows, Path(out) if out else default_report_path(config, org, week))
+    click.echo(str(path))
+    click.echo(f"Total: ${total_cost(rows):,.2f} ({week}, {monday} .. {sunday}, "
+               f"{len(rows):,} rows)")
+
+
 # --- alerts ---------------------------------------------------------------------------------
 
 @main.group()

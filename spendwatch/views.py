@@ -36,6 +36,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 
 from spendwatch import storage
+from spendwatch.reports import weekly_csv  # noqa: F401  (the Reports page's download)
 from spendwatch.config import Config, RuleConfig
 from spendwatch.lines import model_lines
 from spendwatch.queries import (CACHE_STATUS_SQL, CACHE_STATUSES, EXTRA_METRICS, LOCAL_DATE_SQL,

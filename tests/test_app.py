@@ -593,3 +593,17 @@ def test_a_database_with_nothing_collected_says_what_to_run(
     for page in PAGES[1:]:
         at.switch_page(f"pages/{page}.py").run()
         assert not at.exception, page
+
+
+def test_the_reports_page_offers_the_weekly_csv_of_the_cli(dashboard: Config) -> None:
+    """The last complete week (W47 at SIM_NOW) is offered, and its text is the CLI's file."""
+    from spendwatch import reports, storage
+    at = open_page("reports")
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert "Download the weekly CSV for 2026-W47" in labels
+    with storage.reader(dashboard.database_path) as conn:
+        text = reports.weekly_csv(conn, dashboard, "2026-W47")
+    monday, sunday = reports.iso_week_range("2026-W47")
+    with storage.reader(dashboard.database_path) as conn:
+        rows = reports.weekly_rows(conn, dashboard, monday, sunday)
+    assert text == reports.csv_text(rows) and text.startswith("date,organization,workspace_id")

@@ -1,14 +1,15 @@
-"""Reports: a CSV of any filtered spend view (the weekly CSV comes with the weekly report)."""
+"""Reports: a CSV of any filtered spend view, and the weekly CSV of any recent ISO week."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import streamlit as st
 
 from app import charts, data, widgets
 from app.format import frame, iso_wall_time, period_text, usd
-from spendwatch import views
+from spendwatch import reports, views
 
 config = data.config()
 now = data.now()
@@ -54,5 +55,10 @@ else:
     st.info("Nothing matches this view.")
 
 st.subheader("Weekly report")
-st.info("The weekly CSV (any ISO week) comes with `spendwatch report weekly`: it will be "
-        "downloadable here.")
+last_monday, _ = reports.iso_week_range(reports.last_complete_week(now, config.tz))
+weeks = [reports.week_name(last_monday - timedelta(weeks=k)) for k in range(12)]
+week = st.selectbox("ISO week (Monday to Sunday, local time)", weeks, key="reports_week")
+weekly = data.load(views.weekly_csv, week)
+st.download_button(f"Download the weekly CSV for {week}", weekly, mime="text/csv",
+                   file_name=f"spendwatch-all-{week}.csv", key="reports_weekly_csv")
+st.caption("The same file as `spendwatch report weekly --week " + week + "`.")

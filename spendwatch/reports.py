@@ -1,0 +1,260 @@
+"""The weekly CSV report: one row per local date and dimension, for a finance team's spreadsheet.
+
+A week is Monday to Sunday in the configured time zone (``2026-W47``, ISO 8601 numbering).
+Rows are aggregated in DuckDB over the ``spend_facts`` view, with the same local dates, feature
+mapping and names as every other surface, so the report's total is the CLI's and the
+dashboard's.
+
+Cost basis of a row (billed, allocated or estimated): cost rows of ``spend_facts`` carry it,
+token rows do not. Each row is one cost basis of one group (date, organization, workspace, API
+key, feature, model, service tier); a group's token counts and web search requests go on the
+row of its main basis (billed, else allocated, else estimated). A group with tokens but no cost
+row at all keeps its tokens on a row whose ``cost_basis`` is empty. Non-token cost (web search,
+code execution, session runtime) is in ``cost_usd`` and in ``other_cost_usd`` of the row of its
+dimensions, which is a row of its own when no token usage shares them: never dropped.
+
+Money is written with exactly six decimals. Each money column is rounded row by row (half to
+even), then, if the rounded rows do not add up to the column's exact total rounded the same
+way, the rows with the largest rounding remainders take the missing millionths (largest
+remainder method). The written ``cost_usd`` column therefore sums to the week's total.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+from typing import Any, Sequence
+from zoneinfo import ZoneInfo
+
+import duckdb
+
+from spendwatch.config import Config
+from spendwatch.features import api_key_label, workspace_label
+from spendwatch.queries import CACHE_STATUSES, CACHE_STATUS_SQL, LOCAL_DATE_SQL, NameBook, \
+    _feature_map
+from spendwatch.timeutil import local_range, local_today
+
+DIMENSION_COLUMNS = ("date", "organization", "workspace_id", "workspace_name", "api_key_id",
+                     "api_key_name", "feature", "model", "service_tier")
+TOKEN_COLUMNS = ("uncached_input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
+                 "cache_read_tokens", "output_tokens", "web_search_requests")
+CACHE_COST_COLUMNS = tuple(f"{status}_cost_usd" for status in CACHE_STATUSES)
+MONEY_COLUMNS = ("cost_usd", "list_cost_usd", *CACHE_COST_COLUMNS)
+COLUMNS = (*DIMENSION_COLUMNS, *TOKEN_COLUMNS, "cost_usd", "list_cost_usd", "cost_basis",
+           *CACHE_COST_COLUMNS)
+TEXT_COLUMNS = (*DIMENSION_COLUMNS, "cost_basis")
+BASIS_RANK = {"billed": 0, "allocated": 1, "estimated": 2}
+MICRO = Decimal("0.000001")
+_WEEK = re.compile(r"(\d{4})-W(\d{2})")
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def iso_week_range(week: str) -> tuple[date, date]:
+    """Monday and Sunday of ISO week ``week`` (``2026-W47``). Raises ValueError."""
+    match = _WEEK.fullmatch(week.strip())
+    if not match:
+        raise ValueError(f"{week!r} is not a week; use YYYY-Www, e.g. 2026-W47")
+    year, number = int(match.group(1)), int(match.group(2))
+    try:
+        monday = date.fromisocalendar(year, number, 1)
+    except ValueError:
+        raise ValueError(f"{week!r} is not a week: {year} has no week {number}") from None
+    return monday, monday + timedelta(days=6)
+
+
+def week_name(monday: date) -> str:
+    """``2026-W47`` for the week holding ``monday``."""
+    year, number, _ = monday.isocalendar()
+    return f"{year}-W{number:02d}"
+
+
+def last_complete_week(now: datetime, tz: ZoneInfo) -> str:
+    """The last Monday-to-Sunday week in ``tz`` that has fully ended at ``now``."""
+    today = local_today(now, tz)
+    this_monday = today - timedelta(days=today.weekday())
+    return week_name(this_monday - timedelta(days=7))
+
+
+def weekly_rows(conn: duckdb.DuckDBPyConnection, config: Config, monday: date, sunday: date,
+                organization: str | None = None) -> list[dict[str, Any]]:
+    """The report's rows for local days ``monday``..``sunday`` (both included), sorted.
+
+    Each row has every name in COLUMNS: dimensions as strings or None (``workspace_name`` and
+    ``api_key_name`` as every surface labels them), token counts as ints, money as exact
+    Decimal dollars (``list_cost_usd`` None where no list price is known), ``cost_basis`` one
+    of billed, allocated, estimated or "" (tokens without any cost row; see the module).
+    """
+    tz = config.tz
+    names = NameBook.load(conn)
+    feature_sql, feature_params = _feature_map(conn, names, config.features)
+    utc_start, utc_end = local_range(monday, sunday, tz)
+    token_sums = ", ".join(f"sum({c}) AS {c}" for c in TOKEN_COLUMNS)
+    status_sums = ", ".join(
+        f"sum(cost_usd) FILTER (WHERE cache_status = '{s}') AS {s}_cost_usd"
+        for s in CACHE_STATUSES)
+    carried = ", ".join(f"sum({c}) AS {c}" for c in (*TOKEN_COLUMNS, *MONEY_COLUMNS))
+    rank = " ".join(f"WHEN '{b}' THEN {r}" for b, r in BASIS_RANK.items())
+    org_filter = "AND facts.organization = $org" if organization else ""
+    sql = f"""
+        WITH feature_map AS ({feature_sql}),
+        facts AS (SELECT *, {LOCAL_DATE_SQL} AS date, {CACHE_STATUS_SQL} AS cache_status
+                  FROM spend_facts
+                  WHERE bucket_start >= $scan_from AND bucket_start < $scan_to),
+        grouped AS (
+            SELECT facts.date, facts.organization, facts.workspace_id, facts.api_key_id,
+                   f.feature, facts.model, facts.service_tier,
+                   coalesce(facts.cost_basis, '') AS cost_basis,
+                   count(facts.cost_basis) AS cost_facts,
+                   {token_sums}, sum(facts.cost_usd) AS cost_usd,
+                   sum(facts.list_cost_usd) AS list_cost_usd, {status_sums}
+            FROM facts LEFT JOIN feature_map f ON f.organization = facts.organization
+                AND f.workspace_id IS NOT DISTINCT FROM facts.workspace_id
+                AND f.api_key_id IS NOT DISTINCT FROM facts.api_key_id
+            WHERE facts.date BETWEEN $since AND $until {org_filter}
+            GROUP BY ALL),
+        placed AS (
+            SELECT *, CASE WHEN cost_facts > 0 THEN cost_basis ELSE arg_min(cost_basis,
+                       CASE WHEN cost_facts = 0 THEN 9 ELSE CASE cost_basis {rank} ELSE 8 END
+                       END) OVER (PARTITION BY date, organization, workspace_id, api_key_id,
+                       feature, model, service_tier) END AS row_basis
+            FROM grouped)
+        SELECT date, organization, workspace_id, api_key_id, feature, model, service_tier,
+               row_basis AS cost_basis, {carried}
+        FROM placed
+        GROUP BY date, organization, workspace_id, api_key_id, feature, model, service_tier,
+                 row_basis
+    """
+    params: dict[str, Any] = {"tz": str(tz.key), "since": monday, "until": sunday,
+                              "scan_from": utc_start - timedelta(days=1),
+                              "scan_to": utc_end + timedelta(days=1), **feature_params}
+    if organization:
+        params["org"] = organization
+    cursor = conn.execute(sql, params)
+    columns = [d[0] for d in cursor.description]
+    rows = []
+    for record in cursor.fetchall():
+        raw = dict(zip(columns, record))
+        org, ws, key = raw["organization"], raw["workspace_id"], raw["api_key_id"]
+        row: dict[str, Any] = {
+            "date": raw["date"].isoformat(), "organization": org, "workspace_id": ws,
+            "workspace_name": workspace_label(ws, names.workspace(org, ws)),
+            "api_key_id": key, "api_key_name": api_key_label(key, names.api_key(org, key)),
+            "feature": raw["feature"], "model": raw["model"],
+            "service_tier": raw["service_tier"], "cost_basis": raw["cost_basis"]}
+        for column in TOKEN_COLUMNS:
+            row[column] = int(raw[column] or 0)
+        for column in MONEY_COLUMNS:
+            value = raw[column]
+            row[column] = (Decimal(value) if value is not None
+                           else None if column == "list_cost_usd" else Decimal(0))
+        if row["cost_usd"] or row["list_cost_usd"] or any(row[c] for c in TOKEN_COLUMNS):
+            rows.append(row)
+    rows.sort(key=_sort_key)
+    return rows
+
+
+def _sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple((row[c] is not None, row[c] or "") for c in (*DIMENSION_COLUMNS, "cost_basis"))
+
+
+def total_cost(rows: Sequence[dict[str, Any]]) -> Decimal:
+    """The exact sum of ``cost_usd`` over ``rows``."""
+    return sum((r["cost_usd"] for r in rows), Decimal(0))
+
+
+def _apportioned(values: Sequence[Decimal | None]) -> list[Decimal | None]:
+    """Each value rounded to millionths so that the rounded values sum to the rounded total.
+
+    Rounding is half to even per value; any difference left goes, one millionth at a time, to
+    the values with the largest remainders in that direction (earlier rows first on ties).
+    """
+    rounded = [v.quantize(MICRO, ROUND_HALF_EVEN) if v is not None else None for v in values]
+    exact = sum((v for v in values if v is not None), Decimal(0))
+    target = exact.quantize(MICRO, ROUND_HALF_EVEN)
+    gap = int((target - sum((r for r in rounded if r is not None), Decimal(0))) / MICRO)
+    if gap:
+        sign = 1 if gap > 0 else -1
+        # What each row lost by rounding, in the direction the total needs.
+        lost = {i: (v - r) * sign for i, (v, r) in enumerate(zip(values, rounded))
+                if v is not None and r is not None}
+        for i in sorted(lost, key=lambda i: (-lost[i], i))[:abs(gap)]:
+            rounded[i] = (rounded[i] or Decimal(0)) + sign * MICRO
+    return rounded
+
+
+def _money(value: Decimal | None) -> str:
+    if value is None:
+        return ""
+    if value == 0:
+        value = Decimal(0)  # never "-0.000000"
+    return format(value.quantize(MICRO), "f")
+
+
+def _text(value: Any) -> str:
+    """A text cell; one a spreadsheet would run as a formula gets a leading quote."""
+    if value is None:
+        return ""
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def csv_cells(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """The header and the cells of ``rows`` exactly as :func:`write_csv` writes them."""
+    money = {c: _apportioned([r[c] for r in rows]) for c in MONEY_COLUMNS}
+    cells = [list(COLUMNS)]
+    for n, row in enumerate(rows):
+        line = []
+        for column in COLUMNS:
+            if column in MONEY_COLUMNS:
+                line.append(_money(money[column][n]))
+            elif column in TOKEN_COLUMNS:
+                line.append(str(int(row[column])))
+            else:
+                line.append(_text(row[column]))
+        cells.append(line)
+    written = sum((Decimal(line[COLUMNS.index("cost_usd")]) for line in cells[1:]), Decimal(0))
+    exact = total_cost(rows)
+    if written.quantize(Decimal("0.01")) != exact.quantize(Decimal("0.01")):
+        raise AssertionError(f"report rows sum to {written}, not the week's total {exact}")
+    return cells
+
+
+def csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    """The report as CSV text (RFC 4180, CRLF): what the file holds and the dashboard serves."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(csv_cells(rows))
+    return buffer.getvalue()
+
+
+def weekly_csv(conn: duckdb.DuckDBPyConnection, config: Config, week: str,
+               organization: str | None = None) -> str:
+    """The weekly report of ISO ``week`` as CSV text. Raises ValueError for a bad week."""
+    monday, sunday = iso_week_range(week)
+    return csv_text(weekly_rows(conn, config, monday, sunday, organization))
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: Path | str) -> Path:
+    """Write ``rows`` to ``path``: UTF-8, a header, RFC 4180 (CRLF), replaced atomically."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    text = csv_text(rows)
+    temp = target.parent / f".{target.name}.{os.getpid()}.tmp"
+    try:
+        with open(temp, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def default_report_path(config: Config, organization: str | None, week: str) -> Path:
+    """``reports/spendwatch-<org or all>-<week>.csv`` beside the config file."""
+    label = re.sub(r"[^A-Za-z0-9._-]+", "_", organization) if organization else "all"
+    return config.path.parent / "reports" / f"spendwatch-{label}-{week}.csv"
