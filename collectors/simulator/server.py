@@ -557,6 +557,8 @@ class SimulatorHandler(BaseHTTPRequestHandler):
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    # Closing must not wait for handler threads parked on a client's keep-alive connection.
+    block_on_close = False
     allow_reuse_address = True
     state: SimulatorState
 
