@@ -34,7 +34,7 @@ import duckdb
 
 from alerts.model import FIRING, NO_DATA, OK, Evaluation
 from spendwatch.config import Config, RuleConfig
-from spendwatch.queries import NameBook, _feature_map
+from spendwatch.queries import NameBook, feature_map_sql
 from spendwatch.reconcile import reconciliation
 from spendwatch.timeutil import floor_hour, local_range, local_today
 from spendwatch.views import month_end_forecast, stale_after, stored_from
@@ -109,7 +109,7 @@ class Warehouse:
             params.update(key=scope["api_key"], key_ids=ids or [""])
         if "feature" in scope:
             if self._features is None:
-                self._features = _feature_map(self.conn, self.names, self.config.features)
+                self._features = feature_map_sql(self.conn, self.names, self.config.features)
             feature_sql, feature_params = self._features
             cte = f"feature_map AS ({feature_sql}),"
             params.update(feature_params)
@@ -144,7 +144,7 @@ class Warehouse:
         """(model or feature, organization, cache reads, all input tokens) per group."""
         where, params, cte = self._scope_sql(scope)
         if per == "feature" and not cte:
-            self._features = self._features or _feature_map(self.conn, self.names,
+            self._features = self._features or feature_map_sql(self.conn, self.names,
                                                             self.config.features)
             cte = f"feature_map AS ({self._features[0]}),"
             params.update(self._features[1])

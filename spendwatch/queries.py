@@ -62,7 +62,7 @@ class NameBook:
         return self.api_keys.get((organization, api_key_id)) if api_key_id else None
 
 
-def _feature_map(conn: duckdb.DuckDBPyConnection, names: NameBook,
+def feature_map_sql(conn: duckdb.DuckDBPyConnection, names: NameBook,
                  rules: Sequence[FeatureRule]) -> tuple[str, dict[str, Any]]:
     """A VALUES table (organization, workspace_id, api_key_id, feature) for every pair seen."""
     pairs = conn.execute("""
@@ -106,7 +106,7 @@ def spend(conn: duckdb.DuckDBPyConnection, tz: ZoneInfo, since: date, until: dat
     group_columns = []
     for dim in by:
         group_columns += {"workspace": ["workspace_id"], "api_key": ["api_key_id"]}.get(dim, [dim])
-    feature_sql, feature_params = (_feature_map(conn, names, features) if "feature" in by
+    feature_sql, feature_params = (feature_map_sql(conn, names, features) if "feature" in by
                                    else ("", {}))
     feature_join = ("LEFT JOIN feature_map f ON f.organization = facts.organization "
                     "AND f.workspace_id IS NOT DISTINCT FROM facts.workspace_id "
@@ -133,20 +133,20 @@ def spend(conn: duckdb.DuckDBPyConnection, tz: ZoneInfo, since: date, until: dat
         params["orgs"] = list(organizations)
     records = conn.execute(sql, params).fetchall()
     columns = [*group_columns, *METRICS, *EXTRA_METRICS]
-    results = [_finish(dict(zip(columns, rec)), by, names) for rec in records]
-    results = [r for r in results if not _empty(r)]
+    results = [finish_row(dict(zip(columns, rec)), by, names) for rec in records]
+    results = [r for r in results if not is_empty_row(r)]
     results.sort(key=lambda r: (str(r.get("date", "")), -r["cost_usd"],
                                 [str(r.get(d, "")) for d in by]))
     return results
 
 
-def _empty(row: dict[str, Any]) -> bool:
+def is_empty_row(row: dict[str, Any]) -> bool:
     """A group with neither cost nor tokens (a cost basis row of token counts only)."""
     return not row["cost_usd"] and not any(row[m] for m in TOKEN_METRICS) and \
         not row["unpriced_tokens"]
 
 
-def _finish(row: dict[str, Any], by: Sequence[str], names: NameBook) -> dict[str, Any]:
+def finish_row(row: dict[str, Any], by: Sequence[str], names: NameBook) -> dict[str, Any]:
     org = row.get("organization")
     if "workspace" in by:
         ws = row["workspace_id"]

@@ -36,7 +36,7 @@ import duckdb
 from spendwatch.config import Config
 from spendwatch.features import api_key_label, workspace_label
 from spendwatch.queries import CACHE_STATUSES, CACHE_STATUS_SQL, LOCAL_DATE_SQL, NameBook, \
-    _feature_map
+    feature_map_sql
 from spendwatch.timeutil import local_range, local_today
 
 DIMENSION_COLUMNS = ("date", "organization", "workspace_id", "workspace_name", "api_key_id",
@@ -91,7 +91,7 @@ def weekly_rows(conn: duckdb.DuckDBPyConnection, config: Config, monday: date, s
     """
     tz = config.tz
     names = NameBook.load(conn)
-    feature_sql, feature_params = _feature_map(conn, names, config.features)
+    feature_sql, feature_params = feature_map_sql(conn, names, config.features)
     utc_start, utc_end = local_range(monday, sunday, tz)
     token_sums = ", ".join(f"sum({c}) AS {c}" for c in TOKEN_COLUMNS)
     status_sums = ", ".join(

@@ -10,7 +10,7 @@ counted in ``unpriced_tokens`` and left out of every dollar figure: it is never 
 
 Days are local days in the configured time zone, both ends included, exactly as
 :func:`spendwatch.queries.spend` counts them; features come from the same feature rules
-(:func:`spendwatch.queries._feature_map`). Aggregation happens in DuckDB (per local date, UTC
+(:func:`spendwatch.queries.feature_map_sql`). Aggregation happens in DuckDB (per local date, UTC
 day, organization, feature, model, service tier and context window); the formulas below run in
 Python over those small aggregates, in Decimal, exactly.
 
@@ -94,7 +94,7 @@ import duckdb
 from spendwatch.config import Config
 from spendwatch.lines import model_lines
 from spendwatch.pricing import PRICED_TIERS, PriceTable, TokenCounts, price_table
-from spendwatch.queries import NameBook, _feature_map
+from spendwatch.queries import NameBook, feature_map_sql
 from spendwatch.timeutil import local_range
 
 log = logging.getLogger(__name__)
@@ -459,7 +459,7 @@ _GROUP_KEYS = "date, utc_day, organization, feature, model, service_tier, contex
 def _groups(conn: duckdb.DuckDBPyConnection, config: Config, since: date, until: date,
             organizations: Sequence[str]) -> list[_Group]:
     """Usage tokens summed per local date, UTC day, organization, feature, model, tier, window."""
-    feature_sql, feature_params = _feature_map(conn, NameBook.load(conn), config.features)
+    feature_sql, feature_params = feature_map_sql(conn, NameBook.load(conn), config.features)
     sql = f"""
         WITH {_usage_sql(feature_sql, organizations)}
         SELECT {_GROUP_KEYS}, sum(uncached_input_tokens), sum(cache_write_5m_tokens),
@@ -538,7 +538,7 @@ def cache_waste(conn: duckdb.DuckDBPyConnection, config: Config, since: date, un
     h + 1 is collected. A lower bound. Raises ValueError when ``until`` is before ``since``.
     """
     _check_period(since, until)
-    feature_sql, feature_params = _feature_map(conn, NameBook.load(conn), config.features)
+    feature_sql, feature_params = feature_map_sql(conn, NameBook.load(conn), config.features)
     keys = "organization, feature, model"
     sql = f"""
         WITH {_usage_sql(feature_sql, organizations)},

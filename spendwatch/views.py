@@ -35,12 +35,11 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 
-from spendwatch import storage
 from spendwatch.reports import weekly_csv  # noqa: F401  (the Reports page's download)
 from spendwatch.config import Config, RuleConfig
 from spendwatch.lines import model_lines
 from spendwatch.queries import (CACHE_STATUS_SQL, CACHE_STATUSES, EXTRA_METRICS, LOCAL_DATE_SQL,
-                                METRICS, NameBook, _empty, _feature_map, _finish,
+                                METRICS, NameBook, is_empty_row, feature_map_sql, finish_row,
                                 money_str, spend)
 from spendwatch.savings import ROUTED_LINES, Ledger, ledger
 from spendwatch.savings import cache_waste as waste_rows
@@ -118,7 +117,7 @@ def spend_grouped(conn: duckdb.DuckDBPyConnection, config: Config, since: date, 
         raise ValueError(f"unknown group, filter or grain: {unknown or grain!r}")
     names = NameBook.load(conn)
     needs_features = "feature" in by or "feature" in filters
-    feature_sql, params = (_feature_map(conn, names, config.features) if needs_features
+    feature_sql, params = (feature_map_sql(conn, names, config.features) if needs_features
                            else ("", {}))
     exprs = [(_GROUP_SQL[k] if k != "period" else ("period", _PERIOD_SQL[grain])) for k in by]
     where = ["facts.date BETWEEN $since AND $until"]
@@ -149,8 +148,8 @@ def spend_grouped(conn: duckdb.DuckDBPyConnection, config: Config, since: date, 
     dims = [k for k in by if k != "period"]
     rows = []
     for record in conn.execute(sql, params).fetchall():
-        row = _finish(dict(zip([c for c, _ in exprs] + list(metrics), record)), dims, names)
-        if not _empty(row):
+        row = finish_row(dict(zip([c for c, _ in exprs] + list(metrics), record)), dims, names)
+        if not is_empty_row(row):
             rows.append(row)
     rows.sort(key=lambda r: (str(r.get("period", "")), str(r.get("date", "")), -r["cost_usd"],
                              [str(r.get(k, "")) for k in dims]))

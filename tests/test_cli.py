@@ -6,14 +6,13 @@ import json
 import os
 import subprocess
 import sys
-from datetime import date, datetime, timezone
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from conftest import ADMIN_KEY, REPO, Simulator, write_config
+from conftest import ADMIN_KEY, Simulator, write_config
 from spendwatch.timeutil import local_range
-from warehouse import query
 
 CHICAGO = ZoneInfo("America/Chicago")
 

@@ -15,10 +15,10 @@ import pytest
 
 from collectors.sync import CollectOptions, collect
 from conftest import SIM_NOW
-from spendwatch import estimates, storage
+from spendwatch import storage
 from spendwatch.config import (CollectionConfig, Config, FeatureRule, OrganizationConfig,
                                SavingsConfig, StorageConfig, load_config)
-from spendwatch.pricing import TokenCounts, default_price_table, price_table
+from spendwatch.pricing import TokenCounts, default_price_table
 from spendwatch.savings import (UnitPrices, batch_potential, batch_savings, cache_savings,
                                 cache_waste, caching_potential, extra_reads, hit_ratio,
                                 is_wasted, ledger, line_mix, monthly, no_cache_cost, potential,
