@@ -11,12 +11,12 @@ import time
 from typing import Any, Callable, Mapping, Protocol
 
 from alerts.email import EmailChannel
-from alerts.model import DeliveryResult, Notification
+from alerts.model import DeliveryResult, Message
 from alerts.slack import SlackChannel
 
 
 class Channel(Protocol):
-    """Somewhere notifications go.
+    """Somewhere notifications go: alert notifications and weekly reports.
 
     ``deliver`` makes one delivery, including its own bounded retries, and returns when the
     channel has acknowledged it or given up. It never raises for a failure of the channel (a
@@ -27,7 +27,7 @@ class Channel(Protocol):
 
     name: str
 
-    def deliver(self, notification: Notification) -> DeliveryResult: ...
+    def deliver(self, notification: Message) -> DeliveryResult: ...
 
 
 class ChannelKind(Protocol):

@@ -28,8 +28,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
 
-from alerts.model import DeliveryResult, Notification
-from alerts.slack import headline, notification_facts
+from alerts.model import DeliveryResult, Message, Notification, WeeklyReport
+from alerts.slack import format_value, headline, notification_facts
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,56 @@ def email_message(n: Notification, sender: str, recipients: Sequence[str]) -> Em
     message.set_content(_text_body(n))
     message.add_alternative(_html_body(n), subtype="html")
     return message
+
+
+def report_message(report: WeeklyReport, sender: str,
+                   recipients: Sequence[str]) -> EmailMessage:
+    """The weekly report's message: the summary as text and HTML, the CSV attached
+    (``report.csv_bytes``, UTF-8 ``text/csv``). The Message-ID is the organization's and the
+    week's, so a retry or a resend shows as the same message."""
+    from alerts import report_text
+
+    if report.csv_bytes is None:
+        raise ValueError("the report's CSV was not loaded")
+    message = EmailMessage()
+    total = "no spend" if report.empty else format_value(report.total_usd, "usd")
+    message["Subject"] = f"{report.title} ({total})"
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Date"] = format_datetime(report.at)
+    key = f"report|{report.organization}|{report.week}"
+    domain = sender.rpartition("@")[2].strip(" >") or "spendwatch.invalid"
+    message["Message-ID"] = (f"<spendwatch.{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+                             f"@{domain}>")
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(report_text.plain_text(report, attached=True))
+    message.add_alternative(_report_html(report), subtype="html")
+    message.add_attachment(report.csv_bytes, maintype="text", subtype="csv",
+                           filename=report.csv_name, params={"charset": "utf-8"})
+    return message
+
+
+def _report_html(report: WeeklyReport) -> str:
+    from alerts import report_text
+
+    e = html.escape
+    if report.empty:
+        return f"<!DOCTYPE html><html><body><p>{e(report_text.empty_line(report))}</p>" \
+               "</body></html>\n"
+    parts = [f"<p><strong>{e(report_text.headline(report))}</strong></p>"]
+    for heading, lines in report_text.sections(report, attached=True):
+        items = "".join(f"<li>{e(line)}</li>" for line in lines)
+        parts.append(f"<p><strong>{e(heading)}</strong></p><ul>{items}</ul>")
+    if report.dashboard_url:
+        parts.append(f'<p><a href="{e(report.dashboard_url)}">Open in spendwatch</a></p>')
+    return f"<!DOCTYPE html><html><body>{''.join(parts)}</body></html>\n"
+
+
+def message_of(message: Message, sender: str, recipients: Sequence[str]) -> EmailMessage:
+    """The email of an alert notification or a weekly report."""
+    if isinstance(message, WeeklyReport):
+        return report_message(message, sender, recipients)
+    return email_message(message, sender, recipients)
 
 
 def _text_body(n: Notification) -> str:
@@ -160,11 +210,11 @@ class EmailChannel:
     def __repr__(self) -> str:
         return f"EmailChannel({self.name!r}, {self.host}:{self.port}, {self.security})"
 
-    def deliver(self, notification: Notification) -> DeliveryResult:
+    def deliver(self, notification: Message) -> DeliveryResult:
         """Send ``notification`` to every recipient: up to ``max_attempts`` connections,
         retrying 4xx replies, timeouts and connection errors with a growing wait; 5xx replies,
         an untrusted certificate and a refused login are permanent."""
-        message = email_message(notification, self.sender, self.recipients)
+        message = message_of(notification, self.sender, self.recipients)
         pending = list(self.recipients)
         rejected: Refusals = {}
         answers: list[str] = []

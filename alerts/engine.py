@@ -26,15 +26,17 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Callable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import duckdb
 
 from alerts.channels import Channel, build_channel
-from alerts.model import FIRING, NO_DATA, DeliveryResult, Evaluation, Notification
+from alerts.model import FIRING, NO_DATA, REPORT_KIND, DeliveryResult, Evaluation, Message, \
+    Notification, WeeklyReport
 from alerts.rules import evaluate
 from spendwatch import storage
 from spendwatch.config import Config, RuleConfig, resolve_channel_secret
@@ -91,6 +93,11 @@ def _to_json(notification: Notification) -> str:
             return value.isoformat()
         raise TypeError(type(value).__name__)
     return json.dumps(asdict(notification), default=default, sort_keys=True)
+
+
+def decode(kind: str, text: str) -> Message:
+    """A stored notification's payload: a weekly report (kind "report") or an alert's."""
+    return WeeklyReport.from_json(text) if kind == REPORT_KIND else _from_json(text)
 
 
 def _from_json(text: str) -> Notification:
@@ -299,16 +306,48 @@ def broken_channels(config: Config) -> dict[str, str]:
             "SELECT channel, reason FROM alert_channels WHERE broken").fetchall()}
 
 
-def _claim(config: Config, now: datetime) -> list[tuple[int, str, str]]:
+def _claim(config: Config, now: datetime) -> list[tuple[int, str, str, str]]:
     """Take the pending notifications for this check, so a concurrent check (the worker and
     ``alerts check``) cannot send them too. A claim left by a crash expires after a lease."""
     with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn, \
             storage.transaction(conn):
-        return [(int(i), c, p) for i, c, p in conn.execute("""
+        return [(int(i), c, k, p) for i, c, k, p in conn.execute("""
             UPDATE alert_notifications SET claimed_at = ?
             WHERE kind <> 'test' AND (status = 'pending') AND
                   (claimed_at IS NULL OR claimed_at < ?)
-            RETURNING id, channel, payload_json""", [now, now - CLAIM_LEASE]).fetchall()]
+            RETURNING id, channel, kind, payload_json""", [now, now - CLAIM_LEASE]).fetchall()]
+
+
+def queue_report(conn: duckdb.DuckDBPyConnection, report: WeeklyReport,
+                 channels: Sequence[str], now: datetime) -> None:
+    """Put ``report`` in the outbox for each of ``channels``, in the caller's transaction;
+    ``deliver_pending`` sends it with the alerts, under the same retry rules."""
+    for channel in channels:
+        conn.execute("""
+            INSERT INTO alert_notifications (episode_id, kind, channel, created_at, status,
+                attempts, payload_json) VALUES (NULL, ?, ?, ?, 'pending', 0, ?)""",
+                     [REPORT_KIND, channel, now, report.to_json()])
+
+
+def _with_csv(config: Config, report: WeeklyReport) -> WeeklyReport | DeliveryResult:
+    """The report with its CSV file's bytes; a file gone since it was written is written
+    again from the warehouse first."""
+    from spendwatch.reports import weekly_rows, write_csv
+
+    path = Path(report.csv_path)
+    try:
+        if not path.exists():
+            log.warning("the report file %s is gone; writing it again", path)
+            with storage.reader(config.database_path,
+                                config.storage.lock_timeout_seconds) as conn:
+                rows = weekly_rows(conn, config, report.since, report.until,
+                                   report.organization)
+            write_csv(rows, path)
+        return replace(report, csv_bytes=path.read_bytes())
+    except OSError as exc:
+        return DeliveryResult(False, f"not sent: the report file {path} cannot be read or "
+                              f"written ({exc.strerror or type(exc).__name__}); check the "
+                              "reports folder's permissions", permanent=False)
 
 
 def deliver_pending(config: Config, now: datetime, report: CheckReport,
@@ -322,7 +361,8 @@ def deliver_pending(config: Config, now: datetime, report: CheckReport,
     claimed = sorted(_claim(config, now))
     broken = broken_channels(config)
     channels: dict[str, Channel | DeliveryResult] = {}
-    for notification_id, name, payload in claimed:
+    for notification_id, name, kind, payload in claimed:
+        message: Message | DeliveryResult = decode(kind, payload)
         answered = True
         if name in broken:
             result = DeliveryResult(False, f"not sent: the channel is broken ({broken[name]}); "
@@ -340,18 +380,23 @@ def deliver_pending(config: Config, now: datetime, report: CheckReport,
                     channels[name] = DeliveryResult(False, str(exc), permanent=False)
                     report.config_errors[name] = str(exc)
             channel = channels[name]
+            if isinstance(message, WeeklyReport):
+                message = _with_csv(config, message)
             if isinstance(channel, DeliveryResult):
                 result, answered = channel, False
+            elif isinstance(message, DeliveryResult):  # the report's file, not the channel
+                result, answered = message, False
             else:
-                result = channel.deliver(_from_json(payload))
+                result = channel.deliver(message)
                 if not result.ok and not result.permanent:
                     channels[name] = DeliveryResult(
                         False, f"not tried: channel {name} failed earlier in this check "
                         f"({result.answer})", permanent=False)
         _record(config, notification_id, name, result, now, answered)
-        report.deliveries.append((name, _from_json(payload).title, result))
+        title = decode(kind, payload).title
+        report.deliveries.append((name, title, result))
         if not result.ok:
-            log.error("alert to channel %r not delivered: %s", name, result.answer)
+            log.error("%s to channel %r not delivered: %s", title, name, result.answer)
     report.broken_channels = broken_channels(config)
 
 

@@ -9,13 +9,15 @@ episode is still recorded).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
-from typing import Mapping
+from typing import Any, Mapping
 
 OK, FIRING, NO_DATA = "ok", "firing", "no_data"
 NOTIFICATION_KINDS = ("firing", "reminder", "resolved", "test")
+REPORT_KIND = "report"
 
 
 @dataclass(frozen=True)
@@ -81,3 +83,102 @@ class DeliveryResult:
     permanent: bool = False
     retry_after: float | None = None
     attempts: tuple[str, ...] = ()   # the answer of every attempt, in order (the last = answer)
+
+
+@dataclass(frozen=True)
+class Mover:
+    """A feature or model whose weekly spend changed: this week's and last week's dollars."""
+
+    dimension: str               # "feature" | "model"
+    label: str
+    cost_usd: Decimal
+    previous_usd: Decimal
+
+    @property
+    def change_usd(self) -> Decimal:
+        return self.cost_usd - self.previous_usd
+
+
+@dataclass(frozen=True)
+class WeeklyReport:
+    """The weekly report of one organization, as the channels send it (kind ``"report"``).
+
+    Optional parts are None or empty when they cannot be said: ``previous_usd`` when last week
+    was not collected whole (then there are no movers either), ``cache_hit_ratio`` without
+    input tokens, ``savings`` with nothing priced. ``csv_bytes`` is the file, loaded just
+    before sending (never stored with the notification).
+    """
+
+    organization: str
+    week: str                    # 2026-W47
+    since: date                  # Monday, local
+    until: date                  # Sunday, local
+    timezone: str
+    total_usd: Decimal
+    rows: int
+    csv_name: str
+    csv_path: str
+    at: datetime
+    previous_usd: Decimal | None = None
+    movers: tuple[Mover, ...] = ()
+    cache_hit_ratio: Decimal | None = None
+    savings: tuple[tuple[str, Decimal], ...] = ()   # label, dollars, in reading order
+    provisional_until: datetime | None = None       # cost may still change until then
+    dashboard_url: str | None = None
+    csv_bytes: bytes | None = field(default=None, compare=False, repr=False)
+
+    kind = "report"
+
+    @property
+    def empty(self) -> bool:
+        return self.rows == 0 and not self.total_usd
+
+    @property
+    def period(self) -> str:
+        """``Mon 16 Nov - Sun 22 Nov 2026``"""
+        return f"Mon {self.since:%-d %b} - Sun {self.until:%-d %b %Y}"
+
+    @property
+    def title(self) -> str:
+        return f"[spendwatch] Weekly report {self.week}: {self.organization}"
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {
+            "organization": self.organization, "week": self.week,
+            "since": self.since.isoformat(), "until": self.until.isoformat(),
+            "timezone": self.timezone, "total_usd": str(self.total_usd), "rows": self.rows,
+            "csv_name": self.csv_name, "csv_path": self.csv_path, "at": self.at.isoformat(),
+            "previous_usd": None if self.previous_usd is None else str(self.previous_usd),
+            "movers": [[m.dimension, m.label, str(m.cost_usd), str(m.previous_usd)]
+                       for m in self.movers],
+            "cache_hit_ratio": (None if self.cache_hit_ratio is None
+                                else str(self.cache_hit_ratio)),
+            "savings": [[label, str(value)] for label, value in self.savings],
+            "provisional_until": (None if self.provisional_until is None
+                                  else self.provisional_until.isoformat()),
+            "dashboard_url": self.dashboard_url}
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> WeeklyReport:
+        d = json.loads(text)
+
+        def dec(value: str | None) -> Decimal | None:
+            return None if value is None else Decimal(value)
+
+        return cls(
+            organization=d["organization"], week=d["week"],
+            since=date.fromisoformat(d["since"]), until=date.fromisoformat(d["until"]),
+            timezone=d["timezone"], total_usd=Decimal(d["total_usd"]), rows=int(d["rows"]),
+            csv_name=d["csv_name"], csv_path=d["csv_path"],
+            at=datetime.fromisoformat(d["at"]), previous_usd=dec(d["previous_usd"]),
+            movers=tuple(Mover(m[0], m[1], Decimal(m[2]), Decimal(m[3])) for m in d["movers"]),
+            cache_hit_ratio=dec(d["cache_hit_ratio"]),
+            savings=tuple((label, Decimal(value)) for label, value in d["savings"]),
+            provisional_until=(None if d["provisional_until"] is None
+                               else datetime.fromisoformat(d["provisional_until"])),
+            dashboard_url=d["dashboard_url"])
+
+
+#: What a channel delivers: an alert's notification or a weekly report.
+Message = Notification | WeeklyReport

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from alerts.model import DeliveryResult, Notification
+from alerts.model import DeliveryResult, Message, Notification, WeeklyReport
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,39 @@ def slack_payload(n: Notification) -> dict[str, Any]:
     return {"text": _fallback_text(n), "blocks": blocks}
 
 
+def report_payload(report: WeeklyReport) -> dict[str, Any]:
+    """The Block Kit message of a weekly report: the headline, one section per part of the
+    summary that has something to say, and the dashboard link. An empty week is one line."""
+    from alerts import report_text
+
+    if report.empty:
+        line = _mrkdwn(report_text.empty_line(report))
+        return {"text": line, "blocks": [{"type": "section", "text": {"type": "mrkdwn",
+                                                                      "text": line}}]}
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "emoji": True, "text": _clip(
+            f":bar_chart: Weekly spend {report.week}: {report.organization}", 150)}},
+        {"type": "section", "text": {"type": "mrkdwn",
+                                     "text": _clip(_mrkdwn(report_text.headline(report)), 3000)}}]
+    for heading, lines in report_text.sections(report, attached=False):
+        text = f"*{_mrkdwn(heading)}*\n" + "\n".join(f"• {_mrkdwn(line)}" for line in lines)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(text, 3000)}})
+    if report.dashboard_url:
+        blocks.append({"type": "actions", "elements": [
+            {"type": "button", "text": {"type": "plain_text", "text": "Open in spendwatch"},
+             "url": report.dashboard_url}]})
+    text = _clip(_mrkdwn(report_text.headline(report)), 3000)
+    if report.dashboard_url:
+        text += f" <{report.dashboard_url}|Open in spendwatch>"
+    return {"text": text, "blocks": blocks}
+
+
+def payload_of(message: Message) -> dict[str, Any]:
+    """The Slack message of an alert notification or a weekly report."""
+    return report_payload(message) if isinstance(message, WeeklyReport) else \
+        slack_payload(message)
+
+
 def _fallback_text(n: Notification) -> str:
     notice = f"{TEST_NOTICE} " if n.kind == "test" else ""
     text = (f"{n.title}: {notice}{n.summary} (value {format_value(n.value, n.unit)}, threshold "
@@ -191,10 +224,10 @@ class SlackChannel:
     def __repr__(self) -> str:
         return f"SlackChannel({self.name!r}, webhook on {self._host})"
 
-    def deliver(self, notification: Notification) -> DeliveryResult:
-        """Post ``notification``: up to ``max_attempts`` posts, waiting out 429s (Retry-After,
+    def deliver(self, notification: Message) -> DeliveryResult:
+        """Post ``notification`` (or a weekly report): up to ``max_attempts`` posts, waiting out 429s (Retry-After,
         at most ``max_wait``) and backing off after 5xx answers, timeouts and connection errors."""
-        payload = slack_payload(notification)
+        payload = payload_of(notification)
         answers: list[str] = []
         attempt = 1
         while True:

@@ -127,12 +127,12 @@ def collect(ctx: click.Context, since: str | None, until: str | None, orgs: Sequ
 @main.command()
 @click.pass_context
 def run(ctx: click.Context) -> None:
-    """Run the worker: collect on a schedule, check alerts after each collection, until
-    stopped (Ctrl-C or SIGTERM)."""
-    from alerts.engine import check_after_collection
+    """Run the worker: collect on a schedule; after each collection write the weekly report
+    when it is due and check alerts; until stopped (Ctrl-C or SIGTERM)."""
+    from spendwatch.digest import after_collection
     from collectors.scheduler import run_worker
 
-    run_worker(_config(ctx), after=check_after_collection)
+    run_worker(_config(ctx), after=after_collection)
 
 
 # --- dashboard ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import time as dt_time, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -143,6 +143,26 @@ class AlertsConfig:
         return next((c for c in self.channels if c.name == name), None)
 
 
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@dataclass(frozen=True)
+class ReportsConfig:
+    """The weekly report the worker writes (one CSV per organization and week) and sends.
+
+    ``weekday`` and ``time`` (local, in the configured time zone) say when last week's report
+    is due; the worker writes it at its first collection from then on. ``folder`` is relative
+    to the config file. ``channels`` name ``[[alerts.channels]]``: email gets the CSV attached,
+    Slack a summary.
+    """
+
+    enabled: bool = True
+    weekday: str = "monday"
+    time: dt_time = dt_time(7, 0)
+    folder: str = "reports"
+    channels: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class DashboardConfig:
     """Where ``spendwatch dashboard`` listens (only on this machine unless told otherwise)."""
@@ -172,6 +192,7 @@ class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    reports: ReportsConfig = field(default_factory=ReportsConfig)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -182,6 +203,12 @@ class Config:
         """The DuckDB file; a relative path is relative to the config file's folder."""
         db = Path(self.storage.database).expanduser()
         return db if db.is_absolute() else (self.path.parent / db)
+
+    @property
+    def reports_folder(self) -> Path:
+        """Where the worker writes weekly reports; relative to the config file's folder."""
+        folder = Path(self.reports.folder).expanduser()
+        return folder if folder.is_absolute() else (self.path.parent / folder)
 
     def organization(self, name: str) -> OrganizationConfig:
         for org in self.organizations:
@@ -260,7 +287,10 @@ _STORAGE_SCHEMA: dict[str, type] = {"database": str, "lock_timeout_seconds": flo
 _TOP_SCHEMA: dict[str, type] = {"timezone": str, "storage": object, "collection": object,
                                 "organizations": object, "features": object,
                                 "pricing": object, "savings": object, "models": object,
-                                "alerts": object, "dashboard": object}
+                                "alerts": object, "dashboard": object, "reports": object}
+_REPORTS_SCHEMA: dict[str, type] = {"enabled": bool, "weekday": str, "time": str,
+                                    "folder": str, "channels": list}
+_TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
 def _organizations(path: Path, raw: Any) -> tuple[OrganizationConfig, ...]:
@@ -490,6 +520,30 @@ def _alerts(path: Path, raw: Any) -> AlertsConfig:
     return AlertsConfig(values.get("dashboard_url"), tuple(channels), tuple(rules))
 
 
+def _reports(path: Path, raw: Any, alerts: AlertsConfig) -> ReportsConfig:
+    values = _section(path, raw, "reports", _REPORTS_SCHEMA)
+    weekday = values.get("weekday", "monday").strip().lower()
+    if weekday not in WEEKDAYS:
+        raise ConfigError(f"{path}: reports.weekday must be a day such as \"monday\", not "
+                          f"{_preview(values['weekday'])}")
+    match = _TIME.match(values.get("time", "07:00"))
+    if not match:
+        raise ConfigError(f"{path}: reports.time must be a local time such as \"07:00\" "
+                          f"(24-hour HH:MM), not {_preview(values['time'])}")
+    channels = values.get("channels", ())
+    for name in channels:
+        if alerts.channel(name) is None:
+            raise ConfigError(f"{path}: reports.channels names {name!r}, which no "
+                              "[[alerts.channels]] defines")
+    if len(set(channels)) != len(channels):
+        raise ConfigError(f"{path}: reports.channels names a channel twice")
+    if not values.get("folder", "reports").strip():
+        raise ConfigError(f"{path}: reports.folder is empty; name a folder such as \"reports\"")
+    return ReportsConfig(enabled=values.get("enabled", True), weekday=weekday,
+                         time=dt_time(int(match[1]), int(match[2])),
+                         folder=values.get("folder", "reports"), channels=tuple(channels))
+
+
 def resolve_channel_secret(config: Config, channel: ChannelConfig,
                            environ: Callable[[str], str | None] = os.environ.get) -> str | None:
     """The channel's secret (webhook URL, SMTP password), or None when it has none.
@@ -529,6 +583,7 @@ def parse_config(path: Path, data: dict[str, Any]) -> Config:
     _positive(path, "collection", collection)
     if not 1 <= collection.get("page_limit", 1000) <= 1000:
         raise ConfigError(f"{path}: collection.page_limit must be between 1 and 1000")
+    alerts = _alerts(path, top.get("alerts", {}))
     return Config(
         path=path,
         timezone=tz_name,
@@ -539,9 +594,10 @@ def parse_config(path: Path, data: dict[str, Any]) -> Config:
         prices=_prices(path, top.get("pricing", {})),
         savings=_savings(path, top.get("savings", {})),
         models=ModelsConfig(**_section(path, top.get("models", {}), "models", _MODELS_SCHEMA)),
-        alerts=_alerts(path, top.get("alerts", {})),
+        alerts=alerts,
         dashboard=DashboardConfig(**_section(path, top.get("dashboard", {}), "dashboard",
                                              {"host": str, "port": int})),
+        reports=_reports(path, top.get("reports", {}), alerts),
     )
 
 

@@ -164,12 +164,12 @@ def _serve(config: Config) -> None:
     import signal
     import threading
 
-    from alerts.engine import check_after_collection
+    from spendwatch.digest import after_collection
     from collectors.scheduler import start_background_worker
     from spendwatch.dashboard import start_dashboard, url
 
     stop = threading.Event()
-    worker = start_background_worker(config, stop=stop, after=check_after_collection)
+    worker = start_background_worker(config, stop=stop, after=after_collection)
     dashboard = start_dashboard(config)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     click.echo(f"\nThe dashboard is at {url(config)} (the worker collects every "

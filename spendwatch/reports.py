@@ -255,6 +255,7 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path | str) -> Path:
 
 
 def default_report_path(config: Config, organization: str | None, week: str) -> Path:
-    """``reports/spendwatch-<org or all>-<week>.csv`` beside the config file."""
+    """``spendwatch-<org or all>-<week>.csv`` in the reports folder (``[reports] folder``,
+    default ``reports`` beside the config file): the file the worker writes, too."""
     label = re.sub(r"[^A-Za-z0-9._-]+", "_", organization) if organization else "all"
-    return config.path.parent / "reports" / f"spendwatch-{label}-{week}.csv"
+    return config.reports_folder / f"spendwatch-{label}-{week}.csv"

@@ -395,10 +395,28 @@ def _m003_alerts(conn: duckdb.DuckDBPyConnection) -> None:
         )""")
 
 
+def _m004_reports(conn: duckdb.DuckDBPyConnection) -> None:
+    # One row per organization and week the worker wrote and sent: the "once" of delivery.
+    conn.execute("""
+        CREATE TABLE report_runs (
+            organization VARCHAR NOT NULL,
+            week VARCHAR NOT NULL,              -- ISO week, e.g. 2026-W47
+            written_at TIMESTAMPTZ NOT NULL,
+            path VARCHAR NOT NULL,
+            rows BIGINT NOT NULL,
+            total_usd DECIMAL(38, 12) NOT NULL,
+            channels VARCHAR NOT NULL,          -- the channels it was queued for, comma-separated
+            final_at TIMESTAMPTZ,               -- written again once the week's cost settled
+            final_total_usd DECIMAL(38, 12),
+            PRIMARY KEY (organization, week)
+        )""")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial", _m001_initial),
     (2, "pricing", _m002_pricing),
     (3, "alerts", _m003_alerts),
+    (4, "reports", _m004_reports),
 ]
 
 

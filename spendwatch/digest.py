@@ -1,0 +1,261 @@
+"""The weekly report on schedule: written by the worker, summarised, and sent once.
+
+Last week's report is *due* from ``[reports] weekday`` at ``time`` (local, in the configured
+time zone) of the following week. After every collection the worker (:func:`after_collection`)
+writes each due organization's CSV into the reports folder, then records the run in
+``report_runs`` and queues the summary for ``[reports] channels`` in the alerts' outbox, in one
+transaction: the table's key (organization, week) is what makes it once, across restarts and
+concurrent processes. ``alerts.engine.deliver_pending`` then sends it with the alerts, under
+their retry rules and delivery log.
+
+A week is written only once it is collected whole (both streams cover it in ``sync_state``):
+a collector that is down delays the report rather than sending a short one. Only the latest
+due week is written automatically; a week that began before the data did is left to
+``spendwatch report weekly``. Cost keeps changing for ``collection.cost_lookback_hours`` after
+the week ends: the summary says so, and the worker writes the file again, once, after that.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Sequence
+
+import duckdb
+
+from alerts.model import Mover, WeeklyReport
+from spendwatch import storage
+from spendwatch.config import WEEKDAYS, Config
+from spendwatch.reports import (default_report_path, iso_week_range, total_cost, week_name,
+                                weekly_rows, write_csv)
+from spendwatch.timeutil import local_range, local_today
+
+log = logging.getLogger(__name__)
+MOVERS = 3  # per dimension
+
+
+@dataclass(frozen=True)
+class ReportRun:
+    """What :func:`write_due_reports` did for one organization."""
+
+    organization: str
+    week: str
+    action: str       # "written" | "rewritten final" | "waiting" | "skipped"
+    detail: str
+    path: Path | None = None
+
+
+# --- when ------------------------------------------------------------------------------------
+
+def due_at(config: Config, week: str) -> datetime:
+    """The moment ``week``'s report is due: its next ``[reports] weekday`` at ``time``."""
+    _, sunday = iso_week_range(week)
+    day = sunday + timedelta(days=1 + WEEKDAYS.index(config.reports.weekday))
+    return datetime.combine(day, config.reports.time, tzinfo=config.tz)
+
+
+def due_week(config: Config, now: datetime) -> str:
+    """The latest week whose report is due at ``now``."""
+    today = local_today(now, config.tz)
+    monday = today - timedelta(days=today.weekday())
+    week = week_name(monday - timedelta(days=7))
+    if due_at(config, week) > now:
+        week = week_name(monday - timedelta(days=14))
+    return week
+
+
+def final_at(config: Config, week: str) -> datetime:
+    """From when the week's usage and cost no longer change (the collectors' re-read windows)."""
+    monday, sunday = iso_week_range(week)
+    hours = max(config.collection.cost_lookback_hours, config.collection.usage_lookback_hours)
+    return local_range(monday, sunday, config.tz)[1] + timedelta(hours=hours)
+
+
+# --- what ------------------------------------------------------------------------------------
+
+def coverage_gap(conn: duckdb.DuckDBPyConnection, config: Config, organization: str,
+                 week: str) -> tuple[str, str] | None:
+    """Why ``week`` of ``organization`` cannot be reported yet: ("waiting", why) while the
+    collectors have not reached its end, ("skipped", why) when its start was never collected;
+    None when both streams cover it whole."""
+    monday, sunday = iso_week_range(week)
+    start, end = local_range(monday, sunday, config.tz)
+    states = conn.execute("SELECT stream, covered_from, covered_until FROM sync_state "
+                          "WHERE organization = ?", [organization]).fetchall()
+    if len(states) < 2:
+        return "waiting", "nothing collected yet"
+    for stream, covered_from, covered_until in sorted(states):
+        if covered_from > start:
+            return "skipped", (f"{stream} is stored from {covered_from:%Y-%m-%d %H:%M} UTC "
+                               f"only; run `spendwatch collect --since {monday}` and "
+                               f"`spendwatch report weekly --week {week}`")
+        if covered_until < end:
+            return "waiting", (f"{stream} is collected up to {covered_until:%Y-%m-%d %H:%M} "
+                               "UTC, before the week's end")
+    return None
+
+
+def _movers(conn: duckdb.DuckDBPyConnection, config: Config, organization: str,
+            monday: date, sunday: date) -> tuple[Mover, ...]:
+    from spendwatch.views import label_of, spend_grouped
+
+    before = (monday - timedelta(days=7), sunday - timedelta(days=7))
+    movers: list[Mover] = []
+    for dimension in ("feature", "model"):
+        spent: dict[str, list[Decimal]] = {}
+        for index, (since, until) in enumerate(((monday, sunday), before)):
+            for row in spend_grouped(conn, config, since, until, [dimension],
+                                     {"organization": [organization]}):
+                pair = spent.setdefault(label_of(row, dimension), [Decimal(0), Decimal(0)])
+                pair[index] += row["cost_usd"]
+        changed = [Mover(dimension, label, now, was) for label, (now, was) in spent.items()
+                   if now.quantize(Decimal("0.01")) != was.quantize(Decimal("0.01"))]
+        changed.sort(key=lambda m: (-abs(m.change_usd), m.label))
+        movers += changed[:MOVERS]
+    return tuple(movers)
+
+
+def _savings(conn: duckdb.DuckDBPyConnection, config: Config, organization: str,
+             monday: date, sunday: date) -> tuple[tuple[str, Decimal], ...]:
+    """The savings ledger's figures for the week that are not zero, labelled."""
+    from spendwatch.savings import ledger
+
+    totals = ledger(conn, config, monday, sunday, [organization]).totals
+    figures = [("Prompt caching saved this week (estimated)", totals.cache_savings_usd),
+               ("The Batch API saved this week (estimated)", totals.batch_savings_usd),
+               ("Cache writes never read cost this week", totals.waste_usd)]
+    for lever, words in (("caching", "more prompt caching"), ("batch", "the Batch API"),
+                         ("routing", "routing to cheaper models")):
+        figures.append((f"Could save a month with {words}",
+                        totals.potential_monthly_usd.get(lever, Decimal(0))))
+    return tuple((label, value) for label, value in figures
+                 if value.quantize(Decimal("0.01")) > 0)
+
+
+def summarise(conn: duckdb.DuckDBPyConnection, config: Config, organization: str, week: str,
+              rows: Sequence[dict[str, Any]], path: Path, now: datetime) -> WeeklyReport:
+    """The summary channels send of ``rows`` (the week's report of ``organization``)."""
+    from spendwatch.views import cache_hit_ratio, stored_from, total_spend
+
+    monday, sunday = iso_week_range(week)
+    total = total_cost(rows)
+    previous: Decimal | None = None
+    movers: tuple[Mover, ...] = ()
+    begins = stored_from(conn, [organization])
+    if begins is not None and begins <= local_range(monday - timedelta(days=7), monday,
+                                                    config.tz)[0]:
+        previous = total_spend(conn, config, monday - timedelta(days=7),
+                               sunday - timedelta(days=7), [organization])
+        movers = _movers(conn, config, organization, monday, sunday)
+    base = config.alerts.dashboard_url
+    settles = final_at(config, week)
+    return WeeklyReport(
+        organization=organization, week=week, since=monday, until=sunday,
+        timezone=config.timezone, total_usd=total, rows=len(rows), csv_name=path.name,
+        csv_path=str(path), at=now, previous_usd=previous, movers=movers,
+        cache_hit_ratio=cache_hit_ratio(conn, config, monday, sunday, [organization]),
+        savings=_savings(conn, config, organization, monday, sunday) if rows else (),
+        provisional_until=settles if now < settles else None,
+        dashboard_url=base.rstrip("/") + "/Reports" if base else None)
+
+
+# --- doing it --------------------------------------------------------------------------------
+
+def _already(config: Config, organization: str, week: str) -> tuple[Any, ...] | None:
+    with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
+        return conn.execute("SELECT written_at, path, final_at FROM report_runs "
+                            "WHERE organization = ? AND week = ?",
+                            [organization, week]).fetchone()
+
+
+def _write(config: Config, organization: str, week: str, now: datetime
+           ) -> tuple[WeeklyReport | None, ReportRun]:
+    monday, sunday = iso_week_range(week)
+    path = default_report_path(config, organization, week)
+    with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
+        gap = coverage_gap(conn, config, organization, week)
+        if gap is not None:
+            return None, ReportRun(organization, week, gap[0], gap[1])
+        rows = weekly_rows(conn, config, monday, sunday, organization)
+        summary = summarise(conn, config, organization, week, rows, path, now)
+    write_csv(rows, path)
+    return summary, ReportRun(organization, week, "written",
+                              f"${summary.total_usd:,.2f}, {len(rows):,} rows", path)
+
+
+def write_report(config: Config, organization: str, week: str, now: datetime) -> ReportRun:
+    """Write ``week``'s report of ``organization`` and queue its delivery, unless it was
+    written before (then nothing happens: it is sent once)."""
+    from alerts.engine import queue_report
+
+    if _already(config, organization, week):
+        return ReportRun(organization, week, "skipped", "already written and sent")
+    summary, run = _write(config, organization, week, now)
+    if summary is None:
+        return run
+    channels = config.reports.channels
+    with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn, \
+            storage.transaction(conn):
+        inserted = conn.execute(
+            "INSERT INTO report_runs (organization, week, written_at, path, rows, total_usd, "
+            "channels) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING week",
+            [organization, week, now, summary.csv_path, summary.rows, summary.total_usd,
+             ",".join(channels)]).fetchall()
+        if not inserted:  # another process got there first: it sends it
+            return ReportRun(organization, week, "skipped", "written by another process")
+        queue_report(conn, summary, channels, now)
+    return run
+
+
+def _rewrite_final(config: Config, now: datetime) -> list[ReportRun]:
+    """Write again, once, the reports whose week has settled since they were written."""
+    done: list[ReportRun] = []
+    with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
+        open_runs = conn.execute("SELECT organization, week, path FROM report_runs "
+                                 "WHERE final_at IS NULL").fetchall()
+    for organization, week, path in open_runs:
+        if now < final_at(config, week) or organization not in {
+                o.name for o in config.organizations}:
+            continue
+        monday, sunday = iso_week_range(week)
+        with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
+            rows = weekly_rows(conn, config, monday, sunday, organization)
+        write_csv(rows, Path(path))
+        total = total_cost(rows)
+        with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn:
+            conn.execute("UPDATE report_runs SET final_at = ?, final_total_usd = ? "
+                         "WHERE organization = ? AND week = ?", [now, total, organization, week])
+        done.append(ReportRun(organization, week, "rewritten final",
+                              f"${total:,.2f}, {len(rows):,} rows", Path(path)))
+    return done
+
+
+def write_due_reports(config: Config, now: datetime) -> list[ReportRun]:
+    """The worker's weekly step: write (and queue) the due week's report of every
+    organization not written yet, and write settled weeks again. Nothing when disabled."""
+    if not config.reports.enabled:
+        return []
+    week = due_week(config, now)
+    runs = [write_report(config, org.name, week, now) for org in config.organizations]
+    return runs + _rewrite_final(config, now)
+
+
+def after_collection(config: Config, now: datetime) -> None:
+    """What the worker runs after each collection: due reports, then the alert check (which
+    also sends the reports' summaries). A failing report step never stops the alerts."""
+    from alerts.engine import check_after_collection
+
+    try:
+        for run in write_due_reports(config, now):
+            if run.action in ("written", "rewritten final"):
+                log.warning("weekly report %s of %s %s: %s (%s)", run.week, run.organization,
+                            run.action, run.path, run.detail)
+            elif run.action == "waiting":
+                log.info("weekly report %s of %s waits: %s", run.week, run.organization,
+                         run.detail)
+    except Exception:
+        log.exception("writing the weekly reports failed")
+    check_after_collection(config, now)

@@ -1,0 +1,332 @@
+"""The weekly report on schedule: written by the worker's step, sent once by email (the CSV
+attached) and to Slack (the summary), through the alerts' outbox and retry rules.
+
+One simulator and one collection (America/Chicago, local days 2026-11-08..2026-11-23: the
+weeks 2026-W46 and 2026-W47 whole) serve the module; each test works on its own copy of the
+database. "Now" is the simulator's: Tuesday 2026-11-24 06:00 in Chicago, so W47's report is
+due (Monday 07:00) and its cost is still settling (72 hours after Sunday midnight).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from conftest import SIM_NOW, Simulator, write_config
+from fake_slack import FakeSlack
+from fake_smtp import Mailbox, TLSFiles
+from test_alerts import SMTP_PASSWORD, accept_login, email_channel
+from test_reports import CENT, read_rows, spendwatch
+from test_reports import sim  # noqa: F401  (the module's simulator fixture)
+from spendwatch import storage
+from spendwatch.config import Config, load_config
+from spendwatch.digest import after_collection, due_week, write_due_reports
+from spendwatch.errors import ConfigError
+from spendwatch.views import cache_hit_ratio, total_spend
+
+W47 = (date(2026, 11, 16), date(2026, 11, 22))
+W46 = (date(2026, 11, 9), date(2026, 11, 15))
+WEBHOOK_PATH = "/services/T0REPORT/B0REPORT/s3cr3tW3bh00k"
+FILE = "spendwatch-acme-2026-W47.csv"
+
+
+@pytest.fixture(scope="module")
+def collected(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+    """A database holding 2026-W46 and 2026-W47 whole, in Chicago."""
+    home = tmp_path_factory.mktemp("collected")
+    write_config(home, [{"name": "acme", "base_url": sim.url}])
+    result = spendwatch("collect", "--since", "2026-11-08", "--until", "2026-11-23", cwd=home)
+    assert result.returncode == 0, result.stderr
+    return home / "data" / "spendwatch.duckdb"
+
+
+@pytest.fixture
+def setup(collected: Path, isolated: Path, sim: Simulator,  # noqa: F811
+          fake_slack: FakeSlack, smtp_server: Callable[..., int], tls: TLSFiles,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Config]]:
+    """``make(mailbox, reports=..., extra=...)``: a config over a copy of the database, with
+    a Slack and an email channel, both named in ``[reports] channels``."""
+    (isolated / "data").mkdir()
+    shutil.copy(collected, isolated / "data" / "spendwatch.duckdb")
+    monkeypatch.setenv("SLACK_WEBHOOK", fake_slack.url(WEBHOOK_PATH))
+    monkeypatch.setenv("SMTP_PASSWORD", SMTP_PASSWORD)
+
+    def make(mailbox: Mailbox, reports: str = 'channels = ["ops-slack", "finance-email"]',
+             extra: str = "") -> Config:
+        port = smtp_server(mailbox, tls_context=tls.server_context, require_starttls=True,
+                           authenticator=accept_login)
+        channels = (f'[alerts]\ndashboard_url = "http://dash.example:8501/"\n'
+                    f'[[alerts.channels]]\nname = "ops-slack"\nkind = "slack"\n'
+                    f'webhook_url_env = "SLACK_WEBHOOK"\nmin_interval_seconds = 0\n'
+                    + email_channel(port, tls.ca_file))
+        path = write_config(isolated, [{"name": "acme", "base_url": sim.url}],
+                            extra=f"{channels}\n[reports]\n{reports}\n{extra}")
+        return load_config(path)
+    yield make
+
+
+def attachment(message: EmailMessage) -> tuple[str, bytes]:
+    parts = [p for p in message.iter_attachments()]
+    assert len(parts) == 1
+    payload = parts[0].get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return str(parts[0].get_filename()), payload
+
+
+def slack_text(received: Any) -> str:
+    """Every text of a Block Kit message, in order."""
+    texts = [received.json["text"]]
+    for block in received.json["blocks"]:
+        if "text" in block:
+            texts.append(block["text"]["text"])
+        for element in block.get("elements", []):
+            texts.append(element.get("url", ""))
+    return "\n".join(texts)
+
+
+def usd(value: Decimal) -> str:
+    return f"${value.quantize(CENT):,}"
+
+
+def outbox(config: Config) -> list[tuple[Any, ...]]:
+    with storage.reader(config.database_path) as conn:
+        return conn.execute("SELECT kind, channel, status, attempts FROM alert_notifications "
+                            "ORDER BY channel").fetchall()
+
+
+# --- when it is due --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("weekday, at, before, after", [
+    ("monday", "07:00", datetime(2026, 11, 23, 12, 59, tzinfo=timezone.utc),
+     datetime(2026, 11, 23, 13, 0, tzinfo=timezone.utc)),
+    ("tuesday", "09:30", datetime(2026, 11, 24, 15, 29, tzinfo=timezone.utc),
+     datetime(2026, 11, 24, 15, 30, tzinfo=timezone.utc)),
+    ("sunday", "23:00", datetime(2026, 11, 30, 4, 59, tzinfo=timezone.utc),
+     datetime(2026, 11, 30, 5, 0, tzinfo=timezone.utc)),
+])
+def test_the_week_is_due_on_the_configured_local_day_and_time(
+        isolated: Path, weekday: str, at: str, before: datetime, after: datetime) -> None:
+    path = write_config(isolated, [{"name": "acme"}],
+                        extra=f'[reports]\nweekday = "{weekday}"\ntime = "{at}"\n')
+    config = load_config(path)
+    assert due_week(config, before) == "2026-W46"
+    assert due_week(config, after) == "2026-W47"
+    assert due_week(config, after + timedelta(days=6)) == "2026-W47"
+
+
+@pytest.mark.parametrize("section, message", [
+    ('weekday = "mon"', "reports.weekday must be a day"),
+    ('time = "7am"', "reports.time must be a local time"),
+    ('time = "24:00"', "reports.time must be a local time"),
+    ('channels = ["nowhere"]', "reports.channels names 'nowhere', which no"),
+    ('folder = " "', "reports.folder is empty"),
+    ('cron = "0 7 * * 1"', "unknown key 'reports.cron'"),
+])
+def test_a_bad_reports_section_is_one_line(isolated: Path, section: str, message: str) -> None:
+    path = write_config(isolated, [{"name": "acme"}], extra=f"[reports]\n{section}\n")
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_config(path)
+    assert "\n" not in str(raised.value)
+
+
+# --- written and sent once -------------------------------------------------------------------
+
+def test_the_report_is_written_and_sent_once_by_email_and_slack(
+        setup: Callable[..., Config], fake_slack: FakeSlack, isolated: Path) -> None:
+    mailbox = Mailbox()
+    config = setup(mailbox)
+    after_collection(config, SIM_NOW)
+    after_collection(config, SIM_NOW + timedelta(minutes=5))  # the next collection
+    after_collection(config, SIM_NOW + timedelta(days=1))
+
+    # The file, in the reports folder, is the CLI's report of the organization's week.
+    path = isolated / "reports" / FILE
+    result = spendwatch("report", "weekly", "--week", "2026-W47", "--org", "acme",
+                        "--out", str(isolated / "cli.csv"), cwd=isolated)
+    assert result.returncode == 0, result.stderr
+    assert path.read_bytes() == (isolated / "cli.csv").read_bytes()
+    with storage.reader(config.database_path) as conn:
+        total = total_spend(conn, config, *W47, ["acme"])
+        previous = total_spend(conn, config, *W46, ["acme"])
+        ratio = cache_hit_ratio(conn, config, *W47, ["acme"])
+        runs = conn.execute("SELECT organization, week, rows, total_usd FROM report_runs"
+                            ).fetchall()
+    rows = read_rows(path)
+    assert runs == [("acme", "2026-W47", len(rows), total)]
+    assert sum(Decimal(r["cost_usd"]) for r in rows).quantize(CENT) == total.quantize(CENT)
+
+    # One email, the CSV attached and parsed back into the same rows.
+    assert len(mailbox.delivered) == 1
+    message = mailbox.delivered[0].message
+    assert mailbox.delivered[0].rcpt_tos == ["finance@acme.example"]
+    assert message["Subject"] == f"[spendwatch] Weekly report 2026-W47: acme ({usd(total)})"
+    name, data = attachment(message)
+    assert name == FILE and data == path.read_bytes()
+    assert list(csv.DictReader(io.StringIO(data.decode("utf-8")))) == rows
+    body = message.get_body(("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert f"acme spent {usd(total)} in 2026-W47 (Mon 16 Nov - Sun 22 Nov 2026" in text
+    assert f"on 2026-W46 ({usd(previous)})" in text
+    assert f"{FILE} ({len(rows):,} rows), attached" in text
+
+    # One Slack message: total, change, movers by feature and model, cache, savings, link.
+    assert len(fake_slack.received) == 1
+    assert fake_slack.received[0].path == WEBHOOK_PATH
+    posted = slack_text(fake_slack.received[0])
+    change = total - previous
+    assert f"spent {usd(total)} in 2026-W47" in posted
+    assert (f"{'up' if change > 0 else 'down'} {usd(abs(change))} "
+            f"({change / previous * 100:+.1f}%) on 2026-W46 ({usd(previous)})") in posted
+    assert "*Top movers by feature*" in posted and "*Top movers by model*" in posted
+    assert ratio is not None and f"{ratio * 100:.1f}% of input tokens" in posted
+    assert "*Savings*" in posted and "Prompt caching saved this week (estimated): $" in posted
+    assert "*Still settling*" in posted  # Tuesday 06:00: the week's cost is not final yet
+    assert "http://dash.example:8501/Reports" in posted
+
+    # The delivery log: one notification per channel, sent at the first check.
+    assert outbox(config) == [("report", "finance-email", "sent", 1),
+                              ("report", "ops-slack", "sent", 1)]
+    assert WEBHOOK_PATH.encode() not in config.database_path.read_bytes()
+    assert SMTP_PASSWORD.encode() not in config.database_path.read_bytes()
+
+
+def test_movers_are_the_biggest_changes_against_last_week(
+        setup: Callable[..., Config], fake_slack: FakeSlack) -> None:
+    config = setup(Mailbox(), reports='channels = ["ops-slack"]')
+    after_collection(config, SIM_NOW)
+    blocks = fake_slack.received[0].json["blocks"]
+    texts = [b["text"]["text"] for b in blocks if b["type"] == "section"]
+    by_model = next(t for t in texts if t.startswith("*Top movers by model*"))
+    lines = by_model.splitlines()[1:]
+    assert 1 <= len(lines) <= 3
+    from spendwatch.views import label_of, spend_grouped
+    with storage.reader(config.database_path) as conn:
+        now = {label_of(r, "model"): r["cost_usd"] for r in spend_grouped(
+            conn, config, *W47, ["model"])}
+        was = {label_of(r, "model"): r["cost_usd"] for r in spend_grouped(
+            conn, config, *W46, ["model"])}
+    changes = sorted(((now.get(m, Decimal(0)) - was.get(m, Decimal(0)), m)
+                      for m in set(now) | set(was)), key=lambda c: (-abs(c[0]), c[1]))
+    for line, (change, model) in zip(lines, changes):
+        assert line.startswith(f"• {model}: {usd(now.get(model, Decimal(0)))}, ")
+        assert f"{'up' if change > 0 else 'down'} {usd(abs(change))}" in line
+
+
+def test_a_failing_smtp_server_is_retried_at_the_next_check_and_sends_once(
+        setup: Callable[..., Config], fake_slack: FakeSlack, isolated: Path) -> None:
+    # The server defers the recipient three times: the first check's three attempts fail.
+    mailbox = Mailbox({"finance@acme.example": ["451 4.3.0 try again later"] * 3})
+    config = setup(mailbox)
+    after_collection(config, SIM_NOW)
+    assert mailbox.delivered == [] and len(fake_slack.received) == 1
+    assert outbox(config) == [("report", "finance-email", "pending", 1),
+                              ("report", "ops-slack", "sent", 1)]
+    path = isolated / "reports" / FILE
+    written = path.read_bytes()
+    path.unlink()  # cleaned away meanwhile: written again from the warehouse before sending
+
+    after_collection(config, SIM_NOW + timedelta(minutes=5))
+    after_collection(config, SIM_NOW + timedelta(minutes=10))
+    assert len(mailbox.delivered) == 1 and len(fake_slack.received) == 1
+    assert attachment(mailbox.delivered[0].message)[1] == written == path.read_bytes()
+    assert outbox(config) == [("report", "finance-email", "sent", 2),
+                              ("report", "ops-slack", "sent", 1)]
+    with storage.reader(config.database_path) as conn:
+        answers = conn.execute("SELECT ok, answer FROM alert_deliveries WHERE channel = "
+                               "'finance-email' ORDER BY attempted_at, ok").fetchall()
+    assert [ok for ok, _ in answers] == [False, False, False, True]
+    assert all("451 4.3.0 try again later" in a for _, a in answers[:3])
+
+
+def test_an_empty_week_says_so_in_one_line(setup: Callable[..., Config],
+                                          fake_slack: FakeSlack) -> None:
+    mailbox = Mailbox()
+    config = setup(mailbox)
+    with storage.writer(config.database_path) as conn:  # an organization that spent nothing
+        for table in ("usage_hourly", "cost_buckets", "usage_estimates", "cost_allocated",
+                      "usage_unbilled"):
+            conn.execute(f"DELETE FROM {table}")
+    after_collection(config, SIM_NOW)
+    line = ("No spend recorded for acme in 2026-W47 (Mon 16 Nov - Sun 22 Nov 2026, "
+            "America/Chicago).")
+    assert len(fake_slack.received) == 1
+    assert fake_slack.received[0].json["text"] == line
+    assert [b["text"]["text"] for b in fake_slack.received[0].json["blocks"]] == [line]
+    message = mailbox.delivered[0].message
+    body = message.get_body(("plain",))
+    assert body is not None and body.get_content().splitlines() == [line]
+    assert message["Subject"].endswith("(no spend)")
+    name, data = attachment(message)
+    assert data.decode("utf-8").splitlines() == [data.decode("utf-8").splitlines()[0]]
+
+
+def test_a_week_not_collected_to_its_end_waits_and_one_never_collected_is_skipped(
+        setup: Callable[..., Config], fake_slack: FakeSlack, isolated: Path) -> None:
+    config = setup(Mailbox())
+    with storage.writer(config.database_path) as conn:
+        saved = conn.execute("SELECT stream, covered_from, covered_until FROM sync_state"
+                             ).fetchall()
+        conn.execute("UPDATE sync_state SET covered_until = TIMESTAMPTZ '2026-11-22 12:00Z' "
+                     "WHERE stream = 'cost'")
+    runs = write_due_reports(config, SIM_NOW)
+    assert [(r.action, r.week) for r in runs] == [("waiting", "2026-W47")]
+    assert "cost is collected up to 2026-11-22 12:00 UTC" in runs[0].detail
+    assert not (isolated / "reports").exists() and outbox(config) == []
+
+    with storage.writer(config.database_path) as conn:
+        conn.execute("UPDATE sync_state SET covered_from = TIMESTAMPTZ '2026-11-18 00:00Z', "
+                     "covered_until = TIMESTAMPTZ '2026-11-24 06:00Z'")
+    runs = write_due_reports(config, SIM_NOW)
+    assert runs[0].action == "skipped" and "spendwatch report weekly --week 2026-W47" in \
+        runs[0].detail
+    assert not (isolated / "reports").exists() and fake_slack.received == []
+
+    with storage.writer(config.database_path) as conn:
+        for stream, start, end in saved:
+            conn.execute("UPDATE sync_state SET covered_from = ?, covered_until = ? "
+                         "WHERE stream = ?", [start, end, stream])
+    after_collection(config, SIM_NOW)
+    assert (isolated / "reports" / FILE).exists() and len(fake_slack.received) == 1
+
+
+def test_the_file_is_written_again_once_the_week_has_settled(
+        setup: Callable[..., Config], fake_slack: FakeSlack, isolated: Path) -> None:
+    config = setup(Mailbox(), reports='channels = ["ops-slack"]')
+    after_collection(config, SIM_NOW)
+    path = isolated / "reports" / FILE
+    first = path.read_bytes()
+    path.write_text("edited by hand\n")
+    settled = datetime(2026, 11, 26, 6, 0, tzinfo=timezone.utc)  # Sunday's end + 72 h
+    assert [r.action for r in write_due_reports(config, settled - timedelta(minutes=1))] == [
+        "skipped"]
+    runs = write_due_reports(config, settled)
+    assert [r.action for r in runs] == ["skipped", "rewritten final"]
+    assert path.read_bytes() == first  # nothing changed in the warehouse: the same bytes
+    assert [r.action for r in write_due_reports(config, settled + timedelta(hours=1))] == [
+        "skipped"]
+    assert len(fake_slack.received) == 1  # written again, not sent again
+
+
+def test_disabled_reports_are_not_written(setup: Callable[..., Config], isolated: Path,
+                                          fake_slack: FakeSlack) -> None:
+    config = setup(Mailbox(), reports="enabled = false")
+    after_collection(config, SIM_NOW)
+    assert not (isolated / "reports").exists() and fake_slack.received == []
+
+
+def test_without_channels_the_file_is_still_written(setup: Callable[..., Config],
+                                                   isolated: Path,
+                                                   fake_slack: FakeSlack) -> None:
+    config = setup(Mailbox(), reports='folder = "weekly"')
+    after_collection(config, SIM_NOW)
+    assert (isolated / "weekly" / FILE).exists()
+    assert fake_slack.received == [] and outbox(config) == []
