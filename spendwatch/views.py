@@ -606,14 +606,38 @@ def recent_episodes(conn: duckdb.DuckDBPyConnection, since: datetime,
 
 def delivery_attempts(conn: duckdb.DuckDBPyConnection, limit: int = 100) -> list[Row]:
     """The latest delivery attempts with the channel's answer, newest first:
-    ``attempted_at``, ``channel``, ``kind`` (firing, reminder, resolved, test), ``rule``,
+    ``attempted_at``, ``channel``, ``kind`` (firing, reminder, resolved, test, report),
+    ``rule`` ("weekly report 2026-W47" for a report),
     ``scope_key``, ``ok``, ``permanent``, ``answer``, ``status`` (of the notification now)."""
     return _records(conn.execute("""
-        SELECT d.attempted_at, d.channel, n.kind, e.rule, e.scope_key, d.ok, d.permanent,
-               d.answer, n.status
+        SELECT d.attempted_at, d.channel, n.kind,
+               coalesce(e.rule, CASE n.kind WHEN 'report' THEN 'weekly report '
+                   || json_extract_string(n.payload_json, '$.week') END) AS rule,
+               coalesce(e.scope_key, CASE n.kind WHEN 'report' THEN 'organization='
+                   || json_extract_string(n.payload_json, '$.organization') END) AS scope_key,
+               d.ok, d.permanent, d.answer, n.status
         FROM alert_deliveries d JOIN alert_notifications n ON n.id = d.notification_id
              LEFT JOIN alert_episodes e ON e.id = n.episode_id
         ORDER BY d.attempted_at DESC, n.id DESC LIMIT $limit""", {"limit": limit}))
+
+
+def report_runs(conn: duckdb.DuckDBPyConnection, limit: int = 20) -> list[Row]:
+    """The weekly reports the worker wrote, newest week first: ``week``, ``organization``,
+    ``written_at``, ``rows``, ``total_usd``, ``final_at`` (written again once settled),
+    ``path`` and ``deliveries`` (``"finance-email: sent, ops-slack: pending"``, None when it
+    went to no channel). Empty for a database the worker has not opened since the upgrade."""
+    try:
+        return _records(conn.execute("""
+            SELECT r.week, r.organization, r.written_at, r.rows, r.total_usd, r.final_at,
+                   r.path, string_agg(n.channel || ': ' || n.status, ', '
+                                      ORDER BY n.channel) AS deliveries
+            FROM report_runs r LEFT JOIN alert_notifications n ON n.kind = 'report'
+                AND json_extract_string(n.payload_json, '$.week') = r.week
+                AND json_extract_string(n.payload_json, '$.organization') = r.organization
+            GROUP BY ALL ORDER BY r.week DESC, r.organization LIMIT $limit""",
+                                     {"limit": limit}))
+    except duckdb.CatalogException:
+        return []
 
 
 def notification_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:

@@ -607,3 +607,26 @@ def test_the_reports_page_offers_the_weekly_csv_of_the_cli(dashboard: Config) ->
     with storage.reader(dashboard.database_path) as conn:
         rows = reports.weekly_rows(conn, dashboard, monday, sunday)
     assert text == reports.csv_text(rows) and text.startswith("date,organization,workspace_id")
+
+
+def test_the_reports_page_lists_the_weekly_reports_the_worker_wrote(dashboard: Config) -> None:
+    from spendwatch.digest import write_report
+    at = open_page("reports")
+    assert any("No weekly report written yet" in i.value for i in at.info)
+    run = write_report(dashboard, "acme", "2026-W47", SIM_NOW)
+    assert run.action == "written" and run.path is not None and run.path.exists()
+    st.cache_data.clear()
+    at = open_page("reports")
+    table = next(d.value for d in at.dataframe if "week" in d.value.columns)
+    assert table.to_dict("records") == [{
+        "week": "2026-W47", "organization": "acme", "written": "2026-11-24 06:00 CST",
+        "rows": len(run.path.read_text().splitlines()) - 1,
+        "cost_usd": float(warehouse(dashboard, total_spend_of_week, dashboard)),
+        "final": "still settling", "sent": "not sent (no channel)", "file": str(run.path)}]
+    assert any("every Monday from 07:00 (America/Chicago)" in c.value for c in at.caption)
+
+
+def total_spend_of_week(conn: Any, config: Config) -> Decimal:
+    from spendwatch.views import total_spend
+    return total_spend(conn, config, date(2026, 11, 16), date(2026, 11, 22)).quantize(
+        Decimal("0.01"), rounding=ROUND_HALF_UP)

@@ -1,4 +1,5 @@
-"""Reports: a CSV of any filtered spend view, and the weekly CSV of any recent ISO week."""
+"""Reports: a CSV of any filtered spend view, the weekly CSV of any recent ISO week, and the
+weekly reports the worker wrote and sent."""
 
 from __future__ import annotations
 
@@ -62,3 +63,29 @@ weekly = data.load(views.weekly_csv, week)
 st.download_button(f"Download the weekly CSV for {week}", weekly, mime="text/csv",
                    file_name=f"spendwatch-all-{week}.csv", key="reports_weekly_csv")
 st.caption("The same file as `spendwatch report weekly --week " + week + "`.")
+
+st.subheader("Scheduled weekly reports")
+schedule = config.reports
+if not schedule.enabled:
+    st.caption("The worker writes no weekly report: `[reports] enabled = false` in the config.")
+else:
+    sent_to = ", ".join(schedule.channels) or "no channel (set `[reports] channels`)"
+    st.caption(f"The worker writes last week's report of each organization every "
+               f"{schedule.weekday.capitalize()} from {schedule.time:%H:%M} ({config.tz.key}) "
+               f"into `{config.reports_folder}`, and sends it once to {sent_to}.")
+    runs = data.load(views.report_runs, 20)
+    if runs:
+        st.dataframe(frame([{"week": r["week"], "organization": r["organization"],
+                             "written": f"{r['written_at'].astimezone(config.tz):%Y-%m-%d %H:%M %Z}",
+                             "rows": r["rows"],
+                             "cost_usd": r["total_usd"],
+                             "final": "yes" if r["final_at"] else "still settling",
+                             "sent": r["deliveries"] or "not sent (no channel)",
+                             "file": r["path"]} for r in runs], cents_columns=("cost_usd",)),
+                     hide_index=True, key="reports_runs",
+                     column_config={"cost_usd": st.column_config.NumberColumn(
+                         "cost (USD)", format="dollar")})
+    else:
+        st.info("No weekly report written yet: the first is due "
+                f"{schedule.weekday.capitalize()} at {schedule.time:%H:%M}, once the "
+                "collectors have the whole week.")
