@@ -9,23 +9,24 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from conftest import ADMIN_KEY, SIM_NOW, Simulator, start_simulator_process, write_config
 from spendwatch import storage
-from spendwatch.config import Config, load_config
+from spendwatch.config import Config, StorageConfig, load_config
 from spendwatch.queries import spend
-from spendwatch.reports import (COLUMNS, _apportioned, iso_week_range, last_complete_week,
-                                weekly_rows, write_csv)
+from spendwatch.reports import (COLUMNS, _apportioned, csv_text, iso_week_range,
+                                last_complete_week, weekly_rows, write_csv)
 from spendwatch.timeutil import local_range
 
 CHICAGO = ZoneInfo("America/Chicago")
@@ -195,3 +196,73 @@ def test_an_unknown_org_is_one_line_exit_2(folder: Path) -> None:
     result = spendwatch("report", "weekly", "--week", "2026-W47", "--org", "nope", cwd=folder)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "no organization named 'nope'" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def legacy(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """The same organization collected through the legacy Admin API: its cost comes per UTC
+    day and workspace, allocated over API keys and hours; usage without cost is estimated."""
+    home = tmp_path_factory.mktemp("legacy")
+    write_config(home, [{"name": "acme", "source": "legacy", "base_url": sim.url}])
+    result = spendwatch("collect", "--since", "2026-11-15", "--until", "2026-11-23", cwd=home)
+    assert result.returncode == 0, result.stderr
+    return load_config(home / "config.toml")
+
+
+def test_tokens_sit_once_on_the_main_basis_of_allocated_and_estimated_rows(
+        legacy: Config, sim: Simulator) -> None:
+    with storage.reader(legacy.database_path) as conn:
+        rows = weekly_rows(conn, legacy, MONDAY, SUNDAY)
+        (cli_total,) = spend(conn, CHICAGO, MONDAY, SUNDAY, [])
+    bases = {r["cost_basis"] for r in rows}
+    assert "allocated" in bases, bases  # the legacy cost, spread over keys and hours
+    # Every token is counted once: the week's token totals are the CLI's and the truth's.
+    truth = sim.truth(*local_range(MONDAY, SUNDAY, CHICAGO))
+    for column, value in truth["tokens"].items():
+        assert sum(r[column] for r in rows) == value == cli_total[column], column
+    assert sum(r["cost_usd"] for r in rows) == cli_total["cost_usd"]
+    # A group's tokens are on one row only: the one of its main basis.
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[c] for c in COLUMNS[:9]), []).append(row)
+    token_columns = [c for c in COLUMNS if c.endswith(("_tokens", "_requests"))]
+    rank = {"billed": 0, "allocated": 1, "estimated": 2, "": 3}
+    for key, members in groups.items():
+        carrying = [r for r in members if any(r[c] for c in token_columns)]
+        assert len(carrying) <= 1, key
+        if carrying:
+            main = min(members, key=lambda r: rank[r["cost_basis"]])["cost_basis"]
+            assert carrying[0]["cost_basis"] == main, key
+    # Tokens with no cost row at all keep an empty basis rather than a made-up one.
+    assert all(r["cost_usd"] == 0 for r in rows if r["cost_basis"] == "")
+
+
+def test_a_day_half_billed_half_estimated_keeps_its_tokens_on_the_billed_row(
+        folder: Path, tmp_path: Path) -> None:
+    """The cost API has reported Sunday until 12:00 UTC only: the rest of Sunday is estimated
+    from usage. Groups of that day have a billed and an estimated row; tokens go once, on
+    the billed one, and the totals stay the CLI's."""
+    shutil.copy(folder / "data" / "spendwatch.duckdb", tmp_path / "copy.duckdb")
+    config = replace(load_config(folder / "config.toml"),
+                     storage=StorageConfig(database=str(tmp_path / "copy.duckdb")))
+    with storage.writer(config.database_path) as conn:
+        conn.execute("DELETE FROM cost_buckets WHERE bucket_start >= "
+                     "TIMESTAMPTZ '2026-11-22 12:00:00Z'")
+    with storage.reader(config.database_path) as conn:
+        rows = weekly_rows(conn, config, MONDAY, SUNDAY)
+        (cli_total,) = spend(conn, CHICAGO, MONDAY, SUNDAY, [])
+    sunday = [r for r in rows if r["date"] == "2026-11-22"]
+    by_group: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+    for row in sunday:
+        by_group.setdefault(tuple(row[c] for c in COLUMNS[:9]), {})[row["cost_basis"]] = row
+    mixed = [g for g in by_group.values() if {"billed", "estimated"} <= set(g)]
+    assert mixed, "no group of Sunday has both a billed and an estimated row"
+    token_columns = [c for c in COLUMNS if c.endswith(("_tokens", "_requests"))]
+    for group in mixed:
+        assert any(group["billed"][c] for c in token_columns)
+        assert not any(group["estimated"][c] for c in token_columns)
+        assert group["estimated"]["cost_usd"] > 0
+    for column in token_columns:
+        assert sum(r[column] for r in rows) == cli_total[column], column
+    assert sum(r["cost_usd"] for r in rows) == cli_total["cost_usd"]
+    assert len(csv_text(rows).splitlines()) == len(rows) + 1
