@@ -330,3 +330,47 @@ def test_without_channels_the_file_is_still_written(setup: Callable[..., Config]
     after_collection(config, SIM_NOW)
     assert (isolated / "weekly" / FILE).exists()
     assert fake_slack.received == [] and outbox(config) == []
+
+
+def test_the_running_worker_writes_and_sends_the_due_report(
+        isolated: Path, simulators: Callable[..., Simulator], fake_slack: FakeSlack) -> None:
+    """``spendwatch run`` on the real clock, the report due today at 00:00: after its first
+    collection (16 days, so last week is whole) the file is written and Slack gets it once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from zoneinfo import ZoneInfo
+
+    from conftest import ADMIN_KEY, REPO
+    from spendwatch.config import WEEKDAYS
+    from spendwatch.reports import last_complete_week
+    from spendwatch.timeutil import utcnow
+    from test_worker import wait_for
+
+    simulator = simulators(now=None)
+    today = utcnow().astimezone(ZoneInfo("America/Chicago"))
+    extra = (f'[[alerts.channels]]\nname = "ops"\nkind = "slack"\n'
+             f'webhook_url_env = "SLACK_WEBHOOK"\nmin_interval_seconds = 0\n'
+             f'[reports]\nweekday = "{WEEKDAYS[today.weekday()]}"\ntime = "00:00"\n'
+             f'channels = ["ops"]\n')
+    path = write_config(isolated, [{"name": "acme", "base_url": simulator.url}],
+                        collection="initial_backfill_days = 16\ninterval_minutes = 60",
+                        extra=extra)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "SPENDWATCH_"))}
+    env.update(ANTHROPIC_ADMIN_KEY=ADMIN_KEY, SLACK_WEBHOOK=fake_slack.url(WEBHOOK_PATH))
+    worker = subprocess.Popen([sys.executable, "-m", "spendwatch", "--config", str(path), "run"],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    week = last_complete_week(utcnow(), ZoneInfo("America/Chicago"))
+    try:
+        wait_for(lambda: len(fake_slack.received) == 1, seconds=240)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=60)
+    assert worker.returncode == 0, stderr
+    assert (isolated / "reports" / f"spendwatch-acme-{week}.csv").exists(), stderr
+    assert f"Weekly spend {week}: acme" in fake_slack.received[0].json["blocks"][0]["text"][
+        "text"]
+    assert f"weekly report {week} of acme written" in stderr
+    assert WEBHOOK_PATH not in stderr
