@@ -91,6 +91,10 @@ name = "collector"
 kind = "data_stale"
 channels = ["demo-slack"]
 max_age = "1h"
+
+# Last week's CSV, written into reports/ and summarised to the simulated Slack.
+[reports]
+channels = ["demo-slack"]
 """
 
 
@@ -118,6 +122,7 @@ def run_demo(directory: str, days: int, seed: int, serve: bool = True,
     from collectors.simulator import start_simulator
     from collectors.sync import CollectOptions, collect
     from spendwatch.cli import _Bar
+    from spendwatch.digest import write_due_reports
 
     simulator = start_simulator(seed=seed, admin_keys=[DEMO_KEY])
     try:
@@ -144,6 +149,10 @@ def run_demo(directory: str, days: int, seed: int, serve: bool = True,
                    f"${book.totals.batch_savings_usd:,.2f} over these {book.days} days.")
         for item in book.potential[:3]:
             click.echo(f"Could save: {item.change}")
+        for run in write_due_reports(config, utcnow()):
+            if run.path is not None:
+                click.echo(f"\nWeekly report {run.week}: {run.path} ({run.detail}), its "
+                           "summary sent to the simulated Slack")
         report = check(config, utcnow())
         firing = [e for e in report.evaluations if e.state == "firing"]
         click.echo(f"\nAlerts: {len(firing)} firing, {len(report.deliveries)} messages sent "

@@ -108,13 +108,17 @@ def test_a_wrong_key_exits_non_zero_without_showing_it(isolated: Path,
 
 
 def test_the_demo_matches_the_simulators_ground_truth(tmp_path: Path) -> None:
-    result = spendwatch("demo", "--dir", str(tmp_path / "demo"), "--days", "3", "--no-serve",
+    # 21 days: the week whose report is due (Monday 07:00 by default) is always held whole.
+    result = spendwatch("demo", "--dir", str(tmp_path / "demo"), "--days", "21", "--no-serve",
                         cwd=tmp_path, key=None)
     assert result.returncode == 0, result.stderr
     assert "The warehouse matches the simulator's ground truth to the cent." in result.stdout
     assert (tmp_path / "demo" / "spendwatch.duckdb").exists()
     assert oct((tmp_path / "demo" / "admin_key").stat().st_mode & 0o777) == "0o600"
     assert "Alerts:" in result.stdout and "messages sent to the simulated Slack" in result.stdout
+    reports = list((tmp_path / "demo" / "reports").glob("spendwatch-demo-org-*.csv"))
+    assert len(reports) == 1 and f"Weekly report {reports[0].stem[-8:]}: " in result.stdout
+    assert "summary sent to the simulated Slack" in result.stdout
 
 
 def test_reconcile_lists_estimated_against_billed(isolated: Path, simulator: Simulator) -> None:
