@@ -55,6 +55,8 @@ EXPECTED_SCHEMA = {
                          "answer"],
     "alert_channels": ["channel", "broken", "reason", "since"],
     "alert_silences": ["id", "rule", "scope_key", "created_at", "expires_at", "comment"],
+    "report_runs": ["organization", "week", "written_at", "path", "rows", "total_usd",
+                    "channels", "final_at", "final_total_usd"],
     "models": ["model_id", "display_name", "line", "lifecycle", "retires_at", "fetched_at"],
     "spend_facts": ["organization", "bucket_start", "bucket_width", "workspace_id",
                     "api_key_id", "model", "service_tier", "context_window", "cost_type",
