@@ -352,6 +352,44 @@ def report_weekly(ctx: click.Context, week: str | None, org: str | None,
                f"{len(rows):,} rows)")
 
 
+@report.command("send")
+@click.option("--week", metavar="YYYY-Www",
+              help="ISO week (default: the week whose report is due now, as the worker "
+                   "would pick it).")
+@click.option("--org", "org", metavar="NAME", help="Only this organization (default: all).")
+@click.pass_context
+def report_send(ctx: click.Context, week: str | None, org: str | None) -> None:
+    """Do the worker's weekly step now: write the week's report of each organization into
+    the reports folder and send it to [reports] channels, once (a week already sent is not
+    sent again). Exits 1 when a report could not be written or a delivery failed for good."""
+    from alerts.engine import CheckReport, deliver_pending
+    from spendwatch.digest import due_week, write_report
+    from spendwatch.reports import iso_week_range
+
+    config = _config(ctx)
+    now = utcnow()
+    week = week or due_week(config, now)
+    try:
+        iso_week_range(week)
+    except ValueError as exc:
+        click.echo(f"error: --week: {exc}", err=True)
+        sys.exit(2)
+    orgs = [config.organization(org).name] if org else [o.name for o in config.organizations]
+    failed = False
+    for name in orgs:
+        run = write_report(config, name, week, now)
+        where = f" {run.path}" if run.path else ""
+        click.echo(f"{name} {week}: {run.action}{where} ({run.detail})")
+        failed = failed or run.action in ("waiting", "not collected")
+    sent = CheckReport()
+    deliver_pending(config, now, sent)
+    for channel, title, result in sent.deliveries:
+        click.echo(f"{'sent' if result.ok else 'NOT SENT'} to {channel}: {title} "
+                   f"({result.answer})")
+    if failed or sent.failed:
+        sys.exit(1)
+
+
 # --- alerts ---------------------------------------------------------------------------------
 
 @main.group()

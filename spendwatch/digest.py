@@ -43,7 +43,7 @@ class ReportRun:
 
     organization: str
     week: str
-    action: str       # "written" | "rewritten final" | "waiting" | "skipped"
+    action: str  # "written" | "rewritten final" | "already written" | "waiting" | "not collected"
     detail: str
     path: Path | None = None
 
@@ -79,7 +79,7 @@ def final_at(config: Config, week: str) -> datetime:
 def coverage_gap(conn: duckdb.DuckDBPyConnection, config: Config, organization: str,
                  week: str) -> tuple[str, str] | None:
     """Why ``week`` of ``organization`` cannot be reported yet: ("waiting", why) while the
-    collectors have not reached its end, ("skipped", why) when its start was never collected;
+    collectors have not reached its end, ("not collected", why) when its start never was;
     None when both streams cover it whole."""
     monday, sunday = iso_week_range(week)
     start, end = local_range(monday, sunday, config.tz)
@@ -89,7 +89,7 @@ def coverage_gap(conn: duckdb.DuckDBPyConnection, config: Config, organization: 
         return "waiting", "nothing collected yet"
     for stream, covered_from, covered_until in sorted(states):
         if covered_from > start:
-            return "skipped", (f"{stream} is stored from {covered_from:%Y-%m-%d %H:%M} UTC "
+            return "not collected", (f"{stream} is stored from {covered_from:%Y-%m-%d %H:%M} UTC "
                                f"only; run `spendwatch collect --since {monday}` and "
                                f"`spendwatch report weekly --week {week}`")
         if covered_until < end:
@@ -192,7 +192,7 @@ def write_report(config: Config, organization: str, week: str, now: datetime) ->
     from alerts.engine import queue_report
 
     if _already(config, organization, week):
-        return ReportRun(organization, week, "skipped", "already written and sent")
+        return ReportRun(organization, week, "already written", "sent once; not again")
     summary, run = _write(config, organization, week, now)
     if summary is None:
         return run
@@ -205,7 +205,7 @@ def write_report(config: Config, organization: str, week: str, now: datetime) ->
             [organization, week, now, summary.csv_path, summary.rows, summary.total_usd,
              ",".join(channels)]).fetchall()
         if not inserted:  # another process got there first: it sends it
-            return ReportRun(organization, week, "skipped", "written by another process")
+            return ReportRun(organization, week, "already written", "by another process")
         queue_report(conn, summary, channels, now)
     return run
 
@@ -253,7 +253,7 @@ def after_collection(config: Config, now: datetime) -> None:
             if run.action in ("written", "rewritten final"):
                 log.warning("weekly report %s of %s %s: %s (%s)", run.week, run.organization,
                             run.action, run.path, run.detail)
-            elif run.action == "waiting":
+            elif run.action in ("waiting", "not collected"):
                 log.info("weekly report %s of %s waits: %s", run.week, run.organization,
                          run.detail)
     except Exception:

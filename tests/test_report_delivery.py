@@ -286,7 +286,7 @@ def test_a_week_not_collected_to_its_end_waits_and_one_never_collected_is_skippe
         conn.execute("UPDATE sync_state SET covered_from = TIMESTAMPTZ '2026-11-18 00:00Z', "
                      "covered_until = TIMESTAMPTZ '2026-11-24 06:00Z'")
     runs = write_due_reports(config, SIM_NOW)
-    assert runs[0].action == "skipped" and "spendwatch report weekly --week 2026-W47" in \
+    assert runs[0].action == "not collected" and "spendwatch report weekly --week 2026-W47" in \
         runs[0].detail
     assert not (isolated / "reports").exists() and fake_slack.received == []
 
@@ -307,12 +307,12 @@ def test_the_file_is_written_again_once_the_week_has_settled(
     path.write_text("edited by hand\n")
     settled = datetime(2026, 11, 26, 6, 0, tzinfo=timezone.utc)  # Sunday's end + 72 h
     assert [r.action for r in write_due_reports(config, settled - timedelta(minutes=1))] == [
-        "skipped"]
+        "already written"]
     runs = write_due_reports(config, settled)
-    assert [r.action for r in runs] == ["skipped", "rewritten final"]
+    assert [r.action for r in runs] == ["already written", "rewritten final"]
     assert path.read_bytes() == first  # nothing changed in the warehouse: the same bytes
     assert [r.action for r in write_due_reports(config, settled + timedelta(hours=1))] == [
-        "skipped"]
+        "already written"]
     assert len(fake_slack.received) == 1  # written again, not sent again
 
 
@@ -374,3 +374,24 @@ def test_the_running_worker_writes_and_sends_the_due_report(
         "text"]
     assert f"weekly report {week} of acme written" in stderr
     assert WEBHOOK_PATH not in stderr
+
+
+def test_report_send_does_the_workers_step_now_and_once(
+        setup: Callable[..., Config], fake_slack: FakeSlack, isolated: Path) -> None:
+    mailbox = Mailbox()
+    setup(mailbox)
+    first = spendwatch("report", "send", "--week", "2026-W47", cwd=isolated)
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    assert lines[0].startswith(f"acme 2026-W47: written {isolated / 'reports' / FILE} ($")
+    assert {line.split(":")[0] for line in lines[1:]} == {"sent to ops-slack",
+                                                          "sent to finance-email"}
+    again = spendwatch("report", "send", "--week", "2026-W47", "--org", "acme", cwd=isolated)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == "acme 2026-W47: already written (sent once; not again)\n"
+    assert len(mailbox.delivered) == 1 and len(fake_slack.received) == 1
+    early = spendwatch("report", "send", "--week", "2026-W40", cwd=isolated)
+    assert early.returncode == 1
+    assert "acme 2026-W40: not collected (cost is stored from" in early.stdout or \
+        "acme 2026-W40: not collected (usage is stored from" in early.stdout
+    assert WEBHOOK_PATH not in first.stdout + first.stderr + again.stdout + early.stdout
