@@ -40,7 +40,7 @@ from alerts.model import FIRING, NO_DATA, REPORT_KIND, DeliveryResult, Evaluatio
 from alerts.rules import evaluate
 from spendwatch import storage
 from spendwatch.config import Config, RuleConfig, resolve_channel_secret
-from spendwatch.errors import ConfigError
+from spendwatch.errors import ConfigError, SpendwatchError
 
 log = logging.getLogger(__name__)
 ChannelFactory = Callable[[Config, str], Channel]
@@ -306,16 +306,20 @@ def broken_channels(config: Config) -> dict[str, str]:
             "SELECT channel, reason FROM alert_channels WHERE broken").fetchall()}
 
 
-def _claim(config: Config, now: datetime) -> list[tuple[int, str, str, str]]:
-    """Take the pending notifications for this check, so a concurrent check (the worker and
-    ``alerts check``) cannot send them too. A claim left by a crash expires after a lease."""
+def _claim(config: Config, now: datetime, kind: str | None = None
+           ) -> list[tuple[int, str, str, str]]:
+    """Take the pending notifications (of ``kind``, or all) for this check, so a concurrent
+    check (the worker and ``alerts check``) cannot send them too. A claim left by a crash
+    expires after a lease."""
     with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn, \
             storage.transaction(conn):
         return [(int(i), c, k, p) for i, c, k, p in conn.execute("""
             UPDATE alert_notifications SET claimed_at = ?
-            WHERE kind <> 'test' AND (status = 'pending') AND
-                  (claimed_at IS NULL OR claimed_at < ?)
-            RETURNING id, channel, kind, payload_json""", [now, now - CLAIM_LEASE]).fetchall()]
+            WHERE kind <> 'test' AND status = 'pending' AND (?::VARCHAR IS NULL OR kind = ?)
+                  AND (claimed_at IS NULL OR claimed_at < ?)
+            RETURNING id, channel, kind, payload_json""",
+                                                    [now, kind, kind, now - CLAIM_LEASE]
+                                                    ).fetchall()]
 
 
 def queue_report(conn: duckdb.DuckDBPyConnection, report: WeeklyReport,
@@ -331,7 +335,7 @@ def queue_report(conn: duckdb.DuckDBPyConnection, report: WeeklyReport,
 
 def _with_csv(config: Config, report: WeeklyReport) -> WeeklyReport | DeliveryResult:
     """The report with its CSV file's bytes; a file gone since it was written is written
-    again from the warehouse first."""
+    again from the warehouse first. Never raises: a failure is a result to try again."""
     from spendwatch.reports import weekly_rows, write_csv
 
     path = Path(report.csv_path)
@@ -345,24 +349,39 @@ def _with_csv(config: Config, report: WeeklyReport) -> WeeklyReport | DeliveryRe
             write_csv(rows, path)
         return replace(report, csv_bytes=path.read_bytes())
     except OSError as exc:
-        return DeliveryResult(False, f"not sent: the report file {path} cannot be read or "
-                              f"written ({exc.strerror or type(exc).__name__}); check the "
-                              "reports folder's permissions", permanent=False)
+        reason = f"{exc.strerror or type(exc).__name__}; check the reports folder"
+    except SpendwatchError as exc:
+        reason = str(exc)
+    except Exception as exc:  # never let one report hold up the alerts claimed with it
+        log.exception("loading the report file %s failed", path)
+        reason = f"unexpected {type(exc).__name__}"
+    return DeliveryResult(False, f"not sent: the report file {path} cannot be read or "
+                          f"written ({reason})", permanent=False)
+
+
+def _needs_csv(config: Config, name: str) -> bool:
+    channel = config.alerts.channel(name)
+    return channel is not None and channel.kind == "email"
 
 
 def deliver_pending(config: Config, now: datetime, report: CheckReport,
-                    factory: ChannelFactory = default_channel) -> None:
-    """Send every pending notification; no database connection is held while sending.
+                    factory: ChannelFactory = default_channel, kind: str | None = None) -> None:
+    """Send every pending notification (of ``kind``, or all); no database connection is held
+    while sending.
 
     Notifications are claimed first (no double send across processes). A channel that fails
     is not tried again for the rest of this check, so it cannot hold up the others for long;
     its notifications wait for the next check, up to MAX_CHECKS_PER_NOTIFICATION checks.
+
+    A weekly report's permanent failure fails that report only: a refusal can be about the
+    message (552 too big, 554 an attachment filter), so it never marks the channel broken
+    for the alerts; a broken channel shows in the alerts' own deliveries.
     """
-    claimed = sorted(_claim(config, now))
+    claimed = sorted(_claim(config, now, kind))
     broken = broken_channels(config)
     channels: dict[str, Channel | DeliveryResult] = {}
-    for notification_id, name, kind, payload in claimed:
-        message: Message | DeliveryResult = decode(kind, payload)
+    for notification_id, name, sort, payload in claimed:
+        message: Message | DeliveryResult = decode(sort, payload)
         answered = True
         if name in broken:
             result = DeliveryResult(False, f"not sent: the channel is broken ({broken[name]}); "
@@ -380,20 +399,25 @@ def deliver_pending(config: Config, now: datetime, report: CheckReport,
                     channels[name] = DeliveryResult(False, str(exc), permanent=False)
                     report.config_errors[name] = str(exc)
             channel = channels[name]
-            if isinstance(message, WeeklyReport):
-                message = _with_csv(config, message)
+            if isinstance(message, WeeklyReport) and not isinstance(channel, DeliveryResult):
+                # The email's Date is when it goes out; only email carries the file.
+                message = replace(message, at=now)
+                if _needs_csv(config, name):
+                    message = _with_csv(config, message)
             if isinstance(channel, DeliveryResult):
                 result, answered = channel, False
             elif isinstance(message, DeliveryResult):  # the report's file, not the channel
                 result, answered = message, False
             else:
                 result = channel.deliver(message)
+                if sort == REPORT_KIND and not result.ok:
+                    answered = False  # see above: a report never breaks a channel
                 if not result.ok and not result.permanent:
                     channels[name] = DeliveryResult(
                         False, f"not tried: channel {name} failed earlier in this check "
                         f"({result.answer})", permanent=False)
         _record(config, notification_id, name, result, now, answered)
-        title = decode(kind, payload).title
+        title = decode(sort, payload).title
         report.deliveries.append((name, title, result))
         if not result.ok:
             log.error("%s to channel %r not delivered: %s", title, name, result.answer)

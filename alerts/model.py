@@ -135,8 +135,10 @@ class WeeklyReport:
 
     @property
     def period(self) -> str:
-        """``Mon 16 Nov - Sun 22 Nov 2026``"""
-        return f"Mon {self.since:%-d %b} - Sun {self.until:%-d %b %Y}"
+        """``Mon 16 Nov - Sun 22 Nov 2026``; ``Mon 28 Dec 2026 - Sun 3 Jan 2027``."""
+        year = f" {self.since.year}" if self.since.year != self.until.year else ""
+        return (f"Mon {self.since.day} {self.since:%b}{year} - "
+                f"Sun {self.until.day} {self.until:%b} {self.until.year}")
 
     @property
     def title(self) -> str:

@@ -129,10 +129,12 @@ def collect(ctx: click.Context, since: str | None, until: str | None, orgs: Sequ
 def run(ctx: click.Context) -> None:
     """Run the worker: collect on a schedule; after each collection write the weekly report
     when it is due and check alerts; until stopped (Ctrl-C or SIGTERM)."""
-    from spendwatch.digest import after_collection
+    from spendwatch.digest import after_collection, check_reports_folder
     from collectors.scheduler import run_worker
 
-    run_worker(_config(ctx), after=after_collection)
+    config = _config(ctx)
+    check_reports_folder(config)
+    run_worker(config, after=after_collection)
 
 
 # --- dashboard ------------------------------------------------------------------------------
@@ -363,7 +365,7 @@ def report_send(ctx: click.Context, week: str | None, org: str | None) -> None:
     the reports folder and send it to [reports] channels, once (a week already sent is not
     sent again). Exits 1 when a report could not be written or a delivery failed for good."""
     from alerts.engine import CheckReport, deliver_pending
-    from spendwatch.digest import due_week, write_report
+    from spendwatch.digest import _guarded, due_week, write_report
     from spendwatch.reports import iso_week_range
 
     config = _config(ctx)
@@ -377,12 +379,13 @@ def report_send(ctx: click.Context, week: str | None, org: str | None) -> None:
     orgs = [config.organization(org).name] if org else [o.name for o in config.organizations]
     failed = False
     for name in orgs:
-        run = write_report(config, name, week, now)
+        run = _guarded(name, week, lambda: write_report(config, name, week, now))
+        assert run is not None
         where = f" {run.path}" if run.path else ""
         click.echo(f"{name} {week}: {run.action}{where} ({run.detail})")
-        failed = failed or run.action in ("waiting", "not collected")
+        failed = failed or run.action in ("waiting", "not collected", "failed")
     sent = CheckReport()
-    deliver_pending(config, now, sent)
+    deliver_pending(config, now, sent, kind="report")  # alerts stay with `alerts check`
     for channel, title, result in sent.deliveries:
         click.echo(f"{'sent' if result.ok else 'NOT SENT'} to {channel}: {title} "
                    f"({result.answer})")

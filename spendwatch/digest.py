@@ -9,32 +9,37 @@ concurrent processes. ``alerts.engine.deliver_pending`` then sends it with the a
 their retry rules and delivery log.
 
 A week is written only once it is collected whole (both streams cover it in ``sync_state``):
-a collector that is down delays the report rather than sending a short one. Only the latest
-due week is written automatically; a week that began before the data did is left to
-``spendwatch report weekly``. Cost keeps changing for ``collection.cost_lookback_hours`` after
-the week ends: the summary says so, and the worker writes the file again, once, after that.
+a collector that is down delays the report rather than sending a short one. Weeks the worker
+missed (it was down) are caught up, up to CATCH_UP_WEEKS; a first install starts with the due
+week, and a week that began before the data did is left to ``spendwatch report send``. Cost
+keeps changing for ``collection.cost_lookback_hours`` after the week ends: the summary says
+so, and once the collectors have read past that moment the worker writes the file again, once.
+One organization failing never stops another, nor the alerts.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import duckdb
 
 from alerts.model import Mover, WeeklyReport
 from spendwatch import storage
 from spendwatch.config import WEEKDAYS, Config
+from spendwatch.errors import ConfigError, SpendwatchError
 from spendwatch.reports import (default_report_path, iso_week_range, total_cost, week_name,
                                 weekly_rows, write_csv)
 from spendwatch.timeutil import local_range, local_today
 
 log = logging.getLogger(__name__)
 MOVERS = 3  # per dimension
+CATCH_UP_WEEKS = 4
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,8 @@ class ReportRun:
 
     organization: str
     week: str
-    action: str  # "written" | "rewritten final" | "already written" | "waiting" | "not collected"
+    # "written" | "rewritten final" | "already written" | "waiting" | "not collected" | "failed"
+    action: str
     detail: str
     path: Path | None = None
 
@@ -74,6 +80,36 @@ def final_at(config: Config, week: str) -> datetime:
     return local_range(monday, sunday, config.tz)[1] + timedelta(hours=hours)
 
 
+def settled(conn: duckdb.DuckDBPyConnection, config: Config, organization: str,
+            week: str) -> bool:
+    """Whether both streams were collected past the week's settling moment (:func:`final_at`):
+    the clock alone is not enough when the collector was down."""
+    row = conn.execute("SELECT count(*) FILTER (WHERE covered_until >= ?), count(*) "
+                       "FROM sync_state WHERE organization = ?",
+                       [final_at(config, week), organization]).fetchone()
+    return bool(row and row[1] >= 2 and row[0] == row[1])
+
+
+def weeks_due(conn: duckdb.DuckDBPyConnection, config: Config, organization: str,
+              now: datetime) -> list[str]:
+    """The weeks to write for ``organization`` at ``now``, oldest first: the due week, and
+    when the worker missed some (it was down, or the collectors were behind) the weeks since
+    the last one written, at most CATCH_UP_WEEKS in all. A first install starts with the due
+    week only."""
+    latest = due_week(config, now)
+    row = conn.execute("SELECT max(week) FROM report_runs WHERE organization = ?",
+                       [organization]).fetchone()
+    last = row[0] if row else None
+    if last is None or last >= latest:
+        return [latest]
+    weeks: list[str] = []
+    monday = iso_week_range(latest)[0]
+    while len(weeks) < CATCH_UP_WEEKS and week_name(monday) > last:
+        weeks.append(week_name(monday))
+        monday -= timedelta(days=7)
+    return weeks[::-1]
+
+
 # --- what ------------------------------------------------------------------------------------
 
 def coverage_gap(conn: duckdb.DuckDBPyConnection, config: Config, organization: str,
@@ -90,8 +126,8 @@ def coverage_gap(conn: duckdb.DuckDBPyConnection, config: Config, organization: 
     for stream, covered_from, covered_until in sorted(states):
         if covered_from > start:
             return "not collected", (f"{stream} is stored from {covered_from:%Y-%m-%d %H:%M} UTC "
-                               f"only; run `spendwatch collect --since {monday}` and "
-                               f"`spendwatch report weekly --week {week}`")
+                               f"only; run `spendwatch collect --since {monday}`, then "
+                               f"`spendwatch report send --week {week}`")
         if covered_until < end:
             return "waiting", (f"{stream} is collected up to {covered_until:%Y-%m-%d %H:%M} "
                                "UTC, before the week's end")
@@ -136,7 +172,8 @@ def _savings(conn: duckdb.DuckDBPyConnection, config: Config, organization: str,
 
 
 def summarise(conn: duckdb.DuckDBPyConnection, config: Config, organization: str, week: str,
-              rows: Sequence[dict[str, Any]], path: Path, now: datetime) -> WeeklyReport:
+              rows: Sequence[dict[str, Any]], path: Path, now: datetime,
+              final: bool = False) -> WeeklyReport:
     """The summary channels send of ``rows`` (the week's report of ``organization``)."""
     from spendwatch.views import cache_hit_ratio, stored_from, total_spend
 
@@ -151,14 +188,13 @@ def summarise(conn: duckdb.DuckDBPyConnection, config: Config, organization: str
                                sunday - timedelta(days=7), [organization])
         movers = _movers(conn, config, organization, monday, sunday)
     base = config.alerts.dashboard_url
-    settles = final_at(config, week)
     return WeeklyReport(
         organization=organization, week=week, since=monday, until=sunday,
         timezone=config.timezone, total_usd=total, rows=len(rows), csv_name=path.name,
         csv_path=str(path), at=now, previous_usd=previous, movers=movers,
         cache_hit_ratio=cache_hit_ratio(conn, config, monday, sunday, [organization]),
         savings=_savings(conn, config, organization, monday, sunday) if rows else (),
-        provisional_until=settles if now < settles else None,
+        provisional_until=None if final else final_at(config, week),
         dashboard_url=base.rstrip("/") + "/Reports" if base else None)
 
 
@@ -180,7 +216,8 @@ def _write(config: Config, organization: str, week: str, now: datetime
         if gap is not None:
             return None, ReportRun(organization, week, gap[0], gap[1])
         rows = weekly_rows(conn, config, monday, sunday, organization)
-        summary = summarise(conn, config, organization, week, rows, path, now)
+        final = settled(conn, config, organization, week)
+        summary = summarise(conn, config, organization, week, rows, path, now, final)
     write_csv(rows, path)
     return summary, ReportRun(organization, week, "written",
                               f"${summary.total_usd:,.2f}, {len(rows):,} rows", path)
@@ -199,48 +236,87 @@ def write_report(config: Config, organization: str, week: str, now: datetime) ->
     channels = config.reports.channels
     with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn, \
             storage.transaction(conn):
+        final = summary.provisional_until is None
         inserted = conn.execute(
             "INSERT INTO report_runs (organization, week, written_at, path, rows, total_usd, "
-            "channels) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING week",
+            "channels, final_at, final_total_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING RETURNING week",
             [organization, week, now, summary.csv_path, summary.rows, summary.total_usd,
-             ",".join(channels)]).fetchall()
+             ",".join(channels), now if final else None,
+             summary.total_usd if final else None]).fetchall()
         if not inserted:  # another process got there first: it sends it
             return ReportRun(organization, week, "already written", "by another process")
         queue_report(conn, summary, channels, now)
     return run
 
 
-def _rewrite_final(config: Config, now: datetime) -> list[ReportRun]:
-    """Write again, once, the reports whose week has settled since they were written."""
-    done: list[ReportRun] = []
+def _rewrite_final(config: Config, organization: str, week: str, path: str,
+                   now: datetime) -> ReportRun | None:
+    """Write the report again, once, when its week has settled since it was written."""
+    monday, sunday = iso_week_range(week)
     with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
-        open_runs = conn.execute("SELECT organization, week, path FROM report_runs "
-                                 "WHERE final_at IS NULL").fetchall()
-    for organization, week, path in open_runs:
-        if now < final_at(config, week) or organization not in {
-                o.name for o in config.organizations}:
-            continue
-        monday, sunday = iso_week_range(week)
-        with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
-            rows = weekly_rows(conn, config, monday, sunday, organization)
-        write_csv(rows, Path(path))
-        total = total_cost(rows)
-        with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn:
-            conn.execute("UPDATE report_runs SET final_at = ?, final_total_usd = ? "
-                         "WHERE organization = ? AND week = ?", [now, total, organization, week])
-        done.append(ReportRun(organization, week, "rewritten final",
-                              f"${total:,.2f}, {len(rows):,} rows", Path(path)))
-    return done
+        if not settled(conn, config, organization, week):
+            return None
+        rows = weekly_rows(conn, config, monday, sunday, organization)
+    write_csv(rows, Path(path))
+    total = total_cost(rows)
+    with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn:
+        conn.execute("UPDATE report_runs SET final_at = ?, final_total_usd = ?, rows = ? "
+                     "WHERE organization = ? AND week = ?",
+                     [now, total, len(rows), organization, week])
+    return ReportRun(organization, week, "rewritten final", f"${total:,.2f}, {len(rows):,} rows",
+                     Path(path))
+
+
+def _guarded(organization: str, week: str, step: Callable[[], ReportRun | None]
+             ) -> ReportRun | None:
+    """Run one organization's step; a failure is its run's outcome, never the others'."""
+    try:
+        return step()
+    except SpendwatchError as exc:
+        return ReportRun(organization, week, "failed", str(exc))
+    except Exception as exc:
+        log.exception("weekly report %s of %s", week, organization)
+        return ReportRun(organization, week, "failed", f"unexpected {type(exc).__name__}")
 
 
 def write_due_reports(config: Config, now: datetime) -> list[ReportRun]:
-    """The worker's weekly step: write (and queue) the due week's report of every
-    organization not written yet, and write settled weeks again. Nothing when disabled."""
+    """The worker's weekly step: write (and queue) each organization's due weeks not written
+    yet (:func:`weeks_due`), and write settled weeks again. Nothing when disabled. One
+    organization failing (its file cannot be written, ...) never stops the others."""
     if not config.reports.enabled:
         return []
-    week = due_week(config, now)
-    runs = [write_report(config, org.name, week, now) for org in config.organizations]
-    return runs + _rewrite_final(config, now)
+    runs: list[ReportRun | None] = []
+    names = [o.name for o in config.organizations]
+    for name in names:
+        with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
+            weeks = weeks_due(conn, config, name, now)
+        for week in weeks:
+            runs.append(_guarded(name, week, lambda: write_report(config, name, week, now)))
+    with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
+        unsettled = conn.execute("SELECT organization, week, path FROM report_runs "
+                                 "WHERE final_at IS NULL ORDER BY week, organization").fetchall()
+    for name, week, path in unsettled:
+        if name in names:
+            runs.append(_guarded(name, week,
+                                 lambda: _rewrite_final(config, name, week, path, now)))
+    return [r for r in runs if r is not None]
+
+
+def check_reports_folder(config: Config) -> None:
+    """Fail at the worker's start, in one line, when the reports folder cannot be written
+    (rather than at every collection). Raises ConfigError."""
+    if not config.reports.enabled:
+        return
+    folder = config.reports_folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".spendwatch-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{config.path}: the reports folder {folder} cannot be written "
+                          f"({exc.strerror or type(exc).__name__}); set [reports] folder to a "
+                          "writable folder, or enabled = false") from None
 
 
 def after_collection(config: Config, now: datetime) -> None:
@@ -253,6 +329,9 @@ def after_collection(config: Config, now: datetime) -> None:
             if run.action in ("written", "rewritten final"):
                 log.warning("weekly report %s of %s %s: %s (%s)", run.week, run.organization,
                             run.action, run.path, run.detail)
+            elif run.action == "failed":
+                log.error("weekly report %s of %s not written: %s", run.week,
+                          run.organization, run.detail)
             elif run.action in ("waiting", "not collected"):
                 log.info("weekly report %s of %s waits: %s", run.week, run.organization,
                          run.detail)

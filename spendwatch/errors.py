@@ -36,3 +36,7 @@ class AuthError(CollectionError):
 
 class MalformedResponse(CollectionError):
     """The API answered with a page that does not have the documented shape."""
+
+
+class ReportError(SpendwatchError):
+    """A weekly report could not be written where it was asked to go."""

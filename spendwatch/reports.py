@@ -22,6 +22,7 @@ remainder method). The written ``cost_usd`` column therefore sums to the week's 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import re
@@ -34,6 +35,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 
 from spendwatch.config import Config
+from spendwatch.errors import ReportError
 from spendwatch.features import api_key_label, workspace_label
 from spendwatch.queries import CACHE_STATUSES, CACHE_STATUS_SQL, LOCAL_DATE_SQL, NameBook, \
     feature_map_sql
@@ -239,15 +241,23 @@ def weekly_csv(conn: duckdb.DuckDBPyConnection, config: Config, week: str,
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path | str) -> Path:
-    """Write ``rows`` to ``path``: UTF-8, a header, RFC 4180 (CRLF), replaced atomically."""
+    """Write ``rows`` to ``path``: UTF-8, a header, RFC 4180 (CRLF), replaced atomically.
+
+    Raises ReportError (one line: the path and the reason) when it cannot be written.
+    """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     text = csv_text(rows)
     temp = target.parent / f".{target.name}.{os.getpid()}.tmp"
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         with open(temp, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
         os.replace(temp, target)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        reason = exc.strerror or type(exc).__name__
+        raise ReportError(f"cannot write the report to {target} ({reason}); choose a "
+                          "writable --out or [reports] folder") from None
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
@@ -255,7 +265,18 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path | str) -> Path:
 
 
 def default_report_path(config: Config, organization: str | None, week: str) -> Path:
-    """``spendwatch-<org or all>-<week>.csv`` in the reports folder (``[reports] folder``,
-    default ``reports`` beside the config file): the file the worker writes, too."""
-    label = re.sub(r"[^A-Za-z0-9._-]+", "_", organization) if organization else "all"
-    return config.reports_folder / f"spendwatch-{label}-{week}.csv"
+    """``spendwatch-<org or all>-<week>.csv`` (see :func:`file_label`) in the reports folder
+    (``[reports] folder``, default ``reports`` beside the config file): the worker's file too."""
+    return config.reports_folder / f"spendwatch-{file_label(organization)}-{week}.csv"
+
+
+def file_label(organization: str | None) -> str:
+    """The organization in a file name: itself when it is plain ASCII letters, digits, ``.``,
+    ``_`` or ``-``; else those characters and a short hash of the whole name, so that two
+    names never share a file (``acme prod`` and ``acme/prod``, or two names in CJK)."""
+    if not organization:
+        return "all"
+    label = re.sub(r"[^A-Za-z0-9._-]+", "_", organization).strip("._") or "org"
+    if label == organization:
+        return label
+    return f"{label}-{hashlib.sha256(organization.encode()).hexdigest()[:8]}"

@@ -623,12 +623,14 @@ def delivery_attempts(conn: duckdb.DuckDBPyConnection, limit: int = 100) -> list
 
 def report_runs(conn: duckdb.DuckDBPyConnection, limit: int = 20) -> list[Row]:
     """The weekly reports the worker wrote, newest week first: ``week``, ``organization``,
-    ``written_at``, ``rows``, ``total_usd``, ``final_at`` (written again once settled),
+    ``written_at``, ``rows`` and ``total_usd`` (of the file as it is now), ``final_at`` (when it
+    was written with settled data),
     ``path`` and ``deliveries`` (``"finance-email: sent, ops-slack: pending"``, None when it
     went to no channel). Empty for a database the worker has not opened since the upgrade."""
     try:
         return _records(conn.execute("""
-            SELECT r.week, r.organization, r.written_at, r.rows, r.total_usd, r.final_at,
+            SELECT r.week, r.organization, r.written_at, r.rows,
+                   coalesce(r.final_total_usd, r.total_usd) AS total_usd, r.final_at,
                    r.path, string_agg(n.channel || ': ' || n.status, ', '
                                       ORDER BY n.channel) AS deliveries
             FROM report_runs r LEFT JOIN alert_notifications n ON n.kind = 'report'

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import shutil
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -122,6 +123,24 @@ def test_the_week_is_due_on_the_configured_local_day_and_time(
     assert due_week(config, after + timedelta(days=6)) == "2026-W47"
 
 
+@pytest.mark.parametrize("at, week", [
+    # Chicago leaves daylight time on Sunday 1 Nov 2026: Monday 07:00 is 13:00 UTC, not 12:00.
+    (datetime(2026, 11, 2, 12, 59, tzinfo=timezone.utc), "2026-W43"),
+    (datetime(2026, 11, 2, 13, 0, tzinfo=timezone.utc), "2026-W44"),
+    # and enters it on Sunday 8 Mar 2026: Monday 07:00 is 12:00 UTC.
+    (datetime(2026, 3, 9, 11, 59, tzinfo=timezone.utc), "2026-W09"),
+    (datetime(2026, 3, 9, 12, 0, tzinfo=timezone.utc), "2026-W10"),
+    # 2026 has an ISO week 53 (Mon 28 Dec 2026 .. Sun 3 Jan 2027).
+    (datetime(2027, 1, 4, 12, 59, tzinfo=timezone.utc), "2026-W52"),
+    (datetime(2027, 1, 4, 13, 0, tzinfo=timezone.utc), "2026-W53"),
+    (datetime(2027, 1, 11, 13, 0, tzinfo=timezone.utc), "2027-W01"),
+])
+def test_due_weeks_across_daylight_saving_and_week_53(isolated: Path, at: datetime,
+                                                      week: str) -> None:
+    config = load_config(write_config(isolated, [{"name": "acme"}]))
+    assert due_week(config, at) == week
+
+
 @pytest.mark.parametrize("section, message", [
     ('weekday = "mon"', "reports.weekday must be a day"),
     ('time = "7am"', "reports.time must be a local time"),
@@ -216,6 +235,8 @@ def test_movers_are_the_biggest_changes_against_last_week(
             conn, config, *W46, ["model"])}
     changes = sorted(((now.get(m, Decimal(0)) - was.get(m, Decimal(0)), m)
                       for m in set(now) | set(was)), key=lambda c: (-abs(c[0]), c[1]))
+    changes = [c for c in changes if c[0].copy_abs() >= Decimal("0.005")]
+    assert len(lines) == min(3, len(changes))
     for line, (change, model) in zip(lines, changes):
         assert line.startswith(f"• {model}: {usd(now.get(model, Decimal(0)))}, ")
         assert f"{'up' if change > 0 else 'down'} {usd(abs(change))}" in line
@@ -286,7 +307,7 @@ def test_a_week_not_collected_to_its_end_waits_and_one_never_collected_is_skippe
         conn.execute("UPDATE sync_state SET covered_from = TIMESTAMPTZ '2026-11-18 00:00Z', "
                      "covered_until = TIMESTAMPTZ '2026-11-24 06:00Z'")
     runs = write_due_reports(config, SIM_NOW)
-    assert runs[0].action == "not collected" and "spendwatch report weekly --week 2026-W47" in \
+    assert runs[0].action == "not collected" and "spendwatch report send --week 2026-W47" in \
         runs[0].detail
     assert not (isolated / "reports").exists() and fake_slack.received == []
 
@@ -298,22 +319,42 @@ def test_a_week_not_collected_to_its_end_waits_and_one_never_collected_is_skippe
     assert (isolated / "reports" / FILE).exists() and len(fake_slack.received) == 1
 
 
-def test_the_file_is_written_again_once_the_week_has_settled(
+def test_the_file_is_written_again_once_the_collectors_read_past_the_settling_moment(
         setup: Callable[..., Config], fake_slack: FakeSlack, isolated: Path) -> None:
     config = setup(Mailbox(), reports='channels = ["ops-slack"]')
     after_collection(config, SIM_NOW)
     path = isolated / "reports" / FILE
     first = path.read_bytes()
     path.write_text("edited by hand\n")
-    settled = datetime(2026, 11, 26, 6, 0, tzinfo=timezone.utc)  # Sunday's end + 72 h
-    assert [r.action for r in write_due_reports(config, settled - timedelta(minutes=1))] == [
+    settles = datetime(2026, 11, 26, 6, 0, tzinfo=timezone.utc)  # Sunday's end + 72 h
+    # The clock has passed it, but the collectors have not read that far (they are down).
+    assert [r.action for r in write_due_reports(config, settles + timedelta(hours=5))] == [
         "already written"]
-    runs = write_due_reports(config, settled)
+    assert path.read_text() == "edited by hand\n"
+    with storage.writer(config.database_path) as conn:
+        conn.execute("UPDATE sync_state SET covered_until = ?", [settles])
+    runs = write_due_reports(config, settles + timedelta(hours=5))
     assert [r.action for r in runs] == ["already written", "rewritten final"]
     assert path.read_bytes() == first  # nothing changed in the warehouse: the same bytes
-    assert [r.action for r in write_due_reports(config, settled + timedelta(hours=1))] == [
+    assert [r.action for r in write_due_reports(config, settles + timedelta(hours=6))] == [
         "already written"]
     assert len(fake_slack.received) == 1  # written again, not sent again
+
+
+def test_a_week_written_after_it_settled_is_final_at_once(
+        setup: Callable[..., Config], fake_slack: FakeSlack) -> None:
+    config = setup(Mailbox(), reports='channels = ["ops-slack"]')
+    settles = datetime(2026, 11, 26, 6, 0, tzinfo=timezone.utc)
+    with storage.writer(config.database_path) as conn:
+        conn.execute("UPDATE sync_state SET covered_until = ?", [settles])
+    after_collection(config, settles)
+    assert "Still settling" not in slack_text(fake_slack.received[0])
+    assert "*Change*" in slack_text(fake_slack.received[0])
+    assert [r.action for r in write_due_reports(config, settles + timedelta(hours=1))] == [
+        "already written"]
+    with storage.reader(config.database_path) as conn:
+        assert conn.execute("SELECT final_at = written_at, final_total_usd = total_usd "
+                            "FROM report_runs").fetchall() == [(True, True)]
 
 
 def test_disabled_reports_are_not_written(setup: Callable[..., Config], isolated: Path,
@@ -395,3 +436,74 @@ def test_report_send_does_the_workers_step_now_and_once(
     assert "acme 2026-W40: not collected (cost is stored from" in early.stdout or \
         "acme 2026-W40: not collected (usage is stored from" in early.stdout
     assert WEBHOOK_PATH not in first.stdout + first.stderr + again.stdout + early.stdout
+
+
+def test_a_report_refused_for_good_fails_alone_and_never_breaks_the_channel(
+        setup: Callable[..., Config], fake_slack: FakeSlack) -> None:
+    """552 (too big) is about the message: the email channel keeps sending alerts."""
+    from alerts.engine import broken_channels, send_test
+    mailbox = Mailbox({"finance@acme.example": ["552 5.3.4 message size exceeds limit"]})
+    config = setup(mailbox, reports='channels = ["finance-email"]')
+    after_collection(config, SIM_NOW)
+    assert mailbox.delivered == []
+    assert outbox(config) == [("report", "finance-email", "failed", 1)]
+    assert broken_channels(config) == {}
+    after_collection(config, SIM_NOW + timedelta(minutes=5))  # failed for good: not again
+    assert outbox(config) == [("report", "finance-email", "failed", 1)]
+    assert send_test(config, "finance-email", SIM_NOW).ok and len(mailbox.delivered) == 1
+
+
+def test_one_organization_failing_never_stops_the_others_nor_the_alerts(
+        setup: Callable[..., Config], fake_slack: FakeSlack, isolated: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    config = setup(Mailbox(), reports='channels = ["ops-slack"]')
+    from dataclasses import replace
+    from spendwatch.config import OrganizationConfig
+    beta = replace(config.organizations[0], name="beta")
+    assert isinstance(beta, OrganizationConfig)
+    config = replace(config, organizations=(config.organizations[0], beta))
+    (isolated / "reports" / FILE).mkdir(parents=True)  # acme's file cannot be written
+    after_collection(config, SIM_NOW)
+    assert f"weekly report 2026-W47 of acme not written: cannot write the report to " \
+           f"{isolated / 'reports' / FILE}" in caplog.text
+    assert fake_slack.received == [] and outbox(config) == []
+    runs = write_due_reports(config, SIM_NOW)
+    assert [(r.organization, r.action) for r in runs] == [("acme", "failed"),
+                                                         ("beta", "waiting")]
+    (isolated / "reports" / FILE).rmdir()
+    after_collection(config, SIM_NOW + timedelta(minutes=5))
+    assert (isolated / "reports" / FILE).is_file() and len(fake_slack.received) == 1
+
+
+def test_weeks_the_worker_missed_are_caught_up_in_order(
+        setup: Callable[..., Config], fake_slack: FakeSlack, isolated: Path) -> None:
+    config = setup(Mailbox(), reports='channels = ["ops-slack"]')
+    with storage.writer(config.database_path) as conn:  # W45 was the last one written
+        conn.execute("INSERT INTO report_runs VALUES ('acme', '2026-W45', ?, 'x', 0, 0, '', "
+                     "?, 0)", [SIM_NOW - timedelta(days=15), SIM_NOW - timedelta(days=15)])
+    after_collection(config, SIM_NOW)
+    headers = [r.json["blocks"][0]["text"]["text"] for r in fake_slack.received]
+    assert headers == [":bar_chart: Weekly spend 2026-W46: acme",
+                       ":bar_chart: Weekly spend 2026-W47: acme"]
+    assert (isolated / "reports" / "spendwatch-acme-2026-W46.csv").exists()
+
+
+def test_file_names_never_share_an_organization() -> None:
+    from spendwatch.reports import file_label
+    names = ["acme", "acme prod", "acme/prod", "研究", "開発", "..", "a_b", "a b"]
+    labels = [file_label(n) for n in names]
+    assert len(set(labels)) == len(labels)
+    assert labels[0] == "acme" and labels[6] == "a_b"
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", label) and not label.startswith(".")
+               for label in labels)
+    assert file_label(None) == "all"
+
+
+def test_the_worker_refuses_to_start_when_the_reports_folder_cannot_be_written(
+        isolated: Path, sim: Simulator) -> None:  # noqa: F811
+    write_config(isolated, [{"name": "acme", "base_url": sim.url}],
+                 extra='[reports]\nfolder = "config.toml/reports"\n')
+    result = spendwatch("run", cwd=isolated)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "the reports folder" in result.stderr
+    assert "cannot be written" in result.stderr and "Traceback" not in result.stderr
