@@ -484,6 +484,42 @@ def alerts_silence(ctx: click.Context, rule: str, scope_key: str | None, duratio
                f"{(now + length).astimezone(config.tz):%Y-%m-%d %H:%M %Z}")
 
 
+@alerts.command("silences")
+@click.pass_context
+def alerts_silences(ctx: click.Context) -> None:
+    """List the silences in force, and those that ended in the last day."""
+    from spendwatch import storage
+    from spendwatch.views import silences
+
+    config = _config(ctx)
+    now = utcnow()
+    with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
+        rows = silences(conn, now)
+    if not rows:
+        click.echo("no silences (add one with `spendwatch alerts silence RULE --for 4h`)")
+    for row in rows:
+        state = "active" if row["active"] else "ended"
+        until = row["expires_at"].astimezone(config.tz)
+        comment = f" - {row['comment']}" if row["comment"] else ""
+        click.echo(f"{row['id']:>4} {state:6} {row['rule']} ({row['scope_key'] or 'every scope'})"
+                   f" until {until:%Y-%m-%d %H:%M %Z}{comment}")
+
+
+@alerts.command("unsilence")
+@click.argument("silence_id", type=int)
+@click.pass_context
+def alerts_unsilence(ctx: click.Context, silence_id: int) -> None:
+    """End silence SILENCE_ID now (its number in `alerts silences`)."""
+    from alerts.engine import expire_silence
+
+    config = _config(ctx)
+    if not expire_silence(config, silence_id, utcnow()):
+        click.echo(f"error: no silence {silence_id} in force; `spendwatch alerts silences` "
+                   "lists them", err=True)
+        sys.exit(1)
+    click.echo(f"silence {silence_id} ended")
+
+
 # --- demo ------------------------------------------------------------------------------------
 
 @main.command()

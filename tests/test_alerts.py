@@ -352,6 +352,15 @@ def test_alerts_cli_check_silence_and_errors(warehouse, tmp_path: Path) -> None:
 
     out = cli("alerts", "silence", "daily", "--for", "4h", "--comment", "deploy")
     assert out.returncode == 0 and out.stdout.startswith("silence 1: daily (every scope) until")
+    out = cli("alerts", "silences")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("   1 active daily (every scope) until ")
+    assert out.stdout.rstrip().endswith(" - deploy")
+    out = cli("alerts", "unsilence", "1")
+    assert out.returncode == 0 and out.stdout == "silence 1 ended\n"
+    assert cli("alerts", "silences").stdout.startswith("   1 ended  daily (every scope)")
+    out = cli("alerts", "unsilence", "1")
+    assert out.returncode == 1 and "no silence 1 in force" in out.stderr
     out = cli("alerts", "silence", "nightly", "--for", "4h")
     assert out.returncode == 2 and "no alert rule named 'nightly'" in out.stderr
     out = cli("alerts", "silence", "daily", "--for", "soon")
