@@ -19,16 +19,20 @@ from dataclasses import replace
 
 import hashlib
 import html
+import io
 import logging
 import smtplib
 import ssl
 import time
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
 
+from alerts import report_text
 from alerts.model import DeliveryResult, Message, Notification, WeeklyReport
+from alerts.report_text import ZIP_ABOVE_BYTES  # a bigger CSV goes zipped
 from alerts.slack import format_value, headline, notification_facts
 
 log = logging.getLogger(__name__)
@@ -67,8 +71,6 @@ def report_message(report: WeeklyReport, sender: str,
     """The weekly report's message: the summary as text and HTML, the CSV attached
     (``report.csv_bytes``, UTF-8 ``text/csv``). The Message-ID is the organization's and the
     week's, so a retry or a resend shows as the same message."""
-    from alerts import report_text
-
     if report.csv_bytes is None:
         raise ValueError("the report's CSV was not loaded")
     message = EmailMessage()
@@ -84,14 +86,27 @@ def report_message(report: WeeklyReport, sender: str,
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(report_text.plain_text(report, attached=True))
     message.add_alternative(_report_html(report), subtype="html")
-    message.add_attachment(report.csv_bytes, maintype="text", subtype="csv",
-                           filename=report.csv_name, params={"charset": "utf-8"})
+    if len(report.csv_bytes) > ZIP_ABOVE_BYTES:
+        message.add_attachment(zipped(report.csv_name, report.csv_bytes),
+                               maintype="application", subtype="zip",
+                               filename=f"{report.csv_name}.zip")
+    else:
+        message.add_attachment(report.csv_bytes, maintype="text", subtype="csv",
+                               filename=report.csv_name, params={"charset": "utf-8"})
     return message
 
 
-def _report_html(report: WeeklyReport) -> str:
-    from alerts import report_text
+def zipped(name: str, data: bytes) -> bytes:
+    """``data`` as the one file ``name`` of a zip archive (a CSV shrinks about tenfold)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # same bytes each time
+        info.compress_type = zipfile.ZIP_DEFLATED
+        archive.writestr(info, data)
+    return buffer.getvalue()
 
+
+def _report_html(report: WeeklyReport) -> str:
     e = html.escape
     if report.empty:
         return f"<!DOCTYPE html><html><body><p>{e(report_text.empty_line(report))}</p>" \
@@ -142,10 +157,19 @@ def _message_id(n: Notification, sender: str) -> str:
 class _Failure(Exception):
     """One attempt failed; ``answer`` is safe to show."""
 
-    def __init__(self, answer: str, permanent: bool) -> None:
+    def __init__(self, answer: str, permanent: bool, about_message: bool = False) -> None:
         super().__init__(answer)
         self.answer = answer
         self.permanent = permanent
+        self.about_message = about_message
+
+
+def about_message(code: int, text: bytes | str) -> bool:
+    """Whether a 5xx reply refuses this message (too big, its content) rather than the
+    channel: 552, or the enhanced codes 5.3.4 (too big) and 5.6.x (content) of RFC 3463."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return code == 552 or text.strip().startswith(("5.3.4", "5.6."))
 
 
 class EmailChannel:
@@ -225,7 +249,10 @@ class EmailChannel:
             except _Failure as failure:
                 if failure.permanent or attempt == self.max_attempts:
                     result = self._failed(failure.answer, failure.permanent, attempt, rejected)
-                    return replace(result, attempts=(*answers, result.answer))
+                    about = failure.about_message and all(
+                        about_message(*reply) for reply in rejected.values())
+                    return replace(result, attempts=(*answers, result.answer),
+                                   about_message=about and result.permanent)
                 answer = failure.answer
             else:
                 rejected |= {a: reply for a, reply in refused.items() if reply[0] >= 500}
@@ -256,7 +283,9 @@ class EmailChannel:
             # refused addresses are in the answer (and the log) for someone to fix.
             log.warning("email channel %s: %s", self.name, self._redact(answer))
             return DeliveryResult(ok=True, answer=self._redact(answer))
-        return DeliveryResult(ok=False, answer=self._redact(answer), permanent=bool(rejected))
+        return DeliveryResult(ok=False, answer=self._redact(answer), permanent=bool(rejected),
+                              about_message=bool(rejected) and all(
+                                  about_message(*reply) for reply in rejected.values()))
 
     def _failed(self, answer: str, permanent: bool, attempt: int,
                 rejected: Refusals) -> DeliveryResult:
@@ -295,7 +324,9 @@ class EmailChannel:
                                False) from None
             raise _Failure(f"{where} closed the connection", False) from None
         except smtplib.SMTPResponseException as exc:
-            raise _Failure(_reply(exc.smtp_code, exc.smtp_error), exc.smtp_code >= 500) from None
+            raise _Failure(_reply(exc.smtp_code, exc.smtp_error), exc.smtp_code >= 500,
+                           exc.smtp_code >= 500 and about_message(exc.smtp_code, exc.smtp_error)
+                           ) from None
         except smtplib.SMTPException as exc:
             raise _Failure(f"SMTP error with {where} ({type(exc).__name__})", False) from None
         except OSError as exc:

@@ -373,9 +373,8 @@ def deliver_pending(config: Config, now: datetime, report: CheckReport,
     is not tried again for the rest of this check, so it cannot hold up the others for long;
     its notifications wait for the next check, up to MAX_CHECKS_PER_NOTIFICATION checks.
 
-    A weekly report's permanent failure fails that report only: a refusal can be about the
-    message (552 too big, 554 an attachment filter), so it never marks the channel broken
-    for the alerts; a broken channel shows in the alerts' own deliveries.
+    A weekly report refused for what it is (``about_message``: too big, its content) fails
+    that report only and never marks the channel broken for the alerts.
     """
     claimed = sorted(_claim(config, now, kind))
     broken = broken_channels(config)
@@ -409,9 +408,14 @@ def deliver_pending(config: Config, now: datetime, report: CheckReport,
             elif isinstance(message, DeliveryResult):  # the report's file, not the channel
                 result, answered = message, False
             else:
-                result = channel.deliver(message)
-                if sort == REPORT_KIND and not result.ok:
-                    answered = False  # see above: a report never breaks a channel
+                try:
+                    result = channel.deliver(message)
+                except Exception as exc:  # a channel's bug must not hold up the others
+                    log.exception("channel %r raised while delivering", name)
+                    result = DeliveryResult(False, f"unexpected {type(exc).__name__} in the "
+                                            "channel", permanent=False)
+                if sort == REPORT_KIND and result.about_message:
+                    answered = False  # see above: about the report, not the channel
                 if not result.ok and not result.permanent:
                     channels[name] = DeliveryResult(
                         False, f"not tried: channel {name} failed earlier in this check "

@@ -83,6 +83,9 @@ class DeliveryResult:
     permanent: bool = False
     retry_after: float | None = None
     attempts: tuple[str, ...] = ()   # the answer of every attempt, in order (the last = answer)
+    # The refusal is about this message (too big, its content), not the channel: another
+    # message may well go through (SMTP 552, 5.3.4, 5.6.x; Slack 400, 413).
+    about_message: bool = False
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,10 @@ from alerts.model import Mover, WeeklyReport
 from alerts.slack import format_time, format_value
 
 
+# alerts.email zips a CSV above this: mail servers commonly refuse 10 to 25 MB.
+ZIP_ABOVE_BYTES = 5_000_000
+
+
 def usd(value: Decimal) -> str:
     return format_value(value, "usd")
 
@@ -74,7 +78,9 @@ def sections(report: WeeklyReport, attached: bool) -> list[tuple[str, list[str]]
             f"Cost of the week's last days may still change until "
             f"{format_time(report.provisional_until.astimezone(ZoneInfo(report.timezone)))}; "
             "the CSV file is written again then."]))
-    where = "attached" if attached else f"on the spendwatch server: {report.csv_path}"
+    big = report.csv_bytes is not None and len(report.csv_bytes) > ZIP_ABOVE_BYTES
+    where = (("attached, zipped" if big else "attached") if attached
+             else f"on the spendwatch server: {report.csv_path}")
     out.append(("CSV", [f"{report.csv_name} ({report.rows:,} rows), {where}"]))
     return out
 

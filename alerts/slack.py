@@ -269,8 +269,10 @@ class SlackChannel:
             # Something answered 200 that is not Slack's "ok": the message may have been
             # taken, so posting again could duplicate it. Report it, don't retry.
             return _failure(f"{answer} (not Slack's \"ok\")"), None
-        if response.status_code in PERMANENT_STATUSES:
-            return _failure(answer, permanent=True), None
+        if response.status_code in PERMANENT_STATUSES or response.status_code == 413:
+            # 400 (invalid_payload, invalid_blocks) and 413 refuse this message, not the hook.
+            return replace(_failure(answer, permanent=True),
+                           about_message=response.status_code in (400, 413)), None
         if response.status_code == 429:
             retry_after = _seconds(response.headers.get("retry-after"))
             wait = backoff if retry_after is None else min(self.max_wait, retry_after)

@@ -132,8 +132,7 @@ def run(ctx: click.Context) -> None:
     from spendwatch.digest import after_collection, check_reports_folder
     from collectors.scheduler import run_worker
 
-    config = _config(ctx)
-    check_reports_folder(config)
+    config = check_reports_folder(_config(ctx))
     run_worker(config, after=after_collection)
 
 
@@ -335,12 +334,12 @@ def report_weekly(ctx: click.Context, week: str | None, org: str | None,
 
     from spendwatch import storage
     from spendwatch.reports import (default_report_path, iso_week_range, last_complete_week,
-                                    total_cost, weekly_rows, write_csv)
+                                    total_cost, week_name, weekly_rows, write_csv)
 
     config = _config(ctx)
-    week = week or last_complete_week(utcnow(), config.tz)
     try:
-        monday, sunday = iso_week_range(week)
+        monday, sunday = iso_week_range(week or last_complete_week(utcnow(), config.tz))
+        week = week_name(monday)
     except ValueError as exc:
         click.echo(f"error: --week: {exc}", err=True)
         sys.exit(2)
@@ -359,27 +358,30 @@ def report_weekly(ctx: click.Context, week: str | None, org: str | None,
               help="ISO week (default: the week whose report is due now, as the worker "
                    "would pick it).")
 @click.option("--org", "org", metavar="NAME", help="Only this organization (default: all).")
+@click.option("--again", is_flag=True,
+              help="Write and send a week that was sent before once more (from the data as it "
+                   "is now).")
 @click.pass_context
-def report_send(ctx: click.Context, week: str | None, org: str | None) -> None:
+def report_send(ctx: click.Context, week: str | None, org: str | None, again: bool) -> None:
     """Do the worker's weekly step now: write the week's report of each organization into
     the reports folder and send it to [reports] channels, once (a week already sent is not
-    sent again). Exits 1 when a report could not be written or a delivery failed for good."""
+    sent again without --again). Pending alerts are left to `alerts check`. Exits 1 when a
+    report could not be written or its delivery failed for good."""
     from alerts.engine import CheckReport, deliver_pending
     from spendwatch.digest import _guarded, due_week, write_report
-    from spendwatch.reports import iso_week_range
+    from spendwatch.reports import iso_week_range, week_name
 
     config = _config(ctx)
     now = utcnow()
-    week = week or due_week(config, now)
     try:
-        iso_week_range(week)
+        week = week_name(iso_week_range(week or due_week(config, now))[0])
     except ValueError as exc:
         click.echo(f"error: --week: {exc}", err=True)
         sys.exit(2)
     orgs = [config.organization(org).name] if org else [o.name for o in config.organizations]
     failed = False
     for name in orgs:
-        run = _guarded(name, week, lambda: write_report(config, name, week, now))
+        run = _guarded(name, week, lambda: write_report(config, name, week, now, again))
         assert run is not None
         where = f" {run.path}" if run.path else ""
         click.echo(f"{name} {week}: {run.action}{where} ({run.detail})")
@@ -389,7 +391,7 @@ def report_send(ctx: click.Context, week: str | None, org: str | None) -> None:
     for channel, title, result in sent.deliveries:
         click.echo(f"{'sent' if result.ok else 'NOT SENT'} to {channel}: {title} "
                    f"({result.answer})")
-    if failed or sent.failed:
+    if failed or any(not result.ok and result.permanent for _, _, result in sent.deliveries):
         sys.exit(1)
 
 

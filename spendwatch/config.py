@@ -161,6 +161,7 @@ class ReportsConfig:
     time: dt_time = dt_time(7, 0)
     folder: str = "reports"
     channels: tuple[str, ...] = ()
+    configured: bool = False     # the file has a [reports] table (else these are defaults)
 
 
 @dataclass(frozen=True)
@@ -520,7 +521,7 @@ def _alerts(path: Path, raw: Any) -> AlertsConfig:
     return AlertsConfig(values.get("dashboard_url"), tuple(channels), tuple(rules))
 
 
-def _reports(path: Path, raw: Any, alerts: AlertsConfig) -> ReportsConfig:
+def _reports(path: Path, raw: Any, alerts: AlertsConfig, present: bool) -> ReportsConfig:
     values = _section(path, raw, "reports", _REPORTS_SCHEMA)
     weekday = values.get("weekday", "monday").strip().lower()
     if weekday not in WEEKDAYS:
@@ -541,7 +542,8 @@ def _reports(path: Path, raw: Any, alerts: AlertsConfig) -> ReportsConfig:
         raise ConfigError(f"{path}: reports.folder is empty; name a folder such as \"reports\"")
     return ReportsConfig(enabled=values.get("enabled", True), weekday=weekday,
                          time=dt_time(int(match[1]), int(match[2])),
-                         folder=values.get("folder", "reports"), channels=tuple(channels))
+                         folder=values.get("folder", "reports"), channels=tuple(channels),
+                         configured=present)
 
 
 def resolve_channel_secret(config: Config, channel: ChannelConfig,
@@ -597,7 +599,7 @@ def parse_config(path: Path, data: dict[str, Any]) -> Config:
         alerts=alerts,
         dashboard=DashboardConfig(**_section(path, top.get("dashboard", {}), "dashboard",
                                              {"host": str, "port": int})),
-        reports=_reports(path, top.get("reports", {}), alerts),
+        reports=_reports(path, top.get("reports", {}), alerts, "reports" in top),
     )
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -32,7 +32,7 @@ import duckdb
 from alerts.model import Mover, WeeklyReport
 from spendwatch import storage
 from spendwatch.config import WEEKDAYS, Config
-from spendwatch.errors import ConfigError, SpendwatchError
+from spendwatch.errors import ConfigError, ReportError, SpendwatchError
 from spendwatch.reports import (default_report_path, iso_week_range, total_cost, week_name,
                                 weekly_rows, write_csv)
 from spendwatch.timeutil import local_range, local_today
@@ -40,6 +40,7 @@ from spendwatch.timeutil import local_range, local_today
 log = logging.getLogger(__name__)
 MOVERS = 3  # per dimension
 CATCH_UP_WEEKS = 4
+LATE = timedelta(days=1)  # a week still unwritten this long after it fell due is a warning
 
 
 @dataclass(frozen=True)
@@ -93,20 +94,22 @@ def settled(conn: duckdb.DuckDBPyConnection, config: Config, organization: str,
 def weeks_due(conn: duckdb.DuckDBPyConnection, config: Config, organization: str,
               now: datetime) -> list[str]:
     """The weeks to write for ``organization`` at ``now``, oldest first: the due week, and
-    when the worker missed some (it was down, or the collectors were behind) the weeks since
-    the last one written, at most CATCH_UP_WEEKS in all. A first install starts with the due
-    week only."""
+    every week of the CATCH_UP_WEEKS before it not written yet that fell due since the first
+    report was written (the worker was down, the collectors were behind, a write failed).
+    A first install starts with the due week only; a week older than that window is left to
+    ``spendwatch report send --week``."""
     latest = due_week(config, now)
-    row = conn.execute("SELECT max(week) FROM report_runs WHERE organization = ?",
+    row = conn.execute("SELECT min(written_at) FROM report_runs WHERE organization = ?",
                        [organization]).fetchone()
-    last = row[0] if row else None
-    if last is None or last >= latest:
-        return [latest]
-    weeks: list[str] = []
+    first = row[0] if row else None
+    written = {w for (w,) in conn.execute("SELECT week FROM report_runs WHERE organization = ?",
+                                          [organization]).fetchall()}
     monday = iso_week_range(latest)[0]
-    while len(weeks) < CATCH_UP_WEEKS and week_name(monday) > last:
-        weeks.append(week_name(monday))
-        monday -= timedelta(days=7)
+    weeks = [latest]
+    for back in range(1, CATCH_UP_WEEKS):
+        week = week_name(monday - timedelta(days=7 * back))
+        if first is not None and due_at(config, week) > first and week not in written:
+            weeks.append(week)
     return weeks[::-1]
 
 
@@ -223,27 +226,32 @@ def _write(config: Config, organization: str, week: str, now: datetime
                               f"${summary.total_usd:,.2f}, {len(rows):,} rows", path)
 
 
-def write_report(config: Config, organization: str, week: str, now: datetime) -> ReportRun:
+def write_report(config: Config, organization: str, week: str, now: datetime,
+                 again: bool = False) -> ReportRun:
     """Write ``week``'s report of ``organization`` and queue its delivery, unless it was
-    written before (then nothing happens: it is sent once)."""
+    written before (then nothing happens: it is sent once). ``again`` (a person asking, with
+    ``report send --again``) writes it from the data as it is now and sends it once more."""
     from alerts.engine import queue_report
 
-    if _already(config, organization, week):
+    week = week_name(iso_week_range(week)[0])  # one spelling per week: the record's key
+    if _already(config, organization, week) and not again:
         return ReportRun(organization, week, "already written", "sent once; not again")
     summary, run = _write(config, organization, week, now)
     if summary is None:
         return run
     channels = config.reports.channels
+    final = summary.provisional_until is None
+    values = [organization, week, now, summary.csv_path, summary.rows, summary.total_usd,
+              ",".join(channels), now if final else None, summary.total_usd if final else None]
     with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn, \
             storage.transaction(conn):
-        final = summary.provisional_until is None
+        if again:
+            conn.execute("DELETE FROM report_runs WHERE organization = ? AND week = ?",
+                         [organization, week])
         inserted = conn.execute(
             "INSERT INTO report_runs (organization, week, written_at, path, rows, total_usd, "
             "channels, final_at, final_total_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT DO NOTHING RETURNING week",
-            [organization, week, now, summary.csv_path, summary.rows, summary.total_usd,
-             ",".join(channels), now if final else None,
-             summary.total_usd if final else None]).fetchall()
+            "ON CONFLICT DO NOTHING RETURNING week", values).fetchall()
         if not inserted:  # another process got there first: it sends it
             return ReportRun(organization, week, "already written", "by another process")
         queue_report(conn, summary, channels, now)
@@ -252,20 +260,38 @@ def write_report(config: Config, organization: str, week: str, now: datetime) ->
 
 def _rewrite_final(config: Config, organization: str, week: str, path: str,
                    now: datetime) -> ReportRun | None:
-    """Write the report again, once, when its week has settled since it was written."""
+    """Write the report again, once, when its week has settled since it was written: to its
+    file, or to the reports folder's file when that one cannot be written any more. When
+    neither can, it is marked final anyway (the error is the run's), not tried for ever."""
     monday, sunday = iso_week_range(week)
     with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
         if not settled(conn, config, organization, week):
             return None
         rows = weekly_rows(conn, config, monday, sunday, organization)
-    write_csv(rows, Path(path))
     total = total_cost(rows)
+    target, error = Path(path), None
+    try:
+        write_csv(rows, target)
+    except ReportError as exc:
+        error = str(exc)
+        fallback = default_report_path(config, organization, week)
+        if fallback != target:
+            try:
+                target, error = write_csv(rows, fallback), None
+            except ReportError:
+                pass
     with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn:
-        conn.execute("UPDATE report_runs SET final_at = ?, final_total_usd = ?, rows = ? "
-                     "WHERE organization = ? AND week = ?",
-                     [now, total, len(rows), organization, week])
+        if error is None:
+            conn.execute("UPDATE report_runs SET final_at = ?, final_total_usd = ?, rows = ?, "
+                         "path = ? WHERE organization = ? AND week = ?",
+                         [now, total, len(rows), str(target), organization, week])
+        else:
+            conn.execute("UPDATE report_runs SET final_at = ? WHERE organization = ? AND "
+                         "week = ?", [now, organization, week])
+    if error is not None:
+        return ReportRun(organization, week, "failed", f"the settled week: {error}")
     return ReportRun(organization, week, "rewritten final", f"${total:,.2f}, {len(rows):,} rows",
-                     Path(path))
+                     target)
 
 
 def _guarded(organization: str, week: str, step: Callable[[], ReportRun | None]
@@ -303,20 +329,51 @@ def write_due_reports(config: Config, now: datetime) -> list[ReportRun]:
     return [r for r in runs if r is not None]
 
 
-def check_reports_folder(config: Config) -> None:
-    """Fail at the worker's start, in one line, when the reports folder cannot be written
-    (rather than at every collection). Raises ConfigError."""
+def check_reports_folder(config: Config) -> Config:
+    """At the worker's start: the config, with reports turned off (and one warning) when the
+    reports folder cannot be written and the file has no [reports] table (nobody asked for
+    them: the alerts must not stop for it). Raises ConfigError, one line, when it has one."""
     if not config.reports.enabled:
-        return
+        return config
     folder = config.reports_folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".spendwatch-check-"):
             pass
     except OSError as exc:
-        raise ConfigError(f"{config.path}: the reports folder {folder} cannot be written "
-                          f"({exc.strerror or type(exc).__name__}); set [reports] folder to a "
-                          "writable folder, or enabled = false") from None
+        problem = (f"the reports folder {folder} cannot be written "
+                   f"({exc.strerror or type(exc).__name__})")
+        if config.reports.configured:
+            raise ConfigError(f"{config.path}: {problem}; set [reports] folder to a writable "
+                              "folder, or enabled = false") from None
+        log.warning("%s: weekly reports are off; add a [reports] table with a writable "
+                    "folder to have them", problem)
+        return replace(config, reports=replace(config.reports, enabled=False))
+    return config
+
+
+_warned: set[tuple[str, str, str]] = set()  # (organization, week, action), once per process
+
+
+def _log(run: ReportRun, config: Config, now: datetime) -> None:
+    """Log a run's outcome: what was written, what failed; a week that stays unwritten is
+    said once as a warning (when it is late or cannot come), else at INFO."""
+    if run.action in ("written", "rewritten final"):
+        log.warning("weekly report %s of %s %s: %s (%s)", run.week, run.organization,
+                    run.action, run.path, run.detail)
+    elif run.action == "failed":
+        log.error("weekly report %s of %s not written: %s", run.week, run.organization,
+                  run.detail)
+    elif run.action in ("waiting", "not collected"):
+        late = run.action == "not collected" or now - due_at(config, run.week) > LATE
+        key = (run.organization, run.week, run.action)
+        if late and key not in _warned:
+            _warned.add(key)
+            log.warning("weekly report %s of %s not written yet: %s", run.week,
+                        run.organization, run.detail)
+        else:
+            log.info("weekly report %s of %s waits: %s", run.week, run.organization,
+                     run.detail)
 
 
 def after_collection(config: Config, now: datetime) -> None:
@@ -326,15 +383,7 @@ def after_collection(config: Config, now: datetime) -> None:
 
     try:
         for run in write_due_reports(config, now):
-            if run.action in ("written", "rewritten final"):
-                log.warning("weekly report %s of %s %s: %s (%s)", run.week, run.organization,
-                            run.action, run.path, run.detail)
-            elif run.action == "failed":
-                log.error("weekly report %s of %s not written: %s", run.week,
-                          run.organization, run.detail)
-            elif run.action in ("waiting", "not collected"):
-                log.info("weekly report %s of %s waits: %s", run.week, run.organization,
-                         run.detail)
+            _log(run, config, now)
     except Exception:
         log.exception("writing the weekly reports failed")
     check_after_collection(config, now)
