@@ -403,7 +403,7 @@ def test_the_running_worker_writes_and_sends_the_due_report(
     worker = subprocess.Popen([sys.executable, "-m", "spendwatch", "--config", str(path), "run"],
                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
-    week = last_complete_week(utcnow(), ZoneInfo("America/Chicago"))
+    week = last_complete_week(today, ZoneInfo("America/Chicago"))  # the same instant
     try:
         wait_for(lambda: len(fake_slack.received) == 1, seconds=240)
     finally:
@@ -507,3 +507,164 @@ def test_the_worker_refuses_to_start_when_the_reports_folder_cannot_be_written(
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "the reports folder" in result.stderr
     assert "cannot be written" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_slack_needs_no_file_and_email_waits_for_a_readable_one(
+        setup: Callable[..., Config], fake_slack: FakeSlack, isolated: Path) -> None:
+    from alerts.engine import CheckReport, deliver_pending
+    mailbox = Mailbox()
+    config = setup(mailbox)
+    (run,) = write_due_reports(config, SIM_NOW)
+    assert run.action == "written" and run.path is not None
+    written = run.path.read_bytes()
+    run.path.unlink()
+    run.path.mkdir()  # the file cannot be read: a directory stands in its place
+    deliver_pending(config, SIM_NOW, CheckReport())
+    assert len(fake_slack.received) == 1 and mailbox.delivered == []
+    assert outbox(config) == [("report", "finance-email", "pending", 1),
+                              ("report", "ops-slack", "sent", 1)]
+    with storage.reader(config.database_path) as conn:
+        (answer,) = conn.execute("SELECT last_answer FROM alert_notifications "
+                                 "WHERE channel = 'finance-email'").fetchone()
+    assert answer.startswith(f"not sent: the report file {run.path} cannot be read")
+    run.path.rmdir()  # gone: written again from the warehouse before sending
+    later = SIM_NOW + timedelta(minutes=5)
+    deliver_pending(config, later, CheckReport())
+    message = mailbox.delivered[0].message
+    assert attachment(message)[1] == written
+    assert message["Date"] == "Tue, 24 Nov 2026 12:05:00 +0000"  # when it went out
+
+
+def test_report_send_leaves_pending_alerts_to_alerts_check(
+        setup: Callable[..., Config], fake_slack: FakeSlack, isolated: Path) -> None:
+    from alerts.engine import CheckReport, evaluate_and_record
+    rule = ('[[alerts.rules]]\nname = "daily"\nkind = "daily_spend"\nchannels = ["ops-slack"]\n'
+            'threshold_usd = "0.01"\n')
+    config = setup(Mailbox(), reports='channels = ["ops-slack"]', extra=rule)
+    evaluate_and_record(config, SIM_NOW, CheckReport())  # the alert waits in the outbox
+    assert outbox(config) == [("firing", "ops-slack", "pending", 0)]
+    result = spendwatch("--config", str(config.path), "report", "send", "--week", "2026-W47",
+                        cwd=isolated)
+    assert result.returncode == 0, result.stderr
+    assert [r.json["blocks"][0]["text"]["text"] for r in fake_slack.received] == [
+        ":bar_chart: Weekly spend 2026-W47: acme"]
+    assert sorted(outbox(config)) == [("firing", "ops-slack", "pending", 0),
+                                      ("report", "ops-slack", "sent", 1)]
+
+
+def test_report_send_exits_1_when_a_report_cannot_be_written_and_again_resends(
+        setup: Callable[..., Config], fake_slack: FakeSlack, isolated: Path) -> None:
+    setup(Mailbox(), reports='channels = ["ops-slack"]')
+    (isolated / "reports" / FILE).mkdir(parents=True)
+    failed = spendwatch("report", "send", "--week", "2026-W47", cwd=isolated)
+    assert failed.returncode == 1
+    assert failed.stdout.startswith("acme 2026-W47: failed (cannot write the report to ")
+    (isolated / "reports" / FILE).rmdir()
+    assert spendwatch("report", "send", "--week", "2026-W47", cwd=isolated).returncode == 0
+    same = spendwatch("report", "send", "--week", " 2026-w47 ".upper(), cwd=isolated)
+    assert same.stdout.startswith("acme 2026-W47: already written")
+    again = spendwatch("report", "send", "--week", "2026-W47", "--again", cwd=isolated)
+    assert again.returncode == 0 and again.stdout.startswith("acme 2026-W47: written")
+    assert len(fake_slack.received) == 2
+    with storage.reader(isolated / "data" / "spendwatch.duckdb") as conn:
+        assert conn.execute("SELECT week FROM report_runs").fetchall() == [("2026-W47",)]
+
+
+def test_a_report_is_final_at_once_when_first_written_after_the_week_settled(
+        setup: Callable[..., Config]) -> None:
+    from spendwatch.digest import write_report
+    config = setup(Mailbox(), reports="channels = []")
+    settles = datetime(2026, 11, 26, 6, 0, tzinfo=timezone.utc)
+    with storage.writer(config.database_path) as conn:
+        conn.execute("UPDATE sync_state SET covered_until = ? WHERE stream = 'usage'",
+                     [settles])
+    assert write_report(config, "acme", "2026-W47", settles).action == "written"
+    with storage.writer(config.database_path) as conn:  # one stream is not enough
+        assert conn.execute("SELECT final_at FROM report_runs").fetchall() == [(None,)]
+        conn.execute("UPDATE sync_state SET covered_until = ?", [settles])
+    assert write_report(config, "acme", "2026-W47", settles, again=True).action == "written"
+    with storage.reader(config.database_path) as conn:
+        assert conn.execute("SELECT week, final_at, final_total_usd = total_usd "
+                            "FROM report_runs").fetchall() == [("2026-W47", settles, True)]
+
+
+def test_the_settled_rewrite_shows_the_final_figures(setup: Callable[..., Config],
+                                                     isolated: Path) -> None:
+    from spendwatch.views import report_runs
+    config = setup(Mailbox(), reports="channels = []")
+    after_collection(config, SIM_NOW)
+    settles = datetime(2026, 11, 26, 6, 0, tzinfo=timezone.utc)
+    with storage.writer(config.database_path) as conn:
+        (sent_total,) = conn.execute("SELECT total_usd FROM report_runs").fetchone()
+        # A late revision: Sunday's last billed hours go away, then both streams settle.
+        conn.execute("DELETE FROM cost_buckets WHERE bucket_start >= "
+                     "TIMESTAMPTZ '2026-11-23 00:00Z' AND bucket_start < "
+                     "TIMESTAMPTZ '2026-11-23 06:00Z'")
+        conn.execute("UPDATE sync_state SET covered_until = ? WHERE stream = 'cost'",
+                     [settles])
+    assert [r.action for r in write_due_reports(config, settles)] == ["already written"]
+    with storage.writer(config.database_path) as conn:
+        conn.execute("UPDATE sync_state SET covered_until = ?", [settles])
+    runs = write_due_reports(config, settles)
+    assert [r.action for r in runs] == ["already written", "rewritten final"]
+    rows = read_rows(isolated / "reports" / FILE)
+    with storage.reader(config.database_path) as conn:
+        (shown,) = report_runs(conn)
+        total = total_spend(conn, config, *W47, ["acme"])
+    assert total < sent_total
+    assert (shown["total_usd"], shown["rows"]) == (total, len(rows))
+    assert sum(Decimal(r["cost_usd"]) for r in rows).quantize(CENT) == total.quantize(CENT)
+
+
+def test_catching_up_stops_four_weeks_back(setup: Callable[..., Config]) -> None:
+    from spendwatch.digest import weeks_due
+    config = setup(Mailbox(), reports="channels = []")
+    long_ago = datetime(2026, 9, 1, tzinfo=timezone.utc)
+    with storage.writer(config.database_path) as conn:
+        conn.execute("INSERT INTO report_runs VALUES ('acme', '2026-W40', ?, 'x', 0, 0, '', "
+                     "?, 0)", [long_ago, long_ago])
+        assert weeks_due(conn, config, "acme", SIM_NOW) == [
+            "2026-W44", "2026-W45", "2026-W46", "2026-W47"]
+        assert weeks_due(conn, config, "beta", SIM_NOW) == ["2026-W47"]  # a first install
+
+
+def test_a_report_slack_hook_that_is_gone_marks_the_channel_broken(
+        setup: Callable[..., Config], fake_slack: FakeSlack) -> None:
+    from alerts.engine import broken_channels
+    from fake_slack import Answer
+    fake_slack.script(Answer(404, "no_service"))
+    config = setup(Mailbox(), reports='channels = ["ops-slack"]')
+    after_collection(config, SIM_NOW)
+    assert broken_channels(config) == {"ops-slack": "HTTP 404 no_service"}
+
+
+def test_a_big_csv_goes_zipped() -> None:
+    import zipfile
+    from alerts.email import report_message
+    from alerts.model import WeeklyReport
+    data = b"date,cost_usd\r\n" + b"2026-11-16,1.000000\r\n" * 300_000  # 6.3 MB
+    report = WeeklyReport(organization="acme", week="2026-W47", since=W47[0], until=W47[1],
+                          timezone="UTC", total_usd=Decimal(300000), rows=300_000,
+                          csv_name=FILE, csv_path=f"/srv/{FILE}", at=SIM_NOW, csv_bytes=data)
+    message = report_message(report, "spendwatch@acme.example", ["finance@acme.example"])
+    name, payload = attachment(message)
+    assert name == f"{FILE}.zip" and len(payload) < len(data) / 10
+    with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+        assert archive.namelist() == [FILE] and archive.read(FILE) == data
+    body = message.get_body(("plain",))
+    assert body is not None and "(300,000 rows), attached, zipped" in body.get_content()
+
+
+def test_without_a_reports_table_an_unwritable_folder_turns_reports_off(
+        isolated: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from spendwatch.digest import check_reports_folder
+    (isolated / "reports").write_text("a file where the folder would be")
+    config = load_config(write_config(isolated, [{"name": "acme"}]))
+    assert config.reports.enabled and not config.reports.configured
+    checked = check_reports_folder(config)
+    assert not checked.reports.enabled
+    assert "weekly reports are off" in caplog.text and "cannot be written" in caplog.text
+    configured = load_config(write_config(isolated, [{"name": "acme"}],
+                                          extra='[reports]\nweekday = "friday"\n'))
+    with pytest.raises(ConfigError, match="the reports folder .* cannot be written"):
+        check_reports_folder(configured)
