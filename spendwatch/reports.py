@@ -271,12 +271,13 @@ def default_report_path(config: Config, organization: str | None, week: str) -> 
 
 
 def file_label(organization: str | None) -> str:
-    """The organization in a file name: itself when it is plain ASCII letters, digits, ``.``,
-    ``_`` or ``-``; else those characters and a short hash of the whole name, so that two
-    names never share a file (``acme prod`` and ``acme/prod``, or two names in CJK)."""
+    """The organization in a file name: itself when it is plain lower-case ASCII letters,
+    digits, ``.``, ``_`` or ``-``; else those characters and a short hash of the whole name,
+    so that two names never share a file (``acme prod`` and ``acme/prod``, two names in CJK,
+    ``Acme`` and ``acme`` on a disk that ignores case)."""
     if not organization:
         return "all"
-    label = re.sub(r"[^A-Za-z0-9._-]+", "_", organization).strip("._") or "org"
+    label = re.sub(r"[^a-z0-9._-]+", "_", organization.lower()).strip("._") or "org"
     if label == organization:
         return label
     return f"{label}-{hashlib.sha256(organization.encode()).hexdigest()[:8]}"
