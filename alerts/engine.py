@@ -380,7 +380,9 @@ def deliver_pending(config: Config, now: datetime, report: CheckReport,
     broken = broken_channels(config)
     channels: dict[str, Channel | DeliveryResult] = {}
     for notification_id, name, sort, payload in claimed:
-        message: Message | DeliveryResult = decode(sort, payload)
+        decoded = decode(sort, payload)
+        title = decoded.title
+        message: Message | DeliveryResult = decoded
         answered = True
         if name in broken:
             result = DeliveryResult(False, f"not sent: the channel is broken ({broken[name]}); "
@@ -421,7 +423,6 @@ def deliver_pending(config: Config, now: datetime, report: CheckReport,
                         False, f"not tried: channel {name} failed earlier in this check "
                         f"({result.answer})", permanent=False)
         _record(config, notification_id, name, result, now, answered)
-        title = decode(sort, payload).title
         report.deliveries.append((name, title, result))
         if not result.ok:
             log.error("%s to channel %r not delivered: %s", title, name, result.answer)

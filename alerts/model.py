@@ -130,7 +130,7 @@ class WeeklyReport:
     dashboard_url: str | None = None
     csv_bytes: bytes | None = field(default=None, compare=False, repr=False)
 
-    kind = "report"
+    kind = REPORT_KIND
 
     @property
     def empty(self) -> bool:

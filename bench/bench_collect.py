@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import tempfile
 import time
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 
+from _setup import KEY, collected
 from collectors.simulator import start_simulator
-from collectors.sync import CollectOptions, collect
 from spendwatch import storage
-from spendwatch.config import load_config
 from spendwatch.queries import spend
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=timezone.utc)
-KEY = "sk-ant-admin01-bench"
 
 
 def main() -> None:
@@ -31,15 +27,9 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=90)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder, start_simulator(admin_keys=[KEY], now=NOW) as sim:
-        path = Path(folder) / "config.toml"
-        path.write_text(f'timezone = "America/Chicago"\n[[organizations]]\nname = "bench"\n'
-                        f'base_url = "{sim.url}"\n', encoding="utf-8")
-        os.environ["ANTHROPIC_ADMIN_KEY"] = KEY
-        config = load_config(path)
         started = time.perf_counter()
-        (result,) = collect(config, CollectOptions(since=NOW - timedelta(days=args.days)), now=NOW)
+        config, result = collected(folder, sim, NOW - timedelta(days=args.days), NOW)
         collect_seconds = time.perf_counter() - started
-        assert result.ok, result.error
         started = time.perf_counter()
         with storage.reader(config.database_path) as conn:
             for by in (["model"], ["date", "feature"], ["api_key", "cache_status"]):

@@ -13,23 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from _setup import KEY, collected
 from collectors.simulator import start_simulator
-from collectors.sync import CollectOptions, collect
 from spendwatch import storage
-from spendwatch.config import load_config
 from spendwatch.digest import summarise
 from spendwatch.reports import csv_text, iso_week_range, weekly_rows
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=timezone.utc)
 SINCE = datetime(2026, 11, 8, 6, tzinfo=timezone.utc)
-KEY = "sk-ant-admin01-bench"
 WEEK = "2026-W47"
 
 
@@ -55,13 +52,7 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=50)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder, start_simulator(admin_keys=[KEY], now=NOW) as sim:
-        path = Path(folder) / "config.toml"
-        path.write_text(f'timezone = "America/Chicago"\n[[organizations]]\nname = "bench"\n'
-                        f'base_url = "{sim.url}"\n', encoding="utf-8")
-        os.environ["ANTHROPIC_ADMIN_KEY"] = KEY
-        config = load_config(path)
-        (result,) = collect(config, CollectOptions(since=SINCE), now=NOW)
-        assert result.ok, result.error
+        config, _ = collected(folder, sim, SINCE, NOW)
         with storage.writer(config.database_path) as conn:
             multiply(conn, args.copies)
             usage_rows = conn.execute("SELECT count(*) FROM usage_hourly").fetchone()

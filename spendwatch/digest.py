@@ -93,8 +93,8 @@ def settled(conn: duckdb.DuckDBPyConnection, config: Config, organization: str,
 
 def weeks_due(conn: duckdb.DuckDBPyConnection, config: Config, organization: str,
               now: datetime) -> list[str]:
-    """The weeks to write for ``organization`` at ``now``, oldest first: the due week, and
-    every week of the CATCH_UP_WEEKS before it not written yet that fell due since the first
+    """The weeks to write for ``organization`` at ``now`` and not written yet, oldest first:
+    the due week, and every week of the CATCH_UP_WEEKS before it that fell due since the first
     report was written (the worker was down, the collectors were behind, a write failed).
     A first install starts with the due week only; a week older than that window is left to
     ``spendwatch report send --week``."""
@@ -105,7 +105,7 @@ def weeks_due(conn: duckdb.DuckDBPyConnection, config: Config, organization: str
     written = {w for (w,) in conn.execute("SELECT week FROM report_runs WHERE organization = ?",
                                           [organization]).fetchall()}
     monday = iso_week_range(latest)[0]
-    weeks = [latest]
+    weeks = [latest] if latest not in written else []
     for back in range(1, CATCH_UP_WEEKS):
         week = week_name(monday - timedelta(days=7 * back))
         if first is not None and due_at(config, week) > first and week not in written:
@@ -138,23 +138,31 @@ def coverage_gap(conn: duckdb.DuckDBPyConnection, config: Config, organization: 
 
 
 def _movers(conn: duckdb.DuckDBPyConnection, config: Config, organization: str,
-            monday: date, sunday: date) -> tuple[Mover, ...]:
+            monday: date, sunday: date) -> tuple[Decimal, tuple[Mover, ...]]:
+    """Last week's total, and the features and models whose spend changed most against it
+    (MOVERS of each): two queries, by feature and model, one per week."""
     from spendwatch.views import label_of, spend_grouped
 
-    before = (monday - timedelta(days=7), sunday - timedelta(days=7))
+    weeks = ((monday, sunday), (monday - timedelta(days=7), sunday - timedelta(days=7)))
+    spent: dict[tuple[str, str], list[Decimal]] = {}
+    previous = Decimal(0)
+    for index, (since, until) in enumerate(weeks):
+        for row in spend_grouped(conn, config, since, until, ["feature", "model"],
+                                 {"organization": [organization]}):
+            if index:
+                previous += row["cost_usd"]
+            for dimension in ("feature", "model"):
+                pair = spent.setdefault((dimension, label_of(row, dimension)),
+                                        [Decimal(0), Decimal(0)])
+                pair[index] += row["cost_usd"]
     movers: list[Mover] = []
     for dimension in ("feature", "model"):
-        spent: dict[str, list[Decimal]] = {}
-        for index, (since, until) in enumerate(((monday, sunday), before)):
-            for row in spend_grouped(conn, config, since, until, [dimension],
-                                     {"organization": [organization]}):
-                pair = spent.setdefault(label_of(row, dimension), [Decimal(0), Decimal(0)])
-                pair[index] += row["cost_usd"]
-        changed = [Mover(dimension, label, now, was) for label, (now, was) in spent.items()
-                   if now.quantize(Decimal("0.01")) != was.quantize(Decimal("0.01"))]
+        changed = [Mover(dimension, label, now, was)
+                   for (dim, label), (now, was) in spent.items() if dim == dimension
+                   and now.quantize(Decimal("0.01")) != was.quantize(Decimal("0.01"))]
         changed.sort(key=lambda m: (-abs(m.change_usd), m.label))
         movers += changed[:MOVERS]
-    return tuple(movers)
+    return previous, tuple(movers)
 
 
 def _savings(conn: duckdb.DuckDBPyConnection, config: Config, organization: str,
@@ -178,7 +186,7 @@ def summarise(conn: duckdb.DuckDBPyConnection, config: Config, organization: str
               rows: Sequence[dict[str, Any]], path: Path, now: datetime,
               final: bool = False) -> WeeklyReport:
     """The summary channels send of ``rows`` (the week's report of ``organization``)."""
-    from spendwatch.views import cache_hit_ratio, stored_from, total_spend
+    from spendwatch.views import INPUT_TOKEN_METRICS, hit_ratio, stored_from
 
     monday, sunday = iso_week_range(week)
     total = total_cost(rows)
@@ -187,15 +195,14 @@ def summarise(conn: duckdb.DuckDBPyConnection, config: Config, organization: str
     begins = stored_from(conn, [organization])
     if begins is not None and begins <= local_range(monday - timedelta(days=7), monday,
                                                     config.tz)[0]:
-        previous = total_spend(conn, config, monday - timedelta(days=7),
-                               sunday - timedelta(days=7), [organization])
-        movers = _movers(conn, config, organization, monday, sunday)
+        previous, movers = _movers(conn, config, organization, monday, sunday)
+    tokens = {m: sum(r[m] for r in rows) for m in INPUT_TOKEN_METRICS}
     base = config.alerts.dashboard_url
     return WeeklyReport(
         organization=organization, week=week, since=monday, until=sunday,
         timezone=config.timezone, total_usd=total, rows=len(rows), csv_name=path.name,
         csv_path=str(path), at=now, previous_usd=previous, movers=movers,
-        cache_hit_ratio=cache_hit_ratio(conn, config, monday, sunday, [organization]),
+        cache_hit_ratio=hit_ratio(tokens),
         savings=_savings(conn, config, organization, monday, sunday) if rows else (),
         provisional_until=None if final else final_at(config, week),
         dashboard_url=base.rstrip("/") + "/Reports" if base else None)

@@ -328,20 +328,18 @@ def test_the_file_is_written_again_once_the_collectors_read_past_the_settling_mo
     path.write_text("edited by hand\n")
     settles = datetime(2026, 11, 26, 6, 0, tzinfo=timezone.utc)  # Sunday's end + 72 h
     # The clock has passed it, but the collectors have not read that far (they are down).
-    assert [r.action for r in write_due_reports(config, settles + timedelta(hours=5))] == [
-        "already written"]
+    assert [r.action for r in write_due_reports(config, settles + timedelta(hours=5))] == []
     assert path.read_text() == "edited by hand\n"
     with storage.writer(config.database_path) as conn:
         conn.execute("UPDATE sync_state SET covered_until = ?", [settles])
     runs = write_due_reports(config, settles + timedelta(hours=5))
-    assert [r.action for r in runs] == ["already written", "rewritten final"]
+    assert [r.action for r in runs] == ["rewritten final"]
     assert path.read_bytes() == first  # nothing changed in the warehouse: the same bytes
-    assert [r.action for r in write_due_reports(config, settles + timedelta(hours=6))] == [
-        "already written"]
+    assert [r.action for r in write_due_reports(config, settles + timedelta(hours=6))] == []
     assert len(fake_slack.received) == 1  # written again, not sent again
 
 
-def test_a_week_written_after_it_settled_is_final_at_once(
+def test_a_week_written_after_it_settled_says_nothing_of_settling(
         setup: Callable[..., Config], fake_slack: FakeSlack) -> None:
     config = setup(Mailbox(), reports='channels = ["ops-slack"]')
     settles = datetime(2026, 11, 26, 6, 0, tzinfo=timezone.utc)
@@ -350,11 +348,7 @@ def test_a_week_written_after_it_settled_is_final_at_once(
     after_collection(config, settles)
     assert "Still settling" not in slack_text(fake_slack.received[0])
     assert "*Change*" in slack_text(fake_slack.received[0])
-    assert [r.action for r in write_due_reports(config, settles + timedelta(hours=1))] == [
-        "already written"]
-    with storage.reader(config.database_path) as conn:
-        assert conn.execute("SELECT final_at = written_at, final_total_usd = total_usd "
-                            "FROM report_runs").fetchall() == [(True, True)]
+    assert write_due_reports(config, settles + timedelta(hours=1)) == []  # nothing to redo
 
 
 def test_disabled_reports_are_not_written(setup: Callable[..., Config], isolated: Path,
@@ -602,11 +596,11 @@ def test_the_settled_rewrite_shows_the_final_figures(setup: Callable[..., Config
                      "TIMESTAMPTZ '2026-11-23 06:00Z'")
         conn.execute("UPDATE sync_state SET covered_until = ? WHERE stream = 'cost'",
                      [settles])
-    assert [r.action for r in write_due_reports(config, settles)] == ["already written"]
+    assert write_due_reports(config, settles) == []
     with storage.writer(config.database_path) as conn:
         conn.execute("UPDATE sync_state SET covered_until = ?", [settles])
     runs = write_due_reports(config, settles)
-    assert [r.action for r in runs] == ["already written", "rewritten final"]
+    assert [r.action for r in runs] == ["rewritten final"]
     rows = read_rows(isolated / "reports" / FILE)
     with storage.reader(config.database_path) as conn:
         (shown,) = report_runs(conn)

@@ -1,0 +1,27 @@
+"""What the benchmarks share: a config for the local simulator, collected from ``since``."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+from collectors.simulator.server import SimulatorServer
+from collectors.sync import CollectOptions, OrgResult, collect
+from spendwatch.config import Config, load_config
+
+KEY = "sk-ant-admin01-bench"
+
+
+def collected(folder: str, sim: SimulatorServer, since: datetime,
+              now: datetime) -> tuple[Config, OrgResult]:
+    """One organization "bench" on ``sim``, collected from ``since`` to ``now`` into
+    ``folder``; raises AssertionError when the collection failed."""
+    path = Path(folder) / "config.toml"
+    path.write_text(f'timezone = "America/Chicago"\n[[organizations]]\nname = "bench"\n'
+                    f'base_url = "{sim.url}"\n', encoding="utf-8")
+    os.environ["ANTHROPIC_ADMIN_KEY"] = KEY
+    config = load_config(path)
+    (result,) = collect(config, CollectOptions(since=since), now=now)
+    assert result.ok, result.error
+    return config, result
