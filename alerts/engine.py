@@ -254,7 +254,7 @@ def _page_url(base: str | None, page: str) -> str | None:
 
 def evaluate_and_record(config: Config, now: datetime, report: CheckReport) -> None:
     """Evaluate every rule and apply the state machine, in one transaction."""
-    with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn:
+    with storage.writer(config) as conn:
         report.evaluations = evaluate(conn, config, now)
         with storage.transaction(conn):
             machine = _Machine(conn, config, now, report)
@@ -272,7 +272,7 @@ CLAIM_LEASE = timedelta(minutes=15)  # a claim older than this (a crash mid-send
 def _record(config: Config, notification_id: int | None, channel: str, result: DeliveryResult,
             now: datetime, channel_answered: bool = True) -> None:
     """Store one delivery's outcome; only a channel's own answer changes the channel's state."""
-    with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn, \
+    with storage.writer(config) as conn, \
             storage.transaction(conn):
         if notification_id is not None:
             answers = result.attempts or (result.answer,)
@@ -301,7 +301,7 @@ def _record(config: Config, notification_id: int | None, channel: str, result: D
 
 
 def broken_channels(config: Config) -> dict[str, str]:
-    with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn:
+    with storage.writer(config) as conn:
         return {c: r for c, r in conn.execute(
             "SELECT channel, reason FROM alert_channels WHERE broken").fetchall()}
 
@@ -311,7 +311,7 @@ def _claim(config: Config, now: datetime, kind: str | None = None
     """Take the pending notifications (of ``kind``, or all) for this check, so a concurrent
     check (the worker and ``alerts check``) cannot send them too. A claim left by a crash
     expires after a lease."""
-    with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn, \
+    with storage.writer(config) as conn, \
             storage.transaction(conn):
         return [(int(i), c, k, p) for i, c, k, p in conn.execute("""
             UPDATE alert_notifications SET claimed_at = ?
@@ -336,14 +336,13 @@ def queue_report(conn: duckdb.DuckDBPyConnection, report: WeeklyReport,
 def _with_csv(config: Config, report: WeeklyReport) -> WeeklyReport | DeliveryResult:
     """The report with its CSV file's bytes; a file gone since it was written is written
     again from the warehouse first. Never raises: a failure is a result to try again."""
-    from spendwatch.reports import weekly_rows, write_csv
+    from reports.weekly import weekly_rows, write_csv
 
     path = Path(report.csv_path)
     try:
         if not path.exists():
             log.warning("the report file %s is gone; writing it again", path)
-            with storage.reader(config.database_path,
-                                config.storage.lock_timeout_seconds) as conn:
+            with storage.reader(config) as conn:
                 rows = weekly_rows(conn, config, report.since, report.until,
                                    report.organization)
             write_csv(rows, path)
@@ -447,7 +446,7 @@ def send_test(config: Config, name: str, now: datetime,
                         summary="This is a test of spendwatch alerts: no action needed.",
                         started_at=now, at=now,
                         dashboard_url=_page_url(config.alerts.dashboard_url, "Alerts"))
-    with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn:
+    with storage.writer(config) as conn:
         row = conn.execute("""INSERT INTO alert_notifications (episode_id, kind, channel,
             created_at, status, attempts, payload_json, claimed_at) VALUES (NULL, 'test', ?, ?,
             'sending', 0, ?, ?) RETURNING id""", [name, now, _to_json(test), now]).fetchone()
@@ -458,7 +457,7 @@ def send_test(config: Config, name: str, now: datetime,
         result, answered = DeliveryResult(False, str(exc), permanent=True), False
     _record(config, int(row[0]) if row else None, name, result, now, answered)
     if not result.ok:
-        with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn:
+        with storage.writer(config) as conn:
             conn.execute("UPDATE alert_notifications SET status = 'failed' WHERE id = ?",
                          [row[0] if row else None])
     return result
@@ -473,7 +472,7 @@ def add_silence(config: Config, rule: str, scope_key: str | None, until: datetim
     if scope_key is not None and not SCOPE_KEY.match(scope_key):
         raise ConfigError(f"scope {scope_key!r} is not a scope key; use the form `alerts "
                           "check` shows in brackets, e.g. organization=acme,model=claude-opus-5-5")
-    with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn:
+    with storage.writer(config) as conn:
         row = conn.execute("INSERT INTO alert_silences (rule, scope_key, created_at, "
                            "expires_at, comment) VALUES (?, ?, ?, ?, ?) RETURNING id",
                            [rule, scope_key, now, until, comment]).fetchone()
@@ -495,7 +494,7 @@ def expire_silence(config: Config, silence_id: int, now: datetime) -> bool:
     Returns False when it had already ended (or does not exist). Opens a writer for this one
     update; raises DatabaseBusy when the file stays locked.
     """
-    with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn:
+    with storage.writer(config) as conn:
         row = conn.execute("UPDATE alert_silences SET expires_at = ? WHERE id = ? "
                            "AND expires_at > ? RETURNING id", [now, silence_id, now]).fetchone()
     return row is not None

@@ -34,10 +34,10 @@ import duckdb
 
 from alerts.model import FIRING, NO_DATA, OK, Evaluation
 from spendwatch.config import Config, RuleConfig
-from spendwatch.queries import NameBook, feature_map_sql
-from spendwatch.reconcile import reconciliation
+from spendwatch.warehouse.spend import NameBook, feature_map_sql
+from spendwatch.warehouse.reconcile import reconciliation
 from spendwatch.timeutil import floor_hour, local_range, local_today
-from spendwatch.views import month_end_forecast, stale_after, stored_from
+from spendwatch.warehouse.figures import month_end_forecast, stale_after, stored_from
 
 HUNDRED = Decimal(100)
 ONE = Decimal(1)

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import altair as alt
 import pandas as pd
 
-from spendwatch.queries import CACHE_STATUSES
+from spendwatch.warehouse.spend import CACHE_STATUSES
 
 CACHE_STATUS_LABELS = {"uncached_input": "uncached input", "cache_write_5m": "cache write 5m",
                        "cache_write_1h": "cache write 1h", "cache_read": "cache read",

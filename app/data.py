@@ -6,7 +6,7 @@
   passed down. ``$SPENDWATCH_NOW`` (RFC 3339, e.g. ``2026-11-24T12:00:00Z``) fixes it, for
   tests and screenshots; otherwise it is the current time floored to the whole minute, so a
   query result cached for one run serves the others of the same minute.
-- **Queries**: :func:`load` runs one or more :mod:`spendwatch.views` functions on one
+- **Queries**: :func:`load` runs one or more :mod:`spendwatch.warehouse.figures` functions on one
   read-only connection (``storage.reader``, opened for the batch and closed), and caches the
   RESULTS for 60 seconds (``st.cache_data``). No connection outlives a batch.
 - **Failures**: no database file yet shows what to run (``spendwatch collect``), a database the
@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 from datetime import datetime
 from typing import Any, Callable, NoReturn
@@ -24,7 +23,8 @@ from typing import Any, Callable, NoReturn
 import duckdb
 import streamlit as st
 
-from spendwatch import storage, views
+from app.figures import FIGURES, name_of
+from spendwatch import storage
 from spendwatch.config import Config, config_path, load_config
 from spendwatch.errors import ConfigError, DatabaseBusy, DatabaseMissing, SpendwatchError
 from spendwatch.timeutil import parse_utc, utcnow
@@ -89,28 +89,26 @@ Call = tuple[Callable[..., Any], tuple[Any, ...]]
 
 
 def load(func: Callable[..., Any], *args: Any) -> Any:
-    """``func(conn, config, *args)`` (or ``func(conn, *args)``) of :mod:`spendwatch.views`,
-    cached: see :func:`load_many`."""
+    """``func(conn, config, *args)`` (or ``func(conn, *args)``), a figure of
+    :data:`app.figures.FIGURES`, cached: see :func:`load_many`."""
     return load_many((func, args))[0]
 
 
 def load_many(*calls: Call) -> list[Any]:
-    """Run ``(views function, args)`` calls on one reader; results cached for 60 seconds.
+    """Run ``(figure function, args)`` calls on one reader; results cached for 60 seconds.
 
     Arguments must be hashable by Streamlit (dates, strings, numbers, tuples, dicts). Stops the
     page with a message when the database is missing, busy, or older than this version.
     """
     cfg = config()
-    for func, _ in calls:
-        if getattr(views, func.__name__, None) is not func:
-            raise ValueError(f"{func.__name__} is not a spendwatch.views function")
+    names = tuple((name_of(func), args) for func, args in calls)
     try:
         stamp = cfg.path.stat().st_mtime_ns
     except OSError:
         stamp = 0
     try:
         return _cached_batch((str(cfg.path), stamp),
-                             tuple((func.__name__, args) for func, args in calls), cfg)
+                             names, cfg)
     except DatabaseMissing:
         stop_with(st.info, EMPTY_MESSAGE + f"\n\nDatabase: `{cfg.database_path}`")
     except DatabaseBusy:
@@ -126,12 +124,12 @@ def load_many(*calls: Call) -> list[Any]:
 def _cached_batch(config_key: tuple[str, int], calls: tuple[tuple[str, tuple[Any, ...]], ...],
                   _config: Config) -> list[Any]:
     """One reader for the whole batch; only results are cached, never the connection."""
-    with storage.reader(_config.database_path, _config.storage.lock_timeout_seconds) as conn:
+    with storage.reader(_config) as conn:
         results = []
         for name, args in calls:
-            func = getattr(views, name)
-            takes_config = list(inspect.signature(func).parameters)[1:2] == ["config"]
-            results.append(func(conn, _config, *args) if takes_config else func(conn, *args))
+            figure = FIGURES[name]
+            results.append(figure.func(conn, _config, *args) if figure.takes_config
+                           else figure.func(conn, *args))
         return results
 
 

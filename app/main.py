@@ -2,7 +2,7 @@
 
 Reads the config named by ``$SPENDWATCH_CONFIG`` (else ``./config.toml``); ``$SPENDWATCH_NOW``
 (RFC 3339) fixes the clock. Each page is one short file in ``pages/``; queries are in
-:mod:`spendwatch.views`, reached through :mod:`app.data`; charts come from :mod:`app.charts`.
+:mod:`spendwatch.warehouse.figures`, reached through :mod:`app.data`; charts come from :mod:`app.charts`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import streamlit as st
 
-from spendwatch import views
+from spendwatch.warehouse import figures as views
 
 DIMENSION_TITLES = {"model": "Model", "feature": "Feature", "workspace": "Workspace",
                     "api_key": "API key", "service_tier": "Service tier",

@@ -17,7 +17,7 @@ from datetime import date, datetime, timedelta, timezone
 from _setup import KEY, collected
 from collectors.simulator import start_simulator
 from spendwatch import storage
-from spendwatch.queries import spend
+from spendwatch.warehouse.spend import spend
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=timezone.utc)
 
@@ -31,7 +31,7 @@ def main() -> None:
         config, result = collected(folder, sim, NOW - timedelta(days=args.days), NOW)
         collect_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        with storage.reader(config.database_path) as conn:
+        with storage.reader(config) as conn:
             for by in (["model"], ["date", "feature"], ["api_key", "cache_status"]):
                 spend(conn, config.tz, date(2026, 8, 1), date(2026, 11, 24), by)
         query_seconds = time.perf_counter() - started

@@ -22,8 +22,8 @@ from pathlib import Path
 from _setup import KEY, collected
 from collectors.simulator import start_simulator
 from spendwatch import storage
-from spendwatch.digest import summarise
-from spendwatch.reports import csv_text, iso_week_range, weekly_rows
+from reports.schedule import summarise
+from reports.weekly import csv_text, iso_week_range, weekly_rows
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=timezone.utc)
 SINCE = datetime(2026, 11, 8, 6, tzinfo=timezone.utc)
@@ -53,11 +53,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder, start_simulator(admin_keys=[KEY], now=NOW) as sim:
         config, _ = collected(folder, sim, SINCE, NOW)
-        with storage.writer(config.database_path) as conn:
+        with storage.writer(config) as conn:
             multiply(conn, args.copies)
             usage_rows = conn.execute("SELECT count(*) FROM usage_hourly").fetchone()
         monday, sunday = iso_week_range(WEEK)
-        with storage.reader(config.database_path) as conn:
+        with storage.reader(config) as conn:
             started = time.perf_counter()
             rows = weekly_rows(conn, config, monday, sunday, "bench")
             rows_seconds = time.perf_counter() - started

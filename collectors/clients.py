@@ -106,7 +106,7 @@ class AnalyticsClient:
 
     def _get(self, resource: Any, params: dict[str, Any], cursor: str | None) -> Any:
         kwargs = dict(params, page=cursor) if cursor else params
-        text = _sdk_call(lambda: resource.with_raw_response.list(**kwargs).http_response.text,
+        text = sdk_call(lambda: resource.with_raw_response.list(**kwargs).http_response.text,
                          self._org.base_url)
         return _json(text, self._org.name)
 
@@ -214,7 +214,7 @@ class NamesClient:
             return [{"workspace_id": _text(w, "id"), "name": _text(w, "name"),
                      "archived_at": getattr(w, "archived_at", None),
                      "is_default": _text(w, "id") not in others} for w in everything]
-        return call_with_retry(lambda: _sdk_call(call, self._org.base_url), self._policy,
+        return call_with_retry(lambda: sdk_call(call, self._org.base_url), self._policy,
                                f"organization {self._org.name!r}: workspaces", self._key)
 
     def api_keys(self) -> list[dict[str, Any]]:
@@ -229,7 +229,7 @@ class NamesClient:
                             "workspace_id": getattr(scope, "workspace_id", None),
                             "created_at": getattr(k, "created_at", None)})
             return out
-        return call_with_retry(lambda: _sdk_call(call, self._org.base_url), self._policy,
+        return call_with_retry(lambda: sdk_call(call, self._org.base_url), self._policy,
                                f"organization {self._org.name!r}: API keys", self._key)
 
 
@@ -240,7 +240,7 @@ def _text(item: Any, attr: str) -> str:
     return value
 
 
-def _sdk_call(call: Callable[[], R], base_url: str) -> R:
+def sdk_call(call: Callable[[], R], base_url: str) -> R:
     try:
         return call()
     except anthropic.APIStatusError as exc:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Literal
 
 import anthropic
 
-from collectors.clients import USER_AGENT, _sdk_call
+from collectors.clients import USER_AGENT, sdk_call
 from collectors.retry import RetryPolicy, TransportFailure, call_with_retry
 from spendwatch import storage
 from spendwatch.config import Config, Secret
@@ -126,7 +126,7 @@ def fetch_models(config: Config, policy: RetryPolicy,
                 if after is not None:
                     kwargs["after_id"] = after
                 try:
-                    return _sdk_call(lambda: client.models.list(**kwargs), base_url)
+                    return sdk_call(lambda: client.models.list(**kwargs), base_url)
                 except TransportFailure as failure:
                     if failure.status in (401, 403):
                         raise AuthError(_auth_message(config, key, failure)) from None
@@ -154,7 +154,7 @@ def fetch_models(config: Config, policy: RetryPolicy,
 def write_models(config: Config, models: list[dict[str, Any]], now: datetime) -> None:
     """Upsert ``models`` (rows of :func:`fetch_models`) into the ``models`` table, one
     transaction; models no longer listed are kept. Opens and closes the writer."""
-    with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn, \
+    with storage.writer(config) as conn, \
             storage.transaction(conn):
         for m in models:
             conn.execute("""INSERT INTO models VALUES (?, ?, ?, ?, ?, ?)

@@ -199,7 +199,7 @@ def write_window(db: Path, lock_timeout: float, organization: str, window: Windo
     incoming = _arrow(rows, columns, now, provisional_after)
     in_window = "organization = ? AND bucket_start >= ? AND bucket_start < ?"
     span = [organization, window.start, window.end]
-    with storage.writer(db, lock_timeout) as conn, storage.transaction(conn):
+    with storage.writer_at(db, lock_timeout) as conn, storage.transaction(conn):
         if window.stream == "usage":
             conn.execute("DELETE FROM usage_estimates WHERE row_key IN "
                          f"(SELECT row_key FROM usage_hourly WHERE {in_window})", span)
@@ -230,7 +230,7 @@ def read_sync_state(db: Path, lock_timeout: float, organization: str, stream: st
                     ) -> tuple[tuple[datetime, datetime] | None, datetime | None]:
     """(covered range or None, earliest provisional bucket start or None)."""
     table, _ = _table(stream)
-    with storage.writer(db, lock_timeout) as conn:
+    with storage.writer_at(db, lock_timeout) as conn:
         state = conn.execute("SELECT covered_from, covered_until FROM sync_state "
                              "WHERE organization = ? AND stream = ?",
                              [organization, stream]).fetchone()
@@ -244,7 +244,7 @@ def read_sync_state(db: Path, lock_timeout: float, organization: str, stream: st
 def write_names(db: Path, lock_timeout: float, organization: str, workspaces: list[dict],
                 api_keys: list[dict], now: datetime) -> None:
     """Upsert workspace and API key names (names change; IDs do not)."""
-    with storage.writer(db, lock_timeout) as conn, storage.transaction(conn):
+    with storage.writer_at(db, lock_timeout) as conn, storage.transaction(conn):
         for w in workspaces:
             conn.execute("""INSERT INTO workspaces VALUES (?, ?, ?, ?, ?, ?)
                 ON CONFLICT (organization, workspace_id) DO UPDATE SET name = excluded.name,
@@ -264,7 +264,7 @@ def write_names(db: Path, lock_timeout: float, organization: str, workspaces: li
 def record_run(db: Path, lock_timeout: float, result: OrgResult, started: datetime,
                finished: datetime) -> None:
     """Store the outcome of one organization's run (data_stale alerts read it)."""
-    with storage.writer(db, lock_timeout) as conn:
+    with storage.writer_at(db, lock_timeout) as conn:
         conn.execute("""INSERT INTO collection_runs (organization, started_at, finished_at,
                         status, windows, usage_rows, cost_rows, error)
                         VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
@@ -274,7 +274,7 @@ def record_run(db: Path, lock_timeout: float, result: OrgResult, started: dateti
 
 def reprice_if_needed(config: Config) -> bool:
     """Reprice every stored usage row if the price table (file + config) changed."""
-    with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn, \
+    with storage.writer(config) as conn, \
             storage.transaction(conn):
         return estimates.ensure_current(conn, price_table(config.prices))
 
@@ -366,7 +366,7 @@ class OrganizationSync:
 
     def load_default_workspace(self) -> None:
         """The default workspace's ID, from the stored names (None if never listed)."""
-        with storage.writer(self._db, self._lock) as conn:
+        with storage.writer_at(self._db, self._lock) as conn:
             row = conn.execute("SELECT workspace_id FROM workspaces WHERE organization = ? "
                                "AND is_default", [self.org.name]).fetchone()
         self._default_workspace = row[0] if row else None

@@ -9,8 +9,8 @@ are left out. A row whose model or tier has no price (a priority tier, an unpric
 counted in ``unpriced_tokens`` and left out of every dollar figure: it is never taken as $0.
 
 Days are local days in the configured time zone, both ends included, exactly as
-:func:`spendwatch.queries.spend` counts them; features come from the same feature rules
-(:func:`spendwatch.queries.feature_map_sql`). Aggregation happens in DuckDB (per local date, UTC
+:func:`spendwatch.warehouse.spend.spend` counts them; features come from the same feature rules
+(:func:`spendwatch.warehouse.spend.feature_map_sql`). Aggregation happens in DuckDB (per local date, UTC
 day, organization, feature, model, service tier and context window); the formulas below run in
 Python over those small aggregates, in Decimal, exactly.
 
@@ -94,7 +94,7 @@ import duckdb
 from spendwatch.config import Config
 from spendwatch.lines import model_lines
 from spendwatch.pricing import PRICED_TIERS, PriceTable, TokenCounts, price_table
-from spendwatch.queries import NameBook, feature_map_sql
+from spendwatch.warehouse.spend import NameBook, feature_map_sql
 from spendwatch.timeutil import local_range
 
 log = logging.getLogger(__name__)

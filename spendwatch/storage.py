@@ -13,10 +13,11 @@ import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, ContextManager, Iterator
 
 import duckdb
 
+from spendwatch.config import Config
 from spendwatch.errors import DatabaseBusy, DatabaseMissing
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,18 @@ def _open_with_retry(path: Path, read_only: bool, timeout: float) -> duckdb.Duck
             delay = min(delay * 2, 0.2)
 
 
+def writer(config: Config) -> ContextManager[duckdb.DuckDBPyConnection]:
+    """A read-write connection to ``config``'s warehouse (see :func:`writer_at`)."""
+    return writer_at(config.database_path, config.storage.lock_timeout_seconds)
+
+
+def reader(config: Config) -> ContextManager[duckdb.DuckDBPyConnection]:
+    """A read-only connection to ``config``'s warehouse (see :func:`reader_at`)."""
+    return reader_at(config.database_path, config.storage.lock_timeout_seconds)
+
+
 @contextmanager
-def writer(path: Path, lock_timeout: float = 10.0) -> Iterator[duckdb.DuckDBPyConnection]:
+def writer_at(path: Path, lock_timeout: float = 10.0) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-write connection with migrations applied; closed on exit.
 
     Creates the file (and its folder) if missing. Raises DatabaseBusy when the file stays
@@ -70,7 +81,7 @@ def writer(path: Path, lock_timeout: float = 10.0) -> Iterator[duckdb.DuckDBPyCo
 
 
 @contextmanager
-def reader(path: Path, lock_timeout: float = 10.0) -> Iterator[duckdb.DuckDBPyConnection]:
+def reader_at(path: Path, lock_timeout: float = 10.0) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection; closed on exit.
 
     Raises DatabaseMissing when nothing has been collected yet, DatabaseBusy when locked.

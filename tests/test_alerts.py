@@ -112,7 +112,7 @@ def configure(w: dict[str, Any], *rules: str, channels: str = SLACK,
 def today_spend(config: Config, now: datetime = SIM_NOW) -> Decimal:
     today = now.astimezone(config.tz).date()
     start, end = local_range(today, today, config.tz)
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         (total,) = conn.execute("SELECT sum(cost_usd) FROM spend_facts WHERE bucket_start >= ? "
                                 "AND bucket_start < ?", [start, end]).fetchone()
     return Decimal(total)
@@ -292,7 +292,7 @@ def test_today_is_the_local_day_west_and_east_of_utc(warehouse, zone: str,
 
 
 def test_monthly_budget_forecasts_from_the_days_so_far(warehouse) -> None:
-    from spendwatch.queries import spend
+    from spendwatch.warehouse.spend import spend
     config = configure(warehouse, rule("month", "monthly_budget", budget_usd='"10000"'))
     actual, forecast = check(config, SIM_NOW + MINUTE).evaluations
     assert actual.state == forecast.state == NO_DATA  # November is not stored from the 1st
@@ -302,7 +302,7 @@ def test_monthly_budget_forecasts_from_the_days_so_far(warehouse) -> None:
             sleep=lambda s: None)
     now = SIM_NOW + MINUTE
     actual, forecast = check(config, now).evaluations
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         days = spend(conn, config.tz, datetime(2026, 11, 1).date(),
                      datetime(2026, 11, 24).date(), ["date"])
     complete = sum(r["cost_usd"] for r in days if r["date"] < datetime(2026, 11, 24).date())
@@ -388,14 +388,14 @@ def test_a_bad_alert_config_is_one_line_naming_the_key(isolated: Path) -> None:
                                    '{ api_key = "search-rag" }', '{ workspace = "Search" }',
                                    '{ organization = "acme" }'])
 def test_daily_spend_scopes_match_the_spend_query(warehouse, scope: str) -> None:
-    from spendwatch.queries import spend
+    from spendwatch.warehouse.spend import spend
     features = '[[features]]\nname = "evals"\napi_key_names = ["eval-harness"]\n'
     config = configure(warehouse, features + rule("daily", "daily_spend", scope=scope,
                                                   threshold_usd='"1000000"'))
     (evaluation,) = check(config, SIM_NOW + MINUTE).evaluations
     (dimension, value), = evaluation.scope.items()
     today = SIM_NOW.astimezone(config.tz).date()
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         rows = spend(conn, config.tz, today, today, [dimension], config.features)
     expected = sum(r["cost_usd"] for r in rows if r[dimension] == value)
     assert evaluation.value == expected > 0

@@ -32,10 +32,11 @@ from app import data
 from collectors.simulator import start_simulator
 from collectors.sync import CollectOptions, collect
 from conftest import ADMIN_KEY, REPO, SIM_NOW, SIM_NOW_TEXT
-from spendwatch import storage, views
+from spendwatch import storage
+from spendwatch.warehouse import figures as views
 from spendwatch.config import Config, load_config
 from spendwatch.errors import ConfigError
-from spendwatch.queries import money_str, spend
+from spendwatch.warehouse.spend import money_str, spend
 from spendwatch.savings import cache_waste, ledger
 from spendwatch.timeutil import local_day_start
 from warehouse import query
@@ -196,7 +197,7 @@ def chart_data(at: AppTest, index: int) -> tuple[dict[str, Any], Any]:
 
 
 def warehouse(config: Config, func: Any, *args: Any) -> Any:
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         return func(conn, *args)
 
 
@@ -583,7 +584,7 @@ def test_a_locked_database_says_the_data_is_being_updated(locked: Path, page: st
 def test_a_database_with_nothing_collected_says_what_to_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = load_config(write_dashboard_config(tmp_path, tmp_path / "migrated.duckdb"))
-    with storage.writer(config.database_path):
+    with storage.writer(config):
         pass  # migrated, nothing collected (a first collection that failed)
     monkeypatch.setenv("SPENDWATCH_CONFIG", str(config.path))
     monkeypatch.setenv("SPENDWATCH_NOW", SIM_NOW_TEXT)
@@ -601,16 +602,16 @@ def test_the_reports_page_offers_the_weekly_csv_of_the_cli(dashboard: Config) ->
     at = open_page("reports")
     labels = [b.proto.label for b in at.get("download_button")]
     assert "Download the weekly CSV for 2026-W47" in labels
-    with storage.reader(dashboard.database_path) as conn:
+    with storage.reader(dashboard) as conn:
         text = reports.weekly_csv(conn, dashboard, "2026-W47")
     monday, sunday = reports.iso_week_range("2026-W47")
-    with storage.reader(dashboard.database_path) as conn:
+    with storage.reader(dashboard) as conn:
         rows = reports.weekly_rows(conn, dashboard, monday, sunday)
     assert text == reports.csv_text(rows) and text.startswith("date,organization,workspace_id")
 
 
 def test_the_reports_page_lists_the_weekly_reports_the_worker_wrote(dashboard: Config) -> None:
-    from spendwatch.digest import write_report
+    from reports.schedule import write_report
     at = open_page("reports")
     assert any("No weekly report written yet" in i.value for i in at.info)
     run = write_report(dashboard, "acme", "2026-W47", SIM_NOW)
@@ -627,6 +628,6 @@ def test_the_reports_page_lists_the_weekly_reports_the_worker_wrote(dashboard: C
 
 
 def total_spend_of_week(conn: Any, config: Config) -> Decimal:
-    from spendwatch.views import total_spend
+    from spendwatch.warehouse.figures import total_spend
     return total_spend(conn, config, date(2026, 11, 16), date(2026, 11, 22)).quantize(
         Decimal("0.01"), rounding=ROUND_HALF_UP)

@@ -306,9 +306,9 @@ def test_the_default_workspace_is_one_workspace_across_both_apis(org_config,
     config, (result,) = run(org_config(extra=rule), day(31, 12, 2025), day(2, 1))
     assert result.ok, result.error
     from spendwatch import storage
-    from spendwatch.queries import spend
+    from spendwatch.warehouse.spend import spend
     from datetime import date
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         by_day = spend(conn, config.tz, date(2025, 12, 31), date(2026, 1, 1),
                        ["date", "workspace", "feature"], config.features)
     default_rows = [r for r in by_day if r["workspace"] == "Default"]

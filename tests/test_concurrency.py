@@ -22,7 +22,7 @@ db, stop = Path(sys.argv[1]), Path(sys.argv[2])
 reads = busy = missing = 0
 while not stop.exists():
     try:
-        with storage.reader(db, lock_timeout=5) as conn:
+        with storage.reader_at(db, lock_timeout=5) as conn:
             conn.execute("SELECT sum(amount_usd) FROM cost_buckets").fetchone()
         reads += 1
     except DatabaseMissing:
@@ -30,7 +30,7 @@ while not stop.exists():
     except DatabaseBusy:
         busy += 1
     time.sleep(0.005)
-with storage.reader(db, lock_timeout=30) as conn:
+with storage.reader_at(db, lock_timeout=30) as conn:
     final = str(conn.execute("SELECT sum(amount_usd) FROM cost_buckets").fetchone()[0])
 print(json.dumps({"reads": reads, "busy": busy, "final": final}))
 """

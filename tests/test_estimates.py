@@ -13,8 +13,8 @@ from conftest import SIM_NOW, Simulator, write_config
 from spendwatch import storage
 from spendwatch.config import load_config
 from spendwatch.pricing import price_table
-from spendwatch.queries import spend
-from spendwatch.reconcile import reconciliation
+from spendwatch.warehouse.spend import spend
+from spendwatch.warehouse.reconcile import reconciliation
 from spendwatch.timeutil import local_range
 from warehouse import query
 
@@ -33,7 +33,7 @@ def run(path: Path, since: date, until: date, refresh: bool = False):
 def test_estimated_and_billed_reconcile_per_day_and_model(org_config) -> None:
     config, result = run(org_config(), NOV20, NOV23)
     assert result.ok, result.error
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         rows = reconciliation(conn, config.tz, NOV20, NOV23)
     assert {r.date for r in rows} == {NOV20 + timedelta(days=n) for n in range(4)}
     priced = [r for r in rows if r.model is not None]
@@ -53,7 +53,7 @@ def test_hours_not_billed_yet_are_estimated_then_replaced_by_the_bill(
     start, end = local_range(NOV20, NOV20, config.tz)
     truth = Decimal(simulator.truth(start, end)["token_cost_usd"]) + Decimal(
         simulator.truth(start, end)["web_search_cost_usd"])
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         by_basis = {r["cost_basis"]: r["cost_usd"]
                     for r in spend(conn, config.tz, NOV20, NOV20, ["cost_basis"])}
     assert set(by_basis) == {"estimated", None}  # None: token counts, which carry no cost
@@ -61,7 +61,7 @@ def test_hours_not_billed_yet_are_estimated_then_replaced_by_the_bill(
 
     simulator.control("DELETE", "/_sim/faults")
     run(path, NOV20, NOV20, refresh=True)
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         by_basis = {r["cost_basis"]: r["cost_usd"]
                     for r in spend(conn, config.tz, NOV20, NOV20, ["cost_basis"])}
     assert set(by_basis) == {"billed", None}  # None: token counts, which carry no cost
@@ -72,13 +72,13 @@ def test_estimates_follow_a_price_override(org_config, simulator: Simulator) -> 
     simulator.fault(path="/v1/organizations/analytics/cost", count=1000, status=500,
                     kind="error")
     config, _ = run(org_config(), NOV20, NOV20)
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         before = {r["model"]: r["cost_usd"] for r in spend(conn, config.tz, NOV20, NOV20,
                                                            ["model"])}
     override = ('[[pricing.prices]]\nmodel = "claude-opus-5-5"\ncomponent = "output"\n'
                 'price_usd = "40"\nunit = "per_mtok"\neffective_from = "2026-11-01"\n')
     config, _ = run(org_config(extra=override), NOV20, NOV20)
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         after = {r["model"]: r["cost_usd"] for r in spend(conn, config.tz, NOV20, NOV20,
                                                           ["model"])}
         standard, batch = conn.execute(
@@ -100,7 +100,7 @@ def test_usage_without_a_price_is_reported_unpriced_not_zero(org_config) -> None
                    "wrkspc_x", "apikey_x", "standard", "0-200k", 1000, 0, 0, 500, 200, 0, 3)
     write_window(config.database_path, 10, "acme", Window("usage", hour, hour + timedelta(hours=1),
                  "analytics"), [row], None, SIM_NOW, SIM_NOW, price_table(config.prices))
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         (total,) = spend(conn, config.tz, NOV20, NOV20, [])
         (reason,) = conn.execute("SELECT unpriced_reason FROM usage_estimates").fetchone()
     assert total["cost_usd"] == 0 and total["unpriced_tokens"] == 1700
@@ -143,7 +143,7 @@ def test_legacy_cost_is_split_across_keys_exactly(org_config, simulator: Simulat
 def test_legacy_spend_by_api_key_and_local_day_adds_up(org_config,
                                                       simulator: Simulator) -> None:
     config, _ = run(org_config(source="legacy"), NOV20, NOV23)
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         rows = spend(conn, config.tz, date(2026, 11, 21), date(2026, 11, 22),
                      ["date", "api_key", "cost_basis"])
     assert {r["cost_basis"] for r in rows if r["cost_usd"]} == {"allocated", "billed"}
@@ -158,7 +158,7 @@ def test_legacy_usage_no_cost_line_follows_is_estimated_or_unpriced_never_zero(
     hour = datetime(2026, 11, 20, 18, tzinfo=UTC)
     window = Window("usage", hour.replace(hour=0), hour.replace(hour=0) + timedelta(days=1),
                     "legacy")
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         rows = [UsageRow("acme", "legacy", *r) for r in conn.execute(
             "SELECT bucket_start, bucket_end, model, workspace_id, api_key_id, service_tier, "
             "context_window, uncached_input_tokens, cache_write_5m_tokens, "
@@ -174,7 +174,7 @@ def test_legacy_usage_no_cost_line_follows_is_estimated_or_unpriced_never_zero(
                         5_000_000, 0, 0, 0, 0, 0, None)
     write_window(config.database_path, 10, "acme", window, [*rows, priority], None, SIM_NOW,
                  SIM_NOW, price_table(config.prices))
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         after = {r["service_tier"]: r for r in spend(conn, config.tz, NOV20, NOV20,
                                                      ["service_tier"])}
     assert after["priority"]["uncached_input_tokens"] == 5_000_000

@@ -50,7 +50,7 @@ def _model_requests(simulator: Simulator) -> list[dict[str, Any]]:
 
 
 def _stored(config: Config) -> dict[str, tuple[Any, ...]]:
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         rows = conn.execute("SELECT model_id, display_name, line, lifecycle, retires_at, fetched_at "
                             "FROM models").fetchall()
     return {row[0]: tuple(row[1:]) for row in rows}
@@ -165,7 +165,7 @@ def test_refresh_again_updates_rows_in_place(
     monkeypatch.setenv(KEY_ENV, API_KEY)
     config = _config(isolated, simulator)
     later = datetime(2026, 11, 25, tzinfo=timezone.utc)
-    with storage.writer(config.database_path) as conn:
+    with storage.writer(config) as conn:
         conn.execute("INSERT INTO models VALUES ('claude-opus-5-5', 'old', NULL, NULL, NULL, ?)",
                      [SIM_NOW])
 
@@ -259,7 +259,7 @@ def test_line_from_id_finds_a_line_word_between_dashes(model_id: str | None,
 def lines_db(isolated: Path) -> Path:
     """A database whose models table holds lines the ID fallback would get wrong."""
     path = isolated / "lines.duckdb"
-    with storage.writer(path) as conn:
+    with storage.writer_at(path) as conn:
         conn.executemany("INSERT INTO models (model_id, display_name, line, fetched_at) "
                          "VALUES (?, ?, ?, ?)", [
                              ("claude-nova-1", "Nova", "opus", SIM_NOW),        # no line word
@@ -271,7 +271,7 @@ def lines_db(isolated: Path) -> Path:
 
 
 def test_model_lines_prefers_the_stored_line_over_the_id(lines_db: Path) -> None:
-    with storage.reader(lines_db) as conn:
+    with storage.reader_at(lines_db) as conn:
         lines = model_lines(conn, ["claude-nova-1", "claude-haiku-router", "claude-sonnet-lite",
                                    "claude-nova-2-20261101"])
     assert lines == {"claude-nova-1": "opus", "claude-haiku-router": "sonnet",
@@ -279,7 +279,7 @@ def test_model_lines_prefers_the_stored_line_over_the_id(lines_db: Path) -> None
 
 
 def test_model_lines_falls_back_on_the_id_and_maps_none_to_none(lines_db: Path) -> None:
-    with storage.reader(lines_db) as conn:
+    with storage.reader_at(lines_db) as conn:
         lines = model_lines(conn, iter(["claude-opus-5-5", "claude-3-5-haiku-20241022",
                                         "claude-unknown-1", None, "claude-opus-5-5"]))
     assert lines == {"claude-opus-5-5": "opus", "claude-3-5-haiku-20241022": "haiku",
@@ -300,10 +300,10 @@ def test_lines_of_simulated_usage_come_from_the_refreshed_table(
     monkeypatch.setenv(KEY_ENV, API_KEY)
     config = _config(isolated, simulator)
     refresh_models(config, SIM_NOW, _no_sleep())
-    with storage.writer(config.database_path) as conn:
+    with storage.writer(config) as conn:
         conn.execute("UPDATE models SET line = 'mythos' WHERE model_id = 'claude-haiku-5-5'")
 
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         lines = model_lines(conn, MODEL_DISPLAY_NAMES)
 
     assert lines == {model: SIMULATED_LINES[model] for model in MODEL_DISPLAY_NAMES} | {

@@ -29,9 +29,10 @@ from test_reports import CENT, read_rows, spendwatch
 from test_reports import sim  # noqa: F401  (the module's simulator fixture)
 from spendwatch import storage
 from spendwatch.config import Config, load_config
-from spendwatch.digest import after_collection, due_week, write_due_reports
+from reports.schedule import due_week, write_due_reports
+from spendwatch.cli.worker import after_collection
 from spendwatch.errors import ConfigError
-from spendwatch.views import cache_hit_ratio, total_spend
+from spendwatch.warehouse.figures import cache_hit_ratio, total_spend
 
 W47 = (date(2026, 11, 16), date(2026, 11, 22))
 W46 = (date(2026, 11, 9), date(2026, 11, 15))
@@ -98,7 +99,7 @@ def usd(value: Decimal) -> str:
 
 
 def outbox(config: Config) -> list[tuple[Any, ...]]:
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         return conn.execute("SELECT kind, channel, status, attempts FROM alert_notifications "
                             "ORDER BY channel").fetchall()
 
@@ -172,7 +173,7 @@ def test_the_report_is_written_and_sent_once_by_email_and_slack(
                         "--out", str(isolated / "cli.csv"), cwd=isolated)
     assert result.returncode == 0, result.stderr
     assert path.read_bytes() == (isolated / "cli.csv").read_bytes()
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         total = total_spend(conn, config, *W47, ["acme"])
         previous = total_spend(conn, config, *W46, ["acme"])
         ratio = cache_hit_ratio(conn, config, *W47, ["acme"])
@@ -227,8 +228,8 @@ def test_movers_are_the_biggest_changes_against_last_week(
     by_model = next(t for t in texts if t.startswith("*Top movers by model*"))
     lines = by_model.splitlines()[1:]
     assert 1 <= len(lines) <= 3
-    from spendwatch.views import label_of, spend_grouped
-    with storage.reader(config.database_path) as conn:
+    from spendwatch.warehouse.figures import label_of, spend_grouped
+    with storage.reader(config) as conn:
         now = {label_of(r, "model"): r["cost_usd"] for r in spend_grouped(
             conn, config, *W47, ["model"])}
         was = {label_of(r, "model"): r["cost_usd"] for r in spend_grouped(
@@ -261,7 +262,7 @@ def test_a_failing_smtp_server_is_retried_at_the_next_check_and_sends_once(
     assert attachment(mailbox.delivered[0].message)[1] == written == path.read_bytes()
     assert outbox(config) == [("report", "finance-email", "sent", 2),
                               ("report", "ops-slack", "sent", 1)]
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         answers = conn.execute("SELECT ok, answer FROM alert_deliveries WHERE channel = "
                                "'finance-email' ORDER BY attempted_at, ok").fetchall()
     assert [ok for ok, _ in answers] == [False, False, False, True]
@@ -272,7 +273,7 @@ def test_an_empty_week_says_so_in_one_line(setup: Callable[..., Config],
                                           fake_slack: FakeSlack) -> None:
     mailbox = Mailbox()
     config = setup(mailbox)
-    with storage.writer(config.database_path) as conn:  # an organization that spent nothing
+    with storage.writer(config) as conn:  # an organization that spent nothing
         for table in ("usage_hourly", "cost_buckets", "usage_estimates", "cost_allocated",
                       "usage_unbilled"):
             conn.execute(f"DELETE FROM {table}")
@@ -293,7 +294,7 @@ def test_an_empty_week_says_so_in_one_line(setup: Callable[..., Config],
 def test_a_week_not_collected_to_its_end_waits_and_one_never_collected_is_skipped(
         setup: Callable[..., Config], fake_slack: FakeSlack, isolated: Path) -> None:
     config = setup(Mailbox())
-    with storage.writer(config.database_path) as conn:
+    with storage.writer(config) as conn:
         saved = conn.execute("SELECT stream, covered_from, covered_until FROM sync_state"
                              ).fetchall()
         conn.execute("UPDATE sync_state SET covered_until = TIMESTAMPTZ '2026-11-22 12:00Z' "
@@ -303,7 +304,7 @@ def test_a_week_not_collected_to_its_end_waits_and_one_never_collected_is_skippe
     assert "cost is collected up to 2026-11-22 12:00 UTC" in runs[0].detail
     assert not (isolated / "reports").exists() and outbox(config) == []
 
-    with storage.writer(config.database_path) as conn:
+    with storage.writer(config) as conn:
         conn.execute("UPDATE sync_state SET covered_from = TIMESTAMPTZ '2026-11-18 00:00Z', "
                      "covered_until = TIMESTAMPTZ '2026-11-24 06:00Z'")
     runs = write_due_reports(config, SIM_NOW)
@@ -311,7 +312,7 @@ def test_a_week_not_collected_to_its_end_waits_and_one_never_collected_is_skippe
         runs[0].detail
     assert not (isolated / "reports").exists() and fake_slack.received == []
 
-    with storage.writer(config.database_path) as conn:
+    with storage.writer(config) as conn:
         for stream, start, end in saved:
             conn.execute("UPDATE sync_state SET covered_from = ?, covered_until = ? "
                          "WHERE stream = ?", [start, end, stream])
@@ -330,7 +331,7 @@ def test_the_file_is_written_again_once_the_collectors_read_past_the_settling_mo
     # The clock has passed it, but the collectors have not read that far (they are down).
     assert [r.action for r in write_due_reports(config, settles + timedelta(hours=5))] == []
     assert path.read_text() == "edited by hand\n"
-    with storage.writer(config.database_path) as conn:
+    with storage.writer(config) as conn:
         conn.execute("UPDATE sync_state SET covered_until = ?", [settles])
     runs = write_due_reports(config, settles + timedelta(hours=5))
     assert [r.action for r in runs] == ["rewritten final"]
@@ -343,7 +344,7 @@ def test_a_week_written_after_it_settled_says_nothing_of_settling(
         setup: Callable[..., Config], fake_slack: FakeSlack) -> None:
     config = setup(Mailbox(), reports='channels = ["ops-slack"]')
     settles = datetime(2026, 11, 26, 6, 0, tzinfo=timezone.utc)
-    with storage.writer(config.database_path) as conn:
+    with storage.writer(config) as conn:
         conn.execute("UPDATE sync_state SET covered_until = ?", [settles])
     after_collection(config, settles)
     assert "Still settling" not in slack_text(fake_slack.received[0])
@@ -379,7 +380,7 @@ def test_the_running_worker_writes_and_sends_the_due_report(
 
     from conftest import ADMIN_KEY, REPO
     from spendwatch.config import WEEKDAYS
-    from spendwatch.reports import last_complete_week
+    from reports.weekly import last_complete_week
     from spendwatch.timeutil import utcnow
     from test_worker import wait_for
 
@@ -472,7 +473,7 @@ def test_one_organization_failing_never_stops_the_others_nor_the_alerts(
 def test_weeks_the_worker_missed_are_caught_up_in_order(
         setup: Callable[..., Config], fake_slack: FakeSlack, isolated: Path) -> None:
     config = setup(Mailbox(), reports='channels = ["ops-slack"]')
-    with storage.writer(config.database_path) as conn:  # W45 was the last one written
+    with storage.writer(config) as conn:  # W45 was the last one written
         conn.execute("INSERT INTO report_runs VALUES ('acme', '2026-W45', ?, 'x', 0, 0, '', "
                      "?, 0)", [SIM_NOW - timedelta(days=15), SIM_NOW - timedelta(days=15)])
     after_collection(config, SIM_NOW)
@@ -483,7 +484,7 @@ def test_weeks_the_worker_missed_are_caught_up_in_order(
 
 
 def test_file_names_never_share_an_organization() -> None:
-    from spendwatch.reports import file_label
+    from reports.weekly import file_label
     names = ["acme", "acme prod", "acme/prod", "研究", "開発", "..", "a_b", "a b", "Acme"]
     labels = [file_label(n) for n in names]
     assert len({label.lower() for label in labels}) == len(labels)
@@ -517,7 +518,7 @@ def test_slack_needs_no_file_and_email_waits_for_a_readable_one(
     assert len(fake_slack.received) == 1 and mailbox.delivered == []
     assert outbox(config) == [("report", "finance-email", "pending", 1),
                               ("report", "ops-slack", "sent", 1)]
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         (answer,) = conn.execute("SELECT last_answer FROM alert_notifications "
                                  "WHERE channel = 'finance-email'").fetchone()
     assert answer.startswith(f"not sent: the report file {run.path} cannot be read")
@@ -560,35 +561,35 @@ def test_report_send_exits_1_when_a_report_cannot_be_written_and_again_resends(
     again = spendwatch("report", "send", "--week", "2026-W47", "--again", cwd=isolated)
     assert again.returncode == 0 and again.stdout.startswith("acme 2026-W47: written")
     assert len(fake_slack.received) == 2
-    with storage.reader(isolated / "data" / "spendwatch.duckdb") as conn:
+    with storage.reader_at(isolated / "data" / "spendwatch.duckdb") as conn:
         assert conn.execute("SELECT week FROM report_runs").fetchall() == [("2026-W47",)]
 
 
 def test_a_report_is_final_at_once_when_first_written_after_the_week_settled(
         setup: Callable[..., Config]) -> None:
-    from spendwatch.digest import write_report
+    from reports.schedule import write_report
     config = setup(Mailbox(), reports="channels = []")
     settles = datetime(2026, 11, 26, 6, 0, tzinfo=timezone.utc)
-    with storage.writer(config.database_path) as conn:
+    with storage.writer(config) as conn:
         conn.execute("UPDATE sync_state SET covered_until = ? WHERE stream = 'usage'",
                      [settles])
     assert write_report(config, "acme", "2026-W47", settles).action == "written"
-    with storage.writer(config.database_path) as conn:  # one stream is not enough
+    with storage.writer(config) as conn:  # one stream is not enough
         assert conn.execute("SELECT final_at FROM report_runs").fetchall() == [(None,)]
         conn.execute("UPDATE sync_state SET covered_until = ?", [settles])
     assert write_report(config, "acme", "2026-W47", settles, again=True).action == "written"
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         assert conn.execute("SELECT week, final_at, final_total_usd = total_usd "
                             "FROM report_runs").fetchall() == [("2026-W47", settles, True)]
 
 
 def test_the_settled_rewrite_shows_the_final_figures(setup: Callable[..., Config],
                                                      isolated: Path) -> None:
-    from spendwatch.views import report_runs
+    from reports.history import report_runs
     config = setup(Mailbox(), reports="channels = []")
     after_collection(config, SIM_NOW)
     settles = datetime(2026, 11, 26, 6, 0, tzinfo=timezone.utc)
-    with storage.writer(config.database_path) as conn:
+    with storage.writer(config) as conn:
         (sent_total,) = conn.execute("SELECT total_usd FROM report_runs").fetchone()
         # A late revision: Sunday's last billed hours go away, then both streams settle.
         conn.execute("DELETE FROM cost_buckets WHERE bucket_start >= "
@@ -597,12 +598,12 @@ def test_the_settled_rewrite_shows_the_final_figures(setup: Callable[..., Config
         conn.execute("UPDATE sync_state SET covered_until = ? WHERE stream = 'cost'",
                      [settles])
     assert write_due_reports(config, settles) == []
-    with storage.writer(config.database_path) as conn:
+    with storage.writer(config) as conn:
         conn.execute("UPDATE sync_state SET covered_until = ?", [settles])
     runs = write_due_reports(config, settles)
     assert [r.action for r in runs] == ["rewritten final"]
     rows = read_rows(isolated / "reports" / FILE)
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         (shown,) = report_runs(conn)
         total = total_spend(conn, config, *W47, ["acme"])
     assert total < sent_total
@@ -611,10 +612,10 @@ def test_the_settled_rewrite_shows_the_final_figures(setup: Callable[..., Config
 
 
 def test_catching_up_stops_four_weeks_back(setup: Callable[..., Config]) -> None:
-    from spendwatch.digest import weeks_due
+    from reports.schedule import weeks_due
     config = setup(Mailbox(), reports="channels = []")
     long_ago = datetime(2026, 9, 1, tzinfo=timezone.utc)
-    with storage.writer(config.database_path) as conn:
+    with storage.writer(config) as conn:
         conn.execute("INSERT INTO report_runs VALUES ('acme', '2026-W40', ?, 'x', 0, 0, '', "
                      "?, 0)", [long_ago, long_ago])
         assert weeks_due(conn, config, "acme", SIM_NOW) == [
@@ -651,7 +652,7 @@ def test_a_big_csv_goes_zipped() -> None:
 
 def test_without_a_reports_table_an_unwritable_folder_turns_reports_off(
         isolated: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from spendwatch.digest import check_reports_folder
+    from reports.schedule import check_reports_folder
     (isolated / "reports").write_text("a file where the folder would be")
     config = load_config(write_config(isolated, [{"name": "acme"}]))
     assert config.reports.enabled and not config.reports.configured

@@ -24,8 +24,8 @@ import pytest
 from conftest import ADMIN_KEY, SIM_NOW, Simulator, start_simulator_process, write_config
 from spendwatch import storage
 from spendwatch.config import Config, StorageConfig, load_config
-from spendwatch.queries import spend
-from spendwatch.reports import (COLUMNS, _apportioned, csv_text, iso_week_range,
+from spendwatch.warehouse.spend import spend
+from reports.weekly import (COLUMNS, _apportioned, csv_text, iso_week_range,
                                 last_complete_week, weekly_rows, write_csv)
 from spendwatch.timeutil import local_range
 
@@ -113,7 +113,7 @@ def test_the_cli_writes_the_week_with_exact_columns_and_totals(folder: Path, con
     assert all(len(r["cost_usd"].split(".")[1]) == 6 for r in rows)
     written = sum(Decimal(r["cost_usd"]) for r in rows)
     # The CLI's total over the same local days, and the simulator's truth for them.
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         (cli_total,) = spend(conn, CHICAGO, MONDAY, SUNDAY, [])
     truth = sim.truth(*local_range(MONDAY, SUNDAY, CHICAGO))
     assert written.quantize(CENT) == cli_total["cost_usd"].quantize(CENT)
@@ -134,7 +134,7 @@ def test_the_cli_writes_the_week_with_exact_columns_and_totals(folder: Path, con
 
 def test_the_local_week_boundary_in_chicago(config: Config, sim: Simulator) -> None:
     """Chicago's week starts at 06:00 UTC: it differs from the UTC week and matches truth."""
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         local = weekly_rows(conn, config, MONDAY, SUNDAY)
         utc = weekly_rows(conn, replace(config, timezone="UTC"), MONDAY, SUNDAY)
     assert {r["date"] for r in local} == {date(2026, 11, d).isoformat() for d in range(16, 23)}
@@ -149,7 +149,7 @@ def test_the_local_week_boundary_in_chicago(config: Config, sim: Simulator) -> N
 
 
 def test_formulas_are_neutralised(config: Config, tmp_path: Path) -> None:
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         rows = weekly_rows(conn, config, MONDAY, SUNDAY, organization="acme")
     rows.append({**rows[0], "workspace_name": "=HYPERLINK(\"x\")", "feature": "@sum",
                  "model": "-1", "service_tier": "\tx"})
@@ -211,7 +211,7 @@ def legacy(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Config:
 
 def test_tokens_sit_once_on_the_main_basis_of_allocated_and_estimated_rows(
         legacy: Config, sim: Simulator) -> None:
-    with storage.reader(legacy.database_path) as conn:
+    with storage.reader(legacy) as conn:
         rows = weekly_rows(conn, legacy, MONDAY, SUNDAY)
         (cli_total,) = spend(conn, CHICAGO, MONDAY, SUNDAY, [])
     bases = {r["cost_basis"] for r in rows}
@@ -245,10 +245,10 @@ def test_a_day_half_billed_half_estimated_keeps_its_tokens_on_the_billed_row(
     shutil.copy(folder / "data" / "spendwatch.duckdb", tmp_path / "copy.duckdb")
     config = replace(load_config(folder / "config.toml"),
                      storage=StorageConfig(database=str(tmp_path / "copy.duckdb")))
-    with storage.writer(config.database_path) as conn:
+    with storage.writer(config) as conn:
         conn.execute("DELETE FROM cost_buckets WHERE bucket_start >= "
                      "TIMESTAMPTZ '2026-11-22 12:00:00Z'")
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         rows = weekly_rows(conn, config, MONDAY, SUNDAY)
         (cli_total,) = spend(conn, CHICAGO, MONDAY, SUNDAY, [])
     sunday = [r for r in rows if r["date"] == "2026-11-22"]

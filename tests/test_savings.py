@@ -368,7 +368,7 @@ def test_the_simulated_organization(org_config) -> None:
                                                until=datetime(2026, 11, 22, tzinfo=UTC)),
                         now=SIM_NOW, sleep=lambda s: None)
     assert result.ok, result.error
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         book = ledger(conn, config, SINCE, UNTIL)
     expected = _independent(config.database_path)
 
@@ -438,7 +438,7 @@ def test_the_simulated_organization(org_config) -> None:
     assert book.totals.waste_usd == sum(usd for _, _, usd in waste.values()) > 0
 
     # The same figures one lever at a time, and for a single organization.
-    with storage.reader(config.database_path) as conn:
+    with storage.reader(config) as conn:
         assert realized(conn, config, SINCE, UNTIL, ["acme"]) == book.realized
         assert cache_waste(conn, config, SINCE, UNTIL) == book.waste
         assert potential(conn, config, SINCE, UNTIL) == book.potential

@@ -78,7 +78,7 @@ def schema(conn: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
 
 def test_an_empty_file_migrates_to_the_exact_schema(tmp_path: Path) -> None:
     db = tmp_path / "sub" / "w.duckdb"
-    with storage.writer(db) as conn:
+    with storage.writer_at(db) as conn:
         assert schema(conn) == EXPECTED_SCHEMA
         assert storage.schema_version(conn) == len(storage.MIGRATIONS)
         money = conn.execute("SELECT data_type FROM information_schema.columns WHERE "
@@ -89,9 +89,9 @@ def test_an_empty_file_migrates_to_the_exact_schema(tmp_path: Path) -> None:
 
 def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
-    with storage.writer(db) as conn:
+    with storage.writer_at(db) as conn:
         conn.execute("INSERT INTO workspaces VALUES ('o', 'w', 'n', NULL, false, now())")
-    with storage.writer(db) as conn:
+    with storage.writer_at(db) as conn:
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (
             len(storage.MIGRATIONS),)
         assert conn.execute("SELECT name FROM workspaces").fetchall() == [("n",)]
@@ -99,7 +99,7 @@ def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
 
 def test_a_reader_on_a_missing_file_says_to_collect_first(tmp_path: Path) -> None:
     with pytest.raises(DatabaseMissing, match="run `spendwatch collect` first"):
-        with storage.reader(tmp_path / "none.duckdb"):
+        with storage.reader_at(tmp_path / "none.duckdb"):
             pass
     assert not (tmp_path / "none.duckdb").exists()
 
@@ -122,23 +122,23 @@ def hold_lock(db: Path, seconds: float) -> subprocess.Popen:
 
 def test_a_locked_database_is_retried_until_it_frees(tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
-    with storage.writer(db):
+    with storage.writer_at(db):
         pass
     holder = hold_lock(db, 1.0)
-    with storage.reader(db, lock_timeout=30) as conn:
+    with storage.reader_at(db, lock_timeout=30) as conn:
         assert conn.execute("SELECT count(*) FROM usage_hourly").fetchone() == (0,)
     holder.wait()
 
 
 def test_a_database_locked_too_long_says_it_is_being_updated(tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
-    with storage.writer(db):
+    with storage.writer_at(db):
         pass
     holder = hold_lock(db, 30)
     try:
         started = time.monotonic()
         with pytest.raises(DatabaseBusy, match="the data is being updated"):
-            with storage.writer(db, lock_timeout=0.5):
+            with storage.writer_at(db, lock_timeout=0.5):
                 pass
         assert time.monotonic() - started < 20
     finally:

@@ -10,10 +10,10 @@ from datetime import timedelta
 
 import streamlit as st
 
+from alerts import history
 from alerts.engine import add_silence, expire_silence
 from app import charts, data
 from app.format import frame, iso_wall_time, local
-from spendwatch import views
 from spendwatch.config import parse_duration
 from spendwatch.errors import ConfigError, DatabaseBusy
 
@@ -28,13 +28,13 @@ if flash:
     st.success(flash)
 
 (firing, episodes, attempts, counts, broken, silences, scopes) = data.load_many(
-    (views.firing_alerts, (now,)),
-    (views.recent_episodes, (now - timedelta(days=EPISODE_DAYS),)),
-    (views.delivery_attempts, (100,)),
-    (views.notification_counts, ()),
-    (views.broken_channels, ()),
-    (views.silences, (now,)),
-    (views.alert_scopes, ()),
+    (history.firing_alerts, (now,)),
+    (history.recent_episodes, (now - timedelta(days=EPISODE_DAYS),)),
+    (history.delivery_attempts, (100,)),
+    (history.notification_counts, ()),
+    (history.broken_channels, ()),
+    (history.silences, (now,)),
+    (history.alert_scopes, ()),
 )
 active = [s for s in silences if s["active"]]
 

@@ -9,7 +9,7 @@ import streamlit as st
 
 from app import charts, data, widgets
 from app.format import frame, iso_wall_time, local, percent, period_text, tokens, usd
-from spendwatch import views
+from spendwatch.warehouse import figures as views
 
 config = data.config()
 now = data.now()

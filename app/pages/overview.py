@@ -7,9 +7,10 @@ from decimal import Decimal
 
 import streamlit as st
 
+from alerts import history
 from app import charts, data
 from app.format import ago, frame, iso_wall_time, local, percent, period_text, usd
-from spendwatch import views
+from spendwatch.warehouse import figures as views
 
 config = data.config()
 now = data.now()
@@ -25,7 +26,7 @@ if not data.load(views.has_data):
 (month, month_ratio, firing, fresh, days, saved) = data.load_many(
     (views.month_to_date, (now,)),
     (views.cache_hit_ratio, (first, today)),
-    (views.firing_alerts, (now,)),
+    (history.firing_alerts, (now,)),
     (views.freshness, (now,)),
     (views.daily_spend, (first, today)),
     (views.savings_view, (savings_since, savings_until)),

@@ -10,7 +10,9 @@ import streamlit as st
 
 from app import charts, data, widgets
 from app.format import frame, iso_wall_time, period_text, usd
-from spendwatch import reports, views
+import reports.history as reports_history
+import reports.weekly as reports
+from spendwatch.warehouse import figures as views
 
 config = data.config()
 now = data.now()
@@ -59,7 +61,7 @@ st.subheader("Weekly report")
 last_monday, _ = reports.iso_week_range(reports.last_complete_week(now, config.tz))
 weeks = [reports.week_name(last_monday - timedelta(weeks=k)) for k in range(12)]
 week = st.selectbox("ISO week (Monday to Sunday, local time)", weeks, key="reports_week")
-weekly = data.load(views.weekly_csv, week)
+weekly = data.load(reports.weekly_csv, week)
 st.download_button(f"Download the weekly CSV for {week}", weekly, mime="text/csv",
                    file_name=f"spendwatch-all-{week}.csv", key="reports_weekly_csv")
 st.caption("The same file as `spendwatch report weekly --week " + week + "`.")
@@ -73,7 +75,7 @@ else:
     st.caption(f"The worker writes last week's report of each organization every "
                f"{schedule.weekday.capitalize()} from {schedule.time:%H:%M} ({config.tz.key}) "
                f"into `{config.reports_folder}`, and sends it once to {sent_to}.")
-    runs = data.load(views.report_runs, 20)
+    runs = data.load(reports_history.report_runs, 20)
     if runs:
         st.dataframe(frame([{"week": r["week"], "organization": r["organization"],
                              "written": f"{r['written_at'].astimezone(config.tz):%Y-%m-%d %H:%M %Z}",

@@ -9,7 +9,7 @@ import streamlit as st
 
 from app import charts, data, widgets
 from app.format import frame, percent, usd
-from spendwatch import views
+from spendwatch.warehouse import figures as views
 from spendwatch.savings import LEVERS
 
 config = data.config()

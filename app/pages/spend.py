@@ -8,7 +8,7 @@ import streamlit as st
 
 from app import charts, data, widgets
 from app.format import frame, iso_wall_time, percent, period_text, usd
-from spendwatch import views
+from spendwatch.warehouse import figures as views
 
 config = data.config()
 now = data.now()

@@ -18,7 +18,7 @@ import click
 
 from spendwatch import storage
 from spendwatch.config import Config, load_config
-from spendwatch.queries import spend
+from spendwatch.warehouse.spend import spend
 from spendwatch.savings import ledger
 from spendwatch.timeutil import local_range, local_today, utcnow
 
@@ -121,8 +121,8 @@ def run_demo(directory: str, days: int, seed: int, serve: bool = True,
     from alerts.engine import check
     from collectors.simulator import start_simulator
     from collectors.sync import CollectOptions, collect
-    from spendwatch.cli import _Bar
-    from spendwatch.digest import write_due_reports
+    from spendwatch.cli.progress import ProgressBar
+    from reports.schedule import write_due_reports
 
     simulator = start_simulator(seed=seed, admin_keys=[DEMO_KEY])
     try:
@@ -133,12 +133,12 @@ def run_demo(directory: str, days: int, seed: int, serve: bool = True,
         first = today - timedelta(days=days)
         since, _ = local_range(first, first, config.tz)
         click.echo(f"collecting {days} days of history into {config.database_path} ...")
-        results = collect(config, CollectOptions(since=since), now=now, progress_factory=_Bar)
+        results = collect(config, CollectOptions(since=since), now=now, progress_factory=ProgressBar)
         for result in results:
             if not result.ok:
                 raise click.ClickException(result.error or "collection failed")
         last = today - timedelta(days=1)
-        with storage.reader(config.database_path) as conn:
+        with storage.reader(config) as conn:
             by_model = spend(conn, config.tz, first, last, ["model"], config.features)
             by_feature = spend(conn, config.tz, first, last, ["feature"], config.features)
             book = ledger(conn, config, first, last)
@@ -173,9 +173,9 @@ def _serve(config: Config) -> None:
     import signal
     import threading
 
-    from spendwatch.digest import after_collection
+    from spendwatch.cli.worker import after_collection
     from collectors.scheduler import start_background_worker
-    from spendwatch.dashboard import start_dashboard, url
+    from spendwatch.cli.dashboard import start_dashboard, url
 
     stop = threading.Event()
     worker = start_background_worker(config, stop=stop, after=after_collection)

@@ -33,7 +33,7 @@ from alerts.model import Mover, WeeklyReport
 from spendwatch import storage
 from spendwatch.config import WEEKDAYS, Config
 from spendwatch.errors import ConfigError, ReportError, SpendwatchError
-from spendwatch.reports import (default_report_path, iso_week_range, total_cost, week_name,
+from reports.weekly import (default_report_path, iso_week_range, total_cost, week_name,
                                 weekly_rows, write_csv)
 from spendwatch.timeutil import local_range, local_today
 
@@ -141,7 +141,7 @@ def _movers(conn: duckdb.DuckDBPyConnection, config: Config, organization: str,
             monday: date, sunday: date) -> tuple[Decimal, tuple[Mover, ...]]:
     """Last week's total, and the features and models whose spend changed most against it
     (MOVERS of each): two queries, by feature and model, one per week."""
-    from spendwatch.views import label_of, spend_grouped
+    from spendwatch.warehouse.figures import label_of, spend_grouped
 
     weeks = ((monday, sunday), (monday - timedelta(days=7), sunday - timedelta(days=7)))
     spent: dict[tuple[str, str], list[Decimal]] = {}
@@ -186,7 +186,7 @@ def summarise(conn: duckdb.DuckDBPyConnection, config: Config, organization: str
               rows: Sequence[dict[str, Any]], path: Path, now: datetime,
               final: bool = False) -> WeeklyReport:
     """The summary channels send of ``rows`` (the week's report of ``organization``)."""
-    from spendwatch.views import INPUT_TOKEN_METRICS, hit_ratio, stored_from
+    from spendwatch.warehouse.figures import INPUT_TOKEN_METRICS, hit_ratio, stored_from
 
     monday, sunday = iso_week_range(week)
     total = total_cost(rows)
@@ -211,7 +211,7 @@ def summarise(conn: duckdb.DuckDBPyConnection, config: Config, organization: str
 # --- doing it --------------------------------------------------------------------------------
 
 def _already(config: Config, organization: str, week: str) -> tuple[Any, ...] | None:
-    with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
+    with storage.reader(config) as conn:
         return conn.execute("SELECT written_at, path, final_at FROM report_runs "
                             "WHERE organization = ? AND week = ?",
                             [organization, week]).fetchone()
@@ -221,7 +221,7 @@ def _write(config: Config, organization: str, week: str, now: datetime
            ) -> tuple[WeeklyReport | None, ReportRun]:
     monday, sunday = iso_week_range(week)
     path = default_report_path(config, organization, week)
-    with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
+    with storage.reader(config) as conn:
         gap = coverage_gap(conn, config, organization, week)
         if gap is not None:
             return None, ReportRun(organization, week, gap[0], gap[1])
@@ -250,7 +250,7 @@ def write_report(config: Config, organization: str, week: str, now: datetime,
     final = summary.provisional_until is None
     values = [organization, week, now, summary.csv_path, summary.rows, summary.total_usd,
               ",".join(channels), now if final else None, summary.total_usd if final else None]
-    with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn, \
+    with storage.writer(config) as conn, \
             storage.transaction(conn):
         if again:
             conn.execute("DELETE FROM report_runs WHERE organization = ? AND week = ?",
@@ -271,7 +271,7 @@ def _rewrite_final(config: Config, organization: str, week: str, path: str,
     file, or to the reports folder's file when that one cannot be written any more. When
     neither can, it is marked final anyway (the error is the run's), not tried for ever."""
     monday, sunday = iso_week_range(week)
-    with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
+    with storage.reader(config) as conn:
         if not settled(conn, config, organization, week):
             return None
         rows = weekly_rows(conn, config, monday, sunday, organization)
@@ -287,7 +287,7 @@ def _rewrite_final(config: Config, organization: str, week: str, path: str,
                 target, error = write_csv(rows, fallback), None
             except ReportError:
                 pass
-    with storage.writer(config.database_path, config.storage.lock_timeout_seconds) as conn:
+    with storage.writer(config) as conn:
         if error is None:
             conn.execute("UPDATE report_runs SET final_at = ?, final_total_usd = ?, rows = ?, "
                          "path = ? WHERE organization = ? AND week = ?",
@@ -301,7 +301,7 @@ def _rewrite_final(config: Config, organization: str, week: str, path: str,
                      target)
 
 
-def _guarded(organization: str, week: str, step: Callable[[], ReportRun | None]
+def guarded(organization: str, week: str, step: Callable[[], ReportRun | None]
              ) -> ReportRun | None:
     """Run one organization's step; a failure is its run's outcome, never the others'."""
     try:
@@ -322,16 +322,16 @@ def write_due_reports(config: Config, now: datetime) -> list[ReportRun]:
     runs: list[ReportRun | None] = []
     names = [o.name for o in config.organizations]
     for name in names:
-        with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
+        with storage.reader(config) as conn:
             weeks = weeks_due(conn, config, name, now)
         for week in weeks:
-            runs.append(_guarded(name, week, lambda: write_report(config, name, week, now)))
-    with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
+            runs.append(guarded(name, week, lambda: write_report(config, name, week, now)))
+    with storage.reader(config) as conn:
         unsettled = conn.execute("SELECT organization, week, path FROM report_runs "
                                  "WHERE final_at IS NULL ORDER BY week, organization").fetchall()
     for name, week, path in unsettled:
         if name in names:
-            runs.append(_guarded(name, week,
+            runs.append(guarded(name, week,
                                  lambda: _rewrite_final(config, name, week, path, now)))
     return [r for r in runs if r is not None]
 
@@ -362,7 +362,7 @@ def check_reports_folder(config: Config) -> Config:
 _warned: set[tuple[str, str, str]] = set()  # (organization, week, action), once per process
 
 
-def _log(run: ReportRun, config: Config, now: datetime) -> None:
+def log_run(run: ReportRun, config: Config, now: datetime) -> None:
     """Log a run's outcome: what was written, what failed; a week that stays unwritten is
     said once as a warning (when it is late or cannot come), else at INFO."""
     if run.action in ("written", "rewritten final"):
@@ -381,16 +381,3 @@ def _log(run: ReportRun, config: Config, now: datetime) -> None:
         else:
             log.info("weekly report %s of %s waits: %s", run.week, run.organization,
                      run.detail)
-
-
-def after_collection(config: Config, now: datetime) -> None:
-    """What the worker runs after each collection: due reports, then the alert check (which
-    also sends the reports' summaries). A failing report step never stops the alerts."""
-    from alerts.engine import check_after_collection
-
-    try:
-        for run in write_due_reports(config, now):
-            _log(run, config, now)
-    except Exception:
-        log.exception("writing the weekly reports failed")
-    check_after_collection(config, now)

@@ -15,9 +15,10 @@ from typing import Any, Sequence
 
 import click
 
+from spendwatch.cli.progress import ProgressBar
 from spendwatch.config import Config, load_config
 from spendwatch.errors import SpendwatchError
-from spendwatch.queries import METRICS, SPEND_DIMENSIONS, money_str, spend, unpriced_usage
+from spendwatch.warehouse.spend import METRICS, SPEND_DIMENSIONS, money_str, spend, unpriced_usage
 from spendwatch.timeutil import local_day_start, local_today, utcnow, DAY
 
 log = logging.getLogger("spendwatch")
@@ -67,22 +68,6 @@ def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
 
 # --- collect ---------------------------------------------------------------------------------
 
-class _Bar:
-    """A tqdm progress bar over one organization's windows (only on a terminal)."""
-
-    def __init__(self, organization: str, total: int):
-        from tqdm import tqdm
-        self._bar = tqdm(total=total, desc=organization, unit="window",
-                         disable=not sys.stderr.isatty() or total < 2, file=sys.stderr)
-
-    def advance(self, window: Any) -> None:
-        self._bar.set_postfix_str(f"{window.stream} {window.start:%Y-%m-%d}", refresh=False)
-        self._bar.update(1)
-
-    def close(self) -> None:
-        self._bar.close()
-
-
 @main.command()
 @click.option("--since", metavar="DATE", help="First local day to collect (backfill).")
 @click.option("--until", metavar="DATE", help="Last local day to collect (default: today).")
@@ -107,7 +92,7 @@ def collect(ctx: click.Context, since: str | None, until: str | None, orgs: Sequ
         until=local_day_start(until_day + DAY, config.tz) if until_day else None,
         refresh=refresh, organizations=orgs)
     try:
-        results = run_collect(config, options, progress_factory=_Bar)
+        results = run_collect(config, options, progress_factory=ProgressBar)
     except KeyboardInterrupt:
         click.echo("interrupted: every window stored so far is kept; run the same command "
                    "again to resume", err=True)
@@ -129,11 +114,9 @@ def collect(ctx: click.Context, since: str | None, until: str | None, orgs: Sequ
 def run(ctx: click.Context) -> None:
     """Run the worker: collect on a schedule; after each collection write the weekly report
     when it is due and check alerts; until stopped (Ctrl-C or SIGTERM)."""
-    from spendwatch.digest import after_collection, check_reports_folder
-    from collectors.scheduler import run_worker
+    from spendwatch.cli.worker import run as run_worker
 
-    config = check_reports_folder(_config(ctx))
-    run_worker(config, after=after_collection)
+    run_worker(_config(ctx))
 
 
 # --- dashboard ------------------------------------------------------------------------------
@@ -145,7 +128,7 @@ def dashboard(ctx: click.Context, port: int | None) -> None:
     """Serve the web dashboard on this machine (127.0.0.1 unless configured)."""
     from dataclasses import replace
 
-    from spendwatch.dashboard import run_dashboard, url
+    from spendwatch.cli.dashboard import run_dashboard, url
 
     config = _config(ctx)
     if port is not None:
@@ -186,7 +169,7 @@ def spend_command(ctx: click.Context, since: str | None, until: str | None, by: 
     today = local_today(utcnow(), config.tz)
     until_day = _day(until, "--until") or today
     since_day = _day(since, "--since") or until_day.replace(day=1)
-    with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
+    with storage.reader(config) as conn:
         rows = spend(conn, config.tz, since_day, until_day, dims, config.features, orgs)
         unpriced = unpriced_usage(conn, config.tz, since_day, until_day)
     if as_json:
@@ -240,12 +223,12 @@ def reconcile_command(ctx: click.Context, since: str | None, until: str | None,
                       as_json: bool) -> None:
     """Estimated (usage x price table) against billed, per day and model."""
     from spendwatch import storage
-    from spendwatch.reconcile import reconciliation
+    from spendwatch.warehouse.reconcile import reconciliation
 
     config = _config(ctx)
     until_day = _day(until, "--until") or local_today(utcnow(), config.tz)
     since_day = _day(since, "--since") or until_day - 7 * DAY
-    with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
+    with storage.reader(config) as conn:
         rows = reconciliation(conn, config.tz, since_day, until_day)
     if as_json:
         click.echo(json.dumps([{"date": r.date, "organization": r.organization,
@@ -280,7 +263,7 @@ def savings_command(ctx: click.Context, since: str | None, until: str | None,
     config = _config(ctx)
     until_day = _day(until, "--until") or local_today(utcnow(), config.tz) - DAY
     since_day = _day(since, "--since") or until_day - 29 * DAY
-    with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
+    with storage.reader(config) as conn:
         book = ledger(conn, config, since_day, until_day)
     totals = book.totals
     if as_json:
@@ -333,7 +316,7 @@ def report_weekly(ctx: click.Context, week: str | None, org: str | None,
     from pathlib import Path
 
     from spendwatch import storage
-    from spendwatch.reports import (default_report_path, iso_week_range, last_complete_week,
+    from reports.weekly import (default_report_path, iso_week_range, last_complete_week,
                                     total_cost, week_name, weekly_rows, write_csv)
 
     config = _config(ctx)
@@ -345,7 +328,7 @@ def report_weekly(ctx: click.Context, week: str | None, org: str | None,
         sys.exit(2)
     if org is not None:
         config.organization(org)  # ConfigError (exit 2) for a name not in the config
-    with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
+    with storage.reader(config) as conn:
         rows = weekly_rows(conn, config, monday, sunday, org)
     path = write_csv(rows, Path(out) if out else default_report_path(config, org, week))
     click.echo(str(path))
@@ -368,8 +351,8 @@ def report_send(ctx: click.Context, week: str | None, org: str | None, again: bo
     sent again without --again). Pending alerts are left to `alerts check`. Exits 1 when a
     report could not be written or its delivery failed for good."""
     from alerts.engine import CheckReport, deliver_pending
-    from spendwatch.digest import _guarded, due_week, write_report
-    from spendwatch.reports import iso_week_range, week_name
+    from reports.schedule import guarded, due_week, write_report
+    from reports.weekly import iso_week_range, week_name
 
     config = _config(ctx)
     now = utcnow()
@@ -381,7 +364,7 @@ def report_send(ctx: click.Context, week: str | None, org: str | None, again: bo
     orgs = [config.organization(org).name] if org else [o.name for o in config.organizations]
     failed = False
     for name in orgs:
-        run = _guarded(name, week, lambda: write_report(config, name, week, now, again))
+        run = guarded(name, week, lambda: write_report(config, name, week, now, again))
         assert run is not None
         where = f" {run.path}" if run.path else ""
         click.echo(f"{name} {week}: {run.action}{where} ({run.detail})")
@@ -491,11 +474,11 @@ def alerts_silence(ctx: click.Context, rule: str, scope_key: str | None, duratio
 def alerts_silences(ctx: click.Context) -> None:
     """List the silences in force, and those that ended in the last day."""
     from spendwatch import storage
-    from spendwatch.views import silences
+    from alerts.history import silences
 
     config = _config(ctx)
     now = utcnow()
-    with storage.reader(config.database_path, config.storage.lock_timeout_seconds) as conn:
+    with storage.reader(config) as conn:
         rows = silences(conn, now)
     if not rows:
         click.echo("no silences (add one with `spendwatch alerts silence RULE --for 4h`)")
@@ -535,7 +518,7 @@ def alerts_unsilence(ctx: click.Context, silence_id: int) -> None:
 def demo(directory: str, days: int, seed: int, port: int, serve: bool) -> None:
     """Simulate an organization, collect it, print what it spent, check alerts, and serve
     the dashboard with the worker beside it."""
-    from spendwatch.demo import run_demo
+    from spendwatch.cli.demo import run_demo
 
     run_demo(directory, days, seed, serve, port)
 

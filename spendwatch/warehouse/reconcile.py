@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 
-from spendwatch.queries import LOCAL_DATE_SQL
+from spendwatch.warehouse.spend import LOCAL_DATE_SQL
 from spendwatch.timeutil import local_range
 
 _HUNDRED = Decimal(100)

@@ -6,8 +6,8 @@ dicts, dataclasses and Decimals: never raw fact rows, never a connection. The da
 (``app/``) caches these results, not connections.
 
 Numbers agree with the CLI to the cent because they come from the same code:
-:func:`spendwatch.queries.spend` for spend by local day, the same ``spend_facts`` view, local
-date rule (:data:`~spendwatch.queries.LOCAL_DATE_SQL`), cache statuses, feature rules and
+:func:`spendwatch.warehouse.spend.spend` for spend by local day, the same ``spend_facts`` view, local
+date rule (:data:`~spendwatch.warehouse.spend.LOCAL_DATE_SQL`), cache statuses, feature rules and
 display names (:func:`spend_grouped` adds hour and week buckets and filters on top of it), and
 :func:`spendwatch.savings.ledger` for savings.
 
@@ -16,7 +16,7 @@ Time
 Local days are days in the configured time zone, both ends included. ``period`` buckets are
 naive local timestamps (the start of the local hour, day or ISO week, Monday); a legacy cost
 line (a whole UTC day) lands on the local midnight of the date of the same name, as in
-:mod:`spendwatch.queries`. In the autumn, the repeated local hour holds both UTC hours.
+:mod:`spendwatch.warehouse.spend`. In the autumn, the repeated local hour holds both UTC hours.
 
 Nothing here writes: the dashboard creates and ends silences through
 :func:`alerts.engine.add_silence` and :func:`alerts.engine.expire_silence`, like the CLI.
@@ -35,10 +35,9 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 
-from spendwatch.reports import weekly_csv  # noqa: F401  (the Reports page's download)
 from spendwatch.config import Config, RuleConfig
 from spendwatch.lines import model_lines
-from spendwatch.queries import (CACHE_STATUS_SQL, CACHE_STATUSES, EXTRA_METRICS, LOCAL_DATE_SQL,
+from spendwatch.warehouse.spend import (CACHE_STATUS_SQL, CACHE_STATUSES, EXTRA_METRICS, LOCAL_DATE_SQL,
                                 METRICS, NameBook, is_empty_row, feature_map_sql, finish_row,
                                 money_str, spend)
 from spendwatch.savings import ROUTED_LINES, Ledger, ledger
@@ -104,7 +103,7 @@ def spend_grouped(conn: duckdb.DuckDBPyConnection, config: Config, since: date, 
     bucket (hour, day or week) as a naive local datetime. ``filters`` maps a dimension of
     :data:`FILTER_DIMENSIONS` to the values to keep (IDs for ``workspace`` and ``api_key``,
     names for ``feature``, None for "none"); an empty list keeps everything. Rows carry the
-    same keys as :func:`spendwatch.queries.spend` (display names for workspace and API key,
+    same keys as :func:`spendwatch.warehouse.spend.spend` (display names for workspace and API key,
     their IDs beside them, every metric, money in Decimal dollars); groups with neither cost
     nor tokens are left out. With no filter and ``by`` a subset of the CLI's dimensions, the
     rows are the CLI's rows. Raises ValueError for an unknown key, grain or filter.
@@ -568,112 +567,3 @@ def has_data(conn: duckdb.DuckDBPyConnection) -> bool:
     row = conn.execute("SELECT (SELECT count(*) FROM usage_hourly) + "
                        "(SELECT count(*) FROM cost_buckets)").fetchone()
     return bool(row and row[0])
-
-
-# --- alerts -----------------------------------------------------------------------------------
-
-def _records(cursor: duckdb.DuckDBPyConnection) -> list[Row]:
-    columns = [d[0] for d in cursor.description or []]
-    return [dict(zip(columns, values)) for values in cursor.fetchall()]
-
-
-def firing_alerts(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Row]:
-    """Alerts firing or pending now: ``rule``, ``kind``, ``scope_key``, ``level``, ``state``,
-    ``since``, ``value``, ``threshold``, ``unit``, ``summary``, ``episode_id`` and ``silenced``
-    (an active silence covers it now). Firing first, oldest first."""
-    return _records(conn.execute("""
-        SELECT s.rule, e.rule_kind AS kind, s.scope_key, s.level, s.state, s.since,
-               s.last_value AS value, e.threshold, e.unit, e.summary, s.episode_id,
-               EXISTS (SELECT 1 FROM alert_silences x WHERE x.rule = s.rule
-                       AND (x.scope_key IS NULL OR x.scope_key = s.scope_key)
-                       AND x.created_at <= $now AND x.expires_at > $now) AS silenced
-        FROM alert_states s LEFT JOIN alert_episodes e ON e.id = s.episode_id
-        WHERE s.state IN ('firing', 'pending')
-        ORDER BY s.state = 'pending', s.since, s.rule, s.scope_key, s.level""", {"now": now}))
-
-
-def recent_episodes(conn: duckdb.DuckDBPyConnection, since: datetime,
-                    limit: int = 100) -> list[Row]:
-    """Episodes open at any moment since ``since``, newest first: ``id``, ``rule``, ``kind``,
-    ``scope_key``, ``level``, ``started_at``, ``firing_at``, ``ended_at``, ``end_reason``,
-    ``silenced``, ``threshold``, ``peak_value``, ``unit``, ``summary``."""
-    return _records(conn.execute("""
-        SELECT id, rule, rule_kind AS kind, scope_key, level, started_at, firing_at, ended_at,
-               end_reason, silenced, threshold, peak_value, unit, summary
-        FROM alert_episodes WHERE ended_at IS NULL OR ended_at >= $since
-        ORDER BY started_at DESC, id DESC LIMIT $limit""", {"since": since, "limit": limit}))
-
-
-def delivery_attempts(conn: duckdb.DuckDBPyConnection, limit: int = 100) -> list[Row]:
-    """The latest delivery attempts with the channel's answer, newest first:
-    ``attempted_at``, ``channel``, ``kind`` (firing, reminder, resolved, test, report),
-    ``rule`` ("weekly report 2026-W47" for a report),
-    ``scope_key``, ``ok``, ``permanent``, ``answer``, ``status`` (of the notification now)."""
-    return _records(conn.execute("""
-        SELECT d.attempted_at, d.channel, n.kind,
-               coalesce(e.rule, CASE n.kind WHEN 'report' THEN 'weekly report '
-                   || json_extract_string(n.payload_json, '$.week') END) AS rule,
-               coalesce(e.scope_key, CASE n.kind WHEN 'report' THEN 'organization='
-                   || json_extract_string(n.payload_json, '$.organization') END) AS scope_key,
-               d.ok, d.permanent, d.answer, n.status
-        FROM alert_deliveries d JOIN alert_notifications n ON n.id = d.notification_id
-             LEFT JOIN alert_episodes e ON e.id = n.episode_id
-        ORDER BY d.attempted_at DESC, n.id DESC LIMIT $limit""", {"limit": limit}))
-
-
-def report_runs(conn: duckdb.DuckDBPyConnection, limit: int = 20) -> list[Row]:
-    """The weekly reports the worker wrote, newest week first: ``week``, ``organization``,
-    ``written_at``, ``rows`` and ``total_usd`` (of the file as it is now), ``final_at`` (when it
-    was written with settled data),
-    ``path`` and ``deliveries`` (``"finance-email: sent, ops-slack: pending"``, None when it
-    went to no channel). Empty for a database the worker has not opened since the upgrade."""
-    try:
-        return _records(conn.execute("""
-            SELECT r.week, r.organization, r.written_at, r.rows,
-                   coalesce(r.final_total_usd, r.total_usd) AS total_usd, r.final_at,
-                   r.path, string_agg(n.channel || ': ' || n.status, ', '
-                                      ORDER BY n.channel) AS deliveries
-            FROM report_runs r LEFT JOIN alert_notifications n ON n.kind = 'report'
-                AND json_extract_string(n.payload_json, '$.week') = r.week
-                AND json_extract_string(n.payload_json, '$.organization') = r.organization
-            GROUP BY ALL ORDER BY r.week DESC, r.organization LIMIT $limit""",
-                                     {"limit": limit}))
-    except duckdb.CatalogException:
-        return []
-
-
-def notification_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """Notifications per status: pending, sent, failed, silenced."""
-    return {status: int(n) for status, n in conn.execute(
-        "SELECT status, count(*) FROM alert_notifications GROUP BY 1").fetchall()}
-
-
-def broken_channels(conn: duckdb.DuckDBPyConnection) -> list[Row]:
-    """Channels marked broken by a permanent failure: ``channel``, ``reason``, ``since``."""
-    return _records(conn.execute(
-        "SELECT channel, reason, since FROM alert_channels WHERE broken ORDER BY channel"))
-
-
-def silences(conn: duckdb.DuckDBPyConnection, now: datetime,
-             ended_since: datetime | None = None) -> list[Row]:
-    """Silences active at ``now`` or ended after ``ended_since`` (default: a day before now):
-    ``id``, ``rule``, ``scope_key`` (None: every scope), ``created_at``, ``expires_at``,
-    ``comment``, ``active``. Active ones first, ending soonest first."""
-    return _records(conn.execute("""
-        SELECT id, rule, scope_key, created_at, expires_at, comment,
-               created_at <= $now AND expires_at > $now AS active
-        FROM alert_silences WHERE expires_at > $ended_since
-        ORDER BY active DESC, expires_at, id""",
-                                 {"now": now, "ended_since": ended_since or now - DAY}))
-
-
-def alert_scopes(conn: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
-    """The scopes each rule has been evaluated for (for silencing one scope)."""
-    out: dict[str, list[str]] = {}
-    for rule, scope_key in conn.execute(
-            "SELECT DISTINCT rule, scope_key FROM alert_states ORDER BY 1, 2").fetchall():
-        out.setdefault(rule, []).append(scope_key)
-    return out
-
-
-

@@ -37,7 +37,7 @@ import duckdb
 from spendwatch.config import Config
 from spendwatch.errors import ReportError
 from spendwatch.features import api_key_label, workspace_label
-from spendwatch.queries import CACHE_STATUSES, CACHE_STATUS_SQL, LOCAL_DATE_SQL, NameBook, \
+from spendwatch.warehouse.spend import CACHE_STATUSES, CACHE_STATUS_SQL, LOCAL_DATE_SQL, NameBook, \
     feature_map_sql
 from spendwatch.timeutil import local_range, local_today
 

@@ -1,0 +1,1 @@
+"""The weekly report: its CSV, when it is due, its summary, writing and queueing it."""

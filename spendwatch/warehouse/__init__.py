@@ -1,0 +1,1 @@
+"""The read side: every figure spendwatch shows, built on one spend query."""
