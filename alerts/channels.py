@@ -16,13 +16,17 @@ from alerts.slack import SlackChannel
 
 
 class Channel(Protocol):
-    """Somewhere notifications go: alert notifications and weekly reports.
+    """Somewhere notifications go: alert notifications and letters (the weekly report).
 
     ``deliver`` makes one delivery, including its own bounded retries, and returns when the
     channel has acknowledged it or given up. It never raises for a failure of the channel (a
     refusal, a timeout, a lost connection): that is a ``DeliveryResult`` with ``ok=False``,
     ``permanent=True`` when trying again cannot help (the channel is broken until its config
     changes), and ``answer`` one line with the channel's answer, never a secret.
+
+    A channel may deliver an alert's :class:`~alerts.model.Notification` or a
+    :class:`~alerts.model.Letter`; one whose class sets ``takes_attachments = True`` (email)
+    gets a letter's file loaded by the outbox just before sending.
     """
 
     name: str

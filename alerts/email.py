@@ -28,12 +28,12 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from email.message import EmailMessage
 from email.utils import format_datetime
+from functools import partial
 from typing import Any
 
-from alerts import report_text
-from alerts.model import DeliveryResult, Message, Notification, WeeklyReport
-from alerts.report_text import ZIP_ABOVE_BYTES  # a bigger CSV goes zipped
-from alerts.slack import format_value, headline, notification_facts
+from alerts.model import DeliveryResult, Letter, Message, Notification
+from alerts.words import headline, notification_facts
+from spendwatch.retry import GaveUp, RetryPolicy, TryAgain, call_with_retries
 
 log = logging.getLogger(__name__)
 
@@ -66,33 +66,33 @@ def email_message(n: Notification, sender: str, recipients: Sequence[str]) -> Em
     return message
 
 
-def report_message(report: WeeklyReport, sender: str,
-                   recipients: Sequence[str]) -> EmailMessage:
-    """The weekly report's message: the summary as text and HTML, the CSV attached
-    (``report.csv_bytes``, UTF-8 ``text/csv``). The Message-ID is the organization's and the
-    week's, so a retry or a resend shows as the same message."""
-    if report.csv_bytes is None:
-        raise ValueError("the report's CSV was not loaded")
+def letter_message(letter: Letter, sender: str, recipients: Sequence[str]) -> EmailMessage:
+    """A letter's message (the weekly report): its text and HTML, its file attached (zipped
+    above the letter's threshold). Date is ``letter.at`` (the outbox sets it to when it goes
+    out); the Message-ID is the letter's ``key``'s, so a retry or a resend shows as one message.
+    Raises ValueError when the letter has a file that was not loaded."""
+    attachment = letter.attachment
+    if attachment is not None and attachment.content is None:
+        raise ValueError(f"the file {attachment.path} of the letter was not loaded")
     message = EmailMessage()
-    total = "no spend" if report.empty else format_value(report.total_usd, "usd")
-    message["Subject"] = f"{report.title} ({total})"
+    message["Subject"] = letter.subject
     message["From"] = sender
     message["To"] = ", ".join(recipients)
-    message["Date"] = format_datetime(report.at)
-    key = f"report|{report.organization}|{report.week}"
-    domain = sender.rpartition("@")[2].strip(" >") or "spendwatch.invalid"
-    message["Message-ID"] = (f"<spendwatch.{hashlib.sha256(key.encode()).hexdigest()[:32]}"
-                             f"@{domain}>")
+    message["Date"] = format_datetime(letter.at)
+    message["Message-ID"] = stable_message_id(letter.key, sender)
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(report_text.plain_text(report, attached=True))
-    message.add_alternative(_report_html(report), subtype="html")
-    if len(report.csv_bytes) > ZIP_ABOVE_BYTES:
-        message.add_attachment(zipped(report.csv_name, report.csv_bytes),
-                               maintype="application", subtype="zip",
-                               filename=f"{report.csv_name}.zip")
-    else:
-        message.add_attachment(report.csv_bytes, maintype="text", subtype="csv",
-                               filename=report.csv_name, params={"charset": "utf-8"})
+    message.set_content(letter.text)
+    message.add_alternative(letter.html, subtype="html")
+    if attachment is not None and attachment.content is not None:
+        if attachment.zipped:
+            message.add_attachment(zipped(attachment.name, attachment.content),
+                                   maintype="application", subtype="zip",
+                                   filename=f"{attachment.name}.zip")
+        else:
+            maintype, _, subtype = attachment.mime.partition("/")
+            message.add_attachment(attachment.content, maintype=maintype, subtype=subtype,
+                                   filename=attachment.name,
+                                   params={"charset": "utf-8"} if maintype == "text" else {})
     return message
 
 
@@ -106,24 +106,10 @@ def zipped(name: str, data: bytes) -> bytes:
     return buffer.getvalue()
 
 
-def _report_html(report: WeeklyReport) -> str:
-    e = html.escape
-    if report.empty:
-        return f"<!DOCTYPE html><html><body><p>{e(report_text.empty_line(report))}</p>" \
-               "</body></html>\n"
-    parts = [f"<p><strong>{e(report_text.headline(report))}</strong></p>"]
-    for heading, lines in report_text.sections(report, attached=True):
-        items = "".join(f"<li>{e(line)}</li>" for line in lines)
-        parts.append(f"<p><strong>{e(heading)}</strong></p><ul>{items}</ul>")
-    if report.dashboard_url:
-        parts.append(f'<p><a href="{e(report.dashboard_url)}">Open in spendwatch</a></p>')
-    return f"<!DOCTYPE html><html><body>{''.join(parts)}</body></html>\n"
-
-
 def message_of(message: Message, sender: str, recipients: Sequence[str]) -> EmailMessage:
-    """The email of an alert notification or a weekly report."""
-    if isinstance(message, WeeklyReport):
-        return report_message(message, sender, recipients)
+    """The email of an alert notification or a letter."""
+    if isinstance(message, Letter):
+        return letter_message(message, sender, recipients)
     return email_message(message, sender, recipients)
 
 
@@ -148,6 +134,11 @@ def _html_body(n: Notification) -> str:
 def _message_id(n: Notification, sender: str) -> str:
     key = "|".join([n.kind, n.rule, n.level, ",".join(f"{k}={v}" for k, v in
                                                      sorted(n.scope.items())), n.at.isoformat()])
+    return stable_message_id(key, sender)
+
+
+def stable_message_id(key: str, sender: str) -> str:
+    """``<spendwatch.<hash of key>@<sender's domain>>``: the same key, the same Message-ID."""
     domain = sender.rpartition("@")[2].strip(" >") or "spendwatch.invalid"
     return f"<spendwatch.{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
 
@@ -180,6 +171,8 @@ class EmailChannel:
     of ours. The constructor raises ``ValueError`` for settings that cannot work, and
     ``OSError`` when ``ca_file`` cannot be read.
     """
+
+    takes_attachments = True  # a letter's file goes with it
 
     def __init__(self, name: str, host: str, port: int, sender: str, recipients: Sequence[str],
                  security: str = "starttls", username: str | None = None,
@@ -242,31 +235,47 @@ class EmailChannel:
         pending = list(self.recipients)
         rejected: Refusals = {}
         answers: list[str] = []
-        attempt = 1
-        while True:
+        give_up: list[Callable[[], DeliveryResult]] = []  # the last attempt's result, if last
+
+        def send(attempt: int) -> DeliveryResult:
+            nonlocal pending
+            earlier = tuple(answers)
             try:
                 refused = self._send_once(message, pending)
             except _Failure as failure:
-                if failure.permanent or attempt == self.max_attempts:
-                    result = self._failed(failure.answer, failure.permanent, attempt, rejected)
-                    about = failure.about_message and all(
-                        about_message(*reply) for reply in rejected.values())
-                    return replace(result, attempts=(*answers, result.answer),
-                                   about_message=about and result.permanent)
+                give_up.append(partial(self._failure_result, failure, attempt, rejected, earlier))
+                if failure.permanent:
+                    return give_up[-1]()
                 answer = failure.answer
             else:
-                rejected |= {a: reply for a, reply in refused.items() if reply[0] >= 500}
+                rejected.update({a: reply for a, reply in refused.items() if reply[0] >= 500})
                 pending = [a for a, reply in refused.items() if reply[0] < 500]
-                if not pending or attempt == self.max_attempts:
-                    result = self._outcome(refused, rejected, attempt)
-                    return replace(result, attempts=(*answers, result.answer))
+                give_up.append(partial(self._refusals_result, refused, rejected, attempt, earlier))
+                if not pending:
+                    return give_up[-1]()
                 answer = _refusal_answer({a: refused[a] for a in pending})
             answers.append(self._redact(answer))
-            wait = min(30.0, 2.0 ** (attempt - 1))
-            log.warning("email channel %s: %s; trying again in %.1f s (attempt %d of %d)",
-                        self.name, answer, wait, attempt, self.max_attempts)
-            self._sleep(wait)
-            attempt += 1
+            raise TryAgain(self._redact(answer))
+
+        # Exact waits (no jitter), and no Retry-After in SMTP.
+        policy = RetryPolicy(max_attempts=self.max_attempts, base_delay=1.0, max_delay=30.0,
+                             jitter=0, sleep=self._sleep)
+        try:
+            return call_with_retries(send, policy, f"email channel {self.name}")
+        except GaveUp:
+            return give_up[-1]()
+
+    def _failure_result(self, failure: _Failure, attempt: int, rejected: Refusals,
+                        earlier: tuple[str, ...]) -> DeliveryResult:
+        result = self._failed(failure.answer, failure.permanent, attempt, rejected)
+        about = failure.about_message and all(about_message(*reply) for reply in rejected.values())
+        return replace(result, attempts=(*earlier, result.answer),
+                       about_message=about and result.permanent)
+
+    def _refusals_result(self, refused: Refusals, rejected: Refusals, attempt: int,
+                         earlier: tuple[str, ...]) -> DeliveryResult:
+        result = self._outcome(refused, rejected, attempt)
+        return replace(result, attempts=(*earlier, result.answer))
 
     def _outcome(self, refused: Refusals, rejected: Refusals, attempt: int) -> DeliveryResult:
         deferred = {a: reply for a, reply in refused.items() if reply[0] < 500}

@@ -10,6 +10,7 @@ from typing import Any
 
 import duckdb
 
+from alerts.states import Kind, State
 from spendwatch.timeutil import DAY
 
 Row = dict[str, Any]
@@ -32,8 +33,10 @@ def firing_alerts(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Row]:
                        AND (x.scope_key IS NULL OR x.scope_key = s.scope_key)
                        AND x.created_at <= $now AND x.expires_at > $now) AS silenced
         FROM alert_states s LEFT JOIN alert_episodes e ON e.id = s.episode_id
-        WHERE s.state IN ('firing', 'pending')
-        ORDER BY s.state = 'pending', s.since, s.rule, s.scope_key, s.level""", {"now": now}))
+        WHERE s.state IN ($firing, $pending)
+        ORDER BY s.state = $pending, s.since, s.rule, s.scope_key, s.level""",
+                                 {"now": now, "firing": State.FIRING,
+                                  "pending": State.PENDING}))
 
 
 def recent_episodes(conn: duckdb.DuckDBPyConnection, since: datetime,
@@ -55,14 +58,17 @@ def delivery_attempts(conn: duckdb.DuckDBPyConnection, limit: int = 100) -> list
     ``scope_key``, ``ok``, ``permanent``, ``answer``, ``status`` (of the notification now)."""
     return records(conn.execute("""
         SELECT d.attempted_at, d.channel, n.kind,
-               coalesce(e.rule, CASE n.kind WHEN 'report' THEN 'weekly report '
-                   || json_extract_string(n.payload_json, '$.week') END) AS rule,
-               coalesce(e.scope_key, CASE n.kind WHEN 'report' THEN 'organization='
-                   || json_extract_string(n.payload_json, '$.organization') END) AS scope_key,
+               coalesce(e.rule, CASE n.kind WHEN $report THEN 'weekly report ' || coalesce(
+                   json_extract_string(n.payload_json, '$.labels.week'),
+                   json_extract_string(n.payload_json, '$.week')) END) AS rule,
+               coalesce(e.scope_key, CASE n.kind WHEN $report THEN 'organization=' || coalesce(
+                   json_extract_string(n.payload_json, '$.labels.organization'),
+                   json_extract_string(n.payload_json, '$.organization')) END) AS scope_key,
                d.ok, d.permanent, d.answer, n.status
         FROM alert_deliveries d JOIN alert_notifications n ON n.id = d.notification_id
              LEFT JOIN alert_episodes e ON e.id = n.episode_id
-        ORDER BY d.attempted_at DESC, n.id DESC LIMIT $limit""", {"limit": limit}))
+        ORDER BY d.attempted_at DESC, n.id DESC LIMIT $limit""",
+                                 {"limit": limit, "report": Kind.REPORT}))
 
 
 def notification_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:

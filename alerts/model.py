@@ -10,14 +10,19 @@ episode is still recorded).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
-OK, FIRING, NO_DATA = "ok", "firing", "no_data"
-NOTIFICATION_KINDS = ("firing", "reminder", "resolved", "test")
-REPORT_KIND = "report"
+from alerts.states import FIRING, NO_DATA, OK, Kind
+
+__all__ = ["FIRING", "NO_DATA", "OK", "Evaluation", "Notification", "DeliveryResult",
+           "Attachment", "Letter", "Message", "CheckReport", "decode", "KIND_PREFIX"]
+
+#: How a notification's title and headline mark its kind.
+KIND_PREFIX = {Kind.FIRING: "FIRING", Kind.REMINDER: "STILL FIRING", Kind.RESOLVED: "RESOLVED",
+               Kind.TEST: "TEST"}
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,7 @@ class Evaluation:
 class Notification:
     """What a channel sends: built from an episode when it fires, reminds or resolves."""
 
-    kind: str                    # one of NOTIFICATION_KINDS
+    kind: str                    # one of Kind.ALERTS
     rule: str
     rule_kind: str
     scope: Mapping[str, str]
@@ -68,10 +73,27 @@ class Notification:
 
     @property
     def title(self) -> str:
-        prefix = {"firing": "FIRING", "reminder": "STILL FIRING", "resolved": "RESOLVED",
-                  "test": "TEST"}[self.kind]
         scope = ", ".join(f"{k} {v}" for k, v in sorted(self.scope.items())) or "all"
-        return f"[spendwatch {prefix}] {self.rule} ({scope})"
+        return f"[spendwatch {KIND_PREFIX[self.kind]}] {self.rule} ({scope})"
+
+    def to_json(self) -> str:
+        """The stored form (``alert_notifications.payload_json``)."""
+        def default(value: Any) -> Any:
+            if isinstance(value, Decimal):
+                return str(value)
+            if isinstance(value, datetime):
+                return value.isoformat()
+            raise TypeError(type(value).__name__)
+        return json.dumps(asdict(self), default=default, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Notification:
+        data = json.loads(text)
+        for key in ("value", "threshold"):
+            data[key] = Decimal(data[key]) if data[key] is not None else None
+        for key in ("started_at", "at"):
+            data[key] = datetime.fromisoformat(data[key])
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -89,101 +111,95 @@ class DeliveryResult:
 
 
 @dataclass(frozen=True)
-class Mover:
-    """A feature or model whose weekly spend changed: this week's and last week's dollars."""
+class Attachment:
+    """A file that goes with a :class:`Letter` on the channels that carry files (email).
 
-    dimension: str               # "feature" | "model"
-    label: str
-    cost_usd: Decimal
-    previous_usd: Decimal
+    The outbox reads ``path`` just before sending (``content``, never stored); a file bigger
+    than ``zip_above`` bytes goes as ``<name>.zip``.
+    """
+
+    path: str
+    name: str
+    mime: str = "text/csv"
+    zip_above: int | None = None
+    content: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
-    def change_usd(self) -> Decimal:
-        return self.cost_usd - self.previous_usd
+    def zipped(self) -> bool:
+        return (self.zip_above is not None and self.content is not None
+                and len(self.content) > self.zip_above)
 
 
 @dataclass(frozen=True)
-class WeeklyReport:
-    """The weekly report of one organization, as the channels send it (kind ``"report"``).
+class Letter:
+    """A message that is not an alert (kind "report"), written whole by its sender and only
+    carried by the channels: the same words on every channel, in each channel's form.
 
-    Optional parts are None or empty when they cannot be said: ``previous_usd`` when last week
-    was not collected whole (then there are no movers either), ``cache_hit_ratio`` without
-    input tokens, ``savings`` with nothing priced. ``csv_bytes`` is the file, loaded just
-    before sending (never stored with the notification).
+    ``key`` is stable (``report|acme|2026-W47``): a retry or a resend is the same message
+    (the email's Message-ID). ``at`` becomes the moment it goes out. ``labels`` say what it
+    is about, for the delivery history (``{"organization": "acme", "week": "2026-W47"}``).
     """
 
-    organization: str
-    week: str                    # 2026-W47
-    since: date                  # Monday, local
-    until: date                  # Sunday, local
-    timezone: str
-    total_usd: Decimal
-    rows: int
-    csv_name: str
-    csv_path: str
+    key: str
+    title: str                   # one line naming it: logs, the delivery list
+    subject: str                 # the email's subject
+    text: str                    # plain text (the email's text part)
+    html: str                    # the email's HTML part
+    slack: Mapping[str, Any]     # the Slack message: {"text": ..., "blocks": [...]}
     at: datetime
-    previous_usd: Decimal | None = None
-    movers: tuple[Mover, ...] = ()
-    cache_hit_ratio: Decimal | None = None
-    savings: tuple[tuple[str, Decimal], ...] = ()   # label, dollars, in reading order
-    provisional_until: datetime | None = None       # cost may still change until then
-    dashboard_url: str | None = None
-    csv_bytes: bytes | None = field(default=None, compare=False, repr=False)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    attachment: Attachment | None = None
 
-    kind = REPORT_KIND
-
-    @property
-    def empty(self) -> bool:
-        return self.rows == 0 and not self.total_usd
-
-    @property
-    def period(self) -> str:
-        """``Mon 16 Nov - Sun 22 Nov 2026``; ``Mon 28 Dec 2026 - Sun 3 Jan 2027``."""
-        year = f" {self.since.year}" if self.since.year != self.until.year else ""
-        return (f"Mon {self.since.day} {self.since:%b}{year} - "
-                f"Sun {self.until.day} {self.until:%b} {self.until.year}")
-
-    @property
-    def title(self) -> str:
-        return f"[spendwatch] Weekly report {self.week}: {self.organization}"
+    kind: ClassVar[str] = Kind.REPORT
 
     def to_json(self) -> str:
-        data: dict[str, Any] = {
-            "organization": self.organization, "week": self.week,
-            "since": self.since.isoformat(), "until": self.until.isoformat(),
-            "timezone": self.timezone, "total_usd": str(self.total_usd), "rows": self.rows,
-            "csv_name": self.csv_name, "csv_path": self.csv_path, "at": self.at.isoformat(),
-            "previous_usd": None if self.previous_usd is None else str(self.previous_usd),
-            "movers": [[m.dimension, m.label, str(m.cost_usd), str(m.previous_usd)]
-                       for m in self.movers],
-            "cache_hit_ratio": (None if self.cache_hit_ratio is None
-                                else str(self.cache_hit_ratio)),
-            "savings": [[label, str(value)] for label, value in self.savings],
-            "provisional_until": (None if self.provisional_until is None
-                                  else self.provisional_until.isoformat()),
-            "dashboard_url": self.dashboard_url}
-        return json.dumps(data, sort_keys=True)
+        """The stored form, without the attachment's content."""
+        a = self.attachment
+        return json.dumps({
+            "key": self.key, "title": self.title, "subject": self.subject, "text": self.text,
+            "html": self.html, "slack": self.slack, "at": self.at.isoformat(),
+            "labels": dict(self.labels),
+            "attachment": None if a is None else {"path": a.path, "name": a.name, "mime": a.mime,
+                                                  "zip_above": a.zip_above}}, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> WeeklyReport:
-        d = json.loads(text)
-
-        def dec(value: str | None) -> Decimal | None:
-            return None if value is None else Decimal(value)
-
-        return cls(
-            organization=d["organization"], week=d["week"],
-            since=date.fromisoformat(d["since"]), until=date.fromisoformat(d["until"]),
-            timezone=d["timezone"], total_usd=Decimal(d["total_usd"]), rows=int(d["rows"]),
-            csv_name=d["csv_name"], csv_path=d["csv_path"],
-            at=datetime.fromisoformat(d["at"]), previous_usd=dec(d["previous_usd"]),
-            movers=tuple(Mover(m[0], m[1], Decimal(m[2]), Decimal(m[3])) for m in d["movers"]),
-            cache_hit_ratio=dec(d["cache_hit_ratio"]),
-            savings=tuple((label, Decimal(value)) for label, value in d["savings"]),
-            provisional_until=(None if d["provisional_until"] is None
-                               else datetime.fromisoformat(d["provisional_until"])),
-            dashboard_url=d["dashboard_url"])
+    def from_json(cls, text: str) -> Letter:
+        """Raises ValueError for a payload that is not a letter (one stored by an older
+        spendwatch)."""
+        try:
+            d = json.loads(text)
+            a = d["attachment"]
+            return cls(key=d["key"], title=d["title"], subject=d["subject"], text=d["text"],
+                       html=d["html"], slack=d["slack"], at=datetime.fromisoformat(d["at"]),
+                       labels=d["labels"],
+                       attachment=None if a is None else Attachment(
+                           a["path"], a["name"], a["mime"], a["zip_above"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a letter ({type(exc).__name__} {exc})") from None
 
 
-#: What a channel delivers: an alert's notification or a weekly report.
-Message = Notification | WeeklyReport
+#: What a channel delivers: an alert's notification or a letter (the weekly report).
+Message = Notification | Letter
+
+
+def decode(kind: str, text: str) -> Message:
+    """A stored notification's payload: a letter (kind "report") or an alert's.
+    Raises ValueError when it cannot be read."""
+    return Letter.from_json(text) if kind == Kind.REPORT else Notification.from_json(text)
+
+
+@dataclass
+class CheckReport:
+    """What one check (or one delivery round) saw and did, for the CLI and the worker's log."""
+
+    evaluations: list[Evaluation] = field(default_factory=list)
+    transitions: list[str] = field(default_factory=list)
+    deliveries: list[tuple[str, str, DeliveryResult]] = field(default_factory=list)
+    broken_channels: dict[str, str] = field(default_factory=dict)
+    config_errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        """A delivery failed for good, a channel is broken or misconfigured: exit non-zero."""
+        return bool(self.broken_channels or self.config_errors) or any(
+            not r.ok and r.permanent for _, _, r in self.deliveries)

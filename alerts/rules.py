@@ -28,46 +28,42 @@ from __future__ import annotations
 import statistics
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import duckdb
 
 from alerts.model import FIRING, NO_DATA, OK, Evaluation
+from alerts.states import State
 from spendwatch.config import Config, RuleConfig
-from spendwatch.warehouse.spend import NameBook, feature_map_sql
-from spendwatch.warehouse.reconcile import reconciliation
+from spendwatch.numbers import percent, tokens, usd
 from spendwatch.timeutil import floor_hour, local_range, local_today
-from spendwatch.warehouse.figures import month_end_forecast, stale_after, stored_from
+from spendwatch.warehouse.batch import Batch
+from spendwatch.warehouse.figures import (cache_input, last_success, month_end_forecast,
+                                          recent_runs, stale_after, stored_from)
+from spendwatch.warehouse.reconcile import reconciliation
+from spendwatch.warehouse.spend import total
 
 HUNDRED = Decimal(100)
 ONE = Decimal(1)
 
 
-def _usd(value: Decimal) -> str:
-    return f"${value:,.2f}"
-
-
 # --- data access -------------------------------------------------------------------------------
 
 class Warehouse:
-    """Scoped reads for the rules, on one open connection (read-only is enough)."""
+    """The figures the rules read, on one reader batch: every dollar and token comes from THE
+    spend query (:func:`spendwatch.warehouse.spend.spend`), so a rule's value is the CLI's and
+    the dashboard's figure for the same scope and period (legacy whole-day lines included)."""
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection, config: Config):
-        self.conn = conn
-        self.config = config
-        self.names = NameBook.load(conn)
-        self._features: tuple[str, dict[str, Any]] | None = None
+    def __init__(self, batch: Batch):
+        self.batch = batch
+        self.config = batch.config
 
     def last_runs(self, organization: str) -> list[tuple[str, datetime]]:
         """(status, finished_at) of the organization's runs, newest first."""
-        return [(s, f) for s, f in self.conn.execute(
-            "SELECT status, finished_at FROM collection_runs WHERE organization = ? "
-            "ORDER BY finished_at DESC LIMIT 50", [organization]).fetchall()]
+        return recent_runs(self.batch, organization)
 
     def last_success(self, organization: str) -> datetime | None:
-        row = self.conn.execute("SELECT max(finished_at) FROM collection_runs WHERE "
-                                "organization = ? AND status = 'ok'", [organization]).fetchone()
-        return row[0] if row else None
+        return last_success(self.batch, organization)
 
     def fresh(self, organizations: Sequence[str], now: datetime) -> bool:
         """Every organization collected successfully within :func:`stale_after`."""
@@ -80,88 +76,35 @@ class Warehouse:
 
     def covered_from(self, organizations: Sequence[str]) -> datetime | None:
         """From when every organization's usage and cost are stored without a gap."""
-        return stored_from(self.conn, organizations)
+        return stored_from(self.batch, organizations)
 
     def open_scopes(self, rule: str) -> list[str]:
         """Scope keys of the rule's episodes still open (pending or firing)."""
-        return [k for (k,) in self.conn.execute(
-            "SELECT DISTINCT scope_key FROM alert_states WHERE rule = ? AND state <> 'ok'",
-            [rule]).fetchall()]
+        return [k for (k,) in self.batch.conn.execute(
+            "SELECT DISTINCT scope_key FROM alert_states WHERE rule = ? AND state <> ?",
+            [rule, State.OK]).fetchall()]
 
-    def _scope_sql(self, scope: dict[str, str]) -> tuple[str, dict[str, Any], str]:
-        """(WHERE clause, params, feature CTE) selecting spend_facts rows of a scope."""
-        clauses: list[str] = []
-        params: dict[str, Any] = {}
-        cte = ""
-        if "organization" in scope:
-            clauses.append("f.organization = $org")
-            params["org"] = scope["organization"]
-        if "model" in scope:
-            clauses.append("f.model = $model")
-            params["model"] = scope["model"]
-        if "workspace" in scope:
-            ids = [i for (o, i), n in self.names.workspaces.items() if n == scope["workspace"]]
-            clauses.append("(f.workspace_id = $ws OR f.workspace_id IN (SELECT unnest($ws_ids)))")
-            params.update(ws=scope["workspace"], ws_ids=ids or [""])
-        if "api_key" in scope:
-            ids = [i for (o, i), n in self.names.api_keys.items() if n == scope["api_key"]]
-            clauses.append("(f.api_key_id = $key OR f.api_key_id IN (SELECT unnest($key_ids)))")
-            params.update(key=scope["api_key"], key_ids=ids or [""])
-        if "feature" in scope:
-            if self._features is None:
-                self._features = feature_map_sql(self.conn, self.names, self.config.features)
-            feature_sql, feature_params = self._features
-            cte = f"feature_map AS ({feature_sql}),"
-            params.update(feature_params)
-            clauses.append("EXISTS (SELECT 1 FROM feature_map m WHERE m.organization = "
-                           "f.organization AND m.workspace_id IS NOT DISTINCT FROM "
-                           "f.workspace_id AND m.api_key_id IS NOT DISTINCT FROM f.api_key_id "
-                           "AND m.feature = $feature)")
-            params["feature"] = scope["feature"]
-        return " AND ".join(clauses) or "true", params, cte
+    def filters(self, scope: dict[str, str]) -> dict[str, list[str | None]]:
+        """A rule's scope as the spend query's filters: a workspace or API key by ID or name."""
+        out: dict[str, list[str | None]] = {}
+        names = self.batch.names
+        for key, value in scope.items():
+            if key == "workspace":
+                out[key] = [value, *names.workspace_ids(value)]
+            elif key == "api_key":
+                out[key] = [value, *names.api_key_ids(value)]
+            else:
+                out[key] = [value]
+        return out
 
     def spend_between(self, scope: dict[str, str], start: datetime, end: datetime) -> Decimal:
-        """Cost of the scope in [start, end), hour buckets (whole-day legacy lines by day)."""
-        where, params, cte = self._scope_sql(scope)
-        row = self.conn.execute(f"""
-            WITH {cte} x AS (SELECT 1)
-            SELECT coalesce(sum(f.cost_usd), 0) FROM spend_facts f
-            WHERE f.bucket_start >= $start AND f.bucket_start < $end AND {where}""",
-                                {**params, "start": start, "end": end}).fetchone()
-        return Decimal(row[0]) if row else Decimal(0)
-
-    def spend_by_hour(self, scope: dict[str, str], start: datetime,
-                      end: datetime) -> dict[datetime, Decimal]:
-        where, params, cte = self._scope_sql(scope)
-        return {h: Decimal(c) for h, c in self.conn.execute(f"""
-            WITH {cte} x AS (SELECT 1)
-            SELECT f.bucket_start, sum(f.cost_usd) FROM spend_facts f
-            WHERE f.bucket_start >= $start AND f.bucket_start < $end AND {where}
-            GROUP BY 1""", {**params, "start": start, "end": end}).fetchall() if c is not None}
+        """Cost of the scope in the UTC window [start, end)."""
+        return total(self.batch, filters=self.filters(scope), start=start, end=end)
 
     def cache_input(self, start: datetime, end: datetime, per: str,
                     scope: dict[str, str]) -> list[tuple[str | None, str, int, int]]:
         """(model or feature, organization, cache reads, all input tokens) per group."""
-        where, params, cte = self._scope_sql(scope)
-        if per == "feature" and not cte:
-            self._features = self._features or feature_map_sql(self.conn, self.names,
-                                                            self.config.features)
-            cte = f"feature_map AS ({self._features[0]}),"
-            params.update(self._features[1])
-        group = "f.model" if per == "model" else "m.feature"
-        join = ("" if per == "model" else
-                "LEFT JOIN feature_map m ON m.organization = f.organization AND m.workspace_id "
-                "IS NOT DISTINCT FROM f.workspace_id AND m.api_key_id IS NOT DISTINCT FROM "
-                "f.api_key_id")
-        return [(g, o, int(r), int(t)) for g, o, r, t in self.conn.execute(f"""
-            WITH {cte} x AS (SELECT 1)
-            SELECT {group}, f.organization, sum(f.cache_read_tokens),
-                   sum(f.uncached_input_tokens + f.cache_write_5m_tokens
-                       + f.cache_write_1h_tokens + f.cache_read_tokens)
-            FROM usage_hourly f {join}
-            WHERE f.bucket_start >= $start AND f.bucket_start < $end AND {where}
-              AND f.model IS NOT NULL
-            GROUP BY ALL""", {**params, "start": start, "end": end}).fetchall()]
+        return cache_input(self.batch, start, end, per, self.filters(scope))
 
 
 def _orgs(config: Config, scope: dict[str, str]) -> list[str]:
@@ -190,7 +133,7 @@ def daily_spend(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evaluatio
     out = []
     for fraction in rule.params.get("levels", (ONE,)):
         threshold = budget * fraction
-        level = f"{today} {fraction * HUNDRED:.0f}%"
+        level = f"{today} {percent(fraction, 0)}"
         if value is None:
             out.append(_evaluation(rule, scope, level, NO_DATA, None, threshold, "usd", window,
                                    "no data: the last collection is too old to judge today's "
@@ -199,8 +142,8 @@ def daily_spend(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evaluatio
         state = FIRING if value >= threshold else OK
         out.append(_evaluation(
             rule, scope, level, state, value, threshold, "usd", window,
-            f"today's spend {_usd(value)} {'reached' if state == FIRING else 'is under'} "
-            f"{fraction * HUNDRED:.0f}% of the {_usd(budget)} daily budget ({_usd(threshold)})",
+            f"today's spend {usd(value)} {'reached' if state == FIRING else 'is under'} "
+            f"{percent(fraction, 0)} of the {usd(budget)} daily budget ({usd(threshold)})",
             "Spend"))
     return out
 
@@ -230,11 +173,11 @@ def monthly_budget(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evalua
     forecast = month_end_forecast(complete, today_so_far, now, tz)
     return [
         _evaluation(rule, scope, "actual", FIRING if actual >= budget else OK, actual, budget,
-                    "usd", window, f"month-to-date spend {_usd(actual)} against the "
-                    f"{_usd(budget)} monthly budget"),
+                    "usd", window, f"month-to-date spend {usd(actual)} against the "
+                    f"{usd(budget)} monthly budget"),
         _evaluation(rule, scope, "forecast", FIRING if forecast >= budget else OK, forecast,
-                    budget, "usd", window, f"month-end forecast {_usd(forecast)} against the "
-                    f"{_usd(budget)} monthly budget (month-to-date {_usd(actual)})"),
+                    budget, "usd", window, f"month-end forecast {usd(forecast)} against the "
+                    f"{usd(budget)} monthly budget (month-to-date {usd(actual)})"),
     ]
 
 
@@ -262,8 +205,9 @@ def cache_hit_ratio(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evalu
                                   "to judge")
         else:
             state = FIRING if ratio < floor else OK
-            summary = (f"cache hit ratio {ratio:.1%} {'below' if state == FIRING else 'above'}"
-                       f" the {floor:.1%} floor over {total:,} input tokens")
+            summary = (f"cache hit ratio {percent(ratio)} "
+                       f"{'below' if state == FIRING else 'above'} the {percent(floor)} floor "
+                       f"over {tokens(total)} input tokens")
         out.append(_evaluation(rule, group_scope, "floor", state, ratio, floor, "ratio",
                                window, summary, "Caching"))
     for ev in out:
@@ -326,8 +270,8 @@ def spend_spike(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evaluatio
     threshold = max(baseline * multiplier, minimum)
     state = FIRING if value >= threshold else OK
     return [_evaluation(rule, scope, mode, state, value, threshold, "usd", window,
-                        f"spend {_usd(value)} against a usual {_usd(baseline)} "
-                        f"(alert at {multiplier}x, at least {_usd(minimum)})", "Spend")]
+                        f"spend {usd(value)} against a usual {usd(baseline)} "
+                        f"(alert at {multiplier}x, at least {usd(minimum)})", "Spend")]
 
 
 def data_stale(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evaluation]:
@@ -361,11 +305,11 @@ def cost_drift(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evaluation
     tz = w.config.tz
     last = local_today(now, tz) - timedelta(days=1)
     first = last - timedelta(days=days - 1)
-    rows = reconciliation(w.conn, tz, first, last,
+    rows = reconciliation(w.batch, first, last,
                           [scope["organization"]] if "organization" in scope else ())
     out = []
     for row in rows:
-        if row.model is None or ("model" in scope and row.model != scope["model"]):
+        if not row.compared or row.model is None or ("model" in scope and row.model != scope["model"]):
             continue
         row_scope = {"organization": row.organization, "model": row.model}
         window = f"{row.date} ({tz.key})"
@@ -377,9 +321,10 @@ def cost_drift(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evaluation
         state = FIRING if abs(pct) > threshold else OK
         out.append(_evaluation(
             rule, row_scope, str(row.date), state, pct, threshold, "percent", window,
-            f"estimated {_usd(row.estimated_usd)} against billed {_usd(row.billed_usd)} "
-            f"({pct:+.2f}%)" + (f"; {row.unpriced_tokens:,} tokens unpriced"
-                                if row.unpriced_tokens else ""), "Spend"))
+            f"estimated {usd(row.estimated_usd)} against billed {usd(row.billed_usd)} "
+            f"({percent(pct / HUNDRED, 2, signed=True)})"
+            + (f"; {tokens(row.unpriced_tokens)} tokens unpriced" if row.unpriced_tokens
+               else ""), "Spend"))
     return out
 
 
@@ -390,9 +335,11 @@ RULE_FUNCTIONS: dict[str, Callable[[Warehouse, RuleConfig, datetime], list[Evalu
 }
 
 
-def evaluate(conn: duckdb.DuckDBPyConnection, config: Config, now: datetime) -> list[Evaluation]:
-    """Every configured rule's evaluations at ``now``."""
-    warehouse = Warehouse(conn, config)
+def evaluate(conn: duckdb.DuckDBPyConnection | Batch, config: Config,
+             now: datetime) -> list[Evaluation]:
+    """Every configured rule's evaluations at ``now``, on an open connection (a reader is
+    enough) or a reader batch of ``config``."""
+    warehouse = Warehouse(conn if isinstance(conn, Batch) else Batch(conn, config))
     out: list[Evaluation] = []
     for rule in config.alerts.rules:
         out.extend(RULE_FUNCTIONS[rule.kind](warehouse, rule, now))

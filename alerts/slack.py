@@ -10,8 +10,8 @@ The webhook URL's path is the credential. It never goes into an answer, a log li
 exception's text: messages say "the webhook", and since urllib3 logs request paths at DEBUG,
 a filter on its logger hides the paths of the webhooks this process knows.
 
-This module also holds the words every channel uses (``format_value``, ``headline``,
-``notification_facts``); the email channel imports them from here.
+The words are :mod:`alerts.words`; a letter (the weekly report) brings its own Block Kit
+message.
 """
 
 from __future__ import annotations
@@ -21,84 +21,28 @@ from dataclasses import replace
 import logging
 import threading
 import time
-from datetime import datetime
-from decimal import Decimal
-from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import requests
 
-from alerts.model import DeliveryResult, Message, Notification, WeeklyReport
+from alerts.model import DeliveryResult, Letter, Message, Notification
+from alerts.states import Kind
+from alerts.words import TEST_NOTICE, clip, format_value, headline, mrkdwn, \
+    notification_facts
+from spendwatch.retry import GaveUp, RetryPolicy, TryAgain, call_with_retries, parse_retry_after
 
 log = logging.getLogger(__name__)
 
 PERMANENT_STATUSES = frozenset({400, 403, 404, 410})
 SETTINGS = frozenset({"timeout", "max_attempts", "max_wait", "min_interval"})
-TEST_NOTICE = "This is a test message from spendwatch: nothing crossed a threshold."
-_HEADER_EMOJI = {"firing": ":rotating_light:", "reminder": ":bell:",
-                 "resolved": ":white_check_mark:", "test": ":test_tube:"}
-_HEADLINE_PREFIX = {"firing": "FIRING", "reminder": "STILL FIRING", "resolved": "RESOLVED",
-                    "test": "TEST"}
+HEADER_EMOJI = {Kind.FIRING: ":rotating_light:", Kind.REMINDER: ":bell:",
+                Kind.RESOLVED: ":white_check_mark:", Kind.TEST: ":test_tube:"}
 
 # When each webhook was last posted to (clock time, or the time a waiting post has booked),
 # shared by every SlackChannel of the process so that two channels on one webhook are spaced.
 _last_post_at: dict[str, float] = {}
 _last_post_lock = threading.Lock()
-
-
-# ---- the words every channel uses ------------------------------------------------------------
-
-def format_value(value: Decimal | None, unit: str) -> str:
-    """``Decimal("1234.56"), "usd"`` -> ``"$1,234.56"``; ratio 0.42 -> ``"42.0%"``; percent
-    7.5 -> ``"7.5%"``; hours -> ``"3.0 h"``; x -> ``"2.4x"``; ``None`` -> ``"no data"``."""
-    if value is None:
-        return "no data"
-    if unit == "usd":
-        return f"{'-' if value < 0 else ''}${abs(value):,.2f}"
-    if unit == "ratio":
-        return f"{value * 100:.1f}%"
-    if unit == "percent":
-        return f"{value:.1f}%"
-    if unit == "hours":
-        return f"{value:.1f} h"
-    if unit == "x":
-        return f"{value:.1f}x"
-    return f"{value} {unit}"
-
-
-def scope_text(scope: Mapping[str, str]) -> str:
-    """``{"organization": "acme", "feature": "search"}`` -> ``"feature search, organization
-    acme"``, the words ``Notification.title`` uses."""
-    return ", ".join(f"{k} {v}" for k, v in sorted(scope.items())) or "all"
-
-
-def format_time(moment: datetime) -> str:
-    """``2026-11-24 14:05 CST``: minutes are enough, and the zone the time was given in."""
-    zone = moment.tzname()
-    return f"{moment:%Y-%m-%d %H:%M}" + (f" {zone}" if zone else "")
-
-
-def headline(n: Notification) -> str:
-    """One sentence that opens every message: what happened, marked by kind."""
-    notice = f" {TEST_NOTICE}" if n.kind == "test" else ""
-    return f"{_HEADLINE_PREFIX[n.kind]}:{notice} {n.summary}"
-
-
-def notification_facts(n: Notification) -> list[tuple[str, str]]:
-    """Label and text of what crossed what, in reading order, then the notification's details."""
-    facts = [
-        ("Value", format_value(n.value, n.unit)),
-        ("Threshold", format_value(n.threshold, n.unit)),
-        ("Scope", scope_text(n.scope)),
-        ("Rule", f"{n.rule} ({n.rule_kind})"),
-        ("Window", n.window),
-        ("Level", n.level),
-        ("Started", format_time(n.started_at)),
-    ]
-    if n.kind == "resolved":
-        facts.append(("Resolved", format_time(n.at)))
-    return facts + list(n.details.items())
 
 
 # ---- the payload -----------------------------------------------------------------------------
@@ -109,16 +53,16 @@ def slack_payload(n: Notification) -> dict[str, Any]:
     facts = notification_facts(n)
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "emoji": True,
-                                    "text": _clip(f"{_HEADER_EMOJI[n.kind]} {n.title}", 150)}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": _clip(_mrkdwn(headline(n)), 3000)}},
+                                    "text": clip(f"{HEADER_EMOJI[n.kind]} {n.title}", 150)}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": clip(mrkdwn(headline(n)), 3000)}},
         # A section takes at most 10 fields; the rest go on as lines.
         {"type": "section", "fields": [
-            {"type": "mrkdwn", "text": _clip(f"*{_mrkdwn(label)}*\n{_mrkdwn(text)}", 2000)}
+            {"type": "mrkdwn", "text": clip(f"*{mrkdwn(label)}*\n{mrkdwn(text)}", 2000)}
             for label, text in facts[:10]]},
     ]
     if facts[10:]:
-        lines = "\n".join(f"*{_mrkdwn(label)}*: {_mrkdwn(text)}" for label, text in facts[10:])
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(lines, 3000)}})
+        lines = "\n".join(f"*{mrkdwn(label)}*: {mrkdwn(text)}" for label, text in facts[10:])
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": clip(lines, 3000)}})
     if n.dashboard_url:
         blocks.append({"type": "actions", "elements": [
             {"type": "button", "text": {"type": "plain_text", "text": "Open in spendwatch"},
@@ -126,55 +70,17 @@ def slack_payload(n: Notification) -> dict[str, Any]:
     return {"text": _fallback_text(n), "blocks": blocks}
 
 
-def report_payload(report: WeeklyReport) -> dict[str, Any]:
-    """The Block Kit message of a weekly report: the headline, one section per part of the
-    summary that has something to say, and the dashboard link. An empty week is one line."""
-    from alerts import report_text
-
-    if report.empty:
-        line = _mrkdwn(report_text.empty_line(report))
-        return {"text": line, "blocks": [{"type": "section", "text": {"type": "mrkdwn",
-                                                                      "text": line}}]}
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "emoji": True, "text": _clip(
-            f":bar_chart: Weekly spend {report.week}: {report.organization}", 150)}},
-        {"type": "section", "text": {"type": "mrkdwn",
-                                     "text": _clip(_mrkdwn(report_text.headline(report)), 3000)}}]
-    for heading, lines in report_text.sections(report, attached=False):
-        text = f"*{_mrkdwn(heading)}*\n" + "\n".join(f"• {_mrkdwn(line)}" for line in lines)
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(text, 3000)}})
-    if report.dashboard_url:
-        blocks.append({"type": "actions", "elements": [
-            {"type": "button", "text": {"type": "plain_text", "text": "Open in spendwatch"},
-             "url": report.dashboard_url}]})
-    text = _clip(_mrkdwn(report_text.headline(report)), 3000)
-    if report.dashboard_url:
-        text += f" <{report.dashboard_url}|Open in spendwatch>"
-    return {"text": text, "blocks": blocks}
-
-
 def payload_of(message: Message) -> dict[str, Any]:
-    """The Slack message of an alert notification or a weekly report."""
-    return report_payload(message) if isinstance(message, WeeklyReport) else \
-        slack_payload(message)
+    """The Slack message of an alert notification, or the one a letter brings."""
+    return dict(message.slack) if isinstance(message, Letter) else slack_payload(message)
 
 
 def _fallback_text(n: Notification) -> str:
-    notice = f"{TEST_NOTICE} " if n.kind == "test" else ""
+    notice = f"{TEST_NOTICE} " if n.kind == Kind.TEST else ""
     text = (f"{n.title}: {notice}{n.summary} (value {format_value(n.value, n.unit)}, threshold "
             f"{format_value(n.threshold, n.unit)}, window {n.window})")
     link = f" <{n.dashboard_url}|Open in spendwatch>" if n.dashboard_url else ""
-    return _clip(_mrkdwn(text), 3000) + link
-
-
-def _mrkdwn(text: str) -> str:
-    """Slack reads ``&``, ``<`` and ``>`` as markup:
-    https://api.slack.com/reference/surfaces/formatting#escaping"""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip(mrkdwn(text), 3000) + link
 
 
 # ---- the channel -----------------------------------------------------------------------------
@@ -186,6 +92,8 @@ class SlackChannel:
     ``DeliveryResult`` whose answer is ``"HTTP <status> <body>"`` or a sentence of ours.
     The constructor raises ``ValueError`` when the webhook URL is not an http(s) URL.
     """
+
+    takes_attachments = False  # a letter's file stays on the server; the text says where
 
     def __init__(self, name: str, webhook_url: str, timeout: float = 10, max_attempts: int = 4,
                  max_wait: float = 60, min_interval: float = 1.0,
@@ -229,57 +137,59 @@ class SlackChannel:
         at most ``max_wait``) and backing off after 5xx answers, timeouts and connection errors."""
         payload = payload_of(notification)
         answers: list[str] = []
-        attempt = 1
-        while True:
-            result, wait = self._post_once(payload, attempt)
-            answers.append(result.answer)
-            if result.ok or result.permanent or wait is None:
-                return replace(result, attempts=tuple(answers))
-            if attempt == self.max_attempts:
-                return DeliveryResult(ok=False, retry_after=result.retry_after,
-                                      answer=f"{result.answer} (after {attempt} attempts)",
-                                      attempts=tuple(answers))
-            log.warning("Slack channel %s: %s; trying again in %.1f s (attempt %d of %d)",
-                        self.name, result.answer, wait, attempt, self.max_attempts)
-            self._sleep(wait)
-            attempt += 1
 
-    def _post_once(self, payload: dict[str, Any],
-                   attempt: int) -> tuple[DeliveryResult, float | None]:
-        """One post: its result, and how long to wait before trying again (``None``: don't)."""
+        def post(attempt: int) -> DeliveryResult:
+            result, retryable = self._post_once(payload)
+            answers.append(result.answer)
+            if retryable:
+                raise TryAgain(result.answer, result.retry_after)
+            return replace(result, attempts=tuple(answers))
+
+        # Exact waits (no jitter): one webhook, and _wait_for_turn already spaces posts.
+        policy = RetryPolicy(max_attempts=self.max_attempts, base_delay=1.0,
+                             max_delay=self.max_wait, max_retry_after=self.max_wait, jitter=0,
+                             sleep=self._sleep)
+        try:
+            return call_with_retries(post, policy, f"Slack channel {self.name}")
+        except GaveUp as gave_up:
+            return DeliveryResult(ok=False, retry_after=gave_up.last.retry_after,
+                                  answer=f"{gave_up.last.reason} (after {gave_up.attempts} "
+                                         "attempts)", attempts=tuple(answers))
+
+    def _post_once(self, payload: dict[str, Any]) -> tuple[DeliveryResult, bool]:
+        """One post: its result, and whether another post may do better (a 429 says how long
+        to wait in ``retry_after``)."""
         self._wait_for_turn()
-        backoff = min(self.max_wait, 2.0 ** (attempt - 1))
         try:
             response = requests.post(self._webhook_url, json=payload, timeout=self.timeout)
         # requests' exceptions name the URL: describe them in our own words.
         except requests.Timeout:
             return _failure(f"no answer from the webhook on {self._host} within "
-                            f"{self.timeout:g} s"), backoff
+                            f"{self.timeout:g} s"), True
         except requests.exceptions.SSLError:
             return _failure(f"TLS with the webhook on {self._host} failed (certificate not "
-                            f"trusted or handshake refused)", permanent=True), None
+                            f"trusted or handshake refused)", permanent=True), False
         except requests.ConnectionError:
-            return _failure(f"could not connect to the webhook on {self._host}"), backoff
+            return _failure(f"could not connect to the webhook on {self._host}"), True
         except requests.RequestException as exc:
-            return _failure(f"posting to the webhook failed ({type(exc).__name__})"), None
+            return _failure(f"posting to the webhook failed ({type(exc).__name__})"), False
         answer = f"HTTP {response.status_code} {self._one_line(response.text)}".rstrip()
         if response.status_code == 200:
             if response.text.strip() == "ok":
-                return DeliveryResult(ok=True, answer=answer), None
+                return DeliveryResult(ok=True, answer=answer), False
             # Something answered 200 that is not Slack's "ok": the message may have been
             # taken, so posting again could duplicate it. Report it, don't retry.
-            return _failure(f"{answer} (not Slack's \"ok\")"), None
+            return _failure(f"{answer} (not Slack's \"ok\")"), False
         if response.status_code in PERMANENT_STATUSES or response.status_code == 413:
             # 400 (invalid_payload, invalid_blocks) and 413 refuse this message, not the hook.
             return replace(_failure(answer, permanent=True),
-                           about_message=response.status_code in (400, 413)), None
+                           about_message=response.status_code in (400, 413)), False
         if response.status_code == 429:
-            retry_after = _seconds(response.headers.get("retry-after"))
-            wait = backoff if retry_after is None else min(self.max_wait, retry_after)
-            return DeliveryResult(ok=False, answer=answer, retry_after=retry_after), wait
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            return DeliveryResult(ok=False, answer=answer, retry_after=retry_after), True
         if response.status_code >= 500 or response.status_code == 408:
-            return _failure(answer), backoff
-        return _failure(answer), None
+            return _failure(answer), True
+        return _failure(answer), False
 
     def _wait_for_turn(self) -> None:
         """Keep ``min_interval`` between posts to this webhook from this process."""
@@ -298,26 +208,11 @@ class SlackChannel:
         path = urlsplit(self._webhook_url).path
         if len(path) > 1:
             text = text.replace(path, "the webhook")
-        return _clip(text, 200)
+        return clip(text, 200)
 
 
 def _failure(answer: str, permanent: bool = False) -> DeliveryResult:
     return DeliveryResult(ok=False, answer=answer, permanent=permanent)
-
-
-def _seconds(retry_after: str | None) -> float | None:
-    """Retry-After as seconds: a number of seconds or an HTTP date (RFC 9110 section 10.2.3)."""
-    if not retry_after:
-        return None
-    try:
-        return max(0.0, float(retry_after))
-    except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(retry_after)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - time.time())
 
 
 # ---- keeping webhook paths out of urllib3's DEBUG lines --------------------------------------

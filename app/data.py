@@ -6,8 +6,9 @@
   passed down. ``$SPENDWATCH_NOW`` (RFC 3339, e.g. ``2026-11-24T12:00:00Z``) fixes it, for
   tests and screenshots; otherwise it is the current time floored to the whole minute, so a
   query result cached for one run serves the others of the same minute.
-- **Queries**: :func:`load` runs one or more :mod:`spendwatch.warehouse.figures` functions on one
-  read-only connection (``storage.reader``, opened for the batch and closed), and caches the
+- **Queries**: :func:`load` runs one or more figures of :data:`app.figures.FIGURES` on ONE
+  :class:`~spendwatch.warehouse.batch.Batch` (``storage.reader``, opened for the batch and
+  closed; the name book and feature map built once for all its figures), and caches the
   RESULTS for 60 seconds (``st.cache_data``). No connection outlives a batch.
 - **Failures**: no database file yet shows what to run (``spendwatch collect``), a database the
   worker keeps locked says the data is being updated, a config problem shows its message; the
@@ -23,11 +24,12 @@ from typing import Any, Callable, NoReturn
 import duckdb
 import streamlit as st
 
+from alerts import settings as alert_settings
 from app.figures import FIGURES, name_of
-from spendwatch import storage
-from spendwatch.config import Config, config_path, load_config
+from spendwatch.config import Config, config_path
 from spendwatch.errors import ConfigError, DatabaseBusy, DatabaseMissing, SpendwatchError
 from spendwatch.timeutil import parse_utc, utcnow
+from spendwatch.warehouse.batch import Batch, read
 
 NOW_ENV = "SPENDWATCH_NOW"
 CACHE_SECONDS = 60
@@ -77,7 +79,7 @@ def now() -> datetime:
 def config() -> Config:
     """The validated config; a problem stops the page with its one-line message."""
     try:
-        return load_config()
+        return alert_settings.load()  # the core config, then alerts/ checks its own
     except ConfigError as exc:
         stop_with(st.error, f"{exc}. The dashboard reads the config named by "
                             f"$SPENDWATCH_CONFIG (now: {config_path()}).")
@@ -89,7 +91,7 @@ Call = tuple[Callable[..., Any], tuple[Any, ...]]
 
 
 def load(func: Callable[..., Any], *args: Any) -> Any:
-    """``func(conn, config, *args)`` (or ``func(conn, *args)``), a figure of
+    """``func(batch, *args)`` (or ``func(batch.conn, *args)``), a figure of
     :data:`app.figures.FIGURES`, cached: see :func:`load_many`."""
     return load_many((func, args))[0]
 
@@ -123,14 +125,17 @@ def load_many(*calls: Call) -> list[Any]:
 @st.cache_data(ttl=CACHE_SECONDS, show_spinner=False, max_entries=500)
 def _cached_batch(config_key: tuple[str, int], calls: tuple[tuple[str, tuple[Any, ...]], ...],
                   _config: Config) -> list[Any]:
-    """One reader for the whole batch; only results are cached, never the connection."""
-    with storage.reader(_config) as conn:
-        results = []
-        for name, args in calls:
-            figure = FIGURES[name]
-            results.append(figure.func(conn, _config, *args) if figure.takes_config
-                           else figure.func(conn, *args))
-        return results
+    """One reader batch for the whole batch; only results are cached, never the connection."""
+    return read(_config, _run_figures, calls)
+
+
+def _run_figures(batch: Batch, calls: tuple[tuple[str, tuple[Any, ...]], ...]) -> list[Any]:
+    results = []
+    for name, args in calls:
+        figure = FIGURES[name]
+        results.append(figure.func(batch, *args) if figure.takes_batch
+                       else figure.func(batch.conn, *args))
+    return results
 
 
 def clear_cache() -> None:

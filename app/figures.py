@@ -1,8 +1,10 @@
 """The figures each page may read: an explicit table, name -> the function that computes it.
 
-A page asks :func:`app.data.load` for a function of this table; the batch runs it on one
-reader as ``func(conn, config, *args)`` (``takes_config``) or ``func(conn, *args)``. Nothing
-outside this table can be run through the dashboard's cache.
+A page asks :func:`app.data.load` for a function of this table; the batch runs it on ONE
+:class:`~spendwatch.warehouse.batch.Batch` (one reader, the name book and feature map built
+once) as ``func(batch, *args)`` (``takes_batch``: the read side's figures) or
+``func(batch.conn, *args)`` (alert and report history). Nothing outside this table can be run
+through the dashboard's cache.
 """
 
 from __future__ import annotations
@@ -19,24 +21,24 @@ from spendwatch.warehouse import figures
 @dataclass(frozen=True)
 class Figure:
     func: Callable[..., Any]
-    takes_config: bool
+    takes_batch: bool
 
 
 def _table(*entries: tuple[Callable[..., Any], bool]) -> dict[str, Figure]:
-    return {f"{func.__module__}.{func.__name__}": Figure(func, takes_config)
-            for func, takes_config in entries}
+    return {f"{func.__module__}.{func.__name__}": Figure(func, takes_batch)
+            for func, takes_batch in entries}
 
 
 #: name -> figure; the pages that read each are named beside it.
 FIGURES: dict[str, Figure] = _table(
-    (figures.has_data, False),                  # every page
+    (figures.has_data, True),                   # every page
     (figures.freshness, True),                  # Overview
     (figures.month_to_date, True),              # Overview
     (figures.daily_spend, True),                # Overview
     (figures.cache_hit_ratio, True),            # Overview, Caching
     (figures.savings_view, True),               # Overview, Savings
     (figures.dimension_values, True),           # Spend, Caching, Reports
-    (figures.spend_grouped, True),              # Spend, Reports
+    (figures.spend, True),                      # Spend, Reports, Caching
     (figures.top_spenders, True),               # Spend
     (figures.cache_series, True),               # Caching
     (figures.cache_waste, True),                # Caching

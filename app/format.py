@@ -3,41 +3,36 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 import pandas as pd
 
-from spendwatch.savings import usd_text
+from spendwatch import numbers
 
-CENT = Decimal("0.01")
 NONE = "(none)"
 
 
 def usd(amount: Decimal | None) -> str:
-    """``$1,234.57`` (half up to the cent, as every spendwatch surface rounds), or "no data"."""
-    return "no data" if amount is None else usd_text(amount)
+    """``$1,234.57`` (half up to the cent, as every spendwatch surface rounds:
+    :func:`spendwatch.numbers.usd`), or "no data"."""
+    return numbers.usd(amount)
 
 
 def cents(amount: Decimal | None) -> float | None:
     """Dollars rounded half up to the cent, as a float for tables and charts (display only)."""
-    return None if amount is None else float(amount.quantize(CENT, rounding=ROUND_HALF_UP))
+    return None if amount is None else float(numbers.round_cents(amount))
 
 
-def percent(ratio: Decimal | float | None, digits: int = 1) -> str:
-    if ratio is None:
-        return "no data"
-    return f"{Decimal(str(ratio)) * 100:.{digits}f}%"
+def percent(ratio: Decimal | float | None, digits: int = 1, signed: bool = False) -> str:
+    """``45.7%`` (half up, :func:`spendwatch.numbers.percent`), or "no data"."""
+    return numbers.percent(ratio, digits, signed)
 
 
 def tokens(count: int | None) -> str:
-    if count is None:
-        return "no data"
-    for size, suffix in ((1_000_000_000, "B"), (1_000_000, "M"), (1_000, "k")):
-        if abs(count) >= size:
-            return f"{count / size:,.1f}{suffix}"
-    return f"{count:,}"
+    """``1.7M``, ``12.3k``, ``950`` (:func:`spendwatch.numbers.short_tokens`), or "no data"."""
+    return numbers.short_tokens(count)
 
 
 def local(moment: datetime | None, tz: ZoneInfo, with_zone: bool = True) -> str:

@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta, timezone
 
 from _setup import KEY, collected
 from collectors.simulator import start_simulator
-from spendwatch import storage
+from spendwatch.warehouse.batch import Batch, read
 from spendwatch.warehouse.spend import spend
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=timezone.utc)
@@ -31,9 +31,11 @@ def main() -> None:
         config, result = collected(folder, sim, NOW - timedelta(days=args.days), NOW)
         collect_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        with storage.reader(config) as conn:
+        def three(batch: Batch) -> None:
             for by in (["model"], ["date", "feature"], ["api_key", "cache_status"]):
-                spend(conn, config.tz, date(2026, 8, 1), date(2026, 11, 24), by)
+                spend(batch, date(2026, 8, 1), date(2026, 11, 24), by)
+
+        read(config, three)
         query_seconds = time.perf_counter() - started
         print(json.dumps({
             "days": args.days, "windows": result.windows, "usage_rows": result.usage_rows,

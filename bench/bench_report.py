@@ -22,8 +22,9 @@ from pathlib import Path
 from _setup import KEY, collected
 from collectors.simulator import start_simulator
 from spendwatch import storage
-from reports.schedule import summarise
+from reports.summary import summarise
 from reports.weekly import csv_text, iso_week_range, weekly_rows
+from spendwatch.warehouse.batch import Batch
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=timezone.utc)
 SINCE = datetime(2026, 11, 8, 6, tzinfo=timezone.utc)
@@ -59,13 +60,14 @@ def main() -> None:
         monday, sunday = iso_week_range(WEEK)
         with storage.reader(config) as conn:
             started = time.perf_counter()
-            rows = weekly_rows(conn, config, monday, sunday, "bench")
+            batch = Batch(conn, config)
+            rows = weekly_rows(batch, monday, sunday, "bench")
             rows_seconds = time.perf_counter() - started
             started = time.perf_counter()
             text = csv_text(rows)
             csv_seconds = time.perf_counter() - started
             started = time.perf_counter()
-            summary = summarise(conn, config, "bench", WEEK, rows, Path(folder) / "r.csv", NOW)
+            summary = summarise(batch, "bench", WEEK, rows, Path(folder) / "r.csv", NOW)
             summary_seconds = time.perf_counter() - started
         print(json.dumps({
             "copies": args.copies, "usage_rows_stored": usage_rows[0] if usage_rows else 0,

@@ -16,13 +16,14 @@ from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar
 import anthropic
 import requests
 
-from collectors.retry import (RetryPolicy, TransportFailure, call_with_retry, error_from_body,
-                              parse_retry_after)
+from collectors.retry import TransportFailure, call_with_retry, error_from_body
 from collectors.rows import (CostRow, UsageRow, analytics_cost_rows, analytics_usage_rows,
                              legacy_cost_rows, legacy_usage_rows, page_cursor)
 from spendwatch import __version__
-from spendwatch.config import CollectionConfig, OrganizationConfig, Secret
+from spendwatch.config import CollectionConfig, OrganizationConfig
 from spendwatch.errors import MalformedResponse
+from spendwatch.retry import RetryPolicy, parse_retry_after
+from spendwatch.secrets import Secret
 from spendwatch.timeutil import HOUR, parse_utc, rfc3339
 
 log = logging.getLogger(__name__)

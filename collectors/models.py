@@ -21,9 +21,11 @@ from typing import Any, Callable, Literal
 import anthropic
 
 from collectors.clients import USER_AGENT, sdk_call
-from collectors.retry import RetryPolicy, TransportFailure, call_with_retry
+from collectors.retry import CAP_SETTING, TransportFailure, call_with_retry
 from spendwatch import storage
-from spendwatch.config import Config, Secret
+from spendwatch.config import Config
+from spendwatch.retry import RetryPolicy
+from spendwatch.secrets import Secret, resolve_secret
 from spendwatch.errors import AuthError, ConfigError, MalformedResponse
 from spendwatch.timeutil import UTC, parse_utc
 
@@ -45,12 +47,9 @@ def resolve_models_key(config: Config,
     if not name:
         raise ConfigError(f"{config.path}: [models] api_key_env is not set; name the environment "
                           "variable that holds a normal API key (sk-ant-api...)")
-    value = (environ(name) or "").strip()
-    if not value:
-        raise ConfigError(f"{config.path}: [models] api_key_env: environment variable {name} is "
-                          "not set; set it to a normal Anthropic API key (sk-ant-api...), not an "
-                          "Admin key")
-    return Secret(value)
+    return resolve_secret(f"{config.path}: [models] api_key_env", "API key",
+                          "a normal Anthropic API key (sk-ant-api...), not an Admin key",
+                          env=name, environ=environ)
 
 
 def models_client(config: Config, key: Secret) -> anthropic.Anthropic:
@@ -178,7 +177,8 @@ def refresh_models(config: Config, now: datetime, policy: RetryPolicy | None = N
         return 0
     if policy is None:
         policy = RetryPolicy(max_attempts=config.collection.max_attempts,
-                             max_retry_after=config.collection.max_retry_after_seconds)
+                             max_retry_after=config.collection.max_retry_after_seconds,
+                             cap_setting=CAP_SETTING)
     models = fetch_models(config, policy, environ)
     write_models(config, models, now)
     return len(models)

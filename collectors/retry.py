@@ -1,27 +1,30 @@
-"""One bounded retry policy for every API call, whichever client makes it.
+"""The collectors' retry classification, on the shared loop of :mod:`spendwatch.retry`.
 
 Retried: 408, 409, 429, 5xx (529 included), connection errors and timeouts, with capped
-exponential backoff; ``retry-after`` is honoured but capped at ``max_retry_after`` (the SDK
-alone would sleep for a ``retry-after: 3600``). Not retried: 401/403 (:class:`AuthError`, with
-a hint when the key looks like a normal API key) and other 4xx. Messages never hold the key:
+exponential backoff and jitter; ``retry-after`` is honoured but capped at ``max_retry_after``
+(the SDK alone would sleep for a ``retry-after: 3600``). Not retried: 401/403 (:class:`AuthError`,
+with a hint when the key looks like a normal API key) and other 4xx. Messages never hold the key:
 they are built from the status, the error type and the API's own message only.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-import time
-from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
-from spendwatch.config import Secret
+from spendwatch.secrets import Secret
 from spendwatch.errors import AuthError, CollectionError
+from spendwatch.retry import GaveUp, RetryPolicy, TryAgain, call_with_retries, parse_retry_after
+
+__all__ = ["CAP_SETTING", "RETRYABLE_STATUSES", "RetryPolicy", "TransportFailure",
+           "call_with_retry", "error_from_body", "key_kind_hint", "parse_retry_after"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+#: The setting that caps an API's ``retry-after`` (named when a wait is cut to it).
+CAP_SETTING = "collection.max_retry_after_seconds"
 
 
 class TransportFailure(Exception):
@@ -40,46 +43,12 @@ class TransportFailure(Exception):
         return self.status is None or self.status in RETRYABLE_STATUSES or self.status >= 500
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``retry-after`` header (delta-seconds form), None if absent or unusable."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
-
-
 def error_from_body(status: int, body: object) -> tuple[str, str]:
     """(error type, message) from an API error body ``{"type": "error", "error": {...}}``."""
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         error = body["error"]
         return str(error.get("type", "error")), str(error.get("message", ""))[:300]
     return "http_error", f"HTTP {status}"
-
-
-@dataclass
-class RetryPolicy:
-    """How often and how long to retry. ``deadline`` is a time.monotonic() value or None."""
-
-    max_attempts: int = 5
-    max_retry_after: float = 60.0
-    base_delay: float = 1.0
-    max_delay: float = 30.0
-    deadline: float | None = None
-    sleep: Callable[[float], None] = field(default=time.sleep)
-
-    def delay_for(self, attempt: int, failure: TransportFailure) -> float:
-        """Seconds to wait before attempt ``attempt + 1``."""
-        if failure.retry_after is not None:
-            if failure.retry_after > self.max_retry_after:
-                log.warning("the API asked to wait %.0f s; waiting %.0f s instead "
-                            "(collection.max_retry_after_seconds)",
-                            failure.retry_after, self.max_retry_after)
-            return min(failure.retry_after, self.max_retry_after)
-        backoff = min(self.base_delay * 2 ** (attempt - 1), self.max_delay)
-        return backoff * (0.5 + random.random() / 2)
 
 
 def key_kind_hint(key: Secret) -> str:
@@ -99,11 +68,10 @@ def key_kind_hint(key: Secret) -> str:
 def call_with_retry(call: Callable[[], T], policy: RetryPolicy, what: str, key: Secret) -> T:
     """Run ``call`` (which raises TransportFailure on failure) under ``policy``.
 
-    Raises AuthError for 401/403, CollectionError for anything else that does not succeed.
+    Raises AuthError for 401/403, CollectionError for anything else that does not succeed:
+    a request the API rejects, the attempts used up, or a job deadline too near to wait.
     """
-    attempt = 0
-    while True:
-        attempt += 1
+    def attempt(number: int) -> T:
         try:
             return call()
         except TransportFailure as failure:
@@ -112,12 +80,13 @@ def call_with_retry(call: Callable[[], T], policy: RetryPolicy, what: str, key: 
                                 f"{key_kind_hint(key)}") from None
             if not failure.retryable:
                 raise CollectionError(f"{what}: the API rejected the request ({failure})") from None
-            if attempt >= policy.max_attempts:
-                raise CollectionError(f"{what}: gave up after {attempt} attempts ({failure})") from None
-            delay = policy.delay_for(attempt, failure)
-            if policy.deadline is not None and time.monotonic() + delay > policy.deadline:
-                raise CollectionError(f"{what}: the job deadline leaves no time to retry "
-                                      f"({failure})") from None
-            log.info("%s: %s; retrying in %.1f s (attempt %d of %d)",
-                     what, failure, delay, attempt + 1, policy.max_attempts)
-            policy.sleep(delay)
+            raise TryAgain(str(failure), failure.retry_after) from None
+
+    try:
+        return call_with_retries(attempt, policy, what, level=logging.INFO)
+    except GaveUp as gave_up:
+        if gave_up.out_of_time:
+            raise CollectionError(f"{what}: the job deadline leaves no time to retry "
+                                  f"({gave_up.last})") from None
+        raise CollectionError(f"{what}: gave up after {gave_up.attempts} attempts "
+                              f"({gave_up.last})") from None

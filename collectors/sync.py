@@ -27,14 +27,13 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import pyarrow as pa
 
 from collectors.clients import (ANALYTICS_FLOOR, AnalyticsClient, LegacyClient, NamesClient,
                                 SourceClient)
-from collectors.retry import RetryPolicy
+from collectors.retry import CAP_SETTING, RetryPolicy
 from collectors.rows import DIMENSIONS, CostRow, UsageRow
 from spendwatch import allocation, estimates, storage
 from spendwatch.config import Config, OrganizationConfig, resolve_admin_key
@@ -179,7 +178,7 @@ def _table(stream: str) -> tuple[str, list[str]]:
                                                                         _COST_COLUMNS)
 
 
-def write_window(db: Path, lock_timeout: float, organization: str, window: Window,
+def write_window(config: Config, organization: str, window: Window,
                  rows: Sequence[UsageRow | CostRow], data_refreshed_at: datetime | None,
                  now: datetime, provisional_after: datetime, prices: PriceTable) -> None:
     """Replace the window's rows and move the cursor, in one transaction.
@@ -199,7 +198,7 @@ def write_window(db: Path, lock_timeout: float, organization: str, window: Windo
     incoming = _arrow(rows, columns, now, provisional_after)
     in_window = "organization = ? AND bucket_start >= ? AND bucket_start < ?"
     span = [organization, window.start, window.end]
-    with storage.writer_at(db, lock_timeout) as conn, storage.transaction(conn):
+    with storage.writer(config) as conn, storage.transaction(conn):
         if window.stream == "usage":
             conn.execute("DELETE FROM usage_estimates WHERE row_key IN "
                          f"(SELECT row_key FROM usage_hourly WHERE {in_window})", span)
@@ -226,11 +225,11 @@ def write_window(db: Path, lock_timeout: float, organization: str, window: Windo
                       data_refreshed_at, now])
 
 
-def read_sync_state(db: Path, lock_timeout: float, organization: str, stream: str
+def read_sync_state(config: Config, organization: str, stream: str
                     ) -> tuple[tuple[datetime, datetime] | None, datetime | None]:
     """(covered range or None, earliest provisional bucket start or None)."""
     table, _ = _table(stream)
-    with storage.writer_at(db, lock_timeout) as conn:
+    with storage.writer(config) as conn:
         state = conn.execute("SELECT covered_from, covered_until FROM sync_state "
                              "WHERE organization = ? AND stream = ?",
                              [organization, stream]).fetchone()
@@ -241,10 +240,10 @@ def read_sync_state(db: Path, lock_timeout: float, organization: str, stream: st
     return covered, (provisional[0] if provisional else None)
 
 
-def write_names(db: Path, lock_timeout: float, organization: str, workspaces: list[dict],
+def write_names(config: Config, organization: str, workspaces: list[dict],
                 api_keys: list[dict], now: datetime) -> None:
     """Upsert workspace and API key names (names change; IDs do not)."""
-    with storage.writer_at(db, lock_timeout) as conn, storage.transaction(conn):
+    with storage.writer(config) as conn, storage.transaction(conn):
         for w in workspaces:
             conn.execute("""INSERT INTO workspaces VALUES (?, ?, ?, ?, ?, ?)
                 ON CONFLICT (organization, workspace_id) DO UPDATE SET name = excluded.name,
@@ -261,10 +260,10 @@ def write_names(db: Path, lock_timeout: float, organization: str, workspaces: li
                           k["workspace_id"], k["created_at"], now])
 
 
-def record_run(db: Path, lock_timeout: float, result: OrgResult, started: datetime,
+def record_run(config: Config, result: OrgResult, started: datetime,
                finished: datetime) -> None:
     """Store the outcome of one organization's run (data_stale alerts read it)."""
-    with storage.writer_at(db, lock_timeout) as conn:
+    with storage.writer(config) as conn:
         conn.execute("""INSERT INTO collection_runs (organization, started_at, finished_at,
                         status, windows, usage_rows, cost_rows, error)
                         VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
@@ -305,8 +304,6 @@ class OrganizationSync:
         self._analytics: SourceClient = (AnalyticsClient(org, key, settings, policy)
                                          if org.source == "analytics" else self._legacy)
         self._names = NamesClient(org, key, settings, policy)
-        self._db = config.database_path
-        self._lock = config.storage.lock_timeout_seconds
         self._prices = price_table(config.prices)
         self._default_workspace: str | None = None
 
@@ -324,7 +321,7 @@ class OrganizationSync:
         floor = analytics_floor(self.now)
         windows = []
         for stream in STREAMS:
-            covered, earliest_provisional = read_sync_state(self._db, self._lock, self.org.name,
+            covered, earliest_provisional = read_sync_state(self.config, self.org.name,
                                                             stream)
             reread_from = self.now - self.lookback(stream)
             if earliest_provisional is not None:
@@ -362,11 +359,11 @@ class OrganizationSync:
     def refresh_names(self) -> None:
         workspaces = self._names.workspaces()
         api_keys = self._names.api_keys()
-        write_names(self._db, self._lock, self.org.name, workspaces, api_keys, self.now)
+        write_names(self.config, self.org.name, workspaces, api_keys, self.now)
 
     def load_default_workspace(self) -> None:
         """The default workspace's ID, from the stored names (None if never listed)."""
-        with storage.writer_at(self._db, self._lock) as conn:
+        with storage.writer(self.config) as conn:
             row = conn.execute("SELECT workspace_id FROM workspaces WHERE organization = ? "
                                "AND is_default", [self.org.name]).fetchone()
         self._default_workspace = row[0] if row else None
@@ -389,7 +386,7 @@ class OrganizationSync:
                                   "resumes")
                 rows, refreshed = self.fetch(window)
                 provisional_after = self.now - self.lookback(window.stream)
-                write_window(self._db, self._lock, self.org.name, window, rows, refreshed,
+                write_window(self.config, self.org.name, window, rows, refreshed,
                              self.now, provisional_after, self._prices)
                 result.windows += 1
                 if window.stream == "usage":
@@ -424,6 +421,7 @@ def collect(config: Config, options: CollectOptions | None = None, now: datetime
         result = OrgResult(org.name)
         policy = RetryPolicy(max_attempts=config.collection.max_attempts,
                              max_retry_after=config.collection.max_retry_after_seconds,
+                             cap_setting=CAP_SETTING,
                              deadline=time.monotonic() + config.collection.job_deadline_seconds,
                              sleep=sleep)
         try:
@@ -441,7 +439,7 @@ def collect(config: Config, options: CollectOptions | None = None, now: datetime
             result.error = f"organization {org.name!r}: unexpected {type(exc).__name__}"
             log.exception("organization %r: collection failed", org.name)
         try:
-            record_run(config.database_path, config.storage.lock_timeout_seconds, result,
+            record_run(config, result,
                        started, now + timedelta(seconds=time.monotonic() - clock_start))
         except SpendwatchError as exc:
             log.error("could not record the run of %r: %s", org.name, exc)

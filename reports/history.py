@@ -7,6 +7,7 @@ from typing import Any
 import duckdb
 
 from alerts.history import Row, records
+from alerts.states import Kind
 
 
 def report_runs(conn: duckdb.DuckDBPyConnection, limit: int = 20) -> list[Row]:
@@ -21,10 +22,13 @@ def report_runs(conn: duckdb.DuckDBPyConnection, limit: int = 20) -> list[Row]:
                    coalesce(r.final_total_usd, r.total_usd) AS total_usd, r.final_at,
                    r.path, string_agg(n.channel || ': ' || n.status, ', '
                                       ORDER BY n.channel) AS deliveries
-            FROM report_runs r LEFT JOIN alert_notifications n ON n.kind = 'report'
-                AND json_extract_string(n.payload_json, '$.week') = r.week
-                AND json_extract_string(n.payload_json, '$.organization') = r.organization
+            FROM report_runs r LEFT JOIN alert_notifications n ON n.kind = $report
+                AND coalesce(json_extract_string(n.payload_json, '$.labels.week'),
+                             json_extract_string(n.payload_json, '$.week')) = r.week
+                AND coalesce(json_extract_string(n.payload_json, '$.labels.organization'),
+                             json_extract_string(n.payload_json, '$.organization'))
+                    = r.organization
             GROUP BY ALL ORDER BY r.week DESC, r.organization LIMIT $limit""",
-                                     {"limit": limit}))
+                                     {"limit": limit, "report": Kind.REPORT}))
     except duckdb.CatalogException:
         return []

@@ -1,9 +1,9 @@
 """The weekly CSV report: one row per local date and dimension, for a finance team's spreadsheet.
 
 A week is Monday to Sunday in the configured time zone (``2026-W47``, ISO 8601 numbering).
-Rows are aggregated in DuckDB over the ``spend_facts`` view, with the same local dates, feature
-mapping and names as every other surface, so the report's total is the CLI's and the
-dashboard's.
+Rows come from THE spend query (:func:`spendwatch.warehouse.spend.spend`): the same local dates
+(and legacy day rule), feature mapping and names as every other surface, so the report's total
+is the CLI's and the dashboard's, day by day.
 
 Cost basis of a row (billed, allocated or estimated): cost rows of ``spend_facts`` carry it,
 token rows do not. Each row is one cost basis of one group (date, organization, workspace, API
@@ -32,14 +32,11 @@ from pathlib import Path
 from typing import Any, Sequence
 from zoneinfo import ZoneInfo
 
-import duckdb
-
 from spendwatch.config import Config
 from spendwatch.errors import ReportError
-from spendwatch.features import api_key_label, workspace_label
-from spendwatch.warehouse.spend import CACHE_STATUSES, CACHE_STATUS_SQL, LOCAL_DATE_SQL, NameBook, \
-    feature_map_sql
-from spendwatch.timeutil import local_range, local_today
+from spendwatch.timeutil import local_today
+from spendwatch.warehouse.batch import Batch
+from spendwatch.warehouse.spend import CACHE_STATUSES, spend
 
 DIMENSION_COLUMNS = ("date", "organization", "workspace_id", "workspace_name", "api_key_id",
                      "api_key_name", "feature", "model", "service_tier")
@@ -49,7 +46,6 @@ CACHE_COST_COLUMNS = tuple(f"{status}_cost_usd" for status in CACHE_STATUSES)
 MONEY_COLUMNS = ("cost_usd", "list_cost_usd", *CACHE_COST_COLUMNS)
 COLUMNS = (*DIMENSION_COLUMNS, *TOKEN_COLUMNS, "cost_usd", "list_cost_usd", "cost_basis",
            *CACHE_COST_COLUMNS)
-TEXT_COLUMNS = (*DIMENSION_COLUMNS, "cost_basis")
 BASIS_RANK = {"billed": 0, "allocated": 1, "estimated": 2}
 MICRO = Decimal("0.000001")
 _WEEK = re.compile(r"(\d{4})-W(\d{2})")
@@ -82,80 +78,51 @@ def last_complete_week(now: datetime, tz: ZoneInfo) -> str:
     return week_name(this_monday - timedelta(days=7))
 
 
-def weekly_rows(conn: duckdb.DuckDBPyConnection, config: Config, monday: date, sunday: date,
+def weekly_rows(batch: Batch, monday: date, sunday: date,
                 organization: str | None = None) -> list[dict[str, Any]]:
     """The report's rows for local days ``monday``..``sunday`` (both included), sorted.
 
-    Each row has every name in COLUMNS: dimensions as strings or None (``workspace_name`` and
-    ``api_key_name`` as every surface labels them), token counts as ints, money as exact
-    Decimal dollars (``list_cost_usd`` None where no list price is known), ``cost_basis`` one
-    of billed, allocated, estimated or "" (tokens without any cost row; see the module).
+    Built on THE spend query (:func:`spendwatch.warehouse.spend.spend`, grouped by date and
+    every dimension column and cost basis, with the cost of each cache status), so the rows'
+    ``cost_usd`` per date is ``spendwatch spend --by date``'s day. Each row has every name in
+    COLUMNS: dimensions as strings or None (``workspace_name`` and ``api_key_name`` as every
+    surface labels them), token counts as ints, money as exact Decimal dollars
+    (``list_cost_usd`` None where no list price is known), ``cost_basis`` one of billed,
+    allocated, estimated or "" (tokens without any cost row; see the module).
     """
-    tz = config.tz
-    names = NameBook.load(conn)
-    feature_sql, feature_params = feature_map_sql(conn, names, config.features)
-    utc_start, utc_end = local_range(monday, sunday, tz)
-    token_sums = ", ".join(f"sum({c}) AS {c}" for c in TOKEN_COLUMNS)
-    status_sums = ", ".join(
-        f"sum(cost_usd) FILTER (WHERE cache_status = '{s}') AS {s}_cost_usd"
-        for s in CACHE_STATUSES)
-    carried = ", ".join(f"sum({c}) AS {c}" for c in (*TOKEN_COLUMNS, *MONEY_COLUMNS))
-    rank = " ".join(f"WHEN '{b}' THEN {r}" for b, r in BASIS_RANK.items())
-    org_filter = "AND facts.organization = $org" if organization else ""
-    sql = f"""
-        WITH feature_map AS ({feature_sql}),
-        facts AS (SELECT *, {LOCAL_DATE_SQL} AS date, {CACHE_STATUS_SQL} AS cache_status
-                  FROM spend_facts
-                  WHERE bucket_start >= $scan_from AND bucket_start < $scan_to),
-        grouped AS (
-            SELECT facts.date, facts.organization, facts.workspace_id, facts.api_key_id,
-                   f.feature, facts.model, facts.service_tier,
-                   coalesce(facts.cost_basis, '') AS cost_basis,
-                   count(facts.cost_basis) AS cost_facts,
-                   {token_sums}, sum(facts.cost_usd) AS cost_usd,
-                   sum(facts.list_cost_usd) AS list_cost_usd, {status_sums}
-            FROM facts LEFT JOIN feature_map f ON f.organization = facts.organization
-                AND f.workspace_id IS NOT DISTINCT FROM facts.workspace_id
-                AND f.api_key_id IS NOT DISTINCT FROM facts.api_key_id
-            WHERE facts.date BETWEEN $since AND $until {org_filter}
-            GROUP BY ALL),
-        placed AS (
-            SELECT *, CASE WHEN cost_facts > 0 THEN cost_basis ELSE arg_min(cost_basis,
-                       CASE WHEN cost_facts = 0 THEN 9 ELSE CASE cost_basis {rank} ELSE 8 END
-                       END) OVER (PARTITION BY date, organization, workspace_id, api_key_id,
-                       feature, model, service_tier) END AS row_basis
-            FROM grouped)
-        SELECT date, organization, workspace_id, api_key_id, feature, model, service_tier,
-               row_basis AS cost_basis, {carried}
-        FROM placed
-        GROUP BY date, organization, workspace_id, api_key_id, feature, model, service_tier,
-                 row_basis
-    """
-    params: dict[str, Any] = {"tz": str(tz.key), "since": monday, "until": sunday,
-                              "scan_from": utc_start - timedelta(days=1),
-                              "scan_to": utc_end + timedelta(days=1), **feature_params}
-    if organization:
-        params["org"] = organization
-    cursor = conn.execute(sql, params)
-    columns = [d[0] for d in cursor.description]
+    dims = ["date", "organization", "workspace", "api_key", "feature", "model", "service_tier"]
+    facts = spend(batch, monday, sunday, [*dims, "cost_basis"],
+                  organizations=[organization] if organization else (), cost_by_status=True)
+    # Per group: the cost rows of each basis, and the token rows (no basis) carried onto the
+    # group's main basis (billed, else allocated, else estimated; "" with no cost row at all).
+    groups: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+    for fact in facts:
+        key = (fact["date"], fact["organization"], fact["workspace_id"], fact["api_key_id"],
+               fact["feature"], fact["model"], fact["service_tier"])
+        groups.setdefault(key, {})[fact["cost_basis"] or ""] = fact
     rows = []
-    for record in cursor.fetchall():
-        raw = dict(zip(columns, record))
-        org, ws, key = raw["organization"], raw["workspace_id"], raw["api_key_id"]
-        row: dict[str, Any] = {
-            "date": raw["date"].isoformat(), "organization": org, "workspace_id": ws,
-            "workspace_name": workspace_label(ws, names.workspace(org, ws)),
-            "api_key_id": key, "api_key_name": api_key_label(key, names.api_key(org, key)),
-            "feature": raw["feature"], "model": raw["model"],
-            "service_tier": raw["service_tier"], "cost_basis": raw["cost_basis"]}
-        for column in TOKEN_COLUMNS:
-            row[column] = int(raw[column] or 0)
-        for column in MONEY_COLUMNS:
-            value = raw[column]
-            row[column] = (Decimal(value) if value is not None
-                           else None if column == "list_cost_usd" else Decimal(0))
-        if row["cost_usd"] or row["list_cost_usd"] or any(row[c] for c in TOKEN_COLUMNS):
-            rows.append(row)
+    for key, by_basis in groups.items():
+        bases = sorted((b for b in by_basis if b), key=lambda b: BASIS_RANK.get(b, 8))
+        placed: dict[str, list[dict[str, Any]]] = {b: [by_basis[b]] for b in bases}
+        if "" in by_basis:
+            placed.setdefault(bases[0] if bases else "", []).append(by_basis[""])
+        for basis, parts in placed.items():
+            first = parts[0]
+            day, org, ws, api_key = key[0], key[1], key[2], key[3]
+            row: dict[str, Any] = {
+                "date": day.isoformat(), "organization": org, "workspace_id": ws,
+                "workspace_name": first["workspace"], "api_key_id": api_key,
+                "api_key_name": first["api_key"], "feature": first["feature"],
+                "model": first["model"], "service_tier": first["service_tier"],
+                "cost_basis": basis}
+            for column in TOKEN_COLUMNS:
+                row[column] = sum(int(p[column]) for p in parts)
+            for column in MONEY_COLUMNS:
+                values = [p[column] for p in parts if p[column] is not None]
+                row[column] = (sum(values, Decimal(0)) if values
+                               else None if column == "list_cost_usd" else Decimal(0))
+            if row["cost_usd"] or row["list_cost_usd"] or any(row[c] for c in TOKEN_COLUMNS):
+                rows.append(row)
     rows.sort(key=_sort_key)
     return rows
 
@@ -169,7 +136,7 @@ def total_cost(rows: Sequence[dict[str, Any]]) -> Decimal:
     return sum((r["cost_usd"] for r in rows), Decimal(0))
 
 
-def _apportioned(values: Sequence[Decimal | None]) -> list[Decimal | None]:
+def apportioned(values: Sequence[Decimal | None]) -> list[Decimal | None]:
     """Each value rounded to millionths so that the rounded values sum to the rounded total.
 
     Rounding is half to even per value; any difference left goes, one millionth at a time, to
@@ -207,7 +174,7 @@ def _text(value: Any) -> str:
 
 def csv_cells(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
     """The header and the cells of ``rows`` exactly as :func:`write_csv` writes them."""
-    money = {c: _apportioned([r[c] for r in rows]) for c in MONEY_COLUMNS}
+    money = {c: apportioned([r[c] for r in rows]) for c in MONEY_COLUMNS}
     cells = [list(COLUMNS)]
     for n, row in enumerate(rows):
         line = []
@@ -233,11 +200,10 @@ def csv_text(rows: Sequence[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def weekly_csv(conn: duckdb.DuckDBPyConnection, config: Config, week: str,
-               organization: str | None = None) -> str:
+def weekly_csv(batch: Batch, week: str, organization: str | None = None) -> str:
     """The weekly report of ISO ``week`` as CSV text. Raises ValueError for a bad week."""
     monday, sunday = iso_week_range(week)
-    return csv_text(weekly_rows(conn, config, monday, sunday, organization))
+    return csv_text(weekly_rows(batch, monday, sunday, organization))
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path | str) -> Path:

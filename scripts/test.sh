@@ -13,5 +13,8 @@ fi
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
-.venv/bin/python -m mypy spendwatch collectors alerts
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m mypy spendwatch collectors alerts reports
+# Two workers, each test module on one of them (--dist loadfile), so a module's shared
+# warehouse (a module-scoped fixture) is collected once. Every test has its own folder and
+# its simulators listen on port 0, so the two never meet.
+.venv/bin/python -m pytest -n 2 --dist loadfile "$@"

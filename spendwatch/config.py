@@ -5,9 +5,14 @@ Where the file comes from: ``--config PATH``, else ``$SPENDWATCH_CONFIG``, else
 secret that cannot be found) raises :class:`ConfigError` with one line naming the file, the key
 and the fix. ``config.example.toml`` documents every option.
 
-Secrets (the admin key) never live in the file: an organization names the environment
-variable (``admin_key_env``, default ``ANTHROPIC_ADMIN_KEY``) or a file (``admin_key_file``)
-that holds it, and :func:`resolve_admin_key` reads it when a collector needs it.
+Secrets (the admin key, a channel's webhook URL or password) never live in the file: it names
+the environment variable (``admin_key_env``, default ``ANTHROPIC_ADMIN_KEY``) or the file
+(``admin_key_file``) that holds each, and :func:`spendwatch.secrets.resolve_secret` reads it
+when it is needed (:func:`resolve_admin_key`, :func:`resolve_channel_secret`).
+
+``[alerts]`` is read here in its generic shape only (channels: name, kind, settings; rules:
+name, kind, channels, scope, timing, params); what a channel or rule kind takes is checked by
+``alerts.settings.validate``, which every entry point runs after :func:`load_config`.
 """
 
 from __future__ import annotations
@@ -23,28 +28,11 @@ from typing import Any, Callable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from spendwatch.errors import ConfigError
+from spendwatch.secrets import Secret, resolve_secret
 from spendwatch.pricing import PriceRow, parse_price_row
 
 DEFAULT_CONFIG = "config.toml"
 SOURCES = ("analytics", "legacy")
-
-
-class Secret:
-    """A secret string whose repr and str never show it (safe in logs and tracebacks)."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str):
-        self._value = value
-
-    def reveal(self) -> str:
-        """The secret itself: pass it only to the client that sends it."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
 
 
 @dataclass(frozen=True)
@@ -111,7 +99,9 @@ class ModelsConfig:
 @dataclass(frozen=True)
 class ChannelConfig:
     """A notifier: ``kind`` slack or email; its secret is read from ``secret_env`` or
-    ``secret_file`` (the webhook URL, the SMTP password), never from this file."""
+    ``secret_file`` (the webhook URL, the SMTP password), never from this file. Which settings
+    name the secret depends on the kind: ``alerts.settings.validate`` takes them out of
+    ``settings`` into ``secret_env`` and ``secret_file``."""
 
     name: str
     kind: str
@@ -135,9 +125,14 @@ class RuleConfig:
 
 @dataclass(frozen=True)
 class AlertsConfig:
+    """``[alerts]`` in its generic shape. Channel settings and rule params are as written
+    until ``alerts.settings.validate`` has checked them for their kind (``checked``) and
+    turned them into values (dollars as Decimal, durations, ...)."""
+
     dashboard_url: str | None = None
     channels: tuple[ChannelConfig, ...] = ()
     rules: tuple[RuleConfig, ...] = ()
+    checked: bool = False
 
     def channel(self, name: str) -> ChannelConfig | None:
         return next((c for c in self.channels if c.name == name), None)
@@ -236,16 +231,19 @@ def _check_type(path: Path, key: str, value: Any, kind: type) -> Any:
     elif isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     raise ConfigError(f"{path}: {key} must be {_TYPE_NAMES[kind]}, not {type(value).__name__} "
-                      f"{_preview(value)}; fix the value (see config.example.toml)")
+                      f"{preview(value)}; fix the value (see config.example.toml)")
 
 
-def _preview(value: Any) -> str:
+def preview(value: Any) -> str:
+    """A value as an error message quotes it: its repr, cut to 40 characters."""
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _section(path: Path, raw: Any, where: str, schema: Mapping[str, type],
-             required: tuple[str, ...] = ()) -> dict[str, Any]:
+def check_table(path: Path, raw: Any, where: str, schema: Mapping[str, type],
+                required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The table ``raw`` (at ``where``) checked against ``schema`` (key -> type; ``object``:
+    any), its values typed, ``required`` keys present. Raises ConfigError (one line)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: {where} must be a table ([{where}]); see config.example.toml")
     out: dict[str, Any] = {}
@@ -301,7 +299,7 @@ def _organizations(path: Path, raw: Any) -> tuple[OrganizationConfig, ...]:
     orgs: list[OrganizationConfig] = []
     for index, item in enumerate(raw):
         where = f"organizations[{index}]"
-        values = _section(path, item, where, _ORG_SCHEMA, required=("name",))
+        values = check_table(path, item, where, _ORG_SCHEMA, required=("name",))
         if values.get("source", "analytics") not in SOURCES:
             raise ConfigError(f"{path}: {where}.source must be \"analytics\" or \"legacy\", "
                               f"not {values['source']!r}")
@@ -323,21 +321,22 @@ def _features(path: Path, raw: Any) -> tuple[FeatureRule, ...]:
         raise ConfigError(f"{path}: features must be an array of tables ([[features]])")
     rules = []
     for index, item in enumerate(raw):
-        values = _section(path, item, f"features[{index}]", _FEATURE_SCHEMA, required=("name",))
+        values = check_table(path, item, f"features[{index}]", _FEATURE_SCHEMA,
+                             required=("name",))
         rules.append(FeatureRule(**values))
     return tuple(rules)
 
 
 def _prices(path: Path, raw: Any) -> tuple[PriceRow, ...]:
-    section = _section(path, raw, "pricing", {"prices": object})
+    section = check_table(path, raw, "pricing", {"prices": object})
     items = section.get("prices", [])
     if not isinstance(items, list):
         raise ConfigError(f"{path}: pricing.prices must be an array of tables ([[pricing.prices]])")
     rows = []
     for index, item in enumerate(items):
         where = f"pricing.prices[{index}]"
-        values = _section(path, item, where, _PRICE_SCHEMA,
-                          required=("model", "component", "price_usd", "unit", "effective_from"))
+        values = check_table(path, item, where, _PRICE_SCHEMA,
+                             required=("model", "component", "price_usd", "unit", "effective_from"))
         try:
             rows.append(parse_price_row(values, f"{path}: {where}"))
         except ValueError as exc:
@@ -345,34 +344,35 @@ def _prices(path: Path, raw: Any) -> tuple[PriceRow, ...]:
     return tuple(rows)
 
 
-def _ratio(path: Path, key: str, value: Any) -> Decimal:
+def parse_ratio(path: Path, key: str, value: Any) -> Decimal:
+    """A number between 0 and 1. Raises ConfigError."""
     try:
         if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
             raise ValueError
         ratio = Decimal(str(value))
     except (ValueError, ArithmeticError):
         raise ConfigError(f"{path}: {key} must be a number between 0 and 1, not "
-                          f"{_preview(value)}") from None
+                          f"{preview(value)}") from None
     if not Decimal(0) <= ratio <= Decimal(1):
         raise ConfigError(f"{path}: {key} must be between 0 and 1, not {value}")
     return ratio
 
 
 def _savings(path: Path, raw: Any) -> SavingsConfig:
-    values = _section(path, raw, "savings", _SAVINGS_SCHEMA)
+    values = check_table(path, raw, "savings", _SAVINGS_SCHEMA)
     defaults = SavingsConfig()
-    target = _ratio(path, "savings.cache_hit_target",
+    target = parse_ratio(path, "savings.cache_hit_target",
                     values.get("cache_hit_target", defaults.cache_hit_target))
     mix_raw = values.get("target_mix", defaults.target_mix)
-    mix = {k: _ratio(path, f"savings.target_mix.{k}", v)
-           for k, v in _section(path, mix_raw, "savings.target_mix",
-                                {line: object for line in LINES}).items()}
+    mix = {k: parse_ratio(path, f"savings.target_mix.{k}", v)
+           for k, v in check_table(path, mix_raw, "savings.target_mix",
+                                   {line: object for line in LINES}).items()}
     if set(mix) != set(LINES) or sum(mix.values()) != 1:
         raise ConfigError(f"{path}: savings.target_mix needs haiku, sonnet and opus shares that "
                           f"add up to 1 (for example 0.70, 0.20, 0.10)")
     line_models = dict(defaults.line_models)
-    line_models.update(_section(path, values.get("line_models", {}), "savings.line_models",
-                                {line: str for line in LINES}))
+    line_models.update(check_table(path, values.get("line_models", {}), "savings.line_models",
+                                   {line: str for line in LINES}))
     return SavingsConfig(cache_hit_target=target, target_mix=mix, line_models=line_models)
 
 
@@ -387,129 +387,72 @@ def parse_duration(path: Path, key: str, value: Any) -> timedelta:
     match = _DURATION.match(value) if isinstance(value, str) else None
     if not match:
         raise ConfigError(f"{path}: {key} must be a duration such as \"30m\", \"4h\" or "
-                          f"\"2d\", not {_preview(value)}")
+                          f"\"2d\", not {preview(value)}")
     return timedelta(**{_DURATION_UNITS[match[2]]: int(match[1])})
 
 
-def _money(path: Path, key: str, value: Any) -> Decimal:
+def parse_money(path: Path, key: str, value: Any) -> Decimal:
+    """Dollars more than 0, from a string or an integer (never a TOML float). Raises
+    ConfigError."""
     try:
         if isinstance(value, (bool, float)) or not isinstance(value, (int, str)):
             raise ValueError
         amount = Decimal(str(value))
     except (ValueError, InvalidOperation):
         raise ConfigError(f"{path}: {key} must be dollars as a string or an integer, such as "
-                          f"\"250.00\" (a TOML float is not exact), not {_preview(value)}"
+                          f"\"250.00\" (a TOML float is not exact), not {preview(value)}"
                           ) from None
     if not amount.is_finite() or amount <= 0:
         raise ConfigError(f"{path}: {key} must be more than 0")
     return amount
 
 
-_CHANNEL_SCHEMAS: dict[str, dict[str, type]] = {
-    "slack": {"name": str, "kind": str, "webhook_url_env": str, "webhook_url_file": str,
-              "min_interval_seconds": float, "timeout_seconds": float},
-    "email": {"name": str, "kind": str, "host": str, "port": int, "security": str,
-              "username": str, "password_env": str, "password_file": str, "from": str,
-              "to": list, "ca_file": str, "timeout_seconds": float},
-}
-_SECRET_KEYS = {"slack": ("webhook_url_env", "webhook_url_file"),
-                "email": ("password_env", "password_file")}
-RULE_KINDS = ("daily_spend", "monthly_budget", "cache_hit_ratio", "spend_spike", "data_stale",
-              "cost_drift")
-SCOPE_DIMENSIONS = ("organization", "workspace", "feature", "api_key", "model")
+# The generic shape of [alerts] only: which settings a channel kind takes, which params a rule
+# kind takes, and what they mean, is alerts/'s to check (alerts.settings.validate).
 _RULE_COMMON: dict[str, type] = {"name": str, "kind": str, "channels": list, "scope": object,
                                  "repeat_interval": str, "for": str}
-_RULE_PARAMS: dict[str, dict[str, type]] = {
-    "daily_spend": {"threshold_usd": object, "levels": object},
-    "monthly_budget": {"budget_usd": object},
-    "cache_hit_ratio": {"floor": object, "window_hours": int, "min_input_tokens": int,
-                        "per": str},
-    "spend_spike": {"mode": str, "multiplier": object, "min_usd": object, "weeks": int},
-    "data_stale": {"max_age": str, "max_failures": int},
-    "cost_drift": {"threshold_percent": object, "days": int},
-}
+RULE_COMMON_KEYS = tuple(_RULE_COMMON)
 
 
 def _channel(path: Path, raw: Any, where: str, names: set[str]) -> ChannelConfig:
-    kind = raw.get("kind") if isinstance(raw, dict) else None
-    if kind not in _CHANNEL_SCHEMAS:
-        raise ConfigError(f"{path}: {where}.kind must be \"slack\" or \"email\", not "
-                          f"{_preview(kind)}")
-    values = _section(path, raw, where, _CHANNEL_SCHEMAS[kind], required=("name", "kind"))
+    """A channel's name and kind; every other key is a setting of its kind, as written."""
+    if not isinstance(raw, dict):
+        check_table(path, raw, where, {})  # raises: it must be a table
+    values = check_table(path, {k: v for k, v in raw.items() if k in ("name", "kind")}, where,
+                         {"name": str, "kind": str}, required=("name",))
     if values["name"] in names:
         raise ConfigError(f"{path}: two channels are named {values['name']!r}")
-    env_key, file_key = _SECRET_KEYS[kind]
-    if env_key in values and file_key in values:
-        raise ConfigError(f"{path}: {where} sets both {env_key} and {file_key}; keep one")
-    if kind == "slack" and env_key not in values and file_key not in values:
-        raise ConfigError(f"{path}: {where} needs webhook_url_env or webhook_url_file (the "
-                          "webhook URL is a secret: it never goes in this file)")
-    if kind == "email":
-        for key in ("host", "from", "to"):
-            if key not in values:
-                raise ConfigError(f"{path}: {where}.{key} is missing; add it")
-        if values.get("security", "starttls") not in ("starttls", "tls", "none"):
-            raise ConfigError(f"{path}: {where}.security must be \"starttls\", \"tls\" or "
-                              "\"none\" (plain text, only when you mean it)")
-    settings = {k: v for k, v in values.items() if k not in ("name", "kind", env_key, file_key)}
-    return ChannelConfig(values["name"], kind, settings, values.get(env_key),
-                         values.get(file_key))
+    settings = {k: v for k, v in raw.items() if k not in ("name", "kind")}
+    return ChannelConfig(values["name"], values.get("kind", ""), settings)
 
 
 def _rule(path: Path, raw: Any, where: str, channels: set[str], names: set[str]) -> RuleConfig:
-    kind = raw.get("kind") if isinstance(raw, dict) else None
-    if kind not in _RULE_PARAMS:
-        raise ConfigError(f"{path}: {where}.kind must be one of {', '.join(RULE_KINDS)}, not "
-                          f"{_preview(kind)}")
-    values = _section(path, raw, where, {**_RULE_COMMON, **_RULE_PARAMS[kind]},
-                      required=("name", "kind", "channels"))
+    """A rule's name, kind, channels, scope and timing; every other key is a param of its
+    kind, as written."""
+    if not isinstance(raw, dict):
+        check_table(path, raw, where, {})  # raises: it must be a table
+    values = check_table(path, {k: v for k, v in raw.items() if k in _RULE_COMMON}, where,
+                         _RULE_COMMON, required=("name", "channels"))
     if values["name"] in names:
         raise ConfigError(f"{path}: two rules are named {values['name']!r}")
     unknown = [c for c in values["channels"] if c not in channels]
     if unknown:
         raise ConfigError(f"{path}: {where}.channels names {unknown[0]!r}, which no "
                           "[[alerts.channels]] defines")
-    scope = _section(path, values.get("scope", {}), f"{where}.scope",
-                     {d: str for d in SCOPE_DIMENSIONS})
-    params: dict[str, Any] = {}
-    for key, value in values.items():
-        if key in _RULE_COMMON:
-            continue
-        full = f"{where}.{key}"
-        if key in ("threshold_usd", "budget_usd", "min_usd"):
-            params[key] = _money(path, full, value)
-        elif key in ("floor",):
-            params[key] = _ratio(path, full, value)
-        elif key in ("multiplier", "threshold_percent"):
-            params[key] = _money(path, full, value)
-        elif key == "levels":
-            if not isinstance(value, list) or not value:
-                raise ConfigError(f"{path}: {full} must be a list of fractions such as "
-                                  "[0.5, 0.8, 1.0]")
-            params[key] = tuple(sorted(_money(path, full, str(v)) for v in value))
-        elif key == "max_age":
-            params[key] = parse_duration(path, full, value)
-        else:
-            params[key] = value
-    for required in {"daily_spend": ("threshold_usd",), "monthly_budget": ("budget_usd",),
-                     "cache_hit_ratio": ("floor",)}.get(kind, ()):
-        if required not in params:
-            raise ConfigError(f"{path}: {where}.{required} is missing; add it")
-    if kind == "cache_hit_ratio" and params.get("per", "model") not in ("model", "feature"):
-        raise ConfigError(f"{path}: {where}.per must be \"model\" or \"feature\"")
-    if kind == "spend_spike" and params.get("mode", "daily") not in ("daily", "hourly"):
-        raise ConfigError(f"{path}: {where}.mode must be \"daily\" or \"hourly\"")
+    scope_raw = values.get("scope", {})
+    scope = check_table(path, scope_raw, f"{where}.scope",
+                        {k: str for k in scope_raw} if isinstance(scope_raw, dict) else {})
     return RuleConfig(
-        name=values["name"], kind=kind, channels=tuple(values["channels"]), scope=scope,
-        params=params,
+        name=values["name"], kind=values.get("kind", ""), channels=tuple(values["channels"]),
+        scope=scope, params={k: v for k, v in raw.items() if k not in _RULE_COMMON},
         repeat_interval=parse_duration(path, f"{where}.repeat_interval",
                                        values.get("repeat_interval", "4h")),
         pending_for=parse_duration(path, f"{where}.for", values.get("for", "0s")))
 
 
 def _alerts(path: Path, raw: Any) -> AlertsConfig:
-    values = _section(path, raw, "alerts", {"dashboard_url": str, "channels": object,
-                                            "rules": object})
+    values = check_table(path, raw, "alerts", {"dashboard_url": str, "channels": object,
+                                               "rules": object})
     channels: list[ChannelConfig] = []
     for index, item in enumerate(values.get("channels", [])):
         channels.append(_channel(path, item, f"alerts.channels[{index}]",
@@ -522,15 +465,15 @@ def _alerts(path: Path, raw: Any) -> AlertsConfig:
 
 
 def _reports(path: Path, raw: Any, alerts: AlertsConfig, present: bool) -> ReportsConfig:
-    values = _section(path, raw, "reports", _REPORTS_SCHEMA)
+    values = check_table(path, raw, "reports", _REPORTS_SCHEMA)
     weekday = values.get("weekday", "monday").strip().lower()
     if weekday not in WEEKDAYS:
         raise ConfigError(f"{path}: reports.weekday must be a day such as \"monday\", not "
-                          f"{_preview(values['weekday'])}")
+                          f"{preview(values['weekday'])}")
     match = _TIME.match(values.get("time", "07:00"))
     if not match:
         raise ConfigError(f"{path}: reports.time must be a local time such as \"07:00\" "
-                          f"(24-hour HH:MM), not {_preview(values['time'])}")
+                          f"(24-hour HH:MM), not {preview(values['time'])}")
     channels = values.get("channels", ())
     for name in channels:
         if alerts.channel(name) is None:
@@ -548,39 +491,30 @@ def _reports(path: Path, raw: Any, alerts: AlertsConfig, present: bool) -> Repor
 
 def resolve_channel_secret(config: Config, channel: ChannelConfig,
                            environ: Callable[[str], str | None] = os.environ.get) -> str | None:
-    """The channel's secret (webhook URL, SMTP password), or None when it has none.
+    """The channel's secret (webhook URL, SMTP password), or None when it names none.
 
-    Raises ConfigError naming where it was looked for, never the secret.
+    Raises ConfigError naming where it was looked for, never the secret
+    (:func:`spendwatch.secrets.resolve_secret`).
     """
-    if channel.secret_file:
-        try:
-            value = Path(channel.secret_file).expanduser().read_text(encoding="utf-8").strip()
-        except OSError:
-            raise ConfigError(f"{config.path}: channel {channel.name!r}: the secret file "
-                              f"{channel.secret_file} cannot be read") from None
-        where = f"file {channel.secret_file}"
-    elif channel.secret_env:
-        value = (environ(channel.secret_env) or "").strip()
-        where = f"environment variable {channel.secret_env}"
-    else:
+    if not (channel.secret_file or channel.secret_env):
         return None
-    if not value:
-        raise ConfigError(f"{config.path}: channel {channel.name!r}: nothing in {where}; set "
-                          "it to the channel's secret")
-    return value
+    noun = {"slack": "webhook URL", "email": "SMTP password"}.get(channel.kind, "secret")
+    return resolve_secret(f"{config.path}: channel {channel.name!r}", noun,
+                          f"the channel's {noun}", file=channel.secret_file,
+                          env=channel.secret_env, environ=environ).reveal()
 
 
 def parse_config(path: Path, data: dict[str, Any]) -> Config:
     """Validate parsed TOML into a :class:`Config`. Raises ConfigError."""
-    top = _section(path, data, "", _TOP_SCHEMA)
+    top = check_table(path, data, "", _TOP_SCHEMA)
     tz_name = top.get("timezone", "UTC")
     try:
         ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"{path}: timezone {tz_name!r} is not a known IANA time zone; use a "
                           "name such as \"America/Chicago\" or \"UTC\"") from None
-    storage = _section(path, top.get("storage", {}), "storage", _STORAGE_SCHEMA)
-    collection = _section(path, top.get("collection", {}), "collection", _COLLECTION_SCHEMA)
+    storage = check_table(path, top.get("storage", {}), "storage", _STORAGE_SCHEMA)
+    collection = check_table(path, top.get("collection", {}), "collection", _COLLECTION_SCHEMA)
     _positive(path, "storage", storage)
     _positive(path, "collection", collection)
     if not 1 <= collection.get("page_limit", 1000) <= 1000:
@@ -595,9 +529,9 @@ def parse_config(path: Path, data: dict[str, Any]) -> Config:
         features=_features(path, top.get("features", [])),
         prices=_prices(path, top.get("pricing", {})),
         savings=_savings(path, top.get("savings", {})),
-        models=ModelsConfig(**_section(path, top.get("models", {}), "models", _MODELS_SCHEMA)),
+        models=ModelsConfig(**check_table(path, top.get("models", {}), "models", _MODELS_SCHEMA)),
         alerts=alerts,
-        dashboard=DashboardConfig(**_section(path, top.get("dashboard", {}), "dashboard",
+        dashboard=DashboardConfig(**check_table(path, top.get("dashboard", {}), "dashboard",
                                              {"host": str, "port": int})),
         reports=_reports(path, top.get("reports", {}), alerts, "reports" in top),
     )
@@ -627,23 +561,9 @@ def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
 
 def resolve_admin_key(config: Config, org: OrganizationConfig,
                       environ: Callable[[str], str | None] = os.environ.get) -> Secret:
-    """The admin key of ``org``: from its key file if set, else its environment variable.
-
-    Raises ConfigError naming where the key was looked for (never the key itself).
-    """
-    if org.admin_key_file:
-        key_path = Path(org.admin_key_file).expanduser()
-        try:
-            value = key_path.read_text(encoding="utf-8").strip()
-        except OSError:
-            raise ConfigError(f"{config.path}: organization {org.name!r}: admin_key_file "
-                              f"{key_path} cannot be read; create it holding the Admin API key "
-                              "(mode 600)") from None
-        where = f"admin_key_file {key_path}"
-    else:
-        value = (environ(org.admin_key_env) or "").strip()
-        where = f"environment variable {org.admin_key_env}"
-    if not value:
-        raise ConfigError(f"{config.path}: organization {org.name!r}: no admin key in {where}; "
-                          "set it to the organization's Admin API key (sk-ant-admin01-...)")
-    return Secret(value)
+    """The admin key of ``org``: from its ``admin_key_file`` if set, else its environment
+    variable ``admin_key_env``. Raises ConfigError naming where the key was looked for (never
+    the key itself)."""
+    return resolve_secret(f"{config.path}: organization {org.name!r}", "admin key",
+                          "the organization's Admin API key (sk-ant-admin01-...)",
+                          file=org.admin_key_file, env=org.admin_key_env, environ=environ)

@@ -10,7 +10,7 @@ counted in ``unpriced_tokens`` and left out of every dollar figure: it is never 
 
 Days are local days in the configured time zone, both ends included, exactly as
 :func:`spendwatch.warehouse.spend.spend` counts them; features come from the same feature rules
-(:func:`spendwatch.warehouse.spend.feature_map_sql`). Aggregation happens in DuckDB (per local date, UTC
+(the reader batch's feature map, :attr:`spendwatch.warehouse.batch.Batch.feature_map`). Aggregation happens in DuckDB (per local date, UTC
 day, organization, feature, model, service tier and context window); the formulas below run in
 Python over those small aggregates, in Decimal, exactly.
 
@@ -89,12 +89,11 @@ from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable, Mapping, Sequence
 
-import duckdb
-
 from spendwatch.config import Config
 from spendwatch.lines import model_lines
 from spendwatch.pricing import PRICED_TIERS, PriceTable, TokenCounts, price_table
-from spendwatch.warehouse.spend import NameBook, feature_map_sql
+from spendwatch.numbers import percent, usd
+from spendwatch.warehouse.batch import Batch
 from spendwatch.timeutil import local_range
 
 log = logging.getLogger(__name__)
@@ -106,7 +105,6 @@ LEVERS = ("batch", "caching", "routing")
 ROUTED_LINES = ("haiku", "sonnet", "opus")
 STANDARD_TIER = "standard"
 LONG_CONTEXT_WINDOW = "200k-1M"
-_CENT = Decimal("0.01")
 
 
 # --- prices ----------------------------------------------------------------------------------
@@ -272,19 +270,8 @@ def routing_potential(moves: Mapping[str, Decimal], ratios: Mapping[str, Decimal
                Decimal(0))
 
 
-def usd_text(amount: Decimal) -> str:
-    """Dollars for a sentence: ``$1,234.57`` (rounded half up to the cent, display only)."""
-    rounded = amount.quantize(_CENT, rounding=ROUND_HALF_UP)
-    sign = "-" if rounded < 0 else ""
-    return f"{sign}${abs(rounded):,.2f}"
-
-
 def _days_text(days: int) -> str:
     return "1 day" if days == 1 else f"{days} days"
-
-
-def _percent(ratio: Decimal) -> str:
-    return f"{(ratio * 100).quantize(Decimal('0.1'), rounding=ROUND_HALF_UP)}%"
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -456,19 +443,19 @@ def _params(config: Config, since: date, until: date, organizations: Sequence[st
 _GROUP_KEYS = "date, utc_day, organization, feature, model, service_tier, context_window"
 
 
-def _groups(conn: duckdb.DuckDBPyConnection, config: Config, since: date, until: date,
+def _groups(batch: Batch, since: date, until: date,
             organizations: Sequence[str]) -> list[_Group]:
     """Usage tokens summed per local date, UTC day, organization, feature, model, tier, window."""
-    feature_sql, feature_params = feature_map_sql(conn, NameBook.load(conn), config.features)
+    fmap = batch.feature_map
     sql = f"""
-        WITH {_usage_sql(feature_sql, organizations)}
+        WITH {_usage_sql(fmap.sql, organizations)}
         SELECT {_GROUP_KEYS}, sum(uncached_input_tokens), sum(cache_write_5m_tokens),
                sum(cache_write_1h_tokens), sum(cache_read_tokens), sum(output_tokens)
         FROM usage WHERE date BETWEEN $since AND $until
         GROUP BY {_GROUP_KEYS}
         ORDER BY {_GROUP_KEYS}"""
-    rows = conn.execute(sql, _params(config, since, until, organizations,
-                                     feature_params)).fetchall()
+    rows = batch.conn.execute(sql, _params(batch.config, since, until, organizations,
+                                           fmap.params)).fetchall()
     return [_Group(d, utc_day, org, feature, model, tier, window,
                    TokenCounts(int(u), int(w5), int(w1), int(r), int(o)))
             for d, utc_day, org, feature, model, tier, window, u, w5, w1, r, o in rows]
@@ -515,7 +502,7 @@ def _realized(groups: Iterable[_Group], pricer: _Pricer) -> list[RealizedRow]:
     return rows
 
 
-def realized(conn: duckdb.DuckDBPyConnection, config: Config, since: date, until: date,
+def realized(batch: Batch, since: date, until: date,
              organizations: Sequence[str] = ()) -> list[RealizedRow]:
     """Realized savings per local date, organization, feature and model (module docstring).
 
@@ -523,13 +510,13 @@ def realized(conn: duckdb.DuckDBPyConnection, config: Config, since: date, until
     ``until`` is before ``since``.
     """
     _check_period(since, until)
-    return _realized(_groups(conn, config, since, until, organizations),
-                     _Pricer(price_table(config.prices)))
+    return _realized(_groups(batch, since, until, organizations),
+                     _Pricer(price_table(batch.config.prices)))
 
 
 # --- cache waste -----------------------------------------------------------------------------
 
-def cache_waste(conn: duckdb.DuckDBPyConnection, config: Config, since: date, until: date,
+def cache_waste(batch: Batch, since: date, until: date,
                 organizations: Sequence[str] = ()) -> list[WasteRow]:
     """Cache writes not read within their window, per local date, organization, feature, model.
 
@@ -538,10 +525,10 @@ def cache_waste(conn: duckdb.DuckDBPyConnection, config: Config, since: date, un
     h + 1 is collected. A lower bound. Raises ValueError when ``until`` is before ``since``.
     """
     _check_period(since, until)
-    feature_sql, feature_params = feature_map_sql(conn, NameBook.load(conn), config.features)
+    config, fmap = batch.config, batch.feature_map
     keys = "organization, feature, model"
     sql = f"""
-        WITH {_usage_sql(feature_sql, organizations)},
+        WITH {_usage_sql(fmap.sql, organizations)},
         reads AS (SELECT {keys}, bucket_start, sum(cache_read_tokens) AS reads
                   FROM usage GROUP BY {keys}, bucket_start),
         writes AS (SELECT {_GROUP_KEYS}, bucket_start,
@@ -563,11 +550,11 @@ def cache_waste(conn: duckdb.DuckDBPyConnection, config: Config, since: date, un
         WHERE coalesce(r0.reads, 0) = 0 AND coalesce(r1.reads, 0) = 0
         GROUP BY w.date, w.utc_day, w.organization, w.feature, w.model, w.service_tier,
                  w.context_window"""
-    params = _params(config, since, until, organizations, feature_params,
+    params = _params(config, since, until, organizations, fmap.params,
                      scan_extra=timedelta(hours=1))  # reads of the hour after the last one
     pricer = _Pricer(price_table(config.prices))
     sums: dict[tuple[date, str, str, str | None], list[Any]] = {}
-    for day, utc_day, org, feature, model, tier, window, w5, w1 in conn.execute(
+    for day, utc_day, org, feature, model, tier, window, w5, w1 in batch.conn.execute(
             sql, params).fetchall():
         acc = sums.setdefault((day, org, feature, model), [0, 0, Decimal(0), 0])
         acc[0] += int(w5)
@@ -610,8 +597,8 @@ def _batch_lever(org: str, feature: str, groups: Sequence[_Group], pricer: _Pric
     month = monthly(savings, days)
     return PotentialRow(
         "batch", org, feature, savings, month,
-        f"move feature {feature} to the Batch API: about {usd_text(month)} a month "
-        f"({usd_text(savings)} in {_days_text(days)})",
+        f"move feature {feature} to the Batch API: about {usd(month)} a month "
+        f"({usd(savings)} in {_days_text(days)})",
         {"standard_cost_usd": standard_cost, "by_model": dict(by_model),
          "unpriced_tokens": unpriced})
 
@@ -643,8 +630,8 @@ def _caching_lever(org: str, feature: str, groups: Sequence[_Group], pricer: _Pr
     month = monthly(savings, days)
     return PotentialRow(
         "caching", org, feature, savings, month,
-        f"raise the cache hit ratio of feature {feature} from {_percent(ratio)} to "
-        f"{_percent(target)}: about {usd_text(month)} a month ({usd_text(savings)} in "
+        f"raise the cache hit ratio of feature {feature} from {percent(ratio)} to "
+        f"{percent(target)}: about {usd(month)} a month ({usd(savings)} in "
         f"{_days_text(days)}; the extra cache writes are not counted)",
         {"hit_ratio": ratio, "target": target, "total_input_tokens": tokens.prompt,
          "cache_read_tokens": tokens.cache_read, "uncached_input_tokens": tokens.input,
@@ -687,14 +674,14 @@ def _routing_lever(org: str, feature: str, groups: Sequence[_Group], pricer: _Pr
         return None
     month = monthly(savings, days)
     target = config.savings.target_mix
-    steps = [f"{usd_text(moves[line])} of {line} spend to {down}"
+    steps = [f"{usd(moves[line])} of {line} spend to {down}"
              for line, down in (("opus", "sonnet"), ("sonnet", "haiku")) if moves[line]]
     mix_text = "/".join(str(int((target[line] * 100).to_integral_value(ROUND_HALF_UP)))
                         for line in ROUTED_LINES)
     return PotentialRow(
         "routing", org, feature, savings, month,
         f"route feature {feature} toward the {mix_text} haiku/sonnet/opus mix (move "
-        f"{' and '.join(steps)}): about {usd_text(month)} a month ({usd_text(savings)} in "
+        f"{' and '.join(steps)}): about {usd(month)} a month ({usd(savings)} in "
         f"{_days_text(days)})",
         {"cost_by_line": dict(cost_by_line), "cost_by_model": dict(cost_by_model),
          "current_mix": line_mix(cost_by_line), "target_mix": dict(target),
@@ -707,13 +694,14 @@ def _routing_lever(org: str, feature: str, groups: Sequence[_Group], pricer: _Pr
          "unpriced_tokens": unpriced})
 
 
-def _potential(conn: duckdb.DuckDBPyConnection, config: Config, groups: Sequence[_Group],
-               pricer: _Pricer, until: date, days: int) -> list[PotentialRow]:
+def _potential(batch: Batch, groups: Sequence[_Group], pricer: _Pricer, until: date,
+               days: int) -> list[PotentialRow]:
+    config = batch.config
     by_feature: dict[tuple[str, str], list[_Group]] = defaultdict(list)
     for g in groups:
         by_feature[(g.organization, g.feature)].append(g)
     eligible = {rule.name for rule in config.features if rule.batch_eligible}
-    lines = model_lines(conn, {g.model for g in groups})
+    lines = model_lines(batch.conn, {g.model for g in groups})
     ratios = _routing_ratios(config, pricer.table, until)
     rows: list[PotentialRow] = []
     for (org, feature), items in by_feature.items():
@@ -728,7 +716,7 @@ def _potential(conn: duckdb.DuckDBPyConnection, config: Config, groups: Sequence
     return rows
 
 
-def potential(conn: duckdb.DuckDBPyConnection, config: Config, since: date, until: date,
+def potential(batch: Batch, since: date, until: date,
               organizations: Sequence[str] = ()) -> list[PotentialRow]:
     """What each lever could still save, per organization and feature (module docstring).
 
@@ -745,8 +733,8 @@ def potential(conn: duckdb.DuckDBPyConnection, config: Config, since: date, unti
     Raises ValueError when ``until`` is before ``since``.
     """
     days = _check_period(since, until)
-    return _potential(conn, config, _groups(conn, config, since, until, organizations),
-                      _Pricer(price_table(config.prices)), until, days)
+    return _potential(batch, _groups(batch, since, until, organizations),
+                      _Pricer(price_table(batch.config.prices)), until, days)
 
 
 # --- the ledger ------------------------------------------------------------------------------
@@ -773,17 +761,17 @@ def _totals(realized_rows: Sequence[RealizedRow], waste_rows: Sequence[WasteRow]
     )
 
 
-def ledger(conn: duckdb.DuckDBPyConnection, config: Config, since: date, until: date,
+def ledger(batch: Batch, since: date, until: date,
            organizations: Sequence[str] = ()) -> Ledger:
     """Realized savings, cache waste and potential of local days ``since``..``until``, with totals.
 
     Raises ValueError when ``until`` is before ``since``.
     """
     days = _check_period(since, until)
-    pricer = _Pricer(price_table(config.prices))
-    groups = _groups(conn, config, since, until, organizations)
+    pricer = _Pricer(price_table(batch.config.prices))
+    groups = _groups(batch, since, until, organizations)
     realized_rows = _realized(groups, pricer)
-    waste_rows = cache_waste(conn, config, since, until, organizations)
-    potential_rows = _potential(conn, config, groups, pricer, until, days)
+    waste_rows = cache_waste(batch, since, until, organizations)
+    potential_rows = _potential(batch, groups, pricer, until, days)
     return Ledger(since, until, days, realized_rows, waste_rows, potential_rows,
                   _totals(realized_rows, waste_rows, potential_rows))

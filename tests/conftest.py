@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -72,6 +74,14 @@ def start_simulator_process(seed: int = 7, keys: tuple[str, ...] = (ADMIN_KEY,),
     return Simulator(url=line.rsplit(" ", 1)[-1].strip(), process=process)
 
 
+def stop_simulator(sim: Simulator) -> None:
+    sim.process.terminate()
+    try:
+        sim.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        sim.process.kill()
+
+
 @pytest.fixture
 def simulators() -> Iterator[Callable[..., Simulator]]:
     """A factory of simulators (several organizations); all stopped after the test."""
@@ -84,11 +94,43 @@ def simulators() -> Iterator[Callable[..., Simulator]]:
 
     yield make
     for sim in started:
-        sim.process.terminate()
-        try:
-            sim.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            sim.process.kill()
+        stop_simulator(sim)
+
+
+@pytest.fixture(scope="module")
+def module_simulator() -> Iterator[Simulator]:
+    """One simulator (seed 7, SIM_NOW) for a whole test module: for tests that only read it
+    (its ground truth, or a warehouse collected from it once). A test that injects faults or
+    counts requests takes its own ``simulator``."""
+    sim = start_simulator_process()
+    yield sim
+    stop_simulator(sim)
+
+
+@contextmanager
+def module_env(**values: str) -> Iterator[None]:
+    """For module-scoped fixtures (``isolated`` is per test): the user's ANTHROPIC_ and
+    SPENDWATCH_ variables out, ``values`` in, for the fixture's duration."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith(("ANTHROPIC_", "SPENDWATCH_")):
+                patch.delenv(name)
+        for name, value in values.items():
+            patch.setenv(name, value)
+        yield
+
+
+def copy_warehouse(database: Path, folder: Path) -> Path:
+    """A copy of a collected warehouse (collected once per module into a template folder) as
+    ``folder/data/spendwatch.duckdb``, the path :func:`write_config` names: a test may write
+    to its copy. The template's writer has closed, so the file is whole (no .wal to replay)."""
+    target = folder / "data" / "spendwatch.duckdb"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(database, target)
+    wal = database.with_name(database.name + ".wal")
+    if wal.exists():
+        shutil.copyfile(wal, target.with_name(target.name + ".wal"))
+    return target
 
 
 @pytest.fixture

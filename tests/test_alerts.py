@@ -11,17 +11,22 @@ import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from alerts.engine import add_silence, check, send_test
+from alerts import settings as alert_settings
+from alerts.check import check
+from alerts.outbox import send_test
+from alerts.silences import add_silence
 from alerts.model import FIRING, NO_DATA, OK
 from collectors.sync import CollectOptions, collect
-from conftest import ADMIN_KEY, REPO, SIM_NOW, Simulator, write_config
+from conftest import (ADMIN_KEY, REPO, SIM_NOW, Simulator, copy_warehouse, module_env,
+                      write_config)
 from fake_slack import Answer, FakeSlack
 from fake_smtp import Mailbox
+from spendwatch.warehouse.batch import Batch
 from spendwatch import storage
 from spendwatch.config import Config, load_config
 from spendwatch.timeutil import local_range
@@ -33,18 +38,33 @@ SMTP_PASSWORD = "smtp-Pa55word-that-must-never-show"
 MINUTE = timedelta(minutes=1)
 
 
+@pytest.fixture(scope="module")
+def template(module_simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two days of the simulated organization, collected at SIM_NOW once for the module."""
+    home = tmp_path_factory.mktemp("alerts-template")
+    with module_env(ANTHROPIC_ADMIN_KEY=ADMIN_KEY):
+        path = write_config(home, [{"name": "acme", "base_url": module_simulator.url}],
+                            collection="initial_backfill_days = 2")
+        (result,) = collect(load_config(path), now=SIM_NOW, sleep=lambda s: None)
+    assert result.ok, result.error
+    return load_config(path).database_path
+
+
 @pytest.fixture
-def warehouse(isolated: Path, simulator: Simulator, monkeypatch: pytest.MonkeyPatch,
-              fake_slack: FakeSlack) -> dict[str, Any]:
-    """Two days of the simulated organization, collected at SIM_NOW."""
+def warehouse(template: Path, isolated: Path, module_simulator: Simulator,
+              monkeypatch: pytest.MonkeyPatch,
+              fake_slack: FakeSlack) -> Iterator[dict[str, Any]]:
+    """Two days of the simulated organization, collected at SIM_NOW: the test's own copy of
+    the module's template, and the module's simulator for later collections (a fault a test
+    injects is cleared after it)."""
     monkeypatch.setenv("ANTHROPIC_ADMIN_KEY", ADMIN_KEY)
     monkeypatch.setenv("SLACK_WEBHOOK", fake_slack.url(f"/services/{WEBHOOK_TOKEN}"))
     monkeypatch.setenv("SMTP_PASSWORD", SMTP_PASSWORD)
-    path = write_config(isolated, [{"name": "acme", "base_url": simulator.url}],
-                        collection="initial_backfill_days = 2")
-    (result,) = collect(load_config(path), now=SIM_NOW, sleep=lambda s: None)
-    assert result.ok, result.error
-    return {"folder": isolated, "simulator": simulator, "slack": fake_slack}
+    write_config(isolated, [{"name": "acme", "base_url": module_simulator.url}],
+                 collection="initial_backfill_days = 2")
+    copy_warehouse(template, isolated)
+    yield {"folder": isolated, "simulator": module_simulator, "slack": fake_slack}
+    module_simulator.control("DELETE", "/_sim/faults")
 
 
 SLACK = '''
@@ -182,7 +202,7 @@ def test_a_stale_collector_fires_data_stale_spend_rules_say_no_data_and_it_resol
 CHECK_IN_A_NEW_PROCESS = """
 import sys
 from datetime import datetime
-from alerts.engine import check
+from alerts.check import check
 from spendwatch.config import load_config
 report = check(load_config(sys.argv[1]), datetime.fromisoformat(sys.argv[2]))
 print(len(report.deliveries))
@@ -303,7 +323,7 @@ def test_monthly_budget_forecasts_from_the_days_so_far(warehouse) -> None:
     now = SIM_NOW + MINUTE
     actual, forecast = check(config, now).evaluations
     with storage.reader(config) as conn:
-        days = spend(conn, config.tz, datetime(2026, 11, 1).date(),
+        days = spend(Batch(conn, config), datetime(2026, 11, 1).date(),
                      datetime(2026, 11, 24).date(), ["date"])
     complete = sum(r["cost_usd"] for r in days if r["date"] < datetime(2026, 11, 24).date())
     month_to_date = sum(r["cost_usd"] for r in days)
@@ -381,7 +401,7 @@ def test_a_bad_alert_config_is_one_line_naming_the_key(isolated: Path) -> None:
     path = write_config(isolated, [{"name": "acme"}], extra=SLACK + rule(
         "daily", "daily_spend", threshold_usd="5.5"))
     with pytest.raises(Exception, match="a TOML float is not exact"):
-        load_config(path)
+        alert_settings.load(path)  # a rule kind's params are alerts/' to check
 
 
 @pytest.mark.parametrize("scope", ['{ feature = "evals" }', '{ model = "claude-opus-5-5" }',
@@ -396,7 +416,7 @@ def test_daily_spend_scopes_match_the_spend_query(warehouse, scope: str) -> None
     (dimension, value), = evaluation.scope.items()
     today = SIM_NOW.astimezone(config.tz).date()
     with storage.reader(config) as conn:
-        rows = spend(conn, config.tz, today, today, [dimension], config.features)
+        rows = spend(Batch(conn, config), today, today, [dimension])
     expected = sum(r["cost_usd"] for r in rows if r[dimension] == value)
     assert evaluation.value == expected > 0
 
@@ -464,18 +484,19 @@ def test_a_test_run_without_the_secret_does_not_break_the_channel(
     assert not report.failed and len(warehouse["slack"].received) == 1
 
 
-def test_a_worker_run_that_cannot_start_still_checks_alerts(warehouse) -> None:
-    from collectors.scheduler import collection_job
+def test_a_worker_run_that_cannot_start_still_checks_alerts(warehouse, monkeypatch) -> None:
+    from alerts.model import CheckReport
+    from spendwatch.cli import worker
     config = configure(warehouse, rule("fresh", "data_stale", max_failures="1"))
     broken = load_config(config.path)
     broken = type(broken)(**{**broken.__dict__, "organizations": tuple(
         type(o)(**{**o.__dict__, "admin_key_env": "NO_SUCH_VARIABLE"})
         for o in broken.organizations)})
-    collection_job(broken)
+    checked: list[datetime] = []
+    monkeypatch.setattr(worker, "check", lambda c, now: checked.append(now) or CheckReport())
+    worker.worker_round(broken)
     assert query(config.database_path, "SELECT status, error LIKE '%NO_SUCH_VARIABLE%' FROM "
                  "collection_runs ORDER BY started_at DESC LIMIT 1") == [("failed", True)]
-    checked: list[datetime] = []
-    collection_job(broken, after=lambda c, now: checked.append(now))
     assert len(checked) == 1
 
 

@@ -25,18 +25,22 @@ import requests
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from alerts.engine import add_silence, check
+from alerts import settings as alert_settings
+from alerts.check import check
+from alerts.silences import add_silence
 from alerts.model import DeliveryResult, Notification
 from alerts.rules import evaluate
 from app import data
 from collectors.simulator import start_simulator
 from collectors.sync import CollectOptions, collect
 from conftest import ADMIN_KEY, REPO, SIM_NOW, SIM_NOW_TEXT
+from spendwatch.warehouse.batch import Batch, read
 from spendwatch import storage
 from spendwatch.warehouse import figures as views
 from spendwatch.config import Config, load_config
 from spendwatch.errors import ConfigError
-from spendwatch.warehouse.spend import money_str, spend
+from spendwatch.numbers import money_str
+from spendwatch.warehouse.spend import spend
 from spendwatch.savings import cache_waste, ledger
 from spendwatch.timeutil import local_day_start
 from warehouse import query
@@ -169,7 +173,7 @@ def dashboard(seeded: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
     monkeypatch.setenv("SPENDWATCH_CONFIG", str(seeded))
     monkeypatch.setenv("SPENDWATCH_NOW", SIM_NOW_TEXT)
     st.cache_data.clear()
-    return load_config(seeded)
+    return alert_settings.load(seeded)  # as the dashboard loads it
 
 
 def open_page(page: str) -> AppTest:
@@ -197,8 +201,7 @@ def chart_data(at: AppTest, index: int) -> tuple[dict[str, Any], Any]:
 
 
 def warehouse(config: Config, func: Any, *args: Any) -> Any:
-    with storage.reader(config) as conn:
-        return func(conn, *args)
+    return read(config, func, *args)
 
 
 def total(rows: list[dict[str, Any]]) -> Decimal:
@@ -221,8 +224,8 @@ def test_every_page_renders_a_headline_figure_and_a_chart(dashboard: Config, pag
 def test_overview_figures_equal_the_warehouse(dashboard: Config) -> None:
     shown = metrics(open_page("overview"))
     config = dashboard
-    today = warehouse(config, spend, config.tz, TODAY, TODAY, [])
-    month = warehouse(config, spend, config.tz, TODAY.replace(day=1), TODAY, [])
+    today = warehouse(config, spend, TODAY, TODAY, [])
+    month = warehouse(config, spend, TODAY.replace(day=1), TODAY, [])
     assert total(today) > 0
     assert shown["Today's spend"] == usd(total(today))
     assert shown["Month to date"] == usd(total(month))
@@ -235,7 +238,7 @@ def test_overview_figures_equal_the_warehouse(dashboard: Config) -> None:
              / sum(r[m] for r in month for m in views.INPUT_TOKEN_METRICS))
     assert shown["Cache hit ratio (month)"] == f"{ratio * 100:.1f}%"
 
-    book = warehouse(config, ledger, config, TODAY - timedelta(days=30),
+    book = warehouse(config, ledger, TODAY - timedelta(days=30),
                      TODAY - timedelta(days=1))
     assert book.totals.realized_total_usd > 0
     assert shown["Realized savings (30 days)"] == usd(book.totals.realized_total_usd)
@@ -254,7 +257,7 @@ def test_overview_says_what_is_estimated_and_what_fires(dashboard: Config) -> No
     assert ":red[**firing**] **daily budget** 2026-11-24 50%" in text
     assert ":gray[silenced] **cache hit ratio** (feature=evals,organization=acme)" in text
     _, df = chart_data(at, 0)
-    month = warehouse(dashboard, spend, dashboard.tz, TODAY.replace(day=1), TODAY, [])
+    month = warehouse(dashboard, spend, TODAY.replace(day=1), TODAY, [])
     assert abs(Decimal(str(df["cost_usd"].sum())) - total(month)) < Decimal("0.005")
     assert set(df["basis"]) == {"billed", "estimated"}
 
@@ -265,8 +268,8 @@ def test_spend_charts_and_tables_equal_the_query(dashboard: Config) -> None:
     at = open_page("spend")
     config = dashboard
     since = TODAY - timedelta(days=6)
-    by_status = warehouse(config, spend, config.tz, since, TODAY,
-                          ["cache_status", "cost_basis"], config.features)
+    by_status = warehouse(config, spend, since, TODAY,
+                          ["cache_status", "cost_basis"])
     shown = metrics(at)
     assert shown["Spend in the period"] == usd(total(by_status))
     estimated = total([r for r in by_status if r["cost_basis"] == "estimated"])
@@ -284,8 +287,8 @@ def test_spend_charts_and_tables_equal_the_query(dashboard: Config) -> None:
     assert abs(Decimal(str(by_model_chart["cost_usd"].sum())) - total(by_status)) < Decimal(
         "0.005")
 
-    by_model = warehouse(config, spend, config.tz, since, TODAY, ["model"])
-    before = warehouse(config, spend, config.tz, since - timedelta(days=7),
+    by_model = warehouse(config, spend, since, TODAY, ["model"])
+    before = warehouse(config, spend, since - timedelta(days=7),
                        since - timedelta(days=1), ["model"])
     top = at.dataframe[0].value
     biggest = max(by_model, key=lambda r: r["cost_usd"])
@@ -302,8 +305,7 @@ def test_spend_filters_and_breakdown_follow_the_widgets(dashboard: Config) -> No
     at.radio(key="spend_grain").set_value("hour").run()
     assert not at.exception
     since = TODAY - timedelta(days=6)
-    by_feature = warehouse(dashboard, spend, dashboard.tz, since, TODAY, ["feature"],
-                           dashboard.features)
+    by_feature = warehouse(dashboard, spend, since, TODAY, ["feature"])
     evals = next(r["cost_usd"] for r in by_feature if r["feature"] == "evals")
     assert metrics(at)["Spend in the period"] == usd(evals)
     _, df = chart_data(at, 1)
@@ -316,11 +318,11 @@ def test_spend_filters_and_breakdown_follow_the_widgets(dashboard: Config) -> No
 def test_caching_figures_equal_the_warehouse(dashboard: Config) -> None:
     at = open_page("caching")
     since = TODAY - timedelta(days=6)
-    rows = warehouse(dashboard, spend, dashboard.tz, since, TODAY, [])
+    rows = warehouse(dashboard, spend, since, TODAY, [])
     ratio = views.hit_ratio({m: sum(r[m] for r in rows) for m in views.INPUT_TOKEN_METRICS})
     shown = metrics(at)
     assert ratio is not None and shown["Cache hit ratio"] == f"{ratio * 100:.1f}%"
-    waste = warehouse(dashboard, cache_waste, dashboard, since, TODAY)
+    waste = warehouse(dashboard, cache_waste, since, TODAY)
     assert shown["Cache waste"] == usd(sum((w.waste_usd for w in waste), Decimal(0)))
     _, lines = chart_data(at, 0)
     assert {"evals", "support bot"} <= set(lines["group"])
@@ -332,7 +334,7 @@ def test_caching_figures_equal_the_warehouse(dashboard: Config) -> None:
 
 def test_savings_figures_equal_the_ledger(dashboard: Config) -> None:
     at = open_page("savings")
-    book = warehouse(dashboard, ledger, dashboard, TODAY - timedelta(days=30),
+    book = warehouse(dashboard, ledger, TODAY - timedelta(days=30),
                      TODAY - timedelta(days=1))
     shown = metrics(at)
     assert shown["Realized savings"] == usd(book.totals.realized_total_usd)
@@ -420,12 +422,11 @@ def test_a_bad_duration_is_one_line_and_writes_nothing(seeded: Path, tmp_path: P
 def test_the_csv_of_a_view_matches_the_cli_json(dashboard: Config) -> None:
     at = open_page("reports")
     since = TODAY - timedelta(days=6)
-    rows = warehouse(dashboard, views.spend_grouped, dashboard, since, TODAY,
+    rows = warehouse(dashboard, views.spend, since, TODAY,
                      ["date", "feature", "model"])
     assert metrics(at)["Spend in the view"] == usd(total(rows))
     assert at.get("download_button")
-    cli = warehouse(dashboard, spend, dashboard.tz, since, TODAY, ["date", "feature", "model"],
-                    dashboard.features)
+    cli = warehouse(dashboard, spend, since, TODAY, ["date", "feature", "model"])
     lines = views.spend_csv(rows, ["date", "feature", "model"]).splitlines()
     assert lines[0] == ("date,feature,model,cost_usd,uncached_input_tokens,cache_write_5m_tokens,"
                         "cache_write_1h_tokens,cache_read_tokens,output_tokens,"
@@ -449,25 +450,25 @@ def test_grouped_spend_is_the_clis_spend(dashboard: Config) -> None:
     since = TODAY - timedelta(days=6)
     for by in (["date", "model"], ["feature", "cache_status"], ["workspace", "api_key"],
                ["cost_basis", "service_tier"]):
-        assert warehouse(dashboard, views.spend_grouped, dashboard, since, TODAY, by) == \
-            warehouse(dashboard, spend, dashboard.tz, since, TODAY, by, dashboard.features)
-    hours = warehouse(dashboard, views.spend_grouped, dashboard, since, TODAY, ["period"], None,
+        assert warehouse(dashboard, views.spend, since, TODAY, by) == \
+            warehouse(dashboard, spend, since, TODAY, by)
+    hours = warehouse(dashboard, views.spend, since, TODAY, ["period"], None,
                       "hour")
-    weeks = warehouse(dashboard, views.spend_grouped, dashboard, since, TODAY, ["period"], None,
+    weeks = warehouse(dashboard, views.spend, since, TODAY, ["period"], None,
                       "week")
-    assert total(hours) == total(weeks) == warehouse(dashboard, views.total_spend, dashboard,
+    assert total(hours) == total(weeks) == warehouse(dashboard, views.total_spend,
                                                      since, TODAY)
     assert [w["period"] for w in weeks] == [datetime(2026, 11, 16), datetime(2026, 11, 23)]
 
 
 def test_filters_keep_only_what_they_name(dashboard: Config) -> None:
     since = TODAY - timedelta(days=6)
-    by_feature = {r["feature"]: r for r in warehouse(dashboard, spend, dashboard.tz, since,
-                                                     TODAY, ["feature"], dashboard.features)}
-    kept = warehouse(dashboard, views.spend_grouped, dashboard, since, TODAY, [],
+    by_feature = {r["feature"]: r for r in warehouse(dashboard, spend, since,
+                                                     TODAY, ["feature"])}
+    kept = warehouse(dashboard, views.spend, since, TODAY, [],
                      {"feature": ["evals", "support bot"]})
     assert total(kept) == by_feature["evals"]["cost_usd"] + by_feature["support bot"]["cost_usd"]
-    no_model = warehouse(dashboard, views.spend_grouped, dashboard, since, TODAY, ["model"],
+    no_model = warehouse(dashboard, views.spend, since, TODAY, ["model"],
                          {"model": [None]})
     assert [r["model"] for r in no_model] == [None] and total(no_model) > 0
 
@@ -475,11 +476,10 @@ def test_filters_keep_only_what_they_name(dashboard: Config) -> None:
 def test_top_spenders_compare_with_the_period_before(dashboard: Config) -> None:
     assert views.previous_period(date(2026, 11, 18), date(2026, 11, 24)) == (
         date(2026, 11, 11), date(2026, 11, 17))
-    top = warehouse(dashboard, views.top_spenders, dashboard, date(2026, 11, 21),
+    top = warehouse(dashboard, views.top_spenders, date(2026, 11, 21),
                     date(2026, 11, 22), "feature")
     before = {r["feature"]: r["cost_usd"] for r in warehouse(
-        dashboard, spend, dashboard.tz, date(2026, 11, 19), date(2026, 11, 20), ["feature"],
-        dashboard.features)}
+        dashboard, spend, date(2026, 11, 19), date(2026, 11, 20), ["feature"])}
     for row in top:
         assert row["previous_usd"] == before.get(row["label"], Decimal(0))
         assert row["change_usd"] == row["cost_usd"] - row["previous_usd"]
@@ -598,20 +598,20 @@ def test_a_database_with_nothing_collected_says_what_to_run(
 
 def test_the_reports_page_offers_the_weekly_csv_of_the_cli(dashboard: Config) -> None:
     """The last complete week (W47 at SIM_NOW) is offered, and its text is the CLI's file."""
-    from spendwatch import reports, storage
+    import reports.weekly as reports
     at = open_page("reports")
     labels = [b.proto.label for b in at.get("download_button")]
     assert "Download the weekly CSV for 2026-W47" in labels
     with storage.reader(dashboard) as conn:
-        text = reports.weekly_csv(conn, dashboard, "2026-W47")
+        text = reports.weekly_csv(Batch(conn, dashboard), "2026-W47")
     monday, sunday = reports.iso_week_range("2026-W47")
     with storage.reader(dashboard) as conn:
-        rows = reports.weekly_rows(conn, dashboard, monday, sunday)
+        rows = reports.weekly_rows(Batch(conn, dashboard), monday, sunday)
     assert text == reports.csv_text(rows) and text.startswith("date,organization,workspace_id")
 
 
 def test_the_reports_page_lists_the_weekly_reports_the_worker_wrote(dashboard: Config) -> None:
-    from reports.schedule import write_report
+    from reports.runs import write_report
     at = open_page("reports")
     assert any("No weekly report written yet" in i.value for i in at.info)
     run = write_report(dashboard, "acme", "2026-W47", SIM_NOW)
@@ -622,12 +622,12 @@ def test_the_reports_page_lists_the_weekly_reports_the_worker_wrote(dashboard: C
     assert table.to_dict("records") == [{
         "week": "2026-W47", "organization": "acme", "written": "2026-11-24 06:00 CST",
         "rows": len(run.path.read_text().splitlines()) - 1,
-        "cost_usd": float(warehouse(dashboard, total_spend_of_week, dashboard)),
+        "cost_usd": float(warehouse(dashboard, total_spend_of_week)),
         "final": "still settling", "sent": "not sent (no channel)", "file": str(run.path)}]
     assert any("every Monday from 07:00 (America/Chicago)" in c.value for c in at.caption)
 
 
-def total_spend_of_week(conn: Any, config: Config) -> Decimal:
+def total_spend_of_week(batch: Batch) -> Decimal:
     from spendwatch.warehouse.figures import total_spend
-    return total_spend(conn, config, date(2026, 11, 16), date(2026, 11, 22)).quantize(
+    return total_spend(batch, date(2026, 11, 16), date(2026, 11, 22)).quantize(
         Decimal("0.01"), rounding=ROUND_HALF_UP)

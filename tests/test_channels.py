@@ -26,7 +26,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from alerts.channels import CHANNEL_KINDS, build_channel
 from alerts.email import EmailChannel, email_message
 from alerts.model import Notification
-from alerts.slack import SlackChannel, format_value, slack_payload
+from alerts.slack import SlackChannel, slack_payload
+from alerts.words import format_value
 from fake_slack import FakeSlack
 from fake_smtp import Mailbox, TLSFiles, closed_port
 

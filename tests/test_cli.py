@@ -11,7 +11,9 @@ from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from conftest import ADMIN_KEY, Simulator, write_config
+import pytest
+
+from conftest import ADMIN_KEY, Simulator, copy_warehouse, write_config
 from spendwatch.timeutil import local_range
 
 CHICAGO = ZoneInfo("America/Chicago")
@@ -26,16 +28,33 @@ def spendwatch(*args: str, cwd: Path, key: str | None = ADMIN_KEY,
                           capture_output=True, text=True, timeout=timeout)
 
 
-def collected(isolated: Path, simulator: Simulator) -> Path:
-    write_config(isolated, [{"name": "acme", "base_url": simulator.url}])
-    result = spendwatch("collect", "--since", "2026-11-20", "--until", "2026-11-22", cwd=isolated)
+@pytest.fixture(scope="module")
+def simulator(module_simulator: Simulator) -> Simulator:
+    """This module's tests only read the simulator: one for all of them."""
+    return module_simulator
+
+
+@pytest.fixture(scope="module")
+def template(simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The warehouse collected once, by the command, for every test of the module."""
+    home = tmp_path_factory.mktemp("cli-template")
+    write_config(home, [{"name": "acme", "base_url": simulator.url}])
+    result = spendwatch("collect", "--since", "2026-11-20", "--until", "2026-11-22", cwd=home)
     assert result.returncode == 0, result.stderr
     assert "acme:" in result.stdout and "usage rows" in result.stdout
+    return home / "data" / "spendwatch.duckdb"
+
+
+@pytest.fixture
+def collected(template: Path, isolated: Path, simulator: Simulator) -> Path:
+    """The test's own folder: a config and a copy of the collected warehouse."""
+    write_config(isolated, [{"name": "acme", "base_url": simulator.url}])
+    copy_warehouse(template, isolated)
     return isolated
 
 
-def test_spend_json_totals_local_days_exactly(isolated: Path, simulator: Simulator) -> None:
-    collected(isolated, simulator)
+def test_spend_json_totals_local_days_exactly(collected: Path, isolated: Path,
+                                              simulator: Simulator) -> None:
     result = spendwatch("spend", "--since", "2026-11-20", "--until", "2026-11-22",
                         "--by", "date,model", "--json", cwd=isolated)
     assert result.returncode == 0, result.stderr
@@ -57,9 +76,8 @@ def test_spend_json_totals_local_days_exactly(isolated: Path, simulator: Simulat
     assert per_model == {m: Decimal(v) for m, v in truth["by_model"].items()}
 
 
-def test_spend_by_api_key_and_cache_status_shows_names(isolated: Path,
+def test_spend_by_api_key_and_cache_status_shows_names(collected: Path, isolated: Path,
                                                        simulator: Simulator) -> None:
-    collected(isolated, simulator)
     result = spendwatch("spend", "--since", "2026-11-21", "--until", "2026-11-21",
                         "--by", "api_key,cache_status", "--json", cwd=isolated)
     rows = json.loads(result.stdout)
@@ -72,8 +90,7 @@ def test_spend_by_api_key_and_cache_status_shows_names(isolated: Path,
     assert all(r["output_tokens"] == 0 and r["cache_read_tokens"] > 0 for r in reads)
 
 
-def test_spend_prints_a_table_with_a_total(isolated: Path, simulator: Simulator) -> None:
-    collected(isolated, simulator)
+def test_spend_prints_a_table_with_a_total(collected: Path, isolated: Path) -> None:
     result = spendwatch("spend", "--since", "2026-11-20", "--until", "2026-11-22", "--by",
                         "feature", cwd=isolated)
     assert result.returncode == 0, result.stderr
@@ -81,9 +98,8 @@ def test_spend_prints_a_table_with_a_total(isolated: Path, simulator: Simulator)
     assert result.stdout.splitlines()[-1].startswith("Total: $")
 
 
-def test_spend_with_an_unknown_dimension_is_one_line_exit_2(isolated: Path,
-                                                            simulator: Simulator) -> None:
-    collected(isolated, simulator)
+def test_spend_with_an_unknown_dimension_is_one_line_exit_2(isolated: Path) -> None:
+    write_config(isolated, [{"name": "acme"}])  # no warehouse: the argument fails first
     result = spendwatch("spend", "--by", "colour", cwd=isolated)
     assert result.returncode == 2
     assert "unknown dimension 'colour'" in result.stderr
@@ -94,6 +110,19 @@ def test_spend_before_any_collection_says_what_to_run(isolated: Path) -> None:
     result = spendwatch("spend", cwd=isolated)
     assert result.returncode == 1
     assert result.stderr.strip().endswith("does not exist yet; run `spendwatch collect` first")
+
+
+def test_every_usage_mistake_is_one_line_and_exit_2(isolated: Path) -> None:
+    write_config(isolated, [{"name": "acme"}])
+    for args, expected in [(("spend", "--since", "2026-13-01"),
+                            "error: --since: '2026-13-01' is not a date; use YYYY-MM-DD"),
+                           (("spend", "--colour"), "error: No such option '--colour'"),
+                           (("no-such-command",), "error: No such command 'no-such-command'"),
+                           (("alerts", "unsilence", "one"), "error: ")]:
+        result = spendwatch(*args, cwd=isolated)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.startswith(expected) and result.stderr.count("\n") == 1, args
+        assert "Traceback" not in result.stderr and "Usage:" not in result.stderr
 
 
 def test_a_wrong_key_exits_non_zero_without_showing_it(isolated: Path,
@@ -121,8 +150,7 @@ def test_the_demo_matches_the_simulators_ground_truth(tmp_path: Path) -> None:
     assert "summary sent to the simulated Slack" in result.stdout
 
 
-def test_reconcile_lists_estimated_against_billed(isolated: Path, simulator: Simulator) -> None:
-    collected(isolated, simulator)
+def test_reconcile_lists_estimated_against_billed(collected: Path, isolated: Path) -> None:
     result = spendwatch("reconcile", "--since", "2026-11-21", "--until", "2026-11-21", "--json",
                         cwd=isolated)
     assert result.returncode == 0, result.stderr
@@ -136,8 +164,7 @@ def test_reconcile_lists_estimated_against_billed(isolated: Path, simulator: Sim
     assert "claude-opus-5-5" in text.stdout and "+0.00%" in text.stdout
 
 
-def test_savings_shows_realized_and_potential(isolated: Path, simulator: Simulator) -> None:
-    collected(isolated, simulator)
+def test_savings_shows_realized_and_potential(collected: Path, isolated: Path) -> None:
     result = spendwatch("savings", "--since", "2026-11-20", "--until", "2026-11-21", "--json",
                         cwd=isolated)
     assert result.returncode == 0, result.stderr

@@ -11,6 +11,7 @@ import pytest
 
 from collectors.sync import CollectOptions, collect
 from conftest import ADMIN_KEY, SIM_NOW, Simulator, write_config
+from spendwatch.warehouse.batch import Batch
 from spendwatch.config import load_config
 from warehouse import query, totals, truth_totals
 
@@ -309,8 +310,8 @@ def test_the_default_workspace_is_one_workspace_across_both_apis(org_config,
     from spendwatch.warehouse.spend import spend
     from datetime import date
     with storage.reader(config) as conn:
-        by_day = spend(conn, config.tz, date(2025, 12, 31), date(2026, 1, 1),
-                       ["date", "workspace", "feature"], config.features)
+        by_day = spend(Batch(conn, config), date(2025, 12, 31), date(2026, 1, 1),
+                       ["date", "workspace", "feature"])
     default_rows = [r for r in by_day if r["workspace"] == "Default"]
     assert {r["date"] for r in default_rows} == {date(2025, 12, 31), date(2026, 1, 1)}
     assert all(r["feature"] == "front door" for r in default_rows)

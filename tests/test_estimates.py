@@ -10,6 +10,7 @@ from pathlib import Path
 from collectors.rows import UsageRow
 from collectors.sync import CollectOptions, Window, collect, write_window
 from conftest import SIM_NOW, Simulator, write_config
+from spendwatch.warehouse.batch import Batch
 from spendwatch import storage
 from spendwatch.config import load_config
 from spendwatch.pricing import price_table
@@ -34,7 +35,7 @@ def test_estimated_and_billed_reconcile_per_day_and_model(org_config) -> None:
     config, result = run(org_config(), NOV20, NOV23)
     assert result.ok, result.error
     with storage.reader(config) as conn:
-        rows = reconciliation(conn, config.tz, NOV20, NOV23)
+        rows = reconciliation(Batch(conn, config), NOV20, NOV23)
     assert {r.date for r in rows} == {NOV20 + timedelta(days=n) for n in range(4)}
     priced = [r for r in rows if r.model is not None]
     assert len({r.model for r in priced}) == 5
@@ -55,7 +56,7 @@ def test_hours_not_billed_yet_are_estimated_then_replaced_by_the_bill(
         simulator.truth(start, end)["web_search_cost_usd"])
     with storage.reader(config) as conn:
         by_basis = {r["cost_basis"]: r["cost_usd"]
-                    for r in spend(conn, config.tz, NOV20, NOV20, ["cost_basis"])}
+                    for r in spend(Batch(conn, config), NOV20, NOV20, ["cost_basis"])}
     assert set(by_basis) == {"estimated", None}  # None: token counts, which carry no cost
     assert by_basis["estimated"] == truth  # the simulator bills at list price
 
@@ -63,7 +64,7 @@ def test_hours_not_billed_yet_are_estimated_then_replaced_by_the_bill(
     run(path, NOV20, NOV20, refresh=True)
     with storage.reader(config) as conn:
         by_basis = {r["cost_basis"]: r["cost_usd"]
-                    for r in spend(conn, config.tz, NOV20, NOV20, ["cost_basis"])}
+                    for r in spend(Batch(conn, config), NOV20, NOV20, ["cost_basis"])}
     assert set(by_basis) == {"billed", None}  # None: token counts, which carry no cost
     assert by_basis["billed"] == Decimal(simulator.truth(start, end)["cost_usd"])
 
@@ -73,13 +74,13 @@ def test_estimates_follow_a_price_override(org_config, simulator: Simulator) -> 
                     kind="error")
     config, _ = run(org_config(), NOV20, NOV20)
     with storage.reader(config) as conn:
-        before = {r["model"]: r["cost_usd"] for r in spend(conn, config.tz, NOV20, NOV20,
+        before = {r["model"]: r["cost_usd"] for r in spend(Batch(conn, config), NOV20, NOV20,
                                                            ["model"])}
     override = ('[[pricing.prices]]\nmodel = "claude-opus-5-5"\ncomponent = "output"\n'
                 'price_usd = "40"\nunit = "per_mtok"\neffective_from = "2026-11-01"\n')
     config, _ = run(org_config(extra=override), NOV20, NOV20)
     with storage.reader(config) as conn:
-        after = {r["model"]: r["cost_usd"] for r in spend(conn, config.tz, NOV20, NOV20,
+        after = {r["model"]: r["cost_usd"] for r in spend(Batch(conn, config), NOV20, NOV20,
                                                           ["model"])}
         standard, batch = conn.execute(
             "SELECT sum(output_tokens) FILTER (service_tier = 'standard'), "
@@ -98,10 +99,10 @@ def test_usage_without_a_price_is_reported_unpriced_not_zero(org_config) -> None
     hour = datetime(2026, 11, 20, 15, tzinfo=UTC)
     row = UsageRow("acme", "analytics", hour, hour + timedelta(hours=1), "claude-mythos-5-2",
                    "wrkspc_x", "apikey_x", "standard", "0-200k", 1000, 0, 0, 500, 200, 0, 3)
-    write_window(config.database_path, 10, "acme", Window("usage", hour, hour + timedelta(hours=1),
+    write_window(config, "acme", Window("usage", hour, hour + timedelta(hours=1),
                  "analytics"), [row], None, SIM_NOW, SIM_NOW, price_table(config.prices))
     with storage.reader(config) as conn:
-        (total,) = spend(conn, config.tz, NOV20, NOV20, [])
+        (total,) = spend(Batch(conn, config), NOV20, NOV20, [])
         (reason,) = conn.execute("SELECT unpriced_reason FROM usage_estimates").fetchone()
     assert total["cost_usd"] == 0 and total["unpriced_tokens"] == 1700
     assert reason == "no price for model claude-mythos-5-2"
@@ -144,7 +145,7 @@ def test_legacy_spend_by_api_key_and_local_day_adds_up(org_config,
                                                       simulator: Simulator) -> None:
     config, _ = run(org_config(source="legacy"), NOV20, NOV23)
     with storage.reader(config) as conn:
-        rows = spend(conn, config.tz, date(2026, 11, 21), date(2026, 11, 22),
+        rows = spend(Batch(conn, config), date(2026, 11, 21), date(2026, 11, 22),
                      ["date", "api_key", "cost_basis"])
     assert {r["cost_basis"] for r in rows if r["cost_usd"]} == {"allocated", "billed"}
     assert any(r["api_key"] == "support-bot-prod" and r["cost_usd"] > 0 for r in rows)
@@ -165,17 +166,17 @@ def test_legacy_usage_no_cost_line_follows_is_estimated_or_unpriced_never_zero(
             "cache_write_1h_tokens, cache_read_tokens, output_tokens, web_search_requests, "
             "requests FROM usage_hourly WHERE bucket_start >= ? AND bucket_start < ?",
             [window.start, window.end]).fetchall()]
-        before = {r["service_tier"]: r for r in spend(conn, config.tz, NOV20, NOV20,
+        before = {r["service_tier"]: r for r in spend(Batch(conn, config), NOV20, NOV20,
                                                       ["service_tier"])}
     assert rows
     # Priority Tier never appears in the legacy cost report, and has no public price.
     priority = UsageRow("acme", "legacy", hour, hour + timedelta(hours=1), "claude-sonnet-4-6",
                         rows[0].workspace_id, rows[0].api_key_id, "priority", "0-200k",
                         5_000_000, 0, 0, 0, 0, 0, None)
-    write_window(config.database_path, 10, "acme", window, [*rows, priority], None, SIM_NOW,
+    write_window(config, "acme", window, [*rows, priority], None, SIM_NOW,
                  SIM_NOW, price_table(config.prices))
     with storage.reader(config) as conn:
-        after = {r["service_tier"]: r for r in spend(conn, config.tz, NOV20, NOV20,
+        after = {r["service_tier"]: r for r in spend(Batch(conn, config), NOV20, NOV20,
                                                      ["service_tier"])}
     assert after["priority"]["uncached_input_tokens"] == 5_000_000
     assert after["priority"]["unpriced_tokens"] == 5_000_000
@@ -192,7 +193,7 @@ def test_prices_follow_the_utc_day_whatever_the_hosts_time_zone(org_config,
     import subprocess
     import sys
     from conftest import ADMIN_KEY, REPO
-    path = org_config()
+    path = org_config(collection="max_attempts = 1")  # the cost API is down: no backoff
     simulator.fault(path="/v1/organizations/analytics/cost", count=1000, status=500,
                     kind="error")
     env = {**os.environ, "TZ": "America/Chicago", "ANTHROPIC_ADMIN_KEY": ADMIN_KEY}

@@ -27,9 +27,11 @@ from fake_smtp import Mailbox, TLSFiles
 from test_alerts import SMTP_PASSWORD, accept_login, email_channel
 from test_reports import CENT, read_rows, spendwatch
 from test_reports import sim  # noqa: F401  (the module's simulator fixture)
+from spendwatch.warehouse.batch import Batch
 from spendwatch import storage
 from spendwatch.config import Config, load_config
-from reports.schedule import due_week, write_due_reports
+from reports.runs import write_due_reports
+from reports.schedule import due_week
 from spendwatch.cli.worker import after_collection
 from spendwatch.errors import ConfigError
 from spendwatch.warehouse.figures import cache_hit_ratio, total_spend
@@ -174,9 +176,9 @@ def test_the_report_is_written_and_sent_once_by_email_and_slack(
     assert result.returncode == 0, result.stderr
     assert path.read_bytes() == (isolated / "cli.csv").read_bytes()
     with storage.reader(config) as conn:
-        total = total_spend(conn, config, *W47, ["acme"])
-        previous = total_spend(conn, config, *W46, ["acme"])
-        ratio = cache_hit_ratio(conn, config, *W47, ["acme"])
+        total = total_spend(Batch(conn, config), *W47, ["acme"])
+        previous = total_spend(Batch(conn, config), *W46, ["acme"])
+        ratio = cache_hit_ratio(Batch(conn, config), *W47, ["acme"])
         runs = conn.execute("SELECT organization, week, rows, total_usd FROM report_runs"
                             ).fetchall()
     rows = read_rows(path)
@@ -228,12 +230,12 @@ def test_movers_are_the_biggest_changes_against_last_week(
     by_model = next(t for t in texts if t.startswith("*Top movers by model*"))
     lines = by_model.splitlines()[1:]
     assert 1 <= len(lines) <= 3
-    from spendwatch.warehouse.figures import label_of, spend_grouped
+    from spendwatch.warehouse.figures import label_of, spend
     with storage.reader(config) as conn:
-        now = {label_of(r, "model"): r["cost_usd"] for r in spend_grouped(
-            conn, config, *W47, ["model"])}
-        was = {label_of(r, "model"): r["cost_usd"] for r in spend_grouped(
-            conn, config, *W46, ["model"])}
+        now = {label_of(r, "model"): r["cost_usd"] for r in spend(
+            Batch(conn, config), *W47, ["model"])}
+        was = {label_of(r, "model"): r["cost_usd"] for r in spend(
+            Batch(conn, config), *W46, ["model"])}
     changes = sorted(((now.get(m, Decimal(0)) - was.get(m, Decimal(0)), m)
                       for m in set(now) | set(was)), key=lambda c: (-abs(c[0]), c[1]))
     changes = [c for c in changes if c[0].copy_abs() >= Decimal("0.005")]
@@ -436,7 +438,7 @@ def test_report_send_does_the_workers_step_now_and_once(
 def test_a_report_refused_for_good_fails_alone_and_never_breaks_the_channel(
         setup: Callable[..., Config], fake_slack: FakeSlack) -> None:
     """552 (too big) is about the message: the email channel keeps sending alerts."""
-    from alerts.engine import broken_channels, send_test
+    from alerts.outbox import broken_channels, send_test
     mailbox = Mailbox({"finance@acme.example": ["552 5.3.4 message size exceeds limit"]})
     config = setup(mailbox, reports='channels = ["finance-email"]')
     after_collection(config, SIM_NOW)
@@ -506,7 +508,8 @@ def test_the_worker_refuses_to_start_when_the_reports_folder_cannot_be_written(
 
 def test_slack_needs_no_file_and_email_waits_for_a_readable_one(
         setup: Callable[..., Config], fake_slack: FakeSlack, isolated: Path) -> None:
-    from alerts.engine import CheckReport, deliver_pending
+    from alerts.model import CheckReport
+    from reports.runs import send_queued
     mailbox = Mailbox()
     config = setup(mailbox)
     (run,) = write_due_reports(config, SIM_NOW)
@@ -514,7 +517,7 @@ def test_slack_needs_no_file_and_email_waits_for_a_readable_one(
     written = run.path.read_bytes()
     run.path.unlink()
     run.path.mkdir()  # the file cannot be read: a directory stands in its place
-    deliver_pending(config, SIM_NOW, CheckReport())
+    send_queued(config, SIM_NOW, CheckReport())
     assert len(fake_slack.received) == 1 and mailbox.delivered == []
     assert outbox(config) == [("report", "finance-email", "pending", 1),
                               ("report", "ops-slack", "sent", 1)]
@@ -524,7 +527,7 @@ def test_slack_needs_no_file_and_email_waits_for_a_readable_one(
     assert answer.startswith(f"not sent: the report file {run.path} cannot be read")
     run.path.rmdir()  # gone: written again from the warehouse before sending
     later = SIM_NOW + timedelta(minutes=5)
-    deliver_pending(config, later, CheckReport())
+    send_queued(config, later, CheckReport())
     message = mailbox.delivered[0].message
     assert attachment(message)[1] == written
     assert message["Date"] == "Tue, 24 Nov 2026 12:05:00 +0000"  # when it went out
@@ -532,7 +535,8 @@ def test_slack_needs_no_file_and_email_waits_for_a_readable_one(
 
 def test_report_send_leaves_pending_alerts_to_alerts_check(
         setup: Callable[..., Config], fake_slack: FakeSlack, isolated: Path) -> None:
-    from alerts.engine import CheckReport, evaluate_and_record
+    from alerts.machine import evaluate_and_record
+    from alerts.model import CheckReport
     rule = ('[[alerts.rules]]\nname = "daily"\nkind = "daily_spend"\nchannels = ["ops-slack"]\n'
             'threshold_usd = "0.01"\n')
     config = setup(Mailbox(), reports='channels = ["ops-slack"]', extra=rule)
@@ -567,7 +571,7 @@ def test_report_send_exits_1_when_a_report_cannot_be_written_and_again_resends(
 
 def test_a_report_is_final_at_once_when_first_written_after_the_week_settled(
         setup: Callable[..., Config]) -> None:
-    from reports.schedule import write_report
+    from reports.runs import write_report
     config = setup(Mailbox(), reports="channels = []")
     settles = datetime(2026, 11, 26, 6, 0, tzinfo=timezone.utc)
     with storage.writer(config) as conn:
@@ -605,7 +609,7 @@ def test_the_settled_rewrite_shows_the_final_figures(setup: Callable[..., Config
     rows = read_rows(isolated / "reports" / FILE)
     with storage.reader(config) as conn:
         (shown,) = report_runs(conn)
-        total = total_spend(conn, config, *W47, ["acme"])
+        total = total_spend(Batch(conn, config), *W47, ["acme"])
     assert total < sent_total
     assert (shown["total_usd"], shown["rows"]) == (total, len(rows))
     assert sum(Decimal(r["cost_usd"]) for r in rows).quantize(CENT) == total.quantize(CENT)
@@ -625,7 +629,7 @@ def test_catching_up_stops_four_weeks_back(setup: Callable[..., Config]) -> None
 
 def test_a_report_slack_hook_that_is_gone_marks_the_channel_broken(
         setup: Callable[..., Config], fake_slack: FakeSlack) -> None:
-    from alerts.engine import broken_channels
+    from alerts.outbox import broken_channels
     from fake_slack import Answer
     fake_slack.script(Answer(404, "no_service"))
     config = setup(Mailbox(), reports='channels = ["ops-slack"]')
@@ -633,15 +637,20 @@ def test_a_report_slack_hook_that_is_gone_marks_the_channel_broken(
     assert broken_channels(config) == {"ops-slack": "HTTP 404 no_service"}
 
 
-def test_a_big_csv_goes_zipped() -> None:
+def test_a_big_csv_goes_zipped(tmp_path: Path) -> None:
     import zipfile
-    from alerts.email import report_message
-    from alerts.model import WeeklyReport
+    from alerts.email import letter_message
+    from alerts.outbox import with_attachment
+    from reports.letter import letter
+    from reports.summary import WeeklyReport
     data = b"date,cost_usd\r\n" + b"2026-11-16,1.000000\r\n" * 300_000  # 6.3 MB
+    (tmp_path / FILE).write_bytes(data)
     report = WeeklyReport(organization="acme", week="2026-W47", since=W47[0], until=W47[1],
                           timezone="UTC", total_usd=Decimal(300000), rows=300_000,
-                          csv_name=FILE, csv_path=f"/srv/{FILE}", at=SIM_NOW, csv_bytes=data)
-    message = report_message(report, "spendwatch@acme.example", ["finance@acme.example"])
+                          csv_name=FILE, csv_path=str(tmp_path / FILE), at=SIM_NOW,
+                          csv_size=len(data))
+    message = letter_message(with_attachment(letter(report)), "spendwatch@acme.example",
+                             ["finance@acme.example"])
     name, payload = attachment(message)
     assert name == f"{FILE}.zip" and len(payload) < len(data) / 10
     with zipfile.ZipFile(io.BytesIO(payload)) as archive:
@@ -652,7 +661,7 @@ def test_a_big_csv_goes_zipped() -> None:
 
 def test_without_a_reports_table_an_unwritable_folder_turns_reports_off(
         isolated: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from reports.schedule import check_reports_folder
+    from reports.runs import check_reports_folder
     (isolated / "reports").write_text("a file where the folder would be")
     config = load_config(write_config(isolated, [{"name": "acme"}]))
     assert config.reports.enabled and not config.reports.configured
@@ -663,3 +672,37 @@ def test_without_a_reports_table_an_unwritable_folder_turns_reports_off(
                                           extra='[reports]\nweekday = "friday"\n'))
     with pytest.raises(ConfigError, match="the reports folder .* cannot be written"):
         check_reports_folder(configured)
+
+
+def test_a_report_queued_by_the_earlier_version_is_still_sent_after_an_upgrade(
+        setup: Callable[..., Config], fake_slack: FakeSlack, isolated: Path) -> None:
+    # The version before letters stored the summary's fields; a report still pending when
+    # spendwatch is upgraded must go out, not fail for good (its week is never queued again).
+    mailbox = Mailbox()
+    config = setup(mailbox)
+    path = isolated / "reports" / FILE
+    path.parent.mkdir()
+    path.write_text("date,cost_usd\r\n2026-11-16,1.000000\r\n", encoding="utf-8")
+    old = ('{"at": "2026-11-23T13:00:00+00:00", "cache_hit_ratio": "0.25", "csv_name": "' + FILE
+           + '", "csv_path": "' + str(path) + '", "dashboard_url": "http://dash.example:8501/'
+           'Reports", "movers": [["feature", "search", "80.5", "60.25"]], "organization": '
+           '"acme", "previous_usd": "100.25", "provisional_until": null, "rows": 1, '
+           '"savings": [["Prompt caching saved this week (estimated)", "12.5"]], "since": '
+           '"2026-11-16", "timezone": "America/Chicago", "total_usd": "1234.5", "until": '
+           '"2026-11-22", "week": "2026-W47"}')
+    with storage.writer(config) as conn:
+        conn.execute("INSERT INTO report_runs (organization, week, written_at, path, rows, "
+                     "total_usd, channels) VALUES ('acme', '2026-W47', ?, ?, 1, 1234.5, "
+                     "'ops-slack,finance-email')", [SIM_NOW, str(path)])
+        for channel in ("ops-slack", "finance-email"):
+            conn.execute("INSERT INTO alert_notifications (episode_id, kind, channel, "
+                         "created_at, status, attempts, payload_json) VALUES (NULL, 'report', "
+                         "?, ?, 'pending', 0, ?)", [channel, SIM_NOW, old])
+    after_collection(config, SIM_NOW)
+    assert outbox(config) == [("report", "finance-email", "sent", 1),
+                              ("report", "ops-slack", "sent", 1)]
+    assert "$1,234.50" in slack_text(fake_slack.received[0])
+    (message,) = [m.message for m in mailbox.delivered]
+    assert "2026-W47" in str(message["Subject"]) and "$1,234.50" in message.get_body(
+        ("plain",)).get_content()
+    assert attachment(message) == (FILE, path.read_bytes())

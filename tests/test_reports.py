@@ -22,10 +22,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from conftest import ADMIN_KEY, SIM_NOW, Simulator, start_simulator_process, write_config
+from spendwatch.warehouse.batch import Batch
 from spendwatch import storage
 from spendwatch.config import Config, StorageConfig, load_config
 from spendwatch.warehouse.spend import spend
-from reports.weekly import (COLUMNS, _apportioned, csv_text, iso_week_range,
+from reports.weekly import (COLUMNS, apportioned, csv_text, iso_week_range,
                                 last_complete_week, weekly_rows, write_csv)
 from spendwatch.timeutil import local_range
 
@@ -92,7 +93,7 @@ def test_iso_weeks_and_the_last_complete_week() -> None:
 
 def test_rounding_keeps_the_column_total() -> None:
     values = [Decimal("0.0000004")] * 5 + [None, Decimal("1.0000005")]
-    rounded = _apportioned(values)
+    rounded = apportioned(values)
     assert sum(r for r in rounded if r is not None) == Decimal("1.000002")
     assert rounded[5] is None and all(r == r.quantize(Decimal("0.000001"))
                                       for r in rounded if r is not None)
@@ -114,7 +115,7 @@ def test_the_cli_writes_the_week_with_exact_columns_and_totals(folder: Path, con
     written = sum(Decimal(r["cost_usd"]) for r in rows)
     # The CLI's total over the same local days, and the simulator's truth for them.
     with storage.reader(config) as conn:
-        (cli_total,) = spend(conn, CHICAGO, MONDAY, SUNDAY, [])
+        (cli_total,) = spend(Batch(conn, config), MONDAY, SUNDAY, [])
     truth = sim.truth(*local_range(MONDAY, SUNDAY, CHICAGO))
     assert written.quantize(CENT) == cli_total["cost_usd"].quantize(CENT)
     assert written.quantize(CENT) == Decimal(truth["cost_usd"]).quantize(CENT)
@@ -135,8 +136,8 @@ def test_the_cli_writes_the_week_with_exact_columns_and_totals(folder: Path, con
 def test_the_local_week_boundary_in_chicago(config: Config, sim: Simulator) -> None:
     """Chicago's week starts at 06:00 UTC: it differs from the UTC week and matches truth."""
     with storage.reader(config) as conn:
-        local = weekly_rows(conn, config, MONDAY, SUNDAY)
-        utc = weekly_rows(conn, replace(config, timezone="UTC"), MONDAY, SUNDAY)
+        local = weekly_rows(Batch(conn, config), MONDAY, SUNDAY)
+        utc = weekly_rows(Batch(conn, replace(config, timezone="UTC")), MONDAY, SUNDAY)
     assert {r["date"] for r in local} == {date(2026, 11, d).isoformat() for d in range(16, 23)}
     for rows, zone in ((local, CHICAGO), (utc, ZoneInfo("UTC"))):
         truth = sim.truth(*local_range(MONDAY, SUNDAY, zone))
@@ -150,7 +151,7 @@ def test_the_local_week_boundary_in_chicago(config: Config, sim: Simulator) -> N
 
 def test_formulas_are_neutralised(config: Config, tmp_path: Path) -> None:
     with storage.reader(config) as conn:
-        rows = weekly_rows(conn, config, MONDAY, SUNDAY, organization="acme")
+        rows = weekly_rows(Batch(conn, config), MONDAY, SUNDAY, organization="acme")
     rows.append({**rows[0], "workspace_name": "=HYPERLINK(\"x\")", "feature": "@sum",
                  "model": "-1", "service_tier": "\tx"})
     path = write_csv(rows, tmp_path / "r.csv")
@@ -212,8 +213,8 @@ def legacy(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Config:
 def test_tokens_sit_once_on_the_main_basis_of_allocated_and_estimated_rows(
         legacy: Config, sim: Simulator) -> None:
     with storage.reader(legacy) as conn:
-        rows = weekly_rows(conn, legacy, MONDAY, SUNDAY)
-        (cli_total,) = spend(conn, CHICAGO, MONDAY, SUNDAY, [])
+        rows = weekly_rows(Batch(conn, legacy), MONDAY, SUNDAY)
+        (cli_total,) = spend(Batch(conn, legacy), MONDAY, SUNDAY, [])
     bases = {r["cost_basis"] for r in rows}
     assert "allocated" in bases, bases  # the legacy cost, spread over keys and hours
     # Every token is counted once: the week's token totals are the CLI's and the truth's.
@@ -249,8 +250,8 @@ def test_a_day_half_billed_half_estimated_keeps_its_tokens_on_the_billed_row(
         conn.execute("DELETE FROM cost_buckets WHERE bucket_start >= "
                      "TIMESTAMPTZ '2026-11-22 12:00:00Z'")
     with storage.reader(config) as conn:
-        rows = weekly_rows(conn, config, MONDAY, SUNDAY)
-        (cli_total,) = spend(conn, CHICAGO, MONDAY, SUNDAY, [])
+        rows = weekly_rows(Batch(conn, config), MONDAY, SUNDAY)
+        (cli_total,) = spend(Batch(conn, config), MONDAY, SUNDAY, [])
     sunday = [r for r in rows if r["date"] == "2026-11-22"]
     by_group: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
     for row in sunday:

@@ -15,6 +15,8 @@ import pytest
 
 from collectors.sync import CollectOptions, collect
 from conftest import SIM_NOW
+from spendwatch.numbers import usd
+from spendwatch.warehouse.batch import Batch
 from spendwatch import storage
 from spendwatch.config import (CollectionConfig, Config, FeatureRule, OrganizationConfig,
                                SavingsConfig, StorageConfig, load_config)
@@ -23,7 +25,7 @@ from spendwatch.savings import (UnitPrices, batch_potential, batch_savings, cach
                                 cache_waste, caching_potential, extra_reads, hit_ratio,
                                 is_wasted, ledger, line_mix, monthly, no_cache_cost, potential,
                                 price_ratio, realized, realized_total, routing_moves,
-                                routing_potential, token_cost, unit_prices, usd_text,
+                                routing_potential, token_cost, unit_prices,
                                 waste_premium)
 
 UTC = timezone.utc
@@ -89,8 +91,8 @@ def test_batch_potential_and_the_month() -> None:
     assert batch_potential(D("14.2"), D("0.5")) == D("7.1")
     assert monthly(D("7.1"), 3) == D("71")
     assert monthly(D("10"), 31) == D(300) / D(31)
-    assert usd_text(D("1234.565")) == "$1,234.57"
-    assert usd_text(D("-0.4")) == "-$0.40"
+    assert usd(D("1234.565")) == "$1,234.57"
+    assert usd(D("-0.4")) == "-$0.40"
 
 
 def test_caching_potential_moves_extra_reads_from_uncached_input() -> None:
@@ -178,7 +180,7 @@ CHAT = FeatureRule(name="chat", api_key_names=("chat-*",), batch_eligible=True)
 
 
 def test_realized_on_a_hand_built_warehouse(built: duckdb.DuckDBPyConnection) -> None:
-    rows = realized(built, _config((CHAT,)), NOV_20, NOV_20, organizations=["acme"])
+    rows = realized(Batch(built, _config((CHAT,))), NOV_20, NOV_20, organizations=["acme"])
     by_model = {r.model: r for r in rows}
     assert {(r.date, r.organization, r.feature) for r in rows} == {(NOV_20, "acme", "chat")}
     opus = by_model["claude-opus-5-5"]
@@ -195,13 +197,13 @@ def test_realized_on_a_hand_built_warehouse(built: duckdb.DuckDBPyConnection) ->
     assert sonnet.actual_usd == D("1.605")
     assert sonnet.no_cache_usd == D("1.3") == sonnet.baseline_usd  # 0.6M x 2 + 0.05M x 2
     assert sonnet.cache_savings_usd == D("1.3") - D("1.605")
-    assert realized(built, _config((CHAT,)), NOV_20, NOV_20, organizations=["nobody"]) == []
+    assert realized(Batch(built, _config((CHAT,))), NOV_20, NOV_20, organizations=["nobody"]) == []
     with pytest.raises(ValueError):
-        realized(built, _config(()), NOV_20, NOV_20 - timedelta(days=1))
+        realized(Batch(built, _config(())), NOV_20, NOV_20 - timedelta(days=1))
 
 
 def test_waste_hour_by_hour(built: duckdb.DuckDBPyConnection) -> None:
-    rows = cache_waste(built, _config((CHAT,)), NOV_20, NOV_20)
+    rows = cache_waste(Batch(built, _config((CHAT,))), NOV_20, NOV_20)
     assert [(r.feature, r.model, r.wasted_5m_tokens, r.wasted_1h_tokens, r.waste_usd)
             for r in rows] == [
         # 22:00Z: no read at 22 nor 23 (the 23:00Z write waits for hour 00:00Z to be collected)
@@ -213,7 +215,7 @@ def test_waste_hour_by_hour(built: duckdb.DuckDBPyConnection) -> None:
 
 
 def test_potential_on_a_hand_built_warehouse(built: duckdb.DuckDBPyConnection) -> None:
-    rows = {p.lever: p for p in potential(built, _config((CHAT,)), NOV_20, NOV_20, ["acme"])}
+    rows = {p.lever: p for p in potential(Batch(built, _config((CHAT,))), NOV_20, NOV_20, ["acme"])}
     assert set(rows) == {"batch", "routing"}  # hit ratio 4.05M / 7.3405M: above 50%
     # standard-tier actual: 7.2 (opus) + 1.605 (sonnet) + 0.01 + 0.00125 (haiku), half saved
     batch = rows["batch"]
@@ -232,7 +234,7 @@ def test_potential_on_a_hand_built_warehouse(built: duckdb.DuckDBPyConnection) -
 
     # A stricter cache target shows the caching lever.
     strict = SavingsConfig(cache_hit_target=D("0.9"))
-    caching = {p.lever: p for p in potential(built, _config((CHAT,), savings=strict), NOV_20,
+    caching = {p.lever: p for p in potential(Batch(built, _config((CHAT,), savings=strict)), NOV_20,
                                              NOV_20, ["acme"])}["caching"]
     assert caching.detail["hit_ratio"] == D(4_050_000) / D(7_340_500)
 
@@ -241,7 +243,7 @@ def test_the_models_api_line_wins_over_the_id(built: duckdb.DuckDBPyConnection) 
     # The Models API says Sonnet 5.5 belongs to no line: it is reported, not routed.
     built.execute("INSERT INTO models VALUES ('claude-sonnet-5-5', 'Claude Sonnet 5.5', NULL, "
                   "'active', NULL, ?)", [SIM_NOW])
-    rows = {p.lever: p for p in potential(built, _config((CHAT,)), NOV_20, NOV_20, ["acme"])}
+    rows = {p.lever: p for p in potential(Batch(built, _config((CHAT,))), NOV_20, NOV_20, ["acme"])}
     routing = rows["routing"]
     assert routing.detail["not_routed_usd"] == {"unknown": D("1.605")}
     s = D("10.8") + D("0.01125")
@@ -249,7 +251,7 @@ def test_the_models_api_line_wins_over_the_id(built: duckdb.DuckDBPyConnection) 
 
 
 def test_ledger_totals(built: duckdb.DuckDBPyConnection) -> None:
-    book = ledger(built, _config((CHAT,)), NOV_20, NOV_20)
+    book = ledger(Batch(built, _config((CHAT,))), NOV_20, NOV_20)
     assert book.days == 1
     assert book.totals.realized_total_usd == sum(r.realized_total_usd for r in book.realized)
     assert book.totals.realized_total_usd == (book.totals.cache_savings_usd
@@ -369,7 +371,7 @@ def test_the_simulated_organization(org_config) -> None:
                         now=SIM_NOW, sleep=lambda s: None)
     assert result.ok, result.error
     with storage.reader(config) as conn:
-        book = ledger(conn, config, SINCE, UNTIL)
+        book = ledger(Batch(conn, config), SINCE, UNTIL)
     expected = _independent(config.database_path)
 
     # Realized: every figure equals the independent calculation, exactly.
@@ -439,6 +441,6 @@ def test_the_simulated_organization(org_config) -> None:
 
     # The same figures one lever at a time, and for a single organization.
     with storage.reader(config) as conn:
-        assert realized(conn, config, SINCE, UNTIL, ["acme"]) == book.realized
-        assert cache_waste(conn, config, SINCE, UNTIL) == book.waste
-        assert potential(conn, config, SINCE, UNTIL) == book.potential
+        assert realized(Batch(conn, config), SINCE, UNTIL, ["acme"]) == book.realized
+        assert cache_waste(Batch(conn, config), SINCE, UNTIL) == book.waste
+        assert potential(Batch(conn, config), SINCE, UNTIL) == book.potential

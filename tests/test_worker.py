@@ -14,6 +14,7 @@ import duckdb
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from collectors.scheduler import COLLECT_JOB, schedule
+from spendwatch.cli.worker import worker_round
 from conftest import ADMIN_KEY, REPO, SIM_NOW, Simulator, write_config
 from spendwatch.config import load_config
 from spendwatch.timeutil import floor_day
@@ -95,7 +96,7 @@ def test_sigterm_stops_a_running_backfill_at_the_next_window(isolated: Path,
 def test_the_collection_job_never_overlaps_and_missed_runs_coalesce(isolated: Path) -> None:
     path = write_config(isolated, [{"name": "acme"}], collection="interval_minutes = 7")
     scheduler = BackgroundScheduler(timezone="UTC")
-    schedule(scheduler, load_config(path), start_now=False)
+    schedule(scheduler, load_config(path), worker_round, start_now=False)
     job = scheduler.get_job(COLLECT_JOB)
     assert (job.max_instances, job.coalesce) == (1, True)
     assert job.trigger.interval == timedelta(minutes=7)
@@ -108,7 +109,7 @@ def test_ctrl_c_keeps_whole_windows_and_the_same_command_resumes(isolated: Path,
     simulator.fault(path="/v1/organizations/analytics/usage", count=10000, kind="delay",
                     seconds=0.3)
     command = [sys.executable, "-m", "spendwatch", "--config", str(path), "collect",
-               "--since", "2026-11-01"]
+               "--since", "2026-11-01", "--until", "2026-11-24"]  # the simulator's today
     first = subprocess.Popen(command, cwd=REPO, env=env_with_key(), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     wait_for(lambda: db.exists() and query(db, "SELECT count(*) FROM sync_state") == [(1,)])

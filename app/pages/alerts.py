@@ -1,7 +1,7 @@
 """Alerts: what fires, recent episodes, delivery attempts, broken channels, silences.
 
-Silences are the one thing the dashboard writes: created through ``alerts.engine.add_silence``
-(as ``spendwatch alerts silence`` does) and ended through ``alerts.engine.expire_silence``.
+Silences are the one thing the dashboard writes: created through ``alerts.silences.add_silence``
+(as ``spendwatch alerts silence`` does) and ended through ``alerts.silences.expire_silence``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from datetime import timedelta
 import streamlit as st
 
 from alerts import history
-from alerts.engine import add_silence, expire_silence
+from alerts.states import State
+from alerts.silences import add_silence, expire_silence
 from app import charts, data
 from app.format import frame, iso_wall_time, local
 from spendwatch.config import parse_duration
@@ -39,8 +40,8 @@ if flash:
 active = [s for s in silences if s["active"]]
 
 col_firing, col_pending, col_broken, col_silenced = st.columns(4)
-col_firing.metric("Firing", str(sum(a["state"] == "firing" for a in firing)))
-col_pending.metric("Pending", str(sum(a["state"] == "pending" for a in firing)),
+col_firing.metric("Firing", str(sum(a["state"] == State.FIRING for a in firing)))
+col_pending.metric("Pending", str(sum(a["state"] == State.PENDING for a in firing)),
                    help="Firing, but not for as long as the rule's `for` yet.")
 col_broken.metric("Broken channels", str(len(broken)))
 col_silenced.metric("Active silences", str(len(active)))
@@ -67,7 +68,7 @@ st.subheader(f"Episodes of the last {EPISODE_DAYS} days")
 if episodes:
     def state(e: dict) -> str:
         if e["ended_at"] is None:
-            return "firing" if e["firing_at"] else "pending"
+            return State.FIRING if e["firing_at"] else State.PENDING
         return (e["end_reason"] or "resolved").replace("_", " ")
 
     timeline = [{"alert": f"{e['rule']} · {e['scope_key']} · {e['level']}",

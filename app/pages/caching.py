@@ -28,7 +28,7 @@ with right:
 (series, hourly_pairs, costs, ratio, waste) = data.load_many(
     (views.cache_series, (since, until, per, grain)),
     (views.cache_series, (since, until, "feature and model", "hour")),
-    (views.spend_grouped, (since, until, ("cache_status",))),
+    (views.spend, (since, until, ("cache_status",))),
     (views.cache_hit_ratio, (since, until)),
     (views.cache_waste, (since, until)),
 )

@@ -8,6 +8,7 @@ from decimal import Decimal
 import streamlit as st
 
 from alerts import history
+from alerts.states import State
 from app import charts, data
 from app.format import ago, frame, iso_wall_time, local, percent, period_text, usd
 from spendwatch.warehouse import figures as views
@@ -67,7 +68,7 @@ col_ratio.metric("Cache hit ratio (month)", percent(month_ratio),
                  help="Cache reads / (uncached input + cache writes + cache reads), this month.")
 
 col_alerts, col_saved, col_potential = st.columns([1, 1, 2])
-firing_now = [a for a in firing if a["state"] == "firing"]
+firing_now = [a for a in firing if a["state"] == State.FIRING]
 silenced = sum(a["silenced"] for a in firing_now)
 col_alerts.metric("Firing alerts", str(len(firing_now)),
                   help=f"{silenced} of them silenced; {len(firing) - len(firing_now)} more "
@@ -115,10 +116,10 @@ else:
 st.subheader("Firing alerts")
 if firing:
     with st.container(border=True):
-        for alert in sorted(firing, key=lambda a: (a["silenced"], a["state"] != "firing")):
+        for alert in sorted(firing, key=lambda a: (a["silenced"], a["state"] != State.FIRING)):
             scope = "" if alert["scope_key"] == "all" else f" ({alert['scope_key']})"
             mark = (":gray[silenced]" if alert["silenced"] else ":red[**firing**]"
-                    if alert["state"] == "firing" else ":orange[pending]")
+                    if alert["state"] == State.FIRING else ":orange[pending]")
             st.markdown(f"{mark} **{alert['rule']}**{scope} {alert['level']}: "
                         f"{alert['summary']}")
     st.page_link("pages/alerts.py", label="Episodes, deliveries and silences",

@@ -31,7 +31,7 @@ with right:
                             d, d.capitalize()))
 options = data.load(views.dimension_values, since, until)
 keep = widgets.filters("reports", options)
-rows = data.load(views.spend_grouped, since, until, tuple(by), keep)
+rows = data.load(views.spend, since, until, tuple(by), keep)
 total = sum((r["cost_usd"] for r in rows), Decimal(0))
 
 st.metric("Spend in the view", usd(total), help=f"{since} to {until} ({config.tz.key}).")
@@ -42,7 +42,7 @@ st.download_button("Download CSV", csv_text, mime="text/csv", key="reports_csv",
 
 if rows:
     label = next((d for d in by if d != "date"), None)
-    daily = data.load(views.spend_grouped, since, until, ("date", *([label] if label else [])),
+    daily = data.load(views.spend, since, until, ("date", *([label] if label else [])),
                       keep)
     chart_rows = [{"when": iso_wall_time(r["date"]), "period_text": period_text(r["date"], "day"),
                    "label": views.label_of(r, label) if label else "all",

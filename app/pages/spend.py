@@ -29,10 +29,10 @@ keep = widgets.filters("spend", options)
 before = views.previous_period(since, until)
 
 (by_status, by_dimension, top, previous) = data.load_many(
-    (views.spend_grouped, (since, until, ("period", "cache_status", "cost_basis"), keep, grain)),
-    (views.spend_grouped, (since, until, ("period", dimension), keep, grain)),
+    (views.spend, (since, until, ("period", "cache_status", "cost_basis"), keep, grain)),
+    (views.spend, (since, until, ("period", dimension), keep, grain)),
     (views.top_spenders, (since, until, dimension, keep, 15)),
-    (views.spend_grouped, (*before, (), keep)),
+    (views.spend, (*before, (), keep)),
 )
 
 total = sum((r["cost_usd"] for r in by_status), Decimal(0))
@@ -78,7 +78,8 @@ st.caption(f"Against the previous {(until - since).days + 1} days ({before[0]} t
 table = frame([{widgets.DIMENSION_TITLES[dimension]: r["label"], "spend": r["cost_usd"],
                 "share": percent(r["share"]), "previous": r["previous_usd"],
                 "change": r["change_usd"],
-                "change %": "new" if r["change_pct"] is None else f"{r['change_pct']:+.1f}%"}
+                "change %": ("new" if r["change_pct"] is None
+                              else percent(r["change_pct"] / 100, signed=True))}
                for r in top], cents_columns=("spend", "previous", "change"))
 st.dataframe(table, hide_index=True, key="spend_top", column_config={
     name: st.column_config.NumberColumn(format="dollar") for name in ("spend", "previous",

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Mapping, Sequence
 
-from .endpoints import ApiError, Query, _enum_list, _id_page
+from .endpoints import ApiError, Query, enum_list, id_page
 from .generator import MODEL_DISPLAY_NAMES, parse_rfc3339
 
 LIFECYCLES: tuple[str, ...] = ("active", "deprecated", "retired")
@@ -97,9 +97,9 @@ def _newest_first(models: Sequence[CatalogModel]) -> list[CatalogModel]:
 
 def list_models(query: Query) -> dict[str, object]:
     """``GET /v1/models``: one page of the catalogue, newest first (see the module contracts)."""
-    wanted = _enum_list(query, "lifecycle", LIFECYCLES) or list(DEFAULT_LIFECYCLES)
+    wanted = enum_list(query, "lifecycle", LIFECYCLES) or list(DEFAULT_LIFECYCLES)
     items = [m.to_json() for m in _newest_first(CATALOG) if m.lifecycle in wanted]
-    return _id_page(items, query)
+    return id_page(items, query)
 
 
 def get_model(model_id: str) -> dict[str, object]:

@@ -186,7 +186,7 @@ def _choice_param(query: Query, name: str, choices: Sequence[str], default: str 
     return text
 
 
-def _enum_list(query: Query, name: str, choices: Sequence[str]) -> list[str] | None:
+def enum_list(query: Query, name: str, choices: Sequence[str]) -> list[str] | None:
     values = query.get(name)
     if values is None:
         return None
@@ -331,7 +331,7 @@ def parse_analytics_params(endpoint: str, query: Query, now: datetime) -> Analyt
         ("speeds", SPEEDS),
         ("inference_geos", INFERENCE_GEO_FILTERS),
     ):
-        values = _enum_list(query, name, choices)
+        values = enum_list(query, name, choices)
         if values is not None:
             filters[name] = frozenset(values)
 
@@ -587,14 +587,14 @@ def _legacy_filters(query: Query) -> dict[str, frozenset[str | None]]:
             filters[name] = frozenset(query[name])
     if "api_key_ids" in query:
         filters["api_key_ids"] = frozenset(v if v != "" else None for v in query["api_key_ids"])
-    st = _enum_list(query, "service_tiers", SERVICE_TIERS)
+    st = enum_list(query, "service_tiers", SERVICE_TIERS)
     if st is not None:
         filters["service_tiers"] = frozenset(st)
     for name in ("context_window", "context_windows"):
-        cw = _enum_list(query, name, CONTEXT_WINDOWS)
+        cw = enum_list(query, name, CONTEXT_WINDOWS)
         if cw is not None:
             filters["context_windows"] = frozenset(cw)
-    geos = _enum_list(query, "inference_geos", INFERENCE_GEO_FILTERS)
+    geos = enum_list(query, "inference_geos", INFERENCE_GEO_FILTERS)
     if geos is not None:
         filters["inference_geos"] = frozenset(geos)
     return filters
@@ -772,7 +772,7 @@ def api_key_json(org: SimulatedOrg, key: ApiKey) -> dict[str, object]:
     }
 
 
-def _id_page(items: list[dict[str, object]], query: Query) -> dict[str, object]:
+def id_page(items: list[dict[str, object]], query: Query) -> dict[str, object]:
     """Page ``items`` (already ordered) with limit / after_id / before_id."""
     limit = _int_param(query, "limit", 20, 1, 1000)
     after_id = _scalar(query, "after_id")
@@ -816,7 +816,7 @@ def list_workspaces(org: SimulatedOrg, query: Query) -> dict[str, object]:
         and (include_archived or ws.archived_at is None)
         and (wanted is None or ws.id in wanted)
     ]
-    return _id_page(items, query)
+    return id_page(items, query)
 
 
 def get_workspace(org: SimulatedOrg, workspace_id: str) -> dict[str, object]:
@@ -840,7 +840,7 @@ def list_api_keys(org: SimulatedOrg, query: Query) -> dict[str, object]:
         and (not workspace_id or key.workspace_id == workspace_id)
         and (not created_by or key.created_by_user_id == created_by)
     ]
-    return _id_page(items, query)
+    return id_page(items, query)
 
 
 def get_api_key(org: SimulatedOrg, api_key_id: str) -> dict[str, object]:

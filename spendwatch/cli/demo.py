@@ -8,7 +8,6 @@ what the warehouse says was spent next to the simulator's own ground truth.
 from __future__ import annotations
 
 import os
-import sys
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -16,11 +15,12 @@ from typing import Any
 
 import click
 
-from spendwatch import storage
 from spendwatch.config import Config, load_config
-from spendwatch.warehouse.spend import spend
-from spendwatch.savings import ledger
+from spendwatch.numbers import money_str, round_cents, usd
+from spendwatch.savings import Ledger, ledger
 from spendwatch.timeutil import local_range, local_today, utcnow
+from spendwatch.warehouse.batch import Batch, read
+from spendwatch.warehouse.spend import spend
 
 DEMO_KEY = "sk-ant-admin01-spendwatch-demo-not-a-real-key"
 DEMO_TIMEZONE = "America/Chicago"
@@ -118,11 +118,13 @@ def run_demo(directory: str, days: int, seed: int, serve: bool = True,
              port: int = 8501) -> None:
     """Simulate, backfill ``days``, print totals against the ground truth, check alerts; with
     ``serve``, then run the worker and the dashboard until Ctrl-C."""
-    from alerts.engine import check
+    from alerts.check import check
+    from alerts.states import State
     from collectors.simulator import start_simulator
     from collectors.sync import CollectOptions, collect
     from spendwatch.cli.progress import ProgressBar
-    from reports.schedule import write_due_reports
+    from alerts.model import CheckReport
+    from reports.runs import send_queued, write_due_reports
 
     simulator = start_simulator(seed=seed, admin_keys=[DEMO_KEY])
     try:
@@ -133,32 +135,31 @@ def run_demo(directory: str, days: int, seed: int, serve: bool = True,
         first = today - timedelta(days=days)
         since, _ = local_range(first, first, config.tz)
         click.echo(f"collecting {days} days of history into {config.database_path} ...")
-        results = collect(config, CollectOptions(since=since), now=now, progress_factory=ProgressBar)
+        results = collect(config, CollectOptions(since=since), now=now,
+                          progress_factory=ProgressBar)
         for result in results:
             if not result.ok:
                 raise click.ClickException(result.error or "collection failed")
         last = today - timedelta(days=1)
-        with storage.reader(config) as conn:
-            by_model = spend(conn, config.tz, first, last, ["model"], config.features)
-            by_feature = spend(conn, config.tz, first, last, ["feature"], config.features)
-            book = ledger(conn, config, first, last)
+        by_model, by_feature, book = read(config, demo_figures, first, last)
         start, end = local_range(first, last, config.tz)
         truth = simulator.org.truth(start, end)
         _print_summary(first, last, by_model, by_feature, truth)
-        click.echo(f"\nCaching saved ${book.totals.cache_savings_usd:,.2f} and the Batch API "
-                   f"${book.totals.batch_savings_usd:,.2f} over these {book.days} days.")
+        click.echo(f"\nCaching saved {usd(book.totals.cache_savings_usd)} and the Batch API "
+                   f"{usd(book.totals.batch_savings_usd)} over these {book.days} days.")
         for item in book.potential[:3]:
             click.echo(f"Could save: {item.change}")
-        for run in write_due_reports(config, utcnow()):
-            if run.path is not None:
-                click.echo(f"\nWeekly report {run.week}: {run.path} ({run.detail}), its "
-                           "summary sent to the simulated Slack")
         report = check(config, utcnow())
-        firing = [e for e in report.evaluations if e.state == "firing"]
+        firing = [e for e in report.evaluations if e.state == State.FIRING]
         click.echo(f"\nAlerts: {len(firing)} firing, {len(report.deliveries)} messages sent "
                    "to the simulated Slack")
         for evaluation in firing[:5]:
             click.echo(f"  FIRING {evaluation.rule}: {evaluation.summary}")
+        for run in write_due_reports(config, utcnow()):
+            if run.path is not None:
+                click.echo(f"\nWeekly report {run.week}: {run.path} ({run.detail}), its "
+                           "summary sent to the simulated Slack")
+        send_queued(config, utcnow(), CheckReport())
         if serve:
             _serve(config)
         else:
@@ -173,12 +174,12 @@ def _serve(config: Config) -> None:
     import signal
     import threading
 
-    from spendwatch.cli.worker import after_collection
-    from collectors.scheduler import start_background_worker
+    from collectors.scheduler import start_background_schedule
     from spendwatch.cli.dashboard import start_dashboard, url
+    from spendwatch.cli.worker import worker_round
 
     stop = threading.Event()
-    worker = start_background_worker(config, stop=stop, after=after_collection)
+    worker = start_background_schedule(config, worker_round, stop)
     dashboard = start_dashboard(config)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     click.echo(f"\nThe dashboard is at {url(config)} (the worker collects every "
@@ -199,22 +200,28 @@ def _serve(config: Config) -> None:
             dashboard.kill()
 
 
+def demo_figures(batch: Batch, first: date, last: date
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Ledger]:
+    """What the demo prints, in one reader batch: spend by model, by feature, the savings."""
+    return (spend(batch, first, last, ["model"]), spend(batch, first, last, ["feature"]),
+            ledger(batch, first, last))
+
+
 def _print_summary(first: date, last: date, by_model: list[dict[str, Any]],
                    by_feature: list[dict[str, Any]], truth: dict[str, Any]) -> None:
     total = sum((r["cost_usd"] for r in by_model), Decimal(0))
     click.echo(f"\nSpend {first} .. {last} ({DEMO_TIMEZONE}), from the warehouse:")
     for row in by_model:
         click.echo(f"  {str(row['model'] or '(not a model: code execution, sessions)'):45}"
-                   f" ${row['cost_usd']:>12,.2f}")
+                   f" {usd(row['cost_usd']):>13}")
     click.echo("By feature:")
     for row in by_feature[:8]:
-        click.echo(f"  {row['feature']:45} ${row['cost_usd']:>12,.2f}")
+        click.echo(f"  {row['feature']:45} {usd(row['cost_usd']):>13}")
     expected = Decimal(truth["cost_usd"])
-    click.echo(f"  {'TOTAL':45} ${total:>12,.2f}")
-    click.echo(f"Simulator ground truth:                         ${expected:>12,.2f}")
-    if total.quantize(Decimal("0.01")) == expected.quantize(Decimal("0.01")):
+    click.echo(f"  {'TOTAL':45} {usd(total):>13}")
+    click.echo(f"{'Simulator ground truth:':47} {usd(expected):>13}")
+    if round_cents(total) == round_cents(expected):
         click.echo("The warehouse matches the simulator's ground truth to the cent.")
     else:
-        click.echo(f"MISMATCH: the warehouse differs from the ground truth by "
-                   f"${total - expected}", err=True)
-        sys.exit(1)
+        raise click.ClickException(f"MISMATCH: the warehouse differs from the ground truth "
+                                   f"by {money_str(total - expected)} dollars")

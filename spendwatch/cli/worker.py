@@ -1,30 +1,106 @@
-"""The worker, assembled: collect on schedule, then after each collection write the weekly
-reports that are due, then check the alerts (which also sends the reports' summaries)."""
+"""The worker (``spendwatch run``), assembled in one place: what it does every few minutes.
+
+:func:`worker_round` is the whole of it: collect every organization, then check the alerts,
+then write the weekly reports that are due and send them. Alerts come before reports because
+they are the urgent part: a week's report (seconds of queries on a large organization) never
+delays an alert, and a report step that fails never holds one back. The report step sends
+what it queued in the outbox (each report's summary) itself, so a report still goes out in the
+round it is written. Each step logs its own failure and never stops the next:
+a collection that cannot even start is recorded as a failed run, which is how the
+``data_stale`` rule of the alert check then notices it; a failing report never holds back an
+alert. :mod:`collectors.scheduler` runs the round on its interval; it knows nothing of what a
+round does.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime
 
-from alerts.engine import check_after_collection
-from collectors.scheduler import run_worker
-from reports.schedule import check_reports_folder, log_run, write_due_reports
-from spendwatch.config import Config
+from alerts.check import check
+from alerts.model import CheckReport
+from collectors.scheduler import run_schedule
+from collectors.sync import CollectOptions, OrgResult, collect, record_run
+from reports.runs import check_reports_folder, log_run, send_queued, write_due_reports
+from spendwatch.config import Config, resolve_admin_key
+from spendwatch.errors import SpendwatchError
+from spendwatch.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
 
+def worker_round(config: Config, stop: threading.Event | None = None) -> None:
+    """One round of the worker: collect, then the alerts, then the weekly reports.
+
+    Never raises. Setting ``stop`` ends the collection at its next window boundary.
+    """
+    collect_step(config, stop)
+    after_collection(config, utcnow())  # a fresh clock: what was stored meanwhile counts
+
+
 def after_collection(config: Config, now: datetime) -> None:
-    """What the worker runs after each collection: due reports, then the alert check (which
-    also sends the reports' summaries). A failing report step never stops the alerts."""
+    """The rest of a round at a given clock: the alerts, then the reports (tests use it with
+    the simulator's clock)."""
+    alert_step(config, now)
+    report_step(config, now)
+
+
+def collect_step(config: Config, stop: threading.Event | None = None) -> None:
+    """Collect every organization; a run that cannot even start (a key file gone, the database
+    locked) is recorded as a failed run of each organization. Never raises."""
+    now = utcnow()
+    try:
+        for result in collect(config, CollectOptions(stop=stop), now=now):
+            if result.ok:
+                log.info("%s: %d windows, %d usage rows, %d cost rows", result.organization,
+                         result.windows, result.usage_rows, result.cost_rows)
+    except Exception as exc:
+        error = str(exc) if isinstance(exc, SpendwatchError) else f"unexpected {type(exc).__name__}"
+        log.error("collection run failed: %s", error)
+        for org in config.organizations:
+            try:
+                record_run(config,
+                           OrgResult(org.name, error=error), now, utcnow())
+            except SpendwatchError as record_error:
+                log.error("could not record the failed run of %r: %s", org.name, record_error)
+
+
+def report_step(config: Config, now: datetime) -> None:
+    """Write the weekly reports that are due, queue them in the outbox and send them (with
+    any report still pending from an earlier round). Never raises."""
     try:
         for run in write_due_reports(config, now):
             log_run(run, config, now)
     except Exception:
         log.exception("writing the weekly reports failed")
-    check_after_collection(config, now)
+    try:
+        send_queued(config, now, CheckReport())  # it logs what it could not deliver
+    except Exception:
+        log.exception("sending the weekly reports failed")
+
+
+def alert_step(config: Config, now: datetime) -> None:
+    """Evaluate the alert rules and deliver what is due; log what changed and the channels
+    that are broken. Never raises."""
+    try:
+        report = check(config, now)
+    except Exception:
+        log.exception("the alert check failed")
+        return
+    for line in report.transitions:
+        log.warning("alert %s", line)
+    for channel, reason in report.broken_channels.items():
+        log.error("alert channel %r is broken: %s", channel, reason)
 
 
 def run(config: Config) -> None:
-    """Run the worker until SIGINT or SIGTERM (``spendwatch run``)."""
-    run_worker(check_reports_folder(config), after=after_collection)
+    """Run the worker until SIGINT or SIGTERM (``spendwatch run``).
+
+    Raises ConfigError at start, before anything is scheduled, when the reports folder cannot
+    be written (and [reports] asks for reports) or an organization's admin key is missing.
+    """
+    config = check_reports_folder(config)
+    for org in config.organizations:
+        resolve_admin_key(config, org)  # fail at start, not at the first run
+    run_schedule(config, worker_round)

@@ -1,25 +1,21 @@
-"""What the dashboard shows: small aggregate queries over the warehouse, one per figure or chart.
+"""What the surfaces show, built on THE spend query (:func:`spendwatch.warehouse.spend.spend`).
 
-Every function takes an open connection (a reader is enough, see :func:`spendwatch.storage.
-reader`) and the config, aggregates in DuckDB with bound parameters, and returns plain lists,
-dicts, dataclasses and Decimals: never raw fact rows, never a connection. The dashboard
-(``app/``) caches these results, not connections.
-
-Numbers agree with the CLI to the cent because they come from the same code:
-:func:`spendwatch.warehouse.spend.spend` for spend by local day, the same ``spend_facts`` view, local
-date rule (:data:`~spendwatch.warehouse.spend.LOCAL_DATE_SQL`), cache statuses, feature rules and
-display names (:func:`spend_grouped` adds hour and week buckets and filters on top of it), and
-:func:`spendwatch.savings.ledger` for savings.
+Every function takes a :class:`~spendwatch.warehouse.batch.Batch` (one open reader, the config,
+and the name book and feature map built once for the batch; see
+:func:`spendwatch.warehouse.batch.read`) and returns plain lists, dicts, dataclasses and
+Decimals: never raw fact rows, never a connection. The dashboard (``app/``) caches these
+results, not connections; the CLI, the alert rules, the weekly report and ``reconcile`` read the
+same functions, so a figure two surfaces show can never differ.
 
 Time
 ----
 Local days are days in the configured time zone, both ends included. ``period`` buckets are
-naive local timestamps (the start of the local hour, day or ISO week, Monday); a legacy cost
-line (a whole UTC day) lands on the local midnight of the date of the same name, as in
-:mod:`spendwatch.warehouse.spend`. In the autumn, the repeated local hour holds both UTC hours.
+naive local timestamps (the start of the local hour, day or ISO week, Monday). A legacy cost
+line (a whole UTC day) counts at local midnight of the date of the same name: the legacy day
+rule of :mod:`spendwatch.warehouse.spend`, for days and UTC windows alike.
 
-Nothing here writes: the dashboard creates and ends silences through
-:func:`alerts.engine.add_silence` and :func:`alerts.engine.expire_silence`, like the CLI.
+Nothing here writes: the dashboard creates and ends silences through :mod:`alerts`, like the
+CLI.
 """
 
 from __future__ import annotations
@@ -33,126 +29,38 @@ from decimal import Decimal
 from typing import Any, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
-import duckdb
-
 from spendwatch.config import Config, RuleConfig
 from spendwatch.lines import model_lines
-from spendwatch.warehouse.spend import (CACHE_STATUS_SQL, CACHE_STATUSES, EXTRA_METRICS, LOCAL_DATE_SQL,
-                                METRICS, NameBook, is_empty_row, feature_map_sql, finish_row,
-                                money_str, spend)
+from spendwatch.numbers import money_str
 from spendwatch.savings import ROUTED_LINES, Ledger, ledger
 from spendwatch.savings import cache_waste as waste_rows
 from spendwatch.timeutil import DAY, HOUR, local_range, local_today
+from spendwatch.warehouse.batch import Batch
+from spendwatch.warehouse.spend import CACHE_STATUSES as CACHE_STATUSES
+from spendwatch.warehouse.spend import GRAINS as GRAINS
+from spendwatch.warehouse.spend import GROUP_KEYS as GROUP_KEYS
+from spendwatch.warehouse.spend import METRICS as METRICS
+from spendwatch.warehouse.spend import Filters, Row, total
+from spendwatch.warehouse.spend import spend as spend  # the pages read it through this module
 
-GRAINS = ("hour", "day", "week")
 #: Dimensions spend can be broken down and filtered by (labels as the CLI prints them).
 BREAKDOWN_DIMENSIONS = ("model", "feature", "workspace", "api_key", "service_tier",
                         "organization")
 FILTER_DIMENSIONS = (*BREAKDOWN_DIMENSIONS, "cache_status", "cost_basis")
 COST_BASES = ("billed", "allocated", "estimated")
-GROUP_KEYS = ("period", "date", *FILTER_DIMENSIONS)
 INPUT_TOKEN_METRICS = ("uncached_input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
                        "cache_read_tokens")
 #: What usually breaks a cache that worked: shown next to the moments the hit ratio fell.
 CACHE_DROP_CAUSE = ("a changing value (a timestamp, an ID) or reordered tools early in the "
                     "cached prefix: every request writes a new cache and none reads it")
 
-Filters = Mapping[str, Sequence[str | None]]
-Row = dict[str, Any]
-
-_PERIOD_SQL = {
-    "day": "facts.date::TIMESTAMP",
-    "week": "date_trunc('week', facts.date)::TIMESTAMP",
-    "hour": ("CASE WHEN facts.bucket_width = '1d' THEN facts.date::TIMESTAMP "
-             "ELSE date_trunc('hour', facts.bucket_start AT TIME ZONE $tz) END"),
-}
-# group key -> (column name in the result, SQL expression)
-_GROUP_SQL = {
-    "date": ("date", "facts.date"),
-    "organization": ("organization", "facts.organization"),
-    "workspace": ("workspace_id", "facts.workspace_id"),
-    "api_key": ("api_key_id", "facts.api_key_id"),
-    "feature": ("feature", "f.feature"),
-    "model": ("model", "facts.model"),
-    "service_tier": ("service_tier", "facts.service_tier"),
-    "cache_status": ("cache_status", "facts.cache_status"),
-    "cost_basis": ("cost_basis", "facts.cost_basis"),
-}
-
-
-def _check_range(since: date, until: date) -> None:
-    if until < since:
-        raise ValueError(f"the period ends ({until}) before it starts ({since})")
-
 
 # --- spend ------------------------------------------------------------------------------------
 
-def total_spend(conn: duckdb.DuckDBPyConnection, config: Config, since: date, until: date,
+def total_spend(batch: Batch, since: date, until: date,
                 organizations: Sequence[str] = ()) -> Decimal:
     """Spend of local days ``since``..``until``: exactly ``spendwatch spend``'s total."""
-    rows = spend(conn, config.tz, since, until, [], config.features, organizations)
-    return sum((r["cost_usd"] for r in rows), Decimal(0))
-
-
-def spend_grouped(conn: duckdb.DuckDBPyConnection, config: Config, since: date, until: date,
-                  by: Sequence[str], filters: Filters | None = None,
-                  grain: str = "day") -> list[Row]:
-    """Spend and tokens of local days ``since``..``until``, grouped ``by`` and filtered.
-
-    ``by`` holds any of :data:`GROUP_KEYS`; ``period`` is the start of the local ``grain``
-    bucket (hour, day or week) as a naive local datetime. ``filters`` maps a dimension of
-    :data:`FILTER_DIMENSIONS` to the values to keep (IDs for ``workspace`` and ``api_key``,
-    names for ``feature``, None for "none"); an empty list keeps everything. Rows carry the
-    same keys as :func:`spendwatch.warehouse.spend.spend` (display names for workspace and API key,
-    their IDs beside them, every metric, money in Decimal dollars); groups with neither cost
-    nor tokens are left out. With no filter and ``by`` a subset of the CLI's dimensions, the
-    rows are the CLI's rows. Raises ValueError for an unknown key, grain or filter.
-    """
-    _check_range(since, until)
-    filters = {k: list(v) for k, v in (filters or {}).items() if v}
-    unknown = [k for k in by if k not in GROUP_KEYS] + [k for k in filters
-                                                         if k not in FILTER_DIMENSIONS]
-    if unknown or grain not in GRAINS:
-        raise ValueError(f"unknown group, filter or grain: {unknown or grain!r}")
-    names = NameBook.load(conn)
-    needs_features = "feature" in by or "feature" in filters
-    feature_sql, params = (feature_map_sql(conn, names, config.features) if needs_features
-                           else ("", {}))
-    exprs = [(_GROUP_SQL[k] if k != "period" else ("period", _PERIOD_SQL[grain])) for k in by]
-    where = ["facts.date BETWEEN $since AND $until"]
-    for n, (dim, values) in enumerate(sorted(filters.items())):
-        expr = _GROUP_SQL[dim][1]
-        params[f"keep{n}"] = [v for v in values if v is not None]
-        params[f"keep{n}_null"] = None in values
-        where.append(f"(list_contains($keep{n}::VARCHAR[], {expr}) "
-                     f"OR ({expr} IS NULL AND $keep{n}_null))")
-    metrics = (*METRICS, *EXTRA_METRICS)
-    select = ", ".join([*(f"{e} AS {c}" for c, e in exprs),
-                        *(f"sum(facts.{m}) AS {m}" for m in metrics)])
-    join = ("LEFT JOIN feature_map f ON f.organization = facts.organization "
-            "AND f.workspace_id IS NOT DISTINCT FROM facts.workspace_id "
-            "AND f.api_key_id IS NOT DISTINCT FROM facts.api_key_id" if needs_features else "")
-    sql = f"""
-        WITH {"feature_map AS (" + feature_sql + ")," if needs_features else ""}
-        facts AS (SELECT *, {LOCAL_DATE_SQL} AS date, {CACHE_STATUS_SQL} AS cache_status
-                  FROM spend_facts
-                  WHERE bucket_start >= $scan_from AND bucket_start < $scan_to)
-        SELECT {select}
-        FROM facts {join}
-        WHERE {" AND ".join(where)}
-        {"GROUP BY " + ", ".join(e for _, e in exprs) if exprs else ""}"""
-    utc_start, utc_end = local_range(since, until, config.tz)
-    params.update({"tz": str(config.tz.key), "since": since, "until": until,
-                   "scan_from": utc_start - DAY, "scan_to": utc_end + DAY})
-    dims = [k for k in by if k != "period"]
-    rows = []
-    for record in conn.execute(sql, params).fetchall():
-        row = finish_row(dict(zip([c for c, _ in exprs] + list(metrics), record)), dims, names)
-        if not is_empty_row(row):
-            rows.append(row)
-    rows.sort(key=lambda r: (str(r.get("period", "")), str(r.get("date", "")), -r["cost_usd"],
-                             [str(r.get(k, "")) for k in dims]))
-    return rows
+    return total(batch, since, until, organizations=organizations)
 
 
 #: How a missing value reads: spend that is not a model's (code execution, session runtime),
@@ -167,16 +75,16 @@ def label_of(row: Row, dimension: str) -> str:
 
 
 def value_of(row: Row, dimension: str) -> str | None:
-    """The value of ``dimension`` that :func:`spend_grouped`'s ``filters`` take."""
+    """The value of ``dimension`` that :func:`spend`'s ``filters`` take."""
     return row.get({"workspace": "workspace_id", "api_key": "api_key_id"}.get(dimension,
                                                                             dimension))
 
 
-def dimension_values(conn: duckdb.DuckDBPyConnection, config: Config, since: date,
+def dimension_values(batch: Batch, since: date,
                      until: date) -> dict[str, list[tuple[str | None, str]]]:
     """For each of :data:`FILTER_DIMENSIONS`, the (filter value, label) pairs seen in the
     period, biggest spender first (fixed lists for cache status and cost basis)."""
-    rows = spend_grouped(conn, config, since, until, BREAKDOWN_DIMENSIONS)
+    rows = spend(batch, since, until, BREAKDOWN_DIMENSIONS)
     out: dict[str, list[tuple[str | None, str]]] = {}
     for dim in BREAKDOWN_DIMENSIONS:
         cost: dict[tuple[str | None, str], Decimal] = {}
@@ -195,8 +103,7 @@ def previous_period(since: date, until: date) -> tuple[date, date]:
     return since - timedelta(days=days), since - DAY
 
 
-def top_spenders(conn: duckdb.DuckDBPyConnection, config: Config, since: date, until: date,
-                 dimension: str, filters: Filters | None = None, limit: int = 10) -> list[Row]:
+def top_spenders(batch: Batch, since: date, until: date, dimension: str, filters: Filters | None = None, limit: int = 10) -> list[Row]:
     """The ``limit`` biggest spenders by ``dimension``, with the change against the previous
     period of the same length (:func:`previous_period`).
 
@@ -207,8 +114,8 @@ def top_spenders(conn: duckdb.DuckDBPyConnection, config: Config, since: date, u
     if dimension not in BREAKDOWN_DIMENSIONS:
         raise ValueError(f"unknown dimension {dimension!r}")
     before = previous_period(since, until)
-    now_rows = spend_grouped(conn, config, since, until, [dimension], filters)
-    then_rows = spend_grouped(conn, config, *before, [dimension], filters)
+    now_rows = spend(batch, since, until, [dimension], filters)
+    then_rows = spend(batch, *before, [dimension], filters)
     previous = {label_of(r, dimension): r["cost_usd"] for r in then_rows}
     total = sum((r["cost_usd"] for r in now_rows), Decimal(0))
     out = []
@@ -234,7 +141,7 @@ def csv_columns(by: Sequence[str]) -> list[str]:
 
 
 def spend_csv(rows: Iterable[Row], by: Sequence[str]) -> str:
-    """A CSV of :func:`spend_grouped` rows (:func:`csv_columns`), money as exact decimal
+    """A CSV of :func:`spend` rows (:func:`csv_columns`), money as exact decimal
     strings, as ``spendwatch spend --json`` writes it."""
     columns = csv_columns(by)
     out = io.StringIO()
@@ -292,13 +199,12 @@ def month_end_forecast(complete_days_usd: Decimal, today_usd: Decimal, now: date
     return complete_days_usd + today_usd + daily * left
 
 
-def stored_from(conn: duckdb.DuckDBPyConnection,
-                organizations: Sequence[str]) -> datetime | None:
+def stored_from(batch: Batch, organizations: Sequence[str]) -> datetime | None:
     """From when every organization's usage and cost are both stored without a gap
     (``sync_state``), None when one of them is missing. Alert rules use it too."""
     starts = []
     for org in organizations:
-        row = conn.execute("SELECT max(covered_from), count(*) FROM sync_state "
+        row = batch.conn.execute("SELECT max(covered_from), count(*) FROM sync_state "
                            "WHERE organization = ?", [org]).fetchone()
         if not row or row[1] < 2:
             return None
@@ -306,26 +212,27 @@ def stored_from(conn: duckdb.DuckDBPyConnection,
     return max(starts) if starts else None
 
 
-def month_to_date(conn: duckdb.DuckDBPyConnection, config: Config, now: datetime,
+def month_to_date(batch: Batch, now: datetime,
                   organizations: Sequence[str] = ()) -> MonthToDate:
     """Today's spend, month-to-date spend and the month-end forecast at ``now``, over
     ``organizations`` (default: every configured one)."""
+    config = batch.config
     today = local_today(now, config.tz)
     first = today.replace(day=1)
-    today_usd = total_spend(conn, config, today, today, organizations)
-    complete_usd = (total_spend(conn, config, first, today - DAY, organizations)
+    today_usd = total_spend(batch, today, today, organizations)
+    complete_usd = (total_spend(batch, first, today - DAY, organizations)
                     if today > first else Decimal(0))
-    begins = stored_from(conn, organizations or [o.name for o in config.organizations])
+    begins = stored_from(batch, organizations or [o.name for o in config.organizations])
     complete = begins is not None and begins <= local_range(first, first, config.tz)[0]
     forecast = month_end_forecast(complete_usd, today_usd, now, config.tz) if complete else None
     return MonthToDate(today, today_usd, complete_usd + today_usd, forecast,
                        days_in_month(today), begins, complete)
 
 
-def daily_spend(conn: duckdb.DuckDBPyConnection, config: Config, since: date,
-                until: date) -> list[Row]:
-    """Spend per local day and cost basis (billed, allocated, estimated)."""
-    return [r for r in spend_grouped(conn, config, since, until, ["date", "cost_basis"])
+def daily_spend(batch: Batch, since: date, until: date) -> list[Row]:
+    """Spend per local day and cost basis (billed, allocated, estimated): the Overview's and
+    the Spend page's days. A day's rows add up to ``spendwatch spend --by date``'s day."""
+    return [r for r in spend(batch, since, until, ["date", "cost_basis"])
             if r["cost_basis"] is not None]
 
 
@@ -362,10 +269,10 @@ def hit_ratio(row: Mapping[str, Any]) -> Decimal | None:
     return Decimal(int(row["cache_read_tokens"])) / Decimal(total) if total else None
 
 
-def cache_hit_ratio(conn: duckdb.DuckDBPyConnection, config: Config, since: date, until: date,
+def cache_hit_ratio(batch: Batch, since: date, until: date,
                     organizations: Sequence[str] = ()) -> Decimal | None:
     """The hit ratio over local days ``since``..``until`` (None when nothing was read in)."""
-    rows = spend(conn, config.tz, since, until, [], config.features, organizations)
+    rows = spend(batch, since, until, organizations=organizations)
     return hit_ratio({m: sum(r[m] for r in rows) for m in INPUT_TOKEN_METRICS})
 
 
@@ -374,8 +281,7 @@ CACHE_GROUPS: dict[str, tuple[str, ...]] = {"feature": ("feature",), "model": ("
                                             "feature and model": ("feature", "model")}
 
 
-def cache_series(conn: duckdb.DuckDBPyConnection, config: Config, since: date, until: date,
-                 per: str, grain: str = "day", filters: Filters | None = None) -> list[Row]:
+def cache_series(batch: Batch, since: date, until: date, per: str, grain: str = "day", filters: Filters | None = None) -> list[Row]:
     """Input tokens and the hit ratio per ``grain`` bucket and ``per`` (a key of
     :data:`CACHE_GROUPS`: model, feature, or feature and model, labelled "feature / model").
 
@@ -386,7 +292,7 @@ def cache_series(conn: duckdb.DuckDBPyConnection, config: Config, since: date, u
         raise ValueError(f"per must be one of {', '.join(CACHE_GROUPS)}, not {per!r}")
     dims = CACHE_GROUPS[per]
     out = []
-    for row in spend_grouped(conn, config, since, until, ["period", *dims], filters, grain):
+    for row in spend(batch, since, until, ["period", *dims], filters, grain):
         total = sum(row[m] for m in INPUT_TOKEN_METRICS)
         if total:
             out.append({"period": row["period"],
@@ -441,12 +347,11 @@ def cache_ratio_drops(series: Sequence[Mapping[str, Any]], *, fall: Decimal = De
     return moments
 
 
-def cache_waste(conn: duckdb.DuckDBPyConnection, config: Config, since: date,
-                until: date) -> list[Row]:
+def cache_waste(batch: Batch, since: date, until: date) -> list[Row]:
     """Cache writes nobody read (:func:`spendwatch.savings.cache_waste`, a lower bound) per
     feature and model: ``feature``, ``model``, ``wasted_tokens``, ``waste_usd``; biggest first."""
     sums: dict[tuple[str, str | None], Row] = {}
-    for w in waste_rows(conn, config, since, until):
+    for w in waste_rows(batch, since, until):
         acc = sums.setdefault((w.feature, w.model), {"feature": w.feature, "model": w.model,
                                                      "wasted_tokens": 0,
                                                      "waste_usd": Decimal(0)})
@@ -491,12 +396,11 @@ def model_mix(book: Ledger, lines: Mapping[str | None, str | None],
     return out
 
 
-def savings_view(conn: duckdb.DuckDBPyConnection, config: Config, since: date,
-                 until: date) -> SavingsView:
+def savings_view(batch: Batch, since: date, until: date) -> SavingsView:
     """:func:`spendwatch.savings.ledger` of the period, with :func:`model_mix`."""
-    book = ledger(conn, config, since, until)
-    lines = model_lines(conn, {r.model for r in book.realized})
-    return SavingsView(book, model_mix(book, lines, config.savings.target_mix))
+    book = ledger(batch, since, until)
+    lines = model_lines(batch.conn, {r.model for r in book.realized})
+    return SavingsView(book, model_mix(book, lines, batch.config.savings.target_mix))
 
 
 # --- freshness --------------------------------------------------------------------------------
@@ -530,9 +434,10 @@ def stale_after(config: Config) -> timedelta:
                timedelta(minutes=30))
 
 
-def freshness(conn: duckdb.DuckDBPyConnection, config: Config,
-              now: datetime) -> list[Freshness]:
+def freshness(batch: Batch, now: datetime) -> list[Freshness]:
     """Per configured organization (and any other found in the database)."""
+    conn, config = batch.conn, batch.config
+
     def per_org(sql: str) -> dict[str, Any]:
         return {org: value for org, value in conn.execute(sql).fetchall()}
 
@@ -562,8 +467,46 @@ def freshness(conn: duckdb.DuckDBPyConnection, config: Config,
     return out
 
 
-def has_data(conn: duckdb.DuckDBPyConnection) -> bool:
+def has_data(batch: Batch) -> bool:
     """Whether anything was collected at all."""
-    row = conn.execute("SELECT (SELECT count(*) FROM usage_hourly) + "
+    row = batch.conn.execute("SELECT (SELECT count(*) FROM usage_hourly) + "
                        "(SELECT count(*) FROM cost_buckets)").fetchone()
     return bool(row and row[0])
+
+
+def last_success(batch: Batch, organization: str) -> datetime | None:
+    """When the organization's last successful collection finished (None: never)."""
+    row = batch.conn.execute("SELECT max(finished_at) FROM collection_runs WHERE "
+                             "organization = ? AND status = 'ok'", [organization]).fetchone()
+    return row[0] if row else None
+
+
+def recent_runs(batch: Batch, organization: str, limit: int = 50) -> list[tuple[str, datetime]]:
+    """(status, finished_at) of the organization's last ``limit`` collection runs, newest
+    first."""
+    return [(s, f) for s, f in batch.conn.execute(
+        "SELECT status, finished_at FROM collection_runs WHERE organization = ? "
+        "ORDER BY finished_at DESC LIMIT ?", [organization, limit]).fetchall()]
+
+
+def cache_input(batch: Batch, start: datetime, end: datetime, per: str,
+                filters: Filters | None = None) -> list[tuple[str | None, str, int, int]]:
+    """(model or feature, organization, cache reads, all input tokens) per ``per`` group
+    ("model" or "feature") and organization, over the UTC window [start, end): the
+    ``cache_hit_ratio`` rule's input. Usage without a model is left out; groups with tokens
+    only (no cost) count, groups with cost only do not."""
+    if per not in ("model", "feature"):
+        raise ValueError(f"per must be model or feature, not {per!r}")
+    dims = ["organization", "model"] + (["feature"] if per == "feature" else [])
+    sums: dict[tuple[str | None, str], list[int]] = {}
+    for row in spend(batch, by=dims, filters=filters, start=start, end=end):
+        tokens = [row[m] for m in ("uncached_input_tokens", "cache_write_5m_tokens",
+                                   "cache_write_1h_tokens", "cache_read_tokens",
+                                   "output_tokens", "web_search_requests")]
+        if row["model"] is None or not any(tokens):
+            continue
+        acc = sums.setdefault((row[per], row["organization"]), [0, 0])
+        acc[0] += row["cache_read_tokens"]
+        acc[1] += sum(row[m] for m in INPUT_TOKEN_METRICS)
+    return [(group, org, reads, input_tokens)
+            for (group, org), (reads, input_tokens) in sums.items()]

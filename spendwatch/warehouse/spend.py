@@ -1,32 +1,51 @@
-"""Shared warehouse queries: spend and tokens by any dimension, over local-time days.
+"""THE spend builder: spend and tokens by any dimensions, grain, filters and range.
 
-All aggregation happens in DuckDB with bound parameters. Cost is billed cost from the cost
-API; legacy cost comes in UTC-day buckets and is attributed to the local date with the same
-calendar date (it cannot be split by hour).
+Every surface that says what was spent (the CLI's ``spend``, the dashboard, every alert rule,
+the weekly CSV and its summary, ``reconcile``) calls :func:`spend`; it is the one place that
+reads the ``spend_facts`` view (billed cost where the cost API has reported, allocated for
+legacy cost split across API keys, estimated from usage elsewhere). All aggregation happens in
+DuckDB with bound parameters; money comes back as Decimal dollars.
+
+The legacy day rule
+-------------------
+Facts come in UTC buckets: hours, and, for legacy-source cost lines that could not be split
+across hours, whole UTC days (``bucket_width = '1d'``). A whole UTC day cannot be cut at a
+local midnight, so it is placed, whole, at **local midnight of the date of the same name**:
+the line of UTC day 2026-11-21 counts at 2026-11-21 00:00 in the configured time zone. So it
+belongs to local date 2026-11-21, to any UTC window ``[start, end)`` that contains that local
+midnight, to the hour bucket that starts there and to the day and week holding that date.
+Hourly facts count at their bucket's start. One placed instant, one rule for local days and for
+UTC windows alike: the CLI's days, an alert's "today" and the dashboard's hours always agree.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Sequence
-from zoneinfo import ZoneInfo
+from typing import Any, Mapping, Sequence
 
-import duckdb
-
-from spendwatch.config import FeatureRule
-from spendwatch.features import api_key_label, feature_for, workspace_label
+from spendwatch.features import api_key_label, workspace_label
 from spendwatch.timeutil import local_range
+from spendwatch.warehouse.batch import Batch, NameBook
 
+#: The dimensions of ``spendwatch spend --by`` (the CLI's stable list).
 SPEND_DIMENSIONS = ("date", "organization", "workspace", "api_key", "feature", "model",
                     "service_tier", "cache_status", "cost_basis")
+#: Every dimension the builder groups and filters by: the CLI's, and the cost type (tokens,
+#: web_search, code_execution, session_runtime, ...).
+DIMENSIONS = (*SPEND_DIMENSIONS, "cost_type")
+#: What :func:`spend`'s ``by`` takes: the dimensions and ``period`` (a bucket of ``grain``).
+GROUP_KEYS = ("period", *DIMENSIONS)
+FILTER_KEYS = tuple(d for d in DIMENSIONS if d != "date")
+GRAINS = ("hour", "day", "week")
 METRICS = ("cost_usd", "uncached_input_tokens", "cache_write_5m_tokens",
            "cache_write_1h_tokens", "cache_read_tokens", "output_tokens", "web_search_requests")
 TOKEN_METRICS = METRICS[1:]
 EXTRA_METRICS = ("list_cost_usd", "unpriced_tokens")
 CACHE_STATUSES = ("uncached_input", "cache_write_5m", "cache_write_1h", "cache_read", "output",
                   "other")
+#: Cost of each cache status, with ``cost_by_status``.
+STATUS_COST_METRICS = tuple(f"{status}_cost_usd" for status in CACHE_STATUSES)
 # cost/token type -> cache status; web search, code execution and session runtime are "other".
 CACHE_STATUS_SQL = """CASE token_type
     WHEN 'uncached_input_tokens' THEN 'uncached_input'
@@ -35,128 +54,174 @@ CACHE_STATUS_SQL = """CASE token_type
     WHEN 'cache_read_input_tokens' THEN 'cache_read'
     WHEN 'output_tokens' THEN 'output'
     ELSE 'other' END"""
-# A "day" is local; a legacy whole-day bucket (a UTC day) goes to the date of the same name.
-LOCAL_DATE_SQL = ("CASE WHEN bucket_width = '1d' THEN (bucket_start AT TIME ZONE 'UTC')::DATE "
-                  "ELSE (bucket_start AT TIME ZONE $tz)::DATE END")
+#: The instant a fact counts at (the legacy day rule, module docstring).
+PLACED_AT_SQL = ("CASE WHEN bucket_width = '1d' "
+                 "THEN timezone($tz, (timezone('UTC', bucket_start))::DATE::TIMESTAMP) "
+                 "ELSE bucket_start END")
+
+Filters = Mapping[str, Sequence[str | None]]
+Row = dict[str, Any]
+
+_PERIOD_SQL = {
+    "hour": "date_trunc('hour', facts.local_at)",
+    "day": "facts.date::TIMESTAMP",
+    "week": "date_trunc('week', facts.date)::TIMESTAMP",
+}
+# group key -> (column name in the result, SQL expression)
+_GROUP_SQL = {
+    "date": ("date", "facts.date"),
+    "organization": ("organization", "facts.organization"),
+    "workspace": ("workspace_id", "facts.workspace_id"),
+    "api_key": ("api_key_id", "facts.api_key_id"),
+    "feature": ("feature", "f.feature"),
+    "model": ("model", "facts.model"),
+    "service_tier": ("service_tier", "facts.service_tier"),
+    "cache_status": ("cache_status", "facts.cache_status"),
+    "cost_basis": ("cost_basis", "facts.cost_basis"),
+    "cost_type": ("cost_type", "facts.cost_type"),
+}
+# A fact placed at most this far from its bucket's start: scans read the range and this much
+# on each side (a local midnight is within 14 hours of the UTC midnight of its date).
+_SCAN_MARGIN = timedelta(days=1)
 
 
-@dataclass(frozen=True)
-class NameBook:
-    """Names of workspaces and API keys, per organization, from the warehouse."""
-
-    workspaces: dict[tuple[str, str], str]
-    api_keys: dict[tuple[str, str], str]
-
-    @classmethod
-    def load(cls, conn: duckdb.DuckDBPyConnection) -> "NameBook":
-        ws = {(o, i): n for o, i, n in conn.execute(
-            "SELECT organization, workspace_id, name FROM workspaces").fetchall()}
-        keys = {(o, i): n for o, i, n in conn.execute(
-            "SELECT organization, api_key_id, name FROM api_keys").fetchall()}
-        return cls(ws, keys)
-
-    def workspace(self, organization: str, workspace_id: str | None) -> str | None:
-        return self.workspaces.get((organization, workspace_id)) if workspace_id else None
-
-    def api_key(self, organization: str, api_key_id: str | None) -> str | None:
-        return self.api_keys.get((organization, api_key_id)) if api_key_id else None
+def _window(batch: Batch, since: date | None, until: date | None, start: datetime | None,
+            end: datetime | None) -> tuple[datetime, datetime]:
+    if (since is None) != (until is None) or (start is None) != (end is None) or \
+            (since is None) == (start is None):
+        raise ValueError("give local days (since and until) or a UTC window (start and end)")
+    if since is not None and until is not None:
+        if until < since:  # no day: an empty window (``spend --since`` after ``--until``)
+            first, _ = local_range(since, since, batch.config.tz)
+            return first, first
+        return local_range(since, until, batch.config.tz)
+    assert start is not None and end is not None
+    return start, max(start, end)
 
 
-def feature_map_sql(conn: duckdb.DuckDBPyConnection, names: NameBook,
-                 rules: Sequence[FeatureRule]) -> tuple[str, dict[str, Any]]:
-    """A VALUES table (organization, workspace_id, api_key_id, feature) for every pair seen."""
-    pairs = conn.execute("""
-        SELECT DISTINCT organization, workspace_id, api_key_id FROM usage_hourly
-        UNION SELECT DISTINCT organization, workspace_id, api_key_id FROM cost_buckets
-    """).fetchall()
-    if not pairs:
-        return ("SELECT NULL::VARCHAR AS organization, NULL::VARCHAR AS workspace_id, "
-                "NULL::VARCHAR AS api_key_id, NULL::VARCHAR AS feature WHERE false"), {}
-    params: dict[str, Any] = {}
-    tuples = []
-    for n, (org, ws, key) in enumerate(pairs):
-        feature = feature_for(rules, org, ws, names.workspace(org, ws), key,
-                              names.api_key(org, key))
-        params.update({f"fo{n}": org, f"fw{n}": ws, f"fk{n}": key, f"ff{n}": feature})
-        tuples.append(f"($fo{n}::VARCHAR, $fw{n}::VARCHAR, $fk{n}::VARCHAR, $ff{n}::VARCHAR)")
-    values = ", ".join(tuples)
-    return (f"SELECT * FROM (VALUES {values}) AS f(organization, workspace_id, api_key_id, "
-            "feature)"), params
+def spend(batch: Batch, since: date | None = None, until: date | None = None,
+          by: Sequence[str] = (), filters: Filters | None = None, grain: str = "day", *,
+          start: datetime | None = None, end: datetime | None = None,
+          organizations: Sequence[str] = (), cost_basis: Sequence[str] = (),
+          cost_by_status: bool = False) -> list[Row]:
+    """Spend and tokens over a period, grouped ``by`` and filtered: THE spend query.
 
+    The period is local days ``since``..``until`` (both included, in ``batch.config.tz``) or a
+    UTC window ``start``..``end`` (``end`` excluded); exactly one of the two. A fact counts
+    where the module's legacy day rule places it (a whole-UTC-day legacy line at local
+    midnight of the date of the same name), for the days and the window alike.
 
-def spend(conn: duckdb.DuckDBPyConnection, tz: ZoneInfo, since: date, until: date,
-          by: Sequence[str], features: Sequence[FeatureRule] = (),
-          organizations: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Spend and tokens over local days ``since``..``until`` (both included), grouped ``by``.
+    ``by`` holds any of :data:`GROUP_KEYS`, or nothing (one total row); ``period`` is the start
+    of the local ``grain`` bucket (hour, day or ISO week, Monday) as a naive local datetime (in
+    the autumn the repeated local hour holds both UTC hours). ``filters`` maps a dimension of
+    :data:`FILTER_KEYS` to the values to keep (IDs for ``workspace`` and ``api_key``, names for
+    ``feature``, None keeps "none"); an empty list keeps everything. ``organizations`` and
+    ``cost_basis`` (billed, allocated, estimated) keep only those, when given.
 
-    Cost is billed where the cost API has reported, allocated for legacy cost split across API
-    keys, estimated elsewhere (see the ``spend_facts`` view). Each result holds the dimensions
-    asked for (``workspace`` and ``api_key`` as display names, with ``workspace_id`` /
-    ``api_key_id`` beside them), every metric in METRICS and EXTRA_METRICS; money is Decimal
-    dollars. ``unpriced_tokens`` counts estimated usage that has no price (its cost is not
-    counted, never taken as $0). Rows are ordered by date, then cost (highest first).
-    Raises ValueError for an unknown dimension.
+    Each row holds the keys asked for (``workspace`` and ``api_key`` as display names with
+    ``workspace_id`` / ``api_key_id`` beside them), every metric of :data:`METRICS` and
+    :data:`EXTRA_METRICS` (money as Decimal dollars, ``list_cost_usd`` None where no list price
+    is known; ``unpriced_tokens`` counts estimated usage with no price: its cost is left out,
+    never taken as $0) and, with ``cost_by_status``, :data:`STATUS_COST_METRICS`. Groups with
+    neither cost, list cost nor tokens are left out. Rows are ordered by period, date, cost
+    (highest first), then the dimensions. A period that ends before it starts holds nothing
+    (no rows). Raises ValueError for an unknown key, filter or grain, or for giving both or
+    neither of the days and the window.
     """
-    unknown = [d for d in by if d not in SPEND_DIMENSIONS]
+    kept = {k: list(v) for k, v in (filters or {}).items() if v}
+    unknown = [k for k in by if k not in GROUP_KEYS] + [k for k in kept if k not in FILTER_KEYS]
     if unknown:
         raise ValueError(f"unknown dimension {unknown[0]!r}; use any of "
-                         + ", ".join(SPEND_DIMENSIONS))
-    names = NameBook.load(conn)
-    utc_start, utc_end = local_range(since, until, tz)
-    group_columns = []
-    for dim in by:
-        group_columns += {"workspace": ["workspace_id"], "api_key": ["api_key_id"]}.get(dim, [dim])
-    feature_sql, feature_params = (feature_map_sql(conn, names, features) if "feature" in by
-                                   else ("", {}))
-    feature_join = ("LEFT JOIN feature_map f ON f.organization = facts.organization "
-                    "AND f.workspace_id IS NOT DISTINCT FROM facts.workspace_id "
-                    "AND f.api_key_id IS NOT DISTINCT FROM facts.api_key_id"
-                    if feature_sql else "")
-    group_exprs = [{"feature": "f.feature"}.get(c, f"facts.{c}") for c in group_columns]
-    select_dims = ", ".join(f"{e} AS {c}" for e, c in zip(group_exprs, group_columns))
-    sums = ", ".join(f"sum({m}) AS {m}" for m in (*METRICS, *EXTRA_METRICS))
-    org_filter = "AND facts.organization IN (SELECT unnest($orgs))" if organizations else ""
-    sql = f"""
-        WITH {"feature_map AS (" + feature_sql + ")," if feature_sql else ""}
-        facts AS (SELECT *, {LOCAL_DATE_SQL} AS date, {CACHE_STATUS_SQL} AS cache_status
-                  FROM spend_facts
-                  WHERE bucket_start >= $scan_from AND bucket_start < $scan_to)
-        SELECT {select_dims + ',' if select_dims else ''} {sums}
-        FROM facts {feature_join}
-        WHERE facts.date BETWEEN $since AND $until {org_filter}
-        {"GROUP BY " + ", ".join(group_exprs) if group_exprs else ""}
-    """
-    params: dict[str, Any] = {"tz": str(tz.key), "since": since, "until": until,
-                              "scan_from": utc_start - timedelta(days=1),
-                              "scan_to": utc_end + timedelta(days=1), **feature_params}
+                         + ", ".join(GROUP_KEYS))
+    if grain not in GRAINS:
+        raise ValueError(f"unknown grain {grain!r}; use any of {', '.join(GRAINS)}")
+    window_start, window_end = _window(batch, since, until, start, end)
+    exprs = [(_GROUP_SQL[k] if k != "period" else ("period", _PERIOD_SQL[grain])) for k in by]
+    needs_features = "feature" in by or "feature" in kept
+    params: dict[str, Any] = {"tz": str(batch.config.tz.key),
+                              "start": window_start, "end": window_end,
+                              "scan_from": window_start - _SCAN_MARGIN,
+                              "scan_to": window_end + _SCAN_MARGIN}
+    scan = ["bucket_start >= $scan_from", "bucket_start < $scan_to"]
     if organizations:
+        scan.append("organization IN (SELECT unnest($orgs::VARCHAR[]))")
         params["orgs"] = list(organizations)
-    records = conn.execute(sql, params).fetchall()
-    columns = [*group_columns, *METRICS, *EXTRA_METRICS]
-    results = [finish_row(dict(zip(columns, rec)), by, names) for rec in records]
-    results = [r for r in results if not is_empty_row(r)]
-    results.sort(key=lambda r: (str(r.get("date", "")), -r["cost_usd"],
-                                [str(r.get(d, "")) for d in by]))
-    return results
+    if cost_basis:
+        scan.append("cost_basis IN (SELECT unnest($bases::VARCHAR[]))")
+        params["bases"] = list(cost_basis)
+    where = ["facts.placed_at >= $start", "facts.placed_at < $end"]
+    for n, (dim, values) in enumerate(sorted(kept.items())):
+        expr = _GROUP_SQL[dim][1]
+        params[f"keep{n}"] = [v for v in values if v is not None]
+        params[f"keep{n}_null"] = None in values
+        where.append(f"(list_contains($keep{n}::VARCHAR[], {expr}) "
+                     f"OR ({expr} IS NULL AND $keep{n}_null))")
+    metrics = (*METRICS, *EXTRA_METRICS, *(STATUS_COST_METRICS if cost_by_status else ()))
+    sums = [f"sum(facts.{m}) AS {m}" for m in (*METRICS, *EXTRA_METRICS)]
+    if cost_by_status:
+        sums += [f"sum(facts.cost_usd) FILTER (WHERE facts.cache_status = '{s}') AS {s}_cost_usd"
+                 for s in CACHE_STATUSES]
+    select = ", ".join([*(f"{e} AS {c}" for c, e in exprs), *sums])
+    feature_cte, join = "", ""
+    if needs_features:
+        fmap = batch.feature_map
+        feature_cte = f"feature_map AS ({fmap.sql}),"
+        params.update(fmap.params)
+        join = ("LEFT JOIN feature_map f ON f.organization = facts.organization "
+                "AND f.workspace_id IS NOT DISTINCT FROM facts.workspace_id "
+                "AND f.api_key_id IS NOT DISTINCT FROM facts.api_key_id")
+    sql = f"""
+        WITH {feature_cte}
+        scanned AS (SELECT *, {PLACED_AT_SQL} AS placed_at, {CACHE_STATUS_SQL} AS cache_status
+                    FROM spend_facts WHERE {" AND ".join(scan)}),
+        placed AS (SELECT *, timezone($tz, placed_at) AS local_at,
+                          timezone($tz, placed_at)::DATE AS date FROM scanned)
+        SELECT {select}
+        FROM placed facts {join}
+        WHERE {" AND ".join(where)}
+        {"GROUP BY " + ", ".join(e for _, e in exprs) if exprs else ""}"""
+    dims = [k for k in by if k != "period"]
+    names = batch.names if ("workspace" in dims or "api_key" in dims) else None
+    rows = []
+    for record in batch.conn.execute(sql, params).fetchall():
+        row = finish_row(dict(zip([c for c, _ in exprs] + list(metrics), record)), dims, names)
+        if not is_empty_row(row):
+            rows.append(row)
+    rows.sort(key=lambda r: (str(r.get("period", "")), str(r.get("date", "")), -r["cost_usd"],
+                             [str(r.get(k, "")) for k in dims]))
+    return rows
 
 
-def is_empty_row(row: dict[str, Any]) -> bool:
-    """A group with neither cost nor tokens (a cost basis row of token counts only)."""
-    return not row["cost_usd"] and not any(row[m] for m in TOKEN_METRICS) and \
-        not row["unpriced_tokens"]
+def total(batch: Batch, since: date | None = None, until: date | None = None,
+          filters: Filters | None = None, *, start: datetime | None = None,
+          end: datetime | None = None, organizations: Sequence[str] = ()) -> Decimal:
+    """The cost of :func:`spend` over the period, filters and organizations: one Decimal."""
+    return sum((r["cost_usd"] for r in spend(batch, since, until, (), filters, start=start,
+                                             end=end, organizations=organizations)),
+               Decimal(0))
 
 
-def finish_row(row: dict[str, Any], by: Sequence[str], names: NameBook) -> dict[str, Any]:
+def is_empty_row(row: Row) -> bool:
+    """A group with neither cost, list cost nor tokens (a cost basis row of token counts only)."""
+    return not row["cost_usd"] and not row.get("list_cost_usd") and \
+        not any(row[m] for m in TOKEN_METRICS) and not row["unpriced_tokens"]
+
+
+def finish_row(row: Row, by: Sequence[str], names: NameBook | None) -> Row:
+    """Labels for workspace and API key, Decimal(0) for no cost, ints for token counts."""
     org = row.get("organization")
-    if "workspace" in by:
+    if names is not None and "workspace" in by:
         ws = row["workspace_id"]
         row["workspace"] = workspace_label(ws, names.workspace(org, ws) if org else
                                            _any_name(names.workspaces, ws))
-    if "api_key" in by:
+    if names is not None and "api_key" in by:
         key = row["api_key_id"]
         row["api_key"] = api_key_label(key, names.api_key(org, key) if org else
                                        _any_name(names.api_keys, key))
     row["cost_usd"] = row["cost_usd"] if row["cost_usd"] is not None else Decimal(0)
+    for metric in STATUS_COST_METRICS:
+        if metric in row and row[metric] is None:
+            row[metric] = Decimal(0)
     for metric in (*TOKEN_METRICS, "unpriced_tokens"):
         row[metric] = int(row[metric] or 0)
     return row
@@ -171,24 +236,15 @@ def _any_name(book: dict[tuple[str, str], str], item_id: str | None) -> str | No
     return None
 
 
-def money_str(amount: Decimal) -> str:
-    """A dollar amount as a decimal string: exact, at least two decimals, no exponent."""
-    normalized = amount.normalize()
-    if normalized.as_tuple().exponent > -2:  # type: ignore[operator]
-        normalized = normalized.quantize(Decimal("0.01"))
-    return format(normalized, "f")
-
-
-def unpriced_usage(conn: duckdb.DuckDBPyConnection, tz: ZoneInfo, since: date,
-                   until: date) -> list[dict[str, Any]]:
+def unpriced_usage(batch: Batch, since: date, until: date) -> list[dict[str, Any]]:
     """Usage rows with no price over local days ``since``..``until``, per model and reason.
 
     Each result: ``model``, ``reason``, ``rows`` (usage rows), ``tokens``. Their cost is left
     out of every estimate, never counted as $0.
     """
-    utc_start, utc_end = local_range(since, until, tz)
+    utc_start, utc_end = local_range(since, until, batch.config.tz)
     return [{"model": model, "reason": reason, "rows": int(rows), "tokens": int(tokens)}
-            for model, reason, rows, tokens in conn.execute("""
+            for model, reason, rows, tokens in batch.conn.execute("""
         SELECT u.model, e.unpriced_reason, count(*),
                sum(u.uncached_input_tokens + u.cache_write_5m_tokens + u.cache_write_1h_tokens
                    + u.cache_read_tokens + u.output_tokens)

@@ -1,0 +1,171 @@
+"""The alert state machine: per (rule, scope, level), stored in ``alert_states`` so a restart
+changes nothing:
+
+    ok --firing--> pending (if the rule has ``for``) --still firing after ``for``--> firing
+    ok --firing--> firing                       one "firing" notification per channel
+    firing --firing, repeat interval passed-->  one "reminder" per channel
+    firing --ok--> ok                           one "resolved" notification per channel
+    pending --ok--> ok                          nothing sent
+    no data                                     no change (missing data is never "ok")
+    not evaluated any more                      the episode ends as "expired", nothing sent
+                                                (yesterday's daily level, a removed rule)
+
+Every change is a row in ``alert_transitions``; every episode a row in ``alert_episodes``.
+Notifications go into the outbox (:mod:`alerts.outbox`) in the same transaction; one covered
+by an active silence (:mod:`alerts.silences`) is stored as "silenced" and not sent.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Mapping
+
+import duckdb
+
+from alerts import settings
+from alerts.model import CheckReport, Evaluation, Notification
+from alerts.outbox import queue
+from alerts.rules import evaluate
+from alerts.silences import is_silenced
+from alerts.states import EndReason, Kind, State, Status
+from alerts.words import page_url
+from spendwatch import storage
+from spendwatch.config import Config, RuleConfig
+
+
+class _Machine:
+    """Applies one check's evaluations inside one transaction."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, config: Config, now: datetime,
+                 report: CheckReport):
+        self.conn, self.config, self.now, self.report = conn, config, now, report
+        self.rules: Mapping[str, RuleConfig] = {r.name: r for r in config.alerts.rules}
+
+    def state(self, ev: Evaluation) -> tuple[Any, ...] | None:
+        return self.conn.execute(
+            "SELECT state, since, episode_id, last_notified_at FROM alert_states WHERE rule = ? "
+            "AND scope_key = ? AND level = ?", [ev.rule, ev.scope_key, ev.level]).fetchone()
+
+    def save(self, ev: Evaluation, state: str, since: datetime, episode: int | None,
+             notified: datetime | None) -> None:
+        self.conn.execute("""
+            INSERT INTO alert_states VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (rule, scope_key, level) DO UPDATE SET state = excluded.state,
+              since = excluded.since, episode_id = excluded.episode_id,
+              last_result = excluded.last_result, last_value = excluded.last_value,
+              last_evaluated_at = excluded.last_evaluated_at,
+              last_notified_at = excluded.last_notified_at""",
+                          [ev.rule, ev.scope_key, ev.level, state, since, episode, ev.state,
+                           ev.value, self.now, notified])
+
+    def transition(self, ev: Evaluation, episode: int | None, old: str, new: str) -> None:
+        self.conn.execute("INSERT INTO alert_transitions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                          [episode, ev.rule, ev.scope_key, ev.level, old, new, self.now,
+                           ev.value])
+        self.report.transitions.append(f"{ev.rule} [{ev.scope_key}] {ev.level}: {old} -> {new}")
+
+    def open_episode(self, ev: Evaluation, firing: bool) -> int:
+        row = self.conn.execute("""
+            INSERT INTO alert_episodes (rule, rule_kind, scope_key, scope_json, level,
+                started_at, firing_at, silenced, threshold, peak_value, unit, summary)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
+                                [ev.rule, ev.kind, ev.scope_key, json.dumps(dict(ev.scope)),
+                                 ev.level, self.now, self.now if firing else None,
+                                 is_silenced(self.conn, ev.rule, ev.scope_key, self.now),
+                                 ev.threshold, ev.value, ev.unit, ev.summary]).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def end_episode(self, episode: int, reason: str) -> None:
+        self.conn.execute("UPDATE alert_episodes SET ended_at = ?, end_reason = ? WHERE id = ?",
+                          [self.now, reason, episode])
+
+    def notify(self, ev: Evaluation, episode: int, kind: str) -> None:
+        started = self.conn.execute("SELECT started_at FROM alert_episodes WHERE id = ?",
+                                    [episode]).fetchone()
+        notification = Notification(
+            kind=kind, rule=ev.rule, rule_kind=ev.kind, scope=dict(ev.scope), level=ev.level,
+            value=ev.value, threshold=ev.threshold, unit=ev.unit, window=ev.window,
+            summary=ev.summary, started_at=started[0] if started else self.now, at=self.now,
+            dashboard_url=page_url(self.config.alerts.dashboard_url, ev.page))
+        silenced = is_silenced(self.conn, ev.rule, ev.scope_key, self.now)
+        if silenced:
+            self.conn.execute("UPDATE alert_episodes SET silenced = true WHERE id = ?", [episode])
+        queue(self.conn, notification, self.rules[ev.rule].channels, self.now, episode,
+              Status.SILENCED if silenced else Status.PENDING)
+
+    def apply(self, ev: Evaluation) -> None:
+        rule = self.rules[ev.rule]
+        current = self.state(ev)
+        state, since, episode, notified = current if current else (State.OK, self.now, None,
+                                                                   None)
+        if ev.state == State.NO_DATA:  # missing data changes nothing, and is never "ok"
+            self.save(ev, state, since, episode, notified)
+            return
+        if episode is not None and ev.value is not None:
+            self.conn.execute("UPDATE alert_episodes SET peak_value = greatest(peak_value, ?), "
+                              "summary = ? WHERE id = ?", [ev.value, ev.summary, episode])
+        if ev.state == State.FIRING:
+            if state == State.OK:
+                pending = rule.pending_for.total_seconds() > 0
+                episode = self.open_episode(ev, firing=not pending)
+                new = State.PENDING if pending else State.FIRING
+                self.transition(ev, episode, State.OK, new)
+                if new == State.FIRING:
+                    self.notify(ev, episode, Kind.FIRING)
+                    notified = self.now
+                self.save(ev, new, self.now, episode, notified)
+            elif state == State.PENDING:
+                if self.now - since >= rule.pending_for:
+                    assert episode is not None
+                    self.conn.execute("UPDATE alert_episodes SET firing_at = ? WHERE id = ?",
+                                      [self.now, episode])
+                    self.transition(ev, episode, State.PENDING, State.FIRING)
+                    self.notify(ev, episode, Kind.FIRING)
+                    self.save(ev, State.FIRING, self.now, episode, self.now)
+                else:
+                    self.save(ev, state, since, episode, notified)
+            else:  # firing
+                assert episode is not None
+                if notified is None or self.now - notified >= rule.repeat_interval:
+                    self.notify(ev, episode, Kind.REMINDER)
+                    notified = self.now
+                self.save(ev, state, since, episode, notified)
+            return
+        # OK
+        if state in (State.PENDING, State.FIRING) and episode is not None:
+            self.end_episode(episode, EndReason.RESOLVED if state == State.FIRING else
+                             EndReason.CLEARED_WHILE_PENDING)
+            self.transition(ev, episode, state, State.OK)
+            if state == State.FIRING:
+                self.notify(ev, episode, Kind.RESOLVED)
+        self.save(ev, State.OK, self.now if state != State.OK else since, None, None)
+
+    def expire(self, seen: set[tuple[str, str, str]]) -> None:
+        """States that nothing evaluated this time (a past day's level, a removed rule)."""
+        for rule, scope_key, level, state, episode in self.conn.execute(
+                "SELECT rule, scope_key, level, state, episode_id FROM alert_states "
+                "WHERE state <> ?", [State.OK]).fetchall():
+            if (rule, scope_key, level) in seen:
+                continue
+            if episode is not None:
+                self.end_episode(episode, EndReason.EXPIRED)
+            self.conn.execute("INSERT INTO alert_transitions VALUES (?, ?, ?, ?, ?, ?, ?, "
+                              "NULL)", [episode, rule, scope_key, level, state, State.OK,
+                                        self.now])
+            self.conn.execute("UPDATE alert_states SET state = ?, since = ?, episode_id = "
+                              "NULL WHERE rule = ? AND scope_key = ? AND level = ?",
+                              [State.OK, self.now, rule, scope_key, level])
+
+
+def evaluate_and_record(config: Config, now: datetime, report: CheckReport) -> None:
+    """Evaluate every rule and apply the state machine, in one transaction."""
+    config = settings.validate(config)
+    with storage.writer(config) as conn:
+        report.evaluations = evaluate(conn, config, now)
+        with storage.transaction(conn):
+            machine = _Machine(conn, config, now, report)
+            for ev in report.evaluations:
+                machine.apply(ev)
+            machine.expire({(e.rule, e.scope_key, e.level) for e in report.evaluations})

@@ -1,0 +1,128 @@
+"""What the alerts take from the config: the settings of each channel kind and the params of
+each rule kind, checked and turned into values here, not in the core.
+
+``spendwatch.config`` reads ``[alerts]`` in its generic shape (channels with a name, a kind
+and settings; rules with a name, a kind, channels, a scope, timing and params, all as
+written). :func:`validate` checks them for their kind, with the same one-line ConfigError as
+the rest of the config, and returns the config with the values the rules and channels use
+(dollars as Decimal, durations as timedelta, the channel's secret names apart). Every entry
+point runs it: :func:`load` (the CLI, tests), the dashboard's config, and the alert check
+itself (a no-op on a config already checked).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from spendwatch.config import RULE_COMMON_KEYS, ChannelConfig, Config, RuleConfig, \
+    check_table, load_config, parse_duration, parse_money, parse_ratio, preview
+from spendwatch.errors import ConfigError
+
+CHANNEL_SCHEMAS: dict[str, dict[str, type]] = {
+    "slack": {"webhook_url_env": str, "webhook_url_file": str,
+              "min_interval_seconds": float, "timeout_seconds": float},
+    "email": {"host": str, "port": int, "security": str, "username": str,
+              "password_env": str, "password_file": str, "from": str, "to": list,
+              "ca_file": str, "timeout_seconds": float},
+}
+#: The settings that name where a channel kind's secret is: (environment variable, file).
+SECRET_KEYS = {"slack": ("webhook_url_env", "webhook_url_file"),
+               "email": ("password_env", "password_file")}
+RULE_KINDS = ("daily_spend", "monthly_budget", "cache_hit_ratio", "spend_spike", "data_stale",
+              "cost_drift")
+SCOPE_DIMENSIONS = ("organization", "workspace", "feature", "api_key", "model")
+RULE_PARAMS: dict[str, dict[str, type]] = {
+    "daily_spend": {"threshold_usd": object, "levels": object},
+    "monthly_budget": {"budget_usd": object},
+    "cache_hit_ratio": {"floor": object, "window_hours": int, "min_input_tokens": int,
+                        "per": str},
+    "spend_spike": {"mode": str, "multiplier": object, "min_usd": object, "weeks": int},
+    "data_stale": {"max_age": str, "max_failures": int},
+    "cost_drift": {"threshold_percent": object, "days": int},
+}
+REQUIRED_PARAMS = {"daily_spend": ("threshold_usd",), "monthly_budget": ("budget_usd",),
+                   "cache_hit_ratio": ("floor",)}
+SECURITY_MODES = ("starttls", "tls", "none")
+
+
+def load(explicit: str | os.PathLike[str] | None = None) -> Config:
+    """``spendwatch.config.load_config`` and :func:`validate`: the config every entry point
+    uses. Raises ConfigError with a one-line message."""
+    return validate(load_config(explicit))
+
+
+def validate(config: Config) -> Config:
+    """``config`` with its channels and rules checked for their kind and their values parsed.
+    Raises ConfigError (one line naming the file, the key and the fix). A config already
+    checked comes back as it is."""
+    if config.alerts.checked:
+        return config
+    path = config.path
+    channels = tuple(_channel(path, c, f"alerts.channels[{i}]")
+                     for i, c in enumerate(config.alerts.channels))
+    rules = tuple(_rule(path, r, f"alerts.rules[{i}]") for i, r in enumerate(config.alerts.rules))
+    return replace(config, alerts=replace(config.alerts, channels=channels, rules=rules,
+                                          checked=True))
+
+
+def _channel(path: Path, channel: ChannelConfig, where: str) -> ChannelConfig:
+    kind = channel.kind or None
+    if kind not in CHANNEL_SCHEMAS:
+        raise ConfigError(f"{path}: {where}.kind must be \"slack\" or \"email\", not "
+                          f"{preview(kind)}")
+    values = check_table(path, dict(channel.settings), where,
+                         {"name": str, "kind": str, **CHANNEL_SCHEMAS[kind]})
+    env_key, file_key = SECRET_KEYS[kind]
+    if env_key in values and file_key in values:
+        raise ConfigError(f"{path}: {where} sets both {env_key} and {file_key}; keep one")
+    if kind == "slack" and env_key not in values and file_key not in values:
+        raise ConfigError(f"{path}: {where} needs webhook_url_env or webhook_url_file (the "
+                          "webhook URL is a secret: it never goes in this file)")
+    if kind == "email":
+        for key in ("host", "from", "to"):
+            if key not in values:
+                raise ConfigError(f"{path}: {where}.{key} is missing; add it")
+        if values.get("security", "starttls") not in SECURITY_MODES:
+            raise ConfigError(f"{path}: {where}.security must be \"starttls\", \"tls\" or "
+                              "\"none\" (plain text, only when you mean it)")
+    settings = {k: v for k, v in values.items() if k not in (env_key, file_key)}
+    return replace(channel, settings=settings, secret_env=values.get(env_key),
+                   secret_file=values.get(file_key))
+
+
+def _rule(path: Path, rule: RuleConfig, where: str) -> RuleConfig:
+    kind = rule.kind or None
+    if kind not in RULE_PARAMS:
+        raise ConfigError(f"{path}: {where}.kind must be one of {', '.join(RULE_KINDS)}, not "
+                          f"{preview(kind)}")
+    schema = {**{k: object for k in RULE_COMMON_KEYS}, **RULE_PARAMS[kind]}
+    values = check_table(path, dict(rule.params), where, schema)
+    scope = check_table(path, dict(rule.scope), f"{where}.scope",
+                        {d: str for d in SCOPE_DIMENSIONS})
+    params: dict[str, Any] = {}
+    for key, value in values.items():
+        full = f"{where}.{key}"
+        if key in ("threshold_usd", "budget_usd", "min_usd", "multiplier", "threshold_percent"):
+            params[key] = parse_money(path, full, value)
+        elif key == "floor":
+            params[key] = parse_ratio(path, full, value)
+        elif key == "levels":
+            if not isinstance(value, list) or not value:
+                raise ConfigError(f"{path}: {full} must be a list of fractions such as "
+                                  "[0.5, 0.8, 1.0]")
+            params[key] = tuple(sorted(parse_money(path, full, str(v)) for v in value))
+        elif key == "max_age":
+            params[key] = parse_duration(path, full, value)
+        else:
+            params[key] = value
+    for required in REQUIRED_PARAMS.get(kind, ()):
+        if required not in params:
+            raise ConfigError(f"{path}: {where}.{required} is missing; add it")
+    if kind == "cache_hit_ratio" and params.get("per", "model") not in ("model", "feature"):
+        raise ConfigError(f"{path}: {where}.per must be \"model\" or \"feature\"")
+    if kind == "spend_spike" and params.get("mode", "daily") not in ("daily", "hourly"):
+        raise ConfigError(f"{path}: {where}.mode must be \"daily\" or \"hourly\"")
+    return replace(rule, scope=scope, params=params)

@@ -1,0 +1,54 @@
+"""Silences: a rule (one scope of it, or all) kept quiet until a moment. A notification an
+active silence covers is stored as "silenced" and not sent; the episode is still recorded.
+The CLI (``alerts silence``) and the dashboard create and end them here.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+import duckdb
+
+from spendwatch import storage
+from spendwatch.config import Config
+from spendwatch.errors import ConfigError
+
+SCOPE_KEY = re.compile(r"^[a-z_]+=[^,=]+(,[a-z_]+=[^,=]+)*$")
+
+
+def is_silenced(conn: duckdb.DuckDBPyConnection, rule: str, scope_key: str,
+                now: datetime) -> bool:
+    """Whether an active silence covers ``rule`` for ``scope_key`` at ``now``."""
+    row = conn.execute("SELECT count(*) FROM alert_silences WHERE rule = ? AND "
+                       "(scope_key IS NULL OR scope_key = ?) AND created_at <= ? AND "
+                       "expires_at > ?", [rule, scope_key, now, now]).fetchone()
+    return bool(row and row[0])
+
+
+def add_silence(config: Config, rule: str, scope_key: str | None, until: datetime,
+                now: datetime, comment: str | None = None) -> int:
+    """Silence ``rule`` (one scope, or all) until ``until``; the CLI and the dashboard use it."""
+    if rule not in {r.name for r in config.alerts.rules}:
+        raise ConfigError(f"{config.path}: no alert rule named {rule!r}; rules: "
+                          + (", ".join(r.name for r in config.alerts.rules) or "none"))
+    if scope_key is not None and not SCOPE_KEY.match(scope_key):
+        raise ConfigError(f"scope {scope_key!r} is not a scope key; use the form `alerts "
+                          "check` shows in brackets, e.g. organization=acme,model=claude-opus-5-5")
+    with storage.writer(config) as conn:
+        row = conn.execute("INSERT INTO alert_silences (rule, scope_key, created_at, "
+                           "expires_at, comment) VALUES (?, ?, ?, ?, ?) RETURNING id",
+                           [rule, scope_key, now, until, comment]).fetchone()
+    return int(row[0]) if row else 0
+
+
+def expire_silence(config: Config, silence_id: int, now: datetime) -> bool:
+    """End silence ``silence_id`` at ``now`` (its ``expires_at`` becomes ``now``).
+
+    Returns False when it had already ended (or does not exist). Opens a writer for this one
+    update; raises DatabaseBusy when the file stays locked.
+    """
+    with storage.writer(config) as conn:
+        row = conn.execute("UPDATE alert_silences SET expires_at = ? WHERE id = ? "
+                           "AND expires_at > ? RETURNING id", [now, silence_id, now]).fetchone()
+    return row is not None

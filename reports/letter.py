@@ -1,0 +1,156 @@
+"""The weekly report's words, and its letter: what every channel sends of a
+:class:`reports.summary.WeeklyReport`.
+
+A summary is a list of sections (a heading and its lines). A section that has nothing to say
+is left out, never shown empty; an empty week is one line. :func:`letter` writes it once, in
+each channel's form (plain text and HTML for email with the CSV attached, Block Kit for Slack
+with the file left on the server), as an :class:`alerts.model.Letter` the alerts' outbox
+carries.
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from alerts.model import Attachment, Letter
+from alerts.words import clip, format_time, format_value, mrkdwn
+from reports.summary import Mover, WeeklyReport
+from spendwatch.numbers import percent, tokens, usd
+
+# Email zips a CSV above this: mail servers commonly refuse 10 to 25 MB.
+ZIP_ABOVE_BYTES = 5_000_000
+
+
+def previous_week(report: WeeklyReport) -> str:
+    year, number, _ = (report.since - timedelta(days=7)).isocalendar()
+    return f"{year}-W{number:02d}"
+
+
+def change_text(now: Decimal, before: Decimal) -> str:
+    """``up $134.50 (+12.2%)``, ``down $3.00 (-50.0%)``, ``unchanged``, ``up $5.00 (new)``."""
+    change = now - before
+    if not change:
+        return "unchanged"
+    direction = "up" if change > 0 else "down"
+    share = percent(change / before, signed=True) if before else "new"
+    return f"{direction} {usd(abs(change))} ({share})"
+
+
+def empty_line(report: WeeklyReport) -> str:
+    return (f"No spend recorded for {report.organization} in {report.week} "
+            f"({report.period}, {report.timezone}).")
+
+
+def headline(report: WeeklyReport) -> str:
+    """``acme spent $1,234.56 in 2026-W47 (Mon 16 Nov - Sun 22 Nov 2026, America/Chicago).``"""
+    return (f"{report.organization} spent {usd(report.total_usd)} in {report.week} "
+            f"({report.period}, {report.timezone}).")
+
+
+def mover_line(mover: Mover) -> str:
+    return f"{mover.label}: {usd(mover.cost_usd)}, " \
+           f"{change_text(mover.cost_usd, mover.previous_usd)}"
+
+
+def zipped(report: WeeklyReport) -> bool:
+    """Whether the email carries the CSV zipped (see ZIP_ABOVE_BYTES)."""
+    return report.csv_size is not None and report.csv_size > ZIP_ABOVE_BYTES
+
+
+def sections(report: WeeklyReport, attached: bool) -> list[tuple[str, list[str]]]:
+    """The summary's sections after the headline: (heading, lines), empty ones left out.
+
+    ``attached``: the CSV goes with the message (email) rather than staying on the server.
+    """
+    if report.empty:
+        return []
+    out: list[tuple[str, list[str]]] = []
+    if report.previous_usd is not None:
+        out.append(("Change", [f"{change_text(report.total_usd, report.previous_usd)} on "
+                               f"{previous_week(report)} ({usd(report.previous_usd)})"]))
+    for dimension in ("feature", "model"):
+        movers = [m for m in report.movers if m.dimension == dimension]
+        if movers:
+            out.append((f"Top movers by {dimension}", [mover_line(m) for m in movers]))
+    if report.cache_hit_ratio is not None:
+        out.append(("Cache-hit ratio", [f"{format_value(report.cache_hit_ratio, 'ratio')} of "
+                                        "input tokens were read from the cache"]))
+    if report.savings:
+        out.append(("Savings", [f"{label}: {usd(value)}" for label, value in report.savings]))
+    if report.provisional_until is not None:
+        out.append(("Still settling", [
+            f"Cost of the week's last days may still change until "
+            f"{format_time(report.provisional_until.astimezone(ZoneInfo(report.timezone)))}; "
+            "the CSV file is written again then."]))
+    where = (("attached, zipped" if zipped(report) else "attached") if attached
+             else f"on the spendwatch server: {report.csv_path}")
+    out.append(("CSV", [f"{report.csv_name} ({tokens(report.rows)} rows), {where}"]))
+    return out
+
+
+def plain_text(report: WeeklyReport, attached: bool) -> str:
+    """The summary as plain text (an email body)."""
+    if report.empty:
+        return empty_line(report) + "\n"
+    lines = [headline(report)]
+    for heading, body in sections(report, attached):
+        lines += ["", f"{heading}:", *(f"  {line}" for line in body)]
+    if report.dashboard_url:
+        lines += ["", f"Open in spendwatch: {report.dashboard_url}"]
+    return "\n".join(lines) + "\n"
+
+
+def html_text(report: WeeklyReport) -> str:
+    """The summary as an HTML page (an email's HTML part; the CSV is attached)."""
+    e = html.escape
+    if report.empty:
+        return f"<!DOCTYPE html><html><body><p>{e(empty_line(report))}</p>" \
+               "</body></html>\n"
+    parts = [f"<p><strong>{e(headline(report))}</strong></p>"]
+    for heading, lines in sections(report, attached=True):
+        items = "".join(f"<li>{e(line)}</li>" for line in lines)
+        parts.append(f"<p><strong>{e(heading)}</strong></p><ul>{items}</ul>")
+    if report.dashboard_url:
+        parts.append(f'<p><a href="{e(report.dashboard_url)}">Open in spendwatch</a></p>')
+    return f"<!DOCTYPE html><html><body>{''.join(parts)}</body></html>\n"
+
+
+def slack_message(report: WeeklyReport) -> dict[str, Any]:
+    """The Block Kit message: the headline, one section per part of the summary that has
+    something to say, and the dashboard link. An empty week is one line."""
+    if report.empty:
+        line = mrkdwn(empty_line(report))
+        return {"text": line, "blocks": [{"type": "section", "text": {"type": "mrkdwn",
+                                                                      "text": line}}]}
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "emoji": True, "text": clip(
+            f":bar_chart: Weekly spend {report.week}: {report.organization}", 150)}},
+        {"type": "section", "text": {"type": "mrkdwn",
+                                     "text": clip(mrkdwn(headline(report)), 3000)}}]
+    for heading, lines in sections(report, attached=False):
+        text = f"*{mrkdwn(heading)}*\n" + "\n".join(f"• {mrkdwn(line)}" for line in lines)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": clip(text, 3000)}})
+    if report.dashboard_url:
+        blocks.append({"type": "actions", "elements": [
+            {"type": "button", "text": {"type": "plain_text", "text": "Open in spendwatch"},
+             "url": report.dashboard_url}]})
+    text = clip(mrkdwn(headline(report)), 3000)
+    if report.dashboard_url:
+        text += f" <{report.dashboard_url}|Open in spendwatch>"
+    return {"text": text, "blocks": blocks}
+
+
+def letter(report: WeeklyReport) -> Letter:
+    """The report as the channels send it. Its key is the organization's and the week's, so a
+    retry or a resend shows as the same email."""
+    total = "no spend" if report.empty else usd(report.total_usd)
+    return Letter(
+        key=f"report|{report.organization}|{report.week}", title=report.title,
+        subject=f"{report.title} ({total})", text=plain_text(report, attached=True),
+        html=html_text(report), slack=slack_message(report), at=report.at,
+        labels={"organization": report.organization, "week": report.week},
+        attachment=Attachment(report.csv_path, report.csv_name, "text/csv", ZIP_ABOVE_BYTES))

@@ -1,0 +1,150 @@
+"""The weekly report's summary: the week's total against last week's, the features and models
+that moved most, the cache-hit ratio and the savings ledger's figures.
+
+It is said the same way on every channel (:mod:`reports.letter` writes its words); each figure
+comes from the read side (:mod:`spendwatch.warehouse`), as on the dashboard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Sequence
+
+from alerts.words import page_url
+from reports.schedule import final_at
+from reports.weekly import iso_week_range, total_cost
+from spendwatch.numbers import round_cents
+from spendwatch.savings import ledger
+from spendwatch.warehouse.batch import Batch
+from spendwatch.warehouse.figures import (INPUT_TOKEN_METRICS, hit_ratio, label_of, spend,
+                                          stored_from)
+from spendwatch.timeutil import local_range
+
+MOVERS = 3  # per dimension
+
+
+@dataclass(frozen=True)
+class Mover:
+    """A feature or model whose weekly spend changed: this week's and last week's dollars."""
+
+    dimension: str               # "feature" | "model"
+    label: str
+    cost_usd: Decimal
+    previous_usd: Decimal
+
+    @property
+    def change_usd(self) -> Decimal:
+        return self.cost_usd - self.previous_usd
+
+
+@dataclass(frozen=True)
+class WeeklyReport:
+    """The weekly report of one organization, as its letter tells it.
+
+    Optional parts are None or empty when they cannot be said: ``previous_usd`` when last week
+    was not collected whole (then there are no movers either), ``cache_hit_ratio`` without
+    input tokens, ``savings`` with nothing priced. ``csv_size`` is the file's size in bytes
+    once written (a big one goes zipped by email).
+    """
+
+    organization: str
+    week: str                    # 2026-W47
+    since: date                  # Monday, local
+    until: date                  # Sunday, local
+    timezone: str
+    total_usd: Decimal
+    rows: int
+    csv_name: str
+    csv_path: str
+    at: datetime
+    previous_usd: Decimal | None = None
+    movers: tuple[Mover, ...] = ()
+    cache_hit_ratio: Decimal | None = None
+    savings: tuple[tuple[str, Decimal], ...] = ()   # label, dollars, in reading order
+    provisional_until: datetime | None = None       # cost may still change until then
+    dashboard_url: str | None = None
+    csv_size: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.rows == 0 and not self.total_usd
+
+    @property
+    def period(self) -> str:
+        """``Mon 16 Nov - Sun 22 Nov 2026``; ``Mon 28 Dec 2026 - Sun 3 Jan 2027``."""
+        year = f" {self.since.year}" if self.since.year != self.until.year else ""
+        return (f"Mon {self.since.day} {self.since:%b}{year} - "
+                f"Sun {self.until.day} {self.until:%b} {self.until.year}")
+
+    @property
+    def title(self) -> str:
+        return f"[spendwatch] Weekly report {self.week}: {self.organization}"
+
+
+def top_movers(batch: Batch, organization: str, monday: date, sunday: date
+               ) -> tuple[Decimal, tuple[Mover, ...]]:
+    """Last week's total, and the features and models whose spend changed most against it
+    (MOVERS of each): two queries, by feature and model, one per week."""
+    weeks = ((monday, sunday), (monday - timedelta(days=7), sunday - timedelta(days=7)))
+    spent: dict[tuple[str, str], list[Decimal]] = {}
+    previous = Decimal(0)
+    for index, (since, until) in enumerate(weeks):
+        for row in spend(batch, since, until, ["feature", "model"],
+                         {"organization": [organization]}):
+            if index:
+                previous += row["cost_usd"]
+            for dimension in ("feature", "model"):
+                pair = spent.setdefault((dimension, label_of(row, dimension)),
+                                        [Decimal(0), Decimal(0)])
+                pair[index] += row["cost_usd"]
+    movers: list[Mover] = []
+    for dimension in ("feature", "model"):
+        changed = [Mover(dimension, label, now, was)
+                   for (dim, label), (now, was) in spent.items() if dim == dimension
+                   and round_cents(now) != round_cents(was)]
+        changed.sort(key=lambda m: (-abs(m.change_usd), m.label))
+        movers += changed[:MOVERS]
+    return previous, tuple(movers)
+
+
+def savings_figures(batch: Batch, organization: str, monday: date, sunday: date
+                    ) -> tuple[tuple[str, Decimal], ...]:
+    """The savings ledger's figures for the week that are not zero, labelled."""
+    totals = ledger(batch, monday, sunday, [organization]).totals
+    figures = [("Prompt caching saved this week (estimated)", totals.cache_savings_usd),
+               ("The Batch API saved this week (estimated)", totals.batch_savings_usd),
+               ("Cache writes never read cost this week", totals.waste_usd)]
+    for lever, words in (("caching", "more prompt caching"), ("batch", "the Batch API"),
+                         ("routing", "routing to cheaper models")):
+        figures.append((f"Could save a month with {words}",
+                        totals.potential_monthly_usd.get(lever, Decimal(0))))
+    return tuple((label, value) for label, value in figures
+                 if round_cents(value) > 0)
+
+
+def summarise(batch: Batch, organization: str, week: str, rows: Sequence[dict[str, Any]],
+              path: Path, now: datetime, final: bool = False) -> WeeklyReport:
+    """The summary channels send of ``rows`` (the week's report of ``organization``), read
+    in ``batch`` (the batch that read ``rows``: one feature map for the whole report)."""
+    config = batch.config
+    monday, sunday = iso_week_range(week)
+    total = total_cost(rows)
+    previous: Decimal | None = None
+    movers: tuple[Mover, ...] = ()
+    begins = stored_from(batch, [organization])
+    if begins is not None and begins <= local_range(monday - timedelta(days=7), monday,
+                                                    config.tz)[0]:
+        previous, movers = top_movers(batch, organization, monday, sunday)
+    tokens = {m: sum(r[m] for r in rows) for m in INPUT_TOKEN_METRICS}
+    base = config.alerts.dashboard_url
+    return WeeklyReport(
+        organization=organization, week=week, since=monday, until=sunday,
+        timezone=config.timezone, total_usd=total, rows=len(rows), csv_name=path.name,
+        csv_path=str(path), at=now, previous_usd=previous, movers=movers,
+        cache_hit_ratio=hit_ratio(tokens),
+        savings=savings_figures(batch, organization, monday, sunday) if rows else (),
+        provisional_until=None if final else final_at(config, week),
+        dashboard_url=page_url(base, "Reports"))

@@ -1,0 +1,123 @@
+"""A reader batch: one open connection, the config, and what every query of the batch shares.
+
+Every figure of the read side takes a :class:`Batch` as its first argument. The name book
+(workspace and API key names) and the feature map (which feature each organization, workspace
+and API key pair belongs to) are built lazily, the first time a query of the batch needs them,
+and then ONCE for the batch, however many queries follow.
+
+Commands, the worker and the dashboard reach the warehouse through :func:`read`, which opens
+``storage.reader(config)``, builds the batch, runs one function on it and closes: nobody holds a
+connection past a batch (see ``DESIGN.md``). Code that already holds a connection (a writer in
+a transaction, a test) wraps it in ``Batch(conn, config)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Callable, TypeVar
+
+import duckdb
+
+from spendwatch import storage
+from spendwatch.config import Config
+from spendwatch.features import feature_for
+
+T = TypeVar("T")
+
+#: The feature map's empty form: a table with the map's columns and no row.
+_NO_FEATURES = ("SELECT NULL::VARCHAR AS organization, NULL::VARCHAR AS workspace_id, "
+                "NULL::VARCHAR AS api_key_id, NULL::VARCHAR AS feature WHERE false")
+
+
+@dataclass(frozen=True)
+class NameBook:
+    """Names of workspaces and API keys, per organization, from the warehouse."""
+
+    workspaces: dict[tuple[str, str], str]
+    api_keys: dict[tuple[str, str], str]
+
+    @classmethod
+    def load(cls, conn: duckdb.DuckDBPyConnection) -> "NameBook":
+        ws = {(o, i): n for o, i, n in conn.execute(
+            "SELECT organization, workspace_id, name FROM workspaces").fetchall()}
+        keys = {(o, i): n for o, i, n in conn.execute(
+            "SELECT organization, api_key_id, name FROM api_keys").fetchall()}
+        return cls(ws, keys)
+
+    def workspace(self, organization: str, workspace_id: str | None) -> str | None:
+        return self.workspaces.get((organization, workspace_id)) if workspace_id else None
+
+    def api_key(self, organization: str, api_key_id: str | None) -> str | None:
+        return self.api_keys.get((organization, api_key_id)) if api_key_id else None
+
+    def workspace_ids(self, name: str) -> list[str]:
+        """IDs of the workspaces called ``name`` (in any organization)."""
+        return [i for (_, i), n in self.workspaces.items() if n == name]
+
+    def api_key_ids(self, name: str) -> list[str]:
+        """IDs of the API keys called ``name`` (in any organization)."""
+        return [i for (_, i), n in self.api_keys.items() if n == name]
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """The feature of every (organization, workspace_id, api_key_id) pair stored.
+
+    ``sql`` is a VALUES table with columns (organization, workspace_id, api_key_id, feature)
+    whose bound parameters are ``params``: a query puts ``feature_map AS (sql)`` in its WITH
+    clause and passes ``params`` along.
+    """
+
+    sql: str
+    params: dict[str, Any]
+    features: dict[tuple[str, str | None, str | None], str]
+
+
+class Batch:
+    """One reader batch: ``conn`` (open for the batch), ``config``, and the lazily built, once
+    per batch, :attr:`names` and :attr:`feature_map`."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, config: Config):
+        self.conn = conn
+        self.config = config
+
+    @cached_property
+    def names(self) -> NameBook:
+        """Workspace and API key names, read once per batch."""
+        return NameBook.load(self.conn)
+
+    @cached_property
+    def feature_map(self) -> FeatureMap:
+        """The feature of every pair seen in usage or cost (config ``[[features]]`` rules,
+        else the API key's, else the workspace's name), built once per batch."""
+        pairs = self.conn.execute("""
+            SELECT DISTINCT organization, workspace_id, api_key_id FROM usage_hourly
+            UNION SELECT DISTINCT organization, workspace_id, api_key_id FROM cost_buckets
+        """).fetchall()
+        if not pairs:
+            return FeatureMap(_NO_FEATURES, {}, {})
+        names, rules = self.names, self.config.features
+        params: dict[str, Any] = {}
+        tuples = []
+        features: dict[tuple[str, str | None, str | None], str] = {}
+        for n, (org, ws, key) in enumerate(pairs):
+            feature = feature_for(rules, org, ws, names.workspace(org, ws), key,
+                                  names.api_key(org, key))
+            features[(org, ws, key)] = feature
+            params.update({f"fo{n}": org, f"fw{n}": ws, f"fk{n}": key, f"ff{n}": feature})
+            tuples.append(f"($fo{n}::VARCHAR, $fw{n}::VARCHAR, $fk{n}::VARCHAR, $ff{n}::VARCHAR)")
+        sql = (f"SELECT * FROM (VALUES {', '.join(tuples)}) AS f(organization, workspace_id, "
+               "api_key_id, feature)")
+        return FeatureMap(sql, params, features)
+
+
+def read(config: Config, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``func(batch, *args, **kwargs)`` on a new reader batch of ``config``'s warehouse.
+
+    Opens ``storage.reader(config)`` (which retries a lock and raises DatabaseBusy /
+    DatabaseMissing), builds the :class:`Batch`, returns what ``func`` returns, and closes the
+    connection, also when ``func`` raises.
+    """
+    with storage.reader(config) as conn:
+        return func(Batch(conn, config), *args, **kwargs)
