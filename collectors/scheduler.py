@@ -16,7 +16,6 @@ from typing import Any, Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
-from apscheduler.schedulers.blocking import BlockingScheduler
 
 from spendwatch.config import Config
 from spendwatch.timeutil import utcnow
@@ -24,6 +23,8 @@ from spendwatch.timeutil import utcnow
 log = logging.getLogger(__name__)
 COLLECT_JOB = "collect"
 
+#: How often the main thread looks for a stop (see :func:`run_schedule`).
+STOP_POLL_SECONDS = 1.0
 #: The scheduled job: called with the config and the stop event; it must never raise.
 Job = Callable[[Config, threading.Event], None]
 
@@ -41,24 +42,33 @@ def schedule(scheduler: BaseScheduler, config: Config, job: Job, start_now: bool
 
 
 def run_schedule(config: Config, job: Job) -> None:
-    """Block, running ``job`` now and on schedule, until SIGINT or SIGTERM."""
-    scheduler = BlockingScheduler(timezone="UTC")
+    """Block, running ``job`` now and on schedule, until SIGINT or SIGTERM; then wait for a
+    running job to end (a collection ends at its next window boundary).
+
+    The schedule runs in a background thread and the main thread only waits for a stop,
+    waking every second. That is on purpose: the kernel may hand SIGTERM to any thread, and
+    Python runs the handler in the main thread only once that thread runs again, so a main
+    thread asleep until the next job (an interval away) would not stop until then.
+    """
+    scheduler = BackgroundScheduler(timezone="UTC")
     stopping = schedule(scheduler, config, job)
 
     def stop(signum: int, frame: Any) -> None:
         log.warning("stopping the worker (signal %d): a running collection ends after its "
                     "current window", signum)
         stopping.set()
-        scheduler.shutdown(wait=False)
 
     signal.signal(signal.SIGTERM, stop)
     log.warning("spendwatch worker started: collecting %d organization(s) every %d minutes",
                 len(config.organizations), config.collection.interval_minutes)
+    scheduler.start()
     try:
-        scheduler.start()
+        while not stopping.wait(STOP_POLL_SECONDS):
+            pass
     except KeyboardInterrupt:
         stopping.set()
-        scheduler.shutdown(wait=False)
+    finally:
+        scheduler.shutdown(wait=True)
 
 
 def start_background_schedule(config: Config, job: Job,
