@@ -11,9 +11,12 @@ if ! command -v chromium >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium >/dev/null
 fi
 python3 -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test]'
-.venv/bin/python -m mypy spendwatch collectors alerts reports
+# uv installs the same packages from PyPI as pip, in parallel: ~10 s here against ~60 s.
+.venv/bin/python -m pip install --quiet uv
+.venv/bin/python -m uv pip install --quiet --python .venv/bin/python -e '.[test]'
+# mypy's cache lives outside the clone, so a fresh clone on the same machine reuses it.
+.venv/bin/python -m mypy --cache-dir "${XDG_CACHE_HOME:-$HOME/.cache}/spendwatch/mypy" \
+    spendwatch collectors alerts reports
 # Two workers, each test module on one of them (--dist loadfile), so a module's shared
 # warehouse (a module-scoped fixture) is collected once. Every test has its own folder and
 # its simulators listen on port 0, so the two never meet.

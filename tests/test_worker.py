@@ -109,7 +109,7 @@ def test_ctrl_c_keeps_whole_windows_and_the_same_command_resumes(isolated: Path,
     simulator.fault(path="/v1/organizations/analytics/usage", count=10000, kind="delay",
                     seconds=0.3)
     command = [sys.executable, "-m", "spendwatch", "--config", str(path), "collect",
-               "--since", "2026-11-01", "--until", "2026-11-24"]  # the simulator's today
+               "--since", "2026-11-14", "--until", "2026-11-24"]  # the simulator's today
     first = subprocess.Popen(command, cwd=REPO, env=env_with_key(), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     wait_for(lambda: db.exists() and query(db, "SELECT count(*) FROM sync_state") == [(1,)])
@@ -118,7 +118,7 @@ def test_ctrl_c_keeps_whole_windows_and_the_same_command_resumes(isolated: Path,
     assert first.returncode == 130
     assert "interrupted: every window stored so far is kept" in err
     ((low, high),) = query(db, "SELECT covered_from, covered_until FROM sync_state")
-    assert low == datetime(2026, 11, 1, tzinfo=UTC) and high < SIM_NOW
+    assert low == datetime(2026, 11, 14, tzinfo=UTC) and high < SIM_NOW
     assert query(db, "SELECT count(*) FROM usage_hourly WHERE bucket_start >= ?", high) == [(0,)]
     assert totals(db, low, high)["tokens"] == truth_totals(simulator.truth(low, high))["tokens"]
 
