@@ -489,6 +489,11 @@ def _reports(path: Path, raw: Any, alerts: AlertsConfig, present: bool) -> Repor
                          configured=present)
 
 
+def _dashboard(path: Path, raw: Any) -> DashboardConfig:
+    """``[dashboard]``: where it listens and who may log in."""
+    return DashboardConfig(**check_table(path, raw, "dashboard", {"host": str, "port": int}))
+
+
 def resolve_channel_secret(config: Config, channel: ChannelConfig,
                            environ: Callable[[str], str | None] = os.environ.get) -> str | None:
     """The channel's secret (webhook URL, SMTP password), or None when it names none.
@@ -531,8 +536,7 @@ def parse_config(path: Path, data: dict[str, Any]) -> Config:
         savings=_savings(path, top.get("savings", {})),
         models=ModelsConfig(**check_table(path, top.get("models", {}), "models", _MODELS_SCHEMA)),
         alerts=alerts,
-        dashboard=DashboardConfig(**check_table(path, top.get("dashboard", {}), "dashboard",
-                                             {"host": str, "port": int})),
+        dashboard=_dashboard(path, top.get("dashboard", {})),
         reports=_reports(path, top.get("reports", {}), alerts, "reports" in top),
     )
 
