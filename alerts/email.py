@@ -34,6 +34,7 @@ from typing import Any
 from alerts.model import DeliveryResult, Letter, Message, Notification
 from alerts.words import headline, notification_facts
 from spendwatch.retry import GaveUp, RetryPolicy, TryAgain, call_with_retries
+from spendwatch.text import clean, header_text
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,12 @@ def email_message(n: Notification, sender: str, recipients: Sequence[str]) -> Em
     """The message for ``n``: multipart/alternative, text then HTML, subject ``n.title``.
 
     The Message-ID is derived from the notification, so sending it again (a retry, a restart)
-    gives the same ID, which lets mail clients show it once.
+    gives the same ID, which lets mail clients show it once. Names come from the API: the
+    Subject is one cleaned line (:func:`spendwatch.text.header_text`), so a name with CR/LF
+    can neither break the header nor add one, and the bodies hold no control character.
     """
     message = EmailMessage()
-    message["Subject"] = n.title
+    message["Subject"] = header_text(n.title)
     message["From"] = sender
     message["To"] = ", ".join(recipients)
     message["Date"] = format_datetime(n.at)
@@ -75,14 +78,14 @@ def letter_message(letter: Letter, sender: str, recipients: Sequence[str]) -> Em
     if attachment is not None and attachment.content is None:
         raise ValueError(f"the file {attachment.path} of the letter was not loaded")
     message = EmailMessage()
-    message["Subject"] = letter.subject
+    message["Subject"] = header_text(letter.subject)
     message["From"] = sender
     message["To"] = ", ".join(recipients)
     message["Date"] = format_datetime(letter.at)
     message["Message-ID"] = stable_message_id(letter.key, sender)
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(letter.text)
-    message.add_alternative(letter.html, subtype="html")
+    message.set_content(_clean_lines(letter.text))
+    message.add_alternative(_clean_lines(letter.html), subtype="html")
     if attachment is not None and attachment.content is not None:
         if attachment.zipped:
             message.add_attachment(zipped(attachment.name, attachment.content),
@@ -113,16 +116,23 @@ def message_of(message: Message, sender: str, recipients: Sequence[str]) -> Emai
     return email_message(message, sender, recipients)
 
 
+def _clean_lines(text: str) -> str:
+    """``text`` with no control character in any line (a name in a report's movers)."""
+    return "\n".join(clean(line) for line in text.split("\n"))
+
+
 def _text_body(n: Notification) -> str:
     lines = [headline(n), ""]
     lines += [f"{label}: {text}" for label, text in notification_facts(n)]
     if n.dashboard_url:
         lines += ["", f"Open in spendwatch: {n.dashboard_url}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(clean(line) for line in lines) + "\n"
 
 
 def _html_body(n: Notification) -> str:
-    e = html.escape
+    def e(text: str) -> str:
+        return html.escape(clean(text))
+
     rows = "".join(f'<tr><th align="left">{e(label)}</th><td>{e(text)}</td></tr>'
                    for label, text in notification_facts(n))
     link = (f'<p><a href="{e(n.dashboard_url)}">Open in spendwatch</a></p>'

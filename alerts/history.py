@@ -87,9 +87,10 @@ def silences(conn: duckdb.DuckDBPyConnection, now: datetime,
              ended_since: datetime | None = None) -> list[Row]:
     """Silences active at ``now`` or ended after ``ended_since`` (default: a day before now):
     ``id``, ``rule``, ``scope_key`` (None: every scope), ``created_at``, ``expires_at``,
-    ``comment``, ``active``. Active ones first, ending soonest first."""
+    ``comment``, ``created_by`` (who made it: an e-mail address or an OS user; None before
+    spendwatch recorded it), ``active``. Active ones first, ending soonest first."""
     return records(conn.execute("""
-        SELECT id, rule, scope_key, created_at, expires_at, comment,
+        SELECT id, rule, scope_key, created_at, expires_at, comment, created_by,
                created_at <= $now AND expires_at > $now AS active
         FROM alert_silences WHERE expires_at > $ended_since
         ORDER BY active DESC, expires_at, id""",

@@ -65,6 +65,13 @@ class Warehouse:
     def last_success(self, organization: str) -> datetime | None:
         return last_success(self.batch, organization)
 
+    def last_failure(self, organization: str) -> str | None:
+        """The error of the organization's latest run, when that run failed."""
+        row = self.batch.conn.execute(
+            "SELECT status, error FROM collection_runs WHERE organization = ? "
+            "ORDER BY finished_at DESC LIMIT 1", [organization]).fetchone()
+        return row[1] if row and row[0] == "failed" and row[1] else None
+
     def fresh(self, organizations: Sequence[str], now: datetime) -> bool:
         """Every organization collected successfully within :func:`stale_after`."""
         limit = stale_after(self.config)
@@ -293,6 +300,9 @@ def data_stale(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evaluation
                        + (f"; the last {failures} runs failed" if failing else ""))
         else:
             state, summary = OK, f"last successful collection {hours} h ago"
+        reason = w.last_failure(org) if state == FIRING else None
+        if reason:  # what the operator needs to act on (a refused key, an endless API answer)
+            summary += f" (latest run: {reason[:200]}{'...' if len(reason) > 200 else ''})"
         out.append(_evaluation(rule, scope, "stale", state, hours, threshold, "hours",
                                f"as of {now:%Y-%m-%d %H:%M} UTC", summary))
     return out

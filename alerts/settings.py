@@ -12,14 +12,16 @@ itself (a no-op on a config already checked).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from spendwatch.config import RULE_COMMON_KEYS, ChannelConfig, Config, RuleConfig, \
     check_table, load_config, parse_duration, parse_money, parse_ratio, preview
 from spendwatch.errors import ConfigError
+from spendwatch.files import check_private
 
 CHANNEL_SCHEMAS: dict[str, dict[str, type]] = {
     "slack": {"webhook_url_env": str, "webhook_url_file": str,
@@ -46,6 +48,58 @@ RULE_PARAMS: dict[str, dict[str, type]] = {
 REQUIRED_PARAMS = {"daily_spend": ("threshold_usd",), "monthly_budget": ("budget_usd",),
                    "cache_hit_ratio": ("floor",)}
 SECURITY_MODES = ("starttls", "tls", "none")
+#: The numbers a channel or rule takes: (lowest, highest, whether the lowest is allowed). Out
+#: of range, a setting silently stops alerting (a negative window evaluates nothing, a
+#: negative timeout never sends) or ends in a traceback.
+NUMBER_RANGES: dict[str, tuple[float, float, bool]] = {
+    "timeout_seconds": (0, 600, False),
+    "min_interval_seconds": (0, 3600, True),
+    "port": (1, 65535, True),
+    "window_hours": (1, 90 * 24, True),
+    "min_input_tokens": (0, 10 ** 15, True),
+    "weeks": (1, 52, True),
+    "max_failures": (1, 1000, True),
+    "days": (1, 365, True),
+}
+
+
+def check_number(path: Path, key: str, value: Any) -> None:
+    """``value`` of setting ``key`` (its last part names the range in NUMBER_RANGES) is a
+    finite number within its range. Raises ConfigError naming the key and the range."""
+    name = key.rsplit(".", 1)[-1]
+    if name not in NUMBER_RANGES or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    low, high, low_allowed = NUMBER_RANGES[name]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path}: {key} must be a finite number, not {value}")
+    if value < low or (value == low and not low_allowed) or value > high:
+        bound = f"at least {low:g}" if low_allowed else f"more than {low:g}"
+        raise ConfigError(f"{path}: {key} must be {bound} and at most {high:g}, not {value}")
+
+
+#: What each rule kind's evaluations add to the rule's scope (alerts.rules): a silence's scope
+#: must have these dimensions to match any of them. ``per`` stands for the rule's ``per``.
+SCOPE_ADDED = {"cache_hit_ratio": ("organization", "per"), "data_stale": ("organization",),
+               "cost_drift": ("organization", "model")}
+#: The configured scope's dimensions a kind keeps (None: all of them).
+SCOPE_KEPT: dict[str, tuple[str, ...] | None] = {"data_stale": ("organization",),
+                                                 "cost_drift": ("organization", "model")}
+
+
+def scope_fits(rule: RuleConfig, scope: Mapping[str, str],
+               organizations: Sequence[str]) -> bool:
+    """Whether ``scope`` (a silence's ``--scope``) can be the scope of one of ``rule``'s
+    evaluations: the dimensions its kind evaluates per, the values its configured scope fixes,
+    an organization of the config."""
+    kept = SCOPE_KEPT.get(rule.kind)
+    fixed = {k: v for k, v in rule.scope.items() if kept is None or k in kept}
+    added = {str(rule.params.get("per", "model")) if d == "per" else d
+             for d in SCOPE_ADDED.get(rule.kind, ())}
+    if set(scope) != set(fixed) | added:
+        return False
+    if any(scope[k] != v for k, v in fixed.items()):
+        return False
+    return "organization" not in scope or scope["organization"] in organizations
 
 
 def load(explicit: str | os.PathLike[str] | None = None) -> Config:
@@ -88,6 +142,11 @@ def _channel(path: Path, channel: ChannelConfig, where: str) -> ChannelConfig:
         if values.get("security", "starttls") not in SECURITY_MODES:
             raise ConfigError(f"{path}: {where}.security must be \"starttls\", \"tls\" or "
                               "\"none\" (plain text, only when you mean it)")
+    for key, value in values.items():
+        check_number(path, f"{where}.{key}", value)
+    if file_key in values:
+        check_private(Path(values[file_key]).expanduser(), f"{path}: {where}.{file_key}: the "
+                      + ("webhook URL" if kind == "slack" else "SMTP password") + " file")
     settings = {k: v for k, v in values.items() if k not in (env_key, file_key)}
     return replace(channel, settings=settings, secret_env=values.get(env_key),
                    secret_file=values.get(file_key))
@@ -116,7 +175,10 @@ def _rule(path: Path, rule: RuleConfig, where: str) -> RuleConfig:
             params[key] = tuple(sorted(parse_money(path, full, str(v)) for v in value))
         elif key == "max_age":
             params[key] = parse_duration(path, full, value)
+            if not params[key]:
+                raise ConfigError(f"{path}: {full} must be more than 0, such as \"2h\"")
         else:
+            check_number(path, full, value)
             params[key] = value
     for required in REQUIRED_PARAMS.get(kind, ()):
         if required not in params:

@@ -5,6 +5,8 @@ The CLI (``alerts silence``) and the dashboard create and end them here.
 
 from __future__ import annotations
 
+import getpass
+import os
 import re
 from datetime import datetime
 
@@ -26,9 +28,23 @@ def is_silenced(conn: duckdb.DuckDBPyConnection, rule: str, scope_key: str,
     return bool(row and row[0])
 
 
+def os_user() -> str:
+    """The name of the user running this process (who made a silence from the CLI)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name, no passwd entry (some containers)
+        return f"uid {os.getuid()}"
+
+
 def add_silence(config: Config, rule: str, scope_key: str | None, until: datetime,
-                now: datetime, comment: str | None = None) -> int:
-    """Silence ``rule`` (one scope, or all) until ``until``; the CLI and the dashboard use it."""
+                now: datetime, comment: str | None = None, *,
+                created_by: str | None = None) -> int:
+    """Silence ``rule`` (one scope, or all) until ``until``; the CLI and the dashboard use it.
+
+    ``created_by`` is who made it: the dashboard passes the logged-in e-mail address; None
+    (the CLI) records the OS user running this process (:func:`os_user`). Raises ConfigError
+    for an unknown rule or a malformed scope key, DatabaseBusy when the file stays locked.
+    """
     if rule not in {r.name for r in config.alerts.rules}:
         raise ConfigError(f"{config.path}: no alert rule named {rule!r}; rules: "
                           + (", ".join(r.name for r in config.alerts.rules) or "none"))
@@ -37,8 +53,9 @@ def add_silence(config: Config, rule: str, scope_key: str | None, until: datetim
                           "check` shows in brackets, e.g. organization=acme,model=claude-opus-5-5")
     with storage.writer(config) as conn:
         row = conn.execute("INSERT INTO alert_silences (rule, scope_key, created_at, "
-                           "expires_at, comment) VALUES (?, ?, ?, ?, ?) RETURNING id",
-                           [rule, scope_key, now, until, comment]).fetchone()
+                           "expires_at, comment, created_by) VALUES (?, ?, ?, ?, ?, ?) "
+                           "RETURNING id", [rule, scope_key, now, until, comment,
+                                            created_by or os_user()]).fetchone()
     return int(row[0]) if row else 0
 
 

@@ -31,6 +31,7 @@ from alerts.states import Kind
 from alerts.words import TEST_NOTICE, clip, format_value, headline, mrkdwn, \
     notification_facts
 from spendwatch.retry import GaveUp, RetryPolicy, TryAgain, call_with_retries, parse_retry_after
+from spendwatch.text import header_text
 
 log = logging.getLogger(__name__)
 
@@ -49,25 +50,36 @@ _last_post_lock = threading.Lock()
 
 def slack_payload(n: Notification) -> dict[str, Any]:
     """The Block Kit message for ``n``, with a plain-text ``text`` fallback for notifications
-    and clients that do not show blocks (https://api.slack.com/reference/block-kit/blocks)."""
+    and clients that do not show blocks (https://api.slack.com/reference/block-kit/blocks).
+
+    Names come from the API: the header is one cleaned line, every text is cleaned and
+    escaped (:func:`alerts.words.mrkdwn`), and ``verbatim`` keeps Slack from turning a URL or
+    a channel name inside a name into a link or a mention
+    (https://api.slack.com/reference/block-kit/composition-objects#text)."""
     facts = notification_facts(n)
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "emoji": True,
-                                    "text": clip(f"{HEADER_EMOJI[n.kind]} {n.title}", 150)}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": clip(mrkdwn(headline(n)), 3000)}},
+                                    "text": header_text(f"{HEADER_EMOJI[n.kind]} {n.title}",
+                                                        150)}},
+        {"type": "section", "text": _verbatim(clip(mrkdwn(headline(n)), 3000))},
         # A section takes at most 10 fields; the rest go on as lines.
         {"type": "section", "fields": [
-            {"type": "mrkdwn", "text": clip(f"*{mrkdwn(label)}*\n{mrkdwn(text)}", 2000)}
+            _verbatim(clip(f"*{mrkdwn(label)}*\n{mrkdwn(text)}", 2000))
             for label, text in facts[:10]]},
     ]
     if facts[10:]:
         lines = "\n".join(f"*{mrkdwn(label)}*: {mrkdwn(text)}" for label, text in facts[10:])
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": clip(lines, 3000)}})
+        blocks.append({"type": "section", "text": _verbatim(clip(lines, 3000))})
     if n.dashboard_url:
         blocks.append({"type": "actions", "elements": [
             {"type": "button", "text": {"type": "plain_text", "text": "Open in spendwatch"},
              "url": n.dashboard_url}]})
     return {"text": _fallback_text(n), "blocks": blocks}
+
+
+def _verbatim(text: str) -> dict[str, Any]:
+    """A mrkdwn text object that Slack shows as written: no auto-linked URLs or mentions."""
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
 
 
 def payload_of(message: Message) -> dict[str, Any]:

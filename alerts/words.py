@@ -14,6 +14,7 @@ from typing import Mapping
 from alerts.model import KIND_PREFIX, Notification
 from alerts.states import Kind
 from spendwatch import numbers
+from spendwatch.text import clean
 
 TEST_NOTICE = "This is a test message from spendwatch: nothing crossed a threshold."
 TENTH = Decimal("0.1")
@@ -76,9 +77,11 @@ def notification_facts(n: Notification) -> list[tuple[str, str]]:
 
 
 def mrkdwn(text: str) -> str:
-    """Slack reads ``&``, ``<`` and ``>`` as markup:
+    """``text`` as one line of Slack mrkdwn that cannot add markup: control characters and
+    line breaks cleaned (:func:`spendwatch.text.clean`), and ``&``, ``<`` and ``>`` escaped,
+    which Slack reads as markup (``<!channel>``, ``<url|label>``):
     https://api.slack.com/reference/surfaces/formatting#escaping"""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return clean(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def clip(text: str, limit: int) -> str:

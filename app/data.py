@@ -25,6 +25,7 @@ import duckdb
 import streamlit as st
 
 from alerts import settings as alert_settings
+from app import door
 from app.figures import FIGURES, name_of
 from spendwatch.config import Config, config_path
 from spendwatch.errors import ConfigError, DatabaseBusy, DatabaseMissing, SpendwatchError
@@ -77,12 +78,16 @@ def now() -> datetime:
 # --- config ----------------------------------------------------------------------------------
 
 def config() -> Config:
-    """The validated config; a problem stops the page with its one-line message."""
+    """The validated config, once the visitor is let in (:func:`app.door.check`: every page
+    starts here, so none runs for someone the login or its allow-list refuses); a problem
+    stops the page with its one-line message."""
     try:
-        return alert_settings.load()  # the core config, then alerts/ checks its own
+        loaded = alert_settings.load()  # the core config, then alerts/ checks its own
     except ConfigError as exc:
         stop_with(st.error, f"{exc}. The dashboard reads the config named by "
                             f"$SPENDWATCH_CONFIG (now: {config_path()}).")
+    door.check(loaded)
+    return loaded
 
 
 # --- queries ---------------------------------------------------------------------------------

@@ -10,8 +10,17 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 
 from spendwatch import numbers
+from spendwatch.text import markdown_text
 
 NONE = "(none)"
+
+
+def md(value: Any) -> str:
+    """A name (or any text from the API or the config) inside Markdown that Streamlit renders
+    (``st.markdown``, ``st.caption``, ``st.warning``..., a metric's ``help``): shown as its
+    literal text, never an image, a link or HTML (:func:`spendwatch.text.markdown_text`).
+    Tables (``st.dataframe``) and charts show text as text and need nothing."""
+    return markdown_text(value)
 
 
 def usd(amount: Decimal | None) -> str:

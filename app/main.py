@@ -1,7 +1,8 @@
 """The spendwatch dashboard: ``streamlit run app/main.py`` (``spendwatch dashboard`` does it).
 
 Reads the config named by ``$SPENDWATCH_CONFIG`` (else ``./config.toml``); ``$SPENDWATCH_NOW``
-(RFC 3339) fixes the clock. Each page is one short file in ``pages/``; queries are in
+(RFC 3339) fixes the clock. :mod:`app.door` lets in only who may see it (the login and its
+allow-list, docs/dashboard-login.md). Each page is one short file in ``pages/``; queries are in
 :mod:`spendwatch.warehouse.figures`, reached through :mod:`app.data`; charts come from :mod:`app.charts`.
 """
 
@@ -9,12 +10,16 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import data
+from app import data, door
 
 # Exceptions never reach the browser with their text or traceback, however we were started.
 st.set_option("client.showErrorDetails", "none")
 st.set_page_config(page_title="spendwatch", page_icon=":material/savings:", layout="wide")
 
+# The door, before any page runs (`spendwatch dashboard` makes every URL run this script
+# first; data.config() checks again, whatever runs): a visitor who may not see the dashboard
+# gets a login button or a refusal, and the run stops here.
+door.enter(data.config())
 data.begin_run()
 
 # url_path matches the page names in alert links (spendwatch alerts: dashboard_url/<Page>).

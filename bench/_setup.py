@@ -20,6 +20,7 @@ def collected(folder: str, sim: SimulatorServer, since: datetime,
     path = Path(folder) / "config.toml"
     path.write_text(f'timezone = "America/Chicago"\n[[organizations]]\nname = "bench"\n'
                     f'base_url = "{sim.url}"\n', encoding="utf-8")
+    path.chmod(0o600)
     os.environ["ANTHROPIC_ADMIN_KEY"] = KEY
     config = load_config(path)
     (result,) = collect(config, CollectOptions(since=since), now=now)

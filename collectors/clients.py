@@ -4,6 +4,11 @@ Both expose the same two calls, ``usage(start, end)`` and ``cost(start, end)``, 
 rows of one sync window (every page of it) and the API's ``data_refreshed_at`` if it gives one.
 Each page is fetched under the shared :class:`RetryPolicy`; the SDK's own retries are off
 because it honours ``retry-after`` without a cap.
+
+Paging is bounded (:class:`~collectors.bounds.RunBounds`): the run's deadline and stop flag are
+checked before every page and cut every HTTP timeout; a ``next_page`` cursor seen before in the
+same window (the API would page forever) and a page with more rows than the ``limit`` asked
+for are refused at once (:class:`MalformedResponse`), so nothing of that window is stored.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar
 import anthropic
 import requests
 
+from collectors.bounds import RunBounds, unbounded
 from collectors.retry import TransportFailure, call_with_retry, error_from_body
 from collectors.rows import (CostRow, UsageRow, analytics_cost_rows, analytics_usage_rows,
-                             legacy_cost_rows, legacy_usage_rows, page_cursor)
+                             check_page_size, legacy_cost_rows, legacy_usage_rows, page_cursor)
 from spendwatch import __version__
 from spendwatch.config import CollectionConfig, OrganizationConfig
 from spendwatch.errors import MalformedResponse
@@ -65,11 +71,13 @@ class AnalyticsClient:
     """The Usage and Cost Analytics API (``client.beta.organization.analytics``), hourly."""
 
     def __init__(self, org: OrganizationConfig, key: Secret, settings: CollectionConfig,
-                 policy: RetryPolicy):
+                 policy: RetryPolicy, bounds: RunBounds | None = None):
         self._org = org
         self._key = key
         self._policy = policy
         self._limit = settings.page_limit
+        self._timeout = settings.timeout_seconds
+        self._bounds = bounds or unbounded()
         self._sdk = sdk_client(org, key, settings)
 
     def usage(self, start: datetime, end: datetime) -> tuple[list[UsageRow], datetime | None]:
@@ -92,30 +100,50 @@ class AnalyticsClient:
         rows: list[R] = []
         refreshed: datetime | None = None
         cursor: str | None = None
+        seen: set[str] = set()
         page_number = 0
         while True:
             page_number += 1
             where = (f"organization {self._org.name!r}: analytics {stream} "
                      f"{rfc3339(start)}..{rfc3339(end)} page {page_number}")
-            page = call_with_retry(lambda: self._get(resource, params, cursor), self._policy,
-                                   where, self._key)
+            page = call_with_retry(
+                lambda: self._bounds.call(lambda: self._get(resource, params, cursor), where),
+                self._policy, where, self._key)
+            check_page_size(page, self._limit, "rows", where, fanout="group_by" in extra)
             rows.extend(parse(page, self._org.name, where))
             refreshed = _refreshed_at(page) or refreshed
-            cursor = page_cursor(page, where)
+            cursor = next_cursor(page, seen, where)
             if cursor is None:
                 return rows, refreshed
 
     def _get(self, resource: Any, params: dict[str, Any], cursor: str | None) -> Any:
-        kwargs = dict(params, page=cursor) if cursor else params
+        kwargs = dict(params, page=cursor) if cursor else dict(params)
+        kwargs["timeout"] = self._bounds.timeout(self._timeout)
         text = sdk_call(lambda: resource.with_raw_response.list(**kwargs).http_response.text,
                          self._org.base_url)
         return _json(text, self._org.name)
 
 
+def next_cursor(page: Any, seen: set[str], where: str) -> str | None:
+    """The next page's cursor (None: last page), added to ``seen``, the cursors of the window
+    so far. Raises MalformedResponse when the API hands out a cursor it gave before: it would
+    page forever (empty pages or the same rows again)."""
+    cursor = page_cursor(page, where)
+    if cursor is None:
+        return None
+    if cursor in seen:
+        shown = cursor if len(cursor) <= 40 else cursor[:37] + "..."
+        raise MalformedResponse(f"{where}: the API sent a next_page cursor it sent before "
+                                f"({shown!r}), so paging would never end; nothing of this "
+                                "window was stored, the next run asks again")
+    seen.add(cursor)
+    return cursor
+
+
 def _json(text: str, organization: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested thousands of levels deep
         raise MalformedResponse(f"organization {organization!r}: the API answered with something "
                                 "that is not JSON") from None
 
@@ -128,11 +156,12 @@ class LegacyClient:
     """
 
     def __init__(self, org: OrganizationConfig, key: Secret, settings: CollectionConfig,
-                 policy: RetryPolicy):
+                 policy: RetryPolicy, bounds: RunBounds | None = None):
         self._org = org
         self._key = key
         self._policy = policy
         self._timeout = settings.timeout_seconds
+        self._bounds = bounds or unbounded()
         self._session = requests.Session()
         self._session.headers.update({"x-api-key": key.reveal(),
                                       "anthropic-version": "2023-06-01",
@@ -144,7 +173,7 @@ class LegacyClient:
                   ("bucket_width", "1h"), ("limit", str(hours))]
         params += [("group_by[]", dim) for dim in GROUP_BY]
         return self._read("/v1/organizations/usage_report/messages", "usage", params,
-                          legacy_usage_rows, start, end), None
+                          legacy_usage_rows, start, end, hours), None
 
     def cost(self, start: datetime, end: datetime) -> tuple[list[CostRow], datetime | None]:
         days = max(1, min(31, (end - start).days))
@@ -152,29 +181,33 @@ class LegacyClient:
                   ("bucket_width", "1d"), ("limit", str(days)),
                   ("group_by[]", "workspace_id"), ("group_by[]", "description")]
         return self._read("/v1/organizations/cost_report", "cost", params, legacy_cost_rows,
-                          start, end), None
+                          start, end, days), None
 
     def _read(self, path: str, stream: str, params: Sequence[tuple[str, str]],
               parse: Callable[[Any, str, str], list[R]], start: datetime,
-              end: datetime) -> list[R]:
+              end: datetime, limit: int) -> list[R]:
         rows: list[R] = []
         cursor: str | None = None
+        seen: set[str] = set()
         page_number = 0
         while True:
             page_number += 1
             where = (f"organization {self._org.name!r}: legacy {stream} "
                      f"{rfc3339(start)}..{rfc3339(end)} page {page_number}")
             query = list(params) + ([("page", cursor)] if cursor else [])
-            page = call_with_retry(lambda: self._get(path, query), self._policy, where, self._key)
+            page = call_with_retry(lambda: self._bounds.call(lambda: self._get(path, query),
+                                                             where),
+                                   self._policy, where, self._key)
+            check_page_size(page, limit, "buckets", where)
             rows.extend(parse(page, self._org.name, where))
-            cursor = page_cursor(page, where)
+            cursor = next_cursor(page, seen, where)
             if cursor is None:
                 return rows
 
     def _get(self, path: str, query: list[tuple[str, str]]) -> Any:
         try:
             response = self._session.get(self._org.base_url + path, params=query,
-                                         timeout=self._timeout)
+                                         timeout=self._bounds.timeout(self._timeout))
         except requests.Timeout:
             raise TransportFailure(None, "timeout", f"no answer from {self._org.base_url} in time")
         except requests.RequestException:
@@ -192,13 +225,17 @@ class LegacyClient:
 
 
 class NamesClient:
-    """Workspace and API key names from the Admin API, through the SDK."""
+    """Workspace and API key names from the Admin API, through the SDK, page by page."""
+
+    PAGE_LIMIT = 100
 
     def __init__(self, org: OrganizationConfig, key: Secret, settings: CollectionConfig,
-                 policy: RetryPolicy):
+                 policy: RetryPolicy, bounds: RunBounds | None = None):
         self._org = org
         self._key = key
         self._policy = policy
+        self._timeout = settings.timeout_seconds
+        self._bounds = bounds or unbounded()
         self._sdk = sdk_client(org, key, settings)
 
     def workspaces(self) -> list[dict[str, Any]]:
@@ -207,31 +244,60 @@ class NamesClient:
         The API marks no workspace as the default: it is the one listed only with
         ``include_default``. The legacy usage and cost reports call it null.
         """
-        def call() -> list[dict[str, Any]]:
-            listing = self._sdk.organization.workspaces.list
-            everything = list(listing(include_default=True, include_archived=True, limit=100))
-            others = {_text(w, "id") for w in listing(include_default=False,
-                                                      include_archived=True, limit=100)}
-            return [{"workspace_id": _text(w, "id"), "name": _text(w, "name"),
-                     "archived_at": getattr(w, "archived_at", None),
-                     "is_default": _text(w, "id") not in others} for w in everything]
-        return call_with_retry(lambda: sdk_call(call, self._org.base_url), self._policy,
-                               f"organization {self._org.name!r}: workspaces", self._key)
+        listing = self._sdk.organization.workspaces.list
+        everything = self._items(listing, "workspaces", include_default=True,
+                                 include_archived=True)
+        others = {_text(w, "id") for w in self._items(listing, "workspaces",
+                                                       include_default=False,
+                                                       include_archived=True)}
+        return [{"workspace_id": _text(w, "id"), "name": _text(w, "name"),
+                 "archived_at": getattr(w, "archived_at", None),
+                 "is_default": _text(w, "id") not in others} for w in everything]
 
     def api_keys(self) -> list[dict[str, Any]]:
         """[{api_key_id, name, status, workspace_id, created_at}] for every key."""
-        def call() -> list[dict[str, Any]]:
-            items = self._sdk.organization.api_keys.list(limit=100)
-            out = []
-            for k in items:
-                scope = getattr(k, "scope", None)
-                out.append({"api_key_id": _text(k, "id"), "name": _text(k, "name"),
-                            "status": getattr(k, "status", None),
-                            "workspace_id": getattr(scope, "workspace_id", None),
-                            "created_at": getattr(k, "created_at", None)})
-            return out
-        return call_with_retry(lambda: sdk_call(call, self._org.base_url), self._policy,
-                               f"organization {self._org.name!r}: API keys", self._key)
+        out = []
+        for k in self._items(self._sdk.organization.api_keys.list, "API keys"):
+            scope = getattr(k, "scope", None)
+            out.append({"api_key_id": _text(k, "id"), "name": _text(k, "name"),
+                        "status": getattr(k, "status", None),
+                        "workspace_id": getattr(scope, "workspace_id", None),
+                        "created_at": getattr(k, "created_at", None)})
+        return out
+
+    def _items(self, list_page: Callable[..., Any], what: str, **params: Any) -> list[Any]:
+        """Every item of an SDK listing, one page at a time (``after_id`` = the page's
+        ``last_id``), each page under the retry policy and the run's bounds. A page larger
+        than asked for or a ``last_id`` given before is refused (MalformedResponse)."""
+        items: list[Any] = []
+        seen: set[str] = set()
+        after: str | None = None
+        page_number = 0
+        while True:
+            page_number += 1
+            where = f"organization {self._org.name!r}: {what} page {page_number}"
+            kwargs = dict(params, limit=self.PAGE_LIMIT)
+            if after is not None:
+                kwargs["after_id"] = after
+
+            def get(kwargs: dict[str, Any] = kwargs) -> Any:
+                timeout = self._bounds.timeout(self._timeout)
+                return sdk_call(lambda: list_page(**kwargs, timeout=timeout), self._org.base_url)
+
+            page = call_with_retry(lambda: self._bounds.call(get, where), self._policy, where,
+                                   self._key)
+            data = getattr(page, "data", None) or []
+            if len(data) > self.PAGE_LIMIT:
+                raise MalformedResponse(f"{where}: the page holds {len(data)} items, more than "
+                                        f"the {self.PAGE_LIMIT} asked for; refused")
+            items.extend(data)
+            after = getattr(page, "last_id", None) if page.has_next_page() else None
+            if not after:
+                return items
+            if after in seen:
+                raise MalformedResponse(f"{where}: the API sent a last_id it sent before "
+                                        f"({after[:40]!r}), so paging would never end")
+            seen.add(after)
 
 
 def _text(item: Any, attr: str) -> str:

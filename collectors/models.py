@@ -20,6 +20,7 @@ from typing import Any, Callable, Literal
 
 import anthropic
 
+from collectors.bounds import RunBounds, unbounded
 from collectors.clients import USER_AGENT, sdk_call
 from collectors.retry import CAP_SETTING, TransportFailure, call_with_retry
 from spendwatch import storage
@@ -97,18 +98,21 @@ def _model_row(item: Any, where: str) -> dict[str, Any]:
 
 
 def fetch_models(config: Config, policy: RetryPolicy,
-                 environ: Callable[[str], str | None] = os.environ.get) -> list[dict[str, Any]]:
+                 environ: Callable[[str], str | None] = os.environ.get,
+                 bounds: RunBounds | None = None) -> list[dict[str, Any]]:
     """Every model the Models API lists, of every lifecycle, all pages.
 
     Returns ``[{model_id, display_name, line, lifecycle, retires_at}]`` (``line`` as the API
     gives it, None when null; ``retires_at`` an aware datetime or None), newest first as
-    listed, each model once. Pages of ``collection.page_limit`` models, each under ``policy``.
+    listed, each model once. Pages of ``collection.page_limit`` models, each under ``policy``
+    and ``bounds`` (the deadline and stop flag, checked per page; default: none).
 
     Raises ConfigError when the key cannot be found (see :func:`resolve_models_key`),
     AuthError on 401/403 (not retried), MalformedResponse on a page without the documented
     shape, CollectionError when retries are exhausted or the request is rejected.
     """
     key = resolve_models_key(config, environ)
+    bounds = bounds or unbounded("the Models API")
     with models_client(config, key) as client:  # closes its connections
         base_url = config.models.base_url
         rows: dict[str, dict[str, Any]] = {}
@@ -121,7 +125,9 @@ def fetch_models(config: Config, policy: RetryPolicy,
 
             def get(after: str | None = cursor) -> Any:
                 kwargs: dict[str, Any] = {"limit": config.collection.page_limit,
-                                          "lifecycle": LIFECYCLES}
+                                          "lifecycle": LIFECYCLES,
+                                          "timeout": bounds.timeout(
+                                              config.collection.timeout_seconds)}
                 if after is not None:
                     kwargs["after_id"] = after
                 try:
@@ -131,10 +137,13 @@ def fetch_models(config: Config, policy: RetryPolicy,
                         raise AuthError(_auth_message(config, key, failure)) from None
                     raise
 
-            page = call_with_retry(get, policy, where, key)
+            page = call_with_retry(lambda: bounds.call(get, where), policy, where, key)
             data = getattr(page, "data", None)
             if not isinstance(data, list):
                 raise MalformedResponse(f"{where}: the page has no 'data' list")
+            if len(data) > config.collection.page_limit:
+                raise MalformedResponse(f"{where}: the page holds {len(data)} models, more "
+                                        f"than the {config.collection.page_limit} asked for")
             for item in data:
                 row = _model_row(item, where)
                 rows.setdefault(row["model_id"], row)
@@ -165,7 +174,8 @@ def write_models(config: Config, models: list[dict[str, Any]], now: datetime) ->
 
 
 def refresh_models(config: Config, now: datetime, policy: RetryPolicy | None = None,
-                   environ: Callable[[str], str | None] = os.environ.get) -> int:
+                   environ: Callable[[str], str | None] = os.environ.get,
+                   bounds: RunBounds | None = None) -> int:
     """Fetch every model and upsert it into ``models``; returns how many were stored.
 
     Does nothing and returns 0 when ``[models] api_key_env`` is not configured. The fetch
@@ -178,7 +188,8 @@ def refresh_models(config: Config, now: datetime, policy: RetryPolicy | None = N
     if policy is None:
         policy = RetryPolicy(max_attempts=config.collection.max_attempts,
                              max_retry_after=config.collection.max_retry_after_seconds,
-                             cap_setting=CAP_SETTING)
-    models = fetch_models(config, policy, environ)
+                             cap_setting=CAP_SETTING,
+                             deadline=bounds.deadline if bounds else None)
+    models = fetch_models(config, policy, environ, bounds)
     write_models(config, models, now)
     return len(models)

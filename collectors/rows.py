@@ -4,6 +4,11 @@ Every field the documentation promises is checked for presence and type; a page 
 have the documented shape raises :class:`MalformedResponse` naming the field, and nothing of its
 window is written. Money arrives in cents as decimal strings and leaves as Decimal dollars,
 exactly ("12378.912" cents is $123.78912).
+
+What the database can hold is checked here too, so a hostile or broken page is one clear
+error and never an Arrow or DuckDB traceback halfway through a write: amounts are finite,
+non-negative and below 10**26 dollars (DECIMAL(38, 12)); counts are non-negative and fit a
+BIGINT; text is valid Unicode (no lone surrogates); a page holds no more rows than asked for.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from datetime import datetime
 # collections.abc, not typing.Mapping: isinstance runs for every field of every page, and
 # through the typing alias it cost a third of a cost page's parsing.
 from collections.abc import Mapping
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from typing import Any, Iterator
 
 from spendwatch.errors import MalformedResponse
@@ -28,9 +33,17 @@ COST_TYPES = ("tokens", "web_search", "code_execution", "session_usage")
 TOKEN_TYPES = ("uncached_input_tokens", "output_tokens", "cache_read_input_tokens",
                "cache_creation.ephemeral_5m_input_tokens",
                "cache_creation.ephemeral_1h_input_tokens")
-# DECIMAL(38, 12) in DuckDB: dollars with at most 12 decimals (10 decimals of a cent).
+# DECIMAL(38, 12) in DuckDB: dollars with at most 12 decimals (10 decimals of a cent), and
+# at most 26 digits before the point.
 _MAX_DOLLAR_EXPONENT = -12
+MAX_DOLLARS = Decimal(10) ** 26
+# BIGINT in DuckDB, int64 in Arrow.
+MAX_COUNT = 2 ** 63 - 1
+# Enough digits for any amount below MAX_DOLLARS with 12 decimals, and then some: the
+# division by 100 and the rounding below are exact in it.
+_PRECISION = 60
 _UNKNOWN_SEEN: set[str] = set()
+_UNKNOWN_SEEN_MAX = 200  # warned once each, up to this many (a hostile API could send millions)
 log = logging.getLogger(__name__)
 _CENTS_PER_DOLLAR = Decimal(100)
 
@@ -105,9 +118,9 @@ def _get(obj: Mapping[str, Any], path: str, where: str) -> Any:
 
 def _int(obj: Mapping[str, Any], path: str, where: str) -> int:
     value = _get(obj, path, where)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise MalformedResponse(f"{where}: field '{path}' should be a non-negative integer, "
-                                f"got {type(value).__name__} {_preview(value)}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise MalformedResponse(f"{where}: field '{path}' should be a non-negative integer "
+                                f"below 2**63, got {type(value).__name__} {_preview(value)}")
     return value
 
 
@@ -127,13 +140,25 @@ def _optional_str(obj: Mapping[str, Any], key: str, where: str,
     if not isinstance(value, str):
         raise MalformedResponse(f"{where}: field '{key}' should be a string or null, "
                                 f"got {type(value).__name__} {_preview(value)}")
-    if allowed is not None and value not in allowed and value not in _UNKNOWN_SEEN:
+    if not value.isascii():
+        _check_unicode(value, key, where)
+    if (allowed is not None and value not in allowed and value not in _UNKNOWN_SEEN
+            and len(_UNKNOWN_SEEN) < _UNKNOWN_SEEN_MAX):
         # The Analytics API is in beta: a new cost or token type is stored as it comes (it
         # counts as "other" cache status) rather than blocking collection.
         _UNKNOWN_SEEN.add(value)
         log.warning("%s: field '%s' has a value spendwatch does not know yet: %s; stored as is",
                     where, key, _preview(value))
     return value
+
+
+def _check_unicode(value: str, key: str, where: str) -> None:
+    """JSON can carry a lone surrogate (``"\\ud800"``), which no UTF-8 column can store."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedResponse(f"{where}: field '{key}' is not valid Unicode text "
+                                f"(a lone surrogate): {_preview(value)}") from None
 
 
 def _time(obj: Mapping[str, Any], key: str, where: str) -> datetime:
@@ -153,7 +178,12 @@ def _preview(value: Any) -> str:
 
 
 def cents_to_dollars(value: Any, where: str, field: str) -> Decimal:
-    """Decimal dollars from a cents decimal string, exactly. Raises MalformedResponse."""
+    """Decimal dollars from a cents decimal string, exactly.
+
+    Raises MalformedResponse naming the field when the value is not a decimal string, not
+    finite (NaN, Infinity), negative, or too large for DECIMAL(38, 12) (10**26 dollars).
+    More than 12 decimals of a dollar are rounded (half even), with a warning.
+    """
     if not isinstance(value, str):
         raise MalformedResponse(f"{where}: field '{field}' should be a decimal string of cents, "
                                 f"got {type(value).__name__} {_preview(value)}")
@@ -163,15 +193,31 @@ def cents_to_dollars(value: Any, where: str, field: str) -> Decimal:
         raise MalformedResponse(f"{where}: field '{field}' is not a decimal number: "
                                 f"{_preview(value)}") from None
     if not cents.is_finite():
-        raise MalformedResponse(f"{where}: field '{field}' is not a finite amount: {value!r}")
-    dollars = cents / _CENTS_PER_DOLLAR
-    exponent = dollars.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < _MAX_DOLLAR_EXPONENT:
-        # Beyond 10 decimals of a cent (what DECIMAL(38, 12) keeps): round, and say so,
-        # rather than refuse the window forever.
-        log.warning("%s: field '%s' = %r has more than 12 decimals of a dollar; rounded",
-                    where, field, value)
-        dollars = dollars.quantize(Decimal(1).scaleb(_MAX_DOLLAR_EXPONENT), ROUND_HALF_EVEN)
+        raise MalformedResponse(f"{where}: field '{field}' is not a finite amount: "
+                                f"{_preview(value)}")
+    if cents < 0:
+        raise MalformedResponse(f"{where}: field '{field}' is negative ({_preview(value)} "
+                                "cents); spendwatch stores costs of zero or more only")
+    # adjusted() is the power of ten of the first digit: >= 28 means cents >= 10**28.
+    if cents and cents.adjusted() >= 28:
+        raise MalformedResponse(f"{where}: field '{field}' is too large ({_preview(value)} "
+                                "cents); amounts must be below 10**26 dollars")
+    cents = cents.copy_abs()  # "-0" is zero
+    with localcontext() as exact:
+        exact.prec = _PRECISION
+        dollars = cents / _CENTS_PER_DOLLAR
+        exponent = dollars.as_tuple().exponent
+        if isinstance(exponent, int) and exponent < _MAX_DOLLAR_EXPONENT:
+            # Beyond 10 decimals of a cent (what DECIMAL(38, 12) keeps): round, and say so,
+            # rather than refuse the window forever.
+            log.warning("%s: field '%s' = %s has more than 12 decimals of a dollar; rounded",
+                        where, field, _preview(value))
+            dollars = dollars.quantize(Decimal(1).scaleb(_MAX_DOLLAR_EXPONENT), ROUND_HALF_EVEN)
+        elif isinstance(exponent, int) and exponent > 0:  # "5E+3", "0E+500": plain digits
+            dollars = dollars.quantize(Decimal(1))
+    if dollars >= MAX_DOLLARS:  # 99999...99.9999999999995 cents rounds up to 10**26
+        raise MalformedResponse(f"{where}: field '{field}' is too large ({_preview(value)} "
+                                "cents); amounts must be below 10**26 dollars")
     return dollars
 
 
@@ -232,6 +278,43 @@ def _page_rows(page: Any, where: str) -> list[Any]:
     if not isinstance(data, list):
         raise MalformedResponse(f"{where}: field 'data' should be a list")
     return data
+
+
+#: Grouped by cost_type and token_type, one cost row fans out into at most 8 rows today
+#: (5 token types + 3 other cost types); fan-out rows do not count toward ``limit``, so a cost
+#: page may hold up to this many rows per row asked for (room left for new types).
+COST_FANOUT_MAX = 16
+FANOUT_DIMENSIONS = ("cost_type", "token_type")
+
+
+def check_page_size(page: Any, limit: int, noun: str, where: str,
+                    fanout: bool = False) -> None:
+    """Refuse a page holding more ``noun`` (rows, buckets) than the ``limit`` asked for,
+    before any row of it is built (MalformedResponse).
+
+    ``fanout`` (Analytics cost grouped by cost and token type): the limit counts (bucket,
+    group) combinations without those two dimensions, and the page holds at most
+    :data:`COST_FANOUT_MAX` rows per combination asked for.
+    """
+    data = _page_rows(page, where)
+    if not fanout:
+        count = len(data)
+    elif len(data) > limit * COST_FANOUT_MAX:
+        count = len(data)
+    else:
+        count = len({_combination(item) for item in data})
+    if count > limit:
+        raise MalformedResponse(f"{where}: the page holds {len(data)} {noun}, more than the "
+                                f"{limit} asked for; refused, nothing of this window was "
+                                "stored, the next run asks again")
+
+
+def _combination(item: Any) -> str:
+    """A cost row's bucket and group without the fan-out dimensions (a page-size key)."""
+    if not isinstance(item, Mapping) or not isinstance(item.get("group"), Mapping):
+        return repr(id(item))  # malformed: counted on its own, refused by the parser
+    group = {k: v for k, v in item["group"].items() if k not in FANOUT_DIMENSIONS}
+    return repr((item.get("starting_at"), sorted(group.items(), key=lambda kv: str(kv[0]))))
 
 
 def page_cursor(page: Mapping[str, Any], where: str) -> str | None:

@@ -4,13 +4,18 @@ The job never overlaps itself (``max_instances=1``), missed runs coalesce into o
 (``coalesce=True``), and it also runs once at start. What the job does is the caller's (the
 worker's round: ``spendwatch.cli.worker``); this module only runs it and stops it. Stopping
 (SIGTERM, Ctrl-C) sets the ``stop`` event the job was given, so a running collection ends at
-its next window boundary, and shuts the scheduler down.
+once (its HTTP calls wait on the stop flag, see :mod:`collectors.bounds`), and shuts the
+scheduler down; a round that is still busy :data:`STOP_GRACE_SECONDS` later (an alert channel
+retrying, say) is abandoned and the process exits anyway, so SIGTERM always ends the worker
+within seconds.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 import threading
 from typing import Any, Callable
 
@@ -25,6 +30,8 @@ COLLECT_JOB = "collect"
 
 #: How often the main thread looks for a stop (see :func:`run_schedule`).
 STOP_POLL_SECONDS = 1.0
+#: How long a stop waits for a running round before the process exits without it.
+STOP_GRACE_SECONDS = 10.0
 #: The scheduled job: called with the config and the stop event; it must never raise.
 Job = Callable[[Config, threading.Event], None]
 
@@ -51,11 +58,21 @@ def run_schedule(config: Config, job: Job) -> None:
     thread asleep until the next job (an interval away) would not stop until then.
     """
     scheduler = BackgroundScheduler(timezone="UTC")
-    stopping = schedule(scheduler, config, job)
+    idle = threading.Event()
+    idle.set()
+
+    def tracked(config: Config, stop: threading.Event) -> None:
+        idle.clear()
+        try:
+            job(config, stop)
+        finally:
+            idle.set()
+
+    stopping = schedule(scheduler, config, tracked)
 
     def stop(signum: int, frame: Any) -> None:
-        log.warning("stopping the worker (signal %d): a running collection ends after its "
-                    "current window", signum)
+        log.warning("stopping the worker (signal %d): a running collection stops now; "
+                    "windows stored so far are kept", signum)
         stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
@@ -68,7 +85,16 @@ def run_schedule(config: Config, job: Job) -> None:
     except KeyboardInterrupt:
         stopping.set()
     finally:
-        scheduler.shutdown(wait=True)
+        scheduler.shutdown(wait=False)
+        if not idle.wait(STOP_GRACE_SECONDS):
+            # The scheduler's threads are not daemons: the interpreter would wait for them.
+            log.error("the running round did not end within %.0f s of the stop; exiting "
+                      "without it (stored windows are whole; the next start goes on)",
+                      STOP_GRACE_SECONDS)
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
 
 def start_background_schedule(config: Config, job: Job,

@@ -31,17 +31,21 @@ from typing import Callable, Protocol, Sequence
 
 import pyarrow as pa
 
+from collectors.bounds import DeadlineExceeded, RunBounds, Stopped
 from collectors.clients import (ANALYTICS_FLOOR, AnalyticsClient, LegacyClient, NamesClient,
                                 SourceClient)
 from collectors.retry import CAP_SETTING, RetryPolicy
 from collectors.rows import DIMENSIONS, CostRow, UsageRow
 from spendwatch import allocation, estimates, storage
 from spendwatch.config import Config, OrganizationConfig, resolve_admin_key
-from spendwatch.errors import AuthError, CollectionError, SpendwatchError
+from spendwatch.errors import AuthError, CollectionError, MalformedResponse, SpendwatchError
 from spendwatch.pricing import PriceTable, price_table
 from spendwatch.timeutil import DAY, ceil_day, ceil_hour, floor_day, rfc3339, utcnow
 
 log = logging.getLogger(__name__)
+
+__all__ = ["CollectOptions", "DeadlineExceeded", "OrgResult", "OrganizationSync", "Stopped",
+           "Window", "collect", "plan_stream", "record_run", "write_window"]
 
 STREAMS = ("usage", "cost")
 ProgressFactory = Callable[[str, int], "Progress"]
@@ -97,11 +101,7 @@ class CollectOptions:
     until: datetime | None = None
     refresh: bool = False
     organizations: Sequence[str] = field(default=())
-    stop: threading.Event | None = None  # set it to stop at the next window boundary
-
-
-class Stopped(Exception):
-    """The run was asked to stop (SIGTERM to the worker); stored windows are kept."""
+    stop: threading.Event | None = None  # set it to stop at once (stored windows are kept)
 
 
 # --- planning (pure) -------------------------------------------------------------------------
@@ -189,6 +189,13 @@ def write_window(config: Config, organization: str, window: Window,
     table, columns = _table(window.stream)
     seen: set[str] = set()
     for row in rows:
+        if not window.start <= row.bucket_start < window.end:
+            # It would land outside the window this transaction replaces (and overwrite a
+            # row of another window on its key).
+            raise MalformedResponse(f"organization {organization!r}: the API reported a "
+                                    f"{window.stream} bucket starting {rfc3339(row.bucket_start)}"
+                                    f" for {rfc3339(window.start)}..{rfc3339(window.end)}; "
+                                    "nothing of the window was stored")
         if row.row_key in seen:
             raise CollectionError(f"organization {organization!r}: the API reported the same "
                                   f"{window.stream} row twice in {rfc3339(window.start)}.."
@@ -278,14 +285,19 @@ def reprice_if_needed(config: Config) -> bool:
         return estimates.ensure_current(conn, price_table(config.prices))
 
 
-def refresh_model_lines(config: Config, now: datetime) -> None:
-    """Model lines from the Models API when configured; a failure only costs freshness."""
+def refresh_model_lines(config: Config, now: datetime,
+                        stop: threading.Event | None = None) -> None:
+    """Model lines from the Models API when configured, within the collection deadline; a
+    failure only costs freshness (a stop is noticed by the organizations' runs next)."""
     from collectors.models import refresh_models
 
+    bounds = RunBounds("the Models API", config.collection.job_deadline_seconds, stop)
     try:
-        refresh_models(config, now)
+        refresh_models(config, now, bounds=bounds)
     except SpendwatchError as exc:
         log.warning("model lines not refreshed (routing falls back on model IDs): %s", exc)
+    except Stopped:
+        pass
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -294,16 +306,18 @@ class OrganizationSync:
     """Collects one organization: names, then every planned window of both streams."""
 
     def __init__(self, config: Config, org: OrganizationConfig, now: datetime,
-                 policy: RetryPolicy):
+                 policy: RetryPolicy, bounds: RunBounds | None = None):
         self.config = config
         self.org = org
         self.now = now
+        self.bounds = bounds or RunBounds(f"organization {org.name!r}",
+                                          config.collection.job_deadline_seconds)
         key = resolve_admin_key(config, org)
         settings = config.collection
-        self._legacy = LegacyClient(org, key, settings, policy)
-        self._analytics: SourceClient = (AnalyticsClient(org, key, settings, policy)
+        self._legacy = LegacyClient(org, key, settings, policy, self.bounds)
+        self._analytics: SourceClient = (AnalyticsClient(org, key, settings, policy, self.bounds)
                                          if org.source == "analytics" else self._legacy)
-        self._names = NamesClient(org, key, settings, policy)
+        self._names = NamesClient(org, key, settings, policy, self.bounds)
         self._prices = price_table(config.prices)
         self._default_workspace: str | None = None
 
@@ -370,10 +384,20 @@ class OrganizationSync:
 
     def run(self, options: CollectOptions, progress_factory: ProgressFactory | None,
             result: OrgResult) -> None:
-        """Collect; fills ``result`` as windows land. Raises on the first failure."""
+        """Collect; fills ``result`` as windows land. Raises on the first failure.
+
+        A refused key (401/403) is always an error: when only the names refresh got it, the
+        windows are still collected and the AuthError is raised at the end.
+        """
+        refused: AuthError | None = None
         try:
             self.refresh_names()
-        except SpendwatchError as exc:  # names are optional (a read:analytics key may not list)
+        except DeadlineExceeded:
+            raise
+        except AuthError as exc:
+            refused = exc  # raised after the windows, and told then
+            log.info("organization %r: names not refreshed: %s", self.org.name, exc)
+        except SpendwatchError as exc:  # other failures only cost the names' freshness
             log.warning("organization %r: names not refreshed: %s", self.org.name, exc)
         self.load_default_workspace()
         windows = self.plan(options)
@@ -384,6 +408,9 @@ class OrganizationSync:
                     raise Stopped(f"organization {self.org.name!r}: stopped after "
                                   f"{result.windows} of {len(windows)} windows; the next run "
                                   "resumes")
+                self.bounds.check(f"organization {self.org.name!r}: {window.stream} "
+                                  f"{rfc3339(window.start)}..{rfc3339(window.end)}, after "
+                                  f"{result.windows} of {len(windows)} windows")
                 rows, refreshed = self.fetch(window)
                 provisional_after = self.now - self.lookback(window.stream)
                 write_window(self.config, self.org.name, window, rows, refreshed,
@@ -398,15 +425,24 @@ class OrganizationSync:
         finally:
             if progress:
                 progress.close()
+        if refused is not None:
+            raise refused
 
 
 def collect(config: Config, options: CollectOptions | None = None, now: datetime | None = None,
             progress_factory: ProgressFactory | None = None,
-            sleep: Callable[[float], None] = time.sleep) -> list[OrgResult]:
+            sleep: Callable[[float], None] | None = None) -> list[OrgResult]:
     """Collect every configured organization (or those named in ``options``).
 
     One organization failing does not stop the others: its error is in its result and in
-    ``collection_runs``. Raises ConfigError before any network call when a key is missing.
+    ``collection_runs``. A routine run (no ``since``: the worker's, or ``collect`` without
+    ``--since``) has ``collection.job_deadline_seconds`` per organization in all: past it, the
+    run stops at once (mid-page too) and is recorded as failed with the reason. An explicit
+    backfill (``since`` given, e.g. a year of history) has no whole-run deadline: it may
+    rightly take longer, and is bounded per request (the HTTP timeout, a repeated cursor, an
+    oversized page) and by the stop flag (Ctrl-C). ``sleep`` waits between retries (default:
+    a wait that a stop cuts short).
+    Raises ConfigError before any network call when a key is missing.
     """
     options = options or CollectOptions()
     now = now or utcnow()
@@ -414,22 +450,26 @@ def collect(config: Config, options: CollectOptions | None = None, now: datetime
     for org in orgs:
         resolve_admin_key(config, org)  # every key problem surfaces before anything runs
     reprice_if_needed(config)
-    refresh_model_lines(config, now)
+    refresh_model_lines(config, now, options.stop)
     results = []
     for org in orgs:
         started, clock_start = now, time.monotonic()  # run times on the injected clock
         result = OrgResult(org.name)
+        deadline = (config.collection.job_deadline_seconds if options.since is None
+                     else float("inf"))
+        bounds = RunBounds(f"organization {org.name!r}", deadline, options.stop)
         policy = RetryPolicy(max_attempts=config.collection.max_attempts,
                              max_retry_after=config.collection.max_retry_after_seconds,
-                             cap_setting=CAP_SETTING,
-                             deadline=time.monotonic() + config.collection.job_deadline_seconds,
-                             sleep=sleep)
+                             cap_setting=CAP_SETTING, deadline=bounds.deadline,
+                             sleep=sleep or bounds.sleep, clock=bounds.clock)
         try:
-            OrganizationSync(config, org, now, policy).run(options, progress_factory, result)
+            OrganizationSync(config, org, now, policy, bounds).run(options, progress_factory,
+                                                                   result)
         except SpendwatchError as exc:
             result.error = str(exc)
             result.auth_failed = isinstance(exc, AuthError)
-            log.error("%s", exc)
+            # Told once by the caller: the CLI's "error:" line, the worker's log line.
+            log.info("%s", exc)
         except Stopped as exc:
             result.error, result.stopped = str(exc), True
             log.warning("%s", exc)

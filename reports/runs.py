@@ -12,6 +12,9 @@ meanwhile has it written again from the warehouse before it goes out (:func:`res
 Cost keeps changing for ``collection.cost_lookback_hours`` after the week ends: the summary
 says so, and once the collectors have read past that moment the worker writes the file again,
 once. One organization failing never stops another, nor the alerts.
+
+Report files are the organization's spending: each is written 0600, and the folders made for
+them 0700, whatever the umask (:func:`write_private`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from reports.weekly import default_report_path, iso_week_range, total_cost, week
 from spendwatch import storage
 from spendwatch.config import Config
 from spendwatch.errors import ConfigError, ReportError, SpendwatchError
+from spendwatch.files import make_private, private_folder
 from spendwatch.numbers import tokens, usd
 from spendwatch.warehouse.batch import Batch
 
@@ -53,6 +57,18 @@ class ReportRun:
     action: str
     detail: str
     path: Path | None = None
+
+
+def write_private(rows: list[dict[str, Any]], path: Path) -> Path:
+    """:func:`reports.weekly.write_csv` into a folder created 0700 when missing, the file
+    then 0600. Raises ReportError (one line) when it cannot be written."""
+    try:
+        private_folder(path.parent)
+    except OSError:
+        pass  # write_csv says why, in its one line
+    target = write_csv(rows, path)
+    make_private(target)
+    return target
 
 
 def _already(config: Config, organization: str, week: str) -> tuple[Any, ...] | None:
@@ -74,7 +90,7 @@ def _write(config: Config, organization: str, week: str, now: datetime
         rows = weekly_rows(batch, monday, sunday, organization)
         final = settled(conn, config, organization, week)
         summary = summarise(batch, organization, week, rows, path, now, final)
-    write_csv(rows, path)
+    write_private(rows, path)
     summary = replace(summary, csv_size=path.stat().st_size)
     return summary, ReportRun(organization, week, "written",
                               f"{usd(summary.total_usd)}, {tokens(len(rows))} rows", path)
@@ -123,13 +139,13 @@ def _rewrite_final(config: Config, organization: str, week: str, path: str,
     total = total_cost(rows)
     target, error = Path(path), None
     try:
-        write_csv(rows, target)
+        write_private(rows, target)
     except ReportError as exc:
         error = str(exc)
         fallback = default_report_path(config, organization, week)
         if fallback != target:
             try:
-                target, error = write_csv(rows, fallback), None
+                target, error = write_private(rows, fallback), None
             except ReportError:
                 pass
     with storage.writer(config) as conn:
@@ -192,7 +208,7 @@ def check_reports_folder(config: Config) -> Config:
         return config
     folder = config.reports_folder
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        private_folder(folder)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".spendwatch-check-"):
             pass
     except OSError as exc:
@@ -305,7 +321,7 @@ def restore_files(config: Config) -> None:
         try:
             with storage.reader(config) as conn:
                 rows = weekly_rows(Batch(conn, config), monday, sunday, organization)
-            write_csv(rows, path)
+            write_private(rows, path)
         except SpendwatchError as exc:
             log.error("the report file %s cannot be written again: %s", path, exc)
         except Exception:

@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo
 
 from spendwatch.config import Config
 from spendwatch.errors import ReportError
+from spendwatch.text import csv_cell
 from spendwatch.timeutil import local_today
 from spendwatch.warehouse.batch import Batch
 from spendwatch.warehouse.spend import CACHE_STATUSES, spend
@@ -49,7 +50,6 @@ COLUMNS = (*DIMENSION_COLUMNS, *TOKEN_COLUMNS, "cost_usd", "list_cost_usd", "cos
 BASIS_RANK = {"billed": 0, "allocated": 1, "estimated": 2}
 MICRO = Decimal("0.000001")
 _WEEK = re.compile(r"(\d{4})-W(\d{2})")
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def iso_week_range(week: str) -> tuple[date, date]:
@@ -165,11 +165,9 @@ def _money(value: Decimal | None) -> str:
 
 
 def _text(value: Any) -> str:
-    """A text cell; one a spreadsheet would run as a formula gets a leading quote."""
-    if value is None:
-        return ""
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+    """A text cell (:func:`spendwatch.text.csv_cell`): control characters replaced, and one a
+    spreadsheet would run as a formula gets a leading quote."""
+    return csv_cell(value)
 
 
 def csv_cells(rows: Sequence[dict[str, Any]]) -> list[list[str]]:

@@ -17,6 +17,8 @@ name, kind, channels, scope, timing, params); what a channel or rule kind takes 
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -25,9 +27,11 @@ from datetime import time as dt_time, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from spendwatch.errors import ConfigError
+from spendwatch.files import check_private
 from spendwatch.secrets import Secret, resolve_secret
 from spendwatch.pricing import PriceRow, parse_price_row
 
@@ -71,7 +75,7 @@ class CollectionConfig:
     timeout_seconds: float = 30.0
     max_attempts: int = 5
     max_retry_after_seconds: float = 60.0
-    job_deadline_seconds: float = 1800.0
+    job_deadline_seconds: float = 240.0
 
 
 LINES = ("haiku", "sonnet", "opus")
@@ -161,10 +165,42 @@ class ReportsConfig:
 
 @dataclass(frozen=True)
 class DashboardConfig:
-    """Where ``spendwatch dashboard`` listens (only on this machine unless told otherwise)."""
+    """Where ``spendwatch dashboard`` listens (only on this machine unless told otherwise), and
+    who may log in (docs/dashboard-login.md).
+
+    ``auth_secrets_file`` (absolute once loaded; relative paths are relative to the config
+    file's folder) is a Streamlit secrets file holding ``[auth]`` for ``st.login``; with it, a
+    visitor must log in with an address in ``allowed_emails`` or a domain in
+    ``allowed_domains`` (both lower-cased), and ``email_verified`` must be true unless
+    ``require_verified_email = false``.
+    """
 
     host: str = "127.0.0.1"
     port: int = 8501
+    auth_secrets_file: str | None = None
+    allowed_emails: tuple[str, ...] = ()
+    allowed_domains: tuple[str, ...] = ()
+    require_verified_email: bool = True
+
+    @property
+    def login_required(self) -> bool:
+        """Whether visitors must log in (``auth_secrets_file`` is set)."""
+        return self.auth_secrets_file is not None
+
+    @property
+    def on_loopback(self) -> bool:
+        """Whether it listens on this machine only (localhost, 127.0.0.0/8, ::1)."""
+        return is_loopback(self.host)
+
+    def admits(self, email: str | None, email_verified: object = None) -> bool:
+        """Whether a logged-in user with ``email`` (and the ID token's ``email_verified``)
+        may see the dashboard: the address or its domain is on the allow-list."""
+        if not email or (self.require_verified_email and email_verified is not True):
+            return False
+        address = email.strip().lower()
+        if not _EMAIL.match(address):  # one "@", no spaces: "a@b@corp.example" is no address
+            return False
+        return address in self.allowed_emails or address.split("@")[1] in self.allowed_domains
 
 
 @dataclass(frozen=True)
@@ -262,8 +298,120 @@ def check_table(path: Path, raw: Any, where: str, schema: Mapping[str, type],
 
 def _positive(path: Path, where: str, values: dict[str, Any]) -> None:
     for key, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{path}: {where}.{key} must be a finite number, not {value}; "
+                              "fix the value (see config.example.toml)")
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
             raise ConfigError(f"{path}: {where}.{key} must be greater than 0, not {value}")
+
+
+#: The most each number of [collection] and [storage] may be, and why: beyond it the code
+#: cannot use it (a date before year 1, an hours-long stall) or it silently stops collecting.
+LIMITS: dict[str, tuple[float, str]] = {
+    "collection.interval_minutes": (7 * 24 * 60, "a week"),
+    "collection.initial_backfill_days": (3650, "ten years"),
+    "collection.usage_lookback_hours": (90 * 24, "90 days"),
+    "collection.cost_lookback_hours": (90 * 24, "90 days"),
+    "collection.timeout_seconds": (3600, "an hour"),
+    "collection.max_attempts": (100, "attempts per request"),
+    "collection.max_retry_after_seconds": (3600, "an hour"),
+    "collection.job_deadline_seconds": (7 * 24 * 3600, "a week"),
+    "storage.lock_timeout_seconds": (3600, "an hour"),
+}
+
+
+def _at_most(path: Path, where: str, values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        limit = LIMITS.get(f"{where}.{key}")
+        if limit is not None and value > limit[0]:
+            raise ConfigError(f"{path}: {where}.{key} must be at most {limit[0]:g} "
+                              f"({limit[1]}), not {value}")
+
+
+def _collection(path: Path, values: dict[str, Any]) -> CollectionConfig:
+    """``[collection]`` with its ranges checked; a run's deadline stays below the interval
+    (the next run would otherwise find this one still going and be skipped), and when it is
+    not set it defaults to the smaller of its default and 80% of the interval."""
+    _positive(path, "collection", values)
+    _at_most(path, "collection", values)
+    if not 1 <= values.get("page_limit", 1000) <= 1000:
+        raise ConfigError(f"{path}: collection.page_limit must be between 1 and 1000")
+    interval = values.get("interval_minutes", CollectionConfig.interval_minutes) * 60
+    if "job_deadline_seconds" not in values:
+        values["job_deadline_seconds"] = min(CollectionConfig.job_deadline_seconds,
+                                             0.8 * interval)
+    elif values["job_deadline_seconds"] >= interval:
+        raise ConfigError(f"{path}: collection.job_deadline_seconds must be below "
+                          f"collection.interval_minutes x 60 ({interval} s), not "
+                          f"{values['job_deadline_seconds']:g}; lower it or raise the interval")
+    return CollectionConfig(**values)
+
+
+def _storage(path: Path, values: dict[str, Any]) -> StorageConfig:
+    _positive(path, "storage", values)
+    _at_most(path, "storage", values)
+    if "database" in values and not values["database"].strip():
+        raise ConfigError(f"{path}: storage.database is empty; name a DuckDB file such as "
+                          "\"data/spendwatch.duckdb\"")
+    return StorageConfig(**values)
+
+
+#: Folders of the kernel and devices: never a place for the database.
+SYSTEM_FOLDERS = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def check_database_path(config: Config) -> None:
+    """The database path is a file that can be (or is) a database: not under /proc, /sys or
+    /dev, not a folder, not in a folder that is a file. Raises ConfigError. (An existing file
+    that is not DuckDB is found when it is opened: :mod:`spendwatch.storage`.)"""
+    db = config.database_path
+    where = f"{config.path}: storage.database {db}"
+    resolved = db.resolve()
+    for system in SYSTEM_FOLDERS:
+        if resolved == system or system in resolved.parents:
+            raise ConfigError(f"{where} is under {system}, a system folder; point "
+                              "storage.database at a file in a folder of yours")
+    if db.is_dir():
+        raise ConfigError(f"{where} is a folder; name a file in it, such as "
+                          f"{db / 'spendwatch.duckdb'}")
+    for parent in db.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{where}: {parent} is a file, not a folder; point "
+                                  "storage.database at a file in a folder")
+            break
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` is this machine only: ``localhost``, 127.0.0.0/8 or ``::1``."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(path: Path, key: str, url: str) -> str:
+    """``url`` without a trailing slash: http(s) with a host, and https unless the host is
+    loopback (plain http would send the key in clear text). Raises ConfigError."""
+    url = url.rstrip("/")
+    try:
+        parts = urlsplit(url)
+        scheme, host = parts.scheme, parts.hostname
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:  # "http://[::1", "https://host:99999"
+        scheme, host = "", None
+    if scheme not in ("http", "https") or not host:
+        raise ConfigError(f"{path}: {key} must be a URL such as https://api.anthropic.com, "
+                          f"not {preview(url)}")
+    if scheme == "http" and not is_loopback(host):
+        raise ConfigError(f"{path}: {key} must use https:// ({host} is not this machine, and "
+                          "http:// would send the key in clear text); plain http is for "
+                          "127.0.0.1, localhost or ::1 only")
+    return url
 
 
 _ORG_SCHEMA = {"name": str, "source": str, "base_url": str, "admin_key_env": str,
@@ -300,15 +448,17 @@ def _organizations(path: Path, raw: Any) -> tuple[OrganizationConfig, ...]:
     for index, item in enumerate(raw):
         where = f"organizations[{index}]"
         values = check_table(path, item, where, _ORG_SCHEMA, required=("name",))
+        if not values["name"].strip():
+            raise ConfigError(f"{path}: {where}.name is empty; give the organization a name "
+                              "such as \"acme\"")
         if values.get("source", "analytics") not in SOURCES:
             raise ConfigError(f"{path}: {where}.source must be \"analytics\" or \"legacy\", "
                               f"not {values['source']!r}")
         if "admin_key_env" in values and "admin_key_file" in values:
             raise ConfigError(f"{path}: {where} sets both admin_key_env and admin_key_file; "
                               "keep one")
-        values["base_url"] = values.get("base_url", OrganizationConfig.base_url).rstrip("/")
-        if not values["base_url"].startswith(("http://", "https://")):
-            raise ConfigError(f"{path}: {where}.base_url must start with http:// or https://")
+        values["base_url"] = check_base_url(path, f"{where}.base_url",
+                                            values.get("base_url", OrganizationConfig.base_url))
         if any(o.name == values["name"] for o in orgs):
             raise ConfigError(f"{path}: two organizations are named {values['name']!r}; "
                               "names must be unique")
@@ -353,7 +503,7 @@ def parse_ratio(path: Path, key: str, value: Any) -> Decimal:
     except (ValueError, ArithmeticError):
         raise ConfigError(f"{path}: {key} must be a number between 0 and 1, not "
                           f"{preview(value)}") from None
-    if not Decimal(0) <= ratio <= Decimal(1):
+    if not ratio.is_finite() or not Decimal(0) <= ratio <= Decimal(1):
         raise ConfigError(f"{path}: {key} must be between 0 and 1, not {value}")
     return ratio
 
@@ -378,17 +528,30 @@ def _savings(path: Path, raw: Any) -> SavingsConfig:
 
 # --- alerts ----------------------------------------------------------------------------------
 
-_DURATION = re.compile(r"^(\d+)([smhd])$")
+DURATION = re.compile(r"^(\d+)([smhd])$")  # "90s", "30m", "4h", "2d"
 _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
-def parse_duration(path: Path, key: str, value: Any) -> timedelta:
-    """``"90s"``, ``"30m"``, ``"4h"``, ``"2d"`` -> timedelta. Raises ConfigError."""
-    match = _DURATION.match(value) if isinstance(value, str) else None
+#: The longest duration a setting may name: past it a moment overflows the calendar.
+MAX_DURATION = timedelta(days=3650)
+
+
+def parse_duration(path: Path, key: str, value: Any,
+                   longest: timedelta = MAX_DURATION) -> timedelta:
+    """``"90s"``, ``"30m"``, ``"4h"``, ``"2d"`` -> timedelta, at most ``longest``. Raises
+    ConfigError."""
+    match = DURATION.match(value) if isinstance(value, str) else None
     if not match:
         raise ConfigError(f"{path}: {key} must be a duration such as \"30m\", \"4h\" or "
                           f"\"2d\", not {preview(value)}")
-    return timedelta(**{_DURATION_UNITS[match[2]]: int(match[1])})
+    number = int(match[1])
+    if number > longest.total_seconds():  # cannot be in range in any unit; keeps timedelta sane
+        number = int(longest.total_seconds()) + 1
+    length = timedelta(**{_DURATION_UNITS[match[2]]: number})
+    if length > longest:
+        raise ConfigError(f"{path}: {key} must be at most {longest.days} days, not "
+                          f"{preview(value)}")
+    return length
 
 
 def parse_money(path: Path, key: str, value: Any) -> Decimal:
@@ -439,14 +602,17 @@ def _rule(path: Path, raw: Any, where: str, channels: set[str], names: set[str])
     if unknown:
         raise ConfigError(f"{path}: {where}.channels names {unknown[0]!r}, which no "
                           "[[alerts.channels]] defines")
+    repeat_interval = parse_duration(path, f"{where}.repeat_interval",
+                                     values.get("repeat_interval", "4h"))
+    if not repeat_interval:
+        raise ConfigError(f"{path}: {where}.repeat_interval must be more than 0, such as \"4h\"")
     scope_raw = values.get("scope", {})
     scope = check_table(path, scope_raw, f"{where}.scope",
                         {k: str for k in scope_raw} if isinstance(scope_raw, dict) else {})
     return RuleConfig(
         name=values["name"], kind=values.get("kind", ""), channels=tuple(values["channels"]),
         scope=scope, params={k: v for k, v in raw.items() if k not in _RULE_COMMON},
-        repeat_interval=parse_duration(path, f"{where}.repeat_interval",
-                                       values.get("repeat_interval", "4h")),
+        repeat_interval=repeat_interval,
         pending_for=parse_duration(path, f"{where}.for", values.get("for", "0s")))
 
 
@@ -489,9 +655,49 @@ def _reports(path: Path, raw: Any, alerts: AlertsConfig, present: bool) -> Repor
                          configured=present)
 
 
+#: This machine's names, for the dashboard's Host allow-list (spendwatch.cli.dashboard).
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+_DASHBOARD_SCHEMA: dict[str, type] = {"host": str, "port": int, "auth_secrets_file": str,
+                                      "allowed_emails": list, "allowed_domains": list,
+                                      "require_verified_email": bool}
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](-*[a-z0-9])*)(\.[a-z0-9](-*[a-z0-9])*)+$")
+
+
 def _dashboard(path: Path, raw: Any) -> DashboardConfig:
-    """``[dashboard]``: where it listens and who may log in."""
-    return DashboardConfig(**check_table(path, raw, "dashboard", {"host": str, "port": int}))
+    """``[dashboard]``: where it listens and who may log in. Raises ConfigError (one line)."""
+    values = check_table(path, raw, "dashboard", _DASHBOARD_SCHEMA)
+    if not values.get("host", "127.0.0.1").strip():
+        raise ConfigError(f"{path}: dashboard.host is empty; use \"127.0.0.1\" (this machine)")
+    if not 1 <= values.get("port", 8501) <= 65535:
+        raise ConfigError(f"{path}: dashboard.port must be between 1 and 65535, not "
+                          f"{values['port']}")
+    emails = tuple(e.strip().lower() for e in values.get("allowed_emails", ()))
+    domains = tuple(d.strip().lower().removeprefix("@") for d in values.get("allowed_domains", ()))
+    for email in emails:
+        if not _EMAIL.match(email):
+            raise ConfigError(f"{path}: dashboard.allowed_emails holds {preview(email)}, which is "
+                              "not an e-mail address such as \"ana@example.com\"")
+    for domain in domains:
+        if not _DOMAIN.match(domain):
+            raise ConfigError(f"{path}: dashboard.allowed_domains holds {preview(domain)}, which "
+                              "is not a domain such as \"example.com\"")
+    secrets = values.get("auth_secrets_file")
+    if secrets is not None:
+        if not secrets.strip():
+            raise ConfigError(f"{path}: dashboard.auth_secrets_file is empty; name the Streamlit "
+                              "secrets file holding [auth] (docs/dashboard-login.md) or remove it")
+        secrets = str((path.parent / Path(secrets).expanduser()).absolute())
+        if not emails and not domains:
+            raise ConfigError(f"{path}: dashboard.auth_secrets_file is set but nobody may log in; "
+                              "add allowed_emails = [...] or allowed_domains = [...] to [dashboard]")
+    elif emails or domains:
+        raise ConfigError(f"{path}: dashboard.allowed_emails/allowed_domains need a login; set "
+                          "dashboard.auth_secrets_file (docs/dashboard-login.md)")
+    return DashboardConfig(host=values.get("host", "127.0.0.1").strip(),
+                           port=values.get("port", 8501), auth_secrets_file=secrets,
+                           allowed_emails=emails, allowed_domains=domains,
+                           require_verified_email=values.get("require_verified_email", True))
 
 
 def resolve_channel_secret(config: Config, channel: ChannelConfig,
@@ -520,25 +726,30 @@ def parse_config(path: Path, data: dict[str, Any]) -> Config:
                           "name such as \"America/Chicago\" or \"UTC\"") from None
     storage = check_table(path, top.get("storage", {}), "storage", _STORAGE_SCHEMA)
     collection = check_table(path, top.get("collection", {}), "collection", _COLLECTION_SCHEMA)
-    _positive(path, "storage", storage)
-    _positive(path, "collection", collection)
-    if not 1 <= collection.get("page_limit", 1000) <= 1000:
-        raise ConfigError(f"{path}: collection.page_limit must be between 1 and 1000")
     alerts = _alerts(path, top.get("alerts", {}))
-    return Config(
+    config = Config(
         path=path,
         timezone=tz_name,
-        storage=StorageConfig(**storage),
-        collection=CollectionConfig(**collection),
+        storage=_storage(path, storage),
+        collection=_collection(path, collection),
         organizations=_organizations(path, top.get("organizations")),
         features=_features(path, top.get("features", [])),
         prices=_prices(path, top.get("pricing", {})),
         savings=_savings(path, top.get("savings", {})),
-        models=ModelsConfig(**check_table(path, top.get("models", {}), "models", _MODELS_SCHEMA)),
+        models=_models(path, top.get("models", {})),
         alerts=alerts,
         dashboard=_dashboard(path, top.get("dashboard", {})),
         reports=_reports(path, top.get("reports", {}), alerts, "reports" in top),
     )
+    check_database_path(config)
+    return config
+
+
+def _models(path: Path, raw: Any) -> ModelsConfig:
+    values = check_table(path, raw, "models", _MODELS_SCHEMA)
+    if "base_url" in values:
+        values["base_url"] = check_base_url(path, "models.base_url", values["base_url"])
+    return ModelsConfig(**values)
 
 
 def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -547,8 +758,10 @@ def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 
 def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
-    """Read and validate the config file. Raises ConfigError with a one-line message."""
+    """Read and validate the config file. Raises ConfigError with a one-line message, also
+    when the file is open to group or others (it says where every secret is: ``chmod 600``)."""
     path = config_path(explicit)
+    check_private(path, "the config file")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

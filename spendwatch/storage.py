@@ -4,6 +4,10 @@ DuckDB lets one process write only while no other process has the file open at a
 conflicting open fails at once. So (DESIGN.md): a writer opens, writes one transaction, and
 closes, per job; a reader opens ``read_only=True`` per query batch and closes; both retry the
 lock error with a bounded backoff; nobody caches a connection.
+
+The database and the folders created for it are owner-only (0600, 0700: :mod:`spendwatch.files`),
+whatever the umask. A path that cannot be a database (a file that is not DuckDB, a folder, a
+folder that cannot be created) is a ConfigError of one line: the user's to fix.
 """
 
 from __future__ import annotations
@@ -18,11 +22,18 @@ from typing import Callable, ContextManager, Iterator
 import duckdb
 
 from spendwatch.config import Config
-from spendwatch.errors import DatabaseBusy, DatabaseMissing
+from spendwatch.errors import ConfigError, DatabaseBusy, DatabaseMissing
+from spendwatch.files import is_private, make_private, private_folder
 
 log = logging.getLogger(__name__)
 
 _LOCK_MARKERS = ("Could not set lock", "different configuration", "Conflicting lock")
+#: DuckDB's words when the path cannot hold a database at all: the user's mistake.
+_NOT_A_DATABASE = {"not a valid DuckDB database": "is not a DuckDB database",
+                   "Is a directory": "is a folder",
+                   "Permission denied": "cannot be opened (permission denied)",
+                   "No such file or directory": "cannot be created (no such folder)",
+                   "Read-only file system": "cannot be written (read-only file system)"}
 
 
 def is_lock_error(exc: BaseException) -> bool:
@@ -44,6 +55,11 @@ def _open_with_retry(path: Path, read_only: bool, timeout: float) -> duckdb.Duck
             return conn
         except (duckdb.IOException, duckdb.ConnectionException) as exc:
             if not is_lock_error(exc):
+                for marker, problem in _NOT_A_DATABASE.items():
+                    if marker in str(exc):
+                        raise ConfigError(f"the database {path} {problem}; point "
+                                          "storage.database at spendwatch's database or at "
+                                          "a new file in a folder of yours") from None
                 raise
             if time.monotonic() + delay > deadline:
                 raise DatabaseBusy(
@@ -68,16 +84,27 @@ def reader(config: Config) -> ContextManager[duckdb.DuckDBPyConnection]:
 def writer_at(path: Path, lock_timeout: float = 10.0) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-write connection with migrations applied; closed on exit.
 
-    Creates the file (and its folder) if missing. Raises DatabaseBusy when the file stays
-    locked past ``lock_timeout`` seconds.
+    Creates the file (0600) and its folder (0700) if missing. Raises DatabaseBusy when the
+    file stays locked past ``lock_timeout`` seconds, ConfigError when the path cannot be a
+    database.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        private_folder(path.parent)
+    except OSError as exc:
+        raise ConfigError(f"the database folder {path.parent} cannot be created "
+                          f"({exc.strerror or type(exc).__name__}); point storage.database "
+                          "at a file in a folder of yours") from None
+    created = not path.exists()
     conn = _open_with_retry(path, read_only=False, timeout=lock_timeout)
+    if created:
+        make_private(path)
     try:
         migrate(conn)
         yield conn
     finally:
         conn.close()
+        if is_private(path):  # a write-ahead log left behind holds the data too
+            make_private(path.with_name(path.name + ".wal"))
 
 
 @contextmanager
@@ -423,11 +450,17 @@ def _m004_reports(conn: duckdb.DuckDBPyConnection) -> None:
         )""")
 
 
+def _m005_silence_authors(conn: duckdb.DuckDBPyConnection) -> None:
+    # Who made a silence: the dashboard's logged-in e-mail address, or the CLI's OS user.
+    conn.execute("ALTER TABLE alert_silences ADD COLUMN created_by VARCHAR")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial", _m001_initial),
     (2, "pricing", _m002_pricing),
     (3, "alerts", _m003_alerts),
     (4, "reports", _m004_reports),
+    (5, "silence_authors", _m005_silence_authors),
 ]
 
 

@@ -155,6 +155,7 @@ def write_config(folder: Path, orgs: list[dict], extra: str = "",
             + "\n".join(blocks) + extra)
     path = folder / "config.toml"
     path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)  # spendwatch refuses a config open to group or others
     return path
 
 

@@ -22,14 +22,16 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)
     return path
 
 
 MINIMAL = '[[organizations]]\nname = "acme"\n'
 
 
-def test_example_config_is_valid_and_holds_no_secret() -> None:
-    config = load_config(REPO / "config.example.toml")
+def test_example_config_is_valid_and_holds_no_secret(tmp_path: Path) -> None:
+    copy = write(tmp_path / "config.toml", (REPO / "config.example.toml").read_text())
+    config = load_config(copy)  # as README says: copied, then chmod 600
     assert [o.name for o in config.organizations] == ["acme"]
     text = (REPO / "config.example.toml").read_text()
     # key shapes are named ("sk-ant-admin01-..."), no key is written out
@@ -104,9 +106,10 @@ def test_the_config_comes_from_the_environment_variable(tmp_path: Path,
 
 def test_the_admin_key_is_read_from_a_file_and_never_shown(tmp_path: Path) -> None:
     key_file = write(tmp_path / "key", "sk-ant-admin01-secret-value\n")
+    key_file.chmod(0o600)
     config = load_config(write(tmp_path / "c.toml",
                                f'[[organizations]]\nname = "a"\nadmin_key_file = "{key_file}"\n'))
     key = resolve_admin_key(config, config.organizations[0])
     assert key.reveal() == "sk-ant-admin01-secret-value"
     assert "secret" not in repr(key) and "secret" not in str(key)
-    assert "secret" not in repr(config)
+    assert "secret-value" not in repr(config)

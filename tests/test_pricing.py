@@ -112,6 +112,7 @@ def test_a_config_row_overrides_the_shipped_price_from_its_day(tmp_path: Path) -
     path.write_text('[[organizations]]\nname = "a"\n[[pricing.prices]]\n'
                     'model = "claude-sonnet-5-5"\ncomponent = "input"\nprice_usd = "1.5"\n'
                     'unit = "per_mtok"\neffective_from = "2026-11-01"\n')
+    path.chmod(0o600)
     overridden = price_table(load_config(path).prices)
     assert overridden.price("claude-sonnet-5-5", "input", date(2026, 10, 31)) == D("2")
     assert overridden.price("claude-sonnet-5-5", "input", date(2026, 11, 1)) == D("1.5")
@@ -123,6 +124,7 @@ def test_a_float_price_in_config_is_refused(tmp_path: Path) -> None:
     path.write_text('[[organizations]]\nname = "a"\n[[pricing.prices]]\nmodel = "m"\n'
                     'component = "input"\nprice_usd = 0.3\nunit = "per_mtok"\n'
                     'effective_from = "2026-11-01"\n')
+    path.chmod(0o600)
     with pytest.raises(ConfigError, match=r'pricing.prices\[0\]: write price_usd as a string'):
         load_config(path)
 

@@ -1,7 +1,8 @@
 """Alerts: what fires, recent episodes, delivery attempts, broken channels, silences.
 
 Silences are the one thing the dashboard writes: created through ``alerts.silences.add_silence``
-(as ``spendwatch alerts silence`` does) and ended through ``alerts.silences.expire_silence``.
+(as ``spendwatch alerts silence`` does), recording who made it (the logged-in address, see
+:mod:`app.door`), and ended through ``alerts.silences.expire_silence``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import streamlit as st
 from alerts import history
 from alerts.states import State
 from alerts.silences import add_silence, expire_silence
-from app import charts, data
-from app.format import frame, iso_wall_time, local
+from app import charts, data, door
+from app.format import frame, iso_wall_time, local, md
 from spendwatch.config import parse_duration
 from spendwatch.errors import ConfigError, DatabaseBusy
 
@@ -50,8 +51,9 @@ if not config.alerts.rules:
             "(config.example.toml shows every kind).")
 
 for channel in broken:
-    st.error(f"Channel **{channel['channel']}** is broken since {local(channel['since'], tz)}: "
-             f"{channel['reason']}. Nothing is sent to it until it is fixed; then run "
+    st.error(f"Channel **{md(channel['channel'])}** is broken since "
+             f"{local(channel['since'], tz)}: {md(channel['reason'])}. Nothing is sent to it "
+             "until it is fixed; then run "
              "`spendwatch alerts test`.")
 
 st.subheader("Firing now")
@@ -111,20 +113,22 @@ st.caption("A silence stops notifications of a rule (one scope, or all); its epi
            "still recorded.")
 for silence in silences:
     scope = silence["scope_key"] or "every scope"
-    text = (f"**{silence['rule']}** ({scope}) until {local(silence['expires_at'], tz)}"
+    # As text, never Markdown: a comment is whatever its author typed.
+    text = (f"{silence['rule']} ({scope}) until {local(silence['expires_at'], tz)}, by "
+            f"{silence['created_by'] or 'someone (not recorded)'}"
             + (f": {silence['comment']}" if silence["comment"] else ""))
     if not silence["active"]:
-        st.markdown(text + " (ended)")
+        st.text(text + " (ended)")
         continue
     left, right = st.columns([5, 1])
-    left.markdown(text)
+    left.text(text)
     if right.button("Expire now", key=f"alerts_expire_{silence['id']}"):
         try:
             ended = expire_silence(config, silence["id"], now)
         except DatabaseBusy:
             st.warning(data.BUSY_MESSAGE)
         else:
-            _done(f"Silence of {silence['rule']} ({scope}) ended." if ended
+            _done(f"Silence of {md(silence['rule'])} ({md(scope)}) ended." if ended
                   else "That silence had already ended.")
 
 rules = [r.name for r in config.alerts.rules]
@@ -148,10 +152,11 @@ if rules:
                 try:
                     add_silence(config, rule,
                                 None if scope_choice == "every scope" else scope_choice,
-                                until, now, comment.strip() or None)
+                                until, now, comment.strip() or None,
+                                created_by=door.viewer())
                 except DatabaseBusy:
                     st.warning(data.BUSY_MESSAGE)
                 except ConfigError as exc:
                     st.error(str(exc))
                 else:
-                    _done(f"{rule} ({scope_choice}) silenced until {local(until, tz)}.")
+                    _done(f"{md(rule)} ({md(scope_choice)}) silenced until {local(until, tz)}.")

@@ -10,7 +10,7 @@ import streamlit as st
 from alerts import history
 from alerts.states import State
 from app import charts, data
-from app.format import ago, frame, iso_wall_time, local, percent, period_text, usd
+from app.format import ago, frame, iso_wall_time, local, md, percent, period_text, usd
 from spendwatch.warehouse import figures as views
 
 config = data.config()
@@ -57,8 +57,10 @@ elif budget:
         delta=f"{usd(abs(over))} {'over' if over > 0 else 'under'} budget",
         delta_color="inverse" if over > 0 else "normal", delta_arrow="off",
         help=f"Month-to-date + the average of this month's complete days x the days left, "
-             f"against the {usd(budget.budget_usd)} budget of the alert rule {budget.rule!r}"
-             + (f" ({', '.join(budget.organizations)})" if budget.organizations else "") + ".")
+             f"against the {usd(budget.budget_usd)} budget of the alert rule "
+             f"\"{md(budget.rule)}\""
+             + (f" ({', '.join(md(o) for o in budget.organizations)})"
+                if budget.organizations else "") + ".")
 else:
     col_forecast.metric("Month-end forecast", usd(month.forecast_usd),
                         help="Month-to-date + the average of this month's complete days x the "
@@ -83,24 +85,25 @@ col_potential.metric("Biggest potential saving",
                      f"{usd(biggest.monthly_usd)} a month" if biggest else usd(Decimal(0)),
                      help="From the savings ledger of the last 30 complete days.")
 if biggest:
-    col_potential.caption(biggest.change[:1].upper() + biggest.change[1:] + ".")
+    col_potential.caption(md(biggest.change[:1].upper() + biggest.change[1:] + "."))
 
 st.subheader("Data freshness")
 for item in fresh:
     estimated = (item.usage_through and item.billed_through
                  and item.usage_through > item.billed_through)
-    text = (f"**{item.organization}**: billed through {local(item.billed_through, tz)}"
+    text = (f"**{md(item.organization)}**: billed through {local(item.billed_through, tz)}"
             + (f", estimated after (usage through {local(item.usage_through, tz)})"
                if estimated else "")
             + (f", provisional since {local(item.provisional_since, tz)}"
                if item.provisional_since else "")
-            + f". Last collection {ago(item.last_run_at, now)} ({item.last_run_status or 'none'})"
+            + f". Last collection {ago(item.last_run_at, now)} "
+              f"({md(item.last_run_status or 'none')})"
             + (f"; last success {ago(item.last_success_at, now)}"
                if item.last_run_status != "ok" else "") + ".")
     if item.stale:
         st.warning(text + " The data is stale: is `spendwatch run` running?")
     elif item.last_run_status == "failed":
-        st.warning(text + f" The last run failed: {item.last_run_error}")
+        st.warning(text + f" The last run failed: {md(item.last_run_error)}")
     else:
         st.markdown(text)
 
@@ -117,11 +120,12 @@ st.subheader("Firing alerts")
 if firing:
     with st.container(border=True):
         for alert in sorted(firing, key=lambda a: (a["silenced"], a["state"] != State.FIRING)):
-            scope = "" if alert["scope_key"] == "all" else f" ({alert['scope_key']})"
+            scope = "" if alert["scope_key"] == "all" else f" ({md(alert['scope_key'])})"
             mark = (":gray[silenced]" if alert["silenced"] else ":red[**firing**]"
                     if alert["state"] == State.FIRING else ":orange[pending]")
-            st.markdown(f"{mark} **{alert['rule']}**{scope} {alert['level']}: "
-                        f"{alert['summary']}")
+            # Scopes and summaries hold API names: literal text, never Markdown.
+            st.markdown(f"{mark} **{md(alert['rule'])}**{scope} {md(alert['level'])}: "
+                        f"{md(alert['summary'])}")
     st.page_link("pages/alerts.py", label="Episodes, deliveries and silences",
                  icon=":material/notifications:")
 else:

@@ -9,9 +9,10 @@ from decimal import Decimal
 import streamlit as st
 
 from app import charts, data, widgets
-from app.format import frame, iso_wall_time, period_text, usd
+from app.format import frame, iso_wall_time, md, period_text, usd
 import reports.history as reports_history
 import reports.weekly as reports
+from spendwatch.text import code_span
 from spendwatch.warehouse import figures as views
 
 config = data.config()
@@ -71,10 +72,11 @@ schedule = config.reports
 if not schedule.enabled:
     st.caption("The worker writes no weekly report: `[reports] enabled = false` in the config.")
 else:
-    sent_to = ", ".join(schedule.channels) or "no channel (set `[reports] channels`)"
+    sent_to = (", ".join(md(c) for c in schedule.channels)
+               or "no channel (set `[reports] channels`)")
     st.caption(f"The worker writes last week's report of each organization every "
                f"{schedule.weekday.capitalize()} from {schedule.time:%H:%M} ({config.tz.key}) "
-               f"into `{config.reports_folder}`, and sends it once to {sent_to}.")
+               f"into {code_span(config.reports_folder)}, and sends it once to {sent_to}.")
     runs = data.load(reports_history.report_runs, 20)
     if runs:
         st.dataframe(frame([{"week": r["week"], "organization": r["organization"],

@@ -8,7 +8,7 @@ from decimal import Decimal
 import streamlit as st
 
 from app import charts, data, widgets
-from app.format import frame, percent, usd
+from app.format import frame, md, percent, usd
 from spendwatch.warehouse import figures as views
 from spendwatch.savings import LEVERS
 
@@ -56,7 +56,7 @@ for col, lever in zip(cols, LEVERS):
                help=f"{usd(totals.potential_period_usd[lever])} over the {book.days} days.")
 if book.potential:
     for item in book.potential:
-        st.markdown(f"- **{item.lever}**, {item.feature}: {item.change}")
+        st.markdown(f"- **{md(item.lever)}**, {md(item.feature)}: {md(item.change)}")
     st.altair_chart(charts.lever_bars(frame(
         [{"lever": p.lever, "feature": p.feature, "cost_usd": p.monthly_usd}
          for p in book.potential]), "Potential per month, per lever and feature"),
@@ -66,7 +66,8 @@ else:
 
 st.subheader("Model mix per feature against the target")
 target = config.savings.target_mix
-st.caption("Target: " + ", ".join(f"{line} {percent(share, 0)}" for line, share in target.items())
+st.caption("Target: " + ", ".join(f"{md(line)} {md(percent(share, 0))}"
+                                  for line, share in target.items())
            + " of the spend on the routed lines (haiku, sonnet, opus).")
 mix_rows = [{"row": "target", "line": line, "share": share, "cost_usd": None}
             for line, share in target.items()]
@@ -79,4 +80,4 @@ if len(mix_rows) > len(target):
 others = [m for m in saved.mix if m["share"] is None]
 if others:
     st.caption("Not routed (other lines or unknown models): " + ", ".join(
-        f"{m['feature']} {m['line']} {usd(m['cost_usd'])}" for m in others) + ".")
+        f"{md(m['feature'])} {md(m['line'])} {md(usd(m['cost_usd']))}" for m in others) + ".")

@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from random import Random
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence, TypeVar
 from zoneinfo import ZoneInfo
 
 from spendwatch.pricing import PriceTable, default_price_table
@@ -521,6 +521,22 @@ class SimulatedOrg:
             raise ValueError("now must be timezone-aware")
         self.fixed_now = now.astimezone(UTC) if now is not None else None
 
+    def rename(self, api_keys: Mapping[str, str] | None = None,
+               workspaces: Mapping[str, str] | None = None) -> None:
+        """Give API keys and workspaces (by id or slug) new names, as a user would in the
+        Console: any text, hostile names included (control characters, Markdown, formulas).
+        Usage and cost are unchanged; the name endpoints answer with the new names.
+        Raises ValueError (nothing renamed) for an unknown id or slug, or a name that is not
+        a string."""
+        with self._lock:
+            keys = _renamed(self.api_keys, api_keys or {}, "api key")
+            spaces = _renamed(self.workspaces, workspaces or {}, "workspace")
+            self.api_keys, self.workspaces = keys, spaces
+            self._key_by_slug = {k.slug: k for k in keys}
+            self.api_key_by_id = {k.id: k for k in keys}
+            self._workspace_by_slug = {w.slug: w for w in spaces}
+            self.workspace_by_id = {w.id: w for w in spaces}
+
     @property
     def revision(self) -> int:
         """How many times :meth:`revise` ran (starts at 0)."""
@@ -801,6 +817,24 @@ class SimulatedOrg:
             ],
             "models": sorted(MODEL_DISPLAY_NAMES),
         }
+
+
+_Named = TypeVar("_Named", ApiKey, Workspace)
+
+
+def _renamed(items: tuple[_Named, ...], renames: Mapping[str, str],
+             what: str) -> tuple[_Named, ...]:
+    """``items`` with the names of ``renames`` (id or slug -> name). Raises ValueError."""
+    new = {item.id: item for item in items}
+    slugs = {item.slug: item.id for item in items}
+    for ref, name in renames.items():
+        target = ref if ref in new else slugs.get(ref)
+        if target is None:
+            raise ValueError(f"{what} {ref!r}: no such id or slug")
+        if not isinstance(name, str):
+            raise ValueError(f"{what} {ref!r}: the name must be a string")
+        new[target] = replace(new[target], name=name)
+    return tuple(new[item.id] for item in items)
 
 
 def _scale(count: int, factor: Decimal) -> int:

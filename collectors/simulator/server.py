@@ -69,7 +69,10 @@ ERROR_TYPES: Mapping[int, str] = {
     504: "api_error",
     529: "overloaded_error",
 }
-FAULT_KINDS = ("error", "missing_field", "wrong_type", "delay", "disconnect")
+FAULT_KINDS = ("error", "missing_field", "wrong_type", "delay", "disconnect", "repeat_cursor",
+               "oversized_page", "bad_amount")
+#: The cursor a ``repeat_cursor`` fault hands out (unless the fault gives its ``value``).
+REPEATED_CURSOR = "sim-repeated-cursor"
 
 ANALYTICS_PATHS = {
     "/v1/organizations/analytics/usage": "usage",
@@ -102,6 +105,13 @@ class Fault:
     a dotted path in the first row, removed or given the wrong JSON type: a string becomes the
     number 12.5, anything else the string "lots"), ``delay`` (sleep ``seconds`` then answer
     normally), ``disconnect`` (close the connection without an answer).
+
+    Hostile pages (analytics and legacy usage/cost reports): ``repeat_cursor`` (the page, read
+    as a first page whatever cursor was sent, says ``has_more`` with the same ``next_page``
+    every time: ``value`` or :data:`REPEATED_CURSOR`; ``empty`` true gives no rows),
+    ``oversized_page`` (the page's rows repeated up to ``rows`` entries, whatever ``limit``
+    asked), ``bad_amount`` (every cost row's ``field``, by default the amount, set to
+    ``value``: any JSON value, e.g. ``"-50000"``, ``"1e400"``, ``"NaN"``).
     """
 
     path: str
@@ -113,6 +123,9 @@ class Fault:
     message: str | None = None
     field: str | None = None
     seconds: float = 0.0
+    value: Any = None
+    rows: int = 0
+    empty: bool = False
 
     @classmethod
     def from_json(cls, spec: Mapping[str, Any]) -> Fault:
@@ -139,6 +152,16 @@ class Fault:
         if not isinstance(seconds, (int, float)) or seconds < 0:
             raise ValueError("seconds: a number >= 0")
         message = spec.get("message")
+        rows = spec.get("rows", 0)
+        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+            raise ValueError("rows: an integer >= 0")
+        if kind == "oversized_page" and rows < 1:
+            raise ValueError("rows: an oversized_page fault needs rows >= 1")
+        if kind == "bad_amount" and "value" not in spec:
+            raise ValueError("value: a bad_amount fault needs the value to put in the amount")
+        empty = spec.get("empty", False)
+        if not isinstance(empty, bool):
+            raise ValueError("empty: true or false")
         return cls(
             path=path,
             after=after,
@@ -149,6 +172,9 @@ class Fault:
             message=str(message) if message is not None else None,
             field=fld,
             seconds=float(seconds),
+            value=spec.get("value"),
+            rows=rows,
+            empty=empty,
         )
 
 
@@ -259,6 +285,40 @@ def _corrupt(body: Any, path: str, kind: str, field_path: str | None) -> None:
         target[last] = 12.5 if isinstance(current, str) else "lots"
 
 
+def _report_rows(body: Any, path: str) -> list[Any]:
+    """The row objects of a report page: analytics ``data`` items, legacy bucket results."""
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        return []
+    if path in (LEGACY_USAGE_PATH, LEGACY_COST_PATH):
+        return [r for bucket in data if isinstance(bucket, dict)
+                for r in bucket.get("results") or []]
+    return data
+
+
+def _hostile(body: Any, path: str, fault: Fault) -> None:
+    """Apply a ``repeat_cursor`` / ``oversized_page`` / ``bad_amount`` fault to a 200 body."""
+    if not isinstance(body, dict):
+        return
+    if fault.kind == "repeat_cursor":
+        body["has_more"] = True
+        body["next_page"] = str(fault.value) if fault.value is not None else REPEATED_CURSOR
+        if fault.empty:
+            body["data"] = []
+    elif fault.kind == "oversized_page":
+        data = body.get("data") or [{}]
+        body["data"] = [data[i % len(data)] for i in range(fault.rows)]
+    elif fault.kind == "bad_amount":
+        default = "amount" if path in (LEGACY_USAGE_PATH, LEGACY_COST_PATH) else "cost.amount"
+        parts = (fault.field or default).split(".")
+        for row in _report_rows(body, path):
+            target = row
+            for part in parts[:-1]:
+                target = target.get(part) if isinstance(target, dict) else None
+            if isinstance(target, dict):
+                target[parts[-1]] = fault.value
+
+
 class SimulatorHandler(BaseHTTPRequestHandler):
     """Routes requests. Control endpoints (no auth):
 
@@ -269,6 +329,8 @@ class SimulatorHandler(BaseHTTPRequestHandler):
       ``[{"method", "path", "query": {name: [values]}, "status"}]`` (plus ``"fault"`` when
       one applied); query names as sent (``group_by[]``); headers are never recorded.
     - ``GET /_sim/org``: ids, names, revision and clock of the organization.
+    - ``POST /_sim/names`` ``{"api_keys": {"<id or slug>": "<name>"}, "workspaces": {...}}``:
+      rename keys and workspaces (any text: hostile names for tests); returns ``/_sim/org``.
     - ``POST /_sim/clock`` ``{"now": "<RFC 3339>" | null}``: fix the clock or follow the real one.
     - ``POST /_sim/slack/<anything>``: a Slack incoming-webhook sink for the demo (answers
       "ok"); ``GET /_sim/slack`` lists what it received.
@@ -360,9 +422,15 @@ class SimulatorHandler(BaseHTTPRequestHandler):
                 retry = {"retry-after": fault.retry_after} if fault.retry_after is not None else {}
                 message = fault.message or f"Simulated {error_type_for(fault.status)}."
                 raise ApiError(fault.status, error_type_for(fault.status), message, retry)
-            status, body = 200, self._route(method, path, normalize_query(raw_query))
+            query = raw_query
+            if fault is not None and fault.kind == "repeat_cursor":  # read as a first page
+                query = {k: v for k, v in raw_query.items() if k not in ("page", "after_id")}
+            status, body = 200, self._route(method, path, normalize_query(query))
             if fault is not None and fault.kind in ("missing_field", "wrong_type"):
                 _corrupt(body, path, fault.kind, fault.field)
+            if fault is not None and fault.kind in ("repeat_cursor", "oversized_page",
+                                                    "bad_amount"):
+                _hostile(body, path, fault)
         except ApiError as err:
             status = err.status
             body = {
@@ -522,6 +590,22 @@ class SimulatorHandler(BaseHTTPRequestHandler):
                 state.clear_log()
                 self._send_json(200, [])
                 return
+        elif path == "/_sim/names" and method == "POST":
+            # Hostile names for tests: {"api_keys": {id or slug: name}, "workspaces": {...}}.
+            spec = parse_body()
+            if spec is None:
+                return
+            renames = {k: spec.get(k) or {} for k in ("api_keys", "workspaces")}
+            if set(spec) - set(renames) or not all(isinstance(v, dict) for v in renames.values()):
+                bad("body: {\"api_keys\": {id or slug: name}, \"workspaces\": {...}}")
+                return
+            try:
+                org.rename(**renames)
+            except ValueError as exc:
+                bad(str(exc))
+                return
+            self._send_json(200, org.describe())
+            return
         elif path == "/_sim/org" and method == "GET":
             self._send_json(200, org.describe())
             return

@@ -18,6 +18,7 @@ import click
 from spendwatch.config import Config, load_config
 from spendwatch.numbers import money_str, round_cents, usd
 from spendwatch.savings import Ledger, ledger
+from spendwatch.text import clean
 from spendwatch.timeutil import local_range, local_today, utcnow
 from spendwatch.warehouse.batch import Batch, read
 from spendwatch.warehouse.spend import spend
@@ -111,6 +112,7 @@ def write_demo_config(directory: Path, base_url: str, port: int = 8501) -> Path:
     config_path.write_text(CONFIG_TEMPLATE.format(
         timezone=DEMO_TIMEZONE, base_url=base_url, key_file=key_file.resolve(),
         webhook_file=webhook_file.resolve(), port=port), encoding="utf-8")
+    os.chmod(config_path, 0o600)  # spendwatch refuses a config open to group or others
     return config_path
 
 
@@ -148,13 +150,13 @@ def run_demo(directory: str, days: int, seed: int, serve: bool = True,
         click.echo(f"\nCaching saved {usd(book.totals.cache_savings_usd)} and the Batch API "
                    f"{usd(book.totals.batch_savings_usd)} over these {book.days} days.")
         for item in book.potential[:3]:
-            click.echo(f"Could save: {item.change}")
+            click.echo(clean(f"Could save: {item.change}"))
         report = check(config, utcnow())
         firing = [e for e in report.evaluations if e.state == State.FIRING]
         click.echo(f"\nAlerts: {len(firing)} firing, {len(report.deliveries)} messages sent "
                    "to the simulated Slack")
         for evaluation in firing[:5]:
-            click.echo(f"  FIRING {evaluation.rule}: {evaluation.summary}")
+            click.echo(clean(f"  FIRING {evaluation.rule}: {evaluation.summary}"))
         for run in write_due_reports(config, utcnow()):
             if run.path is not None:
                 click.echo(f"\nWeekly report {run.week}: {run.path} ({run.detail}), its "
@@ -212,11 +214,11 @@ def _print_summary(first: date, last: date, by_model: list[dict[str, Any]],
     total = sum((r["cost_usd"] for r in by_model), Decimal(0))
     click.echo(f"\nSpend {first} .. {last} ({DEMO_TIMEZONE}), from the warehouse:")
     for row in by_model:
-        click.echo(f"  {str(row['model'] or '(not a model: code execution, sessions)'):45}"
+        click.echo(f"  {clean(row['model'] or '(not a model: code execution, sessions)'):45}"
                    f" {usd(row['cost_usd']):>13}")
     click.echo("By feature:")
     for row in by_feature[:8]:
-        click.echo(f"  {row['feature']:45} {usd(row['cost_usd']):>13}")
+        click.echo(f"  {clean(row['feature']):45} {usd(row['cost_usd']):>13}")
     expected = Decimal(truth["cost_usd"])
     click.echo(f"  {'TOTAL':45} {usd(total):>13}")
     click.echo(f"{'Simulator ground truth:':47} {usd(expected):>13}")

@@ -6,7 +6,8 @@ it into one line and its exit code (2 for usage and config problems).
 
 Here: ``collect``, ``spend``, ``reconcile``, ``savings``. Elsewhere in ``spendwatch/cli/``:
 ``report`` (report_commands.py), ``alerts`` (alert_commands.py), ``run``, ``dashboard``,
-``demo``, ``simulator`` (serve_commands.py); what they share is shell.py.
+``demo``, ``simulator`` (serve_commands.py), ``doctor`` (doctor.py); what they share is
+shell.py.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from typing import Any, Sequence
 import click
 
 from spendwatch.cli.alert_commands import alerts
+from spendwatch.cli.doctor import doctor
 from spendwatch.cli.progress import ProgressBar
 from spendwatch.cli.report_commands import report
 from spendwatch.cli.serve_commands import dashboard, demo, run, simulator
-from spendwatch.cli.shell import Shell, config_of, echo_json, exit_failed, parse_day, setup_logging
+from spendwatch.cli.shell import Shell, check_organizations, check_range, config_of, echo_json, \
+    exit_failed, parse_day, setup_logging
 from spendwatch.numbers import percent, tokens, usd
+from spendwatch.text import clean  # names come from the API: never raw to a terminal
 from spendwatch.warehouse.batch import read
 from spendwatch.warehouse.spend import METRICS, SPEND_DIMENSIONS, spend, unpriced_usage
 from spendwatch.timeutil import local_day_start, local_today, utcnow, DAY
@@ -32,7 +36,8 @@ from spendwatch.timeutil import local_day_start, local_today, utcnow, DAY
 @click.group(cls=Shell)
 @click.option("--config", "config_path", metavar="PATH",
               help="Config file (default: $SPENDWATCH_CONFIG, else ./config.toml).")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-v", "--verbose", count=True,
+              help="More log output (-vv for debug, -vvv with the HTTP libraries' too).")
 @click.version_option(package_name="spendwatch")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
@@ -41,7 +46,7 @@ def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
     ctx.obj = {"config_path": config_path}
 
 
-for _command in (report, alerts, run, dashboard, demo, simulator):
+for _command in (report, alerts, run, dashboard, demo, simulator, doctor):
     main.add_command(_command)
 
 
@@ -63,9 +68,10 @@ def collect(ctx: click.Context, since: str | None, until: str | None, orgs: Sequ
     from collectors.sync import CollectOptions, collect as run_collect
 
     config = config_of(ctx)
+    check_organizations(config, orgs)
     since_day, until_day = parse_day(since, "--since"), parse_day(until, "--until")
-    if since_day and until_day and since_day > until_day:
-        raise click.BadParameter("--since is after --until", param_hint="--since")
+    if since_day and until_day:
+        check_range(since_day, until_day)
     options = CollectOptions(
         since=local_day_start(since_day, config.tz) if since_day else None,
         until=local_day_start(until_day + DAY, config.tz) if until_day else None,
@@ -108,7 +114,7 @@ def collect(ctx: click.Context, since: str | None, until: str | None, orgs: Sequ
                        f"{tokens(result.usage_rows)} usage rows, "
                        f"{tokens(result.cost_rows)} cost rows")
         else:
-            click.echo(f"error: {result.error}", err=True)
+            click.echo(clean(f"error: {result.error}"), err=True)
     if not all(r.ok for r in results):
         exit_failed()
 
@@ -133,8 +139,10 @@ def spend_command(ctx: click.Context, since: str | None, until: str | None, by: 
         raise click.BadParameter(f"unknown dimension {bad[0]!r}; use any of "
                                  + ", ".join(SPEND_DIMENSIONS), param_hint="--by")
     today = local_today(utcnow(), config.tz)
+    check_organizations(config, orgs)
     until_day = parse_day(until, "--until") or today
     since_day = parse_day(since, "--since") or until_day.replace(day=1)
+    check_range(since_day, until_day)
     rows, unpriced = read(config, lambda batch: (
         spend(batch, since_day, until_day, dims, organizations=orgs),
         unpriced_usage(batch, since_day, until_day)))  # one batch: the two agree
@@ -147,8 +155,9 @@ def spend_command(ctx: click.Context, since: str | None, until: str | None, by: 
     for item in unpriced:
         click.echo(f"Unpriced: {tokens(item['rows'])} usage rows, "
                    f"{tokens(item['tokens'])} tokens of "
-                   f"{item['model']} ({item['reason']}): billed cost counts them once the cost "
-                   "API reports them; add a price under [[pricing.prices]] to estimate them")
+                   f"{clean(item['model'])} ({clean(item['reason'])}): billed cost counts them "
+                   "once the cost API reports them; add a price under [[pricing.prices]] to "
+                   "estimate them")
 
 
 def _output_keys(dims: Sequence[str]) -> list[str]:
@@ -164,7 +173,7 @@ def _print_table(rows: list[dict[str, Any]], dims: Sequence[str], since: date,
     headers = [*dims, "cost_usd", "input", "cache_write", "cache_read", "output"]
     lines = []
     for r in rows:
-        lines.append([*(str(r[d]) if r[d] is not None else "-" for d in dims),
+        lines.append([*(clean(r[d]) if r[d] is not None else "-" for d in dims),
                       usd(r['cost_usd']), tokens(r['uncached_input_tokens']),
                       tokens(r['cache_write_5m_tokens'] + r['cache_write_1h_tokens']),
                       tokens(r['cache_read_tokens']), tokens(r['output_tokens'])])
@@ -194,6 +203,7 @@ def reconcile_command(ctx: click.Context, since: str | None, until: str | None,
     config = config_of(ctx)
     until_day = parse_day(until, "--until") or local_today(utcnow(), config.tz)
     since_day = parse_day(since, "--since") or until_day - 7 * DAY
+    check_range(since_day, until_day)
     rows = read(config, reconciliation, since_day, until_day)
     if as_json:
         echo_json([{"date": r.date, "organization": r.organization, "model": r.model,
@@ -211,7 +221,7 @@ def reconcile_command(ctx: click.Context, since: str | None, until: str | None,
         if r.difference_pct is not None:  # signed even at zero: "+0.00%" reads "no difference"
             pct = percent(r.difference_pct / 100, digits=2, signed=True)
             pct = pct if pct[0] in "+-" else f"+{pct}"
-        click.echo(f"{r.date!s:10}  {r.organization:14}  {str(r.model or '-'):28}  "
+        click.echo(f"{r.date!s:10}  {clean(r.organization):14}  {clean(r.model or '-'):28}  "
                    f"{usd(r.estimated_usd):>12}  {usd(r.billed_usd):>12}  {pct:>10}"
                    + (f"  unpriced: {tokens(r.unpriced_tokens)} tokens" if r.unpriced_tokens
                       else ""))
@@ -232,6 +242,7 @@ def savings_command(ctx: click.Context, since: str | None, until: str | None,
     config = config_of(ctx)
     until_day = parse_day(until, "--until") or local_today(utcnow(), config.tz) - DAY
     since_day = parse_day(since, "--since") or until_day - 29 * DAY
+    check_range(since_day, until_day)
     book = read(config, ledger, since_day, until_day)
     totals = book.totals
     if as_json:
@@ -257,7 +268,7 @@ def savings_command(ctx: click.Context, since: str | None, until: str | None,
                f"{usd(totals.waste_usd)} of write premium")
     click.echo("Could still save:" if book.potential else "Could still save: nothing found")
     for item in book.potential:
-        click.echo(f"  [{item.lever}] {item.change}")
+        click.echo(clean(f"  [{item.lever}] {item.change}"))
     if totals.unpriced_tokens:
         click.echo(f"Unpriced: {tokens(totals.unpriced_tokens)} tokens have no price and are "
                    "left out")

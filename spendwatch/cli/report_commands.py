@@ -10,6 +10,7 @@ import click
 
 from spendwatch.cli.shell import config_of, exit_failed
 from spendwatch.numbers import tokens, usd
+from spendwatch.text import clean
 from spendwatch.timeutil import utcnow
 from spendwatch.warehouse.batch import read
 
@@ -41,8 +42,9 @@ def report() -> None:
 def report_weekly(ctx: click.Context, week: str | None, org: str | None,
                   out: str | None) -> None:
     """One week's spend per day, workspace, API key, feature, model and tier, as CSV."""
+    from reports.runs import write_private  # owner-only, as the worker's files
     from reports.weekly import (default_report_path, last_complete_week, total_cost, week_name,
-                                weekly_rows, write_csv)
+                                weekly_rows)
 
     config = config_of(ctx)
     monday, sunday = week_days(week or last_complete_week(utcnow(), config.tz))
@@ -50,7 +52,7 @@ def report_weekly(ctx: click.Context, week: str | None, org: str | None,
     if org is not None:
         config.organization(org)  # ConfigError (exit 2) for a name not in the config
     rows = read(config, weekly_rows, monday, sunday, org)
-    path = write_csv(rows, Path(out) if out else default_report_path(config, org, week))
+    path = write_private(rows, Path(out) if out else default_report_path(config, org, week))
     click.echo(str(path))
     click.echo(f"Total: {usd(total_cost(rows))} ({week}, {monday} .. {sunday}, "
                f"{tokens(len(rows))} rows)")
@@ -84,12 +86,12 @@ def report_send(ctx: click.Context, week: str | None, org: str | None, again: bo
         run = guarded(name, week, lambda: write_report(config, name, week, now, again))
         assert run is not None
         where = f" {run.path}" if run.path else ""
-        click.echo(f"{name} {week}: {run.action}{where} ({run.detail})")
+        click.echo(clean(f"{name} {week}: {run.action}{where} ({run.detail})"))
         failed = failed or run.action in ("waiting", "not collected", "failed")
     sent = CheckReport()
     send_queued(config, now, sent)  # alerts stay with `alerts check`
     for channel, title, result in sent.deliveries:
-        click.echo(f"{'sent' if result.ok else 'NOT SENT'} to {channel}: {title} "
-                   f"({result.answer})")
+        click.echo(clean(f"{'sent' if result.ok else 'NOT SENT'} to {channel}: {title} "
+                         f"({result.answer})"))
     if failed or any(not result.ok and result.permanent for _, _, result in sent.deliveries):
         exit_failed()

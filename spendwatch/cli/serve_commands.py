@@ -22,15 +22,17 @@ def run(ctx: click.Context) -> None:
 
 
 @click.command()
-@click.option("--port", type=int, help="Port (default: [dashboard] port, 8501).")
+@click.option("--port", type=click.IntRange(1, 65535),
+              help="Port (default: [dashboard] port, 8501).")
 @click.pass_context
 def dashboard(ctx: click.Context, port: int | None) -> None:
     """Serve the web dashboard on this machine (127.0.0.1 unless configured)."""
-    from spendwatch.cli.dashboard import run_dashboard, url
+    from spendwatch.cli.dashboard import check_exposure, run_dashboard, url
 
     config = config_of(ctx)
     if port is not None:
         config = replace(config, dashboard=replace(config.dashboard, port=port))
+    check_exposure(config)  # refused before a word is printed: one line, exit 2
     click.echo(f"spendwatch dashboard: {url(config)}", err=True)
     run_dashboard(config)
 

@@ -26,6 +26,8 @@ from alerts import settings as alert_settings
 from spendwatch.config import Config
 from spendwatch.errors import SpendwatchError
 from spendwatch.numbers import money_str
+from spendwatch.secrets import RedactingFilter
+from spendwatch.text import clean, clean_log_handlers
 
 #: Third-party loggers that say too much at INFO (httpx-style clients log full URLs).
 NOISY_LOGGERS = ("httpx", "httpx2", "anthropic", "urllib3", "apscheduler.executors.default")
@@ -70,7 +72,7 @@ def failure_line(exc: click.ClickException | SpendwatchError) -> str:
         text = exc.format_message()
     else:
         text = str(exc)
-    return " ".join(text.split())
+    return " ".join(clean(text).split())  # a name in the message never reaches the terminal raw
 
 
 def exit_failed() -> NoReturn:
@@ -79,11 +81,17 @@ def exit_failed() -> NoReturn:
 
 
 def setup_logging(verbose: int) -> None:
-    """Warnings by default, ``-v`` info, ``-vv`` debug; third-party chatter stays at warning."""
+    """Warnings by default, ``-v`` info, ``-vv`` debug; third-party chatter stays at warning
+    unless ``-vvv``. Whatever the level, every secret resolved is taken out of every record
+    (:class:`spendwatch.secrets.RedactingFilter`)."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    clean_log_handlers()  # log lines hold API names: no raw control character on a terminal
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
     for noisy in NOISY_LOGGERS:
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+        logging.getLogger(noisy).setLevel(level if verbose >= 3 else max(level, logging.WARNING))
 
 
 def config_of(ctx: click.Context) -> Config:
@@ -92,15 +100,42 @@ def config_of(ctx: click.Context) -> Config:
     return alert_settings.load(ctx.find_root().obj["config_path"])  # alerts/ checks its own
 
 
+#: The days a date option may name: a day outside them is a typo (and near year 1 or 9999 a
+#: local day's start overflows the calendar).
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9000, 12, 31)
+
+
 def parse_day(value: str | None, option: str) -> date | None:
     """A ``YYYY-MM-DD`` option as a date (None when not given). Raises BadParameter."""
     if value is None:
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a date; use YYYY-MM-DD",
                                  param_hint=option) from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise click.BadParameter(f"{value} is not a day spendwatch can hold; use a day "
+                                 f"between {FIRST_DAY} and {LAST_DAY}", param_hint=option)
+    return day
+
+
+def check_range(since: date, until: date) -> None:
+    """``--since`` .. ``--until`` (both included) runs forward. Raises BadParameter (exit 2):
+    a reversed range is a mistake, not an empty answer ($0.00)."""
+    if since > until:
+        raise click.BadParameter(f"{since} is after --until {until}; swap them (both days "
+                                 "are included)", param_hint="--since")
+
+
+def check_organizations(config: Config, names: Sequence[str]) -> None:
+    """Every ``--org`` names an organization of the config. Raises BadParameter (exit 2): an
+    unknown name is a typo, not an organization that spent $0."""
+    known = [org.name for org in config.organizations]
+    for name in names:
+        if name not in known:
+            raise click.BadParameter(f"no organization named {name!r} in {config.path}; use "
+                                     "one of: " + ", ".join(known), param_hint="--org")
 
 
 def json_default(value: Any) -> Any:

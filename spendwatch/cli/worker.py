@@ -33,9 +33,12 @@ log = logging.getLogger(__name__)
 def worker_round(config: Config, stop: threading.Event | None = None) -> None:
     """One round of the worker: collect, then the alerts, then the weekly reports.
 
-    Never raises. Setting ``stop`` ends the collection at its next window boundary.
+    Never raises. Setting ``stop`` ends the collection at once (windows stored so far are
+    kept) and skips the rest of the round: the worker is shutting down.
     """
     collect_step(config, stop)
+    if stop is not None and stop.is_set():
+        return
     after_collection(config, utcnow())  # a fresh clock: what was stored meanwhile counts
 
 
@@ -48,13 +51,17 @@ def after_collection(config: Config, now: datetime) -> None:
 
 def collect_step(config: Config, stop: threading.Event | None = None) -> None:
     """Collect every organization; a run that cannot even start (a key file gone, the database
-    locked) is recorded as a failed run of each organization. Never raises."""
+    locked) is recorded as a failed run of each organization. An organization's run past
+    ``collection.job_deadline_seconds`` stops and is recorded failed with the reason (see
+    :func:`collectors.sync.collect`), so the alert check always follows. Never raises."""
     now = utcnow()
     try:
         for result in collect(config, CollectOptions(stop=stop), now=now):
             if result.ok:
                 log.info("%s: %d windows, %d usage rows, %d cost rows", result.organization,
                          result.windows, result.usage_rows, result.cost_rows)
+            elif not result.stopped:
+                log.error("collection failed: %s", result.error)
     except Exception as exc:
         error = str(exc) if isinstance(exc, SpendwatchError) else f"unexpected {type(exc).__name__}"
         log.error("collection run failed: %s", error)

@@ -34,6 +34,7 @@ from spendwatch.lines import model_lines
 from spendwatch.numbers import money_str
 from spendwatch.savings import ROUTED_LINES, Ledger, ledger
 from spendwatch.savings import cache_waste as waste_rows
+from spendwatch.text import csv_cell
 from spendwatch.timeutil import DAY, HOUR, local_range, local_today
 from spendwatch.warehouse.batch import Batch
 from spendwatch.warehouse.spend import CACHE_STATUSES as CACHE_STATUSES
@@ -142,14 +143,16 @@ def csv_columns(by: Sequence[str]) -> list[str]:
 
 def spend_csv(rows: Iterable[Row], by: Sequence[str]) -> str:
     """A CSV of :func:`spend` rows (:func:`csv_columns`), money as exact decimal
-    strings, as ``spendwatch spend --json`` writes it."""
+    strings, as ``spendwatch spend --json`` writes it; text cells as every CSV writes them
+    (:func:`spendwatch.text.csv_cell`: no cell a spreadsheet runs as a formula)."""
     columns = csv_columns(by)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
         writer.writerow([money_str(row[c]) if isinstance(row.get(c), Decimal) else
-                         ("" if row.get(c) is None else row[c]) for c in columns])
+                         row[c] if isinstance(row.get(c), int) else csv_cell(row.get(c))
+                         for c in columns])
     return out.getvalue()
 
 
