@@ -176,7 +176,7 @@ def test_a_secret_file_open_to_others_is_refused_with_chmod_600(isolated: Path) 
     key.write_text(ADMIN_KEY)
     key.chmod(0o644)
     private_config(isolated, org={"name": "acme", "base_url": "http://127.0.0.1:9",
-                                  "admin_key_file": str(key)})
+                                  "admin_key_file": str(key)}, collection="max_attempts = 1")
     result = spendwatch("collect", cwd=isolated)
     one_line_exit_2(result, "the admin key file", "mode 0644")
     assert result.stderr.rstrip().endswith(f"chmod 600 {key}")
