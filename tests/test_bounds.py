@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from collectors.rows import analytics_cost_rows, check_page_size
-from collectors.sync import Window, write_window
+from collectors.sync import CollectOptions, Window, collect, write_window
 from conftest import ADMIN_KEY, REPO, Simulator, write_config
 from fake_slack import FakeSlack
 from spendwatch import storage
@@ -182,22 +182,39 @@ def test_an_explicit_backfill_is_not_cut_by_the_routine_deadline(isolated: Path,
 
 # --- amounts ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("amount", "said"), [
-    ("-50000", "is negative"), ("1e30", "too large"), ("1e400", "too large"),
-    ("NaN", "not a finite amount"), ("Infinity", "not a finite amount"),
-    (1.5, "should be a decimal string"),
-])
-def test_an_impossible_amount_is_refused_with_one_line(isolated: Path, simulator: Simulator,
-                                                       amount: Any, said: str) -> None:
+def test_an_impossible_amount_is_refused_with_one_line(isolated: Path,
+                                                       simulator: Simulator) -> None:
     path = one_day_config(isolated, simulator)
-    simulator.fault(path=COST, kind="bad_amount", value=amount, count=ALWAYS)
+    simulator.fault(path=COST, kind="bad_amount", value="-50000", count=ALWAYS)
     done, _ = spendwatch(path, *DAY_ARGS)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr and "ArrowInvalid" not in done.stderr
     line = error_line(done.stderr)
-    assert "field 'amount'" in line and said in line
+    assert "field 'amount'" in line and "is negative" in line
     assert "analytics cost 2026-11-20T00:00:00Z..2026-11-21T00:00:00Z" in line
     assert count(load_config(path).database_path, "cost_buckets") == 0
+
+
+@pytest.mark.parametrize(("amount", "said"), [
+    ("1e30", "too large"), ("1e400", "too large"), ("NaN", "not a finite amount"),
+    ("Infinity", "not a finite amount"), (1.5, "should be a decimal string"),
+])
+def test_every_impossible_amount_is_refused_and_nothing_of_the_window_stored(
+        isolated: Path, simulator: Simulator, monkeypatch: pytest.MonkeyPatch, amount: Any,
+        said: str) -> None:
+    """The same refusal for the other amounts, through the collector in this process (the
+    real SDK against the simulator: the CLI's one line is the test above)."""
+    monkeypatch.setenv("ANTHROPIC_ADMIN_KEY", ADMIN_KEY)
+    config = load_config(one_day_config(isolated, simulator))
+    simulator.fault(path=COST, kind="bad_amount", value=amount, count=ALWAYS)
+    day = datetime(2026, 11, 20, tzinfo=config.tz)
+    (result,) = collect(config, CollectOptions(since=day, until=day + timedelta(days=1)),
+                        sleep=lambda s: None)
+    assert not result.ok and result.error is not None
+    assert "field 'amount'" in result.error and said in result.error, result.error
+    assert "analytics cost 2026-11-20T" in result.error and "ArrowInvalid" not in result.error
+    assert count(config.database_path, "cost_buckets") == 0
+    assert runs(config.database_path)[-1][0] == "failed"
 
 
 def test_a_negative_legacy_amount_is_refused(isolated: Path, simulator: Simulator) -> None:
