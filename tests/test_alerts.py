@@ -4,6 +4,7 @@ rules evaluated, notifications sent to a real local Slack stand-in and a real SM
 from __future__ import annotations
 
 import logging
+import getpass
 import os
 import subprocess
 import sys
@@ -375,7 +376,7 @@ def test_alerts_cli_check_silence_and_errors(warehouse, tmp_path: Path) -> None:
     out = cli("alerts", "silences")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("   1 active daily (every scope) until ")
-    assert out.stdout.rstrip().endswith(" - deploy")
+    assert out.stdout.rstrip().endswith(f" by {getpass.getuser()} - deploy")  # who made it
     out = cli("alerts", "unsilence", "1")
     assert out.returncode == 0 and out.stdout == "silence 1 ended\n"
     assert cli("alerts", "silences").stdout.startswith("   1 ended  daily (every scope)")

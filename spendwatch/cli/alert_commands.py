@@ -173,9 +173,10 @@ def alerts_silences(ctx: click.Context) -> None:
         state = "active" if row["active"] else "ended"
         until = row["expires_at"].astimezone(config.tz)
         comment = f" - {row['comment']}" if row["comment"] else ""
+        maker = f" by {row['created_by']}" if row.get("created_by") else ""
         click.echo(clean(f"{row['id']:>4} {state:6} {row['rule']} "
                          f"({row['scope_key'] or 'every scope'}) until "
-                         f"{until:%Y-%m-%d %H:%M %Z}{comment}"))
+                         f"{until:%Y-%m-%d %H:%M %Z}{maker}{comment}"))
 
 
 @alerts.command("unsilence")
