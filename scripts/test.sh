@@ -16,7 +16,7 @@ python3 -m venv .venv
 .venv/bin/python -m uv pip install --quiet --python .venv/bin/python -e '.[test]'
 # mypy's cache lives outside the clone, so a fresh clone on the same machine reuses it.
 .venv/bin/python -m mypy --cache-dir "${XDG_CACHE_HOME:-$HOME/.cache}/spendwatch/mypy" \
-    spendwatch collectors alerts reports
+    spendwatch collectors alerts reports app
 # Three workers, each test module on one of them (--dist loadfile), so a module's shared
 # warehouse (a module-scoped fixture) is collected once. Three on two cores: a third of the
 # time a test waits on a subprocess, a browser or a simulator (measured here: 405 s against
