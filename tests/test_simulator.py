@@ -17,6 +17,7 @@ import anthropic
 import pytest
 import requests
 
+from collectors.simulator.generator import COST_TYPES, SimulatedOrg
 from spendwatch.pricing import default_price_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -561,3 +562,166 @@ def test_cli_exits_cleanly_on_sigint() -> None:
     assert server.get("/v1/organizations/workspaces", key="second-key").status_code == 200
     server.proc.send_signal(signal.SIGINT)
     assert server.stop() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# People and products (issue 12, step 1): parts of the records, their truth, fast mode and US-only
+
+WEEK_START = datetime(2026, 11, 17, tzinfo=UTC)
+FIXED_NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
+COUNT_FIELDS = ("uncached_input_tokens", "cache_creation_5m", "cache_creation_1h", "cache_read_input_tokens",
+                "output_tokens", "web_search_requests", "requests", "runtime_hours")
+
+
+def _org(seed: int = 7, **kw: Any) -> SimulatedOrg:
+    return SimulatedOrg(seed=seed, now=FIXED_NOW, **kw)
+
+
+def _usd_sum(cut: dict[str, str]) -> Decimal:
+    return sum((Decimal(v) for v in cut.values()), Decimal(0))
+
+
+def test_truth_by_person_product_and_rbac_group_add_up_to_the_total(sim: Sim) -> None:
+    org = sim.control("GET", "/_sim/org")
+    for start, end in ((DAY_START, DAY_END), ("2026-11-17T00:00:00Z", NOW)):
+        truth = sim.control("GET", "/_sim/truth", params={"starting_at": start, "ending_at": end,
+                                                          "people": "1"})
+        total = Decimal(truth["cost_usd"])
+        assert total > 0
+        for cut in ("by_person", "by_product", "by_model", "by_api_key"):
+            assert _usd_sum(truth[cut]) == total, cut
+            assert round(_usd_sum(truth[cut]), 2) == round(total, 2), cut
+        # Any-membership: a person in two groups counts in full in both; "null" is no group.
+        people = {a["key"]: a for a in org["actors"]}
+        by_person = truth["by_person"]
+        for group, amount in truth["by_rbac_group"].items():
+            members = [k for k, a in people.items()
+                       if (group in a["rbac_group_ids"] if group != "null" else not a["rbac_group_ids"])]
+            spent = sum((Decimal(by_person[k]) for k in members if k in by_person), Decimal(0))
+            if group == "null":  # API keys and unattributed usage are no group's either
+                spent += sum((Decimal(v) for k, v in by_person.items() if k not in people), Decimal(0))
+            assert Decimal(amount) == spent, group
+        overlap = sum((Decimal(by_person.get(k, "0")) for k, a in people.items() if len(a["rbac_group_ids"]) > 1),
+                      Decimal(0))
+        assert overlap > 0
+        assert _usd_sum(truth["by_rbac_group"]) == total + overlap
+
+
+def test_the_organization_has_its_people_groups_and_products() -> None:
+    org = _org()
+    assert len(org.people) == 30 and len(org.rbac_groups) == 4
+    assert all(p.email and not p.deleted and p.rbac_group_ids for p in org.people)
+    assert sorted(len(p.rbac_group_ids) for p in org.people).count(2) == 2
+    assert {g for p in org.people for g in p.rbac_group_ids} == {g.id for g in org.rbac_groups}
+    assert org.deleted_user.deleted and org.deleted_user.email is None and not org.deleted_user.rbac_group_ids
+    assert len(org.service_accounts) == 2
+    assert len({a.key for a in (*org.people, org.deleted_user, *org.service_accounts, org.federated_identity)}) == 34
+
+    parts = org.parts(datetime(2026, 11, 3, tzinfo=UTC), datetime(2026, 11, 17, tzinfo=UTC))
+    actor_types = {p.actor.type if p.actor else None for p in parts}
+    assert actor_types == {"user_actor", "service_account_actor", "api_actor", "federated_actor", None}
+    assert org.deleted_user in {p.actor for p in parts}
+    assert {p.actor.key for p in parts if p.actor and p.actor.type == "user_actor"} == \
+        {a.key for a in (*org.people, org.deleted_user)}
+    assert {p.product for p in parts} >= {"messages_api", "message_batches_api", "claude_code", "managed_agents_api",
+                                          "chat", "cowork", "claude_console"}
+    for part in parts:  # batch token traffic is the Message Batches API, and no other token traffic is
+        if part.record.kind == "tokens":
+            assert (part.product == "message_batches_api") == (part.record.service_tier == "batch"), part
+        if part.record.kind == "session_usage":
+            assert part.product == "managed_agents_api"
+
+
+def test_parts_add_up_exactly_to_their_records_and_keep_every_key_total() -> None:
+    org = _org()
+    start, end = WEEK_START, FIXED_NOW
+    org.revise(6)  # revised hours split their scaled counts too
+    records = org.records(start, end)
+    by_record: dict[int, list[Any]] = defaultdict(list)
+    for part in org.parts(start, end):
+        by_record[id(part.record)].append(part)
+    assert set(by_record) == {id(r) for r in records}
+    key_records: dict[Any, list[Any]] = defaultdict(lambda: [0] * len(COUNT_FIELDS))
+    key_parts: dict[Any, list[Any]] = defaultdict(lambda: [0] * len(COUNT_FIELDS))
+    for rec in records:
+        parts = by_record[id(rec)]
+        for i, name in enumerate(COUNT_FIELDS):
+            assert sum(getattr(p, name) for p in parts) == getattr(rec, name), (rec, name)
+            key_records[rec.api_key_id][i] += getattr(rec, name)
+            key_parts[rec.api_key_id][i] += sum(getattr(p, name) for p in parts)
+        assert sum((p.cost_cents for p in parts), Decimal(0)) == rec.cost_cents
+        for cost_type in COST_TYPES:
+            assert sum((c for p in parts for t, _, c in p.costs if t == cost_type), Decimal(0)) == \
+                sum((c for t, _, c in rec.costs if t == cost_type), Decimal(0))
+    assert key_parts == key_records
+    # The same keys, tokens and costs as the aggregate truth of the records.
+    truth: Any = org.truth(start, end, people=True)
+    assert sum(v[4] for v in key_parts.values()) == truth["tokens"]["output_tokens"]
+    assert sum(v[0] for v in key_parts.values()) == truth["tokens"]["uncached_input_tokens"]
+    assert _usd_sum(truth["by_person"]) == Decimal(truth["cost_usd"]) == _usd_sum(truth["by_product"])
+
+
+def test_people_and_products_are_deterministic_from_the_seed() -> None:
+    start = datetime(2026, 11, 22, tzinfo=UTC)
+    a, b, c = (_org().truth(start, FIXED_NOW, people=True), _org().truth(start, FIXED_NOW, people=True),
+               _org(seed=8).truth(start, FIXED_NOW, people=True))
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    assert a["by_person"] != c["by_person"]
+    parts_a = [(p.product, p.actor, p.output_tokens, p.costs) for p in _org().parts(start, FIXED_NOW)]
+    parts_b = [(p.product, p.actor, p.output_tokens, p.costs) for p in _org().parts(start, FIXED_NOW)]
+    assert parts_a == parts_b
+
+
+def _combo_tokens(records: list[Any]) -> dict[tuple[Any, ...], list[int]]:
+    out: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * 7)
+    for r in records:
+        key = (r.hour, r.kind, r.api_key_id, r.workspace_id, r.model, r.service_tier, r.context_window)
+        for i, name in enumerate(COUNT_FIELDS[:7]):
+            out[key][i] += getattr(r, name)
+    return dict(out)
+
+
+def test_fast_mode_and_us_only_are_off_by_default_and_on_the_right_models_when_on() -> None:
+    off, on = _org(), _org(fast_and_us=True)
+    start = WEEK_START
+    off_records, on_records = off.records(start, FIXED_NOW), on.records(start, FIXED_NOW)
+    assert all(r.speed == "standard" and r.inference_geo is None for r in off_records)
+    assert all(p.record.speed == "standard" and p.record.inference_geo is None for p in off.parts(start, FIXED_NOW))
+
+    fast = [r for r in on_records if r.speed == "fast"]
+    us = [r for r in on_records if r.inference_geo == "us"]
+    assert fast and us
+    day = date(2026, 11, 20)
+    for r in fast:
+        assert r.model == "claude-opus-5-5" and r.service_tier != "batch" and on.has_fast_mode(r.model, day)
+    assert {r.model for r in us} == {"claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5", "claude-sonnet-4-6"}
+    assert not any(r.inference_geo for r in on_records if r.model == "claude-haiku-4-5-20251001")
+    assert not off.has_us_inference("claude-haiku-4-5-20251001", day)
+    # Same tokens per hour and combination; only the price of the fast and US-only share moves.
+    assert _combo_tokens(on_records) == _combo_tokens(off_records)
+    t_off: Any = off.truth(start, FIXED_NOW, people=True)
+    t_on: Any = on.truth(start, FIXED_NOW, people=True)
+    assert t_on["tokens"] == t_off["tokens"] and t_on["requests"] == t_off["requests"]
+    assert Decimal(t_on["cost_usd"]) > Decimal(t_off["cost_usd"])
+    for cut in ("by_person", "by_product", "by_model"):
+        assert _usd_sum(t_on[cut]) == Decimal(t_on["cost_usd"])
+    # A fast Opus 5.5 output token costs 2x, a US-only one 1.1x (pricing.md).
+    one_fast = next(r for r in fast if r.output_tokens and r.inference_geo == "global")
+    line = next(c for t, tt, c in one_fast.costs if tt == "output_tokens")
+    assert line == Decimal(one_fast.output_tokens) * 40 / 1_000_000 * 100
+    one_us = next(r for r in us if r.speed == "standard" and r.output_tokens and r.service_tier == "standard"
+                  and r.model == "claude-sonnet-5-5")
+    line = next(c for t, tt, c in one_us.costs if tt == "output_tokens")
+    assert line == Decimal(one_us.output_tokens) * 10 / 1_000_000 * Decimal("1.1") * 100
+
+
+def test_cli_switch_serves_fast_mode() -> None:
+    server = Sim("--fast-and-us")
+    try:
+        assert server.control("GET", "/_sim/org")["fast_and_us"] is True
+        rows = server.analytics("usage", {"starting_at": DAY_START, "ending_at": DAY_END,
+                                          "group_by[]": ["model", "speed"]}).json()["data"]
+        assert {(r["group"]["model"], r["group"]["speed"]) for r in rows if r["group"]["speed"] == "fast"} == \
+            {("claude-opus-5-5", "fast")}
+    finally:
+        assert server.stop() == 0

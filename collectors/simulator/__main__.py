@@ -1,7 +1,7 @@
 """Run the simulator as a process.
 
 ``python -m collectors.simulator --port 0 --seed 7 --admin-key KEY [--admin-key KEY2]
-[--api-key KEY] [--now 2026-11-24T12:00:00Z] [--host 127.0.0.1]``
+[--api-key KEY] [--now 2026-11-24T12:00:00Z] [--host 127.0.0.1] [--fast-and-us]``
 
 Prints exactly one line, ``spendwatch simulator listening on http://127.0.0.1:PORT``, to
 stdout (flushed), then serves until SIGTERM or SIGINT and exits 0. Without ``--admin-key``
@@ -31,6 +31,7 @@ def serve_forever(
     now: datetime | None = None,
     host: str = "127.0.0.1",
     api_keys: Sequence[str] = DEFAULT_API_KEYS,
+    fast_and_us: bool = False,
 ) -> int:
     """Start the simulator, print the one ``listening on`` line to stdout, serve until SIGTERM
     or SIGINT (or KeyboardInterrupt), close, and return 0.
@@ -39,7 +40,8 @@ def serve_forever(
     handlers are restored before returning.
     """
     server = start_simulator(seed=seed, admin_keys=tuple(admin_keys) or DEFAULT_ADMIN_KEYS, now=now,
-                             host=host, port=port, api_keys=tuple(api_keys) or DEFAULT_API_KEYS)
+                             host=host, port=port, api_keys=tuple(api_keys) or DEFAULT_API_KEYS,
+                             fast_and_us=fast_and_us)
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -79,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="an accepted normal API key, for /v1/models (repeatable; default sk-ant-api03-sim)",
     )
     parser.add_argument("--now", default=None, help="fixed clock, RFC 3339 (default: the real clock)")
+    parser.add_argument(
+        "--fast-and-us", action="store_true",
+        help="also serve fast mode and US-only inference traffic on the models that offer them (default off)",
+    )
     args = parser.parse_args(argv)
     now = None
     if args.now:
@@ -91,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if set(admin_keys) & set(api_keys):
         parser.error("--api-key: a key cannot be both an admin key and a normal API key")
     return serve_forever(port=args.port, seed=args.seed, admin_keys=admin_keys, now=now,
-                         host=args.host, api_keys=api_keys)
+                         host=args.host, api_keys=api_keys, fast_and_us=args.fast_and_us)
 
 
 if __name__ == "__main__":

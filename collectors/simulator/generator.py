@@ -25,6 +25,18 @@ Contracts
   One combination (``support-bot-staging`` on ``claude-opus-5-5``) exists only in revised
   hours and one (``+ops notebook`` on ``claude-haiku-4-5-20251001``) exists only in
   unrevised hours.
+- People and products: every record is split into :class:`UsagePart` s, one per (product,
+  actor) that used it (:meth:`SimulatedOrg.parts`), whose integer counts add up exactly to the
+  record's (and whose costs, unrounded, to its cost), drawn from the seed and the record's
+  combination, so nothing of the records changes. Actors: 30 people in 4 RBAC groups (2 in
+  two groups), a deleted user, 2 service accounts, one federated identity, the API keys
+  themselves (``api_actor``) and usage with no attributable identity (actor None). Batch
+  token traffic is always ``message_batches_api``.
+- Fast mode and US-only inference exist only with ``fast_and_us=True`` (CLI
+  ``--fast-and-us``; off by default): then a share of each record's counts on a model with a
+  fast price (never on the Batch API) becomes a ``speed="fast"`` record, and a share on a model
+  with US-only inference an ``inference_geo="us"`` record (the rest ``"global"``), billed at
+  their premiums; the counts per combination and hour stay those of the switch off.
 """
 
 from __future__ import annotations
@@ -371,9 +383,11 @@ class UsageRecord:
     """One hour of one combination. Costs are ``(cost_type, token_type, cents)`` triples.
 
     ``workspace_id`` is always the real ``wrkspc_`` id (the default workspace too);
-    ``api_key_id`` is None for Console Workbench usage. ``speed`` is always ``"standard"`` and
-    ``inference_geo`` always None; code execution / session records have model,
-    service_tier and context_window None.
+    ``api_key_id`` is None for Console Workbench usage. ``speed`` is ``"standard"`` and
+    ``inference_geo`` None unless the organization has ``fast_and_us`` on (then ``speed`` may be
+    ``"fast"`` and ``inference_geo`` is ``"global"`` or ``"us"`` on the models that offer
+    US-only inference); code execution / session records have model, service_tier and
+    context_window None.
     """
 
     hour: datetime
@@ -393,7 +407,7 @@ class UsageRecord:
     requests: int = 0
     runtime_hours: Decimal = Decimal(0)
     costs: tuple[tuple[str, str | None, Decimal], ...] = ()
-    inference_geo: None = None
+    inference_geo: str | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -452,6 +466,202 @@ def legacy_description(
     return text
 
 
+# --------------------------------------------------------------------------------------------
+# People and products (the Analytics API's ``actor``, ``product`` and ``rbac_group_id``)
+
+#: Products the simulated organization uses (Analytics ``product`` values).
+PRODUCTS: tuple[str, ...] = (
+    "messages_api",
+    "message_batches_api",
+    "claude_code",
+    "managed_agents_api",
+    "chat",
+    "cowork",
+    "claude_console",
+)
+
+#: RBAC groups: (slug, name).
+_RBAC_GROUPS: tuple[tuple[str, str], ...] = (
+    ("engineering", "Engineering"),
+    ("support", "Support"),
+    ("data", "Data"),
+    ("go-to-market", "Go-to-market"),
+)
+
+#: The 30 people: (name, RBAC group slugs). Two of them are in two groups.
+_PEOPLE: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Ada Okafor", ("engineering",)),
+    ("Bruno Lindqvist", ("engineering",)),
+    ("Chen Wei", ("engineering",)),
+    ("Dara Nwosu", ("engineering",)),
+    ("Elif Kaya", ("engineering",)),
+    ("Farid Haddad", ("engineering",)),
+    ("Greta Vogel", ("engineering",)),
+    ("Hiro Tanaka", ("engineering",)),
+    ("Ines Moreau", ("engineering",)),
+    ("Jonas Berg", ("engineering", "data")),
+    ("Kiri Walker", ("engineering",)),
+    ("Lena Petrova", ("engineering",)),
+    ("Mateo Rossi", ("support",)),
+    ("Nadia Rahman", ("support",)),
+    ("Omar Said", ("support",)),
+    ("Priya Nair", ("support",)),
+    ("Quinn Harper", ("support", "go-to-market")),
+    ("Rosa Jimenez", ("support",)),
+    ("Sven Olsen", ("support",)),
+    ("Tara Singh", ("data",)),
+    ("Ugo Bianchi", ("data",)),
+    ("Vera Novak", ("data",)),
+    ("Wen Liu", ("data",)),
+    ("Xavi Puig", ("data",)),
+    ("Yara Haddad", ("go-to-market",)),
+    ("Zoe Clarke", ("go-to-market",)),
+    ("Amir Tehrani", ("go-to-market",)),
+    ("Bea Santos", ("go-to-market",)),
+    ("Cyrus Abara", ("go-to-market",)),
+    ("Dina Levi", ("data",)),
+)
+
+#: Service accounts: (slug, name).
+_SERVICE_ACCOUNTS: tuple[tuple[str, str], ...] = (
+    ("nightly-etl", "nightly-etl"),
+    ("enrichment-pipeline", "enrichment-pipeline"),
+)
+
+#: The one federated identity (workload identity federation): (provider, subject).
+_FEDERATED = ("https://token.actions.githubusercontent.com", "repo:acme/search-indexer:ref:refs/heads/main")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who used the tokens, as the Analytics ``actor`` group names it.
+
+    ``type`` is ``user_actor`` (``id`` = user id, ``email``/``name``; a deleted user has
+    ``deleted`` True, no e-mail and the name "Deleted User"), ``service_account_actor``
+    (``id`` = service account id), ``api_actor`` (``id`` = API key id) or ``federated_actor``
+    (``provider``, ``subject``, no id). ``rbac_group_ids`` are a user's groups (any number).
+    """
+
+    type: str
+    id: str | None
+    email: str | None = None
+    name: str | None = None
+    deleted: bool = False
+    provider: str | None = None
+    subject: str | None = None
+    rbac_group_ids: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """A stable identity: the id, or ``federated:<provider>:<subject>``."""
+        if self.type == "federated_actor":
+            return f"federated:{self.provider}:{self.subject}"
+        assert self.id is not None
+        return self.id
+
+    def to_json(self) -> dict[str, object]:
+        """JSON-ready description (every field)."""
+        return {"type": self.type, "id": self.id, "key": self.key, "email": self.email, "name": self.name,
+                "deleted": self.deleted, "provider": self.provider, "subject": self.subject,
+                "rbac_group_ids": list(self.rbac_group_ids)}
+
+
+@dataclass(frozen=True)
+class RbacGroup:
+    """An RBAC group of users."""
+
+    id: str
+    slug: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Share:
+    """One (product, actor) share of a key's traffic.
+
+    ``actor`` is ``"key"`` (the record's API key as ``api_actor``), ``"sa:<slug>"`` (a service
+    account), ``"federated"``, ``"deleted"`` (the deleted user), ``"group:<slug>"`` (up to three
+    members of that RBAC group each hour) or None (no attributable identity).
+    """
+
+    product: str
+    actor: str | None
+    weight: float
+
+
+#: Token and web search traffic of each key (``workbench`` = no API key) by product and actor.
+#: Batch-tier traffic is always ``message_batches_api``, and nothing else is.
+_SHARES: Mapping[str, tuple[Share, ...]] = {
+    "support-bot-prod": (Share("messages_api", "key", 0.75), Share("managed_agents_api", "key", 0.25)),
+    "support-bot-staging": (Share("messages_api", "group:support", 0.6), Share("messages_api", "key", 0.4)),
+    "search-rag": (Share("messages_api", "key", 0.6), Share("messages_api", "federated", 0.3),
+                   Share("messages_api", None, 0.1)),
+    "nightly-summaries": (Share("message_batches_api", "sa:nightly-etl", 1.0),),
+    "data-enrichment-batch": (Share("message_batches_api", "sa:enrichment-pipeline", 0.8),
+                              Share("message_batches_api", "group:data", 0.2)),
+    "eval-harness": (Share("claude_code", "group:engineering", 0.5), Share("messages_api", "group:engineering", 0.3),
+                     Share("messages_api", "key", 0.2)),
+    "ops-notebook": (Share("claude_code", "group:engineering", 0.6), Share("claude_code", "group:data", 0.2),
+                     Share("messages_api", "group:data", 0.2)),
+    "legacy-prototype": (Share("messages_api", "deleted", 0.5), Share("messages_api", "key", 0.3),
+                         Share("messages_api", "group:engineering", 0.2)),
+    "marketing-drafts": (Share("messages_api", "group:go-to-market", 0.7), Share("messages_api", "key", 0.3)),
+    "workbench": (Share("claude_console", "group:engineering", 0.2), Share("chat", "group:go-to-market", 0.25),
+                  Share("chat", "group:support", 0.15), Share("cowork", "group:data", 0.15),
+                  Share("cowork", "group:go-to-market", 0.1), Share("chat", None, 0.15)),
+}
+#: Code execution and session runtime go whole to one (product, actor).
+_RUNTIME_SHARES: Mapping[tuple[str, str], Share] = {
+    ("data-enrichment-batch", "code_execution"): Share("message_batches_api", "sa:enrichment-pipeline", 1.0),
+    ("eval-harness", "code_execution"): Share("messages_api", "key", 1.0),
+    ("support-bot-prod", "session_usage"): Share("managed_agents_api", "key", 1.0),
+}
+#: People of one group share picked per hour.
+_PEOPLE_PER_HOUR = 3
+_WEIGHT_SCALE = 1_000_000
+
+
+def split_integer(total: int, weights: Sequence[int]) -> list[int]:
+    """``total`` split in proportion to positive integer ``weights``, exactly: part ``i`` is
+    ``floor(total * W_i / W) - floor(total * W_(i-1) / W)`` with ``W_i`` the running sum of the
+    weights, so the parts add up to ``total`` and each is within 1 of its exact share."""
+    whole = sum(weights)
+    shares = []
+    running = 0
+    before = 0
+    for weight in weights:
+        running += weight
+        upto = total * running // whole
+        shares.append(upto - before)
+        before = upto
+    return shares
+
+
+@dataclass(frozen=True)
+class UsagePart:
+    """The share of one :class:`UsageRecord` used by one (product, actor); ``actor`` None is
+    usage with no attributable identity. The counts of a record's parts add up exactly to the
+    record's, and so (Decimal, unrounded) do their costs."""
+
+    record: UsageRecord
+    product: str
+    actor: Actor | None
+    uncached_input_tokens: int = 0
+    cache_creation_5m: int = 0
+    cache_creation_1h: int = 0
+    cache_read_input_tokens: int = 0
+    output_tokens: int = 0
+    web_search_requests: int = 0
+    requests: int = 0
+    runtime_hours: Decimal = Decimal(0)
+    costs: tuple[tuple[str, str | None, Decimal], ...] = ()
+
+    @property
+    def cost_cents(self) -> Decimal:
+        """Total cost of the part in cents."""
+        return sum((c for _, _, c in self.costs), Decimal(0))
+
+
 @dataclass
 class _RevisionWindow:
     start: datetime
@@ -465,10 +675,12 @@ class SimulatedOrg:
     Thread-safe: :meth:`revise` and :meth:`set_now` may run while other threads read.
     """
 
-    def __init__(self, seed: int = 7, now: datetime | None = None, price_table: PriceTable | None = None):
+    def __init__(self, seed: int = 7, now: datetime | None = None, price_table: PriceTable | None = None,
+                 fast_and_us: bool = False):
         if now is not None and now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         self.seed = seed
+        self.fast_and_us = fast_and_us
         self.fixed_now: datetime | None = now.astimezone(UTC) if now is not None else None
         self.price_table = price_table if price_table is not None else default_price_table()
         self._lock = threading.Lock()
@@ -506,7 +718,39 @@ class SimulatedOrg:
         self.api_keys: tuple[ApiKey, ...] = tuple(keys)
         self._key_by_slug = {k.slug: k for k in self.api_keys}
         self.api_key_by_id: dict[str, ApiKey] = {k.id: k for k in self.api_keys}
+        self._init_people()
         self._hour_cache = lru_cache(maxsize=8192)(self._compute_hour)
+        self._parts_cache = lru_cache(maxsize=8192)(self._compute_parts)
+        self._rates_cache = lru_cache(maxsize=4096)(self._cent_rates)
+
+    def _init_people(self) -> None:
+        self.rbac_groups: tuple[RbacGroup, ...] = tuple(
+            RbacGroup("rbacgrp_01" + stable_suffix(self.seed, f"rbac_group:{slug}"), slug, name)
+            for slug, name in _RBAC_GROUPS
+        )
+        group_id = {g.slug: g.id for g in self.rbac_groups}
+        people = []
+        for i, (name, groups) in enumerate(_PEOPLE):
+            first, last = name.lower().split(" ", 1)
+            people.append(Actor("user_actor", "user_01" + stable_suffix(self.seed, f"person:{i}"),
+                                email=f"{first}.{last.replace(' ', '')}@acme.example", name=name,
+                                rbac_group_ids=tuple(group_id[g] for g in groups)))
+        #: The 30 people (user actors), then the deleted user (no e-mail, no group).
+        self.people: tuple[Actor, ...] = tuple(people)
+        self.deleted_user = Actor("user_actor", "user_01" + stable_suffix(self.seed, "person:deleted"),
+                                  name="Deleted User", deleted=True)
+        self.service_accounts: tuple[Actor, ...] = tuple(
+            Actor("service_account_actor", "svcacct_01" + stable_suffix(self.seed, f"service_account:{slug}"),
+                  name=name)
+            for slug, name in _SERVICE_ACCOUNTS
+        )
+        self.federated_identity = Actor("federated_actor", None, provider=_FEDERATED[0], subject=_FEDERATED[1])
+        self._service_account_by_slug = {slug: sa for (slug, _), sa in zip(_SERVICE_ACCOUNTS, self.service_accounts)}
+        self._group_members = {g.slug: tuple(p for p in people if g.id in p.rbac_group_ids)
+                               for g in self.rbac_groups}
+        self._api_actors = {k.id: Actor("api_actor", k.id) for k in self.api_keys}
+        self._person_weight = {p.key: _WEIGHT_SCALE // 2 + (i * 7919 % 10) * _WEIGHT_SCALE // 6
+                               for i, p in enumerate(people)}
 
     # ---- clock and revisions ---------------------------------------------------------------
 
@@ -604,6 +848,82 @@ class SimulatedOrg:
             out.extend(self.hour_records(hour))
         return out
 
+    def hour_parts(self, hour: datetime) -> tuple[UsagePart, ...]:
+        """The (product, actor) parts of every record of one UTC hour (cached), in record order."""
+        hour = floor_hour(hour)
+        if hour < HISTORY_START:
+            return ()
+        return self._parts_cache(hour, self.revisions_of(hour))
+
+    def parts(self, start: datetime, end: datetime, now: datetime | None = None) -> list[UsagePart]:
+        """The parts of :meth:`records` (same hours)."""
+        cutoff = floor_hour(now if now is not None else self.now())
+        out: list[UsagePart] = []
+        for hour in hours_between(max(floor_hour(start), HISTORY_START), min(end, cutoff)):
+            out.extend(self.hour_parts(hour))
+        return out
+
+    def _compute_parts(self, hour: datetime, revisions: int) -> tuple[UsagePart, ...]:
+        hour_key = hour.strftime("%Y-%m-%dT%H")
+        day = hour.date()
+        out: list[UsagePart] = []
+        for rec in self._hour_cache(hour, revisions):
+            key = self.api_key_by_id.get(rec.api_key_id) if rec.api_key_id else None
+            key_label = key.slug if key is not None else "workbench"
+            if rec.kind != "tokens":
+                share = _RUNTIME_SHARES[(key_label, rec.kind)]
+                out.append(UsagePart(rec, share.product, self._share_actors(share, rec, None)[0][0],
+                                     requests=rec.requests, runtime_hours=rec.runtime_hours, costs=rec.costs))
+                continue
+            assert rec.model is not None and rec.service_tier is not None
+            rng = Random(f"spendwatch-sim|{self.seed}|{hour_key}|{key_label}|{rec.model}|{rec.service_tier}|"
+                         f"{rec.context_window}|{rec.speed}|{rec.inference_geo}|people")
+            owners: list[tuple[str, Actor | None]] = []
+            weights: list[int] = []
+            for share in _SHARES[key_label]:
+                for actor, weight in self._share_actors(share, rec, rng):
+                    owners.append((share.product, actor))
+                    weights.append(max(1, int(share.weight * weight * rng.uniform(0.5, 1.5))))
+            counts = (rec.uncached_input_tokens, rec.cache_creation_5m, rec.cache_creation_1h,
+                      rec.cache_read_input_tokens, rec.output_tokens, rec.web_search_requests, rec.requests)
+            columns = [split_integer(c, weights) for c in counts]
+            rates = self._rates_cache(rec.model, rec.service_tier, day, rec.speed, rec.inference_geo)
+            for i, (product, actor) in enumerate(owners):
+                split = [column[i] for column in columns]
+                if not any(split):
+                    continue
+                costs = tuple((cost_type, token_type, count * rate)
+                              for (cost_type, token_type, rate), count in zip(rates, split) if count)
+                out.append(UsagePart(rec, product, actor, split[0], split[1], split[2], split[3], split[4],
+                                     split[5], split[6], costs=costs))
+        return tuple(out)
+
+    def _cent_rates(self, model: str, tier: str, day: date, speed: str | None,
+                    geo: str | None) -> tuple[tuple[str, str | None, Decimal], ...]:
+        """Cents per token of each token type, then per web search (the cost lines of one of
+        each): a part's cost is its counts times these, exactly as :meth:`_token_costs`."""
+        return self._token_costs(model, tier, day, (1, 1, 1, 1, 1, 1), speed, geo)
+
+    def _share_actors(self, share: Share, rec: UsageRecord, rng: Random | None) -> list[tuple[Actor | None, int]]:
+        """The actors of one share with their integer weights (a group share: up to
+        ``_PEOPLE_PER_HOUR`` members drawn with ``rng``; without one, its first member)."""
+        spec = share.actor
+        if spec is None:
+            return [(None, _WEIGHT_SCALE)]
+        if spec == "key":
+            assert rec.api_key_id is not None
+            return [(self._api_actors[rec.api_key_id], _WEIGHT_SCALE)]
+        if spec == "deleted":
+            return [(self.deleted_user, _WEIGHT_SCALE)]
+        if spec == "federated":
+            return [(self.federated_identity, _WEIGHT_SCALE)]
+        kind, _, slug = spec.partition(":")
+        if kind == "sa":
+            return [(self._service_account_by_slug[slug], _WEIGHT_SCALE)]
+        members = self._group_members[slug]
+        chosen = rng.sample(members, min(_PEOPLE_PER_HOUR, len(members))) if rng else members[:1]
+        return [(p, self._person_weight[p.key]) for p in chosen]
+
     def _compute_hour(self, hour: datetime, revisions: int) -> tuple[UsageRecord, ...]:
         factor = _REVISION_FACTOR**revisions
         day = hour.date()
@@ -652,9 +972,8 @@ class SimulatedOrg:
                 counts = [int(uncached), int(w5), int(w1), int(read), int(output), int(searches), requests]
                 if revisions:
                     counts = [_scale(c, factor) for c in counts]
-                out.append(
-                    self._token_record(hour, day, use, workspace.id, key_id, counts)
-                )
+                for speed, geo, variant in self._mode_variants(hour_key, key_label, use, day, counts):
+                    out.append(self._token_record(hour, day, use, workspace.id, key_id, variant, speed, geo))
             if profile.code_exec_spans > 0:
                 rng = Random(f"spendwatch-sim|{self.seed}|{hour_key}|{key_label}|code_execution")
                 spans = int(profile.code_exec_spans * act * rng.uniform(0.3, 1.7) + rng.random())
@@ -673,26 +992,87 @@ class SimulatedOrg:
                     out.append(self._runtime_record(hour, day, "session_usage", workspace.id, key_id, 0, runtime))
         return tuple(out)
 
-    def _token_record(
-        self, hour: datetime, day: date, use: ModelUse, workspace_id: str, key_id: str | None, counts: list[int]
-    ) -> UsageRecord:
-        uncached, w5, w1, read, output, searches, requests = counts
+    def has_fast_mode(self, model: str, day: date) -> bool:
+        """Whether ``model`` has a fast mode price on ``day`` (pricing.md: Opus 5.5, 5, 4.8)."""
+        return self.price_table.price(model, "fast_input", day) is not None
+
+    def has_us_inference(self, model: str, day: date) -> bool:
+        """Whether ``model`` offers US-only inference on ``day`` (models from 4.6 on)."""
+        return self.price_table.price(model, "us_inference_multiplier", day) is not None
+
+    def _mode_variants(
+        self, hour_key: str, key_label: str, use: ModelUse, day: date, counts: list[int]
+    ) -> list[tuple[str, str | None, list[int]]]:
+        """``counts`` split into (speed, inference_geo, counts) variants with at least one
+        non-zero count. With ``fast_and_us`` off: the counts whole, standard speed, no geo.
+        With it on, a share of each hour's traffic runs in fast mode (models with a fast price,
+        never on the Batch API) and a share US-only (models that offer it), drawn from an
+        RNG of its own so that the counts themselves are the same either way."""
+        if not self.fast_and_us:
+            return [("standard", None, counts)]
+        rng = Random(f"spendwatch-sim|{self.seed}|{hour_key}|{key_label}|{use.model}|{use.tier}|"
+                     f"{use.context_window}|modes")
+        fast = rng.uniform(0.15, 0.45) if use.tier != "batch" and self.has_fast_mode(use.model, day) else 0.0
+        us_capable = self.has_us_inference(use.model, day)
+        us = rng.uniform(0.1, 0.3) if us_capable else 0.0
+        geo = "global" if us_capable else None
+        variants = [(s, g, w) for s, g, w in (
+            ("standard", geo, (1 - fast) * (1 - us)), ("fast", geo, fast * (1 - us)),
+            ("standard", "us", (1 - fast) * us), ("fast", "us", fast * us)) if w > 0]
+        weights = [max(1, int(w * _WEIGHT_SCALE)) for _, _, w in variants]
+        columns = [split_integer(c, weights) for c in counts]
+        out = []
+        for i, (speed, variant_geo, _) in enumerate(variants):
+            split = [column[i] for column in columns]
+            if any(split):
+                out.append((speed, variant_geo, split))
+        return out
+
+    def _token_costs(self, model: str, tier: str, day: date, counts: Sequence[int], speed: str | None,
+                     geo: str | None) -> tuple[tuple[str, str | None, Decimal], ...]:
+        """Cost lines of token counts ``(uncached, 5m, 1h, read, output, searches, ...)``.
+
+        Billed like the real API, independently of spendwatch's estimate formula: list price
+        per million tokens; in fast mode times fast/standard input (output: fast/standard
+        output); times the US-only multiplier; halved on the Batch API. Linear in the counts,
+        so parts of a record cost exactly the record's cost together.
+        """
         costs: list[tuple[str, str | None, Decimal]] = []
-        for token_type, tokens in zip(TOKEN_TYPES, (uncached, w5, w1, read, output)):
+        for token_type, tokens in zip(TOKEN_TYPES, counts[:5]):
             if tokens:
-                # Billed like the real API, independently of spendwatch's estimate formula:
-                # list price per million tokens, halved on the Batch API.
-                price = self.price_table.price(use.model, TOKEN_COMPONENT[token_type], day)
+                component = TOKEN_COMPONENT[token_type]
+                price = self.price_table.price(model, component, day)
                 if price is None:
-                    raise ValueError(f"no price for {use.model} {token_type} on {day}")
+                    raise ValueError(f"no price for {model} {token_type} on {day}")
                 dollars = Decimal(tokens) * price / Decimal(1_000_000)
-                if use.tier == "batch":
+                if speed == "fast":
+                    fast_of = "output" if component == "output" else "input"
+                    fast_price = self.price_table.price(model, f"fast_{fast_of}", day)
+                    plain_price = self.price_table.price(model, fast_of, day)
+                    if fast_price is None or not plain_price:
+                        raise ValueError(f"no fast mode price for {model} on {day}")
+                    dollars = dollars * fast_price / plain_price
+                if geo == "us":
+                    multiplier = self.price_table.price(model, "us_inference_multiplier", day)
+                    if multiplier is None:
+                        raise ValueError(f"no US-only inference for {model} on {day}")
+                    dollars *= multiplier
+                if tier == "batch":
                     dollars /= 2
                 costs.append(("tokens", token_type, dollars * _CENTS_PER_DOLLAR))
+        searches = counts[5]
         if searches:
             price = self.price_table.price(None, "web_search", day)
             assert price is not None
             costs.append(("web_search", None, Decimal(searches) * price * _CENTS_PER_DOLLAR))
+        return tuple(costs)
+
+    def _token_record(
+        self, hour: datetime, day: date, use: ModelUse, workspace_id: str, key_id: str | None, counts: list[int],
+        speed: str = "standard", geo: str | None = None,
+    ) -> UsageRecord:
+        uncached, w5, w1, read, output, searches, requests = counts
+        costs = self._token_costs(use.model, use.tier, day, counts, speed, geo)
         return UsageRecord(
             hour=hour,
             kind="tokens",
@@ -701,7 +1081,8 @@ class SimulatedOrg:
             api_key_id=key_id,
             service_tier=use.tier,
             context_window=use.context_window,
-            speed="standard",
+            speed=speed,
+            inference_geo=geo,
             uncached_input_tokens=uncached,
             cache_creation_5m=w5,
             cache_creation_1h=w1,
@@ -709,7 +1090,7 @@ class SimulatedOrg:
             output_tokens=output,
             web_search_requests=searches,
             requests=requests,
-            costs=tuple(costs),
+            costs=costs,
         )
 
     def _runtime_record(
@@ -733,7 +1114,8 @@ class SimulatedOrg:
 
     # ---- ground truth ----------------------------------------------------------------------
 
-    def truth(self, starting_at: datetime, ending_at: datetime, now: datetime | None = None) -> dict[str, object]:
+    def truth(self, starting_at: datetime, ending_at: datetime, now: datetime | None = None,
+              people: bool = False) -> dict[str, object]:
         """Exact totals over the existing hours ``h`` in ``[starting_at, ending_at)``.
 
         Returns a JSON-ready dict: dollar amounts as Decimal strings (``cost_usd`` is
@@ -741,6 +1123,21 @@ class SimulatedOrg:
         session runtime), token counts and requests as ints, ``by_model`` / ``by_api_key`` /
         ``by_workspace`` mapping the id (or ``"null"``) to a dollar string, plus
         ``cost_cents`` (the same total in cents) and ``revision``.
+
+        With ``people`` (``GET /_sim/truth?people=1``), people and products too, from the
+        records' parts (:meth:`parts`: splitting every record costs about three times the rest,
+        so only callers that ask pay for it), dollar strings too:
+
+        - ``by_person``: actor key (user id, service account id, API key id of an
+          ``api_actor``, ``federated:<provider>:<subject>``) or ``"null"`` (no attributable
+          identity) to dollars; adds up to ``cost_usd`` exactly.
+        - ``by_product``: product to dollars; adds up to ``cost_usd`` exactly.
+        - ``by_rbac_group``: RBAC group id to dollars with **any-membership** semantics, as the
+          Analytics API groups ``rbac_group_id``: a user in several groups counts in full in
+          each, so the rows overlap and add up to more than ``cost_usd`` when people of two
+          groups spent; ``"null"`` is everything of no group (service accounts, API keys, the
+          federated identity, the deleted user, unattributed usage). Without the overlap
+          (each part counted once) it adds up to ``cost_usd``.
         """
         cents: dict[str, Decimal] = {ct: Decimal(0) for ct in COST_TYPES}
         tokens = {"uncached_input_tokens": 0, "cache_write_5m_tokens": 0, "cache_write_1h_tokens": 0,
@@ -773,11 +1170,24 @@ class SimulatedOrg:
             elif rec.kind == "session_usage":
                 session_hours += rec.runtime_hours
         total_cents = sum(cents.values(), Decimal(0))
+        by_person: dict[str, Decimal] = {}
+        by_product: dict[str, Decimal] = {}
+        by_group: dict[str, Decimal] = {}
+        for part in (self.parts(starting_at, ending_at, now) if people else ()):
+            if part.record.hour < starting_at.astimezone(UTC):
+                continue
+            total = part.cost_cents
+            person = part.actor.key if part.actor is not None else "null"
+            groups = part.actor.rbac_group_ids if part.actor is not None else ()
+            for bucket, label in ((by_person, person), (by_product, part.product)):
+                bucket[label] = bucket.get(label, Decimal(0)) + total
+            for label in groups or ("null",):
+                by_group[label] = by_group.get(label, Decimal(0)) + total
 
         def usd(value: Decimal) -> str:
             return decimal_str(cents_to_dollars(value))
 
-        return {
+        result: dict[str, object] = {
             "starting_at": format_rfc3339(starting_at),
             "ending_at": format_rfc3339(ending_at),
             "revision": self.revision,
@@ -796,6 +1206,11 @@ class SimulatedOrg:
             "by_api_key": {k: usd(v) for k, v in sorted(by_key.items())},
             "by_workspace": {k: usd(v) for k, v in sorted(by_ws.items())},
         }
+        if people:
+            result["by_person"] = {k: usd(v) for k, v in sorted(by_person.items())}
+            result["by_product"] = {k: usd(v) for k, v in sorted(by_product.items())}
+            result["by_rbac_group"] = {k: usd(v) for k, v in sorted(by_group.items())}
+        return result
 
     def describe(self) -> dict[str, object]:
         """JSON-ready summary of the organization (ids, names, statuses, revision, clock)."""
@@ -816,6 +1231,11 @@ class SimulatedOrg:
                 for k in self.api_keys
             ],
             "models": sorted(MODEL_DISPLAY_NAMES),
+            "fast_and_us": self.fast_and_us,
+            "products": list(PRODUCTS),
+            "rbac_groups": [{"id": g.id, "slug": g.slug, "name": g.name} for g in self.rbac_groups],
+            "actors": [a.to_json() for a in (*self.people, self.deleted_user, *self.service_accounts,
+                                              self.federated_identity)],
         }
 
 
@@ -850,11 +1270,15 @@ def sum_costs(records: Iterable[UsageRecord]) -> Decimal:
 __all__: Sequence[str] = (
     "ANALYTICS_EARLIEST",
     "ANALYTICS_MAX_AGE",
+    "Actor",
     "ApiKey",
     "COST_TYPES",
     "HISTORY_START",
+    "PRODUCTS",
+    "RbacGroup",
     "SimulatedOrg",
     "TOKEN_TYPES",
+    "UsagePart",
     "UsageRecord",
     "Workspace",
     "activity",

@@ -324,11 +324,15 @@ class SimulatorHandler(BaseHTTPRequestHandler):
 
     - ``POST /_sim/faults`` queue a fault (see :class:`Fault`); ``GET`` lists, ``DELETE`` clears.
     - ``POST /_sim/revise`` ``{"hours": 6}``: late data (``org.revise``); returns the revision.
-    - ``GET /_sim/truth?starting_at=&ending_at=``: ``org.truth`` as JSON.
+    - ``GET /_sim/truth?starting_at=&ending_at=[&people=1]``: ``org.truth`` as JSON (with
+      ``people=1`` also ``by_person``, ``by_product`` and ``by_rbac_group``; the last overlaps,
+      see ``SimulatedOrg.truth``).
     - ``GET /_sim/requests`` / ``DELETE /_sim/requests``: API requests served so far,
       ``[{"method", "path", "query": {name: [values]}, "status"}]`` (plus ``"fault"`` when
       one applied); query names as sent (``group_by[]``); headers are never recorded.
-    - ``GET /_sim/org``: ids, names, revision and clock of the organization.
+    - ``GET /_sim/org``: ids, names, revision and clock of the organization, its RBAC groups,
+      actors (people, the deleted user, service accounts, the federated identity), products
+      and whether ``fast_and_us`` is on.
     - ``POST /_sim/names`` ``{"api_keys": {"<id or slug>": "<name>"}, "workspaces": {...}}``:
       rename keys and workspaces (any text: hostile names for tests); returns ``/_sim/org``.
     - ``POST /_sim/clock`` ``{"now": "<RFC 3339>" | null}``: fix the clock or follow the real one.
@@ -580,7 +584,8 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             except (KeyError, IndexError, ValueError):
                 bad("starting_at and ending_at: RFC 3339 date-times are required")
                 return
-            self._send_json(200, org.truth(start, end))
+            people = raw_query.get("people", ["0"])[-1] in ("1", "true")
+            self._send_json(200, org.truth(start, end, people=people))
             return
         elif path == "/_sim/requests":
             if method == "GET":
@@ -735,17 +740,19 @@ def start_simulator(
     host: str = "127.0.0.1",
     port: int = 0,
     api_keys: Sequence[str] = DEFAULT_API_KEYS,
+    fast_and_us: bool = False,
 ) -> SimulatorServer:
     """Start a simulator for ``seed`` in a daemon thread and return it (already serving).
 
     ``now`` None follows the real clock at each request; a tz-aware ``now`` makes every
     answer reproducible. ``port`` 0 picks a free port (read it from ``.url``). ``admin_keys``
     open the admin endpoints, ``api_keys`` (normal keys) the Models API; a key may not be in
-    both (ValueError).
+    both (ValueError). ``fast_and_us`` serves fast mode and US-only inference traffic on the
+    models that offer them (off by default: estimates do not price them yet).
     """
     if isinstance(admin_keys, str):
         admin_keys = (admin_keys,)
     if isinstance(api_keys, str):
         api_keys = (api_keys,)
-    org = SimulatedOrg(seed=seed, now=now)
+    org = SimulatedOrg(seed=seed, now=now, fast_and_us=fast_and_us)
     return SimulatorServer(org, admin_keys, host=host, port=port, api_keys=api_keys).start()
