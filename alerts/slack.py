@@ -28,7 +28,7 @@ import requests
 
 from alerts.model import DeliveryResult, Letter, Message, Notification
 from alerts.states import Kind
-from alerts.words import TEST_NOTICE, clip, format_value, headline, mrkdwn, \
+from alerts.words import TEST_NOTICE, clip, mrkdwn_object, format_value, headline, mrkdwn, \
     notification_facts
 from spendwatch.retry import GaveUp, RetryPolicy, TryAgain, call_with_retries, parse_retry_after
 from spendwatch.text import header_text
@@ -61,25 +61,20 @@ def slack_payload(n: Notification) -> dict[str, Any]:
         {"type": "header", "text": {"type": "plain_text", "emoji": True,
                                     "text": header_text(f"{HEADER_EMOJI[n.kind]} {n.title}",
                                                         150)}},
-        {"type": "section", "text": _verbatim(clip(mrkdwn(headline(n)), 3000))},
+        {"type": "section", "text": mrkdwn_object(clip(mrkdwn(headline(n)), 3000))},
         # A section takes at most 10 fields; the rest go on as lines.
         {"type": "section", "fields": [
-            _verbatim(clip(f"*{mrkdwn(label)}*\n{mrkdwn(text)}", 2000))
+            mrkdwn_object(clip(f"*{mrkdwn(label)}*\n{mrkdwn(text)}", 2000))
             for label, text in facts[:10]]},
     ]
     if facts[10:]:
         lines = "\n".join(f"*{mrkdwn(label)}*: {mrkdwn(text)}" for label, text in facts[10:])
-        blocks.append({"type": "section", "text": _verbatim(clip(lines, 3000))})
+        blocks.append({"type": "section", "text": mrkdwn_object(clip(lines, 3000))})
     if n.dashboard_url:
         blocks.append({"type": "actions", "elements": [
             {"type": "button", "text": {"type": "plain_text", "text": "Open in spendwatch"},
              "url": n.dashboard_url}]})
     return {"text": _fallback_text(n), "blocks": blocks}
-
-
-def _verbatim(text: str) -> dict[str, Any]:
-    """A mrkdwn text object that Slack shows as written: no auto-linked URLs or mentions."""
-    return {"type": "mrkdwn", "text": text, "verbatim": True}
 
 
 def payload_of(message: Message) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Mapping
+from typing import Any, Mapping
 
 from alerts.model import KIND_PREFIX, Notification
 from alerts.states import Kind
@@ -94,3 +94,9 @@ def page_url(base: str | None, page: str) -> str | None:
     if not base:
         return None
     return base.rstrip("/") + ("" if page == "Overview" else f"/{page}")
+
+
+def mrkdwn_object(text: str) -> dict[str, Any]:
+    """A Slack mrkdwn text object shown as written: no auto-linked URLs, channels or mentions
+    (names come from the API); alerts and reports build theirs here."""
+    return {"type": "mrkdwn", "text": text, "verbatim": True}

@@ -124,18 +124,30 @@ class AnalyticsClient:
         return _json(text, self._org.name)
 
 
+#: The most pages one window (or one listing) may take: far beyond any real answer
+#: (1000 rows a page), a bound on an API that hands out a new cursor with every page.
+MAX_PAGES = 10_000
+
+
 def next_cursor(page: Any, seen: set[str], where: str) -> str | None:
     """The next page's cursor (None: last page), added to ``seen``, the cursors of the window
-    so far. Raises MalformedResponse when the API hands out a cursor it gave before: it would
-    page forever (empty pages or the same rows again)."""
+    so far (:func:`check_cursor`)."""
     cursor = page_cursor(page, where)
-    if cursor is None:
-        return None
+    return None if cursor is None else check_cursor(cursor, seen, where)
+
+
+def check_cursor(cursor: str, seen: set[str], where: str, noun: str = "next_page cursor") -> str:
+    """``cursor`` added to ``seen``. Raises MalformedResponse when the API hands out a cursor
+    it gave before (it would page forever: empty pages or the same rows again), or a new one
+    past :data:`MAX_PAGES` pages (it would page without end: a backfill has no deadline)."""
     if cursor in seen:
         shown = cursor if len(cursor) <= 40 else cursor[:37] + "..."
-        raise MalformedResponse(f"{where}: the API sent a next_page cursor it sent before "
+        raise MalformedResponse(f"{where}: the API sent a {noun} it sent before "
                                 f"({shown!r}), so paging would never end; nothing of this "
                                 "window was stored, the next run asks again")
+    if len(seen) >= MAX_PAGES:
+        raise MalformedResponse(f"{where}: the API is still paging after {MAX_PAGES} pages; "
+                                "refused, nothing of this window was stored")
     seen.add(cursor)
     return cursor
 
@@ -294,10 +306,7 @@ class NamesClient:
             after = getattr(page, "last_id", None) if page.has_next_page() else None
             if not after:
                 return items
-            if after in seen:
-                raise MalformedResponse(f"{where}: the API sent a last_id it sent before "
-                                        f"({after[:40]!r}), so paging would never end")
-            seen.add(after)
+            check_cursor(after, seen, where, "last_id")
 
 
 def _text(item: Any, attr: str) -> str:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Callable, Literal
 
 import anthropic
 
 from collectors.bounds import RunBounds, unbounded
-from collectors.clients import USER_AGENT, sdk_call
+from collectors.clients import USER_AGENT, check_cursor, sdk_call
 from collectors.retry import CAP_SETTING, TransportFailure, call_with_retry
 from spendwatch import storage
 from spendwatch.config import Config
@@ -152,9 +153,7 @@ def fetch_models(config: Config, policy: RetryPolicy,
             cursor = page.last_id
             if not cursor:
                 raise MalformedResponse(f"{where}: has_more is true but last_id is missing")
-            if cursor in seen_cursors:
-                raise MalformedResponse(f"{where}: the listing repeats itself (last_id {cursor!r})")
-            seen_cursors.add(cursor)
+            check_cursor(cursor, seen_cursors, where, "last_id")
     log.info("Models API: %d models in %d page(s)", len(rows), page_number)
     return list(rows.values())
 
@@ -188,8 +187,10 @@ def refresh_models(config: Config, now: datetime, policy: RetryPolicy | None = N
     if policy is None:
         policy = RetryPolicy(max_attempts=config.collection.max_attempts,
                              max_retry_after=config.collection.max_retry_after_seconds,
-                             cap_setting=CAP_SETTING,
-                             deadline=bounds.deadline if bounds else None)
+                             cap_setting=CAP_SETTING)
+        if bounds is not None:  # the run's deadline, and a retry's wait ends on a stop
+            policy = replace(policy, deadline=bounds.deadline, sleep=bounds.sleep,
+                             clock=bounds.clock)
     models = fetch_models(config, policy, environ, bounds)
     write_models(config, models, now)
     return len(models)

@@ -17,9 +17,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from alerts.model import Attachment, Letter
-from alerts.words import clip, format_time, format_value, mrkdwn
+from alerts.words import clip, format_time, format_value, mrkdwn, mrkdwn_object
 from reports.summary import Mover, WeeklyReport
 from spendwatch.numbers import percent, tokens, usd
+from spendwatch.text import header_text
 
 # Email zips a CSV above this: mail servers commonly refuse 10 to 25 MB.
 ZIP_ABOVE_BYTES = 5_000_000
@@ -124,16 +125,14 @@ def slack_message(report: WeeklyReport) -> dict[str, Any]:
     something to say, and the dashboard link. An empty week is one line."""
     if report.empty:
         line = mrkdwn(empty_line(report))
-        return {"text": line, "blocks": [{"type": "section", "text": {"type": "mrkdwn",
-                                                                      "text": line}}]}
+        return {"text": line, "blocks": [{"type": "section", "text": mrkdwn_object(line)}]}
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "emoji": True, "text": clip(
+        {"type": "header", "text": {"type": "plain_text", "emoji": True, "text": header_text(
             f":bar_chart: Weekly spend {report.week}: {report.organization}", 150)}},
-        {"type": "section", "text": {"type": "mrkdwn",
-                                     "text": clip(mrkdwn(headline(report)), 3000)}}]
+        {"type": "section", "text": mrkdwn_object(clip(mrkdwn(headline(report)), 3000))}]
     for heading, lines in sections(report, attached=False):
         text = f"*{mrkdwn(heading)}*\n" + "\n".join(f"• {mrkdwn(line)}" for line in lines)
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": clip(text, 3000)}})
+        blocks.append({"type": "section", "text": mrkdwn_object(clip(text, 3000))})
     if report.dashboard_url:
         blocks.append({"type": "actions", "elements": [
             {"type": "button", "text": {"type": "plain_text", "text": "Open in spendwatch"},

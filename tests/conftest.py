@@ -6,12 +6,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
+import duckdb
 import pytest
 import requests
 
@@ -169,3 +171,26 @@ def org_config(isolated: Path, simulator: Simulator, monkeypatch: pytest.MonkeyP
                                         "base_url": simulator.url}],
                             collection=collection, extra=extra)
     return make
+
+
+def env_with_key(**extra: str) -> dict[str, str]:
+    """The environment for a spendwatch subprocess: the user's ANTHROPIC_ and SPENDWATCH_
+    variables out, the test admin key in, ``extra`` added."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "SPENDWATCH_"))}
+    env["ANTHROPIC_ADMIN_KEY"] = ADMIN_KEY
+    env.update(extra)
+    return env
+
+
+def wait_for(predicate: Callable[[], object], seconds: float = 120) -> None:
+    """Poll ``predicate`` (a look into a warehouse another process writes) until it is true;
+    a DuckDB error (the writer holds the file) means look again."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except duckdb.Error:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {seconds:g} s waiting")

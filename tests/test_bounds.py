@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from collectors.rows import analytics_cost_rows, check_page_size
 from collectors.sync import CollectOptions, Window, collect, write_window
-from conftest import ADMIN_KEY, REPO, Simulator, write_config
+from conftest import ADMIN_KEY, REPO, Simulator, env_with_key, wait_for, write_config
 from fake_slack import FakeSlack
 from spendwatch import storage
 from spendwatch.config import load_config
@@ -34,13 +34,6 @@ USAGE = "/v1/organizations/analytics/usage"
 COST = "/v1/organizations/analytics/cost"
 LEGACY_COST = "/v1/organizations/cost_report"
 ALWAYS = 100000  # a fault's count that outlasts the test
-
-
-def env_with_key(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "SPENDWATCH_"))}
-    env["ANTHROPIC_ADMIN_KEY"] = ADMIN_KEY
-    env.update(extra)
-    return env
 
 
 def spendwatch(config: Path, *args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess,
@@ -258,18 +251,6 @@ def start_worker(path: Path, slack: FakeSlack) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for(predicate, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except duckdb.Error:
-            pass  # the worker holds the file: look again
-        time.sleep(0.3)
-    raise AssertionError("timed out waiting")
-
-
 def stop_worker(worker: subprocess.Popen) -> tuple[str, float]:
     """SIGTERM; returns stderr and the seconds the worker took to exit."""
     worker.send_signal(signal.SIGTERM)
@@ -463,3 +444,15 @@ def test_a_names_listing_that_repeats_itself_only_costs_the_names(isolated: Path
     assert seconds < 30
     assert "names not refreshed" in done.stderr and "last_id it sent before" in done.stderr
     assert count(load_config(path).database_path, "usage_hourly") > 0
+
+
+def test_paging_without_end_is_refused_after_max_pages() -> None:
+    """A backfill has no whole-run deadline: an API that hands out a new cursor with every
+    page is refused at MAX_PAGES pages, whatever the cursors."""
+    from collectors.clients import MAX_PAGES, check_cursor
+    from spendwatch.errors import MalformedResponse
+    seen: set[str] = set()
+    for page in range(MAX_PAGES):
+        check_cursor(f"c{page}", seen, "usage")
+    with pytest.raises(MalformedResponse, match=f"still paging after {MAX_PAGES} pages"):
+        check_cursor("one more", seen, "usage")

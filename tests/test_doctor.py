@@ -111,7 +111,7 @@ def test_each_problem_is_one_line_saying_what_to_do(installed: dict,
     assert f"database {database} is open to group or others (mode 0644); chmod 600" in joined
     assert "channel 'ops-slack': " in joined and "SLACK_WEBHOOK" in joined
     assert "channel 'finance-email': 127.0.0.1:" in joined and "cannot be reached" in joined
-    assert "dashboard would listen on 0.0.0.0:8501 with no login" in joined
+    assert "dashboard.host = '0.0.0.0' would serve every figure to the network" in joined
     assert fake_slack.received == []
 
 

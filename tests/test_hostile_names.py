@@ -35,14 +35,13 @@ from conftest import (ADMIN_KEY, REPO, copy_warehouse, start_simulator_process, 
 from fake_smtp import Mailbox, closed_port, free_port
 from alerts.model import Notification
 from alerts.states import Kind
-from spendwatch.text import clean, code_span, csv_cell, header_text, markdown_text
+from spendwatch.text import FORMULA_STARTS, clean, code_span, csv_cell, header_text, markdown_text
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = REPO / "test-output" / "screenshots"
 TZ = ZoneInfo("America/Chicago")
 #: What a terminal must never get raw: C0/C1 controls (tab and newline aside), bidi controls.
 RAW_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 # --- a local listener: what a browser would load from a name ---------------------------------

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import duckdb
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from collectors.scheduler import COLLECT_JOB, schedule
 from spendwatch.cli.worker import worker_round
-from conftest import ADMIN_KEY, REPO, SIM_NOW, Simulator, write_config
+from conftest import REPO, SIM_NOW, Simulator, env_with_key, wait_for, write_config
 from spendwatch.config import load_config
 from spendwatch.timeutil import floor_day
 from warehouse import query, totals, truth_totals
@@ -23,23 +20,7 @@ from warehouse import query, totals, truth_totals
 UTC = timezone.utc
 
 
-def env_with_key() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "SPENDWATCH_"))}
-    env["ANTHROPIC_ADMIN_KEY"] = ADMIN_KEY
-    env["SLACK_WEBHOOK"] = "http://127.0.0.1:9/services/T/B/unused"
-    return env
-
-
-def wait_for(predicate, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except duckdb.Error:
-            pass  # the worker holds the file: look again
-        time.sleep(0.5)
-    raise AssertionError("timed out waiting")
+UNUSED_WEBHOOK = "http://127.0.0.1:9/services/T/B/unused"
 
 
 def test_the_worker_collects_on_start_and_stops_on_sigterm(isolated: Path, simulators) -> None:
@@ -52,7 +33,7 @@ def test_the_worker_collects_on_start_and_stops_on_sigterm(isolated: Path, simul
                         extra=alerts)
     db = load_config(path).database_path
     worker = subprocess.Popen([sys.executable, "-m", "spendwatch", "--config", str(path), "run"],
-                              cwd=REPO, env=env_with_key(), stdout=subprocess.PIPE,
+                              cwd=REPO, env=env_with_key(SLACK_WEBHOOK=UNUSED_WEBHOOK), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: db.exists() and query(db, "SELECT count(*) FROM collection_runs "
@@ -78,7 +59,7 @@ def test_sigterm_stops_a_running_backfill_at_the_next_window(isolated: Path,
     simulator.fault(path="/v1/organizations/analytics/usage", count=10000, kind="delay",
                     seconds=0.2)
     worker = subprocess.Popen([sys.executable, "-m", "spendwatch", "--config", str(path), "run"],
-                              cwd=REPO, env=env_with_key(), stdout=subprocess.PIPE,
+                              cwd=REPO, env=env_with_key(SLACK_WEBHOOK=UNUSED_WEBHOOK), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: db.exists() and query(db, "SELECT count(*) FROM sync_state") == [(1,)])
@@ -110,7 +91,7 @@ def test_ctrl_c_keeps_whole_windows_and_the_same_command_resumes(isolated: Path,
                     seconds=0.3)
     command = [sys.executable, "-m", "spendwatch", "--config", str(path), "collect",
                "--since", "2026-11-14", "--until", "2026-11-24"]  # the simulator's today
-    first = subprocess.Popen(command, cwd=REPO, env=env_with_key(), stdout=subprocess.PIPE,
+    first = subprocess.Popen(command, cwd=REPO, env=env_with_key(SLACK_WEBHOOK=UNUSED_WEBHOOK), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     wait_for(lambda: db.exists() and query(db, "SELECT count(*) FROM sync_state") == [(1,)])
     first.send_signal(signal.SIGINT)
@@ -123,7 +104,7 @@ def test_ctrl_c_keeps_whole_windows_and_the_same_command_resumes(isolated: Path,
     assert totals(db, low, high)["tokens"] == truth_totals(simulator.truth(low, high))["tokens"]
 
     simulator.control("DELETE", "/_sim/faults")
-    second = subprocess.run(command, cwd=REPO, env=env_with_key(), capture_output=True,
+    second = subprocess.run(command, cwd=REPO, env=env_with_key(SLACK_WEBHOOK=UNUSED_WEBHOOK), capture_output=True,
                             text=True, timeout=300)
     assert second.returncode == 0, second.stderr
     assert totals(db, low, SIM_NOW) == truth_totals(simulator.truth(low, SIM_NOW))

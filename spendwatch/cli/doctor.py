@@ -23,11 +23,11 @@ from urllib.parse import urlsplit
 
 import click
 
-from spendwatch.cli.shell import exit_failed
+from spendwatch.cli.shell import config_of, exit_failed
 from spendwatch.config import ChannelConfig, Config, OrganizationConfig, is_loopback, \
     resolve_admin_key, resolve_channel_secret
-from spendwatch.errors import SpendwatchError
-from spendwatch.files import OPEN_BITS, check_private
+from spendwatch.errors import ConfigError, SpendwatchError
+from spendwatch.files import check_private, is_private
 from spendwatch.secrets import Secret
 
 #: How long a reachability check waits for a TCP connection or an answer.
@@ -65,10 +65,8 @@ def doctor(ctx: click.Context, send: bool) -> None:
 
     Prints one line per check; exits 1 when one fails.
     """
-    from alerts import settings as alert_settings
-
     try:
-        config = alert_settings.load(ctx.find_root().obj["config_path"])
+        config = config_of(ctx)
     except SpendwatchError as exc:
         click.echo(fail(f"config: {exc}").line())
         exit_failed()
@@ -180,10 +178,9 @@ def database(config: Config) -> list[Finding]:
     except DatabaseBusy:
         findings.append(ok(f"database {db} is in use by another spendwatch process (the "
                            "worker?): it is there; try again for a write check"))
-    mode = db.stat().st_mode
-    if mode & OPEN_BITS:
+    if not is_private(db):
         findings.append(fail(f"database {db} is open to group or others (mode "
-                             f"{mode & 0o777:04o}); chmod 600 {db}"))
+                             f"{db.stat().st_mode & 0o777:04o}); chmod 600 {db}"))
     return findings
 
 
@@ -191,7 +188,7 @@ def reports_folder(config: Config) -> Finding:
     folder = config.reports_folder
     if not config.reports.enabled:
         return ok("weekly reports are off ([reports] enabled = false)")
-    if folder.exists() and folder.stat().st_mode & OPEN_BITS:
+    if folder.exists() and not is_private(folder):
         return fail(f"reports folder {folder} is open to group or others (mode "
                     f"{folder.stat().st_mode & 0o777:04o}); chmod 700 {folder}")
     return ok(f"reports folder {folder} is private to its owner" if folder.exists() else
@@ -245,28 +242,17 @@ def send_test_message(config: Config, name: str) -> Finding:
 
 
 def dashboard(config: Config) -> list[Finding]:
-    """Where the dashboard listens, and whether a login stands in front of it."""
+    """Where the dashboard listens, and whether a login stands in front of it: the checks
+    ``spendwatch dashboard`` makes at start (:func:`spendwatch.cli.dashboard.check_exposure`)."""
+    from spendwatch.cli.dashboard import check_exposure
+
     board = config.dashboard
     where = f"{board.host}:{board.port}"
-    secrets_file = getattr(board, "auth_secrets_file", None)
-    if not secrets_file:
-        if is_loopback(board.host):
-            return [ok(f"dashboard listens on {where}, this machine only (no login)")]
-        return [fail(f"dashboard would listen on {where} with no login: anyone who can reach "
-                     "it reads every figure; set [dashboard] host = \"127.0.0.1\" or configure "
-                     "a login (docs/dashboard-login.md)")]
-    findings = []
-    path = Path(secrets_file)
-    if not path.is_file():
-        return [fail(f"dashboard: the login secrets file {path} does not exist; create it "
-                     "(docs/dashboard-login.md)")]
-    check_private(path, "the dashboard's login secrets file")
-    emails = tuple(getattr(board, "allowed_emails", ()))
-    domains = tuple(getattr(board, "allowed_domains", ()))
-    if not emails and not domains:
-        findings.append(fail("dashboard: login is on but nobody is allowed in; add "
-                             "[dashboard] allowed_emails or allowed_domains"))
-    else:
-        findings.append(ok(f"dashboard listens on {where} behind a login ({len(emails)} "
-                           f"address(es), {len(domains)} domain(s) allowed)"))
-    return findings
+    try:
+        check_exposure(config)
+    except ConfigError as exc:
+        return [fail(f"dashboard: {exc}")]
+    if not board.login_required:
+        return [ok(f"dashboard listens on {where}, this machine only (no login)")]
+    return [ok(f"dashboard listens on {where} behind a login ({len(board.allowed_emails)} "
+               f"address(es), {len(board.allowed_domains)} domain(s) allowed)")]
