@@ -35,13 +35,14 @@ import duckdb
 from alerts.model import FIRING, NO_DATA, OK, Evaluation
 from alerts.states import State
 from spendwatch.config import Config, RuleConfig
+from spendwatch.features import PERSON_TYPES
 from spendwatch.numbers import percent, tokens, usd
 from spendwatch.timeutil import floor_hour, local_range, local_today
 from spendwatch.warehouse.batch import Batch
 from spendwatch.warehouse.figures import (cache_input, last_success, month_end_forecast,
                                           recent_runs, stale_after, stored_from)
 from spendwatch.warehouse.reconcile import reconciliation
-from spendwatch.warehouse.spend import total
+from spendwatch.warehouse.spend import spend, total
 
 HUNDRED = Decimal(100)
 ONE = Decimal(1)
@@ -108,6 +109,16 @@ class Warehouse:
         """Cost of the scope in the UTC window [start, end)."""
         return total(self.batch, filters=self.filters(scope), start=start, end=end)
 
+    def spend_per(self, scope: dict[str, str], per: str, start: datetime,
+                  end: datetime) -> list[tuple[str, Decimal]]:
+        """(person or product label, cost) of each that spent in [start, end). Per person:
+        people only (users and federated identities), not API keys or service accounts."""
+        rows = spend(self.batch, by=[per], filters=self.filters(scope), start=start, end=end)
+        if per == "person":
+            rows = [r for r in rows if r.get("actor_type") in PERSON_TYPES]
+        return [(str(r[per] if r[per] is not None else "(none)"), r["cost_usd"])
+                for r in rows if r["cost_usd"]]
+
     def cache_input(self, start: datetime, end: datetime, per: str,
                     scope: dict[str, str]) -> list[tuple[str | None, str, int, int]]:
         """(model or feature, organization, cache reads, all input tokens) per group."""
@@ -133,10 +144,23 @@ def daily_spend(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evaluatio
     tz = w.config.tz
     today = local_today(now, tz)
     start, end = local_range(today, today, tz)
-    budget: Decimal = rule.params["threshold_usd"]
     fresh = w.fresh(_orgs(w.config, scope), now)
+    per = rule.params.get("per")
+    if per is not None and fresh:  # one scope per person or product that spent today
+        return [ev for group, value in w.spend_per(scope, per, start, end)
+                for ev in _daily_levels(w, rule, {**scope, per: group}, value, now)]
     value = w.spend_between(scope, start, end) if fresh else None
+    return _daily_levels(w, rule, scope, value, now)
+
+
+def _daily_levels(w: Warehouse, rule: RuleConfig, scope: dict[str, str],
+                  value: Decimal | None, now: datetime) -> list[Evaluation]:
+    tz = w.config.tz
+    today = local_today(now, tz)
+    budget: Decimal = rule.params["threshold_usd"]
     window = f"today {today} ({tz.key}), until {now.astimezone(tz):%H:%M}"
+    who = "".join(f" of {rule.params['per']} {scope[rule.params['per']]}"
+                  for _ in (1,) if rule.params.get("per") in scope)
     out = []
     for fraction in rule.params.get("levels", (ONE,)):
         threshold = budget * fraction
@@ -149,9 +173,9 @@ def daily_spend(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evaluatio
         state = FIRING if value >= threshold else OK
         out.append(_evaluation(
             rule, scope, level, state, value, threshold, "usd", window,
-            f"today's spend {usd(value)} {'reached' if state == FIRING else 'is under'} "
+            f"today's spend{who} {usd(value)} {'reached' if state == FIRING else 'is under'} "
             f"{percent(fraction, 0)} of the {usd(budget)} daily budget ({usd(threshold)})",
-            "Spend"))
+            "People" if who else "Spend"))
     return out
 
 

@@ -35,9 +35,10 @@ SECRET_KEYS = {"slack": ("webhook_url_env", "webhook_url_file"),
                "email": ("password_env", "password_file")}
 RULE_KINDS = ("daily_spend", "monthly_budget", "cache_hit_ratio", "spend_spike", "data_stale",
               "cost_drift")
-SCOPE_DIMENSIONS = ("organization", "workspace", "feature", "api_key", "model")
+SCOPE_DIMENSIONS = ("organization", "workspace", "feature", "api_key", "model", "person",
+                    "product")
 RULE_PARAMS: dict[str, dict[str, type]] = {
-    "daily_spend": {"threshold_usd": object, "levels": object},
+    "daily_spend": {"threshold_usd": object, "levels": object, "per": str},
     "monthly_budget": {"budget_usd": object},
     "cache_hit_ratio": {"floor": object, "window_hours": int, "min_input_tokens": int,
                         "per": str},
@@ -95,6 +96,8 @@ def scope_fits(rule: RuleConfig, scope: Mapping[str, str],
     fixed = {k: v for k, v in rule.scope.items() if kept is None or k in kept}
     added = {str(rule.params.get("per", "model")) if d == "per" else d
              for d in SCOPE_ADDED.get(rule.kind, ())}
+    if rule.kind == "daily_spend" and "per" in rule.params:
+        added.add(str(rule.params["per"]))
     if set(scope) != set(fixed) | added:
         return False
     if any(scope[k] != v for k, v in fixed.items()):
@@ -183,6 +186,14 @@ def _rule(path: Path, rule: RuleConfig, where: str) -> RuleConfig:
     for required in REQUIRED_PARAMS.get(kind, ()):
         if required not in params:
             raise ConfigError(f"{path}: {where}.{required} is missing; add it")
+    if kind == "daily_spend" and params.get("per", "person") not in ("person", "product"):
+        raise ConfigError(f"{path}: {where}.per must be \"person\" or \"product\" (or left "
+                          "out for one total)")
+    keyed = sorted(set(scope) & {"workspace", "api_key", "feature"})
+    if kind == "daily_spend" and "per" in params and keyed:
+        raise ConfigError(f"{path}: {where} is per {params['per']} and scoped by {keyed[0]}: the "
+                          "API reports people and products apart from workspaces and keys; "
+                          "scope it by organization, model, person or product")
     if kind == "cache_hit_ratio" and params.get("per", "model") not in ("model", "feature"):
         raise ConfigError(f"{path}: {where}.per must be \"model\" or \"feature\"")
     if kind == "spend_spike" and params.get("mode", "daily") not in ("daily", "hourly"):

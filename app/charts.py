@@ -206,3 +206,14 @@ def top_labels(df: pd.DataFrame, column: str, keep: int, other: str = "other") -
     df = df.assign(**{column: df[column].where(df[column].isin(kept), other)})
     keys = [c for c in df.columns if c != "cost_usd"]
     return df.groupby(keys, as_index=False, dropna=False)["cost_usd"].sum()
+
+
+def spend_by_product(df: pd.DataFrame) -> alt.Chart:
+    """Horizontal bars of dollars per product, biggest on top. Columns: ``product``,
+    ``cost_usd``, ``share`` (0..1)."""
+    order = list(df["product"])
+    return alt.Chart(df, title="Spend by product").mark_bar().encode(
+        y=alt.Y("product:N", title=None, sort=order, axis=alt.Axis(labelLimit=240)),
+        x=alt.X("cost_usd:Q", title="spend (USD)", axis=alt.Axis(format="$,.0f")),
+        tooltip=[alt.Tooltip("product:N"), alt.Tooltip("cost_usd:Q", format="$,.2f"),
+                 alt.Tooltip("share:Q", format=".1%")])

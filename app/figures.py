@@ -42,6 +42,14 @@ FIGURES: dict[str, Figure] = _table(
     (figures.top_spenders, True),               # Spend
     (figures.cache_series, True),               # Caching
     (figures.cache_waste, True),                # Caching
+    (figures.has_people_data, True),            # People
+    (figures.people_access, True),              # People
+    (figures.people_dimension_values, True),    # People
+    (figures.people_view, True),                # People
+    (figures.product_totals, True),             # People
+    (figures.rbac_group_totals, True),          # People
+    (figures.speed_totals, True),               # People
+    (figures.claude_code_activity, True),       # People
     (reports.weekly.weekly_csv, True),          # Reports
     (reports.history.report_runs, False),       # Reports
     (history.firing_alerts, False),             # Overview, Alerts

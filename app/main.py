@@ -26,6 +26,8 @@ data.begin_run()
 PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
     st.Page("pages/spend.py", title="Spend", icon=":material/payments:", url_path="Spend"),
+    st.Page("pages/people.py", title="People and products", icon=":material/group:",
+            url_path="People"),
     st.Page("pages/caching.py", title="Caching", icon=":material/cached:", url_path="Caching"),
     st.Page("pages/savings.py", title="Savings", icon=":material/savings:", url_path="Savings"),
     st.Page("pages/alerts.py", title="Alerts", icon=":material/notifications:",

@@ -12,7 +12,7 @@ from spendwatch.warehouse import figures as views
 DIMENSION_TITLES = {"model": "Model", "feature": "Feature", "workspace": "Workspace",
                     "api_key": "API key", "service_tier": "Service tier",
                     "organization": "Organization", "cache_status": "Cache status",
-                    "cost_basis": "Cost basis"}
+                    "cost_basis": "Cost basis", "product": "Product", "person": "Person"}
 
 
 def period(key: str, today: date, days: int, end: date | None = None) -> tuple[date, date]:

@@ -14,12 +14,14 @@ KEY = "sk-ant-admin01-bench"
 
 
 def collected(folder: str, sim: SimulatorServer, since: datetime,
-              now: datetime) -> tuple[Config, OrgResult]:
+              now: datetime, cuts: list[str] | None = None) -> tuple[Config, OrgResult]:
     """One organization "bench" on ``sim``, collected from ``since`` to ``now`` into
-    ``folder``; raises AssertionError when the collection failed."""
+    ``folder``; ``cuts`` as the organization's ``cuts`` (None: the default cuts). Raises
+    AssertionError when the collection failed."""
     path = Path(folder) / "config.toml"
+    cut_line = "" if cuts is None else f"cuts = {cuts!r}\n".replace("'", '"')
     path.write_text(f'timezone = "America/Chicago"\n[[organizations]]\nname = "bench"\n'
-                    f'base_url = "{sim.url}"\n', encoding="utf-8")
+                    f'base_url = "{sim.url}"\n{cut_line}', encoding="utf-8")
     path.chmod(0o600)
     os.environ["ANTHROPIC_ADMIN_KEY"] = KEY
     config = load_config(path)

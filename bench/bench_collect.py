@@ -1,7 +1,9 @@
 """Benchmark: backfill N days from the local simulator, then query spend.
 
-Run: ``python bench/bench_collect.py [--days 90]``. Prints one JSON object: wall seconds for
-the backfill and for the spend queries, rows stored, and the process's peak memory. Speed and
+Run: ``python bench/bench_collect.py [--days 90] [--cuts none|default]``. Prints one JSON
+object: wall seconds for the backfill and for the spend queries, rows stored, and the process's
+peak memory. ``--cuts none`` collects the key cut only (the baseline for the cost of the other
+cuts: run both on the same machine, one after the other). Speed and
 memory are measured here, not in timed tests (the machines are shared and noisy).
 """
 
@@ -25,10 +27,13 @@ NOW = datetime(2026, 11, 24, 12, tzinfo=timezone.utc)
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--cuts", choices=("none", "default"), default="default")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder, start_simulator(admin_keys=[KEY], now=NOW) as sim:
+    with tempfile.TemporaryDirectory() as folder, start_simulator(admin_keys=[KEY], now=NOW,
+                                                                 fast_and_us=True) as sim:
         started = time.perf_counter()
-        config, result = collected(folder, sim, NOW - timedelta(days=args.days), NOW)
+        config, result = collected(folder, sim, NOW - timedelta(days=args.days), NOW,
+                                   [] if args.cuts == "none" else None)
         collect_seconds = time.perf_counter() - started
         started = time.perf_counter()
         def three(batch: Batch) -> None:
@@ -38,7 +43,7 @@ def main() -> None:
         read(config, three)
         query_seconds = time.perf_counter() - started
         print(json.dumps({
-            "days": args.days, "windows": result.windows, "usage_rows": result.usage_rows,
+            "days": args.days, "cuts": args.cuts, "windows": result.windows, "usage_rows": result.usage_rows,
             "cost_rows": result.cost_rows, "collect_seconds": round(collect_seconds, 2),
             "rows_per_second": round((result.usage_rows + result.cost_rows) / collect_seconds),
             "three_spend_queries_seconds": round(query_seconds, 3),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar
 
 import anthropic
@@ -23,19 +24,25 @@ import requests
 
 from collectors.bounds import RunBounds, unbounded
 from collectors.retry import TransportFailure, call_with_retry, error_from_body
-from collectors.rows import (CostRow, UsageRow, analytics_cost_rows, analytics_usage_rows,
-                             check_page_size, legacy_cost_rows, legacy_usage_rows, page_cursor)
+from collectors.rows import (ClaudeCodeRow, CostRow, CutCostRow, CutUsageRow, Person, UsageRow,
+                             analytics_cost_rows, analytics_cut_cost_rows,
+                             analytics_cut_usage_rows, analytics_usage_rows, check_page_size,
+                             claude_code_rows, legacy_cost_rows, legacy_cut_usage_rows,
+                             legacy_usage_rows, page_cursor)
+from spendwatch.cuts import Cut
 from spendwatch import __version__
 from spendwatch.config import CollectionConfig, OrganizationConfig
 from spendwatch.errors import MalformedResponse
 from spendwatch.retry import RetryPolicy, parse_retry_after
 from spendwatch.secrets import Secret
-from spendwatch.timeutil import HOUR, parse_utc, rfc3339
+from spendwatch.timeutil import DAY, HOUR, parse_utc, rfc3339
 
 log = logging.getLogger(__name__)
 
 GROUP_BY = ["model", "workspace_id", "api_key_id", "service_tier", "context_window"]
 ANALYTICS_FLOOR = datetime.fromisoformat("2026-01-01T00:00:00+00:00")
+#: The legacy usage report groups by speed only with this beta header.
+FAST_MODE_BETA = "fast-mode-2026-02-01"
 USER_AGENT = f"spendwatch/{__version__}"
 R = TypeVar("R")
 
@@ -46,6 +53,9 @@ class SourceClient(Protocol):
     def usage(self, start: datetime, end: datetime) -> tuple[list[UsageRow], datetime | None]: ...
 
     def cost(self, start: datetime, end: datetime) -> tuple[list[CostRow], datetime | None]: ...
+
+    def cut_usage(self, cut: Cut, start: datetime, end: datetime, people: dict[str, Person]
+                  ) -> tuple[list[CutUsageRow], datetime | None]: ...
 
 
 def sdk_client(org: OrganizationConfig, key: Secret,
@@ -89,14 +99,35 @@ class AnalyticsClient:
                           {"group_by": GROUP_BY + ["cost_type", "token_type"]},
                           analytics_cost_rows)
 
+    def cut_usage(self, cut: Cut, start: datetime, end: datetime, people: dict[str, Person]
+                  ) -> tuple[list[CutUsageRow], datetime | None]:
+        """One window of a cut's usage; the actors its rows name are added to ``people``."""
+        return self._read(self._sdk.beta.organization.analytics.usage, f"usage:{cut.name}",
+                          start, end, {"group_by": list(cut.group_by)},
+                          lambda page, org, where: analytics_cut_usage_rows(
+                              page, org, cut.name, where, people),
+                          dimensions=cut.group_by, fanout=False)
+
+    def cut_cost(self, cut: Cut, start: datetime, end: datetime, people: dict[str, Person]
+                 ) -> tuple[list[CutCostRow], datetime | None]:
+        """One window of a cut's billed cost, by cost and token type."""
+        return self._read(self._sdk.beta.organization.analytics.cost, f"cost:{cut.name}",
+                          start, end, {"group_by": [*cut.group_by, *cut.cost_fanout]},
+                          lambda page, org, where: analytics_cut_cost_rows(
+                              page, org, cut.name, where, people),
+                          dimensions=cut.group_by, fanout=True)
+
     def _read(self, resource: Any, stream: str, start: datetime, end: datetime,
               extra: dict[str, Any],
-              parse: Callable[[Any, str, str], list[R]]) -> tuple[list[R], datetime | None]:
+              parse: Callable[[Any, str, str], list[R]], dimensions: tuple[str, ...] = (),
+              fanout: bool | None = None) -> tuple[list[R], datetime | None]:
         params: dict[str, Any] = {
             "starting_at": rfc3339(start), "ending_at": rfc3339(end), "time_bucket_width": "1h",
             "group_by": GROUP_BY, "limit": self._limit, "order_by": "time", "order": "asc",
             **extra,
         }
+        if fanout is None:
+            fanout = "group_by" in extra
         rows: list[R] = []
         refreshed: datetime | None = None
         cursor: str | None = None
@@ -108,8 +139,8 @@ class AnalyticsClient:
                      f"{rfc3339(start)}..{rfc3339(end)} page {page_number}")
             page = call_with_retry(
                 lambda: self._bounds.call(lambda: self._get(resource, params, cursor), where),
-                self._policy, where, self._key)
-            check_page_size(page, self._limit, "rows", where, fanout="group_by" in extra)
+                self._policy, where, self._key, dimensions)
+            check_page_size(page, self._limit, "rows", where, fanout=fanout)
             rows.extend(parse(page, self._org.name, where))
             refreshed = _refreshed_at(page) or refreshed
             cursor = next_cursor(page, seen, where)
@@ -152,9 +183,11 @@ def check_cursor(cursor: str, seen: set[str], where: str, noun: str = "next_page
     return cursor
 
 
-def _json(text: str, organization: str) -> Any:
+def _json(text: str, organization: str, decimal_numbers: bool = False) -> Any:
+    """The page as JSON; with ``decimal_numbers`` every number with a point is a Decimal (the
+    Claude Code report sends cents as JSON numbers: a float would not be exact)."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_float=Decimal) if decimal_numbers else json.loads(text)
     except (ValueError, RecursionError):  # RecursionError: nested thousands of levels deep
         raise MalformedResponse(f"organization {organization!r}: the API answered with something "
                                 "that is not JSON") from None
@@ -187,6 +220,27 @@ class LegacyClient:
         return self._read("/v1/organizations/usage_report/messages", "usage", params,
                           legacy_usage_rows, start, end, hours), None
 
+    def cut_usage(self, cut: Cut, start: datetime, end: datetime, people: dict[str, Person]
+                  ) -> tuple[list[CutUsageRow], datetime | None]:
+        """One window of the price cut from the usage report (no 5-dimension limit there);
+        grouping by speed needs the fast-mode beta header."""
+        hours = max(1, min(168, int((end - start) / HOUR)))
+        params = [("starting_at", rfc3339(start)), ("ending_at", rfc3339(end)),
+                  ("bucket_width", "1h"), ("limit", str(hours))]
+        params += [("group_by[]", dim) for dim in cut.group_by]
+        return self._read("/v1/organizations/usage_report/messages", f"usage:{cut.name}", params,
+                          lambda page, org, where: legacy_cut_usage_rows(page, org, cut.name,
+                                                                         where),
+                          start, end, hours, headers={"anthropic-beta": FAST_MODE_BETA},
+                          dimensions=cut.group_by), None
+
+    def claude_code(self, day: datetime) -> list[ClaudeCodeRow]:
+        """Every record of usage_report/claude_code for one UTC day (starting at ``day``)."""
+        params = [("starting_at", day.date().isoformat()), ("limit", "1000")]
+        return self._read("/v1/organizations/usage_report/claude_code", "claude_code", params,
+                          claude_code_rows, day, day + DAY, 1000, decimal_numbers=True,
+                          dimensions=("claude_code",))
+
     def cost(self, start: datetime, end: datetime) -> tuple[list[CostRow], datetime | None]:
         days = max(1, min(31, (end - start).days))
         params = [("starting_at", rfc3339(start)), ("ending_at", rfc3339(end)),
@@ -197,7 +251,8 @@ class LegacyClient:
 
     def _read(self, path: str, stream: str, params: Sequence[tuple[str, str]],
               parse: Callable[[Any, str, str], list[R]], start: datetime,
-              end: datetime, limit: int) -> list[R]:
+              end: datetime, limit: int, headers: Mapping[str, str] | None = None,
+              decimal_numbers: bool = False, dimensions: tuple[str, ...] = ()) -> list[R]:
         rows: list[R] = []
         cursor: str | None = None
         seen: set[str] = set()
@@ -207,18 +262,20 @@ class LegacyClient:
             where = (f"organization {self._org.name!r}: legacy {stream} "
                      f"{rfc3339(start)}..{rfc3339(end)} page {page_number}")
             query = list(params) + ([("page", cursor)] if cursor else [])
-            page = call_with_retry(lambda: self._bounds.call(lambda: self._get(path, query),
-                                                             where),
-                                   self._policy, where, self._key)
-            check_page_size(page, limit, "buckets", where)
+            page = call_with_retry(lambda: self._bounds.call(
+                lambda: self._get(path, query, headers, decimal_numbers), where),
+                self._policy, where, self._key, dimensions)
+            check_page_size(page, limit, "records" if decimal_numbers else "buckets", where)
             rows.extend(parse(page, self._org.name, where))
             cursor = next_cursor(page, seen, where)
             if cursor is None:
                 return rows
 
-    def _get(self, path: str, query: list[tuple[str, str]]) -> Any:
+    def _get(self, path: str, query: list[tuple[str, str]],
+             headers: Mapping[str, str] | None = None, decimal_numbers: bool = False) -> Any:
         try:
             response = self._session.get(self._org.base_url + path, params=query,
+                                         headers=dict(headers or {}),
                                          timeout=self._bounds.timeout(self._timeout))
         except requests.Timeout:
             raise TransportFailure(None, "timeout", f"no answer from {self._org.base_url} in time")
@@ -233,7 +290,7 @@ class LegacyClient:
             error_type, message = error_from_body(response.status_code, body)
             raise TransportFailure(response.status_code, error_type, message,
                                    parse_retry_after(response.headers.get("retry-after")))
-        return _json(response.text, self._org.name)
+        return _json(response.text, self._org.name, decimal_numbers)
 
 
 class NamesClient:

@@ -13,7 +13,7 @@ import logging
 from typing import Callable, TypeVar
 
 from spendwatch.secrets import Secret
-from spendwatch.errors import AuthError, CollectionError
+from spendwatch.errors import AuthError, CollectionError, CutUnreadable
 from spendwatch.retry import GaveUp, RetryPolicy, TryAgain, call_with_retries, parse_retry_after
 
 __all__ = ["CAP_SETTING", "RETRYABLE_STATUSES", "RetryPolicy", "TransportFailure",
@@ -65,16 +65,22 @@ def key_kind_hint(key: Secret) -> str:
             "the variable or file it is read from")
 
 
-def call_with_retry(call: Callable[[], T], policy: RetryPolicy, what: str, key: Secret) -> T:
+def call_with_retry(call: Callable[[], T], policy: RetryPolicy, what: str, key: Secret,
+                    dimensions: tuple[str, ...] = ()) -> T:
     """Run ``call`` (which raises TransportFailure on failure) under ``policy``.
 
     Raises AuthError for 401/403, CollectionError for anything else that does not succeed:
     a request the API rejects, the attempts used up, or a job deadline too near to wait.
+    With ``dimensions`` (a cut's), a 400 or 403 whose message names one of them is
+    CutUnreadable: the key may not group by it (its message is the API's own, never the key).
     """
     def attempt(number: int) -> T:
         try:
             return call()
         except TransportFailure as failure:
+            if failure.status in (400, 403) and any(d in failure.message for d in dimensions):
+                raise CutUnreadable(f"{what}: {failure.status} {failure.error_type}: "
+                                    f"{failure.message}") from None
             if failure.status in (401, 403):
                 raise AuthError(f"{what}: {failure.status} {failure.error_type}: "
                                 f"{key_kind_hint(key)}") from None

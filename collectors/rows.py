@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, fields, replace
+from functools import cached_property
+from datetime import date, datetime
 # collections.abc, not typing.Mapping: isinstance runs for every field of every page, and
 # through the typing alias it cost a third of a cost page's parsing.
 from collections.abc import Mapping
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from typing import Any, Iterator
 
+from spendwatch.cuts import CUT_DIMENSIONS
 from spendwatch.errors import MalformedResponse
 from spendwatch.timeutil import parse_utc
 
@@ -411,4 +413,333 @@ def legacy_cost_rows(page: Any, organization: str, where: str) -> list[CostRow]:
                 raise MalformedResponse(f"{at}: not a JSON object")
             rows.append(_cost_row(organization, "legacy", start, end, "1d", item, item, at,
                                   list_amount=False))
+    return rows
+
+
+# --- cuts (spendwatch.cuts): the same hours grouped by price, people, groups, profiles --------
+
+@dataclass(frozen=True)
+class CutUsageRow:
+    """Token usage of one hour bucket of one cut and one combination of its dimensions."""
+
+    organization: str
+    cut: str
+    source: str
+    bucket_start: datetime
+    bucket_end: datetime
+    model: str | None
+    service_tier: str | None
+    context_window: str | None
+    inference_geo: str | None
+    speed: str | None
+    product: str | None
+    actor_key: str | None
+    actor_type: str | None
+    rbac_group_id: str | None
+    user_profile_id: str | None
+    workspace_id: str | None
+    api_key_id: str | None
+    uncached_input_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
+    cache_read_tokens: int
+    output_tokens: int
+    web_search_requests: int
+    requests: int | None
+
+    @cached_property
+    def row_key(self) -> str:
+        """The natural key: organization, bucket, cut, every cut dimension (computed once: a
+        window's writer asks for it three times, over tens of thousands of rows)."""
+        return json.dumps([self.organization, self.bucket_start.isoformat(), self.cut,
+                           *(getattr(self, d) for d in CUT_DIMENSIONS)])
+
+
+@dataclass(frozen=True)
+class CutCostRow:
+    """Billed cost of one hour bucket of one cut, combination, cost type and token type."""
+
+    organization: str
+    cut: str
+    source: str
+    bucket_start: datetime
+    bucket_end: datetime
+    model: str | None
+    service_tier: str | None
+    context_window: str | None
+    inference_geo: str | None
+    speed: str | None
+    product: str | None
+    actor_key: str | None
+    actor_type: str | None
+    rbac_group_id: str | None
+    user_profile_id: str | None
+    workspace_id: str | None
+    api_key_id: str | None
+    cost_type: str | None
+    token_type: str | None
+    amount_usd: Decimal
+    list_amount_usd: Decimal | None
+    requests: int | None
+
+    @cached_property
+    def row_key(self) -> str:
+        return json.dumps([self.organization, self.bucket_start.isoformat(), self.cut,
+                           *(getattr(self, d) for d in CUT_DIMENSIONS),
+                           self.cost_type, self.token_type])
+
+
+@dataclass(frozen=True)
+class Person:
+    """Who an ``actor`` is, as the rows named them (for labels; never summed)."""
+
+    actor_key: str
+    actor_type: str
+    email: str | None
+    name: str | None
+    deleted: bool
+
+
+ACTOR_TYPES = ("user_actor", "service_account_actor", "api_actor", "federated_actor")
+_ACTOR_ID_FIELD = {"user_actor": "user_id", "service_account_actor": "service_account_id",
+                   "api_actor": "api_key_id"}
+
+
+def parse_actor(group: Mapping[str, Any], where: str) -> tuple[str | None, str | None,
+                                                                Person | None]:
+    """(actor_key, actor_type, Person) of a group's ``actor`` (all None when null).
+
+    The key is the user, service account or API key ID, or for a federated identity
+    ``federated:<issuer or account>:<subject>``; an actor type spendwatch does not know yet is
+    kept under ``<type>:<its fields>`` and logged once.
+    """
+    actor = group.get("actor")
+    if actor is None:
+        return None, None, None
+    if not isinstance(actor, Mapping):
+        raise MalformedResponse(f"{where}: field 'actor' should be an object or null, "
+                                f"got {type(actor).__name__} {_preview(actor)}")
+    kind = _optional_str(actor, "type", where)
+    if kind is None:
+        raise MalformedResponse(f"{where}: field 'actor.type' is missing")
+    if kind in _ACTOR_ID_FIELD:
+        key = _optional_str(actor, _ACTOR_ID_FIELD[kind], where)
+        if key is None:
+            raise MalformedResponse(f"{where}: field 'actor.{_ACTOR_ID_FIELD[kind]}' is missing")
+    elif kind == "federated_actor":
+        provider = actor.get("provider")
+        if isinstance(provider, Mapping):
+            origin = (_optional_str(provider, "issuer", where)
+                      or _optional_str(provider, "account_id", where)
+                      or _optional_str(provider, "type", where) or "unknown")
+        else:
+            origin = _optional_str(actor, "provider", where) or "unknown"
+        key = f"federated:{origin}:{_optional_str(actor, 'subject', where) or ''}"
+    else:
+        _optional_str(actor, "type", where, ACTOR_TYPES)  # logged once, kept
+        key = f"{kind}:{json.dumps(actor, sort_keys=True, default=str)[:200]}"
+    email = _optional_str(actor, "email_address", where) if kind == "user_actor" else None
+    name = _optional_str(actor, "name", where) if kind == "user_actor" else None
+    deleted = actor.get("deleted") is True
+    return key, kind, Person(key, kind, email, name, deleted)
+
+
+def _cut_dimensions(group: Mapping[str, Any], cut: str, where: str
+                    ) -> tuple[dict[str, Any], Person | None]:
+    actor_key, actor_type, person = parse_actor(group, where)
+    dims: dict[str, Any] = {d: _optional_str(group, d, where)
+                                   for d in CUT_DIMENSIONS if d not in ("actor_key", "actor_type")}
+    dims["actor_key"] = actor_key
+    dims["actor_type"] = actor_type or _optional_str(group, "actor_type", where)
+    return dims, person
+
+
+def _any(values: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(values)
+
+
+def analytics_cut_usage_rows(page: Any, organization: str, cut: str, where: str,
+                             people: dict[str, Person]) -> list[CutUsageRow]:
+    """Rows of one Analytics usage page of a cut; actors seen are added to ``people``."""
+    rows = []
+    for item, group, usage, at in _flat_items(page, "usage", where):
+        dims, person = _cut_dimensions(group, cut, at)
+        if person is not None:
+            people[person.actor_key] = person
+        rows.append(CutUsageRow(organization=organization, cut=cut, source="analytics",
+                                bucket_start=_time(item, "starting_at", at),
+                                bucket_end=_time(item, "ending_at", at), **dims,
+                                **_any(_usage_metrics(usage, at)),
+                                requests=_optional_int(usage, "requests", at)))
+    return rows
+
+
+def analytics_cut_cost_rows(page: Any, organization: str, cut: str, where: str,
+                            people: dict[str, Person]) -> list[CutCostRow]:
+    """Rows of one Analytics cost page of a cut, amounts from cents to dollars."""
+    rows = []
+    for item, group, cost, at in _flat_items(page, "cost", where):
+        dims, person = _cut_dimensions(group, cut, at)
+        if person is not None:
+            people[person.actor_key] = person
+        _check_currency(cost, at)
+        rows.append(CutCostRow(
+            organization=organization, cut=cut, source="analytics",
+            bucket_start=_time(item, "starting_at", at), bucket_end=_time(item, "ending_at", at),
+            **dims, cost_type=_optional_str(group, "cost_type", at, COST_TYPES),
+            token_type=_optional_str(group, "token_type", at, TOKEN_TYPES),
+            amount_usd=cents_to_dollars(_get(cost, "amount", at), at, "amount"),
+            list_amount_usd=cents_to_dollars(_get(cost, "list_amount", at), at, "list_amount"),
+            requests=_optional_int(cost, "requests", at)))
+    return rows
+
+
+def legacy_cut_usage_rows(page: Any, organization: str, cut: str, where: str
+                          ) -> list[CutUsageRow]:
+    """Rows of one legacy usage_report/messages page read for a cut (the price cut: model,
+    tier, context window, inference geo, speed)."""
+    rows = []
+    for start, end, results, at_bucket in _buckets(page, where):
+        for index, item in enumerate(results):
+            at = f"{at_bucket}, row {index}"
+            if not isinstance(item, Mapping):
+                raise MalformedResponse(f"{at}: not a JSON object")
+            dims, _ = _cut_dimensions(item, cut, at)
+            rows.append(CutUsageRow(organization=organization, cut=cut, source="legacy",
+                                    bucket_start=start, bucket_end=end, **dims,
+                                    **_any(_usage_metrics(item, at)), requests=None))
+    return rows
+
+
+def merge_unrendered(rows: list[Any]) -> list[Any]:
+    """Rows of a cut with the same key and no actor summed into one.
+
+    The Analytics API reads distinct identities it cannot render as a null ``actor``, "each as
+    its own row": several rows of one bucket with the same group. Other repeated keys are left
+    as they are (the window's writer refuses them: a page sent twice).
+    """
+    out: list[Any] = []
+    at: dict[str, int] = {}
+    for row in rows:
+        if row.actor_key is not None or getattr(row, "actor_type", None) is not None:
+            out.append(row)
+            continue
+        key = row.row_key
+        if key not in at:
+            at[key] = len(out)
+            out.append(row)
+            continue
+        first = out[at[key]]
+        out[at[key]] = _summed(first, row)
+    return out
+
+
+def _summed(a: Any, b: Any) -> Any:
+    changes: dict[str, Any] = {}
+    for f in fields(a):
+        va, vb = getattr(a, f.name), getattr(b, f.name)
+        if f.name in ("requests", "list_amount_usd"):
+            changes[f.name] = None if va is None or vb is None else va + vb
+        elif isinstance(va, (int, Decimal)) and not isinstance(va, bool) and f.name not in (
+                "bucket_start", "bucket_end"):
+            changes[f.name] = va + vb
+    return replace(a, **changes)
+
+
+# --- the legacy Claude Code report -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ClaudeCodeRow:
+    """One actor's Claude Code activity on one UTC day (usage_report/claude_code)."""
+
+    organization: str
+    day: date
+    actor_type: str
+    actor: str
+    terminal_type: str | None
+    sessions: int
+    lines_added: int
+    lines_removed: int
+    commits: int
+    pull_requests: int
+    tool_accepted: int
+    tool_rejected: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_creation_tokens: int
+    estimated_cost_usd: Decimal
+    models: str
+
+    @property
+    def row_key(self) -> str:
+        return json.dumps([self.organization, self.day.isoformat(), self.actor_type,
+                           self.actor, self.terminal_type])
+
+
+def _cents_number(value: Any, where: str, field: str) -> Decimal:
+    """Cents sent as a JSON number (parsed with ``parse_float=Decimal``) or a string."""
+    if isinstance(value, bool) or not isinstance(value, (int, Decimal, str)):
+        raise MalformedResponse(f"{where}: field '{field}' should be a number of cents, "
+                                f"got {type(value).__name__} {_preview(value)}")
+    return cents_to_dollars(str(value), where, field)
+
+
+def claude_code_rows(page: Any, organization: str, where: str) -> list[ClaudeCodeRow]:
+    """Rows of one usage_report/claude_code page (parse it with ``parse_float=Decimal``: the
+    estimated cost is a JSON number of cents)."""
+    rows = []
+    for index, item in enumerate(_page_rows(page, where)):
+        at = f"{where}, record {index}"
+        if not isinstance(item, Mapping):
+            raise MalformedResponse(f"{at}: not a JSON object")
+        actor = _get(item, "actor", at)
+        if not isinstance(actor, Mapping):
+            raise MalformedResponse(f"{at}: field 'actor' should be an object")
+        actor_type = _optional_str(actor, "type", at) or "unknown"
+        who = (_optional_str(actor, "email_address", at) or _optional_str(actor, "api_key_name", at)
+               or _optional_str(actor, "user_id", at) or "(unknown)")
+        tools = item.get("tool_actions") or {}
+        if not isinstance(tools, Mapping):
+            raise MalformedResponse(f"{at}: field 'tool_actions' should be an object")
+        accepted = rejected = 0
+        for tool, counts in tools.items():
+            if not isinstance(counts, Mapping):
+                raise MalformedResponse(f"{at}: field 'tool_actions.{tool}' should be an object")
+            accepted += _int(counts, "accepted", at)
+            rejected += _int(counts, "rejected", at)
+        breakdown = _get(item, "model_breakdown", at)
+        if not isinstance(breakdown, list):
+            raise MalformedResponse(f"{at}: field 'model_breakdown' should be a list")
+        tokens = {"input": 0, "output": 0, "cache_read": 0, "cache_creation": 0}
+        cost = Decimal(0)
+        models = []
+        for m_index, model in enumerate(breakdown):
+            m_at = f"{at}, model {m_index}"
+            if not isinstance(model, Mapping):
+                raise MalformedResponse(f"{m_at}: not a JSON object")
+            models.append(_optional_str(model, "model", m_at) or "?")
+            for name in tokens:
+                tokens[name] += _int(model, f"tokens.{name}", m_at)
+            cost += _cents_number(_get(model, "estimated_cost.amount", m_at), m_at,
+                                  "estimated_cost.amount")
+        day_text = _get(item, "date", at)
+        try:
+            day = parse_utc(day_text).date() if isinstance(day_text, str) and "T" in day_text \
+                else date.fromisoformat(str(day_text))
+        except ValueError:
+            raise MalformedResponse(f"{at}: field 'date' should be a date, got "
+                                    f"{_preview(day_text)}") from None
+        rows.append(ClaudeCodeRow(
+            organization=organization, day=day, actor_type=actor_type, actor=who,
+            terminal_type=_optional_str(item, "terminal_type", at),
+            sessions=_int(item, "core_metrics.num_sessions", at),
+            lines_added=_int(item, "core_metrics.lines_of_code.added", at),
+            lines_removed=_int(item, "core_metrics.lines_of_code.removed", at),
+            commits=_int(item, "core_metrics.commits_by_claude_code", at),
+            pull_requests=_int(item, "core_metrics.pull_requests_by_claude_code", at),
+            tool_accepted=accepted, tool_rejected=rejected,
+            input_tokens=tokens["input"], output_tokens=tokens["output"],
+            cache_read_tokens=tokens["cache_read"], cache_creation_tokens=tokens["cache_creation"],
+            estimated_cost_usd=cost, models=",".join(sorted(set(models)))))
     return rows

@@ -27,7 +27,9 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
+
+import duckdb
 
 import pyarrow as pa
 
@@ -35,10 +37,13 @@ from collectors.bounds import DeadlineExceeded, RunBounds, Stopped
 from collectors.clients import (ANALYTICS_FLOOR, AnalyticsClient, LegacyClient, NamesClient,
                                 SourceClient)
 from collectors.retry import CAP_SETTING, RetryPolicy
-from collectors.rows import DIMENSIONS, CostRow, UsageRow
+from collectors.rows import (DIMENSIONS, ClaudeCodeRow, CostRow, CutCostRow, CutUsageRow, Person,
+                             UsageRow, merge_unrendered)
 from spendwatch import allocation, estimates, storage
 from spendwatch.config import Config, OrganizationConfig, resolve_admin_key
-from spendwatch.errors import AuthError, CollectionError, MalformedResponse, SpendwatchError
+from spendwatch.cuts import CUT_BY_NAME, CUT_DIMENSIONS, Cut, cut_of_stream, stream_kind
+from spendwatch.errors import (AuthError, CollectionError, CutUnreadable, MalformedResponse,
+                               SpendwatchError)
 from spendwatch.pricing import PriceTable, price_table
 from spendwatch.timeutil import DAY, ceil_day, ceil_hour, floor_day, rfc3339, utcnow
 
@@ -149,14 +154,32 @@ _USAGE_COLUMNS = ["row_key", "organization", "source", "bucket_start", "bucket_e
 _COST_COLUMNS = ["row_key", "organization", "source", "bucket_start", "bucket_end",
                  "bucket_width", *DIMENSIONS, "cost_type", "token_type", "description",
                  "amount_usd", "list_amount_usd", "requests", "provisional", "fetched_at"]
+_CUT_USAGE_COLUMNS = ["row_key", "organization", "cut", "source", "bucket_start", "bucket_end",
+                      *CUT_DIMENSIONS, "uncached_input_tokens", "cache_write_5m_tokens",
+                      "cache_write_1h_tokens", "cache_read_tokens", "output_tokens",
+                      "web_search_requests", "requests", "provisional", "fetched_at"]
+_CUT_COST_COLUMNS = ["row_key", "organization", "cut", "source", "bucket_start", "bucket_end",
+                     *CUT_DIMENSIONS, "cost_type", "token_type", "amount_usd",
+                     "list_amount_usd", "requests", "provisional", "fetched_at"]
+_CLAUDE_CODE_COLUMNS = ["row_key", "organization", "day", "actor_type", "actor", "terminal_type",
+                        "sessions", "lines_added", "lines_removed", "commits", "pull_requests",
+                        "tool_accepted", "tool_rejected", "input_tokens", "output_tokens",
+                        "cache_read_tokens", "cache_creation_tokens", "estimated_cost_usd",
+                        "models", "fetched_at"]
+#: The stream of the legacy Claude Code report (day windows, no provisional flag).
+CLAUDE_CODE = "claude_code"
+#: A cut the key could not read is asked again after this long (one request a day).
+CUT_RECHECK = timedelta(hours=24)
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 _DOLLARS = pa.decimal128(38, 12)
 _ARROW_TYPES = {"bucket_start": _TIMESTAMP, "bucket_end": _TIMESTAMP, "fetched_at": _TIMESTAMP,
                 "amount_usd": _DOLLARS, "list_amount_usd": _DOLLARS, "provisional": pa.bool_(),
-                "requests": pa.int64()}
+                "requests": pa.int64(), "estimated_cost_usd": _DOLLARS, "day": pa.date32(),
+                **{d: pa.string() for d in CUT_DIMENSIONS}, "terminal_type": pa.string()}
+AnyRow = UsageRow | CostRow | CutUsageRow | CutCostRow | ClaudeCodeRow
 
 
-def _arrow(rows: Sequence[UsageRow | CostRow], columns: list[str], now: datetime,
+def _arrow(rows: Sequence[AnyRow], columns: list[str], now: datetime,
            provisional_after: datetime) -> pa.Table:
     """The rows as an Arrow table (bulk insert: row-by-row inserts are ~1000x slower)."""
     values: dict[str, list[object]] = {c: [] for c in columns}
@@ -165,7 +188,7 @@ def _arrow(rows: Sequence[UsageRow | CostRow], columns: list[str], now: datetime
             if column == "row_key":
                 values[column].append(row.row_key)
             elif column == "provisional":
-                values[column].append(row.bucket_end > provisional_after)
+                values[column].append(getattr(row, "bucket_end") > provisional_after)
             elif column == "fetched_at":
                 values[column].append(now)
             else:
@@ -174,26 +197,61 @@ def _arrow(rows: Sequence[UsageRow | CostRow], columns: list[str], now: datetime
 
 
 def _table(stream: str) -> tuple[str, list[str]]:
+    """The table and columns of a stream: ``usage``/``cost`` (the key cut),
+    ``usage:<cut>``/``cost:<cut>``, ``claude_code``."""
+    if stream == CLAUDE_CODE:
+        return "claude_code_daily", _CLAUDE_CODE_COLUMNS
+    if cut_of_stream(stream) is not None:
+        return (("usage_cuts", _CUT_USAGE_COLUMNS) if stream_kind(stream) == "usage"
+                else ("cost_cuts", _CUT_COST_COLUMNS))
     return ("usage_hourly", _USAGE_COLUMNS) if stream == "usage" else ("cost_buckets",
                                                                         _COST_COLUMNS)
 
 
+def _scope(stream: str) -> tuple[str, str]:
+    """(the window's rows, their bucket column) in the stream's table, with parameters
+    organization, start, end[, cut]."""
+    if stream == CLAUDE_CODE:
+        return "organization = ? AND day >= ?::DATE AND day < ?::DATE", "day"
+    if cut_of_stream(stream) is not None:
+        return ("organization = ? AND bucket_start >= ? AND bucket_start < ? AND cut = ?",
+                "bucket_start")
+    return "organization = ? AND bucket_start >= ? AND bucket_start < ?", "bucket_start"
+
+
+def write_people(conn: duckdb.DuckDBPyConnection, organization: str,
+                 people: Mapping[str, Person], now: datetime) -> None:
+    """Upsert who the actors are (their e-mail and name as last reported)."""
+    for p in people.values():
+        conn.execute("""INSERT INTO people VALUES (?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (organization, actor_key) DO UPDATE SET actor_type = excluded.actor_type,
+            email = coalesce(excluded.email, people.email), name = excluded.name,
+            deleted = excluded.deleted, last_seen = excluded.last_seen""",
+                     [organization, p.actor_key, p.actor_type, p.email, p.name, p.deleted, now])
+
+
 def write_window(config: Config, organization: str, window: Window,
-                 rows: Sequence[UsageRow | CostRow], data_refreshed_at: datetime | None,
-                 now: datetime, provisional_after: datetime, prices: PriceTable) -> None:
+                 rows: Sequence[AnyRow], data_refreshed_at: datetime | None,
+                 now: datetime, provisional_after: datetime, prices: PriceTable,
+                 people: Mapping[str, Person] | None = None) -> None:
     """Replace the window's rows and move the cursor, in one transaction.
 
-    The same transaction prices new usage rows (``usage_estimates``) and re-splits the day's
-    legacy cost across API keys (``cost_allocated``), so readers never see them out of step.
+    The same transaction prices new usage rows (``usage_estimates``, ``cut_estimates``: the
+    price cut's rows reprice every cut of the window) and re-splits the day's legacy cost
+    across API keys (``cost_allocated``), so readers never see them out of step.
     """
     table, columns = _table(window.stream)
+    cut = cut_of_stream(window.stream)
+    kind = stream_kind(window.stream)
     seen: set[str] = set()
     for row in rows:
-        if not window.start <= row.bucket_start < window.end:
+        start = (row.bucket_start if not isinstance(row, ClaudeCodeRow)
+                 else datetime.combine(row.day, datetime.min.time(), window.start.tzinfo))
+        if not window.start <= start < window.end:
             # It would land outside the window this transaction replaces (and overwrite a
             # row of another window on its key).
             raise MalformedResponse(f"organization {organization!r}: the API reported a "
-                                    f"{window.stream} bucket starting {rfc3339(row.bucket_start)}"
+                                    f"{window.stream} bucket starting {rfc3339(start)}"
                                     f" for {rfc3339(window.start)}..{rfc3339(window.end)}; "
                                     "nothing of the window was stored")
         if row.row_key in seen:
@@ -203,12 +261,19 @@ def write_window(config: Config, organization: str, window: Window,
                                   "window is fetched again next run")
         seen.add(row.row_key)
     incoming = _arrow(rows, columns, now, provisional_after)
-    in_window = "organization = ? AND bucket_start >= ? AND bucket_start < ?"
-    span = [organization, window.start, window.end]
+    in_window, _ = _scope(window.stream)
+    span: list[object] = [organization, window.start, window.end]
+    if cut is not None:
+        span.append(cut.name)
+    if window.stream == CLAUDE_CODE:
+        span = [organization, window.start.date(), window.end.date()]
     with storage.writer(config) as conn, storage.transaction(conn):
         if window.stream == "usage":
             conn.execute("DELETE FROM usage_estimates WHERE row_key IN "
                          f"(SELECT row_key FROM usage_hourly WHERE {in_window})", span)
+        elif cut is not None and kind == "usage":
+            conn.execute("DELETE FROM cut_estimates WHERE row_key IN "
+                         f"(SELECT row_key FROM usage_cuts WHERE {in_window})", span)
         conn.execute(f"DELETE FROM {table} WHERE {in_window}", span)
         conn.register("incoming_rows", incoming)
         conn.execute(f"INSERT INTO {table} ({', '.join(columns)}) "
@@ -216,10 +281,20 @@ def write_window(config: Config, organization: str, window: Window,
                      "ON CONFLICT (row_key) DO UPDATE SET "
                      + ", ".join(f"{c} = excluded.{c}" for c in columns if c != "row_key"))
         conn.unregister("incoming_rows")
+        hours = "organization = ? AND bucket_start >= ? AND bucket_start < ?"
+        hours_span = [organization, window.start, window.end]
         if window.stream == "usage":
-            estimates.write_estimates(conn, prices, in_window, span)
-        day = floor_day(window.start)
-        allocation.reallocate(conn, organization, day, day + DAY)
+            estimates.write_estimates(conn, prices, hours, hours_span)
+        elif cut is not None and kind == "usage":
+            if cut.name == "price":  # it prices every other cut of these hours
+                estimates.reprice_window(conn, prices, hours, hours_span)
+            else:
+                estimates.write_cut_estimates(conn, prices, hours, hours_span, cut.name)
+        if people:
+            write_people(conn, organization, people, now)
+        if cut is None and window.stream != CLAUDE_CODE:
+            day = floor_day(window.start)
+            allocation.reallocate(conn, organization, day, day + DAY)
         conn.execute("""
             INSERT INTO sync_state VALUES (?, ?, ?, ?, ?, ?)
             ON CONFLICT (organization, stream) DO UPDATE SET
@@ -232,17 +307,40 @@ def write_window(config: Config, organization: str, window: Window,
                       data_refreshed_at, now])
 
 
+def write_cut_access(config: Config, organization: str, cut: str, readable: bool,
+                     reason: str | None, now: datetime) -> bool:
+    """Record whether the key can read ``cut``; True when that changed (or is new)."""
+    with storage.writer(config) as conn, storage.transaction(conn):
+        before = conn.execute("SELECT readable FROM cut_access WHERE organization = ? AND "
+                              "cut = ?", [organization, cut]).fetchone()
+        conn.execute("""INSERT INTO cut_access VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (organization, cut) DO UPDATE SET readable = excluded.readable,
+            reason = excluded.reason, checked_at = excluded.checked_at""",
+                     [organization, cut, readable, reason, now])
+    return before is None or bool(before[0]) != readable
+
+
+def read_cut_access(config: Config, organization: str) -> dict[str, tuple[bool, datetime]]:
+    """cut -> (readable, checked_at) as last recorded."""
+    with storage.writer(config) as conn:
+        return {cut: (bool(readable), checked) for cut, readable, checked in conn.execute(
+            "SELECT cut, readable, checked_at FROM cut_access WHERE organization = ?",
+            [organization]).fetchall()}
+
+
 def read_sync_state(config: Config, organization: str, stream: str
                     ) -> tuple[tuple[datetime, datetime] | None, datetime | None]:
     """(covered range or None, earliest provisional bucket start or None)."""
     table, _ = _table(stream)
+    cut = cut_of_stream(stream)
     with storage.writer(config) as conn:
         state = conn.execute("SELECT covered_from, covered_until FROM sync_state "
                              "WHERE organization = ? AND stream = ?",
                              [organization, stream]).fetchone()
-        provisional = conn.execute(f"SELECT min(bucket_start) FROM {table} "
-                                   "WHERE organization = ? AND provisional",
-                                   [organization]).fetchone()
+        provisional = None if stream == CLAUDE_CODE else conn.execute(
+            f"SELECT min(bucket_start) FROM {table} WHERE organization = ? AND provisional"
+            + (" AND cut = ?" if cut is not None else ""),
+            [organization] + ([cut.name] if cut is not None else [])).fetchone()
     covered = (state[0], state[1]) if state else None
     return covered, (provisional[0] if provisional else None)
 
@@ -320,11 +418,27 @@ class OrganizationSync:
         self._names = NamesClient(org, key, settings, policy, self.bounds)
         self._prices = price_table(config.prices)
         self._default_workspace: str | None = None
+        self._readable: set[str] = set()
 
     def lookback(self, stream: str) -> timedelta:
-        hours = (self.config.collection.usage_lookback_hours if stream == "usage"
+        hours = (self.config.collection.usage_lookback_hours if stream_kind(stream) == "usage"
                  else self.config.collection.cost_lookback_hours)
         return timedelta(hours=hours)
+
+    def streams(self) -> list[str]:
+        """The key cut's streams, then each cut's, then the Claude Code report."""
+        out = list(STREAMS)
+        access = read_cut_access(self.config, self.org.name)
+        for name in self.org.cut_names():
+            readable, checked = access.get(name, (True, self.now))
+            if not readable and self.now - checked < CUT_RECHECK:
+                continue  # said once when it was found; asked again a day later
+            out.append(f"usage:{name}")
+            if self.org.source == "analytics":
+                out.append(f"cost:{name}")
+        if self.org.reads_claude_code():
+            out.append(CLAUDE_CODE)
+        return out
 
     def plan(self, options: CollectOptions) -> list[Window]:
         """Every window to fetch, both streams, in execution order."""
@@ -334,7 +448,8 @@ class OrganizationSync:
         end = min(ceil_day(options.until), end_cap) if options.until else end_cap
         floor = analytics_floor(self.now)
         windows = []
-        for stream in STREAMS:
+        for stream in self.streams():
+            cut = cut_of_stream(stream)
             covered, earliest_provisional = read_sync_state(self.config, self.org.name,
                                                             stream)
             reread_from = self.now - self.lookback(stream)
@@ -349,15 +464,34 @@ class OrganizationSync:
             for w_start, w_end in plan_stream(covered, floor_day(start), end, reread_from,
                                               options.refresh):
                 source = (self.org.source if w_start >= floor else "legacy")
+                if cut is not None and (source not in cut.sources or
+                                        (source == "legacy" and stream_kind(stream) == "cost")):
+                    continue  # the legacy API has no such cut for days before the floor
+                if stream == CLAUDE_CODE:
+                    w_start, w_end = floor_day(w_start), floor_day(w_start) + DAY
+                    if w_end > self.now:
+                        continue  # a day is reported once it is over
                 windows.append(Window(stream, w_start, w_end, source))
         return windows
 
-    def fetch(self, window: Window) -> tuple[Sequence[UsageRow | CostRow], datetime | None]:
+    def fetch(self, window: Window, people: dict[str, Person]
+              ) -> tuple[Sequence[AnyRow], datetime | None]:
+        cut = cut_of_stream(window.stream)
+        if window.stream == CLAUDE_CODE:
+            return self._legacy.claude_code(window.start), None
+        if cut is not None:
+            client = self._analytics if window.source == "analytics" else self._legacy
+            if stream_kind(window.stream) == "usage":
+                cut_rows, refreshed = client.cut_usage(cut, window.start, window.end, people)
+                return merge_unrendered(list(cut_rows)), refreshed
+            assert isinstance(client, AnalyticsClient)
+            cost_rows, refreshed = client.cut_cost(cut, window.start, window.end, people)
+            return merge_unrendered(list(cost_rows)), refreshed
         if window.source == "analytics":
             if window.stream == "usage":
                 return self._analytics.usage(window.start, window.end)
             return self._analytics.cost(window.start, window.end)
-        rows: Sequence[UsageRow | CostRow]
+        rows: Sequence[AnyRow]
         if window.stream == "usage":
             rows, refreshed = self._legacy.usage(window.start, window.end)
         else:  # the legacy cost report has daily buckets only: ask for the whole UTC day
@@ -366,8 +500,8 @@ class OrganizationSync:
         # The legacy API calls the default workspace null; store its real ID, as the
         # Analytics API does, so features and workspace totals see one workspace.
         if self._default_workspace is not None:
-            rows = [replace(r, workspace_id=self._default_workspace)
-                    if r.workspace_id is None else r for r in rows]
+            rows = [replace(r, workspace_id=self._default_workspace)  # type: ignore[type-var]
+                    if getattr(r, "workspace_id") is None else r for r in rows]
         return rows, refreshed
 
     def refresh_names(self) -> None:
@@ -402,8 +536,12 @@ class OrganizationSync:
         self.load_default_workspace()
         windows = self.plan(options)
         progress = progress_factory(self.org.name, len(windows)) if progress_factory else None
+        unreadable: set[str] = set()
         try:
             for window in windows:
+                cut = cut_of_stream(window.stream)
+                if cut is not None and cut.name in unreadable:
+                    continue
                 if options.stop is not None and options.stop.is_set():
                     raise Stopped(f"organization {self.org.name!r}: stopped after "
                                   f"{result.windows} of {len(windows)} windows; the next run "
@@ -411,12 +549,30 @@ class OrganizationSync:
                 self.bounds.check(f"organization {self.org.name!r}: {window.stream} "
                                   f"{rfc3339(window.start)}..{rfc3339(window.end)}, after "
                                   f"{result.windows} of {len(windows)} windows")
-                rows, refreshed = self.fetch(window)
+                people: dict[str, Person] = {}
+                try:
+                    rows, refreshed = self.fetch(window, people)
+                except CutUnreadable as exc:
+                    if cut is None:
+                        raise
+                    unreadable.add(cut.name)
+                    if write_cut_access(self.config, self.org.name, cut.name, False, str(exc),
+                                        self.now):
+                        log.warning("organization %r: the %s cut is skipped: the key may not "
+                                    "group by %s (%s); every other figure is collected",
+                                    self.org.name, cut.name, ", ".join(cut.group_by), exc)
+                    continue
                 provisional_after = self.now - self.lookback(window.stream)
                 write_window(self.config, self.org.name, window, rows, refreshed,
-                             self.now, provisional_after, self._prices)
+                             self.now, provisional_after, self._prices, people)
+                if cut is not None and cut.name not in self._readable:
+                    self._readable.add(cut.name)
+                    if write_cut_access(self.config, self.org.name, cut.name, True, None,
+                                        self.now):
+                        log.info("organization %r: the %s cut is readable", self.org.name,
+                                 cut.name)
                 result.windows += 1
-                if window.stream == "usage":
+                if stream_kind(window.stream) == "usage":
                     result.usage_rows += len(rows)
                 else:
                     result.cost_rows += len(rows)

@@ -77,6 +77,9 @@ def sections(report: WeeklyReport, attached: bool) -> list[tuple[str, list[str]]
         movers = [m for m in report.movers if m.dimension == dimension]
         if movers:
             out.append((f"Top movers by {dimension}", [mover_line(m) for m in movers]))
+    if report.top_people:
+        out.append(("Top people", [f"{label}: {usd(value)}" for label, value in
+                                   report.top_people]))
     if report.cache_hit_ratio is not None:
         out.append(("Cache-hit ratio", [f"{format_value(report.cache_hit_ratio, 'ratio')} of "
                                         "input tokens were read from the cache"]))

@@ -16,12 +16,14 @@ from typing import Any, Sequence
 from alerts.words import page_url
 from reports.schedule import final_at
 from reports.weekly import iso_week_range, total_cost
+from spendwatch.features import PERSON_TYPES
 from spendwatch.numbers import round_cents
 from spendwatch.savings import ledger
 from spendwatch.warehouse.batch import Batch
 from spendwatch.warehouse.figures import (INPUT_TOKEN_METRICS, hit_ratio, label_of, spend,
                                           stored_from)
-from spendwatch.timeutil import local_range
+from spendwatch.timeutil import floor_day, local_range
+from spendwatch.warehouse.spend import has_cut
 
 MOVERS = 3  # per dimension
 
@@ -67,6 +69,10 @@ class WeeklyReport:
     provisional_until: datetime | None = None       # cost may still change until then
     dashboard_url: str | None = None
     csv_size: int | None = None
+    #: The week's biggest spenders among people (users, federated identities) with their
+    #: dollars, where the organization's people cut is stored for the week; labels follow
+    #: ``[privacy] pseudonymize_people``.
+    top_people: tuple[tuple[str, Decimal], ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -110,6 +116,23 @@ def top_movers(batch: Batch, organization: str, monday: date, sunday: date
     return previous, tuple(movers)
 
 
+#: How many people the summary names.
+TOP_PEOPLE = 5
+
+
+def top_people(batch: Batch, organization: str, monday: date, sunday: date
+               ) -> tuple[tuple[str, Decimal], ...]:
+    """The week's top people by spend (THE spend query by person), when the people cut is
+    stored for the whole week; nothing otherwise."""
+    start, end = local_range(monday, sunday, batch.config.tz)
+    if not has_cut(batch, "people", floor_day(start), end, [organization]):
+        return ()
+    rows = [r for r in spend(batch, monday, sunday, ["person"], {"organization": [organization]})
+            if r.get("actor_type") in PERSON_TYPES and round_cents(r["cost_usd"]) > 0]
+    rows.sort(key=lambda r: (-r["cost_usd"], r["person"]))
+    return tuple((r["person"], r["cost_usd"]) for r in rows[:TOP_PEOPLE])
+
+
 def savings_figures(batch: Batch, organization: str, monday: date, sunday: date
                     ) -> tuple[tuple[str, Decimal], ...]:
     """The savings ledger's figures for the week that are not zero, labelled."""
@@ -147,4 +170,5 @@ def summarise(batch: Batch, organization: str, week: str, rows: Sequence[dict[st
         cache_hit_ratio=hit_ratio(tokens),
         savings=savings_figures(batch, organization, monday, sunday) if rows else (),
         provisional_until=None if final else final_at(config, week),
-        dashboard_url=page_url(base, "Reports"))
+        dashboard_url=page_url(base, "Reports"),
+        top_people=top_people(batch, organization, monday, sunday) if rows else ())

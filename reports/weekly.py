@@ -35,12 +35,12 @@ from zoneinfo import ZoneInfo
 from spendwatch.config import Config
 from spendwatch.errors import ReportError
 from spendwatch.text import csv_cell
-from spendwatch.timeutil import local_today
+from spendwatch.timeutil import floor_day, local_range, local_today
 from spendwatch.warehouse.batch import Batch
-from spendwatch.warehouse.spend import CACHE_STATUSES, spend
+from spendwatch.warehouse.spend import CACHE_STATUSES, has_cut, spend
 
 DIMENSION_COLUMNS = ("date", "organization", "workspace_id", "workspace_name", "api_key_id",
-                     "api_key_name", "feature", "model", "service_tier")
+                     "api_key_name", "feature", "product", "model", "service_tier")
 TOKEN_COLUMNS = ("uncached_input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
                  "cache_read_tokens", "output_tokens", "web_search_requests")
 CACHE_COST_COLUMNS = tuple(f"{status}_cost_usd" for status in CACHE_STATUSES)
@@ -91,6 +91,13 @@ def weekly_rows(batch: Batch, monday: date, sunday: date,
     allocated, estimated or "" (tokens without any cost row; see the module).
     """
     dims = ["date", "organization", "workspace", "api_key", "feature", "model", "service_tier"]
+    orgs = [organization] if organization else [o.name for o in batch.config.organizations]
+    start, end = local_range(monday, sunday, batch.config.tz)
+    # The product column comes from the products cut (spendwatch.cuts) where it is stored for
+    # the whole week: billed per product, workspace and key, never allocated. Organizations
+    # without it (not Claude Enterprise, legacy) leave the column empty.
+    if has_cut(batch, "products", floor_day(start), end, orgs):
+        dims.append("product")
     facts = spend(batch, monday, sunday, [*dims, "cost_basis"],
                   organizations=[organization] if organization else (), cost_by_status=True)
     # Per group: the cost rows of each basis, and the token rows (no basis) carried onto the
@@ -98,7 +105,7 @@ def weekly_rows(batch: Batch, monday: date, sunday: date,
     groups: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
     for fact in facts:
         key = (fact["date"], fact["organization"], fact["workspace_id"], fact["api_key_id"],
-               fact["feature"], fact["model"], fact["service_tier"])
+               fact["feature"], fact["model"], fact["service_tier"], fact.get("product"))
         groups.setdefault(key, {})[fact["cost_basis"] or ""] = fact
     rows = []
     for key, by_basis in groups.items():
@@ -113,6 +120,7 @@ def weekly_rows(batch: Batch, monday: date, sunday: date,
                 "date": day.isoformat(), "organization": org, "workspace_id": ws,
                 "workspace_name": first["workspace"], "api_key_id": api_key,
                 "api_key_name": first["api_key"], "feature": first["feature"],
+                "product": first.get("product"),
                 "model": first["model"], "service_tier": first["service_tier"],
                 "cost_basis": basis}
             for column in TOKEN_COLUMNS:

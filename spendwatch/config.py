@@ -30,6 +30,7 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from spendwatch.cuts import CUT_BY_NAME, CUTS
 from spendwatch.errors import ConfigError
 from spendwatch.files import check_private
 from spendwatch.secrets import Secret, resolve_secret
@@ -61,6 +62,21 @@ class OrganizationConfig:
     base_url: str = "https://api.anthropic.com"
     admin_key_env: str = "ANTHROPIC_ADMIN_KEY"
     admin_key_file: str | None = None
+    #: The cuts to collect besides the key cut (spendwatch.cuts); None: the default cuts its
+    #: source has (analytics: price, people, groups, products; legacy: price).
+    cuts: tuple[str, ...] | None = None
+    #: Read the legacy usage_report/claude_code (per developer per day); None: legacy only.
+    claude_code: bool | None = None
+
+    def cut_names(self) -> tuple[str, ...]:
+        """The cuts collected for this organization, in collection order."""
+        available = [c for c in CUTS if self.source in c.sources]
+        if self.cuts is None:
+            return tuple(c.name for c in available if c.default)
+        return tuple(c.name for c in available if c.name in self.cuts)
+
+    def reads_claude_code(self) -> bool:
+        return self.source == "legacy" if self.claude_code is None else self.claude_code
 
 
 @dataclass(frozen=True)
@@ -210,6 +226,15 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """How people are shown: by e-mail and name, or as stable pseudonyms ("person-3f9a2c")
+    on every surface (CLI, dashboard, alerts, CSV, Slack) for organizations that may not show
+    who spent what."""
+
+    pseudonymize_people: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated configuration. ``path`` is the file it came from."""
 
@@ -225,6 +250,7 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     reports: ReportsConfig = field(default_factory=ReportsConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -415,7 +441,7 @@ def check_base_url(path: Path, key: str, url: str) -> str:
 
 
 _ORG_SCHEMA = {"name": str, "source": str, "base_url": str, "admin_key_env": str,
-               "admin_key_file": str}
+               "admin_key_file": str, "cuts": list, "claude_code": bool}
 _FEATURE_SCHEMA = {"name": str, "api_key_ids": list, "api_key_names": list,
                    "workspace_ids": list, "workspace_names": list, "organizations": list,
                    "batch_eligible": bool}
@@ -434,7 +460,9 @@ _STORAGE_SCHEMA: dict[str, type] = {"database": str, "lock_timeout_seconds": flo
 _TOP_SCHEMA: dict[str, type] = {"timezone": str, "storage": object, "collection": object,
                                 "organizations": object, "features": object,
                                 "pricing": object, "savings": object, "models": object,
-                                "alerts": object, "dashboard": object, "reports": object}
+                                "alerts": object, "dashboard": object, "reports": object,
+                                "privacy": object}
+_PRIVACY_SCHEMA: dict[str, type] = {"pseudonymize_people": bool}
 _REPORTS_SCHEMA: dict[str, type] = {"enabled": bool, "weekday": str, "time": str,
                                     "folder": str, "channels": list}
 _TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -459,6 +487,12 @@ def _organizations(path: Path, raw: Any) -> tuple[OrganizationConfig, ...]:
                               "keep one")
         values["base_url"] = check_base_url(path, f"{where}.base_url",
                                             values.get("base_url", OrganizationConfig.base_url))
+        if "cuts" in values:
+            unknown = [c for c in values["cuts"] if c not in CUT_BY_NAME]
+            if unknown:
+                raise ConfigError(f"{path}: {where}.cuts has {preview(str(unknown[0]))}; use "
+                                  f"any of {', '.join(CUT_BY_NAME)} (or [] for none)")
+            values["cuts"] = tuple(values["cuts"])
         if any(o.name == values["name"] for o in orgs):
             raise ConfigError(f"{path}: two organizations are named {values['name']!r}; "
                               "names must be unique")
@@ -740,6 +774,8 @@ def parse_config(path: Path, data: dict[str, Any]) -> Config:
         alerts=alerts,
         dashboard=_dashboard(path, top.get("dashboard", {})),
         reports=_reports(path, top.get("reports", {}), alerts, "reports" in top),
+        privacy=PrivacyConfig(**check_table(path, top.get("privacy", {}), "privacy",
+                                            _PRIVACY_SCHEMA)),
     )
     check_database_path(config)
     return config

@@ -34,6 +34,11 @@ class AuthError(CollectionError):
     """The API refused the admin key (401/403): retrying cannot help."""
 
 
+class CutUnreadable(CollectionError):
+    """The key may not group by a cut's dimensions (people and products need Claude
+    Enterprise): the cut is skipped, the run is not failed."""
+
+
 class MalformedResponse(CollectionError):
     """The API answered with a page that does not have the documented shape."""
 

@@ -8,6 +8,8 @@ disappears.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from fnmatch import fnmatchcase
 from typing import Sequence
 
@@ -15,6 +17,42 @@ from spendwatch.config import FeatureRule
 
 DEFAULT_WORKSPACE = "Default workspace"
 NO_API_KEY = "(no API key)"
+#: Usage the API could attribute to no identity (``actor`` null).
+NO_IDENTITY = "(no identity)"
+#: Actor types that are people (pseudonymized with ``[privacy] pseudonymize_people``).
+PERSON_TYPES = ("user_actor", "federated_actor")
+
+
+def pseudonym(salt: str, organization: str, actor_key: str) -> str:
+    """A stable pseudonym for a person: the same warehouse always gives the same one."""
+    digest = hmac.new(salt.encode(), f"{organization}\0{actor_key}".encode(), hashlib.sha256)
+    return "person-" + digest.hexdigest()[:6]
+
+
+def person_label(actor_key: str | None, actor_type: str | None, email: str | None,
+                 name: str | None, deleted: bool, api_key_name: str | None,
+                 pseudonym_text: str | None = None) -> str:
+    """What an actor is called on every surface: a person's e-mail address (else name), an
+    API key's name, a service account's ID; a deleted user as such; the pseudonym instead
+    for people when the organization asks for pseudonyms. Never a raw ID where a name exists.
+    """
+    if actor_key is None:
+        return NO_IDENTITY
+    if pseudonym_text is not None and actor_type in PERSON_TYPES:
+        return pseudonym_text
+    if actor_type == "api_actor":
+        return f"API key {api_key_label(actor_key, api_key_name)}"
+    if email:
+        return email
+    if deleted:
+        return f"deleted user ({actor_key[-6:]})"
+    if name:
+        return name
+    if actor_type == "service_account_actor":
+        return f"service account {actor_key}"
+    if actor_type == "federated_actor":
+        return actor_key.removeprefix("federated:")
+    return actor_key
 
 
 def workspace_label(workspace_id: str | None, name: str | None) -> str:

@@ -13,6 +13,7 @@ folder that cannot be created) is a ConfigError of one line: the user's to fix.
 from __future__ import annotations
 
 import logging
+import secrets
 import random
 import time
 from contextlib import contextmanager
@@ -344,6 +345,43 @@ def _spend_facts_sql() -> str:
 SPEND_FACTS_VIEW = f"CREATE OR REPLACE VIEW spend_facts AS {_spend_facts_sql()}"
 
 
+_CUT_KEYS = ("organization, bucket_start, '1h' AS bucket_width, workspace_id, "
+             "api_key_id, model, service_tier, context_window, inference_geo, speed, "
+             "product, actor_key, actor_type, rbac_group_id, user_profile_id")
+
+
+def _cut_facts_sql() -> str:
+    """The other cuts' facts (spendwatch.cuts), in spend_facts' shape plus ``cut`` and the cut
+    dimensions: billed where the cut's cost has been read for the hour, else estimated."""
+    u_keys = ("u.organization, u.bucket_start, '1h', u.workspace_id, u.api_key_id, u.model, u.service_tier, "
+              "u.context_window, u.inference_geo, u.speed, u.product, u.actor_key, "
+              "u.actor_type, u.rbac_group_id, u.user_profile_id")
+    billed = (f"SELECT cut, {_CUT_KEYS}, cost_type, token_type, amount_usd AS cost_usd, "
+              "list_amount_usd AS list_cost_usd, 'billed' AS cost_basis, provisional, "
+              f"NULL AS unpriced_reason, 0 AS unpriced_tokens, {_zero_tokens()} FROM cost_cuts")
+    parts = [billed]
+    for column, token_type, estimate, cost_type in _USAGE_PARTS:
+        token_sql = f"'{token_type}'" if token_type else "NULL"
+        parts.append(
+            f"SELECT u.cut, {u_keys}, '{cost_type}', {token_sql}, NULL, NULL, NULL, "
+            f"u.provisional, NULL, 0, {_zero_tokens(column)} FROM usage_cuts u "
+            f"WHERE u.{column} <> 0")
+        parts.append(
+            f"SELECT u.cut, {u_keys}, '{cost_type}', {token_sql}, e.{estimate}, e.{estimate}, "
+            "'estimated', u.provisional, e.unpriced_reason, "
+            f"CASE WHEN e.unpriced_reason IS NULL OR '{cost_type}' <> 'tokens' THEN 0 "
+            f"ELSE u.{column} END, "
+            f"{_zero_tokens()} FROM usage_cuts u JOIN cut_estimates e USING (row_key) "
+            f"WHERE u.{column} <> 0 AND NOT EXISTS (SELECT 1 FROM billed_cut_buckets b WHERE "
+            "b.organization = u.organization AND b.cut = u.cut "
+            "AND b.bucket_start = u.bucket_start)")
+    return ("WITH billed_cut_buckets AS (SELECT DISTINCT organization, cut, bucket_start "
+            "FROM cost_cuts) " + "\nUNION ALL\n".join(parts))
+
+
+CUT_FACTS_VIEW = f"CREATE OR REPLACE VIEW cut_facts AS {_cut_facts_sql()}"
+
+
 def _m003_alerts(conn: duckdb.DuckDBPyConnection) -> None:
     # The state of each (rule, scope, level): ok | pending | firing, and its open episode.
     conn.execute("""
@@ -455,12 +493,130 @@ def _m005_silence_authors(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("ALTER TABLE alert_silences ADD COLUMN created_by VARCHAR")
 
 
+_CUT_DIMENSIONS = """
+    model VARCHAR,
+    service_tier VARCHAR,
+    context_window VARCHAR,
+    inference_geo VARCHAR,
+    speed VARCHAR,
+    product VARCHAR,
+    actor_key VARCHAR,                  -- user / service account / API key id, federated:...
+    actor_type VARCHAR,
+    rbac_group_id VARCHAR,
+    user_profile_id VARCHAR,
+    workspace_id VARCHAR,
+    api_key_id VARCHAR,
+"""
+
+
+def _m006_cuts(conn: duckdb.DuckDBPyConnection) -> None:
+    # The other cuts of the same hours (spendwatch.cuts): written like usage_hourly and
+    # cost_buckets, one window per transaction, a ``cut`` column apart.
+    conn.execute(f"""
+        CREATE TABLE usage_cuts (
+            row_key VARCHAR PRIMARY KEY,
+            organization VARCHAR NOT NULL,
+            cut VARCHAR NOT NULL,               -- price | people | groups | profiles
+            source VARCHAR NOT NULL,
+            bucket_start TIMESTAMPTZ NOT NULL,
+            bucket_end TIMESTAMPTZ NOT NULL,
+            {_CUT_DIMENSIONS}
+            uncached_input_tokens BIGINT NOT NULL,
+            cache_write_5m_tokens BIGINT NOT NULL,
+            cache_write_1h_tokens BIGINT NOT NULL,
+            cache_read_tokens BIGINT NOT NULL,
+            output_tokens BIGINT NOT NULL,
+            web_search_requests BIGINT NOT NULL,
+            requests BIGINT,
+            provisional BOOLEAN NOT NULL,
+            fetched_at TIMESTAMPTZ NOT NULL
+        )""")
+    conn.execute(f"""
+        CREATE TABLE cost_cuts (
+            row_key VARCHAR PRIMARY KEY,
+            organization VARCHAR NOT NULL,
+            cut VARCHAR NOT NULL,
+            source VARCHAR NOT NULL,
+            bucket_start TIMESTAMPTZ NOT NULL,
+            bucket_end TIMESTAMPTZ NOT NULL,
+            {_CUT_DIMENSIONS}
+            cost_type VARCHAR,
+            token_type VARCHAR,
+            amount_usd DECIMAL(38, 12) NOT NULL,
+            list_amount_usd DECIMAL(38, 12),
+            requests BIGINT,
+            provisional BOOLEAN NOT NULL,
+            fetched_at TIMESTAMPTZ NOT NULL
+        )""")
+    conn.execute("CREATE INDEX usage_cuts_org_bucket ON usage_cuts (organization, cut, bucket_start)")
+    conn.execute("CREATE INDEX cost_cuts_org_bucket ON cost_cuts (organization, cut, bucket_start)")
+    conn.execute(f"""
+        CREATE TABLE cut_estimates (
+            row_key VARCHAR PRIMARY KEY,        -- usage_cuts.row_key
+            {", ".join(f"{c} DECIMAL(38, 12)" for c in _ESTIMATE_COLUMNS)},
+            unpriced_reason VARCHAR
+        )""")
+    # Who an actor is, from the rows that named them (names change; keys do not).
+    conn.execute("""
+        CREATE TABLE people (
+            organization VARCHAR NOT NULL,
+            actor_key VARCHAR NOT NULL,
+            actor_type VARCHAR NOT NULL,
+            email VARCHAR,
+            name VARCHAR,
+            deleted BOOLEAN NOT NULL,
+            last_seen TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (organization, actor_key)
+        )""")
+    # Whether the organization's key can read a cut (a non-Enterprise organization cannot
+    # read people or products): one line when it first could not, never a failed run.
+    conn.execute("""
+        CREATE TABLE cut_access (
+            organization VARCHAR NOT NULL,
+            cut VARCHAR NOT NULL,
+            readable BOOLEAN NOT NULL,
+            reason VARCHAR,
+            checked_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (organization, cut)
+        )""")
+    # The legacy usage_report/claude_code: per actor per UTC day, activity (never spend).
+    conn.execute("""
+        CREATE TABLE claude_code_daily (
+            row_key VARCHAR PRIMARY KEY,
+            organization VARCHAR NOT NULL,
+            day DATE NOT NULL,                  -- the UTC day
+            actor_type VARCHAR NOT NULL,
+            actor VARCHAR NOT NULL,             -- e-mail address or API key name
+            terminal_type VARCHAR,
+            sessions BIGINT NOT NULL,
+            lines_added BIGINT NOT NULL,
+            lines_removed BIGINT NOT NULL,
+            commits BIGINT NOT NULL,
+            pull_requests BIGINT NOT NULL,
+            tool_accepted BIGINT NOT NULL,
+            tool_rejected BIGINT NOT NULL,
+            input_tokens BIGINT NOT NULL,
+            output_tokens BIGINT NOT NULL,
+            cache_read_tokens BIGINT NOT NULL,
+            cache_creation_tokens BIGINT NOT NULL,
+            estimated_cost_usd DECIMAL(38, 12) NOT NULL,
+            models VARCHAR NOT NULL,            -- comma-separated
+            fetched_at TIMESTAMPTZ NOT NULL
+        )""")
+    conn.execute(CUT_FACTS_VIEW)
+    # The key of people's pseudonyms ([privacy] pseudonymize_people): random per warehouse,
+    # so a pseudonym cannot be recomputed from an e-mail address elsewhere.
+    conn.execute("INSERT INTO meta VALUES ('people_salt', ?) ON CONFLICT (key) DO NOTHING",
+                 [secrets.token_hex(16)])
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial", _m001_initial),
     (2, "pricing", _m002_pricing),
     (3, "alerts", _m003_alerts),
     (4, "reports", _m004_reports),
     (5, "silence_authors", _m005_silence_authors),
+    (6, "cuts", _m006_cuts),
 ]
 
 

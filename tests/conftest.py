@@ -51,18 +51,22 @@ class Simulator:
     def fault(self, **spec: object) -> None:
         self.control("POST", "/_sim/faults", json=spec)
 
-    def truth(self, start: datetime, end: datetime) -> dict:
+    def truth(self, start: datetime, end: datetime, people: bool = False) -> dict:
         return self.control("GET", "/_sim/truth", params={
             "starting_at": start.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "ending_at": end.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}).json()
+            "ending_at": end.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **({"people": "1"} if people else {})}).json()
 
     def requests_served(self) -> list[dict]:
         return self.control("GET", "/_sim/requests").json()
 
 
 def start_simulator_process(seed: int = 7, keys: tuple[str, ...] = (ADMIN_KEY,),
-                            now: str | None = SIM_NOW_TEXT) -> Simulator:
-    args = [sys.executable, "-m", "collectors.simulator", "--port", "0", "--seed", str(seed)]
+                            now: str | None = SIM_NOW_TEXT,
+                            extra: tuple[str, ...] = ()) -> Simulator:
+    """``extra``: more simulator options (``--fast-and-us``, ``--no-people-dimensions``)."""
+    args = [sys.executable, "-m", "collectors.simulator", "--port", "0", "--seed", str(seed),
+            *extra]
     for key in keys:
         args += ["--admin-key", key]
     if now:
@@ -142,10 +146,16 @@ def simulator(simulators: Callable[..., Simulator]) -> Simulator:
 
 def write_config(folder: Path, orgs: list[dict], extra: str = "",
                  timezone_name: str = "America/Chicago", collection: str = "") -> Path:
-    """A config.toml for ``orgs`` (dicts of organization keys) in ``folder``."""
+    """A config.toml for ``orgs`` (dicts of organization keys) in ``folder``.
+
+    Organizations collect the key cut only unless they name ``cuts`` (tests of other
+    behaviour stay focused; tests of cuts ask for them) and no Claude Code report.
+    """
     blocks = []
     for org in orgs:
-        lines = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in org.items())
+        org = {"cuts": [], "claude_code": False, **org}
+        lines = "\n".join(f"{k} = {str(v).lower() if isinstance(v, bool) else repr(v)}"
+                          .replace("'", '"') for k, v in org.items())
         blocks.append(f"[[organizations]]\n{lines}\n")
     settings = {"max_retry_after_seconds": "1", "timeout_seconds": "10"}
     for line in collection.splitlines():

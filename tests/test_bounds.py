@@ -142,7 +142,9 @@ def test_a_slow_answer_ends_at_the_deadline_with_a_failed_run(isolated: Path,
     simulator.fault(path=USAGE, kind="delay", seconds=60, count=ALWAYS)
     done, seconds = spendwatch(path, "collect")
     assert done.returncode == 1, done.stderr
-    assert seconds < 15, seconds  # not the 60 s answer, nor the 10 s HTTP timeout
+    # Not the 60 s answer; the deadline, not the 10 s HTTP timeout, ended it (the line says
+    # so). The bound leaves room for a loaded machine: the process start alone can take 10 s.
+    assert seconds < 30, seconds
     line = error_line(done.stderr)
     assert "deadline of 3 s (collection.job_deadline_seconds)" in line
     assert "analytics usage 20" in line and "page 1" in line

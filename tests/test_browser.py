@@ -22,7 +22,8 @@ from conftest import REPO
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = REPO / "test-output" / "screenshots"
-PAGES = [("", "Overview"), ("Spend", "Spend"), ("Caching", "Caching"), ("Savings", "Savings"),
+PAGES = [("", "Overview"), ("Spend", "Spend"), ("People", "People and products"),
+         ("Caching", "Caching"), ("Savings", "Savings"),
          ("Alerts", "Alerts"), ("Reports", "Reports")]
 
 
@@ -87,13 +88,14 @@ def test_every_page_shows_its_figures_and_a_chart_without_errors(demo_url: str,
                                        '[data-testid="stDataFrame"], .vega-embed',
                                        timeout=60_000)
                 page.wait_for_timeout(1500)  # let the charts draw
-                page.screenshot(path=str(SCREENSHOTS / f"{title.lower()}.png"), full_page=True)
+                page.screenshot(path=str(SCREENSHOTS / f"{title.lower().replace(' ', '-')}.png"),
+                                full_page=True)
                 errors = page.locator('[data-testid="stException"], [data-testid="stError"]')
                 assert errors.count() == 0, f"{title}: {errors.first.inner_text()}"
                 assert "Traceback" not in page.content()
-                if title in ("Overview", "Spend", "Caching", "Savings"):
+                if title in ("Overview", "Spend", "People and products", "Caching", "Savings"):
                     assert page.locator(".vega-embed").count() >= 1, f"{title}: no chart"
-                if title in ("Overview", "Spend"):
+                if title in ("Overview", "Spend", "People and products"):
                     value = page.locator('[data-testid="stMetricValue"]').first.inner_text()
                     assert value.startswith("$") and value != "$0.00", f"{title}: {value}"
         finally:

@@ -32,7 +32,8 @@ from spendwatch.timeutil import local_range
 
 CHICAGO = ZoneInfo("America/Chicago")
 MONDAY, SUNDAY = date(2026, 11, 16), date(2026, 11, 22)
-HEADER = ("date,organization,workspace_id,workspace_name,api_key_id,api_key_name,feature,model,"
+HEADER = ("date,organization,workspace_id,workspace_name,api_key_id,api_key_name,feature,"
+          "product,model,"
           "service_tier,uncached_input_tokens,cache_write_5m_tokens,cache_write_1h_tokens,"
           "cache_read_tokens,output_tokens,web_search_requests,cost_usd,list_cost_usd,cost_basis,"
           "uncached_input_cost_usd,cache_write_5m_cost_usd,cache_write_1h_cost_usd,"

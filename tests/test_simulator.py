@@ -723,5 +723,313 @@ def test_cli_switch_serves_fast_mode() -> None:
                                           "group_by[]": ["model", "speed"]}).json()["data"]
         assert {(r["group"]["model"], r["group"]["speed"]) for r in rows if r["group"]["speed"] == "fast"} == \
             {("claude-opus-5-5", "fast")}
+        # The legacy report groups by inference_geo (not_available where a model has none) and,
+        # with the fast mode beta, by speed.
+        legacy = server.http.get(server.url + "/v1/organizations/usage_report/messages", timeout=10, params={
+            "starting_at": DAY_START, "ending_at": DAY_END, "group_by[]": ["model", "inference_geo", "speed"]},
+            headers={**LEGACY, "anthropic-beta": "fast-mode-2026-02-01"})
+        assert legacy.status_code == 200, legacy.text
+        results = legacy.json()["data"][0]["results"]
+        assert {r["inference_geo"] for r in results} == {"global", "us", "not_available"}
+        assert {r["model"] for r in results if r["inference_geo"] == "not_available"} == {"claude-haiku-4-5-20251001"}
+        assert {r["model"] for r in results if r["speed"] == "fast"} == {"claude-opus-5-5"}
+        us = server.analytics("usage", {"starting_at": DAY_START, "ending_at": DAY_END, "group_by[]": ["inference_geo"],
+                                        "inference_geos[]": ["us"]}).json()["data"]
+        assert [r["group"]["inference_geo"] for r in us] == ["us"]
+        assert us[0]["usage"]["output_tokens"] == sum(r["output_tokens"] for r in results if r["inference_geo"] == "us")
     finally:
         assert server.stop() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# People and products through the API (issue 12, step 2)
+
+PEOPLE_CUT = ["product", "actor", "model", "service_tier", "speed"]
+KEY_CUT = ["workspace_id", "api_key_id", "model", "service_tier", "context_window"]
+CLAUDE_CODE = "/v1/organizations/usage_report/claude_code"
+
+
+def _all_rows(server: Sim, kind: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every row of an Analytics read, following next_page."""
+    params = {**params, "limit": 1000}
+    rows: list[dict[str, Any]] = []
+    while True:
+        resp = server.analytics(kind, params)
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        rows.extend(body["data"])
+        if not body["has_more"]:
+            return rows
+        params["page"] = body["next_page"]
+
+
+def _cents_by_hour(rows: list[dict[str, Any]]) -> dict[str, Decimal]:
+    out: dict[str, Decimal] = defaultdict(Decimal)
+    for r in rows:
+        out[r["starting_at"]] += Decimal(r["cost"]["amount"])
+    return dict(out)
+
+
+def _tokens_by_hour(rows: list[dict[str, Any]]) -> dict[str, tuple[int, ...]]:
+    out: dict[str, list[int]] = defaultdict(lambda: [0] * 7)
+    for r in rows:
+        u = r["usage"]
+        for i, v in enumerate((u["uncached_input_tokens"], u["cache_creation"]["ephemeral_5m_input_tokens"],
+                               u["cache_creation"]["ephemeral_1h_input_tokens"], u["cache_read_input_tokens"],
+                               u["output_tokens"], u["server_tool_use"]["web_search_requests"], u["requests"])):
+            out[r["starting_at"]][i] += v
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def test_sdk_parses_actor_rows_into_its_union_types(sim: Sim) -> None:
+    from anthropic.types.beta.organization.beta_analytics_api_actor import BetaAnalyticsAPIActor
+    from anthropic.types.beta.organization.beta_analytics_federated_actor import BetaAnalyticsFederatedActor
+    from anthropic.types.beta.organization.beta_analytics_federated_actor_oidc_provider import (
+        BetaAnalyticsFederatedActorOIDCProvider,
+    )
+    from anthropic.types.beta.organization.beta_analytics_report_user_actor import BetaAnalyticsReportUserActor
+    from anthropic.types.beta.organization.beta_analytics_service_account_actor import (
+        BetaAnalyticsServiceAccountActor,
+    )
+
+    org = sim.control("GET", "/_sim/org")
+    actors = {a["key"]: a for a in org["actors"]}
+    page = sim.client().beta.organization.analytics.usage.list(
+        starting_at=datetime(2026, 11, 17, tzinfo=UTC), ending_at=datetime(2026, 11, 24, tzinfo=UTC),
+        group_by=["actor", "actor_type", "user_profile_id"], limit=1000,
+    )
+    assert page.has_more is False
+    seen: set[type] = set()
+    nulls = 0
+    for row in page.data:
+        actor = row.group.actor
+        if actor is None:
+            nulls += 1
+            assert row.group.actor_type is None and row.group.user_profile_id is None
+            continue
+        seen.add(type(actor))
+        assert row.group.actor_type == actor.type
+        if isinstance(actor, BetaAnalyticsReportUserActor):
+            known = actors[actor.user_id]
+            assert (actor.email_address, actor.name, actor.deleted) == (known["email"], known["name"],
+                                                                        known["deleted"])
+            assert row.group.user_profile_id == known["user_profile_id"]
+            if actor.deleted:
+                assert actor.email_address is None and actor.name == "Deleted User"
+                assert row.group.user_profile_id is None
+            else:
+                assert str(row.group.user_profile_id).startswith("uprof_01")
+        elif isinstance(actor, BetaAnalyticsServiceAccountActor):
+            assert actor.service_account_id in actors
+        elif isinstance(actor, BetaAnalyticsAPIActor):
+            assert actor.api_key_id in {k["id"] for k in org["api_keys"]}
+        else:
+            assert isinstance(actor, BetaAnalyticsFederatedActor)
+            assert isinstance(actor.provider, BetaAnalyticsFederatedActorOIDCProvider)
+            assert actor.provider.issuer == "https://token.actions.githubusercontent.com"
+            assert actor.subject == "repo:acme/search-indexer:ref:refs/heads/main"
+    assert seen == {BetaAnalyticsReportUserActor, BetaAnalyticsServiceAccountActor, BetaAnalyticsAPIActor,
+                    BetaAnalyticsFederatedActor}
+    assert nulls == 2, "unattributed usage reads as two separate null-actor rows"
+    profiles = [a["user_profile_id"] for a in org["actors"] if a["user_profile_id"]]
+    assert len(profiles) == len(set(profiles)) == 30
+
+
+def test_group_by_six_dimensions_is_a_400_and_fanout_dims_do_not_count(sim: Sim) -> None:
+    six = [*PEOPLE_CUT, "rbac_group_id"]
+    for kind in ("usage", "cost"):
+        resp = sim.analytics(kind, {"starting_at": DAY_START, "ending_at": DAY_END, "group_by[]": six})
+        assert "group_by[]" in _error(resp, 400, "invalid_request_error")
+    resp = sim.analytics("cost", {"starting_at": DAY_START, "ending_at": DAY_END,
+                                  "group_by[]": [*PEOPLE_CUT, "cost_type", "token_type"], "limit": 1000})
+    assert resp.status_code == 200, resp.text
+
+
+def test_people_cut_adds_up_to_the_key_cut_per_hour_with_duplicate_null_actors(sim: Sim) -> None:
+    window = {"starting_at": DAY_START, "ending_at": DAY_END, "time_bucket_width": "1h"}
+    people = _all_rows(sim, "cost", {**window, "group_by[]": PEOPLE_CUT})
+    keys = _all_rows(sim, "cost", {**window, "group_by[]": KEY_CUT})
+    assert _cents_by_hour(people) == _cents_by_hour(keys)
+    assert len(_cents_by_hour(people)) == 24
+    usage_people = _all_rows(sim, "usage", {**window, "group_by[]": PEOPLE_CUT})
+    usage_keys = _all_rows(sim, "usage", {**window, "group_by[]": KEY_CUT})
+    assert _tokens_by_hour(usage_people) == _tokens_by_hour(usage_keys)
+
+    # Unattributed usage: two rows with the same (bucket, group), actor null, to be summed.
+    same: dict[tuple[Any, ...], int] = defaultdict(int)
+    null_cents = Decimal(0)
+    for r in people:
+        if r["group"]["actor"] is None:
+            same[_row_key(r)] += 1
+            null_cents += Decimal(r["cost"]["amount"])
+    assert same and set(same.values()) == {2}
+    truth = sim.control("GET", "/_sim/truth", params={"starting_at": DAY_START, "ending_at": DAY_END,
+                                                      "people": "1"})
+    assert null_cents == Decimal(truth["by_person"]["null"]) * 100
+    by_product: dict[str, Decimal] = defaultdict(Decimal)
+    for r in people:
+        by_product[r["group"]["product"]] += Decimal(r["cost"]["amount"])
+    assert {k: v / 100 for k, v in by_product.items()} == {k: Decimal(v) for k, v in truth["by_product"].items()}
+    # Tokens of the people cut: the same per-token split, exact integers.
+    assert sum(sum(t[:5]) for t in _tokens_by_hour(usage_people).values()) == sum(truth["tokens"].values())
+
+
+def test_rbac_group_rows_overlap_and_each_equals_truth(sim: Sim) -> None:
+    params = {"starting_at": DAY_START, "ending_at": DAY_END, "group_by[]": ["rbac_group_id"]}
+    rows = _all_rows(sim, "cost", params)
+    truth = sim.control("GET", "/_sim/truth", params={"starting_at": DAY_START, "ending_at": DAY_END,
+                                                      "people": "1"})
+    got = {r["group"]["rbac_group_id"] or "null": Decimal(r["cost"]["amount"]) for r in rows}
+    assert len(got) == len(rows) == 5
+    assert got == {k: Decimal(v) * 100 for k, v in truth["by_rbac_group"].items()}
+    assert sum(got.values()) > Decimal(truth["cost_usd"]) * 100, "any-membership rows overlap"
+    # Filtered to one group: that group's row only, the same amount.
+    group = next(g for g in got if g != "null")
+    one = _all_rows(sim, "cost", {**params, "rbac_group_ids[]": [group]})
+    assert [(r["group"]["rbac_group_id"], Decimal(r["cost"]["amount"])) for r in one] == [(group, got[group])]
+
+
+def test_people_filters(sim: Sim) -> None:
+    org = sim.control("GET", "/_sim/org")
+    truth = sim.control("GET", "/_sim/truth", params={"starting_at": DAY_START, "ending_at": DAY_END,
+                                                      "people": "1"})
+
+    def total(**filters: Any) -> Decimal:
+        rows = _all_rows(sim, "cost", {"starting_at": DAY_START, "ending_at": DAY_END, **filters})
+        return sum((Decimal(r["cost"]["amount"]) for r in rows), Decimal(0)) / 100
+
+    assert total(**{"products[]": ["claude_code"]}) == Decimal(truth["by_product"]["claude_code"])
+    runaway = org["runaway"]["actor_key"]
+    assert total(**{"actor_ids[]": [runaway]}) == Decimal(truth["by_person"][runaway])
+    accounts = [a["key"] for a in org["actors"] if a["type"] == "service_account_actor"]
+    assert total(**{"actor_types[]": ["service_account_actor"]}) == \
+        sum((Decimal(truth["by_person"][k]) for k in accounts), Decimal(0))
+    everything = Decimal(truth["cost_usd"])
+    assert total(**{"inference_geos[]": ["not_available"]}) == everything  # fast_and_us off: no geo
+    assert total(**{"inference_geos[]": ["us"]}) == 0
+    assert total(**{"speeds[]": ["standard"]}) == everything
+    resp = sim.analytics("cost", {"starting_at": DAY_START, "ending_at": DAY_END, "actor_types[]": ["robot"]})
+    assert "actor_types[]" in _error(resp, 400, "invalid_request_error")
+
+
+def test_legacy_speed_grouping_needs_the_fast_mode_header(sim: Sim) -> None:
+    path = "/v1/organizations/usage_report/messages"
+    for params in ({"group_by[]": ["speed"]}, {"speeds[]": ["fast"]}):
+        resp = sim.legacy(path, {"starting_at": DAY_START, "ending_at": DAY_END, **params})
+        message = _error(resp, 400, "invalid_request_error")
+        assert "fast-mode-2026-02-01" in message and message.startswith(("group_by[]", "speeds[]"))
+    headers = {**LEGACY, "anthropic-beta": "some-other-beta, fast-mode-2026-02-01"}
+    resp = sim.http.get(sim.url + path, params={"starting_at": DAY_START, "ending_at": DAY_END,
+                                                "group_by[]": ["speed", "inference_geo"]}, headers=headers, timeout=10)
+    assert resp.status_code == 200, resp.text
+    rows = resp.json()["data"][0]["results"]
+    assert {(r["speed"], r["inference_geo"]) for r in rows} == {("standard", "not_available")}
+    plain = sim.legacy(path, {"starting_at": DAY_START, "ending_at": DAY_END, "group_by[]": ["inference_geo"],
+                              "inference_geos[]": ["not_available"]}).json()["data"][0]["results"]
+    assert [(r["speed"], r["inference_geo"]) for r in plain] == [(None, "not_available")]
+    assert sum(r["output_tokens"] for r in plain) == sum(r["output_tokens"] for r in rows)
+
+
+def test_claude_code_report_pages_with_a_cursor_and_adds_up(sim: Sim) -> None:
+    sim.control("DELETE", "/_sim/requests")
+    records: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"starting_at": DAY, "limit": 5}
+    while True:
+        resp = sim.legacy(CLAUDE_CODE, params)
+        assert resp.status_code == 200, resp.text
+        body = json.loads(resp.text, parse_float=Decimal)
+        assert len(body["data"]) <= 5
+        records.extend(body["data"])
+        if not body["has_more"]:
+            assert body["next_page"] is None
+            break
+        params["page"] = body["next_page"]
+    assert len(sim.control("GET", "/_sim/requests")) > 3
+    whole = json.loads(sim.legacy(CLAUDE_CODE, {"starting_at": DAY, "limit": 1000}).text, parse_float=Decimal)
+    assert whole["data"] == records and whole["has_more"] is False
+
+    org = sim.control("GET", "/_sim/org")
+    truth = sim.control("GET", "/_sim/truth", params={"starting_at": DAY_START, "ending_at": DAY_END,
+                                                      "people": "1"})
+    assert {r["actor"]["type"] for r in records} == {"user_actor", "api_actor"}
+    assert len(records) == len(truth["claude_code"][DAY])
+    emails = {a["email"]: a["key"] for a in org["actors"] if a["email"]}
+    names = {k["name"]: k["id"] for k in org["api_keys"]}
+    cents = Decimal(0)
+    models = 0
+    for r in records:
+        assert r["date"] == DAY_START and r["organization_id"] == org["organization_id"]
+        assert r["customer_type"] == "api" and isinstance(r["terminal_type"], str)
+        assert set(r["tool_actions"]) == {"edit_tool", "multi_edit_tool", "write_tool", "notebook_edit_tool"}
+        assert r["core_metrics"]["num_sessions"] >= 1
+        key = emails[r["actor"]["email_address"]] if r["actor"]["type"] == "user_actor" else \
+            names[r["actor"]["api_key_name"]]
+        expected = truth["claude_code"][DAY][key]
+        assert r["core_metrics"]["num_sessions"] == expected["sessions"]
+        record_cents = Decimal(0)
+        for m in r["model_breakdown"]:
+            amount = m["estimated_cost"]["amount"]
+            assert isinstance(amount, (Decimal, int)) and m["estimated_cost"]["currency"] == "USD"
+            record_cents += Decimal(amount)
+            models += 1
+        assert abs(record_cents - Decimal(expected["cost_usd"]) * 100) <= Decimal("0.005") * len(r["model_breakdown"])
+        cents += record_cents
+    # Everything of the claude_code product that day is a user's or an API key's.
+    assert abs(cents - Decimal(truth["by_product"]["claude_code"]) * 100) <= Decimal("0.005") * models
+    top = max(records, key=lambda r: sum(Decimal(m["estimated_cost"]["amount"]) for m in r["model_breakdown"]))
+    assert top["actor"]["email_address"] == org["runaway"]["email"]
+
+    for bad in ({"starting_at": DAY_START}, {}, {"starting_at": "2026-13-01"}):
+        assert "starting_at" in _error(sim.legacy(CLAUDE_CODE, bad), 400, "invalid_request_error")
+    assert "limit" in _error(sim.legacy(CLAUDE_CODE, {"starting_at": DAY, "limit": 1001}), 400,
+                             "invalid_request_error")
+    other_day = {"starting_at": "2026-11-22", "page": params["page"]}  # a cursor of other parameters
+    assert "page" in _error(sim.legacy(CLAUDE_CODE, other_day), 400, "invalid_request_error")
+    # A legacy endpoint: x-api-key only (a Bearer key is refused).
+    _error(sim.get(CLAUDE_CODE, {"starting_at": DAY}), 401, "authentication_error")
+
+
+def test_people_dimensions_switch_gives_403() -> None:
+    server = Sim("--no-people-dimensions")
+    try:
+        assert server.control("GET", "/_sim/org")["people_dimensions"] is False
+        window = {"starting_at": DAY_START, "ending_at": DAY_END}
+        resp = server.analytics("usage", {**window, "group_by[]": ["model", "product", "actor"]})
+        assert _error(resp, 403, "permission_error") == (
+            "group_by[]: product is not available for this organization (people and product dimensions "
+            "require Claude Enterprise).")
+        resp = server.analytics("cost", {**window, "actor_ids[]": ["user_01x"]})
+        assert _error(resp, 403, "permission_error").startswith("actor_ids[]: actor is not available")
+        assert server.analytics("cost", {**window, "group_by[]": KEY_CUT}).status_code == 200
+        assert server.control("POST", "/_sim/people_dimensions", {"on": True})["people_dimensions"] is True
+        assert server.analytics("usage", {**window, "group_by[]": ["product"]}).status_code == 200
+        assert server.control("POST", "/_sim/people_dimensions", {"on": False})["people_dimensions"] is False
+        _error(server.analytics("usage", {**window, "group_by[]": ["rbac_group_id"]}), 403, "permission_error")
+    finally:
+        assert server.stop() == 0
+
+
+def test_the_runaway_developer_tops_his_day_only(sim: Sim) -> None:
+    org = sim.control("GET", "/_sim/org")
+    runaway = org["runaway"]
+    assert runaway["day"] == DAY and runaway["email"] == "hiro.tanaka@acme.example"
+    truth = sim.control("GET", "/_sim/truth", params={"starting_at": "2026-11-22T00:00:00Z",
+                                                      "ending_at": DAY_END, "people": "1"})
+    days = truth["by_person_day"]
+    assert set(days) == {"2026-11-22", DAY}
+    for key in truth["by_person"]:  # the days add up to the range
+        assert sum((Decimal(d.get(key, "0")) for d in days.values()), Decimal(0)) == Decimal(truth["by_person"][key])
+
+    def top(day: str) -> str:
+        return max(days[day], key=lambda k: Decimal(days[day][k]))
+
+    assert top(DAY) == runaway["actor_key"]
+    assert top("2026-11-22") != runaway["actor_key"]
+    people = {a["key"] for a in org["actors"] if a["type"] == "user_actor"}
+    others = sorted((Decimal(v) for k, v in days[DAY].items() if k in people and k != runaway["actor_key"]),
+                    reverse=True)
+    assert Decimal(days[DAY][runaway["actor_key"]]) > 10 * others[0], "far above any other person"
+    # The API agrees: the top actor row of the day is his.
+    rows = _all_rows(sim, "cost", {"starting_at": DAY_START, "ending_at": DAY_END, "group_by[]": ["actor"]})
+    best = max(rows, key=lambda r: Decimal(r["cost"]["amount"]))
+    assert best["group"]["actor"]["user_id"] == runaway["actor_key"]

@@ -11,6 +11,7 @@ import duckdb
 import pytest
 
 from spendwatch import storage
+from spendwatch.cuts import CUT_DIMENSIONS
 from spendwatch.errors import DatabaseBusy, DatabaseMissing
 
 EXPECTED_SCHEMA = {
@@ -65,6 +66,30 @@ EXPECTED_SCHEMA = {
                     "unpriced_reason", "unpriced_tokens", "uncached_input_tokens",
                     "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens",
                     "output_tokens", "web_search_requests"],
+    "usage_cuts": ["row_key", "organization", "cut", "source", "bucket_start", "bucket_end",
+                   *CUT_DIMENSIONS, "uncached_input_tokens", "cache_write_5m_tokens",
+                   "cache_write_1h_tokens", "cache_read_tokens", "output_tokens",
+                   "web_search_requests", "requests", "provisional", "fetched_at"],
+    "cost_cuts": ["row_key", "organization", "cut", "source", "bucket_start", "bucket_end",
+                  *CUT_DIMENSIONS, "cost_type", "token_type", "amount_usd", "list_amount_usd",
+                  "requests", "provisional", "fetched_at"],
+    "cut_estimates": ["row_key", "est_input_usd", "est_cache_write_5m_usd",
+                      "est_cache_write_1h_usd", "est_cache_read_usd", "est_output_usd",
+                      "est_web_search_usd", "unpriced_reason"],
+    "people": ["organization", "actor_key", "actor_type", "email", "name", "deleted",
+               "last_seen"],
+    "cut_access": ["organization", "cut", "readable", "reason", "checked_at"],
+    "claude_code_daily": ["row_key", "organization", "day", "actor_type", "actor",
+                          "terminal_type", "sessions", "lines_added", "lines_removed", "commits",
+                          "pull_requests", "tool_accepted", "tool_rejected", "input_tokens",
+                          "output_tokens", "cache_read_tokens", "cache_creation_tokens",
+                          "estimated_cost_usd", "models", "fetched_at"],
+    "cut_facts": ["cut", "organization", "bucket_start", "bucket_width", "workspace_id",
+                  "api_key_id", *CUT_DIMENSIONS[:-2], "cost_type", "token_type", "cost_usd",
+                  "list_cost_usd", "cost_basis", "provisional", "unpriced_reason",
+                  "unpriced_tokens", "uncached_input_tokens", "cache_write_5m_tokens",
+                  "cache_write_1h_tokens", "cache_read_tokens", "output_tokens",
+                  "web_search_requests"],
 }
 
 
@@ -86,6 +111,26 @@ def test_an_empty_file_migrates_to_the_exact_schema(tmp_path: Path) -> None:
                              "table_name = 'cost_buckets' AND column_name = 'amount_usd'"
                              ).fetchone()
         assert money == ("DECIMAL(38,12)",)
+
+
+def test_a_version_5_file_with_data_migrates_to_6_intact(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    conn = duckdb.connect(str(db))
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR "
+                 "NOT NULL, applied_at TIMESTAMPTZ NOT NULL)")
+    for version, name, apply in storage.MIGRATIONS[:5]:
+        apply(conn)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name])
+    conn.execute("INSERT INTO workspaces VALUES ('acme', 'wrkspc_1', 'Prod', NULL, false, now())")
+    conn.execute("INSERT INTO usage_hourly VALUES ('k', 'acme', 'analytics', "
+                 "'2026-11-20 10:00+00', '2026-11-20 11:00+00', 'claude-opus-5-5', 'wrkspc_1', "
+                 "NULL, 'standard', '0-200k', 1, 2, 3, 4, 5, 0, 1, false, now())")
+    conn.close()
+    with storage.writer_at(db) as conn:
+        assert storage.schema_version(conn) == 6
+        assert conn.execute("SELECT name FROM workspaces").fetchall() == [("Prod",)]
+        assert conn.execute("SELECT sum(output_tokens) FROM spend_facts").fetchone() == (5,)
+        assert conn.execute("SELECT count(*) FROM cut_facts").fetchone() == (0,)
 
 
 def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Run the simulator as a process.
 
 ``python -m collectors.simulator --port 0 --seed 7 --admin-key KEY [--admin-key KEY2]
-[--api-key KEY] [--now 2026-11-24T12:00:00Z] [--host 127.0.0.1] [--fast-and-us]``
+[--api-key KEY] [--now 2026-11-24T12:00:00Z] [--host 127.0.0.1] [--fast-and-us]
+[--no-people-dimensions]``
 
 Prints exactly one line, ``spendwatch simulator listening on http://127.0.0.1:PORT``, to
 stdout (flushed), then serves until SIGTERM or SIGINT and exits 0. Without ``--admin-key``
@@ -32,6 +33,7 @@ def serve_forever(
     host: str = "127.0.0.1",
     api_keys: Sequence[str] = DEFAULT_API_KEYS,
     fast_and_us: bool = False,
+    people_dimensions: bool = True,
 ) -> int:
     """Start the simulator, print the one ``listening on`` line to stdout, serve until SIGTERM
     or SIGINT (or KeyboardInterrupt), close, and return 0.
@@ -41,7 +43,7 @@ def serve_forever(
     """
     server = start_simulator(seed=seed, admin_keys=tuple(admin_keys) or DEFAULT_ADMIN_KEYS, now=now,
                              host=host, port=port, api_keys=tuple(api_keys) or DEFAULT_API_KEYS,
-                             fast_and_us=fast_and_us)
+                             fast_and_us=fast_and_us, people_dimensions=people_dimensions)
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -85,6 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--fast-and-us", action="store_true",
         help="also serve fast mode and US-only inference traffic on the models that offer them (default off)",
     )
+    parser.add_argument(
+        "--no-people-dimensions", action="store_true",
+        help="an organization without the people and product Analytics dimensions (403 on product, actor, "
+             "actor_type, rbac_group_id, user_profile_id)",
+    )
     args = parser.parse_args(argv)
     now = None
     if args.now:
@@ -97,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if set(admin_keys) & set(api_keys):
         parser.error("--api-key: a key cannot be both an admin key and a normal API key")
     return serve_forever(port=args.port, seed=args.seed, admin_keys=admin_keys, now=now,
-                         host=args.host, api_keys=api_keys, fast_and_us=args.fast_and_us)
+                         host=args.host, api_keys=api_keys, fast_and_us=args.fast_and_us,
+                         people_dimensions=not args.no_people_dimensions)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,10 @@ import binascii
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+import re
+from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 from .generator import (
     ANALYTICS_EARLIEST,
@@ -30,8 +31,11 @@ from .generator import (
     HOUR,
     TOKEN_TYPES,
     UTC,
+    Actor,
     ApiKey,
+    ClaudeCodeDay,
     SimulatedOrg,
+    UsagePart,
     UsageRecord,
     Workspace,
     decimal_str,
@@ -80,6 +84,18 @@ SERVICE_TIERS = ("standard", "batch", "priority", "priority_on_demand", "flex", 
 CONTEXT_WINDOWS = ("0-200k", "200k-1M")
 SPEEDS = ("standard", "fast")
 INFERENCE_GEO_FILTERS = ("global", "us", "not_available")
+ACTOR_TYPES = ("api_actor", "federated_actor", "service_account_actor", "user_actor")
+#: Dimensions served from the records' (product, actor) parts; also the ones an organization
+#: without people dimensions may not group or filter by.
+PEOPLE_DIMENSIONS: tuple[str, ...] = ("product", "actor", "actor_type", "rbac_group_id", "user_profile_id")
+#: Filters on people dimensions and the dimension each one names.
+PEOPLE_FILTERS: Mapping[str, str] = {"products": "product", "actor_ids": "actor", "actor_types": "actor_type",
+                                     "rbac_group_ids": "rbac_group_id"}
+#: The beta that legacy usage grouping or filtering by ``speed`` requires.
+FAST_MODE_BETA = "fast-mode-2026-02-01"
+#: Internal group values of the two rows that unattributed usage is served as when grouping
+#: by ``actor`` (both read null).
+NULL_ACTOR_ROWS: tuple[str, str] = ("\x00null-actor:0", "\x00null-actor:1")
 
 LEGACY_USAGE_DIMS: tuple[str, ...] = (
     "api_key_id",
@@ -320,7 +336,7 @@ def parse_analytics_params(endpoint: str, query: Query, now: datetime) -> Analyt
     assert order_by is not None and order is not None
 
     filters: dict[str, frozenset[str | None]] = {}
-    for name in ("models", "workspace_ids"):
+    for name in ("models", "workspace_ids", "products", "actor_ids", "rbac_group_ids"):
         if name in query:
             filters[name] = frozenset(query[name])
     if "api_key_ids" in query:
@@ -330,6 +346,7 @@ def parse_analytics_params(endpoint: str, query: Query, now: datetime) -> Analyt
         ("context_windows", CONTEXT_WINDOWS),
         ("speeds", SPEEDS),
         ("inference_geos", INFERENCE_GEO_FILTERS),
+        ("actor_types", ACTOR_TYPES),
     ):
         values = enum_list(query, name, choices)
         if values is not None:
@@ -373,7 +390,67 @@ def record_dimension(record: UsageRecord, dim: str) -> str | None:
         return record.context_window
     if dim == "speed":
         return record.speed
+    if dim == "inference_geo":
+        return record.inference_geo
     return None
+
+
+def part_dimension(part: UsagePart, dim: str) -> str | None:
+    """A part's value for an Analytics dimension: its record's, or for the people dimensions
+    the part's ``product``, ``actor`` key, ``actor_type`` and ``user_profile_id`` (None when
+    the part has no actor). ``rbac_group_id`` is multi-valued: see :func:`_part_groups`."""
+    actor = part.actor
+    if dim == "product":
+        return part.product
+    if dim == "actor":
+        return actor.key if actor is not None else None
+    if dim == "actor_type":
+        return actor.type if actor is not None else None
+    if dim == "user_profile_id":
+        return actor.user_profile_id if actor is not None else None
+    return record_dimension(part.record, dim)
+
+
+def _part_groups(part: UsagePart, wanted: frozenset[str | None] | None) -> tuple[str | None, ...]:
+    """The ``rbac_group_id`` values of a part (any-membership: each of its user's groups, or
+    None for no group), restricted to ``wanted`` (an ``rbac_group_ids[]`` filter) if set."""
+    groups: tuple[str | None, ...] = part.actor.rbac_group_ids if part.actor is not None else ()
+    if not groups:
+        groups = (None,)
+    return tuple(g for g in groups if wanted is None or g in wanted)
+
+
+def _part_matches(part: UsagePart, filters: Mapping[str, frozenset[str | None]]) -> bool:
+    """The people filters: ``products[]``, ``actor_ids[]`` (user, service account or API key
+    id; the federated identity by its actor key), ``actor_types[]``, ``rbac_group_ids[]`` (a
+    user in any of the groups). The record filters are :func:`_matches`'."""
+    actor = part.actor
+    for name, allowed in filters.items():
+        if name == "products":
+            ok = part.product in allowed
+        elif name == "actor_ids":
+            ok = actor is not None and (actor.id in allowed or actor.key in allowed)
+        elif name == "actor_types":
+            ok = actor is not None and actor.type in allowed
+        elif name == "rbac_group_ids":
+            ok = actor is not None and any(g in allowed for g in actor.rbac_group_ids)
+        else:
+            continue
+        if not ok:
+            return False
+    return True
+
+
+def _check_people_access(org: SimulatedOrg, params: AnalyticsParams) -> bool:
+    """Whether the request needs the parts (a people dimension grouped or filtered); raises a
+    403 naming the first such dimension when the organization has no people dimensions."""
+    offending = [("group_by[]", d) for d in params.group_by if d in PEOPLE_DIMENSIONS]
+    offending += [(f"{name}[]", dim) for name, dim in PEOPLE_FILTERS.items() if name in params.filters]
+    if offending and not org.people_dimensions:
+        where, dim = offending[0]
+        raise ApiError(403, "permission_error", f"{where}: {dim} is not available for this organization (people and "
+                       "product dimensions require Claude Enterprise).")
+    return bool(offending)
 
 
 def _matches(record: UsageRecord, filters: Mapping[str, frozenset[str | None]]) -> bool:
@@ -391,7 +468,7 @@ def _matches(record: UsageRecord, filters: Mapping[str, frozenset[str | None]]) 
         elif name == "speeds":
             value = record.speed
         elif name == "inference_geos":
-            value = "not_available"  # every simulated record has no inference_geo
+            value = record.inference_geo or "not_available"
         else:
             continue
         if value not in allowed:
@@ -428,6 +505,61 @@ def _record_counts(r: UsageRecord) -> tuple[int, int, int, int, int, int, int]:
     )
 
 
+Costs = Sequence[tuple[str, str | None, Decimal]]
+
+
+def _contributions(
+    org: SimulatedOrg, params: AnalyticsParams, grouped: Sequence[str], use_parts: bool, now: datetime
+) -> Iterator[tuple[datetime, tuple[str | None, ...], tuple[int, ...], Costs]]:
+    """What each record (or, with ``use_parts``, each (product, actor) part) of the range
+    adds to which group: ``(hour, group values, counts, cost lines)``, filters applied and
+    session runtime left out of usage. With parts: a part in several RBAC groups adds in full
+    to each of its groups' rows when grouping by ``rbac_group_id``; when grouping by ``actor``
+    a part with no actor is split in two (:meth:`SimulatedOrg.split_part`) under the two
+    :data:`NULL_ACTOR_ROWS` values, so unattributed usage reads as two null-actor rows."""
+    is_cost = params.endpoint == "cost"
+    if not use_parts:
+        for rec in org.records(params.range_lo, params.range_hi, now):
+            if rec.hour < params.range_lo or (not is_cost and rec.kind == "session_usage"):
+                continue
+            if params.filters and not _matches(rec, params.filters):
+                continue
+            yield rec.hour, tuple(record_dimension(rec, d) for d in grouped), _record_counts(rec), rec.costs
+        return
+    wanted_groups = params.filters.get("rbac_group_ids")
+    by_group = "rbac_group_id" in grouped
+    for part in org.parts(params.range_lo, params.range_hi, now):
+        rec = part.record
+        if rec.hour < params.range_lo or (not is_cost and rec.kind == "session_usage"):
+            continue
+        if params.filters and not (_matches(rec, params.filters) and _part_matches(part, params.filters)):
+            continue
+        pieces: Sequence[tuple[UsagePart, str | None]] = [(part, part_dimension(part, "actor"))]
+        if part.actor is None and "actor" in grouped:
+            pieces = list(zip(org.split_part(part, (1, 1)), NULL_ACTOR_ROWS))
+        groups = _part_groups(part, wanted_groups) if by_group else (None,)
+        for piece, actor_value in pieces:
+            base = [actor_value if d == "actor" else part_dimension(piece, d) for d in grouped]
+            counts = _part_counts(piece)
+            for group_id in groups:
+                values = tuple(group_id if d == "rbac_group_id" else v for d, v in zip(grouped, base))
+                yield rec.hour, values, counts, piece.costs
+
+
+def _part_counts(p: UsagePart) -> tuple[int, int, int, int, int, int, int]:
+    return (p.uncached_input_tokens, p.cache_creation_5m, p.cache_creation_1h, p.cache_read_input_tokens,
+            p.output_tokens, p.web_search_requests, p.requests)
+
+
+def _render(org: SimulatedOrg, dim: str, value: str | None) -> object:
+    """A group value as the response carries it: the ``actor`` key becomes the actor's JSON
+    (:meth:`Actor.api_json`), the null-actor row values null; others as they are."""
+    if dim != "actor" or value is None:
+        return value
+    actor: Actor | None = org.actor_by_key.get(value)
+    return actor.api_json() if actor is not None else None
+
+
 def analytics_report(org: SimulatedOrg, endpoint: str, query: Query, now: datetime) -> dict[str, object]:
     """``GET /v1/organizations/analytics/{usage,cost}``: one page of flat rows.
 
@@ -440,32 +572,38 @@ def analytics_report(org: SimulatedOrg, endpoint: str, query: Query, now: dateti
     only, ``requests`` null, not counted toward ``limit``, kept on one page). Order: the
     ``order_by`` metric in ``order`` direction (``time``: bucket in ``order`` direction then
     total_tokens/amount desc), ties broken by bucket start ascending then group values.
+
+    People and products: grouping or filtering by product, actor, actor_type, rbac_group_id
+    or user_profile_id (filters ``products[]``, ``actor_ids[]``, ``actor_types[]``,
+    ``rbac_group_ids[]``) serves the rows from the records' parts (see :func:`_contributions`;
+    otherwise from the records, at no extra cost), so every row set without ``rbac_group_id``
+    adds up, per bucket, to exactly the cents and tokens of the plain key grouping. ``actor``
+    is the SDK's actor union or null; unattributed usage comes as **two** null-actor rows per
+    group and bucket (a reader must sum them). ``rbac_group_id`` rows overlap
+    (any-membership); null is everything of no group. Without ``org.people_dimensions``
+    those requests are a 403 permission_error naming the first such dimension.
     """
     params = parse_analytics_params(endpoint, query, now)
     width_step = BUCKET_WIDTHS[params.width] if params.width else None
     grouped = [d for d in params.group_by if d not in FANOUT_DIMENSIONS]
     is_cost = endpoint == "cost"
 
+    use_parts = _check_people_access(org, params)
+
     usage_acc: dict[tuple[datetime, tuple[str | None, ...]], list[int]] = {}
     cost_acc: dict[tuple[datetime, tuple[str | None, ...]], dict[tuple[str, str | None], Decimal]] = {}
     req_acc: dict[tuple[datetime, tuple[str | None, ...]], int] = {}
-    for rec in org.records(params.range_lo, params.range_hi, now):
-        if rec.hour < params.range_lo:
-            continue
-        if not is_cost and rec.kind == "session_usage":
-            continue
-        if params.filters and not _matches(rec, params.filters):
-            continue
-        bucket = params.range_lo if width_step is None else _floor(rec.hour, width_step)
-        key = (bucket, tuple(record_dimension(rec, d) for d in grouped))
+    for hour, values, counts, costs in _contributions(org, params, grouped, use_parts, now):
+        bucket = params.range_lo if width_step is None else _floor(hour, width_step)
+        key = (bucket, values)
         if is_cost:
             parts = cost_acc.setdefault(key, {})
-            for cost_type, token_type, cents in rec.costs:
+            for cost_type, token_type, cents in costs:
                 parts[(cost_type, token_type)] = parts.get((cost_type, token_type), Decimal(0)) + cents
-            req_acc[key] = req_acc.get(key, 0) + rec.requests
+            req_acc[key] = req_acc.get(key, 0) + counts[6]
         else:
             acc = usage_acc.setdefault(key, [0] * 7)
-            for i, v in enumerate(_record_counts(rec)):
+            for i, v in enumerate(counts):
                 acc[i] += v
 
     descending = params.order == "desc"
@@ -511,7 +649,7 @@ def analytics_report(org: SimulatedOrg, endpoint: str, query: Query, now: dateti
         end = params.range_hi if width_step is None else bucket + width_step
         group: dict[str, object] = {k: None for k in group_keys}
         for dim, value in zip(grouped, values):
-            group[dim] = value
+            group[dim] = _render(org, dim, value)
         base = {"starting_at": format_rfc3339(start), "ending_at": format_rfc3339(end)}
         if not is_cost:
             rows.append({**base, "group": group, "usage": _usage_dict(usage_acc[(bucket, values)])})
@@ -597,6 +735,9 @@ def _legacy_filters(query: Query) -> dict[str, frozenset[str | None]]:
     geos = enum_list(query, "inference_geos", INFERENCE_GEO_FILTERS)
     if geos is not None:
         filters["inference_geos"] = frozenset(geos)
+    speeds = enum_list(query, "speeds", SPEEDS)
+    if speeds is not None:
+        filters["speeds"] = frozenset(speeds)
     return filters
 
 
@@ -608,14 +749,17 @@ def _bucket_records(org: SimulatedOrg, start: datetime, width: timedelta, now: d
     return org.records(start, start + width, now)
 
 
-def legacy_usage_report(org: SimulatedOrg, query: Query, now: datetime) -> dict[str, object]:
+def legacy_usage_report(org: SimulatedOrg, query: Query, now: datetime,
+                        betas: Collection[str] = ()) -> dict[str, object]:
     """``GET /v1/organizations/usage_report/messages``: buckets of grouped token usage.
 
     ``limit`` counts time buckets (1d: default 7 max 31; 1h: 24/168; 1m: 60/1440). Every
     bucket from floor(starting_at) up to min(ending_at, now) is present, with empty
     ``results`` when there is no usage. Rows carry the token fields and the dimension keys
-    (null unless grouped; ``workspace_id`` null for the default workspace). Code execution
-    and session runtime never appear.
+    (null unless grouped; ``workspace_id`` null for the default workspace; ``inference_geo``
+    the record's geo or ``"not_available"``). Code execution and session runtime never appear.
+    Grouping by ``speed`` or filtering ``speeds[]`` needs :data:`FAST_MODE_BETA` among
+    ``betas`` (the request's ``anthropic-beta`` values), else a 400 naming the parameter.
     """
     width_name = _choice_param(query, "bucket_width", tuple(LEGACY_USAGE_LIMITS), "1d")
     assert width_name is not None
@@ -628,6 +772,11 @@ def legacy_usage_report(org: SimulatedOrg, query: Query, now: datetime) -> dict[
         if dim not in group_by:
             group_by.append(dim)
     filters = _legacy_filters(query)
+    if FAST_MODE_BETA not in betas:
+        if "speed" in group_by:
+            raise invalid(f"group_by[]: grouping by speed requires the {FAST_MODE_BETA} beta header.")
+        if "speeds" in filters:
+            raise invalid(f"speeds[]: filtering by speed requires the {FAST_MODE_BETA} beta header.")
     width = BUCKET_WIDTHS[width_name]
     buckets, has_more, next_page = _legacy_buckets(query, now, width, limit, "usage_report/messages")
     row_dims = list(LEGACY_USAGE_ROW_DIMS) + [d for d in ("account_id", "service_account_id") if d in group_by]
@@ -663,7 +812,87 @@ def legacy_usage_report(org: SimulatedOrg, query: Query, now: datetime) -> dict[
 def _legacy_dimension(org: SimulatedOrg, rec: UsageRecord, dim: str) -> str | None:
     if dim == "workspace_id":
         return org.legacy_workspace_id(rec.workspace_id)
+    if dim == "inference_geo":
+        return rec.inference_geo or "not_available"
     return record_dimension(rec, dim)
+
+
+CLAUDE_CODE_LIMITS: tuple[int, int] = (20, 1000)
+_DAY_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def claude_code_report(org: SimulatedOrg, query: Query, now: datetime) -> dict[str, object]:
+    """``GET /v1/organizations/usage_report/claude_code``: one UTC day of Claude Code records.
+
+    ``starting_at`` is required as ``YYYY-MM-DD`` (400 naming it otherwise); ``limit``
+    default 20, max 1000; ``page`` a cursor for the same parameters. One record per actor with
+    ``claude_code`` usage that day (:meth:`SimulatedOrg.claude_code_day`, complete hours only)::
+
+        {"date": "2026-11-23T00:00:00Z",
+         "actor": {"type": "user_actor", "email_address": str | null}
+                | {"type": "api_actor", "api_key_name": str},
+         "organization_id": "<uuid>", "customer_type": "api", "subscription_type": null,
+         "terminal_type": "vscode" | ...,
+         "core_metrics": {"num_sessions", "lines_of_code": {"added", "removed"},
+                          "commits_by_claude_code", "pull_requests_by_claude_code"},
+         "tool_actions": {"edit_tool" | "multi_edit_tool" | "write_tool" | "notebook_edit_tool":
+                          {"accepted", "rejected"}},
+         "model_breakdown": [{"model", "tokens": {"input", "output", "cache_read",
+                              "cache_creation"}, "estimated_cost": {"currency": "USD",
+                              "amount": <JSON number: cents rounded to 2 decimals>}}]}
+
+    The deleted user's ``email_address`` is null. Response ``{"data", "has_more", "next_page"}``.
+    """
+    text = _scalar(query, "starting_at") or ""
+    try:
+        if not _DAY_PATTERN.fullmatch(text):
+            raise ValueError(text)
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise invalid("starting_at: field required as a UTC date in YYYY-MM-DD format, such as 2026-11-23.") from None
+    limit = _int_param(query, "limit", CLAUDE_CODE_LIMITS[0], 1, CLAUDE_CODE_LIMITS[1])
+    offset = decode_cursor("usage_report/claude_code", query)
+    records = org.claude_code_day(day, now)
+    page = records[offset: offset + limit]
+    has_more = offset + limit < len(records)
+    return {
+        "data": [claude_code_json(org, r) for r in page],
+        "has_more": has_more,
+        "next_page": encode_cursor("usage_report/claude_code", query, offset + limit) if has_more else None,
+    }
+
+
+def claude_code_json(org: SimulatedOrg, record: ClaudeCodeDay) -> dict[str, object]:
+    """One Claude Code report record (see :func:`claude_code_report`)."""
+    actor: dict[str, object]
+    if record.actor.type == "user_actor":
+        actor = {"type": "user_actor", "email_address": record.actor.email}
+    else:
+        actor = {"type": "api_actor", "api_key_name": org.api_key_name(record.actor.id)}
+    return {
+        "date": format_rfc3339(datetime(record.day.year, record.day.month, record.day.day, tzinfo=UTC)),
+        "actor": actor,
+        "organization_id": org.organization_id,
+        "customer_type": "api",
+        "subscription_type": None,
+        "terminal_type": record.terminal_type,
+        "core_metrics": {
+            "num_sessions": record.num_sessions,
+            "lines_of_code": {"added": record.lines_added, "removed": record.lines_removed},
+            "commits_by_claude_code": record.commits,
+            "pull_requests_by_claude_code": record.pull_requests,
+        },
+        "tool_actions": {tool: {"accepted": a, "rejected": r} for tool, (a, r) in record.tool_actions.items()},
+        "model_breakdown": [
+            {
+                "model": model,
+                "tokens": {"input": m.input, "output": m.output, "cache_read": m.cache_read,
+                           "cache_creation": m.cache_creation},
+                "estimated_cost": {"currency": "USD", "amount": float(round(m.cents, 2))},
+            }
+            for model, m in record.models.items()
+        ],
+    }
 
 
 def legacy_cost_report(org: SimulatedOrg, query: Query, now: datetime) -> dict[str, object]:

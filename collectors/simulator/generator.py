@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import uuid
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
@@ -539,7 +540,8 @@ class Actor:
     ``type`` is ``user_actor`` (``id`` = user id, ``email``/``name``; a deleted user has
     ``deleted`` True, no e-mail and the name "Deleted User"), ``service_account_actor``
     (``id`` = service account id), ``api_actor`` (``id`` = API key id) or ``federated_actor``
-    (``provider``, ``subject``, no id). ``rbac_group_ids`` are a user's groups (any number).
+    (``provider``, ``subject``, no id). ``rbac_group_ids`` are a user's groups (any number);
+    ``user_profile_id`` (``uprof_01...``) is set for the 30 people only.
     """
 
     type: str
@@ -550,6 +552,7 @@ class Actor:
     provider: str | None = None
     subject: str | None = None
     rbac_group_ids: tuple[str, ...] = ()
+    user_profile_id: str | None = None
 
     @property
     def key(self) -> str:
@@ -563,7 +566,23 @@ class Actor:
         """JSON-ready description (every field)."""
         return {"type": self.type, "id": self.id, "key": self.key, "email": self.email, "name": self.name,
                 "deleted": self.deleted, "provider": self.provider, "subject": self.subject,
-                "rbac_group_ids": list(self.rbac_group_ids)}
+                "rbac_group_ids": list(self.rbac_group_ids), "user_profile_id": self.user_profile_id}
+
+    def api_json(self) -> dict[str, object]:
+        """The Analytics ``actor`` group value, exactly the SDK's ``BetaAnalyticsActor`` union:
+        ``{"type": "user_actor", "user_id", "email_address", "name", "deleted"}``,
+        ``{"type": "service_account_actor", "service_account_id"}``, ``{"type": "api_actor",
+        "api_key_id"}`` or ``{"type": "federated_actor", "provider": {"type": "oidc", "issuer"},
+        "subject"}``."""
+        if self.type == "user_actor":
+            return {"type": "user_actor", "user_id": self.id, "email_address": self.email, "name": self.name,
+                    "deleted": self.deleted}
+        if self.type == "service_account_actor":
+            return {"type": "service_account_actor", "service_account_id": self.id}
+        if self.type == "api_actor":
+            return {"type": "api_actor", "api_key_id": self.id}
+        return {"type": "federated_actor", "provider": {"type": "oidc", "issuer": self.provider},
+                "subject": self.subject}
 
 
 @dataclass(frozen=True)
@@ -600,7 +619,7 @@ _SHARES: Mapping[str, tuple[Share, ...]] = {
     "data-enrichment-batch": (Share("message_batches_api", "sa:enrichment-pipeline", 0.8),
                               Share("message_batches_api", "group:data", 0.2)),
     "eval-harness": (Share("claude_code", "group:engineering", 0.5), Share("messages_api", "group:engineering", 0.3),
-                     Share("messages_api", "key", 0.2)),
+                     Share("messages_api", "key", 0.1), Share("claude_code", "key", 0.1)),
     "ops-notebook": (Share("claude_code", "group:engineering", 0.6), Share("claude_code", "group:data", 0.2),
                      Share("messages_api", "group:data", 0.2)),
     "legacy-prototype": (Share("messages_api", "deleted", 0.5), Share("messages_api", "key", 0.3),
@@ -618,6 +637,11 @@ _RUNTIME_SHARES: Mapping[tuple[str, str], Share] = {
 }
 #: People of one group share picked per hour.
 _PEOPLE_PER_HOUR = 3
+#: The runaway developer: on this UTC day this engineer is drawn in every share of his group
+#: with ``RUNAWAY_FACTOR`` times his usual weight (records and key totals do not change).
+RUNAWAY_DAY = date(2026, 11, 23)
+RUNAWAY_PERSON = "Hiro Tanaka"
+RUNAWAY_FACTOR = 40
 _WEIGHT_SCALE = 1_000_000
 
 
@@ -662,6 +686,49 @@ class UsagePart:
         return sum((c for _, _, c in self.costs), Decimal(0))
 
 
+#: Terminals Claude Code reports (``terminal_type``), one per actor.
+_TERMINALS: tuple[str, ...] = ("vscode", "iTerm.app", "cursor", "tmux", "Apple_Terminal", "ghostty")
+
+
+@dataclass(frozen=True)
+class ClaudeCodeModel:
+    """One model's share of an actor's Claude Code day: token counts and cents (unrounded)."""
+
+    input: int
+    output: int
+    cache_read: int
+    cache_creation: int
+    cents: Decimal
+
+
+@dataclass(frozen=True)
+class ClaudeCodeDay:
+    """One record of the legacy Claude Code report: one actor's Claude Code use on one UTC
+    day. ``tool_actions`` maps a tool (``edit_tool``, ``multi_edit_tool``, ``write_tool``,
+    ``notebook_edit_tool``) to (accepted, rejected)."""
+
+    day: date
+    actor: Actor
+    terminal_type: str
+    num_sessions: int
+    lines_added: int
+    lines_removed: int
+    commits: int
+    pull_requests: int
+    tool_actions: Mapping[str, tuple[int, int]]
+    models: Mapping[str, ClaudeCodeModel]
+
+    @property
+    def cost_cents(self) -> Decimal:
+        """The cents of every model of the record (unrounded)."""
+        return sum((m.cents for m in self.models.values()), Decimal(0))
+
+    @property
+    def total_tokens(self) -> int:
+        """Every token of every model of the record."""
+        return sum(m.input + m.output + m.cache_read + m.cache_creation for m in self.models.values())
+
+
 @dataclass
 class _RevisionWindow:
     start: datetime
@@ -676,11 +743,18 @@ class SimulatedOrg:
     """
 
     def __init__(self, seed: int = 7, now: datetime | None = None, price_table: PriceTable | None = None,
-                 fast_and_us: bool = False):
+                 fast_and_us: bool = False, people_dimensions: bool = True):
         if now is not None and now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         self.seed = seed
         self.fast_and_us = fast_and_us
+        #: Whether the Analytics API serves the people and product dimensions (product, actor,
+        #: actor_type, rbac_group_id, user_profile_id) to this organization (Claude Enterprise);
+        #: off, grouping or filtering by them is a 403. May be flipped at run time.
+        self.people_dimensions = people_dimensions
+        digest = hashlib.sha256(f"spendwatch-sim:{seed}:organization".encode()).digest()
+        #: The organization's UUID (the legacy Claude Code report's ``organization_id``).
+        self.organization_id = str(uuid.UUID(bytes=digest[:16], version=4))
         self.fixed_now: datetime | None = now.astimezone(UTC) if now is not None else None
         self.price_table = price_table if price_table is not None else default_price_table()
         self._lock = threading.Lock()
@@ -734,7 +808,8 @@ class SimulatedOrg:
             first, last = name.lower().split(" ", 1)
             people.append(Actor("user_actor", "user_01" + stable_suffix(self.seed, f"person:{i}"),
                                 email=f"{first}.{last.replace(' ', '')}@acme.example", name=name,
-                                rbac_group_ids=tuple(group_id[g] for g in groups)))
+                                rbac_group_ids=tuple(group_id[g] for g in groups),
+                                user_profile_id="uprof_01" + stable_suffix(self.seed, f"user_profile:{i}")))
         #: The 30 people (user actors), then the deleted user (no e-mail, no group).
         self.people: tuple[Actor, ...] = tuple(people)
         self.deleted_user = Actor("user_actor", "user_01" + stable_suffix(self.seed, "person:deleted"),
@@ -751,6 +826,11 @@ class SimulatedOrg:
         self._api_actors = {k.id: Actor("api_actor", k.id) for k in self.api_keys}
         self._person_weight = {p.key: _WEIGHT_SCALE // 2 + (i * 7919 % 10) * _WEIGHT_SCALE // 6
                                for i, p in enumerate(people)}
+        #: The runaway developer of :data:`RUNAWAY_DAY` (see :meth:`_share_actors`).
+        self.runaway: Actor = next(p for p in people if p.name == RUNAWAY_PERSON)
+        self.actor_by_key: dict[str, Actor] = {
+            a.key: a for a in (*people, self.deleted_user, *self.service_accounts, self.federated_identity,
+                               *self._api_actors.values())}
 
     # ---- clock and revisions ---------------------------------------------------------------
 
@@ -898,6 +978,96 @@ class SimulatedOrg:
                                      split[5], split[6], costs=costs))
         return tuple(out)
 
+    def split_part(self, part: UsagePart, weights: Sequence[int]) -> tuple[UsagePart, ...]:
+        """``part`` split in proportion to positive integer ``weights`` (one piece per weight, in
+        order, zero pieces included): integer counts with :func:`split_integer`, costs recomputed
+        from the same per-token rates as :meth:`parts`, so the pieces add up exactly to the part.
+        A runtime part (code execution, session) splits its requests, runtime hours (to 0.001 h)
+        and cost in proportion; the last piece takes the remainder."""
+        rec = part.record
+        counts = (part.uncached_input_tokens, part.cache_creation_5m, part.cache_creation_1h,
+                  part.cache_read_input_tokens, part.output_tokens, part.web_search_requests, part.requests)
+        columns = [split_integer(c, weights) for c in counts]
+        pieces: list[UsagePart] = []
+        if rec.kind != "tokens":
+            whole = sum(weights)
+            left_hours, left_costs = part.runtime_hours, list(part.costs)
+            for i, weight in enumerate(weights):
+                last = i == len(weights) - 1
+                hours = left_hours if last else (part.runtime_hours * weight / whole).quantize(_RUNTIME_QUANTUM)
+                costs = tuple(left_costs) if last else tuple(
+                    (t, tt, c * weight / whole) for t, tt, c in part.costs)
+                if not last:
+                    left_hours -= hours
+                    left_costs = [(t, tt, lc - c) for (t, tt, lc), (_, _, c) in zip(left_costs, costs)]
+                pieces.append(replace(part, requests=columns[6][i], runtime_hours=hours, costs=costs))
+            return tuple(pieces)
+        assert rec.model is not None and rec.service_tier is not None
+        rates = self._rates_cache(rec.model, rec.service_tier, rec.hour.date(), rec.speed, rec.inference_geo)
+        for i in range(len(weights)):
+            split = [column[i] for column in columns]
+            costs = tuple((cost_type, token_type, count * rate)
+                          for (cost_type, token_type, rate), count in zip(rates, split) if count)
+            pieces.append(UsagePart(rec, part.product, part.actor, split[0], split[1], split[2], split[3], split[4],
+                                    split[5], split[6], costs=costs))
+        return tuple(pieces)
+
+    def claude_code_day(self, day: date, now: datetime | None = None) -> list[ClaudeCodeDay]:
+        """One :class:`ClaudeCodeDay` per actor (a user or an API key) with ``claude_code``
+        usage on the UTC ``day`` (its existing hours only), ordered by actor type, then e-mail
+        address (the API key's name for an API key; the deleted user, who has none, last),
+        then actor key. Tokens and cents per model are the sums of the day's ``claude_code``
+        parts; the activity figures (sessions about one per 200k tokens, lines, commits, pull
+        requests, tool decisions, terminal) are drawn from the seed, the day and the actor."""
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        by_actor: dict[str, dict[str, list[Decimal]]] = {}
+        actors: dict[str, Actor] = {}
+        for part in self.parts(start, start + DAY, now):
+            actor = part.actor
+            if part.product != "claude_code" or actor is None or actor.type not in ("user_actor", "api_actor"):
+                continue
+            if part.record.model is None:
+                continue
+            actors[actor.key] = actor
+            acc = by_actor.setdefault(actor.key, {}).setdefault(part.record.model, [Decimal(0)] * 5)
+            values: tuple[Decimal, ...] = (
+                Decimal(part.uncached_input_tokens), Decimal(part.output_tokens),
+                Decimal(part.cache_read_input_tokens), Decimal(part.cache_creation_5m + part.cache_creation_1h),
+                part.cost_cents)
+            for i, value in enumerate(values):
+                acc[i] += value
+        out: list[ClaudeCodeDay] = []
+        for key, models in by_actor.items():
+            actor = actors[key]
+            tokens = sum(int(sum(v[:4])) for v in models.values())
+            rng = Random(f"spendwatch-sim|{self.seed}|{day.isoformat()}|{key}|claude_code")
+            sessions = max(1, round(tokens / 200_000 * rng.uniform(0.8, 1.2)))
+            added = int(tokens / 900 * rng.uniform(0.6, 1.4))
+            commits = int(sessions * rng.uniform(0.2, 0.9))
+            tools: dict[str, tuple[int, int]] = {}
+            for tool, per_session in (("edit_tool", 5.0), ("multi_edit_tool", 2.0), ("write_tool", 1.5),
+                                      ("notebook_edit_tool", 0.2)):
+                accepted = int(sessions * per_session * rng.uniform(0.5, 1.5))
+                tools[tool] = (accepted, int(accepted * rng.uniform(0.02, 0.2)))
+            terminal = Random(f"spendwatch-sim|{self.seed}|{key}|terminal").choice(_TERMINALS)
+            out.append(ClaudeCodeDay(
+                day=day, actor=actor, terminal_type=terminal, num_sessions=sessions, lines_added=added,
+                lines_removed=int(added * rng.uniform(0.15, 0.6)), commits=commits,
+                pull_requests=int(commits * rng.uniform(0.1, 0.5)), tool_actions=tools,
+                models={m: ClaudeCodeModel(int(v[0]), int(v[1]), int(v[2]), int(v[3]), v[4])
+                        for m, v in sorted(models.items())}))
+
+        def order(record: ClaudeCodeDay) -> tuple[object, ...]:
+            label = record.actor.email if record.actor.type == "user_actor" else self.api_key_name(record.actor.id)
+            return (record.actor.type != "user_actor", label is None, label or "", record.actor.key)
+
+        return sorted(out, key=order)
+
+    def api_key_name(self, api_key_id: str | None) -> str | None:
+        """The current name of an API key (None for an unknown id)."""
+        key = self.api_key_by_id.get(api_key_id or "")
+        return key.name if key is not None else None
+
     def _cent_rates(self, model: str, tier: str, day: date, speed: str | None,
                     geo: str | None) -> tuple[tuple[str, str | None, Decimal], ...]:
         """Cents per token of each token type, then per web search (the cost lines of one of
@@ -921,8 +1091,12 @@ class SimulatedOrg:
         if kind == "sa":
             return [(self._service_account_by_slug[slug], _WEIGHT_SCALE)]
         members = self._group_members[slug]
-        chosen = rng.sample(members, min(_PEOPLE_PER_HOUR, len(members))) if rng else members[:1]
-        return [(p, self._person_weight[p.key]) for p in chosen]
+        chosen = list(rng.sample(members, min(_PEOPLE_PER_HOUR, len(members))) if rng else members[:1])
+        runaway_day = rec.hour.date() == RUNAWAY_DAY and self.runaway in members
+        if runaway_day and rng is not None and self.runaway not in chosen:
+            chosen[-1] = self.runaway  # always drawn in his group's shares that day
+        return [(p, self._person_weight[p.key] * (RUNAWAY_FACTOR if runaway_day and p == self.runaway else 1))
+                for p in chosen]
 
     def _compute_hour(self, hour: datetime, revisions: int) -> tuple[UsageRecord, ...]:
         factor = _REVISION_FACTOR**revisions
@@ -1138,6 +1312,10 @@ class SimulatedOrg:
           groups spent; ``"null"`` is everything of no group (service accounts, API keys, the
           federated identity, the deleted user, unattributed usage). Without the overlap
           (each part counted once) it adds up to ``cost_usd``.
+        - ``by_person_day``: UTC day (``YYYY-MM-DD``) to ``by_person`` of that day's hours.
+        - ``claude_code``: UTC day to actor key to ``{"sessions", "tokens", "cost_usd"}`` of the
+          legacy Claude Code report's record (:meth:`claude_code_day`) for every UTC day whose
+          midnight is in the range (the whole day's existing hours, as the report serves it).
         """
         cents: dict[str, Decimal] = {ct: Decimal(0) for ct in COST_TYPES}
         tokens = {"uncached_input_tokens": 0, "cache_write_5m_tokens": 0, "cache_write_1h_tokens": 0,
@@ -1173,13 +1351,15 @@ class SimulatedOrg:
         by_person: dict[str, Decimal] = {}
         by_product: dict[str, Decimal] = {}
         by_group: dict[str, Decimal] = {}
+        by_person_day: dict[str, dict[str, Decimal]] = {}
         for part in (self.parts(starting_at, ending_at, now) if people else ()):
             if part.record.hour < starting_at.astimezone(UTC):
                 continue
             total = part.cost_cents
             person = part.actor.key if part.actor is not None else "null"
             groups = part.actor.rbac_group_ids if part.actor is not None else ()
-            for bucket, label in ((by_person, person), (by_product, part.product)):
+            day_bucket = by_person_day.setdefault(part.record.hour.date().isoformat(), {})
+            for bucket, label in ((by_person, person), (by_product, part.product), (day_bucket, person)):
                 bucket[label] = bucket.get(label, Decimal(0)) + total
             for label in groups or ("null",):
                 by_group[label] = by_group.get(label, Decimal(0)) + total
@@ -1210,6 +1390,18 @@ class SimulatedOrg:
             result["by_person"] = {k: usd(v) for k, v in sorted(by_person.items())}
             result["by_product"] = {k: usd(v) for k, v in sorted(by_product.items())}
             result["by_rbac_group"] = {k: usd(v) for k, v in sorted(by_group.items())}
+            result["by_person_day"] = {d: {k: usd(v) for k, v in sorted(cut.items())}
+                                       for d, cut in sorted(by_person_day.items())}
+            code: dict[str, dict[str, dict[str, object]]] = {}
+            day_start = floor_day(starting_at)
+            if day_start < starting_at.astimezone(UTC):
+                day_start += DAY
+            while day_start < ending_at:
+                code[day_start.date().isoformat()] = {
+                    r.actor.key: {"sessions": r.num_sessions, "tokens": r.total_tokens, "cost_usd": usd(r.cost_cents)}
+                    for r in self.claude_code_day(day_start.date(), now)}
+                day_start += DAY
+            result["claude_code"] = code
         return result
 
     def describe(self) -> dict[str, object]:
@@ -1232,6 +1424,9 @@ class SimulatedOrg:
             ],
             "models": sorted(MODEL_DISPLAY_NAMES),
             "fast_and_us": self.fast_and_us,
+            "people_dimensions": self.people_dimensions,
+            "organization_id": self.organization_id,
+            "runaway": {"day": RUNAWAY_DAY.isoformat(), "actor_key": self.runaway.key, "email": self.runaway.email},
             "products": list(PRODUCTS),
             "rbac_groups": [{"id": g.id, "slug": g.slug, "name": g.name} for g in self.rbac_groups],
             "actors": [a.to_json() for a in (*self.people, self.deleted_user, *self.service_accounts,
@@ -1272,9 +1467,12 @@ __all__: Sequence[str] = (
     "ANALYTICS_MAX_AGE",
     "Actor",
     "ApiKey",
+    "ClaudeCodeDay",
+    "ClaudeCodeModel",
     "COST_TYPES",
     "HISTORY_START",
     "PRODUCTS",
+    "RUNAWAY_DAY",
     "RbacGroup",
     "SimulatedOrg",
     "TOKEN_TYPES",

@@ -12,11 +12,19 @@ Contracts
   ``anthropic-version`` (400 when missing). On the admin endpoints (everything under
   ``/v1/organizations/``) a configured admin key passes; a configured normal API key, or any
   key starting with ``sk-ant-api``, gets 403 permission_error; anything else, or no key, 401
-  authentication_error. The Models API (``/v1/models``, see
+  authentication_error (the legacy report endpoints are ``usage_report/messages``,
+  ``cost_report`` and ``usage_report/claude_code``). The Models API (``/v1/models``, see
   :mod:`collectors.simulator.catalog`) is the other way round, as the real one: only a
   configured normal API key passes, and an admin key, an unknown key or no key gets 401
   authentication_error. The Analytics endpoints then require an ``anthropic-beta`` header
-  containing ``analytics-usage-cost-2026-08-24`` (400). No key is ever echoed or logged.
+  containing ``analytics-usage-cost-2026-08-24`` (400). The legacy usage report gets the
+  request's ``anthropic-beta`` values (several headers or a comma-separated list): grouping
+  or filtering it by ``speed`` needs ``fast-mode-2026-02-01`` (400). No key is ever echoed or
+  logged.
+- Organizations without people dimensions (``SimulatedOrg.people_dimensions`` off; CLI
+  ``--no-people-dimensions``, ``POST /_sim/people_dimensions``) get a 403 permission_error
+  for Analytics requests grouping or filtering by product, actor, actor_type, rbac_group_id or
+  user_profile_id.
 - Request ids are deterministic: the n-th ``/v1`` request of a server gets the same id for
   the same seed.
 - Control endpoints under ``/_sim/`` need no auth and are not logged: see
@@ -39,6 +47,7 @@ from urllib.parse import parse_qs, urlsplit
 from .endpoints import (
     ApiError,
     analytics_report,
+    claude_code_report,
     get_api_key,
     get_workspace,
     invalid,
@@ -80,6 +89,8 @@ ANALYTICS_PATHS = {
 }
 LEGACY_USAGE_PATH = "/v1/organizations/usage_report/messages"
 LEGACY_COST_PATH = "/v1/organizations/cost_report"
+CLAUDE_CODE_PATH = "/v1/organizations/usage_report/claude_code"
+LEGACY_PATHS = (LEGACY_USAGE_PATH, LEGACY_COST_PATH, CLAUDE_CODE_PATH)
 WORKSPACES_PATH = "/v1/organizations/workspaces"
 API_KEYS_PATH = "/v1/organizations/api_keys"
 MODELS_PATH = "/v1/models"
@@ -106,12 +117,13 @@ class Fault:
     number 12.5, anything else the string "lots"), ``delay`` (sleep ``seconds`` then answer
     normally), ``disconnect`` (close the connection without an answer).
 
-    Hostile pages (analytics and legacy usage/cost reports): ``repeat_cursor`` (the page, read
+    Hostile pages (analytics and legacy usage/cost/Claude Code reports): ``repeat_cursor`` (the page, read
     as a first page whatever cursor was sent, says ``has_more`` with the same ``next_page``
     every time: ``value`` or :data:`REPEATED_CURSOR`; ``empty`` true gives no rows),
     ``oversized_page`` (the page's rows repeated up to ``rows`` entries, whatever ``limit``
     asked), ``bad_amount`` (every cost row's ``field``, by default the amount, set to
-    ``value``: any JSON value, e.g. ``"-50000"``, ``"1e400"``, ``"NaN"``).
+    ``value``: any JSON value, e.g. ``"-50000"``, ``"1e400"``, ``"NaN"``; on the Claude Code
+    report every ``model_breakdown`` item's ``estimated_cost.amount``).
     """
 
     path: str
@@ -261,6 +273,10 @@ def _corrupt(body: Any, path: str, kind: str, field_path: str | None) -> None:
             "usage": "usage.output_tokens",
             "cost": "cost.amount",
         }.get(ANALYTICS_PATHS.get(path, ""), "display_name" if path == MODELS_PATH else "name")
+    elif path == CLAUDE_CODE_PATH:
+        if isinstance(data, list) and data:
+            target = data[0]
+        default_field = "core_metrics.num_sessions"
     elif path in (LEGACY_USAGE_PATH, LEGACY_COST_PATH):
         for bucket in data or []:
             if bucket.get("results"):
@@ -286,10 +302,14 @@ def _corrupt(body: Any, path: str, kind: str, field_path: str | None) -> None:
 
 
 def _report_rows(body: Any, path: str) -> list[Any]:
-    """The row objects of a report page: analytics ``data`` items, legacy bucket results."""
+    """The row objects of a report page: analytics ``data`` items, legacy bucket results, the
+    ``model_breakdown`` items of Claude Code records."""
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, list):
         return []
+    if path == CLAUDE_CODE_PATH:
+        return [m for record in data if isinstance(record, dict)
+                for m in record.get("model_breakdown") or []]
     if path in (LEGACY_USAGE_PATH, LEGACY_COST_PATH):
         return [r for bucket in data if isinstance(bucket, dict)
                 for r in bucket.get("results") or []]
@@ -309,7 +329,8 @@ def _hostile(body: Any, path: str, fault: Fault) -> None:
         data = body.get("data") or [{}]
         body["data"] = [data[i % len(data)] for i in range(fault.rows)]
     elif fault.kind == "bad_amount":
-        default = "amount" if path in (LEGACY_USAGE_PATH, LEGACY_COST_PATH) else "cost.amount"
+        default = ("amount" if path in (LEGACY_USAGE_PATH, LEGACY_COST_PATH)
+                   else "estimated_cost.amount" if path == CLAUDE_CODE_PATH else "cost.amount")
         parts = (fault.field or default).split(".")
         for row in _report_rows(body, path):
             target = row
@@ -330,9 +351,16 @@ class SimulatorHandler(BaseHTTPRequestHandler):
     - ``GET /_sim/requests`` / ``DELETE /_sim/requests``: API requests served so far,
       ``[{"method", "path", "query": {name: [values]}, "status"}]`` (plus ``"fault"`` when
       one applied); query names as sent (``group_by[]``); headers are never recorded.
+    - ``GET /_sim/truth`` with ``people=1`` also has ``by_person_day`` (UTC day -> actor key ->
+      dollars) and ``claude_code`` (UTC day -> actor key -> the Claude Code record's
+      ``sessions``, ``tokens``, ``cost_usd``).
     - ``GET /_sim/org``: ids, names, revision and clock of the organization, its RBAC groups,
-      actors (people, the deleted user, service accounts, the federated identity), products
-      and whether ``fast_and_us`` is on.
+      actors (people, the deleted user, service accounts, the federated identity), products,
+      ``organization_id``, whether ``fast_and_us`` and ``people_dimensions`` are on, and the
+      ``runaway`` developer: ``{"day": "2026-11-23", "actor_key", "email"}``.
+    - ``POST /_sim/people_dimensions`` ``{"on": true | false}``: serve the people and product
+      Analytics dimensions to this organization or answer them with a 403; returns
+      ``/_sim/org``.
     - ``POST /_sim/names`` ``{"api_keys": {"<id or slug>": "<name>"}, "workspaces": {...}}``:
       rename keys and workspaces (any text: hostile names for tests); returns ``/_sim/org``.
     - ``POST /_sim/clock`` ``{"now": "<RFC 3339>" | null}``: fix the clock or follow the real one.
@@ -481,7 +509,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         org = self.state.org
         known = (
             path in ANALYTICS_PATHS
-            or path in (LEGACY_USAGE_PATH, LEGACY_COST_PATH)
+            or path in LEGACY_PATHS
             or path == WORKSPACES_PATH
             or path.startswith(WORKSPACES_PATH + "/")
             or path == API_KEYS_PATH
@@ -493,7 +521,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             raise ApiError(404, "not_found_error", "Not found.")
         if method != "GET":
             raise ApiError(405, "invalid_request_error", f"Method {method} is not allowed on this path.")
-        legacy = path in (LEGACY_USAGE_PATH, LEGACY_COST_PATH)
+        legacy = path in LEGACY_PATHS
         if path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):
             self._authenticate(legacy=False, models=True)
             if path == MODELS_PATH:
@@ -501,9 +529,9 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             return get_model(path[len(MODELS_PATH) + 1 :])
         self._authenticate(legacy)
         now = org.now()
+        betas = [b.strip() for b in ",".join(self.headers.get_all("anthropic-beta") or []).split(",")]
         if path in ANALYTICS_PATHS:
-            betas = ",".join(self.headers.get_all("anthropic-beta") or [])
-            if ANALYTICS_BETA not in [b.strip() for b in betas.split(",")]:
+            if ANALYTICS_BETA not in betas:
                 raise invalid(f"anthropic-beta: this endpoint is in beta; send the header anthropic-beta: {ANALYTICS_BETA}.")
             return analytics_report(org, ANALYTICS_PATHS[path], query, now)
         if legacy:
@@ -513,7 +541,9 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             if version not in KNOWN_VERSIONS:
                 raise invalid(f"anthropic-version: unknown version {version!r}.")
             if path == LEGACY_USAGE_PATH:
-                return legacy_usage_report(org, query, now)
+                return legacy_usage_report(org, query, now, betas=frozenset(betas))
+            if path == CLAUDE_CODE_PATH:
+                return claude_code_report(org, query, now)
             return legacy_cost_report(org, query, now)
         if path == WORKSPACES_PATH:
             return list_workspaces(org, query)
@@ -612,6 +642,17 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             self._send_json(200, org.describe())
             return
         elif path == "/_sim/org" and method == "GET":
+            self._send_json(200, org.describe())
+            return
+        elif path == "/_sim/people_dimensions" and method == "POST":
+            spec = parse_body()
+            if spec is None:
+                return
+            on = spec.get("on")
+            if not isinstance(on, bool):
+                bad("on: true or false")
+                return
+            org.people_dimensions = on
             self._send_json(200, org.describe())
             return
         elif path.startswith("/_sim/slack/") and method == "POST":
@@ -741,6 +782,7 @@ def start_simulator(
     port: int = 0,
     api_keys: Sequence[str] = DEFAULT_API_KEYS,
     fast_and_us: bool = False,
+    people_dimensions: bool = True,
 ) -> SimulatorServer:
     """Start a simulator for ``seed`` in a daemon thread and return it (already serving).
 
@@ -749,10 +791,12 @@ def start_simulator(
     open the admin endpoints, ``api_keys`` (normal keys) the Models API; a key may not be in
     both (ValueError). ``fast_and_us`` serves fast mode and US-only inference traffic on the
     models that offer them (off by default: estimates do not price them yet).
+    ``people_dimensions`` False makes the organization one without the people and product
+    Analytics dimensions (403 on them).
     """
     if isinstance(admin_keys, str):
         admin_keys = (admin_keys,)
     if isinstance(api_keys, str):
         api_keys = (api_keys,)
-    org = SimulatedOrg(seed=seed, now=now, fast_and_us=fast_and_us)
+    org = SimulatedOrg(seed=seed, now=now, fast_and_us=fast_and_us, people_dimensions=people_dimensions)
     return SimulatorServer(org, admin_keys, host=host, port=port, api_keys=api_keys).start()

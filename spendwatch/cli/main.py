@@ -29,7 +29,8 @@ from spendwatch.cli.shell import Shell, check_organizations, check_range, config
 from spendwatch.numbers import percent, tokens, usd
 from spendwatch.text import clean  # names come from the API: never raw to a terminal
 from spendwatch.warehouse.batch import read
-from spendwatch.warehouse.spend import METRICS, SPEND_DIMENSIONS, spend, unpriced_usage
+from spendwatch.warehouse.spend import (METRICS, OVERLAPPING, SPEND_DIMENSIONS, facts_cut, spend,
+                                        total, unpriced_usage)
 from spendwatch.timeutil import local_day_start, local_today, utcnow, DAY
 
 
@@ -138,20 +139,26 @@ def spend_command(ctx: click.Context, since: str | None, until: str | None, by: 
     if bad:
         raise click.BadParameter(f"unknown dimension {bad[0]!r}; use any of "
                                  + ", ".join(SPEND_DIMENSIONS), param_hint="--by")
+    try:
+        facts_cut(dims)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--by") from None
     today = local_today(utcnow(), config.tz)
     check_organizations(config, orgs)
     until_day = parse_day(until, "--until") or today
     since_day = parse_day(since, "--since") or until_day.replace(day=1)
     check_range(since_day, until_day)
-    rows, unpriced = read(config, lambda batch: (
+    rows, unpriced, whole = read(config, lambda batch: (
         spend(batch, since_day, until_day, dims, organizations=orgs),
-        unpriced_usage(batch, since_day, until_day)))  # one batch: the two agree
+        unpriced_usage(batch, since_day, until_day),  # one batch: they agree
+        total(batch, since_day, until_day, organizations=orgs)
+        if any(d in OVERLAPPING for d in dims) else None))
     if as_json:
         out = [{**{k: r[k] for k in _output_keys(dims)},
                 **{m: r[m] for m in (*METRICS, "unpriced_tokens")}} for r in rows]
         echo_json(out)
         return
-    _print_table(rows, dims, since_day, until_day)
+    _print_table(rows, dims, since_day, until_day, whole)
     for item in unpriced:
         click.echo(f"Unpriced: {tokens(item['rows'])} usage rows, "
                    f"{tokens(item['tokens'])} tokens of "
@@ -164,12 +171,13 @@ def _output_keys(dims: Sequence[str]) -> list[str]:
     keys = []
     for dim in dims:
         keys += {"workspace": ["workspace", "workspace_id"],
-                 "api_key": ["api_key", "api_key_id"]}.get(dim, [dim])
+                 "api_key": ["api_key", "api_key_id"],
+                 "person": ["person", "person_id"]}.get(dim, [dim])
     return keys
 
 
 def _print_table(rows: list[dict[str, Any]], dims: Sequence[str], since: date,
-                 until: date) -> None:
+                 until: date, whole: Decimal | None = None) -> None:
     headers = [*dims, "cost_usd", "input", "cache_write", "cache_read", "output"]
     lines = []
     for r in rows:
@@ -185,6 +193,11 @@ def _print_table(rows: list[dict[str, Any]], dims: Sequence[str], since: date,
     for line in lines:
         click.echo("  ".join(c.ljust(w) if i < len(dims) else c.rjust(w)
                              for i, (c, w) in enumerate(zip(line, widths))))
+    if whole is not None:
+        click.echo("Note: a user in several RBAC groups counts in full in each group, so the "
+                   "rows overlap and add up to more than was spent.")
+        click.echo(f"Total: {usd(whole)}")
+        return
     click.echo(f"Total: {usd(total)}")
 
 
@@ -194,16 +207,36 @@ def _print_table(rows: list[dict[str, Any]], dims: Sequence[str], since: date,
 @click.option("--since", metavar="DATE", help="First local day (default: 7 days ago).")
 @click.option("--until", metavar="DATE", help="Last local day, included (default: today).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (money as decimal strings).")
+@click.option("--cuts", "cuts", is_flag=True,
+              help="Instead: every hour where the price, people or profiles cut does not add "
+                   "up to the key cut (billed cost, tokens).")
 @click.pass_context
 def reconcile_command(ctx: click.Context, since: str | None, until: str | None,
-                      as_json: bool) -> None:
+                      as_json: bool, cuts: bool) -> None:
     """Estimated (usage x price table) against billed, per day and model."""
-    from spendwatch.warehouse.reconcile import reconciliation
+    from spendwatch.warehouse.reconcile import cut_agreement, reconciliation
 
     config = config_of(ctx)
     until_day = parse_day(until, "--until") or local_today(utcnow(), config.tz)
     since_day = parse_day(since, "--since") or until_day - 7 * DAY
     check_range(since_day, until_day)
+    if cuts:
+        off = read(config, cut_agreement, since_day, until_day)
+        if as_json:
+            echo_json([{"hour": d.hour, "organization": d.organization, "cut": d.cut,
+                        "measure": d.measure, "key_value": d.key_value,
+                        "cut_value": d.cut_value, "difference": d.difference} for d in off])
+            return
+        if not off:
+            click.echo(f"Every cut agrees with the key cut, hour by hour, {since_day} .. "
+                       f"{until_day}.")
+        for d in off:
+            money = d.measure == "cost_usd"
+            cut_text = usd(d.cut_value) if money else tokens(int(d.cut_value))
+            key_text = usd(d.key_value) if money else tokens(int(d.key_value))
+            click.echo(f"{d.hour:%Y-%m-%d %H:00} UTC  {clean(d.organization)}  cut {d.cut}: "
+                       f"{d.measure} {cut_text} against {key_text} in the key cut")
+        return
     rows = read(config, reconciliation, since_day, until_day)
     if as_json:
         echo_json([{"date": r.date, "organization": r.organization, "model": r.model,

@@ -13,7 +13,7 @@ a transaction, a test) wraps it in ``Batch(conn, config)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, TypeVar
 
@@ -21,7 +21,7 @@ import duckdb
 
 from spendwatch import storage
 from spendwatch.config import Config
-from spendwatch.features import feature_for
+from spendwatch.features import PERSON_TYPES, feature_for, person_label, pseudonym
 
 T = TypeVar("T")
 
@@ -36,14 +36,48 @@ class NameBook:
 
     workspaces: dict[tuple[str, str], str]
     api_keys: dict[tuple[str, str], str]
+    #: (organization, actor_key) -> (actor_type, email, name, deleted)
+    people: dict[tuple[str, str], tuple[str, str | None, str | None, bool]] = \
+        field(default_factory=dict)
+    salt: str | None = None  # set when people are shown as pseudonyms
 
     @classmethod
-    def load(cls, conn: duckdb.DuckDBPyConnection) -> "NameBook":
+    def load(cls, conn: duckdb.DuckDBPyConnection, pseudonyms: bool = False) -> "NameBook":
         ws = {(o, i): n for o, i, n in conn.execute(
             "SELECT organization, workspace_id, name FROM workspaces").fetchall()}
         keys = {(o, i): n for o, i, n in conn.execute(
             "SELECT organization, api_key_id, name FROM api_keys").fetchall()}
-        return cls(ws, keys)
+        people = {(o, k): (t, e, n, bool(d)) for o, k, t, e, n, d in conn.execute(
+            "SELECT organization, actor_key, actor_type, email, name, deleted FROM people"
+        ).fetchall()}
+        salt = None
+        if pseudonyms:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'people_salt'").fetchone()
+            salt = row[0] if row else "spendwatch"
+        return cls(ws, keys, people, salt)
+
+    def person(self, organization: str | None, actor_key: str | None,
+               actor_type: str | None = None) -> str:
+        """An actor's label (spendwatch.features.person_label), pseudonym when asked for."""
+        if actor_key is None:
+            return person_label(None, None, None, None, False, None)
+        known = self.people.get((organization, actor_key)) if organization else next(
+            (v for (_, k), v in self.people.items() if k == actor_key), None)
+        kind, email, name, deleted = known or (actor_type, None, None, False)
+        kind = kind or actor_type
+        key_name = (self.api_key(organization, actor_key) if organization
+                    else next((n for (_, i), n in self.api_keys.items() if i == actor_key), None)
+                    ) if kind == "api_actor" else None
+        alias = (pseudonym(self.salt, organization or "", actor_key)
+                 if self.salt is not None else None)
+        return person_label(actor_key, kind, email, name, deleted, key_name, alias)
+
+    def person_id(self, organization: str | None, actor_key: str | None,
+                  actor_type: str | None = None) -> str | None:
+        """The ID shown beside the label: the actor key, or the pseudonym for a person."""
+        if actor_key is None or self.salt is None or actor_type not in PERSON_TYPES:
+            return actor_key
+        return pseudonym(self.salt, organization or "", actor_key)
 
     def workspace(self, organization: str, workspace_id: str | None) -> str | None:
         return self.workspaces.get((organization, workspace_id)) if workspace_id else None
@@ -85,7 +119,7 @@ class Batch:
     @cached_property
     def names(self) -> NameBook:
         """Workspace and API key names, read once per batch."""
-        return NameBook.load(self.conn)
+        return NameBook.load(self.conn, self.config.privacy.pseudonymize_people)
 
     @cached_property
     def feature_map(self) -> FeatureMap:

@@ -513,3 +513,170 @@ def cache_input(batch: Batch, start: datetime, end: datetime, per: str,
         acc[1] += sum(row[m] for m in INPUT_TOKEN_METRICS)
     return [(group, org, reads, input_tokens)
             for (group, org), (reads, input_tokens) in sums.items()]
+
+
+# --- people and products ----------------------------------------------------------------------
+
+#: How a missing product reads (usage the API could attribute to no product).
+NO_PRODUCT = "(no product)"
+#: How the null RBAC group reads: usage of people in no group (and of no person at all).
+NO_RBAC_GROUP = "(no group)"
+#: The people page's filters (values as :func:`spend` takes them).
+PEOPLE_FILTER_DIMENSIONS = ("product", "person")
+
+
+def product_label(product: str | None) -> str:
+    return product if product is not None else NO_PRODUCT
+
+
+def people_dimension_values(batch: Batch, since: date,
+                            until: date) -> dict[str, list[tuple[str | None, str]]]:
+    """For ``product`` and ``person``, the (filter value, label) pairs seen in the period,
+    biggest spender first: a person's value is the ID shown beside the label (the actor key,
+    or the pseudonym), which :func:`spend`'s person filter takes. Empty lists when the period
+    has no people data."""
+    rows = spend(batch, since, until, ["person", "product"])
+    products: dict[str | None, Decimal] = {}
+    people: dict[tuple[str | None, str], Decimal] = {}
+    for row in rows:
+        products[row["product"]] = products.get(row["product"], Decimal(0)) + row["cost_usd"]
+        key = (row["person_id"], row["person"])
+        people[key] = people.get(key, Decimal(0)) + row["cost_usd"]
+    return {"product": [(p, product_label(p)) for p, _ in
+                        sorted(products.items(), key=lambda kv: (-kv[1], product_label(kv[0])))],
+            "person": [k for k, _ in sorted(people.items(), key=lambda kv: (-kv[1], kv[0][1]))]}
+
+
+def has_people_data(batch: Batch) -> bool:
+    """Whether any people-cut rows were ever collected (any organization, any day)."""
+    row = batch.conn.execute("SELECT (SELECT count(*) FROM usage_cuts WHERE cut = 'people') + "
+                             "(SELECT count(*) FROM cost_cuts WHERE cut = 'people')").fetchone()
+    return bool(row and row[0])
+
+
+def people_access(batch: Batch) -> list[Row]:
+    """Per organization whose people cut was found unreadable: ``organization``, ``reason``
+    (the API's one line) and ``checked_at``."""
+    return [{"organization": org, "reason": reason, "checked_at": at}
+            for org, reason, at in batch.conn.execute(
+                "SELECT organization, reason, checked_at FROM cut_access "
+                "WHERE cut = 'people' AND NOT readable ORDER BY organization").fetchall()]
+
+
+@dataclass(frozen=True)
+class PeopleView:
+    """Spend by person over a period, from ONE ``spend(by=["person", "product"])`` call.
+
+    ``total_usd``: the period's spend (every identity, the filters applied); ``people``: the
+    ``limit`` biggest spenders; ``identities``: how many identities spent anything;
+    ``people_count``: how many of them are people (users and federated identities, not API
+    keys, service accounts or "(no identity)").
+    """
+
+    total_usd: Decimal
+    identities: int
+    people_count: int
+    people: list[Row] = field(default_factory=list)
+
+
+def people_view(batch: Batch, since: date, until: date, filters: Filters | None = None,
+                limit: int = 25) -> PeopleView:
+    """The top people by spend. Each row: ``person`` (the label: e-mail, "API key <name>",
+    "deleted user (..)", "(no identity)" or a pseudonym), ``person_id``, ``actor_type``,
+    ``cost_usd``, ``share`` of the total (None when nothing was spent), ``products``
+    (product label -> cost, biggest first), ``top_product``, ``hit_ratio`` (:func:`hit_ratio`
+    of the person's tokens, None without input) and the token metrics."""
+    from spendwatch.features import PERSON_TYPES
+
+    acc: dict[tuple[str | None, str], Row] = {}
+    for row in spend(batch, since, until, ["person", "product"], filters):
+        person = acc.setdefault((row["person_id"], row["person"]), {
+            "person": row["person"], "person_id": row["person_id"],
+            "actor_type": row.get("actor_type"), "cost_usd": Decimal(0), "products": {},
+            **{m: 0 for m in METRICS[1:]}})
+        person["cost_usd"] += row["cost_usd"]
+        for metric in METRICS[1:]:
+            person[metric] += row[metric]
+        label = product_label(row["product"])
+        person["products"][label] = person["products"].get(label, Decimal(0)) + row["cost_usd"]
+    total_usd = sum((p["cost_usd"] for p in acc.values()), Decimal(0))
+    ranked = sorted(acc.values(), key=lambda p: (-p["cost_usd"], p["person"]))
+    for person in ranked:
+        mix = sorted(person["products"].items(), key=lambda kv: (-kv[1], kv[0]))
+        person["products"] = dict(mix)
+        person["top_product"] = mix[0][0] if mix else None
+        person["share"] = person["cost_usd"] / total_usd if total_usd else None
+        person["hit_ratio"] = hit_ratio(person)
+    spent = [p for p in ranked if p["cost_usd"]]
+    return PeopleView(total_usd, len(spent),
+                      sum(1 for p in spent if p["actor_type"] in PERSON_TYPES and p["person_id"]),
+                      ranked[:limit])
+
+
+def product_totals(batch: Batch, since: date, until: date,
+                   filters: Filters | None = None) -> dict[str | None, Decimal]:
+    """Spend per product over the period (None: no product), biggest first; adds up to the
+    period's total (the people cut, as :func:`people_view` reads it)."""
+    rows = spend(batch, since, until, ["product"], filters)
+    return {r["product"]: r["cost_usd"] for r in sorted(
+        rows, key=lambda r: (-r["cost_usd"], product_label(r["product"])))}
+
+
+def rbac_group_totals(batch: Batch, since: date, until: date,
+                      filters: Filters | None = None) -> dict[str | None, Decimal]:
+    """Spend per RBAC group (None: no group), biggest first. The groups OVERLAP: a user in two
+    groups counts in full in each, so these add up to more than the total when anyone is in
+    several groups. ``filters`` may hold ``product`` (the groups cut has no person)."""
+    rows = spend(batch, since, until, ["rbac_group"], filters)
+    return {r["rbac_group"]: r["cost_usd"] for r in sorted(
+        rows, key=lambda r: (-r["cost_usd"], str(r["rbac_group"])))}
+
+
+def claude_code_activity(batch: Batch, since: date, until: date) -> list[Row]:
+    """Claude Code activity per developer over the UTC days ``since``..``until`` (the legacy
+    ``usage_report/claude_code`` counts whole UTC days; the period's local days are taken as
+    the UTC days of the same dates). Activity, never spend: ``estimated_cost_usd`` is the
+    report's own estimate, not in any spend total.
+
+    Each row: ``organization``, ``developer`` (e-mail or API key name; the pseudonym with
+    ``[privacy] pseudonymize_people``), ``actor_type``, ``days``, ``sessions``,
+    ``lines_added``, ``lines_removed``, ``commits``, ``pull_requests``, ``accept_rate``
+    (accepted / (accepted + rejected) tool actions, None without any), ``estimated_cost_usd``;
+    most sessions first.
+    """
+    from spendwatch.features import pseudonym
+
+    names = batch.names
+    by_email = {(org, email): key for (org, key), (_, email, _n, _d) in names.people.items()
+                if email}
+    out = []
+    for (org, kind, actor, days, sessions, added, removed, commits, prs, accepted, rejected,
+         cost) in batch.conn.execute("""
+            SELECT organization, actor_type, actor, count(DISTINCT day), sum(sessions),
+                   sum(lines_added), sum(lines_removed), sum(commits), sum(pull_requests),
+                   sum(tool_accepted), sum(tool_rejected), sum(estimated_cost_usd)
+            FROM claude_code_daily WHERE day >= ? AND day <= ?
+            GROUP BY ALL""", [since, until]).fetchall():
+        developer = actor
+        if kind == "api_actor":
+            developer = f"API key {actor}"
+        elif names.salt is not None:
+            developer = pseudonym(names.salt, org, by_email.get((org, actor), actor))
+        decided = int(accepted) + int(rejected)
+        out.append({"organization": org, "developer": developer, "actor_type": kind,
+                    "days": int(days), "sessions": int(sessions), "lines_added": int(added),
+                    "lines_removed": int(removed), "commits": int(commits),
+                    "pull_requests": int(prs),
+                    "accept_rate": Decimal(int(accepted)) / decided if decided else None,
+                    "estimated_cost_usd": Decimal(cost)})
+    out.sort(key=lambda r: (-r["sessions"], -r["estimated_cost_usd"], r["developer"]))
+    return out
+
+
+def speed_totals(batch: Batch, since: date, until: date,
+                 filters: Filters | None = None) -> dict[str | None, Decimal]:
+    """Spend per speed (``standard``, ``fast``; None: not reported) over the period, biggest
+    first; with the people page's filters (person, product)."""
+    rows = spend(batch, since, until, ["speed"], filters)
+    return {r["speed"]: r["cost_usd"] for r in sorted(
+        rows, key=lambda r: (-r["cost_usd"], str(r["speed"])))}

@@ -30,10 +30,11 @@ discounts). Usage with no price is counted in ``unpriced_tokens`` and left out o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Sequence
 
+from spendwatch.cuts import CUTS
 from spendwatch.timeutil import local_range
 from spendwatch.warehouse.batch import Batch
 from spendwatch.warehouse.spend import spend
@@ -115,3 +116,76 @@ def reconciliation(batch: Batch, since: date, until: date,
                                       key in estimated or key in billed))
     rows.sort(key=lambda r: (r.date, r.organization, r.model is None, r.model or ""))
     return rows
+
+
+# --- cut agreement ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CutDisagreement:
+    """An hour whose cut does not add up to the key cut: billed cost or tokens."""
+
+    hour: datetime
+    organization: str
+    cut: str
+    measure: str            # cost_usd | tokens
+    key_value: Decimal
+    cut_value: Decimal
+
+    @property
+    def difference(self) -> Decimal:
+        return self.cut_value - self.key_value
+
+
+def cut_agreement(batch: Batch, since: date, until: date) -> list[CutDisagreement]:
+    """Every hour of local days ``since``..``until`` where an additive cut (spendwatch.cuts:
+    price, people, profiles) disagrees with the key cut, in billed cost (to the cent and below:
+    exactly) or in tokens; only hours both cuts have read (the stream's covered range). The API
+    reports each cut whole, so any difference is shown, never hidden: a page lost, a window
+    read while the API was revising it (the next run re-reads it), or an API that rounds."""
+    utc_start, utc_end = local_range(since, until, batch.config.tz)
+    additive = [c.name for c in CUTS if c.additive]
+    sql = """
+        WITH covered AS (
+            SELECT organization, split_part(stream, ':', 1) AS kind,
+                   split_part(stream, ':', 2) AS cut, covered_from, covered_until
+            FROM sync_state WHERE stream LIKE '%:%'),
+        key_cost AS (SELECT organization, bucket_start, sum(amount_usd) AS v FROM cost_buckets
+                     WHERE bucket_width = '1h' AND bucket_start >= $start AND bucket_start < $end
+                     GROUP BY ALL),
+        -- tokens as DECIMAL(38, 12) too: a CASE over DECIMAL(38, 0) and DECIMAL(38, 12)
+        -- is DECIMAL(38, 0), and would cut the cents off the money beside it.
+        key_tokens AS (SELECT organization, bucket_start, sum(uncached_input_tokens
+                           + cache_write_5m_tokens + cache_write_1h_tokens + cache_read_tokens
+                           + output_tokens)::DECIMAL(38, 12) AS v FROM usage_hourly
+                       WHERE bucket_start >= $start AND bucket_start < $end GROUP BY ALL),
+        cut_cost AS (SELECT organization, cut, bucket_start, sum(amount_usd) AS v FROM cost_cuts
+                     WHERE bucket_start >= $start AND bucket_start < $end GROUP BY ALL),
+        cut_tokens AS (SELECT organization, cut, bucket_start, sum(uncached_input_tokens
+                           + cache_write_5m_tokens + cache_write_1h_tokens + cache_read_tokens
+                           + output_tokens)::DECIMAL(38, 12) AS v FROM usage_cuts
+                       WHERE bucket_start >= $start AND bucket_start < $end GROUP BY ALL),
+        hours AS (SELECT DISTINCT c.organization, c.kind, c.cut, h.bucket_start
+                  FROM covered c JOIN (SELECT organization, bucket_start FROM key_cost UNION
+                                       SELECT organization, bucket_start FROM key_tokens
+                                       UNION SELECT organization, bucket_start FROM cut_cost
+                                       UNION SELECT organization, bucket_start FROM cut_tokens
+                                       ) h ON h.organization = c.organization
+                    AND h.bucket_start >= c.covered_from AND h.bucket_start < c.covered_until
+                  WHERE list_contains($cuts::VARCHAR[], c.cut))
+        SELECT h.bucket_start, h.organization, h.cut,
+               CASE h.kind WHEN 'cost' THEN 'cost_usd' ELSE 'tokens' END,
+               coalesce(CASE h.kind WHEN 'cost' THEN kc.v ELSE kt.v END, 0),
+               coalesce(CASE h.kind WHEN 'cost' THEN cc.v ELSE ct.v END, 0)
+        FROM hours h
+        LEFT JOIN key_cost kc ON kc.organization = h.organization AND kc.bucket_start = h.bucket_start
+        LEFT JOIN key_tokens kt ON kt.organization = h.organization AND kt.bucket_start = h.bucket_start
+        LEFT JOIN cut_cost cc ON cc.organization = h.organization AND cc.cut = h.cut
+             AND cc.bucket_start = h.bucket_start
+        LEFT JOIN cut_tokens ct ON ct.organization = h.organization AND ct.cut = h.cut
+             AND ct.bucket_start = h.bucket_start
+        WHERE coalesce(CASE h.kind WHEN 'cost' THEN kc.v ELSE kt.v END, 0)
+              <> coalesce(CASE h.kind WHEN 'cost' THEN cc.v ELSE ct.v END, 0)
+        ORDER BY 1, 2, 3, 4"""
+    return [CutDisagreement(hour, org, cut, measure, Decimal(key), Decimal(value))
+            for hour, org, cut, measure, key, value in batch.conn.execute(
+                sql, {"start": utc_start, "end": utc_end, "cuts": additive}).fetchall()]

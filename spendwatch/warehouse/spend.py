@@ -30,7 +30,8 @@ from spendwatch.warehouse.batch import Batch, NameBook
 
 #: The dimensions of ``spendwatch spend --by`` (the CLI's stable list).
 SPEND_DIMENSIONS = ("date", "organization", "workspace", "api_key", "feature", "model",
-                    "service_tier", "cache_status", "cost_basis")
+                    "service_tier", "cache_status", "cost_basis", "person", "product",
+                    "rbac_group", "user_profile", "inference_geo", "speed")
 #: Every dimension the builder groups and filters by: the CLI's, and the cost type (tokens,
 #: web_search, code_execution, session_runtime, ...).
 DIMENSIONS = (*SPEND_DIMENSIONS, "cost_type")
@@ -79,7 +80,56 @@ _GROUP_SQL = {
     "cache_status": ("cache_status", "facts.cache_status"),
     "cost_basis": ("cost_basis", "facts.cost_basis"),
     "cost_type": ("cost_type", "facts.cost_type"),
+    "person": ("person_id", "facts.actor_key"),
+    "product": ("product", "facts.product"),
+    "rbac_group": ("rbac_group", "facts.rbac_group_id"),
+    "user_profile": ("user_profile", "facts.user_profile_id"),
+    "inference_geo": ("inference_geo", "facts.inference_geo"),
+    "speed": ("speed", "facts.speed"),
 }
+#: Dimensions every cut has.
+_COMMON = frozenset({"period", "date", "organization", "cache_status", "cost_basis",
+                     "cost_type", "model", "service_tier"})
+#: What each source of facts can group by: the key cut (spend_facts), then the other cuts
+#: (cut_facts, spendwatch.cuts) in the order they are tried.
+SOURCES: tuple[tuple[str | None, frozenset[str]], ...] = (
+    (None, _COMMON | {"workspace", "api_key", "feature"}),
+    ("people", _COMMON | {"person", "product", "speed"}),
+    ("groups", _COMMON | {"rbac_group", "product", "speed"}),
+    ("profiles", _COMMON | {"user_profile", "product", "speed"}),
+    ("products", _COMMON | {"product", "workspace", "api_key", "feature"}),
+    ("price", _COMMON | {"inference_geo", "speed"}),
+)
+#: Dimensions whose groups overlap (a user in two RBAC groups counts in full in each).
+OVERLAPPING = ("rbac_group",)
+
+
+def has_cut(batch: Batch, cut: str, start: datetime, end: datetime,
+            organizations: Sequence[str]) -> bool:
+    """Whether every organization's usage and cost of ``cut`` are stored over [start, end)."""
+    for org in organizations:
+        covered = batch.conn.execute(
+            "SELECT count(*) FROM sync_state WHERE organization = ? AND stream IN (?, ?) "
+            "AND covered_from <= ? AND covered_until >= ?",
+            [org, f"usage:{cut}", f"cost:{cut}", start, end]).fetchone()
+        if not covered or covered[0] < 2:
+            return False
+    return bool(organizations)
+
+
+def facts_cut(dimensions: Sequence[str]) -> str | None:
+    """The cut whose facts can answer a query by and filtered on ``dimensions`` (None: the
+    key cut). Raises ValueError naming the dimensions no one cut has together."""
+    wanted = set(dimensions)
+    for cut, has in SOURCES:
+        if wanted <= has:
+            return cut
+    apart = sorted(wanted - SOURCES[0][1])
+    keyed = sorted(wanted & {"workspace", "api_key", "feature"})
+    other = [d for d in apart if d not in keyed]
+    raise ValueError(f"{', '.join(keyed or apart[:1])} and {', '.join(other or apart[1:])} "
+                     "come from different cuts of the API's data and cannot be combined; "
+                     "group by one or the other")
 # A fact placed at most this far from its bucket's start: scans read the range and this much
 # on each side (a local midnight is within 14 hours of the UTC midnight of its date).
 _SCAN_MARGIN = timedelta(days=1)
@@ -136,13 +186,21 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
     if grain not in GRAINS:
         raise ValueError(f"unknown grain {grain!r}; use any of {', '.join(GRAINS)}")
     window_start, window_end = _window(batch, since, until, start, end)
+    cut = facts_cut([*by, *kept])
+    if "person" in kept:
+        kept["person"] = _person_keys(batch, kept["person"])
     exprs = [(_GROUP_SQL[k] if k != "period" else ("period", _PERIOD_SQL[grain])) for k in by]
+    if "person" in by:
+        exprs.append(("actor_type", "facts.actor_type"))
     needs_features = "feature" in by or "feature" in kept
     params: dict[str, Any] = {"tz": str(batch.config.tz.key),
                               "start": window_start, "end": window_end,
                               "scan_from": window_start - _SCAN_MARGIN,
                               "scan_to": window_end + _SCAN_MARGIN}
     scan = ["bucket_start >= $scan_from", "bucket_start < $scan_to"]
+    if cut is not None:
+        scan.append("cut = $cut")
+        params["cut"] = cut
     if organizations:
         scan.append("organization IN (SELECT unnest($orgs::VARCHAR[]))")
         params["orgs"] = list(organizations)
@@ -173,7 +231,8 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
     sql = f"""
         WITH {feature_cte}
         scanned AS (SELECT *, {PLACED_AT_SQL} AS placed_at, {CACHE_STATUS_SQL} AS cache_status
-                    FROM spend_facts WHERE {" AND ".join(scan)}),
+                    FROM {"spend_facts" if cut is None else "cut_facts"}
+                    WHERE {" AND ".join(scan)}),
         placed AS (SELECT *, timezone($tz, placed_at) AS local_at,
                           timezone($tz, placed_at)::DATE AS date FROM scanned)
         SELECT {select}
@@ -181,7 +240,8 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
         WHERE {" AND ".join(where)}
         {"GROUP BY " + ", ".join(e for _, e in exprs) if exprs else ""}"""
     dims = [k for k in by if k != "period"]
-    names = batch.names if ("workspace" in dims or "api_key" in dims) else None
+    names = batch.names if ("workspace" in dims or "api_key" in dims or "person" in dims) \
+        else None
     rows = []
     for record in batch.conn.execute(sql, params).fetchall():
         row = finish_row(dict(zip([c for c, _ in exprs] + list(metrics), record)), dims, names)
@@ -218,6 +278,10 @@ def finish_row(row: Row, by: Sequence[str], names: NameBook | None) -> Row:
         key = row["api_key_id"]
         row["api_key"] = api_key_label(key, names.api_key(org, key) if org else
                                        _any_name(names.api_keys, key))
+    if names is not None and "person" in by:
+        actor, kind = row["person_id"], row.get("actor_type")
+        row["person"] = names.person(org, actor, kind)
+        row["person_id"] = names.person_id(org, actor, kind)
     row["cost_usd"] = row["cost_usd"] if row["cost_usd"] is not None else Decimal(0)
     for metric in STATUS_COST_METRICS:
         if metric in row and row[metric] is None:
@@ -225,6 +289,17 @@ def finish_row(row: Row, by: Sequence[str], names: NameBook | None) -> Row:
     for metric in (*TOKEN_METRICS, "unpriced_tokens"):
         row[metric] = int(row[metric] or 0)
     return row
+
+
+def _person_keys(batch: Batch, values: Sequence[str | None]) -> list[str | None]:
+    """Person filter values (actor keys, labels or pseudonyms) as actor keys."""
+    names = batch.names
+    out: list[str | None] = []
+    for value in values:
+        matches = [key for (org, key), (kind, *_rest) in names.people.items()
+                   if value in (key, names.person(org, key, kind), names.person_id(org, key, kind))]
+        out.extend(matches or [value])
+    return out
 
 
 def _any_name(book: dict[tuple[str, str], str], item_id: str | None) -> str | None:
