@@ -373,3 +373,34 @@ def test_the_weekly_csv_has_a_billed_product_column_and_the_summary_its_top_peop
     (lines,) = [body for heading, body in sections(report, attached=False)
                 if heading == "Top people"]
     assert lines[0].startswith(people[0][0] + ": $")
+
+
+def test_haiku_5_5_prompts_over_100k_are_reported_as_not_priced_not_guessed(
+        warehouse: Path) -> None:
+    """The APIs label context windows only 0-200k / 200k-1M: an estimated 0-200k Haiku 5.5
+    row gets the 100k-and-under rate, and the rest is said, as a bound, not guessed."""
+    import duckdb
+
+    db = warehouse.parent / "data" / "spendwatch.duckdb"
+    conn = duckdb.connect(str(db))  # 2026-11-20 not billed yet: its usage is estimated
+    conn.execute("DELETE FROM cost_buckets WHERE bucket_start >= '2026-11-20' AND "
+                 "bucket_start < '2026-11-21'")
+    rows = conn.execute("""SELECT service_tier, sum(uncached_input_tokens),
+        sum(cache_write_5m_tokens), sum(cache_write_1h_tokens), sum(cache_read_tokens),
+        sum(output_tokens) FROM usage_hourly WHERE model = 'claude-haiku-5-5'
+        AND context_window = '0-200k' AND bucket_start >= '2026-11-20'
+        AND bucket_start < '2026-11-21' GROUP BY 1""").fetchall()
+    conn.close()
+    # long minus short rate per million (prices.csv): input, 5m, 1h, read, output
+    extra = (Decimal("0.40"), Decimal("0.50"), Decimal("0.80"), Decimal("0.04"), Decimal("2.00"))
+    expected = sum((sum(Decimal(int(c)) * e for c, e in zip(counts, extra)) / 1_000_000
+                    * (Decimal("0.5") if tier == "batch" else 1)
+                    for tier, *counts in rows), Decimal(0))
+    tokens = sum(int(c) for _, *counts in rows for c in counts)
+    assert tokens > 0 and expected > 0
+    out = run_cli(["--config", str(warehouse), "spend", "--since", "2026-11-20", "--until",
+                   "2026-11-20"]).stdout
+    (line,) = [x for x in out.splitlines() if x.startswith("Not priced:")]
+    assert f"{tokens:,} estimated tokens of claude-haiku-5-5" in line
+    from spendwatch.numbers import usd
+    assert f"up to {usd(expected)} more" in line

@@ -29,8 +29,8 @@ from spendwatch.cli.shell import Shell, check_organizations, check_range, config
 from spendwatch.numbers import percent, tokens, usd
 from spendwatch.text import clean  # names come from the API: never raw to a terminal
 from spendwatch.warehouse.batch import read
-from spendwatch.warehouse.spend import (METRICS, OVERLAPPING, SPEND_DIMENSIONS, facts_cut, spend,
-                                        total, unpriced_usage)
+from spendwatch.warehouse.spend import (METRICS, OVERLAPPING, SPEND_DIMENSIONS, facts_cut,
+                                        long_context_gap, spend, total, unpriced_usage)
 from spendwatch.timeutil import local_day_start, local_today, utcnow, DAY
 
 
@@ -148,11 +148,12 @@ def spend_command(ctx: click.Context, since: str | None, until: str | None, by: 
     until_day = parse_day(until, "--until") or today
     since_day = parse_day(since, "--since") or until_day.replace(day=1)
     check_range(since_day, until_day)
-    rows, unpriced, whole = read(config, lambda batch: (
+    rows, unpriced, whole, gaps = read(config, lambda batch: (
         spend(batch, since_day, until_day, dims, organizations=orgs),
         unpriced_usage(batch, since_day, until_day),  # one batch: they agree
         total(batch, since_day, until_day, organizations=orgs)
-        if any(d in OVERLAPPING for d in dims) else None))
+        if any(d in OVERLAPPING for d in dims) else None,
+        long_context_gap(batch, since_day, until_day)))
     if as_json:
         out = [{**{k: r[k] for k in _output_keys(dims)},
                 **{m: r[m] for m in (*METRICS, "unpriced_tokens")}} for r in rows]
@@ -165,6 +166,11 @@ def spend_command(ctx: click.Context, since: str | None, until: str | None, by: 
                    f"{clean(item['model'])} ({clean(item['reason'])}): billed cost counts them "
                    "once the cost API reports them; add a price under [[pricing.prices]] to "
                    "estimate them")
+    for gap in gaps:
+        click.echo(f"Not priced: {tokens(gap['tokens'])} estimated tokens of "
+                   f"{clean(gap['model'])} are priced at its 100k-and-under rate; the API does "
+                   "not say which prompts were over 100k (a higher rate): up to "
+                   f"{usd(gap['up_to_usd'])} more until the cost API bills them")
 
 
 def _output_keys(dims: Sequence[str]) -> list[str]:

@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Any, Mapping, Sequence
 
 from spendwatch.features import api_key_label, workspace_label
+from spendwatch.pricing import LONG_CONTEXT_MODELS, TokenCounts, canonical_model, price_table
 from spendwatch.timeutil import local_range
 from spendwatch.warehouse.batch import Batch, NameBook
 
@@ -326,3 +327,39 @@ def unpriced_usage(batch: Batch, since: date, until: date) -> list[dict[str, Any
         FROM usage_hourly u JOIN usage_estimates e USING (row_key)
         WHERE e.unpriced_reason IS NOT NULL AND u.bucket_start >= ? AND u.bucket_start < ?
         GROUP BY ALL ORDER BY 4 DESC""", [utc_start, utc_end]).fetchall()]
+
+
+def long_context_gap(batch: Batch, since: date, until: date) -> list[dict[str, Any]]:
+    """What the estimates of local days ``since``..``until`` cannot know: Haiku 5.5 prices
+    prompts over 100k tokens higher, but the APIs label context windows only 0-200k and
+    200k-1M, so an estimated 0-200k row is priced at the 100k-and-under rate, its lower bound.
+    Per model: ``tokens`` of such estimated (not yet billed) rows and ``up_to_usd``, how much
+    more they would cost were every prompt over 100k. Billed cost replaces the estimate.
+    """
+    utc_start, utc_end = local_range(since, until, batch.config.tz)
+    table = price_table(batch.config.prices)
+    out: dict[str, dict[str, Any]] = {}
+    for model, day, tier, *counts in batch.conn.execute("""
+            WITH billed_buckets AS (SELECT DISTINCT organization, bucket_start, bucket_end
+                                    FROM cost_buckets)
+            SELECT u.model, (timezone('UTC', u.bucket_start))::DATE, u.service_tier,
+                   sum(u.uncached_input_tokens), sum(u.cache_write_5m_tokens),
+                   sum(u.cache_write_1h_tokens), sum(u.cache_read_tokens), sum(u.output_tokens)
+            FROM usage_hourly u
+            WHERE u.bucket_start >= ? AND u.bucket_start < ?
+              AND u.context_window = '0-200k' AND u.model IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM billed_buckets b WHERE
+                  b.organization = u.organization AND b.bucket_start <= u.bucket_start
+                  AND u.bucket_start < b.bucket_end)
+            GROUP BY ALL""", [utc_start, utc_end]).fetchall():
+        if canonical_model(model) not in LONG_CONTEXT_MODELS:
+            continue
+        tokens = TokenCounts(*(int(c) for c in counts))
+        low = table.estimate(model, day, tokens, service_tier=tier, long_context=False).total
+        high = table.estimate(model, day, tokens, service_tier=tier, long_context=True).total
+        if low is None or high is None:
+            continue
+        item = out.setdefault(model, {"model": model, "tokens": 0, "up_to_usd": Decimal(0)})
+        item["tokens"] += sum(int(c) for c in counts)
+        item["up_to_usd"] += high - low
+    return [v for v in out.values() if v["tokens"]]
