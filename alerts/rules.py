@@ -110,14 +110,17 @@ class Warehouse:
         return total(self.batch, filters=self.filters(scope), start=start, end=end)
 
     def spend_per(self, scope: dict[str, str], per: str, start: datetime,
-                  end: datetime) -> list[tuple[str, Decimal]]:
-        """(person or product label, cost) of each that spent in [start, end). Per person:
-        people only (users and federated identities), not API keys or service accounts."""
-        rows = spend(self.batch, by=[per], filters=self.filters(scope), start=start, end=end)
+                  end: datetime) -> list[tuple[str, str, Decimal]]:
+        """(organization, person or product label, cost) of each that spent in [start, end).
+        Per person: people only (users and federated identities), not API keys or service
+        accounts. The organization is part of the scope: one address in two organizations
+        is two scopes, never one evaluated twice."""
+        rows = spend(self.batch, by=["organization", per], filters=self.filters(scope),
+                     start=start, end=end)
         if per == "person":
             rows = [r for r in rows if r.get("actor_type") in PERSON_TYPES]
-        return [(str(r[per] if r[per] is not None else "(none)"), r["cost_usd"])
-                for r in rows if r["cost_usd"]]
+        return [(str(r["organization"]), str(r[per] if r[per] is not None else "(none)"),
+                 r["cost_usd"]) for r in rows if r["cost_usd"]]
 
     def cache_input(self, start: datetime, end: datetime, per: str,
                     scope: dict[str, str]) -> list[tuple[str | None, str, int, int]]:
@@ -147,8 +150,9 @@ def daily_spend(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evaluatio
     fresh = w.fresh(_orgs(w.config, scope), now)
     per = rule.params.get("per")
     if per is not None and fresh:  # one scope per person or product that spent today
-        return [ev for group, value in w.spend_per(scope, per, start, end)
-                for ev in _daily_levels(w, rule, {**scope, per: group}, value, now)]
+        return [ev for org, group, value in w.spend_per(scope, per, start, end)
+                for ev in _daily_levels(w, rule, {**scope, "organization": org, per: group},
+                                        value, now)]
     value = w.spend_between(scope, start, end) if fresh else None
     return _daily_levels(w, rule, scope, value, now)
 

@@ -22,6 +22,7 @@ from spendwatch.config import RULE_COMMON_KEYS, ChannelConfig, Config, RuleConfi
     check_table, load_config, parse_duration, parse_money, parse_ratio, preview
 from spendwatch.errors import ConfigError
 from spendwatch.files import check_private
+from spendwatch.warehouse.spend import facts_cut
 
 CHANNEL_SCHEMAS: dict[str, dict[str, type]] = {
     "slack": {"webhook_url_env": str, "webhook_url_file": str,
@@ -33,6 +34,8 @@ CHANNEL_SCHEMAS: dict[str, dict[str, type]] = {
 #: The settings that name where a channel kind's secret is: (environment variable, file).
 SECRET_KEYS = {"slack": ("webhook_url_env", "webhook_url_file"),
                "email": ("password_env", "password_file")}
+#: The kinds that judge spend through THE spend query (person and product scopes work there).
+SPEND_KINDS = ("daily_spend", "monthly_budget", "spend_spike")
 RULE_KINDS = ("daily_spend", "monthly_budget", "cache_hit_ratio", "spend_spike", "data_stale",
               "cost_drift")
 SCOPE_DIMENSIONS = ("organization", "workspace", "feature", "api_key", "model", "person",
@@ -97,7 +100,7 @@ def scope_fits(rule: RuleConfig, scope: Mapping[str, str],
     added = {str(rule.params.get("per", "model")) if d == "per" else d
              for d in SCOPE_ADDED.get(rule.kind, ())}
     if rule.kind == "daily_spend" and "per" in rule.params:
-        added.add(str(rule.params["per"]))
+        added |= {str(rule.params["per"]), "organization"}
     if set(scope) != set(fixed) | added:
         return False
     if any(scope[k] != v for k, v in fixed.items()):
@@ -189,11 +192,15 @@ def _rule(path: Path, rule: RuleConfig, where: str) -> RuleConfig:
     if kind == "daily_spend" and params.get("per", "person") not in ("person", "product"):
         raise ConfigError(f"{path}: {where}.per must be \"person\" or \"product\" (or left "
                           "out for one total)")
-    keyed = sorted(set(scope) & {"workspace", "api_key", "feature"})
-    if kind == "daily_spend" and "per" in params and keyed:
-        raise ConfigError(f"{path}: {where} is per {params['per']} and scoped by {keyed[0]}: the "
-                          "API reports people and products apart from workspaces and keys; "
-                          "scope it by organization, model, person or product")
+    people = sorted(set(scope) & {"person", "product"})
+    if people and kind not in SPEND_KINDS:
+        raise ConfigError(f"{path}: {where}.scope has {people[0]}, which a {kind} rule cannot "
+                          f"judge; scope by {people[0]} only rules of kind "
+                          + ", ".join(SPEND_KINDS))
+    try:
+        facts_cut([*scope, *([params["per"]] if "per" in params else [])])
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {where}.scope: {exc}") from None
     if kind == "cache_hit_ratio" and params.get("per", "model") not in ("model", "feature"):
         raise ConfigError(f"{path}: {where}.per must be \"model\" or \"feature\"")
     if kind == "spend_spike" and params.get("mode", "daily") not in ("daily", "hourly"):

@@ -29,7 +29,7 @@ from collectors.rows import (ClaudeCodeRow, CostRow, CutCostRow, CutUsageRow, Pe
                              analytics_cut_usage_rows, analytics_usage_rows, check_page_size,
                              claude_code_rows, legacy_cost_rows, legacy_cut_usage_rows,
                              legacy_usage_rows, page_cursor)
-from spendwatch.cuts import Cut
+from spendwatch.cuts import PEOPLE_DIMENSIONS, Cut
 from spendwatch import __version__
 from spendwatch.config import CollectionConfig, OrganizationConfig
 from spendwatch.errors import MalformedResponse
@@ -56,6 +56,12 @@ class SourceClient(Protocol):
 
     def cut_usage(self, cut: Cut, start: datetime, end: datetime, people: dict[str, Person]
                   ) -> tuple[list[CutUsageRow], datetime | None]: ...
+
+
+def _people_dims(cut: Cut) -> tuple[str, ...]:
+    """The dimensions of a cut that only some organizations may read: a 400/403 naming one of
+    them means the cut is not readable, not a broken request (spendwatch.cuts)."""
+    return tuple(d for d in cut.group_by if d in PEOPLE_DIMENSIONS)
 
 
 def sdk_client(org: OrganizationConfig, key: Secret,
@@ -106,7 +112,7 @@ class AnalyticsClient:
                           start, end, {"group_by": list(cut.group_by)},
                           lambda page, org, where: analytics_cut_usage_rows(
                               page, org, cut.name, where, people),
-                          dimensions=cut.group_by, fanout=False)
+                          dimensions=_people_dims(cut), fanout=False)
 
     def cut_cost(self, cut: Cut, start: datetime, end: datetime, people: dict[str, Person]
                  ) -> tuple[list[CutCostRow], datetime | None]:
@@ -115,7 +121,7 @@ class AnalyticsClient:
                           start, end, {"group_by": [*cut.group_by, *cut.cost_fanout]},
                           lambda page, org, where: analytics_cut_cost_rows(
                               page, org, cut.name, where, people),
-                          dimensions=cut.group_by, fanout=True)
+                          dimensions=_people_dims(cut), fanout=True)
 
     def _read(self, resource: Any, stream: str, start: datetime, end: datetime,
               extra: dict[str, Any],
@@ -231,8 +237,7 @@ class LegacyClient:
         return self._read("/v1/organizations/usage_report/messages", f"usage:{cut.name}", params,
                           lambda page, org, where: legacy_cut_usage_rows(page, org, cut.name,
                                                                          where),
-                          start, end, hours, headers={"anthropic-beta": FAST_MODE_BETA},
-                          dimensions=cut.group_by), None
+                          start, end, hours, headers={"anthropic-beta": FAST_MODE_BETA}), None
 
     def claude_code(self, day: datetime) -> list[ClaudeCodeRow]:
         """Every record of usage_report/claude_code for one UTC day (starting at ``day``)."""

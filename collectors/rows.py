@@ -13,6 +13,7 @@ BIGINT; text is valid Unicode (no lone surrogates); a page holds no more rows th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, fields, replace
@@ -505,6 +506,12 @@ _ACTOR_ID_FIELD = {"user_actor": "user_id", "service_account_actor": "service_ac
                    "api_actor": "api_key_id"}
 
 
+def _digest(actor: Mapping[str, Any]) -> str:
+    """A stable short name for an actor object that carries no ID (all of it, hashed)."""
+    text = json.dumps(actor, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 def parse_actor(group: Mapping[str, Any], where: str) -> tuple[str | None, str | None,
                                                                 Person | None]:
     """(actor_key, actor_type, Person) of a group's ``actor`` (all None when null).
@@ -534,10 +541,12 @@ def parse_actor(group: Mapping[str, Any], where: str) -> tuple[str | None, str |
                       or _optional_str(provider, "type", where) or "unknown")
         else:
             origin = _optional_str(actor, "provider", where) or "unknown"
-        key = f"federated:{origin}:{_optional_str(actor, 'subject', where) or ''}"
+        subject = _optional_str(actor, "subject", where)
+        key = (f"federated:{origin}:{subject}" if subject else
+               f"federated:{origin}:#{_digest(actor)}")
     else:
         _optional_str(actor, "type", where, ACTOR_TYPES)  # logged once, kept
-        key = f"{kind}:{json.dumps(actor, sort_keys=True, default=str)[:200]}"
+        key = f"{kind}:#{_digest(actor)}"
     email = _optional_str(actor, "email_address", where) if kind == "user_actor" else None
     name = _optional_str(actor, "name", where) if kind == "user_actor" else None
     deleted = actor.get("deleted") is True

@@ -436,7 +436,8 @@ class OrganizationSync:
             out.append(f"usage:{name}")
             if self.org.source == "analytics":
                 out.append(f"cost:{name}")
-        if self.org.reads_claude_code():
+        readable, checked = access.get(CLAUDE_CODE, (True, self.now))
+        if self.org.reads_claude_code() and (readable or self.now - checked >= CUT_RECHECK):
             out.append(CLAUDE_CODE)
         return out
 
@@ -481,12 +482,15 @@ class OrganizationSync:
             return self._legacy.claude_code(window.start), None
         if cut is not None:
             client = self._analytics if window.source == "analytics" else self._legacy
+            # Only a cut grouped by actor has rows the API repeats on purpose (identities it
+            # cannot render); any other repeated row is refused by the window's writer.
+            merge = merge_unrendered if "actor" in cut.group_by else list
             if stream_kind(window.stream) == "usage":
                 cut_rows, refreshed = client.cut_usage(cut, window.start, window.end, people)
-                return merge_unrendered(list(cut_rows)), refreshed
+                return merge(list(cut_rows)), refreshed
             assert isinstance(client, AnalyticsClient)
             cost_rows, refreshed = client.cut_cost(cut, window.start, window.end, people)
-            return merge_unrendered(list(cost_rows)), refreshed
+            return merge(list(cost_rows)), refreshed
         if window.source == "analytics":
             if window.stream == "usage":
                 return self._analytics.usage(window.start, window.end)
@@ -540,7 +544,7 @@ class OrganizationSync:
         try:
             for window in windows:
                 cut = cut_of_stream(window.stream)
-                if cut is not None and cut.name in unreadable:
+                if (cut.name if cut is not None else window.stream) in unreadable:
                     continue
                 if options.stop is not None and options.stop.is_set():
                     raise Stopped(f"organization {self.org.name!r}: stopped after "
@@ -550,17 +554,29 @@ class OrganizationSync:
                                   f"{rfc3339(window.start)}..{rfc3339(window.end)}, after "
                                   f"{result.windows} of {len(windows)} windows")
                 people: dict[str, Person] = {}
+                side = cut.name if cut is not None else (
+                    CLAUDE_CODE if window.stream == CLAUDE_CODE else None)
                 try:
                     rows, refreshed = self.fetch(window, people)
                 except CutUnreadable as exc:
-                    if cut is None:
+                    if side is None:
                         raise
-                    unreadable.add(cut.name)
-                    if write_cut_access(self.config, self.org.name, cut.name, False, str(exc),
+                    unreadable.add(side)
+                    if write_cut_access(self.config, self.org.name, side, False, str(exc),
                                         self.now):
                         log.warning("organization %r: the %s cut is skipped: the key may not "
-                                    "group by %s (%s); every other figure is collected",
-                                    self.org.name, cut.name, ", ".join(cut.group_by), exc)
+                                    "read it (%s); every other figure is collected",
+                                    self.org.name, side, exc)
+                    continue
+                except (AuthError, CollectionError) as exc:
+                    # A cut or the Claude Code report failing (answers used up, a malformed
+                    # page, a refusal once the key cut was read) costs that cut this run,
+                    # not the run: its stored windows stay, the next run resumes it.
+                    if side is None or (isinstance(exc, AuthError) and not result.windows):
+                        raise
+                    unreadable.add(side)
+                    log.warning("organization %r: the %s cut stops for this run: %s",
+                                self.org.name, side, exc)
                     continue
                 provisional_after = self.now - self.lookback(window.stream)
                 write_window(self.config, self.org.name, window, rows, refreshed,

@@ -21,12 +21,20 @@ NO_API_KEY = "(no API key)"
 NO_IDENTITY = "(no identity)"
 #: Actor types that are people (pseudonymized with ``[privacy] pseudonymize_people``).
 PERSON_TYPES = ("user_actor", "federated_actor")
+#: Actor types that are not people: everything else (a type the API adds later too) is
+#: treated as a person, so it is never shown unpseudonymized by mistake.
+NOT_PEOPLE = ("api_actor", "service_account_actor")
+
+
+def is_person(actor_type: str | None) -> bool:
+    return actor_type is not None and actor_type not in NOT_PEOPLE
 
 
 def pseudonym(salt: str, organization: str, actor_key: str) -> str:
-    """A stable pseudonym for a person: the same warehouse always gives the same one."""
+    """A stable pseudonym for a person: the same warehouse always gives the same one (8 hex
+    digits: two people of 10,000 share one with a chance of about 1 in 100)."""
     digest = hmac.new(salt.encode(), f"{organization}\0{actor_key}".encode(), hashlib.sha256)
-    return "person-" + digest.hexdigest()[:6]
+    return "person-" + digest.hexdigest()[:8]
 
 
 def person_label(actor_key: str | None, actor_type: str | None, email: str | None,
@@ -38,7 +46,7 @@ def person_label(actor_key: str | None, actor_type: str | None, email: str | Non
     """
     if actor_key is None:
         return NO_IDENTITY
-    if pseudonym_text is not None and actor_type in PERSON_TYPES:
+    if pseudonym_text is not None and is_person(actor_type):
         return pseudonym_text
     if actor_type == "api_actor":
         return f"API key {api_key_label(actor_key, api_key_name)}"

@@ -173,6 +173,26 @@ def test_people_are_named_by_email_never_by_a_raw_id() -> None:
         "API key search-rag", "keys are not people: no pseudonym"
 
 
+@pytest.mark.parametrize("rule, words", [
+    ('kind = "monthly_budget"\nbudget_usd = "10"\nscope = { person = "a@b.c", workspace = "w" }',
+     "cannot be combined"),
+    ('kind = "cache_hit_ratio"\nfloor = 0.5\nscope = { person = "a@b.c" }', "cannot judge"),
+    ('kind = "daily_spend"\nthreshold_usd = "5"\nper = "person"\nscope = { api_key = "k" }',
+     "cannot be combined"),
+])
+def test_a_rule_scoped_by_person_that_cannot_be_judged_is_a_config_error(
+        warehouse: Path, rule: str, words: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from alerts.settings import validate
+    from spendwatch.errors import ConfigError
+
+    monkeypatch.setenv("SLACK_WEBHOOK", "http://127.0.0.1:9/services/T0/B0/x")
+    warehouse.write_text(warehouse.read_text() + SLACK + '\n[[alerts.rules]]\nname = "r"\n'
+                         'channels = ["ops-slack"]\n' + rule + "\n")
+    with pytest.raises(ConfigError) as caught:
+        validate(load_config(warehouse))
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+
+
 def test_person_and_api_key_cannot_be_combined(warehouse: Path) -> None:
     result = run_cli(["--config", str(warehouse), "spend", "--by", "person,api_key"])
     assert result.returncode == 2
@@ -192,6 +212,9 @@ def test_pseudonyms_replace_people_everywhere_in_spend(warehouse: Path) -> None:
     assert sorted(Decimal(r["cost_usd"]) for r in hidden) == sorted(
         Decimal(r["cost_usd"]) for r in plain)
     assert _spend_json(warehouse, "person") == hidden, "stable"
+    by_org = _spend_json(warehouse, "person,organization")
+    assert {r["person_id"] for r in by_org} == {r["person_id"] for r in hidden}, \
+        "the same pseudonym whatever the query groups by"
 
 
 def _reconcile(config: Path) -> list[dict]:
@@ -309,7 +332,7 @@ channels = ["ops-slack"]
     for minute in range(0, 50, 10):  # the evening of the runaway day, checked five times
         report = check(config, day + timedelta(hours=23, minutes=minute))
     firing = [e for e in report.evaluations if e.state == "firing"]
-    assert [e.scope for e in firing] == [{"person": runaway["email"]}]
+    assert [e.scope for e in firing] == [{"organization": "acme", "person": runaway["email"]}]
     messages = fake_slack.received  # type: ignore[attr-defined]
     assert len(messages) == 1
     assert runaway["email"] in messages[0].raw.decode()

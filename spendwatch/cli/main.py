@@ -153,7 +153,7 @@ def spend_command(ctx: click.Context, since: str | None, until: str | None, by: 
         unpriced_usage(batch, since_day, until_day),  # one batch: they agree
         total(batch, since_day, until_day, organizations=orgs)
         if any(d in OVERLAPPING for d in dims) else None,
-        long_context_gap(batch, since_day, until_day)))
+        long_context_gap(batch, since_day, until_day, orgs)))
     if as_json:
         out = [{**{k: r[k] for k in _output_keys(dims)},
                 **{m: r[m] for m in (*METRICS, "unpriced_tokens")}} for r in rows]

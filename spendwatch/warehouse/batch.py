@@ -21,7 +21,7 @@ import duckdb
 
 from spendwatch import storage
 from spendwatch.config import Config
-from spendwatch.features import PERSON_TYPES, feature_for, person_label, pseudonym
+from spendwatch.features import feature_for, is_person, person_label, pseudonym
 
 T = TypeVar("T")
 
@@ -61,8 +61,8 @@ class NameBook:
         """An actor's label (spendwatch.features.person_label), pseudonym when asked for."""
         if actor_key is None:
             return person_label(None, None, None, None, False, None)
-        known = self.people.get((organization, actor_key)) if organization else next(
-            (v for (_, k), v in self.people.items() if k == actor_key), None)
+        organization = organization or self._organization_of(actor_key)
+        known = self.people.get((organization, actor_key)) if organization else None
         kind, email, name, deleted = known or (actor_type, None, None, False)
         kind = kind or actor_type
         key_name = (self.api_key(organization, actor_key) if organization
@@ -75,9 +75,15 @@ class NameBook:
     def person_id(self, organization: str | None, actor_key: str | None,
                   actor_type: str | None = None) -> str | None:
         """The ID shown beside the label: the actor key, or the pseudonym for a person."""
-        if actor_key is None or self.salt is None or actor_type not in PERSON_TYPES:
+        if actor_key is None or self.salt is None or not is_person(actor_type):
             return actor_key
-        return pseudonym(self.salt, organization or "", actor_key)
+        return pseudonym(self.salt, organization or self._organization_of(actor_key) or "",
+                         actor_key)
+
+    def _organization_of(self, actor_key: str) -> str | None:
+        """The organization that reported an actor (a query not grouped by organization):
+        its pseudonym is the same whatever the query groups by."""
+        return next((o for (o, k) in self.people if k == actor_key), None)
 
     def workspace(self, organization: str, workspace_id: str | None) -> str | None:
         return self.workspaces.get((organization, workspace_id)) if workspace_id else None

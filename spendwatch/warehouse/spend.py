@@ -89,17 +89,18 @@ _GROUP_SQL = {
     "speed": ("speed", "facts.speed"),
 }
 #: Dimensions every cut has.
-_COMMON = frozenset({"period", "date", "organization", "cache_status", "cost_basis",
-                     "cost_type", "model", "service_tier"})
+_COMMON = frozenset({"period", "date", "organization", "cost_basis", "cost_type", "model",
+                     "service_tier"})
 #: What each source of facts can group by: the key cut (spend_facts), then the other cuts
-#: (cut_facts, spendwatch.cuts) in the order they are tried.
+#: (cut_facts, spendwatch.cuts) in the order they are tried. Cost by cache status needs the
+#: cost by token type: the people, groups and profiles cuts read cost by cost type only.
 SOURCES: tuple[tuple[str | None, frozenset[str]], ...] = (
-    (None, _COMMON | {"workspace", "api_key", "feature"}),
+    (None, _COMMON | {"cache_status", "workspace", "api_key", "feature"}),
+    ("price", _COMMON | {"cache_status", "inference_geo", "speed"}),
     ("people", _COMMON | {"person", "product", "speed"}),
     ("groups", _COMMON | {"rbac_group", "product", "speed"}),
     ("profiles", _COMMON | {"user_profile", "product", "speed"}),
-    ("products", _COMMON | {"product", "workspace", "api_key", "feature"}),
-    ("price", _COMMON | {"inference_geo", "speed"}),
+    ("products", _COMMON | {"cache_status", "product", "workspace", "api_key", "feature"}),
 )
 #: Dimensions whose groups overlap (a user in two RBAC groups counts in full in each).
 OVERLAPPING = ("rbac_group",)
@@ -118,19 +119,37 @@ def has_cut(batch: Batch, cut: str, start: datetime, end: datetime,
     return bool(organizations)
 
 
-def facts_cut(dimensions: Sequence[str]) -> str | None:
+def facts_cut(dimensions: Sequence[str], collected: Sequence[str] | None = None) -> str | None:
     """The cut whose facts can answer a query by and filtered on ``dimensions`` (None: the
-    key cut). Raises ValueError naming the dimensions no one cut has together."""
+    key cut): the first in :data:`SOURCES` order that has them all and, given ``collected``
+    (the cuts stored), that is stored, else the first that has them. Raises ValueError
+    naming two dimensions no one cut has together."""
     wanted = set(dimensions)
-    for cut, has in SOURCES:
-        if wanted <= has:
-            return cut
-    apart = sorted(wanted - SOURCES[0][1])
-    keyed = sorted(wanted & {"workspace", "api_key", "feature"})
-    other = [d for d in apart if d not in keyed]
-    raise ValueError(f"{', '.join(keyed or apart[:1])} and {', '.join(other or apart[1:])} "
-                     "come from different cuts of the API's data and cannot be combined; "
-                     "group by one or the other")
+    fitting = [cut for cut, has in SOURCES if wanted <= has]
+    if fitting:
+        if collected is not None:
+            stored = [c for c in fitting if c is None or c in collected]
+            if stored:
+                return stored[0]
+        return fitting[0]
+    apart = sorted(wanted - _COMMON)
+    first = apart[0]
+    second = next(d for d in apart[1:] if not any({first, d} <= has for _, has in SOURCES))
+    raise ValueError(f"{first} and {second} come from different cuts of the API's data and "
+                     "cannot be combined; group by one or the other")
+
+
+def collected_cuts(batch: Batch, organizations: Sequence[str] = ()) -> list[str]:
+    """The cuts whose usage is stored for every organization asked (all configured ones when
+    none are named)."""
+    orgs = list(organizations) or [o.name for o in batch.config.organizations]
+    rows = batch.conn.execute(
+        "SELECT split_part(stream, ':', 2), count(DISTINCT organization) FROM sync_state "
+        "WHERE stream LIKE 'usage:%' AND list_contains($orgs::VARCHAR[], organization) "
+        "GROUP BY 1", {"orgs": orgs}).fetchall()
+    return [cut for cut, count in rows if count == len(orgs)]
+
+
 # A fact placed at most this far from its bucket's start: scans read the range and this much
 # on each side (a local midnight is within 14 hours of the UTC midnight of its date).
 _SCAN_MARGIN = timedelta(days=1)
@@ -187,7 +206,9 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
     if grain not in GRAINS:
         raise ValueError(f"unknown grain {grain!r}; use any of {', '.join(GRAINS)}")
     window_start, window_end = _window(batch, since, until, start, end)
-    cut = facts_cut([*by, *kept])
+    wanted = [*by, *kept]
+    cut = facts_cut(wanted, collected_cuts(batch, organizations)
+                    if set(wanted) - SOURCES[0][1] else None)
     if "person" in kept:
         kept["person"] = _person_keys(batch, kept["person"])
     exprs = [(_GROUP_SQL[k] if k != "period" else ("period", _PERIOD_SQL[grain])) for k in by]
@@ -329,7 +350,8 @@ def unpriced_usage(batch: Batch, since: date, until: date) -> list[dict[str, Any
         GROUP BY ALL ORDER BY 4 DESC""", [utc_start, utc_end]).fetchall()]
 
 
-def long_context_gap(batch: Batch, since: date, until: date) -> list[dict[str, Any]]:
+def long_context_gap(batch: Batch, since: date, until: date,
+                     organizations: Sequence[str] = ()) -> list[dict[str, Any]]:
     """What the estimates of local days ``since``..``until`` cannot know: Haiku 5.5 prices
     prompts over 100k tokens higher, but the APIs label context windows only 0-200k and
     200k-1M, so an estimated 0-200k row is priced at the 100k-and-under rate, its lower bound.
@@ -348,10 +370,12 @@ def long_context_gap(batch: Batch, since: date, until: date) -> list[dict[str, A
             FROM usage_hourly u
             WHERE u.bucket_start >= ? AND u.bucket_start < ?
               AND u.context_window = '0-200k' AND u.model IS NOT NULL
+              AND (len(?::VARCHAR[]) = 0 OR list_contains(?::VARCHAR[], u.organization))
               AND NOT EXISTS (SELECT 1 FROM billed_buckets b WHERE
                   b.organization = u.organization AND b.bucket_start <= u.bucket_start
                   AND u.bucket_start < b.bucket_end)
-            GROUP BY ALL""", [utc_start, utc_end]).fetchall():
+            GROUP BY ALL""", [utc_start, utc_end, list(organizations),
+                              list(organizations)]).fetchall():
         if canonical_model(model) not in LONG_CONTEXT_MODELS:
             continue
         tokens = TokenCounts(*(int(c) for c in counts))
