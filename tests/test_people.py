@@ -427,3 +427,29 @@ def test_haiku_5_5_prompts_over_100k_are_reported_as_not_priced_not_guessed(
     assert f"{tokens:,} estimated tokens of claude-haiku-5-5" in line
     from spendwatch.numbers import usd
     assert f"up to {usd(expected)} more" in line
+
+
+def test_a_failing_claude_code_report_costs_only_itself(
+        isolated: Path, simulator: Simulator, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The API failing on one side stream (answers used up) leaves the run ok: every other
+    window is stored, one line says what stopped, the next run asks again."""
+    monkeypatch.setenv("ANTHROPIC_ADMIN_KEY", ADMIN_KEY)
+    simulator.fault(path="/v1/organizations/usage_report/claude_code", kind="error",
+                    status=500, count=1000)
+    config = write_config(isolated, [{"name": "acme", "source": "legacy",
+                                      "base_url": simulator.url, "cuts": ["price"],
+                                      "claude_code": True}], timezone_name="UTC",
+                          collection="max_attempts = 2")
+    with caplog.at_level(logging.WARNING):
+        (result,) = collect(load_config(config), CollectOptions(
+            since=DAYS[0], until=DAYS[0] + timedelta(hours=23)), now=SIM_NOW,
+            sleep=lambda seconds: None)
+    assert result.ok, result.error
+    db = isolated / "data" / "spendwatch.duckdb"
+    assert query(db, "SELECT count(*) FROM usage_hourly")[0][0] > 0
+    assert query(db, "SELECT count(*) FROM usage_cuts WHERE cut = 'price'")[0][0] > 0
+    assert query(db, "SELECT count(*) FROM claude_code_daily")[0][0] == 0
+    lines = [r.getMessage() for r in caplog.records if "claude_code cut stops" in r.getMessage()]
+    assert len(lines) == 1 and "500" in lines[0]
+    assert query(db, "SELECT status FROM collection_runs") == [("ok",)]
