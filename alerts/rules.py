@@ -163,8 +163,8 @@ def _daily_levels(w: Warehouse, rule: RuleConfig, scope: dict[str, str],
     today = local_today(now, tz)
     budget: Decimal = rule.params["threshold_usd"]
     window = f"today {today} ({tz.key}), until {now.astimezone(tz):%H:%M}"
-    who = "".join(f" of {rule.params['per']} {scope[rule.params['per']]}"
-                  for _ in (1,) if rule.params.get("per") in scope)
+    per = rule.params.get("per")
+    who = f" of {per} {scope[per]}" if per in scope else ""
     out = []
     for fraction in rule.params.get("levels", (ONE,)):
         threshold = budget * fraction

@@ -420,8 +420,9 @@ def legacy_cost_rows(page: Any, organization: str, where: str) -> list[CostRow]:
 # --- cuts (spendwatch.cuts): the same hours grouped by price, people, groups, profiles --------
 
 @dataclass(frozen=True)
-class CutUsageRow:
-    """Token usage of one hour bucket of one cut and one combination of its dimensions."""
+class CutRow:
+    """One hour bucket of one cut and one combination of its dimensions (columns the cut does
+    not group by are None): what its usage and cost rows share."""
 
     organization: str
     cut: str
@@ -440,13 +441,6 @@ class CutUsageRow:
     user_profile_id: str | None
     workspace_id: str | None
     api_key_id: str | None
-    uncached_input_tokens: int
-    cache_write_5m_tokens: int
-    cache_write_1h_tokens: int
-    cache_read_tokens: int
-    output_tokens: int
-    web_search_requests: int
-    requests: int | None
 
     @cached_property
     def row_key(self) -> str:
@@ -457,26 +451,22 @@ class CutUsageRow:
 
 
 @dataclass(frozen=True)
-class CutCostRow:
+class CutUsageRow(CutRow):
+    """Token usage of one hour bucket of one cut and one combination of its dimensions."""
+
+    uncached_input_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
+    cache_read_tokens: int
+    output_tokens: int
+    web_search_requests: int
+    requests: int | None
+
+
+@dataclass(frozen=True)
+class CutCostRow(CutRow):
     """Billed cost of one hour bucket of one cut, combination, cost type and token type."""
 
-    organization: str
-    cut: str
-    source: str
-    bucket_start: datetime
-    bucket_end: datetime
-    model: str | None
-    service_tier: str | None
-    context_window: str | None
-    inference_geo: str | None
-    speed: str | None
-    product: str | None
-    actor_key: str | None
-    actor_type: str | None
-    rbac_group_id: str | None
-    user_profile_id: str | None
-    workspace_id: str | None
-    api_key_id: str | None
     cost_type: str | None
     token_type: str | None
     amount_usd: Decimal

@@ -221,13 +221,25 @@ def _scope(stream: str) -> tuple[str, str]:
 
 def write_people(conn: duckdb.DuckDBPyConnection, organization: str,
                  people: Mapping[str, Person], now: datetime) -> None:
-    """Upsert who the actors are (their e-mail and name as last reported)."""
-    for p in people.values():
-        conn.execute("""INSERT INTO people VALUES (?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT (organization, actor_key) DO UPDATE SET actor_type = excluded.actor_type,
-            email = coalesce(excluded.email, people.email), name = excluded.name,
-            deleted = excluded.deleted, last_seen = excluded.last_seen""",
-                     [organization, p.actor_key, p.actor_type, p.email, p.name, p.deleted, now])
+    """Upsert who the actors are, in one statement: e-mail and name as last reported; a
+    deleted account keeps no e-mail address (the API drops it, so does spendwatch)."""
+    if not people:
+        return
+    listed = list(people.values())
+    conn.register("incoming_people", pa.table({
+        "organization": pa.array([organization] * len(listed), pa.string()),
+        "actor_key": pa.array([p.actor_key for p in listed], pa.string()),
+        "actor_type": pa.array([p.actor_type for p in listed], pa.string()),
+        "email": pa.array([p.email for p in listed], pa.string()),
+        "name": pa.array([p.name for p in listed], pa.string()),
+        "deleted": pa.array([p.deleted for p in listed], pa.bool_()),
+        "last_seen": pa.array([now] * len(listed), _TIMESTAMP)}))
+    conn.execute("""INSERT INTO people SELECT * FROM incoming_people
+        ON CONFLICT (organization, actor_key) DO UPDATE SET actor_type = excluded.actor_type,
+        email = CASE WHEN excluded.deleted THEN NULL
+                     ELSE coalesce(excluded.email, people.email) END,
+        name = excluded.name, deleted = excluded.deleted, last_seen = excluded.last_seen""")
+    conn.unregister("incoming_people")
 
 
 def write_window(config: Config, organization: str, window: Window,

@@ -123,6 +123,8 @@ def price_factors(conn: duckdb.DuckDBPyConnection, table: PriceTable, where_sql:
 
 def _arrow(records: Iterable[Sequence[Any]], table: PriceTable, factors: Factors,
            match: Sequence[str], fields: Sequence[str]) -> pa.Table:
+    """Estimates of ``records`` (columns ``fields``), each priced with the dimensions it has,
+    then times its group's factor (rows of a group the factors do not have: as priced)."""
     columns: dict[str, list[Any]] = {c: [] for c in ("row_key", *ESTIMATE_COLUMNS,
                                                      "unpriced_reason")}
     for record in records:
@@ -133,7 +135,8 @@ def _arrow(records: Iterable[Sequence[Any]], table: PriceTable, factors: Factors
             TokenCounts(row["uncached_input_tokens"], row["cache_write_5m_tokens"],
                         row["cache_write_1h_tokens"], row["cache_read_tokens"],
                         row["output_tokens"]),
-            row["web_search_requests"], speed=row.get("speed"))
+            row["web_search_requests"], inference_geo=row.get("inference_geo"),
+            speed=row.get("speed"))
         factor = factors.get((row["organization"], row["bucket_start"],
                               *(row.get(m) for m in match)))
         if factor is not None and reason is None:
@@ -189,34 +192,16 @@ def write_cut_estimates(conn: duckdb.DuckDBPyConnection, table: PriceTable, wher
     exact = [r for r in records if r[2] == "price"]
     batches = []
     if exact:
-        batches.append(_arrow_exact(exact, table))
+        batches.append(_arrow(exact, table, {}, (), _CUT_FIELDS))  # every price dimension known
     for match in {MATCH_OF.get(r[2], CUT_MATCH) for r in records if r[2] != "price"}:
-        shared = [r for r in records if r[2] != "price" and MATCH_OF.get(r[2], CUT_MATCH) == match]
+        shared = [r for r in records
+                  if r[2] != "price" and MATCH_OF.get(r[2], CUT_MATCH) == match]
         factors = price_factors(conn, table, where_sql, params, match)
         batches.append(_arrow(shared, table, factors, match, _CUT_FIELDS))
     for batch in batches:
         conn.register("incoming_estimates", batch)
         conn.execute("INSERT INTO cut_estimates SELECT * FROM incoming_estimates")
         conn.unregister("incoming_estimates")
-
-
-def _arrow_exact(records: Iterable[Sequence[Any]], table: PriceTable) -> pa.Table:
-    columns: dict[str, list[Any]] = {c: [] for c in ("row_key", *ESTIMATE_COLUMNS,
-                                                     "unpriced_reason")}
-    for record in records:
-        row = dict(zip(_CUT_FIELDS, record))
-        values, reason = estimate_row(
-            table, row["model"], row["bucket_start"], row["service_tier"], row["context_window"],
-            TokenCounts(row["uncached_input_tokens"], row["cache_write_5m_tokens"],
-                        row["cache_write_1h_tokens"], row["cache_read_tokens"],
-                        row["output_tokens"]),
-            row["web_search_requests"], inference_geo=row["inference_geo"], speed=row["speed"])
-        columns["row_key"].append(row["row_key"])
-        for column, value in zip(ESTIMATE_COLUMNS, values):
-            columns[column].append(value)
-        columns["unpriced_reason"].append(reason)
-    return pa.table({c: pa.array(v, type=_DOLLARS if c in ESTIMATE_COLUMNS else pa.string())
-                     for c, v in columns.items()})
 
 
 def reprice_window(conn: duckdb.DuckDBPyConnection, table: PriceTable, where_sql: str,

@@ -353,8 +353,8 @@ _CUT_KEYS = ("organization, bucket_start, '1h' AS bucket_width, workspace_id, "
 def _cut_facts_sql() -> str:
     """The other cuts' facts (spendwatch.cuts), in spend_facts' shape plus ``cut`` and the cut
     dimensions: billed where the cut's cost has been read for the hour, else estimated."""
-    u_keys = ("u.organization, u.bucket_start, '1h', u.workspace_id, u.api_key_id, u.model, u.service_tier, "
-              "u.context_window, u.inference_geo, u.speed, u.product, u.actor_key, "
+    u_keys = ("u.organization, u.bucket_start, '1h', u.workspace_id, u.api_key_id, u.model, "
+              "u.service_tier, u.context_window, u.inference_geo, u.speed, u.product, u.actor_key, "
               "u.actor_type, u.rbac_group_id, u.user_profile_id")
     billed = (f"SELECT cut, {_CUT_KEYS}, cost_type, token_type, amount_usd AS cost_usd, "
               "list_amount_usd AS list_cost_usd, 'billed' AS cost_basis, provisional, "

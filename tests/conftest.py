@@ -10,8 +10,9 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import duckdb
 import pytest
@@ -204,3 +205,47 @@ def wait_for(predicate: Callable[[], object], seconds: float = 120) -> None:
             pass
         time.sleep(0.3)
     raise AssertionError(f"timed out after {seconds:g} s waiting")
+
+
+# --- what several test modules share -------------------------------------------------------
+
+#: A Slack channel named "ops-slack" whose webhook URL is in $SLACK_WEBHOOK.
+SLACK = '''
+[[alerts.channels]]
+name = "ops-slack"
+kind = "slack"
+webhook_url_env = "SLACK_WEBHOOK"
+min_interval_seconds = 0
+'''
+
+
+def usd(amount: Decimal) -> str:
+    """Dollars as the dashboard shows them, computed here (not by spendwatch's formatter)."""
+    cents = amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return f"{'-' if cents < 0 else ''}${abs(cents):,.2f}"
+
+
+def metrics(at: Any) -> dict[str, str]:
+    """An AppTest page's metrics, label -> value."""
+    return {m.label: m.value for m in at.metric}
+
+
+@dataclass
+class Ran:
+    """A CLI run: exit code, standard output, standard error."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(args: list[str]) -> Ran:
+    """The CLI in this process (a subprocess costs 2-3 s importing the SDK; the one-line
+    error and the exit code are the CLI's own either way)."""
+    from click.testing import CliRunner
+
+    from spendwatch.cli.main import main
+
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    return Ran(result.exit_code, result.stdout, result.stderr)
+

@@ -23,7 +23,7 @@ from alerts.outbox import send_test
 from alerts.silences import add_silence
 from alerts.model import FIRING, NO_DATA, OK
 from collectors.sync import CollectOptions, collect
-from conftest import (ADMIN_KEY, REPO, SIM_NOW, Simulator, copy_warehouse, module_env,
+from conftest import (ADMIN_KEY, REPO, SIM_NOW, SLACK, Simulator, copy_warehouse, module_env,
                       write_config)
 from fake_slack import Answer, FakeSlack
 from fake_smtp import Mailbox
@@ -66,15 +66,6 @@ def warehouse(template: Path, isolated: Path, module_simulator: Simulator,
     copy_warehouse(template, isolated)
     yield {"folder": isolated, "simulator": module_simulator, "slack": fake_slack}
     module_simulator.control("DELETE", "/_sim/faults")
-
-
-SLACK = '''
-[[alerts.channels]]
-name = "ops-slack"
-kind = "slack"
-webhook_url_env = "SLACK_WEBHOOK"
-min_interval_seconds = 0
-'''
 
 
 def email_channel(port: int, ca_file: str) -> str:

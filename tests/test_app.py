@@ -34,7 +34,7 @@ from app import data
 from app.format import md
 from collectors.simulator import start_simulator
 from collectors.sync import CollectOptions, collect
-from conftest import ADMIN_KEY, REPO, SIM_NOW, SIM_NOW_TEXT
+from conftest import ADMIN_KEY, REPO, SIM_NOW, SIM_NOW_TEXT, metrics, usd
 from spendwatch.warehouse.batch import Batch, read
 from spendwatch import storage
 from spendwatch.warehouse import figures as views
@@ -186,15 +186,6 @@ def open_page(page: str) -> AppTest:
         at.switch_page(f"pages/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
-
-
-def metrics(at: AppTest) -> dict[str, str]:
-    return {m.label: m.value for m in at.metric}
-
-
-def usd(amount: Decimal) -> str:
-    cents = amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-    return f"{'-' if cents < 0 else ''}${abs(cents):,.2f}"
 
 
 def chart_data(at: AppTest, index: int) -> tuple[dict[str, Any], Any]:

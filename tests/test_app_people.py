@@ -18,8 +18,8 @@ from streamlit.testing.v1 import AppTest
 
 from collectors.simulator import start_simulator
 from collectors.sync import CollectOptions, collect
-from conftest import ADMIN_KEY, REPO, SIM_NOW, SIM_NOW_TEXT, copy_warehouse, module_env, \
-    write_config
+from conftest import ADMIN_KEY, REPO, SIM_NOW, SIM_NOW_TEXT, copy_warehouse, metrics, \
+    module_env, usd, write_config
 from spendwatch.config import load_config
 from spendwatch.cuts import CUTS
 from spendwatch.warehouse.batch import read
@@ -89,15 +89,6 @@ def open_people(config: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     assert not at.error, [e.value for e in at.error]
     assert at.title[0].value == "People and products"
     return at
-
-
-def metrics(at: AppTest) -> dict[str, str]:
-    return {m.label: m.value for m in at.metric}
-
-
-def usd(amount: Decimal) -> str:
-    cents = amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-    return f"{'-' if cents < 0 else ''}${abs(cents):,.2f}"
 
 
 #: Each table of the page by a column only it has.

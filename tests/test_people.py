@@ -18,26 +18,11 @@ import pytest
 from collectors.sync import CollectOptions, collect
 from spendwatch.config import load_config
 from spendwatch.cuts import CUTS
-from click.testing import CliRunner
-
-from conftest import (ADMIN_KEY, SIM_NOW, Simulator, copy_warehouse, module_env,
+from conftest import (ADMIN_KEY, SIM_NOW, SLACK, Simulator, copy_warehouse, module_env, run_cli,
                       start_simulator_process, stop_simulator, write_config)
-from spendwatch.cli.main import main
 from warehouse import TOKEN_COLUMNS, query
 
 ALL_CUTS = [c.name for c in CUTS]
-
-
-class Ran:
-    def __init__(self, returncode: int, stdout: str, stderr: str):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-def run_cli(args: list[str]) -> Ran:
-    """The CLI in this process (a subprocess costs 2-3 s importing the SDK; the one-line
-    error and exit code are the CLI's own, the same either way)."""
-    result = CliRunner().invoke(main, args, catch_exceptions=False)
-    return Ran(result.exit_code, result.stdout, result.stderr)
 SINCE = datetime(2026, 11, 17, tzinfo=timezone.utc)
 #: Whole UTC days, all billed (cost is reported for every complete hour).
 DAYS = (datetime(2026, 11, 18, tzinfo=timezone.utc), datetime(2026, 11, 24, tzinfo=timezone.utc))
@@ -295,15 +280,6 @@ def _spend_json_days(config: Path, by: str, day: str) -> list[dict]:
                       "--by", by, "--json"])
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
-
-
-SLACK = '''
-[[alerts.channels]]
-name = "ops-slack"
-kind = "slack"
-webhook_url_env = "SLACK_WEBHOOK"
-min_interval_seconds = 0
-'''
 
 
 def test_a_per_person_daily_budget_fires_for_the_runaway_developer_once(

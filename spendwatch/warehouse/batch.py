@@ -41,6 +41,14 @@ class NameBook:
         field(default_factory=dict)
     salt: str | None = None  # set when people are shown as pseudonyms
 
+    @cached_property
+    def _reported_by(self) -> dict[str, str]:
+        """actor_key -> the organization that reported it (the first, in key order)."""
+        out: dict[str, str] = {}
+        for org, key in sorted(self.people):
+            out.setdefault(key, org)
+        return out
+
     @classmethod
     def load(cls, conn: duckdb.DuckDBPyConnection, pseudonyms: bool = False) -> "NameBook":
         ws = {(o, i): n for o, i, n in conn.execute(
@@ -83,7 +91,7 @@ class NameBook:
     def _organization_of(self, actor_key: str) -> str | None:
         """The organization that reported an actor (a query not grouped by organization):
         its pseudonym is the same whatever the query groups by."""
-        return next((o for (o, k) in self.people if k == actor_key), None)
+        return self._reported_by.get(actor_key)
 
     def workspace(self, organization: str, workspace_id: str | None) -> str | None:
         return self.workspaces.get((organization, workspace_id)) if workspace_id else None

@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from spendwatch.config import Config, RuleConfig
+from spendwatch.features import PERSON_TYPES, pseudonym
 from spendwatch.lines import model_lines
 from spendwatch.numbers import money_str
 from spendwatch.savings import ROUTED_LINES, Ledger, ledger
@@ -549,8 +550,8 @@ def people_dimension_values(batch: Batch, since: date,
 
 def has_people_data(batch: Batch) -> bool:
     """Whether any people-cut rows were ever collected (any organization, any day)."""
-    row = batch.conn.execute("SELECT (SELECT count(*) FROM usage_cuts WHERE cut = 'people') + "
-                             "(SELECT count(*) FROM cost_cuts WHERE cut = 'people')").fetchone()
+    row = batch.conn.execute("SELECT EXISTS (SELECT 1 FROM usage_cuts WHERE cut = 'people') OR "
+                             "EXISTS (SELECT 1 FROM cost_cuts WHERE cut = 'people')").fetchone()
     return bool(row and row[0])
 
 
@@ -586,8 +587,6 @@ def people_view(batch: Batch, since: date, until: date, filters: Filters | None 
     ``cost_usd``, ``share`` of the total (None when nothing was spent), ``products``
     (product label -> cost, biggest first), ``top_product``, ``hit_ratio`` (:func:`hit_ratio`
     of the person's tokens, None without input) and the token metrics."""
-    from spendwatch.features import PERSON_TYPES
-
     acc: dict[tuple[str | None, str], Row] = {}
     for row in spend(batch, since, until, ["person", "product"], filters):
         person = acc.setdefault((row["person_id"], row["person"]), {
@@ -644,8 +643,6 @@ def claude_code_activity(batch: Batch, since: date, until: date) -> list[Row]:
     (accepted / (accepted + rejected) tool actions, None without any), ``estimated_cost_usd``;
     most sessions first.
     """
-    from spendwatch.features import pseudonym
-
     names = batch.names
     by_email = {(org, email): key for (org, key), (_, email, _n, _d) in names.people.items()
                 if email}
