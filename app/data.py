@@ -31,6 +31,7 @@ from spendwatch.config import Config, config_path
 from spendwatch.errors import ConfigError, DatabaseBusy, DatabaseMissing, SpendwatchError
 from spendwatch.timeutil import parse_utc, utcnow
 from spendwatch.warehouse.batch import Batch, read
+from spendwatch.warehouse.spend import CannotCombine
 
 NOW_ENV = "SPENDWATCH_NOW"
 CACHE_SECONDS = 60
@@ -125,6 +126,8 @@ def load_many(*calls: Call) -> list[Any]:
                               "`spendwatch collect` once to upgrade it, then reload.")
     except SpendwatchError as exc:
         stop_with(st.error, str(exc))
+    except CannotCombine as exc:  # a breakdown and a filter from two cuts of the API's data
+        stop_with(st.warning, f"This view cannot be shown: {exc}.")
 
 
 @st.cache_data(ttl=CACHE_SECONDS, show_spinner=False, max_entries=500)

@@ -493,6 +493,7 @@ class OrganizationSync:
         if window.stream == CLAUDE_CODE:
             return self._legacy.claude_code(window.start), None
         if cut is not None:
+            cut = self.org.cut(cut.name)  # as this organization collects it
             client = self._analytics if window.source == "analytics" else self._legacy
             # Only a cut grouped by actor has rows the API repeats on purpose (identities it
             # cannot render); any other repeated row is refused by the window's writer.

@@ -37,7 +37,7 @@ from spendwatch.errors import ReportError
 from spendwatch.text import csv_cell
 from spendwatch.timeutil import floor_day, local_range, local_today
 from spendwatch.warehouse.batch import Batch
-from spendwatch.warehouse.spend import CACHE_STATUSES, has_cut, spend
+from spendwatch.warehouse.spend import CACHE_STATUSES, feature_cut, has_cut, spend
 
 DIMENSION_COLUMNS = ("date", "organization", "workspace_id", "workspace_name", "api_key_id",
                      "api_key_name", "feature", "product", "model", "service_tier")
@@ -96,15 +96,24 @@ def weekly_rows(batch: Batch, monday: date, sunday: date,
     # The product column comes from the products cut (spendwatch.cuts) where it is stored for
     # the whole week: billed per product, workspace and key, never allocated. Organizations
     # without it (not Claude Enterprise, legacy) leave the column empty.
-    if has_cut(batch, "products", floor_day(start), end, orgs):
+    by_people = feature_cut(batch, orgs) == "people"
+    if by_people:
+        # Features judged on the people cut (spendwatch.features): it has no workspace, its
+        # API keys are actors, and its cost is read by cost type only, so the workspace and
+        # key columns and the cost of each cache status are left empty; the rest is billed
+        # per feature and product as on every other surface.
+        dims = [d for d in dims if d not in ("workspace", "api_key")] + ["product"]
+    elif has_cut(batch, "products", floor_day(start), end, orgs):
         dims.append("product")
     facts = spend(batch, monday, sunday, [*dims, "cost_basis"],
-                  organizations=[organization] if organization else (), cost_by_status=True)
+                  organizations=[organization] if organization else (),
+                  cost_by_status=not by_people)
     # Per group: the cost rows of each basis, and the token rows (no basis) carried onto the
     # group's main basis (billed, else allocated, else estimated; "" with no cost row at all).
     groups: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
     for fact in facts:
-        key = (fact["date"], fact["organization"], fact["workspace_id"], fact["api_key_id"],
+        key = (fact["date"], fact["organization"], fact.get("workspace_id"),
+               fact.get("api_key_id"),
                fact["feature"], fact["model"], fact["service_tier"], fact.get("product"))
         groups.setdefault(key, {})[fact["cost_basis"] or ""] = fact
     rows = []
@@ -118,17 +127,18 @@ def weekly_rows(batch: Batch, monday: date, sunday: date,
             day, org, ws, api_key = key[0], key[1], key[2], key[3]
             row: dict[str, Any] = {
                 "date": day.isoformat(), "organization": org, "workspace_id": ws,
-                "workspace_name": first["workspace"], "api_key_id": api_key,
-                "api_key_name": first["api_key"], "feature": first["feature"],
+                "workspace_name": first.get("workspace"), "api_key_id": api_key,
+                "api_key_name": first.get("api_key"), "feature": first["feature"],
                 "product": first.get("product"),
                 "model": first["model"], "service_tier": first["service_tier"],
                 "cost_basis": basis}
             for column in TOKEN_COLUMNS:
                 row[column] = sum(int(p[column]) for p in parts)
             for column in MONEY_COLUMNS:
-                values = [p[column] for p in parts if p[column] is not None]
+                values = [p[column] for p in parts if p.get(column) is not None]
                 row[column] = (sum(values, Decimal(0)) if values
-                               else None if column == "list_cost_usd" else Decimal(0))
+                               else None if column == "list_cost_usd"
+                               or (by_people and column in CACHE_COST_COLUMNS) else Decimal(0))
             if row["cost_usd"] or row["list_cost_usd"] or any(row[c] for c in TOKEN_COLUMNS):
                 rows.append(row)
     rows.sort(key=_sort_key)

@@ -22,15 +22,15 @@ import math
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import time as dt_time, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from spendwatch.cuts import CUT_BY_NAME, CUTS
+from spendwatch.cuts import CUT_BY_NAME, CUTS, Cut
 from spendwatch.errors import ConfigError
 from spendwatch.files import check_private
 from spendwatch.secrets import Secret, resolve_secret
@@ -42,15 +42,37 @@ SOURCES = ("analytics", "legacy")
 
 @dataclass(frozen=True)
 class FeatureRule:
-    """A feature: a name for a group of API keys and/or workspaces (IDs or name globs)."""
+    """A feature: a name for a group of API keys and/or workspaces (IDs or name globs),
+    products, people (e-mail globs) or RBAC groups (IDs); any one criterion matching is enough."""
 
     name: str
     api_key_ids: tuple[str, ...] = ()
     api_key_names: tuple[str, ...] = ()
     workspace_ids: tuple[str, ...] = ()
     workspace_names: tuple[str, ...] = ()
+    products: tuple[str, ...] = ()
+    people: tuple[str, ...] = ()
+    rbac_groups: tuple[str, ...] = ()
     organizations: tuple[str, ...] = ()
     batch_eligible: bool = False
+
+    @property
+    def by_workspace(self) -> bool:
+        return bool(self.workspace_ids or self.workspace_names)
+
+    @property
+    def by_person(self) -> bool:
+        return bool(self.people or self.rbac_groups)
+
+
+def feature_basis(rules: Sequence[FeatureRule]) -> str | None:
+    """The cut every feature is judged on (spendwatch.cuts): ``people`` when a rule names
+    people or RBAC groups, ``products`` when one names products, else None (the key cut)."""
+    if any(r.by_person for r in rules):
+        return "people"
+    if any(r.products for r in rules):
+        return "products"
+    return None
 
 
 @dataclass(frozen=True)
@@ -67,6 +89,10 @@ class OrganizationConfig:
     cuts: tuple[str, ...] | None = None
     #: Read the legacy usage_report/claude_code (per developer per day); None: legacy only.
     claude_code: bool | None = None
+    #: Read the people cut's cost by token type too (cost by cache status per person): set
+    #: when features are judged on the people cut (feature_basis), whose every figure then
+    #: needs the cache status.
+    people_cost_by_token_type: bool = False
 
     def cut_names(self) -> tuple[str, ...]:
         """The cuts collected for this organization, in collection order."""
@@ -74,6 +100,13 @@ class OrganizationConfig:
         if self.cuts is None:
             return tuple(c.name for c in available if c.default)
         return tuple(c.name for c in available if c.name in self.cuts)
+
+    def cut(self, name: str) -> Cut:
+        """The cut ``name`` as this organization collects it."""
+        cut = CUT_BY_NAME[name]
+        if name == "people" and self.people_cost_by_token_type:
+            return replace(cut, cost_fanout=("cost_type", "token_type"))
+        return cut
 
     def reads_claude_code(self) -> bool:
         return self.source == "legacy" if self.claude_code is None else self.claude_code
@@ -443,8 +476,11 @@ def check_base_url(path: Path, key: str, url: str) -> str:
 _ORG_SCHEMA = {"name": str, "source": str, "base_url": str, "admin_key_env": str,
                "admin_key_file": str, "cuts": list, "claude_code": bool}
 _FEATURE_SCHEMA = {"name": str, "api_key_ids": list, "api_key_names": list,
-                   "workspace_ids": list, "workspace_names": list, "organizations": list,
+                   "workspace_ids": list, "workspace_names": list, "products": list,
+                   "people": list, "rbac_groups": list, "organizations": list,
                    "batch_eligible": bool}
+_FEATURE_LISTS = ("api_key_ids", "api_key_names", "workspace_ids", "workspace_names",
+                  "products", "people", "rbac_groups", "organizations")
 _PRICE_SCHEMA: dict[str, type] = {"model": str, "component": str, "price_usd": object,
                                   "unit": str, "effective_from": object}
 _SAVINGS_SCHEMA: dict[str, type] = {"cache_hit_target": object, "target_mix": object,
@@ -505,9 +541,25 @@ def _features(path: Path, raw: Any) -> tuple[FeatureRule, ...]:
         raise ConfigError(f"{path}: features must be an array of tables ([[features]])")
     rules = []
     for index, item in enumerate(raw):
-        values = check_table(path, item, f"features[{index}]", _FEATURE_SCHEMA,
-                             required=("name",))
+        where = f"features[{index}]"
+        values = check_table(path, item, where, _FEATURE_SCHEMA, required=("name",))
+        for key in _FEATURE_LISTS:
+            if key in values:
+                if not all(isinstance(v, str) and v for v in values[key]):
+                    raise ConfigError(f"{path}: {where}.{key} must be a list of non-empty "
+                                      "strings")
+                values[key] = tuple(values[key])
         rules.append(FeatureRule(**values))
+    people = next((r for r in rules if r.by_person), None)
+    workspaces = next((r for r in rules if r.by_workspace), None)
+    if people is not None and workspaces is not None:
+        # The people cut (where a person is known) has no workspace: the API groups by at
+        # most five dimensions, and no cut has both (spendwatch.cuts).
+        raise ConfigError(
+            f"{path}: feature {workspaces.name!r} names workspaces and feature {people.name!r} "
+            "names people or RBAC groups; the API has no cut with both, so features are "
+            "judged on the people cut and cannot name workspaces: name the workspace's API "
+            "keys (api_key_ids or api_key_names) instead")
     return tuple(rules)
 
 
@@ -761,13 +813,15 @@ def parse_config(path: Path, data: dict[str, Any]) -> Config:
     storage = check_table(path, top.get("storage", {}), "storage", _STORAGE_SCHEMA)
     collection = check_table(path, top.get("collection", {}), "collection", _COLLECTION_SCHEMA)
     alerts = _alerts(path, top.get("alerts", {}))
+    features = _features(path, top.get("features", []))
     config = Config(
         path=path,
         timezone=tz_name,
         storage=_storage(path, storage),
         collection=_collection(path, collection),
-        organizations=_organizations(path, top.get("organizations")),
-        features=_features(path, top.get("features", [])),
+        organizations=_feature_cuts(path, _organizations(path, top.get("organizations")),
+                                    features),
+        features=features,
         prices=_prices(path, top.get("pricing", {})),
         savings=_savings(path, top.get("savings", {})),
         models=_models(path, top.get("models", {})),
@@ -779,6 +833,38 @@ def parse_config(path: Path, data: dict[str, Any]) -> Config:
     )
     check_database_path(config)
     return config
+
+
+_NAMING = {"people": "people or RBAC groups", "products": "products", "members": "RBAC groups"}
+
+
+def _feature_cuts(path: Path, orgs: tuple[OrganizationConfig, ...],
+                  rules: tuple[FeatureRule, ...]) -> tuple[OrganizationConfig, ...]:
+    """Organizations with the cuts their features are judged on: the basis cut (and, for RBAC
+    groups, ``members``: who is in which group) must be collected. Default cuts gain
+    ``members`` when a rule names RBAC groups; named cuts that lack one are an error."""
+    basis = feature_basis(rules)
+    needed = ([basis] if basis else []) + (["members"] if any(r.rbac_groups for r in rules)
+                                           else [])
+    out = []
+    for index, org in enumerate(orgs):
+        if org.source != "analytics" or not needed:
+            out.append(org)
+            continue
+        if basis == "people":
+            org = replace(org, people_cost_by_token_type=True)
+        if org.cuts is None:
+            if "members" in needed:
+                org = replace(org, cuts=(*org.cut_names(), "members"))
+        else:
+            missing = [c for c in needed if c not in org.cuts]
+            if missing:
+                raise ConfigError(
+                    f"{path}: organizations[{index}].cuts lacks {missing[0]!r}, which the "
+                    f"[[features]] rules need (features naming {_NAMING[missing[0]]} are "
+                    f"judged on it); add {missing[0]!r} to cuts")
+        out.append(org)
+    return tuple(out)
 
 
 def _models(path: Path, raw: Any) -> ModelsConfig:

@@ -14,6 +14,8 @@ with its own ``group_by`` and its own stored rows, each complete on its own:
 - ``groups``: RBAC group, product, model, service tier, speed. The API counts a user in
   several groups in full in each group's row (any-membership), so rows by group overlap and
   may add up to more than the organization's total; nothing is summed across groups.
+- ``members``: actor, RBAC group, model, service tier, speed: who is in which group (rows
+  overlap as the groups cut's do); collected when a feature names an RBAC group.
 - ``profiles``: user profile, product, model, service tier, speed.
 - ``products``: product, workspace, API key, model, service tier: the weekly CSV's rows with
   their product.
@@ -80,11 +82,16 @@ PEOPLE = Cut("people", ("product", "actor", "model", "service_tier", "speed"),
 GROUPS = Cut("groups", ("rbac_group_id", "product", "model", "service_tier", "speed"),
              additive=False, cost_fanout=("cost_type",))
 PRODUCTS = Cut("products", ("product", "workspace_id", "api_key_id", "model", "service_tier"))
+#: Who is in which RBAC group (a person's usage in full under each of their groups): features
+#: defined by RBAC groups are judged on the people cut with this membership. Collected when a
+#: feature names an RBAC group, or when ``cuts`` names it.
+MEMBERS = Cut("members", ("actor", "rbac_group_id", "model", "service_tier", "speed"),
+              additive=False, cost_fanout=("cost_type",), default=False)
 PROFILES = Cut("profiles", ("user_profile_id", "product", "model", "service_tier", "speed"),
                cost_fanout=("cost_type",), default=False)
 
 #: Every cut besides ``key``, in collection order (price first: it prices the others).
-CUTS: tuple[Cut, ...] = (PRICE, PEOPLE, GROUPS, PROFILES, PRODUCTS)
+CUTS: tuple[Cut, ...] = (PRICE, PEOPLE, GROUPS, MEMBERS, PROFILES, PRODUCTS)
 CUT_BY_NAME = {c.name: c for c in CUTS}
 #: Dimensions that need the organization to have people and product data.
 PEOPLE_DIMENSIONS = ("product", "actor", "actor_type", "rbac_group_id", "user_profile_id")

@@ -1,9 +1,15 @@
-"""Features: names users give to groups of API keys and/or workspaces.
+"""Features: names users give to groups of API keys, workspaces, products, people or RBAC
+groups.
 
 Neither API has a feature dimension. A rule in config (``[[features]]``) matches by API key ID,
-API key name glob, workspace ID or workspace name glob; the first rule that matches wins.
-Usage matching no rule shows under its API key's name, else its workspace's name: it never
-disappears.
+API key name glob, workspace ID or workspace name glob, product, person (e-mail glob) or RBAC
+group ID; the first rule that matches wins. Usage matching no rule shows under its API key's
+name, else its workspace's name (on the people cut: its person's label): it never disappears.
+
+Which cut of the API's data features are judged on (``spendwatch.config.feature_basis``): the
+key cut while rules name only keys and workspaces; the products cut (product, workspace, key)
+once one names a product; the people cut (product, actor) once one names a person or an RBAC
+group. An API key is an actor there, so key rules still match; workspaces are not in that cut.
 """
 
 from __future__ import annotations
@@ -82,7 +88,8 @@ def api_key_label(api_key_id: str | None, name: str | None) -> str:
 
 def _matches(rule: FeatureRule, organization: str, workspace_id: str | None,
              workspace_name: str | None, api_key_id: str | None,
-             api_key_name: str | None) -> bool:
+             api_key_name: str | None, product: str | None, email: str | None,
+             rbac_groups: Sequence[str]) -> bool:
     if rule.organizations and organization not in rule.organizations:
         return False
     if api_key_id and api_key_id in rule.api_key_ids:
@@ -91,17 +98,31 @@ def _matches(rule: FeatureRule, organization: str, workspace_id: str | None,
         return True
     if workspace_id and workspace_id in rule.workspace_ids:
         return True
-    return bool(workspace_name) and any(fnmatchcase(workspace_name or "", p)
-                                        for p in rule.workspace_names)
+    if workspace_name and any(fnmatchcase(workspace_name, p) for p in rule.workspace_names):
+        return True
+    if product and product in rule.products:
+        return True
+    # E-mail addresses compare without case (RFC 5321 local parts may differ, but no mail
+    # system in use treats Ana@ and ana@ as two people).
+    if email and any(fnmatchcase(email.lower(), p.lower()) for p in rule.people):
+        return True
+    return any(g in rule.rbac_groups for g in rbac_groups)
 
 
 def feature_for(rules: Sequence[FeatureRule], organization: str, workspace_id: str | None,
                 workspace_name: str | None, api_key_id: str | None,
-                api_key_name: str | None) -> str:
-    """The feature of usage from this API key in this workspace."""
+                api_key_name: str | None, *, product: str | None = None,
+                email: str | None = None, rbac_groups: Sequence[str] = (),
+                fallback: str | None = None) -> str:
+    """The feature of usage from this API key in this workspace (and, on the cuts that have
+    them, this product, this person's e-mail address and RBAC groups): the first rule that
+    matches, else ``fallback``, else the API key's name, else the workspace's."""
     for rule in rules:
-        if _matches(rule, organization, workspace_id, workspace_name, api_key_id, api_key_name):
+        if _matches(rule, organization, workspace_id, workspace_name, api_key_id, api_key_name,
+                    product, email, rbac_groups):
             return rule.name
+    if fallback is not None:
+        return fallback
     if api_key_id:
         return api_key_label(api_key_id, api_key_name)
     return workspace_label(workspace_id, workspace_name)

@@ -93,7 +93,8 @@ from spendwatch.config import Config
 from spendwatch.lines import model_lines
 from spendwatch.pricing import PRICED_TIERS, PriceTable, TokenCounts, price_table
 from spendwatch.numbers import percent, usd
-from spendwatch.warehouse.batch import Batch
+from spendwatch.warehouse.batch import Batch, FeatureMap
+from spendwatch.warehouse.spend import feature_cut
 from spendwatch.timeutil import local_range
 
 log = logging.getLogger(__name__)
@@ -405,27 +406,69 @@ def _check_period(since: date, until: date) -> int:
     return (until - since).days + 1
 
 
-def _usage_sql(feature_sql: str, organizations: Sequence[str]) -> str:
-    """Usage rows of the period with their local date, UTC day and feature (a CTE body)."""
+_TOKENS = ("uncached_input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
+           "cache_read_tokens", "output_tokens")
+
+
+def _usage_sql(fmap: FeatureMap, organizations: Sequence[str]) -> str:
+    """Usage rows of the period with their local date, UTC day and feature (a CTE body).
+
+    Features judged on another cut than the key cut (``fmap.basis``, see
+    spendwatch.features) read that cut's usage; it has no context window, so each of its rows
+    is split over the windows in the proportions, token type by token type, of the key cut's
+    usage of the same organization, hour, model and service tier (the key cut's own split when
+    the cut's totals agree with it, as they do to the token; tokens are summed, then rounded).
+    """
     org_filter = "AND u.organization IN (SELECT unnest($orgs))" if organizations else ""
-    return f"""
-        feature_map AS ({feature_sql}),
+    nonzero = " OR ".join(f"u.{t} <> 0" for t in _TOKENS)
+    if fmap.basis is None:
+        return f"""
+        feature_map AS ({fmap.sql}),
         usage AS (
             SELECT (u.bucket_start AT TIME ZONE $tz)::DATE AS date,
                    (u.bucket_start AT TIME ZONE 'UTC')::DATE AS utc_day,
                    u.bucket_start, u.organization,
                    coalesce(f.feature, u.api_key_id, u.workspace_id, '(no feature)') AS feature,
-                   u.model, u.service_tier, u.context_window,
-                   u.uncached_input_tokens, u.cache_write_5m_tokens, u.cache_write_1h_tokens,
-                   u.cache_read_tokens, u.output_tokens
+                   u.model, u.service_tier, u.context_window, {", ".join(f"u.{t}" for t in _TOKENS)}
             FROM usage_hourly u
-            LEFT JOIN feature_map f ON f.organization = u.organization
-                AND f.workspace_id IS NOT DISTINCT FROM u.workspace_id
-                AND f.api_key_id IS NOT DISTINCT FROM u.api_key_id
+            LEFT JOIN feature_map f ON {fmap.join("u")}
             WHERE u.bucket_start >= $scan_from AND u.bucket_start < $scan_to {org_filter}
-                AND (u.uncached_input_tokens <> 0 OR u.cache_write_5m_tokens <> 0
-                     OR u.cache_write_1h_tokens <> 0 OR u.cache_read_tokens <> 0
-                     OR u.output_tokens <> 0))"""
+                AND ({nonzero}))"""
+    keys = "organization, bucket_start, model, service_tier"
+    on = " AND ".join(f"{{a}}.{k} IS NOT DISTINCT FROM c.{k}" for k in keys.split(", "))
+    total = " + ".join(_TOKENS)
+    shares = ", ".join(
+        f"c.{t} * CASE WHEN t.{t} > 0 THEN w.{t}::DECIMAL(38, 12) / t.{t} "
+        f"WHEN t.total > 0 THEN w.total::DECIMAL(38, 12) / t.total "
+        f"WHEN t.n > 0 THEN 1.0 / t.n ELSE 1 END AS {t}" for t in _TOKENS)
+    return f"""
+        feature_map AS ({fmap.sql}),
+        cut_rows AS (
+            SELECT u.bucket_start, u.organization,
+                   coalesce(f.feature, u.actor_key, u.api_key_id, '(no feature)') AS feature,
+                   u.model, u.service_tier, {", ".join(f"u.{t}" for t in _TOKENS)}
+            FROM usage_cuts u
+            LEFT JOIN feature_map f ON {fmap.join("u")}
+            WHERE u.cut = '{fmap.basis}' AND u.bucket_start >= $scan_from
+                AND u.bucket_start < $scan_to {org_filter} AND ({nonzero})),
+        key_windows AS (
+            SELECT {keys}, context_window, {", ".join(f"sum({t}) AS {t}" for t in _TOKENS)},
+                   sum({total}) AS total
+            FROM usage_hourly u
+            WHERE bucket_start >= $scan_from AND bucket_start < $scan_to {org_filter}
+            GROUP BY {keys}, context_window),
+        key_totals AS (
+            SELECT {keys}, {", ".join(f"sum({t}) AS {t}" for t in _TOKENS)},
+                   sum(total) AS total, count(*) AS n
+            FROM key_windows GROUP BY {keys}),
+        usage AS (
+            SELECT (c.bucket_start AT TIME ZONE $tz)::DATE AS date,
+                   (c.bucket_start AT TIME ZONE 'UTC')::DATE AS utc_day,
+                   c.bucket_start, c.organization, c.feature, c.model, c.service_tier,
+                   w.context_window, {shares}
+            FROM cut_rows c
+            LEFT JOIN key_totals t ON {on.format(a="t")}
+            LEFT JOIN key_windows w ON {on.format(a="w")})"""
 
 
 def _params(config: Config, since: date, until: date, organizations: Sequence[str],
@@ -443,14 +486,19 @@ def _params(config: Config, since: date, until: date, organizations: Sequence[st
 _GROUP_KEYS = "date, utc_day, organization, feature, model, service_tier, context_window"
 
 
+def _feature_map(batch: Batch, organizations: Sequence[str]) -> FeatureMap:
+    """The feature map of the cut features are judged on (THE choice of
+    :func:`spendwatch.warehouse.spend.feature_cut`, so savings and spend agree)."""
+    return batch.feature_map_for(feature_cut(batch, organizations))
+
+
 def _groups(batch: Batch, since: date, until: date,
             organizations: Sequence[str]) -> list[_Group]:
     """Usage tokens summed per local date, UTC day, organization, feature, model, tier, window."""
-    fmap = batch.feature_map
+    fmap = _feature_map(batch, organizations)
     sql = f"""
-        WITH {_usage_sql(fmap.sql, organizations)}
-        SELECT {_GROUP_KEYS}, sum(uncached_input_tokens), sum(cache_write_5m_tokens),
-               sum(cache_write_1h_tokens), sum(cache_read_tokens), sum(output_tokens)
+        WITH {_usage_sql(fmap, organizations)}
+        SELECT {_GROUP_KEYS}, {", ".join(f"round(sum({t}))" for t in _TOKENS)}
         FROM usage WHERE date BETWEEN $since AND $until
         GROUP BY {_GROUP_KEYS}
         ORDER BY {_GROUP_KEYS}"""
@@ -525,14 +573,16 @@ def cache_waste(batch: Batch, since: date, until: date,
     h + 1 is collected. A lower bound. Raises ValueError when ``until`` is before ``since``.
     """
     _check_period(since, until)
-    config, fmap = batch.config, batch.feature_map
+    config, fmap = batch.config, _feature_map(batch, organizations)
     keys = "organization, feature, model"
+    stream = "usage" if fmap.basis is None else f"usage:{fmap.basis}"
     sql = f"""
-        WITH {_usage_sql(fmap.sql, organizations)},
+        WITH {_usage_sql(fmap, organizations)},
         reads AS (SELECT {keys}, bucket_start, sum(cache_read_tokens) AS reads
                   FROM usage GROUP BY {keys}, bucket_start),
         writes AS (SELECT {_GROUP_KEYS}, bucket_start,
-                          sum(cache_write_5m_tokens) AS w5, sum(cache_write_1h_tokens) AS w1
+                          round(sum(cache_write_5m_tokens)) AS w5,
+                          round(sum(cache_write_1h_tokens)) AS w1
                    FROM usage
                    WHERE date BETWEEN $since AND $until
                      AND (cache_write_5m_tokens <> 0 OR cache_write_1h_tokens <> 0)
@@ -540,7 +590,7 @@ def cache_waste(batch: Batch, since: date, until: date,
         SELECT w.date, w.utc_day, w.organization, w.feature, w.model, w.service_tier,
                w.context_window, sum(w.w5), sum(w.w1)
         FROM writes w
-        JOIN sync_state s ON s.organization = w.organization AND s.stream = 'usage'
+        JOIN sync_state s ON s.organization = w.organization AND s.stream = '{stream}'
             AND w.bucket_start + INTERVAL 2 HOUR <= s.covered_until
         LEFT JOIN reads r0 ON r0.organization = w.organization AND r0.feature = w.feature
             AND r0.model IS NOT DISTINCT FROM w.model AND r0.bucket_start = w.bucket_start

@@ -245,12 +245,12 @@ def test_a_cut_the_key_cannot_read_is_skipped_with_one_line(
         stop_simulator(sim)
     assert all(r.ok for r in first + second), [r.error for r in first + second]
     skipped = [r.getMessage() for r in caplog.records if "cut is skipped" in r.getMessage()]
-    assert len(skipped) == 4, skipped  # people, groups, profiles, products: once, not again
+    assert len(skipped) == 5, skipped  # people, groups, members, profiles, products: once
     assert all("Enterprise" in line for line in skipped)
     db = isolated / "data" / "spendwatch.duckdb"
     assert query(db, "SELECT cut, readable FROM cut_access ORDER BY cut") == [
-        ("groups", False), ("people", False), ("price", True), ("products", False),
-        ("profiles", False)]
+        ("groups", False), ("members", False), ("people", False), ("price", True),
+        ("products", False), ("profiles", False)]
     assert query(db, "SELECT count(*) FROM usage_cuts WHERE cut = 'price'")[0][0] > 0
     assert query(db, "SELECT count(*) FROM usage_cuts WHERE cut <> 'price'")[0][0] == 0
 

@@ -1313,6 +1313,8 @@ class SimulatedOrg:
           federated identity, the deleted user, unattributed usage). Without the overlap
           (each part counted once) it adds up to ``cost_usd``.
         - ``by_person_day``: UTC day (``YYYY-MM-DD``) to ``by_person`` of that day's hours.
+        - ``by_person_product``: ``"<actor key or null>|<product>"`` to dollars (adds up to
+          ``cost_usd``): what features defined by people and products are checked against.
         - ``claude_code``: UTC day to actor key to ``{"sessions", "tokens", "cost_usd"}`` of the
           legacy Claude Code report's record (:meth:`claude_code_day`) for every UTC day whose
           midnight is in the range (the whole day's existing hours, as the report serves it).
@@ -1352,6 +1354,7 @@ class SimulatedOrg:
         by_product: dict[str, Decimal] = {}
         by_group: dict[str, Decimal] = {}
         by_person_day: dict[str, dict[str, Decimal]] = {}
+        by_pair: dict[str, Decimal] = {}
         for part in (self.parts(starting_at, ending_at, now) if people else ()):
             if part.record.hour < starting_at.astimezone(UTC):
                 continue
@@ -1359,7 +1362,8 @@ class SimulatedOrg:
             person = part.actor.key if part.actor is not None else "null"
             groups = part.actor.rbac_group_ids if part.actor is not None else ()
             day_bucket = by_person_day.setdefault(part.record.hour.date().isoformat(), {})
-            for bucket, label in ((by_person, person), (by_product, part.product), (day_bucket, person)):
+            for bucket, label in ((by_person, person), (by_product, part.product), (day_bucket, person),
+                                  (by_pair, f"{person}|{part.product}")):
                 bucket[label] = bucket.get(label, Decimal(0)) + total
             for label in groups or ("null",):
                 by_group[label] = by_group.get(label, Decimal(0)) + total
@@ -1390,6 +1394,7 @@ class SimulatedOrg:
             result["by_person"] = {k: usd(v) for k, v in sorted(by_person.items())}
             result["by_product"] = {k: usd(v) for k, v in sorted(by_product.items())}
             result["by_rbac_group"] = {k: usd(v) for k, v in sorted(by_group.items())}
+            result["by_person_product"] = {k: usd(v) for k, v in sorted(by_pair.items())}
             result["by_person_day"] = {d: {k: usd(v) for k, v in sorted(cut.items())}
                                        for d, cut in sorted(by_person_day.items())}
             code: dict[str, dict[str, dict[str, object]]] = {}

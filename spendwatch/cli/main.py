@@ -29,7 +29,7 @@ from spendwatch.cli.shell import Shell, check_organizations, check_range, config
 from spendwatch.numbers import percent, tokens, usd
 from spendwatch.text import clean  # names come from the API: never raw to a terminal
 from spendwatch.warehouse.batch import read
-from spendwatch.warehouse.spend import (METRICS, OVERLAPPING, SPEND_DIMENSIONS, facts_cut,
+from spendwatch.warehouse.spend import (METRICS, OVERLAPPING, SPEND_DIMENSIONS, check_dimensions,
                                         long_context_gap, spend, total, unpriced_usage)
 from spendwatch.timeutil import local_day_start, local_today, utcnow, DAY
 
@@ -140,7 +140,7 @@ def spend_command(ctx: click.Context, since: str | None, until: str | None, by: 
         raise click.BadParameter(f"unknown dimension {bad[0]!r}; use any of "
                                  + ", ".join(SPEND_DIMENSIONS), param_hint="--by")
     try:
-        facts_cut(dims)
+        check_dimensions(config, dims)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--by") from None
     today = local_today(utcnow(), config.tz)

@@ -25,9 +25,32 @@ from spendwatch.features import feature_for, is_person, person_label, pseudonym
 
 T = TypeVar("T")
 
+#: The feature map's columns (all but ``feature`` are the keys it is joined on).
+_MAP_COLUMNS = ("organization", "workspace_id", "api_key_id", "product", "actor_key", "feature")
 #: The feature map's empty form: a table with the map's columns and no row.
-_NO_FEATURES = ("SELECT NULL::VARCHAR AS organization, NULL::VARCHAR AS workspace_id, "
-                "NULL::VARCHAR AS api_key_id, NULL::VARCHAR AS feature WHERE false")
+_NO_FEATURES = ("SELECT " + ", ".join(f"NULL::VARCHAR AS {c}" for c in _MAP_COLUMNS)
+                + " WHERE false")
+#: The columns a feature map is keyed on, per the cut features are judged on
+#: (spendwatch.config.feature_basis; None: the key cut).
+_MAP_KEYS = {None: ("organization", "workspace_id", "api_key_id"),
+             "products": ("organization", "workspace_id", "api_key_id", "product"),
+             "people": ("organization", "product", "actor_key")}
+#: The distinct keys stored in each basis cut: (organization, workspace_id, api_key_id,
+#: product, actor_key, actor_type).
+_MAP_PAIRS = {
+    None: """SELECT DISTINCT organization, workspace_id, api_key_id, NULL, NULL, NULL
+             FROM usage_hourly
+             UNION SELECT DISTINCT organization, workspace_id, api_key_id, NULL, NULL, NULL
+             FROM cost_buckets""",
+    "products": """SELECT DISTINCT organization, workspace_id, api_key_id, product, NULL, NULL
+                   FROM usage_cuts WHERE cut = 'products'
+                   UNION SELECT DISTINCT organization, workspace_id, api_key_id, product, NULL,
+                   NULL FROM cost_cuts WHERE cut = 'products'""",
+    "people": """SELECT DISTINCT organization, NULL, NULL, product, actor_key, actor_type
+                 FROM usage_cuts WHERE cut = 'people'
+                 UNION SELECT DISTINCT organization, NULL, NULL, product, actor_key, actor_type
+                 FROM cost_cuts WHERE cut = 'people'""",
+}
 
 
 @dataclass(frozen=True)
@@ -110,54 +133,95 @@ class NameBook:
 
 @dataclass(frozen=True)
 class FeatureMap:
-    """The feature of every (organization, workspace_id, api_key_id) pair stored.
+    """The feature of every key stored in the cut features are judged on (``basis``: None for
+    the key cut's (organization, workspace_id, api_key_id); ``products`` adds the product;
+    ``people`` is (organization, product, actor_key)).
 
-    ``sql`` is a VALUES table with columns (organization, workspace_id, api_key_id, feature)
-    whose bound parameters are ``params``: a query puts ``feature_map AS (sql)`` in its WITH
-    clause and passes ``params`` along.
+    ``sql`` is a VALUES table with the columns of ``_MAP_COLUMNS`` whose bound parameters are
+    ``params``: a query puts ``feature_map AS (sql)`` in its WITH clause, joins it ``ON``
+    :meth:`join` and passes ``params`` along.
     """
 
     sql: str
     params: dict[str, Any]
-    features: dict[tuple[str, str | None, str | None], str]
+    features: dict[tuple[str | None, ...], str]
+    basis: str | None = None
+
+    def join(self, alias: str, map_alias: str = "f") -> str:
+        """The ON condition joining facts ``alias`` to the map."""
+        keys = _MAP_KEYS[self.basis]
+        return " AND ".join(
+            f"{map_alias}.{k} = {alias}.{k}" if k == "organization"
+            else f"{map_alias}.{k} IS NOT DISTINCT FROM {alias}.{k}" for k in keys)
 
 
 class Batch:
     """One reader batch: ``conn`` (open for the batch), ``config``, and the lazily built, once
-    per batch, :attr:`names` and :attr:`feature_map`."""
+    per batch, :attr:`names` and feature maps (:meth:`feature_map_for`)."""
 
     def __init__(self, conn: duckdb.DuckDBPyConnection, config: Config):
         self.conn = conn
         self.config = config
+        self._feature_maps: dict[str | None, FeatureMap] = {}
 
     @cached_property
     def names(self) -> NameBook:
         """Workspace and API key names, read once per batch."""
         return NameBook.load(self.conn, self.config.privacy.pseudonymize_people)
 
-    @cached_property
+    @property
     def feature_map(self) -> FeatureMap:
-        """The feature of every pair seen in usage or cost (config ``[[features]]`` rules,
-        else the API key's, else the workspace's name), built once per batch."""
-        pairs = self.conn.execute("""
-            SELECT DISTINCT organization, workspace_id, api_key_id FROM usage_hourly
-            UNION SELECT DISTINCT organization, workspace_id, api_key_id FROM cost_buckets
-        """).fetchall()
+        """The key cut's feature map (see :meth:`feature_map_for`)."""
+        return self.feature_map_for(None)
+
+    @cached_property
+    def memberships(self) -> dict[tuple[str, str], tuple[str, ...]]:
+        """(organization, actor_key) -> the RBAC groups the ``members`` cut saw them in."""
+        out: dict[tuple[str, str], list[str]] = {}
+        for org, actor, group in self.conn.execute("""
+                SELECT DISTINCT organization, actor_key, rbac_group_id FROM usage_cuts
+                WHERE cut = 'members' AND actor_key IS NOT NULL AND rbac_group_id IS NOT NULL
+                ORDER BY 1, 2, 3""").fetchall():
+            out.setdefault((org, actor), []).append(group)
+        return {k: tuple(v) for k, v in out.items()}
+
+    def feature_map_for(self, basis: str | None) -> FeatureMap:
+        """The feature of every key stored in the ``basis`` cut (config ``[[features]]`` rules,
+        else the API key's, else the workspace's name; on the people cut the person's label),
+        built once per batch and basis."""
+        if basis not in self._feature_maps:
+            self._feature_maps[basis] = self._build_feature_map(basis)
+        return self._feature_maps[basis]
+
+    def _build_feature_map(self, basis: str | None) -> FeatureMap:
+        pairs = self.conn.execute(_MAP_PAIRS[basis]).fetchall()
         if not pairs:
-            return FeatureMap(_NO_FEATURES, {}, {})
+            return FeatureMap(_NO_FEATURES, {}, {}, basis)
         names, rules = self.names, self.config.features
+        members = self.memberships if basis == "people" else {}
         params: dict[str, Any] = {}
         tuples = []
-        features: dict[tuple[str, str | None, str | None], str] = {}
-        for n, (org, ws, key) in enumerate(pairs):
+        features: dict[tuple[str | None, ...], str] = {}
+        for n, (org, ws, key, product, actor, kind) in enumerate(sorted(
+                pairs, key=lambda p: tuple("" if v is None else v for v in p))):
+            email, fallback = None, None
+            if basis == "people":
+                # An API key is an actor on the people cut: key rules match it by its ID.
+                key = actor if kind == "api_actor" else None
+                person = names.people.get((org, actor)) if actor else None
+                email = person[1] if person else None
+                fallback = None if key else names.person(org, actor, kind)
             feature = feature_for(rules, org, ws, names.workspace(org, ws), key,
-                                  names.api_key(org, key))
-            features[(org, ws, key)] = feature
-            params.update({f"fo{n}": org, f"fw{n}": ws, f"fk{n}": key, f"ff{n}": feature})
-            tuples.append(f"($fo{n}::VARCHAR, $fw{n}::VARCHAR, $fk{n}::VARCHAR, $ff{n}::VARCHAR)")
-        sql = (f"SELECT * FROM (VALUES {', '.join(tuples)}) AS f(organization, workspace_id, "
-               "api_key_id, feature)")
-        return FeatureMap(sql, params, features)
+                                  names.api_key(org, key), product=product, email=email,
+                                  rbac_groups=members.get((org, actor), ()) if actor else (),
+                                  fallback=fallback)
+            row = (org, ws if basis != "people" else None, key if basis != "people" else None,
+                   product, actor)
+            features[row] = feature
+            params.update({f"f{n}_{i}": v for i, v in enumerate((*row, feature))})
+            tuples.append("(" + ", ".join(f"$f{n}_{i}::VARCHAR" for i in range(6)) + ")")
+        sql = (f"SELECT * FROM (VALUES {', '.join(tuples)}) AS f({', '.join(_MAP_COLUMNS)})")
+        return FeatureMap(sql, params, features, basis)
 
 
 def read(config: Config, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -42,7 +42,7 @@ from spendwatch.warehouse.spend import CACHE_STATUSES as CACHE_STATUSES
 from spendwatch.warehouse.spend import GRAINS as GRAINS
 from spendwatch.warehouse.spend import GROUP_KEYS as GROUP_KEYS
 from spendwatch.warehouse.spend import METRICS as METRICS
-from spendwatch.warehouse.spend import Filters, Row, total
+from spendwatch.warehouse.spend import Filters, Row, feature_cut, total
 from spendwatch.warehouse.spend import spend as spend  # the pages read it through this module
 
 #: Dimensions spend can be broken down and filtered by (labels as the CLI prints them).
@@ -85,12 +85,18 @@ def value_of(row: Row, dimension: str) -> str | None:
 def dimension_values(batch: Batch, since: date,
                      until: date) -> dict[str, list[tuple[str | None, str]]]:
     """For each of :data:`FILTER_DIMENSIONS`, the (filter value, label) pairs seen in the
-    period, biggest spender first (fixed lists for cache status and cost basis)."""
-    rows = spend(batch, since, until, BREAKDOWN_DIMENSIONS)
+    period, biggest spender first (fixed lists for cache status and cost basis). One query,
+    or two when features are judged on another cut than workspaces and keys."""
+    if feature_cut(batch) is None:
+        rows = spend(batch, since, until, BREAKDOWN_DIMENSIONS)
+        feature_rows = rows
+    else:
+        rows = spend(batch, since, until, [d for d in BREAKDOWN_DIMENSIONS if d != "feature"])
+        feature_rows = spend(batch, since, until, ["feature"])
     out: dict[str, list[tuple[str | None, str]]] = {}
     for dim in BREAKDOWN_DIMENSIONS:
         cost: dict[tuple[str | None, str], Decimal] = {}
-        for row in rows:
+        for row in (feature_rows if dim == "feature" else rows):
             key = (value_of(row, dim), label_of(row, dim))
             cost[key] = cost.get(key, Decimal(0)) + row["cost_usd"]
         out[dim] = [k for k, _ in sorted(cost.items(), key=lambda kv: (-kv[1], kv[0][1]))]

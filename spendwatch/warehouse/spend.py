@@ -24,6 +24,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Mapping, Sequence
 
+from spendwatch.config import Config, feature_basis
 from spendwatch.features import api_key_label, workspace_label
 from spendwatch.pricing import LONG_CONTEXT_MODELS, TokenCounts, canonical_model, price_table
 from spendwatch.timeutil import local_range
@@ -97,10 +98,12 @@ _COMMON = frozenset({"period", "date", "organization", "cost_basis", "cost_type"
 SOURCES: tuple[tuple[str | None, frozenset[str]], ...] = (
     (None, _COMMON | {"cache_status", "workspace", "api_key", "feature"}),
     ("price", _COMMON | {"cache_status", "inference_geo", "speed"}),
-    ("people", _COMMON | {"person", "product", "speed"}),
+    ("people", _COMMON | {"person", "product", "speed", "feature:people"}),
     ("groups", _COMMON | {"rbac_group", "product", "speed"}),
+    ("members", _COMMON | {"person", "rbac_group", "speed"}),
     ("profiles", _COMMON | {"user_profile", "product", "speed"}),
-    ("products", _COMMON | {"cache_status", "product", "workspace", "api_key", "feature"}),
+    ("products", _COMMON | {"cache_status", "product", "workspace", "api_key", "feature",
+                            "feature:products"}),
 )
 #: Dimensions whose groups overlap (a user in two RBAC groups counts in full in each).
 OVERLAPPING = ("rbac_group",)
@@ -119,13 +122,27 @@ def has_cut(batch: Batch, cut: str, start: datetime, end: datetime,
     return bool(organizations)
 
 
-def facts_cut(dimensions: Sequence[str], collected: Sequence[str] | None = None) -> str | None:
+class CannotCombine(ValueError):
+    """Dimensions no one cut of the API's data has together (the message says which)."""
+
+
+def sources(config: Config) -> tuple[tuple[str | None, frozenset[str]], ...]:
+    """:data:`SOURCES` as this config's collection fills them: with features judged on the
+    people cut, its cost is read by token type, so it has the cache status too."""
+    if feature_basis(config.features) != "people":
+        return SOURCES
+    return tuple((cut, has | {"cache_status"} if cut == "people" else has)
+                 for cut, has in SOURCES)
+
+
+def facts_cut(dimensions: Sequence[str], collected: Sequence[str] | None = None,
+              options: tuple[tuple[str | None, frozenset[str]], ...] = SOURCES) -> str | None:
     """The cut whose facts can answer a query by and filtered on ``dimensions`` (None: the
     key cut): the first in :data:`SOURCES` order that has them all and, given ``collected``
     (the cuts stored), that is stored, else the first that has them. Raises ValueError
     naming two dimensions no one cut has together."""
     wanted = set(dimensions)
-    fitting = [cut for cut, has in SOURCES if wanted <= has]
+    fitting = [cut for cut, has in options if wanted <= has]
     if fitting:
         if collected is not None:
             stored = [c for c in fitting if c is None or c in collected]
@@ -133,10 +150,34 @@ def facts_cut(dimensions: Sequence[str], collected: Sequence[str] | None = None)
                 return stored[0]
         return fitting[0]
     apart = sorted(wanted - _COMMON)
-    first = apart[0]
-    second = next(d for d in apart[1:] if not any({first, d} <= has for _, has in SOURCES))
-    raise ValueError(f"{first} and {second} come from different cuts of the API's data and "
+    first, second = next((a, b) for a in apart for b in apart
+                         if a < b and not any({a, b} <= has for _, has in options))
+    if first.startswith("feature:") or second.startswith("feature:"):
+        feature, other = (first, second) if first.startswith("feature:") else (second, first)
+        raise CannotCombine(f"feature and {other} come from different cuts of the API's data "
+                         f"(features are judged on the {feature.split(':')[1]} cut, "
+                         "[[features]] in the config) and cannot be combined; group by one or "
+                         "the other")
+    raise CannotCombine(f"{first} and {second} come from different cuts of the API's data and "
                      "cannot be combined; group by one or the other")
+
+
+def check_dimensions(config: Config, dimensions: Sequence[str]) -> None:
+    """Raise ValueError (one line) when no one cut can group by ``dimensions`` together, with
+    features judged where this config judges them."""
+    basis = feature_basis(config.features)
+    facts_cut([f"feature:{basis}" if d == "feature" and basis else d for d in dimensions],
+              None, sources(config))
+
+
+def feature_cut(batch: Batch, organizations: Sequence[str] = ()) -> str | None:
+    """The cut features are judged on for these organizations: the config's
+    :func:`~spendwatch.config.feature_basis` where that cut is stored for all of them, else
+    the key cut (None), where rules naming products, people or RBAC groups match nothing."""
+    basis = feature_basis(batch.config.features)
+    if basis is not None and basis in collected_cuts(batch, organizations):
+        return basis
+    return None
 
 
 def collected_cuts(batch: Batch, organizations: Sequence[str] = ()) -> list[str]:
@@ -206,15 +247,16 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
     if grain not in GRAINS:
         raise ValueError(f"unknown grain {grain!r}; use any of {', '.join(GRAINS)}")
     window_start, window_end = _window(batch, since, until, start, end)
-    wanted = [*by, *kept]
+    needs_features = "feature" in by or "feature" in kept
+    basis = feature_cut(batch, organizations) if needs_features else None
+    wanted = [f"feature:{basis}" if d == "feature" and basis else d for d in (*by, *kept)]
     cut = facts_cut(wanted, collected_cuts(batch, organizations)
-                    if set(wanted) - SOURCES[0][1] else None)
+                    if set(wanted) - SOURCES[0][1] else None, sources(batch.config))
     if "person" in kept:
         kept["person"] = _person_keys(batch, kept["person"])
     exprs = [(_GROUP_SQL[k] if k != "period" else ("period", _PERIOD_SQL[grain])) for k in by]
     if "person" in by:
         exprs.append(("actor_type", "facts.actor_type"))
-    needs_features = "feature" in by or "feature" in kept
     params: dict[str, Any] = {"tz": str(batch.config.tz.key),
                               "start": window_start, "end": window_end,
                               "scan_from": window_start - _SCAN_MARGIN,
@@ -244,12 +286,10 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
     select = ", ".join([*(f"{e} AS {c}" for c, e in exprs), *sums])
     feature_cte, join = "", ""
     if needs_features:
-        fmap = batch.feature_map
+        fmap = batch.feature_map_for(basis)
         feature_cte = f"feature_map AS ({fmap.sql}),"
         params.update(fmap.params)
-        join = ("LEFT JOIN feature_map f ON f.organization = facts.organization "
-                "AND f.workspace_id IS NOT DISTINCT FROM facts.workspace_id "
-                "AND f.api_key_id IS NOT DISTINCT FROM facts.api_key_id")
+        join = f"LEFT JOIN feature_map f ON {fmap.join('facts')}"
     sql = f"""
         WITH {feature_cte}
         scanned AS (SELECT *, {PLACED_AT_SQL} AS placed_at, {CACHE_STATUS_SQL} AS cache_status
