@@ -224,3 +224,41 @@ def test_pseudonyms_hide_claude_code_developers_too(
     assert any(d.startswith("person-") for d in developers)
     text = every_text(at)
     assert "@acme.example" not in text and "user_01" not in text
+
+
+PEOPLE_FEATURES = """
+[[features]]
+name = "Claude Code"
+products = ["claude_code"]
+
+[[features]]
+name = "Data team"
+rbac_groups = ["rbacgrp_01BP5Dm4r1ZF2emXJxvDMq9Qx5"]
+"""
+
+
+@pytest.fixture(scope="module")
+def feature_config(tmp_path_factory: pytest.TempPathFactory, simulator: Any) -> Path:
+    return _collected(tmp_path_factory.mktemp("features"), simulator, extra=PEOPLE_FEATURES,
+                      cuts=[c.name for c in CUTS])
+
+
+def test_features_defined_by_people_filter_the_spend_page(feature_config: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPENDWATCH_CONFIG", str(feature_config))
+    monkeypatch.setenv("SPENDWATCH_NOW", SIM_NOW_TEXT)
+    st.cache_data.clear()
+    at = AppTest.from_file(str(MAIN), default_timeout=60).run()
+    at.switch_page("pages/spend.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    config = load_config(feature_config)
+    data_team = sum((r["cost_usd"] for r in read(config, spend, SINCE, UNTIL, [],
+                                                 {"feature": ["Data team"]})), Decimal(0))
+    assert data_team > 0
+    at.multiselect(key="spend_filter_feature").select("Data team").run()
+    assert not at.exception and not at.error, [e.value for e in at.exception]
+    assert metrics(at)["Spend in the period"] == usd(data_team)
+    # Workspaces are not in the people cut: one warning, not a traceback.
+    at.selectbox(key="spend_by").select("workspace").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("cannot be shown" in w.value and "workspace" in w.value for w in at.warning)
