@@ -39,7 +39,7 @@ from collectors.clients import (ANALYTICS_FLOOR, AnalyticsClient, LegacyClient, 
 from collectors.retry import CAP_SETTING, RetryPolicy
 from collectors.rows import (DIMENSIONS, ClaudeCodeRow, CostRow, CutCostRow, CutUsageRow, Person,
                              UsageRow, merge_unrendered)
-from spendwatch import allocation, estimates, storage
+from spendwatch import allocation, estimates, facts, storage
 from spendwatch.config import Config, OrganizationConfig, resolve_admin_key
 from spendwatch.cuts import CUT_BY_NAME, CUT_DIMENSIONS, Cut, cut_of_stream, stream_kind
 from spendwatch.errors import (AuthError, CollectionError, CutUnreadable, MalformedResponse,
@@ -307,6 +307,14 @@ def write_window(config: Config, organization: str, window: Window,
         if cut is None and window.stream != CLAUDE_CODE:
             day = floor_day(window.start)
             allocation.reallocate(conn, organization, day, day + DAY)
+            # The key cut's facts of the whole day: its legacy cost is split per day.
+            facts.refresh(conn, organization, min(day, window.start),
+                          max(day + DAY, window.end), ["key"])
+        elif cut is not None:
+            # The price cut's rows price every cut's (and the key cut's) estimates of the hours.
+            facts.refresh(conn, organization, window.start, window.end,
+                          ["key", *CUT_BY_NAME] if cut.name == "price" and kind == "usage"
+                          else [cut.name])
         conn.execute("""
             INSERT INTO sync_state VALUES (?, ?, ?, ?, ?, ?)
             ON CONFLICT (organization, stream) DO UPDATE SET
@@ -484,6 +492,14 @@ class OrganizationSync:
                     w_start, w_end = floor_day(w_start), floor_day(w_start) + DAY
                     if w_end > self.now:
                         continue  # a day is reported once it is over
+                if stream == "cost" and source == "legacy":
+                    # The legacy cost report has daily buckets: a window that starts inside a
+                    # day (coverage that ended mid-day) is the whole day so far, once.
+                    w_start = floor_day(w_start)
+                    last = windows[-1] if windows else None
+                    if last is not None and last.stream == stream and last.start == w_start:
+                        windows[-1] = replace(last, end=max(last.end, w_end))
+                        continue
                 windows.append(Window(stream, w_start, w_end, source))
         return windows
 

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 import duckdb
 import pyarrow as pa
 
+from spendwatch import facts
 from spendwatch.pricing import PriceTable, TokenCounts
 
 log = logging.getLogger(__name__)
@@ -228,6 +229,7 @@ def ensure_current(conn: duckdb.DuckDBPyConnection, table: PriceTable) -> bool:
     if row and row[0] == table.fingerprint:
         return False
     reprice_window(conn, table, "true", [])
+    facts.rebuild(conn)
     conn.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
                  "value = excluded.value", [FINGERPRINT_KEY, table.fingerprint])
     log.info("prices changed: repriced every stored usage row")

@@ -24,6 +24,8 @@ import duckdb
 
 from spendwatch.config import Config
 from spendwatch.errors import ConfigError, DatabaseBusy, DatabaseMissing
+from spendwatch import facts
+from spendwatch.facts import CUT_FACTS_VIEW, SPEND_FACTS_VIEW
 from spendwatch.files import is_private, make_private, private_folder
 
 log = logging.getLogger(__name__)
@@ -293,95 +295,6 @@ def _m002_pricing(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(SPEND_FACTS_VIEW)
 
 
-# Every dollar and token, one row per bucket, dimensions and cache status, with its basis:
-# billed (the cost API), allocated (legacy cost split across keys), or estimated (usage x price
-# table, for hours the cost API has not reported). Token rows carry no cost; cost rows no tokens.
-_USAGE_PARTS = (("uncached_input_tokens", "uncached_input_tokens", "est_input_usd", "tokens"),
-                ("cache_write_5m_tokens", "cache_creation.ephemeral_5m_input_tokens",
-                 "est_cache_write_5m_usd", "tokens"),
-                ("cache_write_1h_tokens", "cache_creation.ephemeral_1h_input_tokens",
-                 "est_cache_write_1h_usd", "tokens"),
-                ("cache_read_tokens", "cache_read_input_tokens", "est_cache_read_usd", "tokens"),
-                ("output_tokens", "output_tokens", "est_output_usd", "tokens"),
-                ("web_search_requests", None, "est_web_search_usd", "web_search"))
-_TOKEN_NAMES = [p[0] for p in _USAGE_PARTS]
-_FACT_KEYS = ("organization, bucket_start, bucket_width, workspace_id, api_key_id, model, "
-              "service_tier, context_window, cost_type, token_type")
-
-
-def _zero_tokens(except_column: str | None = None) -> str:
-    return ", ".join(f"{c if c == except_column else '0'} AS {c}" for c in _TOKEN_NAMES)
-
-
-def _spend_facts_sql() -> str:
-    billed = (f"SELECT {_FACT_KEYS}, amount_usd AS cost_usd, list_amount_usd AS list_cost_usd, "
-              f"'billed' AS cost_basis, provisional, NULL AS unpriced_reason, "
-              f"0 AS unpriced_tokens, {_zero_tokens()} "
-              "FROM cost_buckets WHERE bucket_width = '1h'")
-    allocated = (f"SELECT {_FACT_KEYS}, amount_usd, NULL, cost_basis, provisional, NULL, 0, "
-                 f"{_zero_tokens()} FROM cost_allocated")
-    usage_keys = ("u.organization, u.bucket_start, '1h', u.workspace_id, u.api_key_id, u.model, "
-                  "u.service_tier, u.context_window")
-    parts = [billed, allocated]
-    for column, token_type, estimate, cost_type in _USAGE_PARTS:
-        token_sql = f"'{token_type}'" if token_type else "NULL"
-        parts.append(
-            f"SELECT {usage_keys}, '{cost_type}', {token_sql}, NULL, NULL, NULL, u.provisional, "
-            f"NULL, 0, {_zero_tokens(column)} FROM usage_hourly u WHERE u.{column} <> 0")
-        parts.append(
-            f"SELECT {usage_keys}, '{cost_type}', {token_sql}, e.{estimate}, e.{estimate}, "
-            "'estimated', u.provisional, e.unpriced_reason, "
-            f"CASE WHEN e.unpriced_reason IS NULL OR '{cost_type}' <> 'tokens' THEN 0 "
-            f"ELSE u.{column} END, "
-            f"{_zero_tokens()} FROM usage_hourly u JOIN usage_estimates e USING (row_key) "
-            f"WHERE u.{column} <> 0 AND (NOT EXISTS (SELECT 1 FROM billed_buckets b WHERE "
-            "b.organization = u.organization AND b.bucket_start <= u.bucket_start "
-            "AND u.bucket_start < b.bucket_end) OR EXISTS (SELECT 1 FROM usage_unbilled x "
-            f"WHERE x.row_key = u.row_key AND x.component = '{column}'))")
-    return ("WITH billed_buckets AS (SELECT DISTINCT organization, bucket_start, bucket_end "
-            "FROM cost_buckets) " + "\nUNION ALL\n".join(parts))
-
-
-SPEND_FACTS_VIEW = f"CREATE OR REPLACE VIEW spend_facts AS {_spend_facts_sql()}"
-
-
-_CUT_KEYS = ("organization, bucket_start, '1h' AS bucket_width, workspace_id, "
-             "api_key_id, model, service_tier, context_window, inference_geo, speed, "
-             "product, actor_key, actor_type, rbac_group_id, user_profile_id")
-
-
-def _cut_facts_sql() -> str:
-    """The other cuts' facts (spendwatch.cuts), in spend_facts' shape plus ``cut`` and the cut
-    dimensions: billed where the cut's cost has been read for the hour, else estimated."""
-    u_keys = ("u.organization, u.bucket_start, '1h', u.workspace_id, u.api_key_id, u.model, "
-              "u.service_tier, u.context_window, u.inference_geo, u.speed, u.product, u.actor_key, "
-              "u.actor_type, u.rbac_group_id, u.user_profile_id")
-    billed = (f"SELECT cut, {_CUT_KEYS}, cost_type, token_type, amount_usd AS cost_usd, "
-              "list_amount_usd AS list_cost_usd, 'billed' AS cost_basis, provisional, "
-              f"NULL AS unpriced_reason, 0 AS unpriced_tokens, {_zero_tokens()} FROM cost_cuts")
-    parts = [billed]
-    for column, token_type, estimate, cost_type in _USAGE_PARTS:
-        token_sql = f"'{token_type}'" if token_type else "NULL"
-        parts.append(
-            f"SELECT u.cut, {u_keys}, '{cost_type}', {token_sql}, NULL, NULL, NULL, "
-            f"u.provisional, NULL, 0, {_zero_tokens(column)} FROM usage_cuts u "
-            f"WHERE u.{column} <> 0")
-        parts.append(
-            f"SELECT u.cut, {u_keys}, '{cost_type}', {token_sql}, e.{estimate}, e.{estimate}, "
-            "'estimated', u.provisional, e.unpriced_reason, "
-            f"CASE WHEN e.unpriced_reason IS NULL OR '{cost_type}' <> 'tokens' THEN 0 "
-            f"ELSE u.{column} END, "
-            f"{_zero_tokens()} FROM usage_cuts u JOIN cut_estimates e USING (row_key) "
-            f"WHERE u.{column} <> 0 AND NOT EXISTS (SELECT 1 FROM billed_cut_buckets b WHERE "
-            "b.organization = u.organization AND b.cut = u.cut "
-            "AND b.bucket_start = u.bucket_start)")
-    return ("WITH billed_cut_buckets AS (SELECT DISTINCT organization, cut, bucket_start "
-            "FROM cost_cuts) " + "\nUNION ALL\n".join(parts))
-
-
-CUT_FACTS_VIEW = f"CREATE OR REPLACE VIEW cut_facts AS {_cut_facts_sql()}"
-
-
 def _m003_alerts(conn: duckdb.DuckDBPyConnection) -> None:
     # The state of each (rule, scope, level): ok | pending | firing, and its open episode.
     conn.execute("""
@@ -610,6 +523,13 @@ def _m006_cuts(conn: duckdb.DuckDBPyConnection) -> None:
                  [secrets.token_hex(16)])
 
 
+def _m007_facts(conn: duckdb.DuckDBPyConnection) -> None:
+    # The facts every spend query reads, stored (spendwatch.facts): kept by each window write
+    # for the hours it replaced, so a query costs its range, not the history.
+    facts.create(conn)
+    facts.rebuild(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial", _m001_initial),
     (2, "pricing", _m002_pricing),
@@ -617,6 +537,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] =
     (4, "reports", _m004_reports),
     (5, "silence_authors", _m005_silence_authors),
     (6, "cuts", _m006_cuts),
+    (7, "facts", _m007_facts),
 ]
 
 

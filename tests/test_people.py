@@ -16,6 +16,7 @@ from typing import Iterator
 import pytest
 
 from collectors.sync import CollectOptions, collect
+from spendwatch import facts
 from spendwatch.config import load_config
 from spendwatch.cuts import CUTS
 from conftest import (ADMIN_KEY, SIM_NOW, SLACK, Simulator, copy_warehouse, module_env, run_cli,
@@ -326,6 +327,7 @@ def test_reconcile_shows_a_cut_that_does_not_add_up(warehouse: Path) -> None:
                            "bucket_start >= '2026-11-20'").fetchone()
     conn.execute("DELETE FROM cost_cuts WHERE row_key = (SELECT min(row_key) FROM cost_cuts "
                  "WHERE cut = 'people' AND bucket_start = ? AND amount_usd > 0)", [hour])
+    facts.rebuild(conn)  # the stored facts follow the raw rows, as a window write keeps them
     conn.close()
     result = run_cli(["--config", str(warehouse), "reconcile", "--cuts", "--since",
                       "2026-11-18", "--until", "2026-11-23", "--json"])
@@ -384,6 +386,7 @@ def test_haiku_5_5_prompts_over_100k_are_reported_as_not_priced_not_guessed(
     conn = duckdb.connect(str(db))  # 2026-11-20 not billed yet: its usage is estimated
     conn.execute("DELETE FROM cost_buckets WHERE bucket_start >= '2026-11-20' AND "
                  "bucket_start < '2026-11-21'")
+    facts.rebuild(conn)
     rows = conn.execute("""SELECT service_tier, sum(uncached_input_tokens),
         sum(cache_write_5m_tokens), sum(cache_write_1h_tokens), sum(cache_read_tokens),
         sum(output_tokens) FROM usage_hourly WHERE model = 'claude-haiku-5-5'

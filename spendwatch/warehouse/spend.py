@@ -2,9 +2,10 @@
 
 Every surface that says what was spent (the CLI's ``spend``, the dashboard, every alert rule,
 the weekly CSV and its summary, ``reconcile``) calls :func:`spend`; it is the one place that
-reads the ``spend_facts`` view (billed cost where the cost API has reported, allocated for
-legacy cost split across API keys, estimated from usage elsewhere). All aggregation happens in
-DuckDB with bound parameters; money comes back as Decimal dollars.
+reads the stored ``facts`` (``spendwatch.facts``: billed cost where the cost API has reported,
+allocated for legacy cost split across API keys, estimated from usage elsewhere), of one cut
+and the range asked for. All aggregation happens in DuckDB with bound parameters; money comes
+back as Decimal dollars.
 
 The legacy day rule
 -------------------
@@ -261,10 +262,8 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
                               "start": window_start, "end": window_end,
                               "scan_from": window_start - _SCAN_MARGIN,
                               "scan_to": window_end + _SCAN_MARGIN}
-    scan = ["bucket_start >= $scan_from", "bucket_start < $scan_to"]
-    if cut is not None:
-        scan.append("cut = $cut")
-        params["cut"] = cut
+    scan = ["cut = $cut", "bucket_start >= $scan_from", "bucket_start < $scan_to"]
+    params["cut"] = cut or "key"
     if organizations:
         scan.append("organization IN (SELECT unnest($orgs::VARCHAR[]))")
         params["orgs"] = list(organizations)
@@ -293,7 +292,7 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
     sql = f"""
         WITH {feature_cte}
         scanned AS (SELECT *, {PLACED_AT_SQL} AS placed_at, {CACHE_STATUS_SQL} AS cache_status
-                    FROM {"spend_facts" if cut is None else "cut_facts"}
+                    FROM facts
                     WHERE {" AND ".join(scan)}),
         placed AS (SELECT *, timezone($tz, placed_at) AS local_at,
                           timezone($tz, placed_at)::DATE AS date FROM scanned)

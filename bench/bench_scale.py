@@ -1,0 +1,489 @@
+"""Benchmark: spendwatch at a large organization's scale, each figure against a baseline.
+
+Builds ``--months`` of a synthetic organization (``_synthetic.py``: 400 API keys, 40
+workspaces, 10 models; about 80 usage and 340 cost rows an hour) as Analytics API pages and
+loads them a UTC day at a time through the collectors' own path (``analytics_*_rows``, then
+``write_window``). Then measures, each beside a baseline measured in the same run (the machines
+are shared and noisy: the ratios are what counts):
+
+- ingest rows/s, parse and write time (baseline: DuckDB's bulk INSERT of the same rows as
+  Arrow into a fresh file of the same schema), and the write time per window early and late;
+- one spend query over the last 7 local days, p50/p95 of 7 fresh readers (baseline: a plain
+  GROUP BY over usage_hourly and cost_buckets);
+- the queries of the Overview, Spend, Caching and Reports pages (as the pages call them, one
+  Batch per page), the Spend page rendered cold through Streamlit's AppTest, and the peak
+  memory of a fresh process running the four pages' queries (baseline: one running the plain
+  GROUP BYs, same imports; the difference is what the queries hold);
+- the weekly report's rows (and a process's peak memory doing them), the savings ledger over
+  the loaded year, repricing every row after a price change (rolled back), the file size and
+  rows stored per table.
+
+Run: ``python bench/bench_scale.py [--months 1] [--keep DIR] [--skip-load]``. ``--keep`` builds
+into DIR once and reuses it when it already holds the same months; ``--skip-load`` only
+measures (DIR must hold the data). Prints one JSON object and writes it to
+``bench/results/scale-<months>m.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, datetime, timedelta, timezone
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+import duckdb
+import pyarrow as pa
+
+from _synthetic import Organization
+from alerts import history
+from collectors.rows import analytics_cost_rows, analytics_usage_rows
+from collectors.sync import Window, write_names, write_window
+from reports import history as report_history
+from reports import weekly
+from spendwatch import estimates, storage
+from spendwatch.config import Config, load_config
+from spendwatch.pricing import price_table
+from spendwatch.timeutil import local_range, local_today
+from spendwatch.warehouse import figures as views
+from spendwatch.warehouse.batch import Batch
+from spendwatch.warehouse.spend import spend
+
+ROOT = Path(__file__).resolve().parent.parent
+ORG = "bench"
+END = datetime(2026, 12, 1, tzinfo=timezone.utc)  # the last synthetic hour ends here: "now"
+DAY = timedelta(days=1)
+RUNS = 7
+EXTRA_PRICE = ('[[pricing.prices]]\nmodel = "claude-sonnet-5-5"\ncomponent = "input"\n'
+               'price_usd = "2.50"\nunit = "per_mtok"\neffective_from = "2026-11-15"\n')
+
+
+def s(seconds: float) -> float:
+    return round(seconds, 3)
+
+
+def ratio(value: float, baseline: float) -> float | None:
+    return round(value / baseline, 2) if baseline else None
+
+
+def timed(func: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = func()
+    return time.perf_counter() - started, result
+
+
+def write_config(folder: Path, name: str = "config.toml", extra: str = "") -> Config:
+    path = folder / name
+    path.write_text(f'timezone = "America/Chicago"\n[storage]\ndatabase = "spendwatch.duckdb"\n'
+                    f'[[organizations]]\nname = "{ORG}"\ncuts = []\n{extra}', encoding="utf-8")
+    path.chmod(0o600)
+    os.environ.setdefault("ANTHROPIC_ADMIN_KEY", "sk-ant-admin01-bench")  # never used here
+    return load_config(path)
+
+
+def start_of(months: int) -> datetime:
+    year, month = divmod(END.year * 12 + END.month - 1 - months, 12)
+    return END.replace(year=year, month=month + 1)
+
+
+# --- the load ----------------------------------------------------------------------------------
+
+def arrow_of(rows: list[Any], columns: list[str], provisional_after: datetime) -> pa.Table:
+    """The rows as write_window stores them, for the baseline's bulk INSERT."""
+    values: dict[str, list[Any]] = {c: [] for c in columns}
+    for row in rows:
+        for c in columns:
+            values[c].append(row.row_key if c == "row_key" else
+                             row.bucket_end > provisional_after if c == "provisional" else
+                             END if c == "fetched_at" else getattr(row, c))
+    types = {"amount_usd": pa.decimal128(38, 12), "list_amount_usd": pa.decimal128(38, 12)}
+    return pa.table({c: pa.array(v, types.get(c, pa.string() if all(x is None for x in v)
+                                               else None)) for c, v in values.items()})
+
+
+def load(config: Config, months: int) -> dict[str, Any]:
+    """Every day of ``months`` through parse + write_window; the same rows bulk-loaded into
+    a fresh DuckDB file beside it (the baseline)."""
+    org = Organization()
+    prices = price_table(config.prices)
+    provisional_after = END - timedelta(hours=48)
+    with storage.writer(config) as conn, storage.transaction(conn):
+        estimates.ensure_current(conn, prices)  # as collect does first: the table's fingerprint
+    write_names(config, ORG, *org.names(END), END)
+    base_path = config.database_path.with_name("baseline.duckdb")
+    base_path.unlink(missing_ok=True)
+    base = duckdb.connect(str(base_path))
+    storage.migrate(base)
+    columns = {t: [r[0] for r in base.execute(f"DESCRIBE {t}").fetchall()]
+               for t in ("usage_hourly", "cost_buckets")}
+    totals = {k: 0.0 for k in ("generate", "parse", "write", "arrow", "bulk_insert")}
+    counts = {"usage": 0, "cost": 0}
+    # per stream: (day, write_window seconds, bulk INSERT seconds) of each window
+    per_window: dict[str, list[tuple[datetime, float, float]]] = {"usage": [], "cost": []}
+    started = time.perf_counter()
+    day = start_of(months)
+    while day < END:
+        seconds, (usage_pages, cost_pages) = timed(lambda: org.day(day, END))
+        totals["generate"] += seconds
+        for stream, pages, parse, table in (
+                ("usage", usage_pages, analytics_usage_rows, "usage_hourly"),
+                ("cost", cost_pages, analytics_cost_rows, "cost_buckets")):
+            seconds, rows = timed(lambda: [r for n, page in enumerate(pages)
+                                           for r in parse(page, ORG, f"{stream} page {n}")])
+            totals["parse"] += seconds
+            seconds, _ = timed(lambda: write_window(
+                config, ORG, Window(stream, day, day + DAY, "analytics"), rows, END, END,
+                provisional_after, prices))
+            totals["write"] += seconds
+            write_seconds = seconds
+            counts[stream] += len(rows)
+            seconds, incoming = timed(lambda: arrow_of(rows, columns[table], provisional_after))
+            totals["arrow"] += seconds
+            base.register("incoming", incoming)
+            seconds, _ = timed(lambda: base.execute(
+                f"INSERT INTO {table} SELECT * FROM incoming"))
+            base.unregister("incoming")
+            totals["bulk_insert"] += seconds
+            per_window[stream].append((day, write_seconds, seconds))
+        day += DAY
+    base.execute("CHECKPOINT")
+    base.close()
+    rows = counts["usage"] + counts["cost"]
+    return {
+        "load_wall_s": s(time.perf_counter() - started), "days": len(per_window["usage"]),
+        "usage_rows": counts["usage"], "cost_rows": counts["cost"],
+        "generate_s": s(totals["generate"]), "parse_s": s(totals["parse"]),
+        "write_s": s(totals["write"]),
+        "rows_per_s": round(rows / (totals["parse"] + totals["write"])),
+        "parse_rows_per_s": round(rows / totals["parse"]),
+        "write_rows_per_s": round(rows / totals["write"]),
+        "baseline_arrow_build_s": s(totals["arrow"]),
+        "baseline_bulk_insert_s": s(totals["bulk_insert"]),
+        "baseline_rows_per_s": round(rows / totals["bulk_insert"]),
+        "ratio_parse_plus_write_to_bulk_insert": ratio(totals["parse"] + totals["write"],
+                                                       totals["bulk_insert"]),
+        "ratio_write_to_bulk_insert": ratio(totals["write"], totals["bulk_insert"]),
+        "write_per_window_p50_s": {k: growth(v, 30 if months > 1 else 7)
+                                   for k, v in per_window.items()},
+    }
+
+
+def growth(windows: list[tuple[datetime, float, float]], span: int) -> dict[str, Any]:
+    """Median write_window and bulk INSERT seconds per window, in blocks of ``span`` days
+    (counted back from the last day): does the upsert slow down as history grows, more than
+    the baseline does?"""
+    blocks = [windows[max(0, i - span):i] for i in range(len(windows), 0, -span)][::-1]
+    if len(blocks) > 1 and len(blocks[0]) < span:
+        blocks = blocks[1:]  # full blocks only: the last ``span`` days, and before them
+    writes = [statistics.median(w for _, w, _ in b) for b in blocks]
+    inserts = [statistics.median(i for _, _, i in b) for b in blocks]
+    return {"block_days": span, "write": [s(w) for w in writes],
+            "bulk_insert": [s(i) for i in inserts],
+            "write_ratio_last_to_first": ratio(writes[-1], writes[0]),
+            "bulk_insert_ratio_last_to_first": ratio(inserts[-1], inserts[0]),
+            "write_to_bulk_insert_first": ratio(writes[0], inserts[0]),
+            "write_to_bulk_insert_last": ratio(writes[-1], inserts[-1])}
+
+
+# --- the queries ---------------------------------------------------------------------------
+
+def days(config: Config) -> dict[str, date]:
+    today = local_today(END, config.tz)
+    return {"today": today, "since7": today - timedelta(days=6)}
+
+
+def with_batch(config: Config, func: Callable[[Batch], Any]) -> Any:
+    with storage.reader(config) as conn:
+        return func(Batch(conn, config))
+
+
+def plain(config: Config, since: date, until: date, by: str) -> Callable[[Batch], Any]:
+    """The baseline: tokens and amounts summed ``by`` over the local days, in plain SQL."""
+    start, end = local_range(since, until, config.tz)
+
+    def run(batch: Batch) -> Any:
+        where = "organization = ? AND bucket_start >= ? AND bucket_start < ?"
+        span = [ORG, start, end]
+        usage = batch.conn.execute(
+            f"SELECT {by}, sum(uncached_input_tokens), sum(cache_write_5m_tokens), "
+            f"sum(cache_write_1h_tokens), sum(cache_read_tokens), sum(output_tokens) "
+            f"FROM usage_hourly WHERE {where} GROUP BY ALL", span).fetchall()
+        cost = batch.conn.execute(f"SELECT {by}, sum(amount_usd), sum(list_amount_usd) "
+                                  f"FROM cost_buckets WHERE {where} GROUP BY ALL",
+                                  span).fetchall()
+        return usage, cost
+    return run
+
+
+def weekly_by(config: Config) -> str:
+    return (f"(bucket_start AT TIME ZONE '{config.tz.key}')::DATE, workspace_id, api_key_id, "
+            "model, service_tier")
+
+
+def last_week(config: Config) -> tuple[date, date]:
+    return weekly.iso_week_range(weekly.last_complete_week(END, config.tz))
+
+
+def overview_page(config: Config, batch: Batch) -> None:
+    today = days(config)["today"]
+    first, savings_until = today.replace(day=1), today - DAY
+    views.has_data(batch)
+    views.month_to_date(batch, END)
+    views.cache_hit_ratio(batch, first, today)
+    history.firing_alerts(batch.conn, END)
+    views.freshness(batch, END)
+    views.daily_spend(batch, first, today)
+    views.savings_view(batch, savings_until - timedelta(days=29), savings_until)
+
+
+def spend_page(config: Config, batch: Batch) -> None:
+    since, until = days(config)["since7"], days(config)["today"]
+    keep: dict = {}
+    views.dimension_values(batch, since, until)
+    views.spend(batch, since, until, ("period", "cache_status", "cost_basis"), keep, "day")
+    views.spend(batch, since, until, ("period", "model"), keep, "day")
+    views.top_spenders(batch, since, until, "model", keep, 15)
+    views.spend(batch, *views.previous_period(since, until), (), keep)
+
+
+def caching_page(config: Config, batch: Batch) -> None:
+    since, until = days(config)["since7"], days(config)["today"]
+    views.cache_series(batch, since, until, next(iter(views.CACHE_GROUPS)), "day")
+    hourly = views.cache_series(batch, since, until, "feature and model", "hour")
+    views.spend(batch, since, until, ("cache_status",))
+    views.cache_hit_ratio(batch, since, until)
+    views.cache_waste(batch, since, until)
+    views.cache_ratio_drops(hourly)
+
+
+def reports_page(config: Config, batch: Batch) -> None:
+    since, until = days(config)["since7"], days(config)["today"]
+    by = ("date", "feature", "model")
+    views.dimension_values(batch, since, until)
+    views.spend_csv(views.spend(batch, since, until, by, {}), by)
+    views.spend(batch, since, until, ("date", "feature"), {})
+    weekly.weekly_csv(batch, weekly.week_name(last_week(config)[0]))
+    report_history.report_runs(batch.conn, 20)
+
+
+def run_page(config: Config, page: Callable[[Config, Batch], None]) -> None:
+    """One page's queries on one fresh Batch, as app.data.load does for a page run."""
+    with_batch(config, lambda batch: page(config, batch))
+
+
+PAGES = {"overview": overview_page, "spend": spend_page, "caching": caching_page,
+         "reports": reports_page}
+
+
+def child(kind: str, config_path: str) -> None:
+    """One job in a fresh process (``--child``): prints its seconds and peak memory."""
+    config = load_config(Path(config_path))
+    if kind == "apptest":
+        print(json.dumps(apptest(config_path)))
+        return
+    jobs = {
+        "pages": lambda: [run_page(config, page) for page in PAGES.values()],
+        "weekly": lambda: with_batch(config, lambda b: weekly.weekly_rows(
+            b, *last_week(config), ORG)),
+        "baseline": lambda: with_batch(config, lambda b: (
+            plain(config, days(config)["since7"], days(config)["today"], "model, api_key_id")(b),
+            plain(config, *last_week(config), weekly_by(config))(b))),
+    }
+    seconds, _ = timed(jobs[kind])
+    print(json.dumps({"seconds": s(seconds), "peak_rss_mb": peak_mb(), "ru_maxrss_mb": round(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+
+
+def peak_mb() -> float | None:
+    """This process's peak resident memory since it started (VmHWM). Not ru_maxrss: Linux
+    carries the parent's resident size at fork into the child's ru_maxrss across exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
+def apptest(config_path: str) -> dict[str, Any]:
+    """Overview (the first run), then the Spend page with an empty cache, through AppTest."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+    os.environ["SPENDWATCH_CONFIG"] = config_path
+    os.environ["SPENDWATCH_NOW"] = END.strftime("%Y-%m-%dT%H:%M:%SZ")
+    at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=1800)
+    main_s, _ = timed(at.run)
+    st.cache_data.clear()
+    spend_s, _ = timed(lambda: at.switch_page("pages/spend.py").run())
+    return {"overview_first_run_s": s(main_s), "spend_page_cold_s": s(spend_s),
+            "exceptions": [e.value for e in at.exception],
+            "errors": [e.value for e in at.error]}
+
+
+def in_child(kind: str, config: Config) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, __file__, "--child", kind, str(config.path)],
+                          capture_output=True, text=True, cwd=ROOT)
+    if done.returncode:
+        return {"error": done.stderr.strip().splitlines()[-1:], "stderr_tail": done.stderr[-3000:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def percentiles(config: Config, func: Callable[[Batch], Any]) -> dict[str, float]:
+    runs = sorted(timed(lambda: with_batch(config, func))[0] for _ in range(RUNS))
+    return {"p50_s": s(statistics.median(runs)),
+            "p95_s": s(runs[min(len(runs) - 1, round(0.95 * (len(runs) - 1)))])}
+
+
+def reprice(config: Config, folder: Path) -> dict[str, Any]:
+    """ensure_current with one extra price row, inside a writer transaction rolled back
+    afterwards (the file keeps its prices); baseline: every usage row priced in plain SQL."""
+    changed = price_table(write_config(folder, "config-repriced.toml", EXTRA_PRICE).prices)
+
+    class Undo(Exception):
+        pass
+
+    def rolled_back(func: Callable[[duckdb.DuckDBPyConnection], Any]) -> tuple[float, Any]:
+        out: list[tuple[float, Any]] = []
+        with contextlib.suppress(Undo), storage.writer(config) as conn, \
+                storage.transaction(conn):
+            out.append(timed(lambda: func(conn)))
+            raise Undo
+        return out[0]
+
+    def plain_sql(conn: duckdb.DuckDBPyConnection) -> None:
+        models = [m for (m,) in conn.execute("SELECT DISTINCT model FROM usage_hourly "
+                                             "WHERE model IS NOT NULL").fetchall()]
+        comps = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")
+        values = ", ".join(f"('{m}', " + ", ".join(
+            str(changed.price(m, c, END.date()) or 0) for c in comps) + ")" for m in models)
+        conn.execute(f"""CREATE TEMP TABLE repriced AS SELECT u.row_key,
+            u.uncached_input_tokens * p.i / 1e6 * b AS input_usd,
+            u.cache_write_5m_tokens * p.w5 / 1e6 * b AS w5_usd,
+            u.cache_write_1h_tokens * p.w1 / 1e6 * b AS w1_usd,
+            u.cache_read_tokens * p.r / 1e6 * b AS read_usd,
+            u.output_tokens * p.o / 1e6 * b AS output_usd
+            FROM (SELECT *, CASE service_tier WHEN 'batch' THEN 0.5 ELSE 1 END AS b
+                  FROM usage_hourly) u
+            JOIN (VALUES {values}) p(model, i, w5, w1, r, o) USING (model)""")
+
+    seconds, repriced = rolled_back(lambda conn: estimates.ensure_current(conn, changed))
+    baseline, _ = rolled_back(plain_sql)
+    return {"ensure_current_s": s(seconds), "repriced": repriced,
+            "baseline_plain_sql_s": s(baseline), "ratio": ratio(seconds, baseline)}
+
+
+def measure(config: Config, folder: Path) -> dict[str, Any]:
+    d = days(config)
+    seven = (d["since7"], d["today"])
+    out: dict[str, Any] = {}
+    baseline = percentiles(config, plain(config, *seven, "model, api_key_id"))
+    query = percentiles(config, lambda b: spend(
+        b, *seven, ["model", "feature", "api_key", "cache_status"]))
+    out["spend_7_days"] = {**query, "baseline_group_by": baseline,
+                           "ratio_p50": ratio(query["p50_s"], baseline["p50_s"]),
+                           "ratio_p95": ratio(query["p95_s"], baseline["p95_s"])}
+    pages = {name: s(timed(partial(run_page, config, page))[0]) for name, page in PAGES.items()}
+    out["pages_queries_s"] = {**pages, "ratio_to_spend_baseline_p50": {
+        k: ratio(v, baseline["p50_s"]) for k, v in pages.items()}}
+    rendered = in_child("apptest", config)
+    out["apptest"] = {**rendered, "ratio_spend_render_to_its_queries": ratio(
+        rendered.get("spend_page_cold_s", 0), pages["spend"])}
+    base_child = in_child("baseline", config)
+    pages_child = in_child("pages", config)
+    weekly_child = in_child("weekly", config)
+    base_mb = base_child.get("peak_rss_mb") or 0
+    out["memory"] = {"pages_process": pages_child, "weekly_process": weekly_child,
+                     "baseline_process": base_child}
+    for name, job in (("pages", pages_child), ("weekly", weekly_child)):
+        mb = job.get("peak_rss_mb") or 0
+        out["memory"][f"ratio_{name}"] = ratio(mb, base_mb)
+        out["memory"][f"{name}_over_baseline_mb"] = round(mb - base_mb, 1)
+    monday, sunday = last_week(config)
+    seconds, rows = timed(lambda: with_batch(config, lambda b: weekly.weekly_rows(
+        b, monday, sunday, ORG)))
+    base_s, _ = timed(lambda: with_batch(config, plain(config, monday, sunday,
+                                                        weekly_by(config))))
+    out["weekly_rows"] = {"week": f"{monday}..{sunday}", "rows": len(rows), "seconds": s(seconds),
+                          "baseline_group_by_s": s(base_s), "ratio": ratio(seconds, base_s)}
+    with storage.reader(config) as conn:
+        (first,) = conn.execute("SELECT min(bucket_start) FROM usage_hourly").fetchone()
+    since = max(local_today(first, config.tz), d["today"] - timedelta(days=364))
+    seconds, _ = timed(lambda: with_batch(config, lambda b: views.savings_view(
+        b, since, d["today"])))
+    base_s, _ = timed(lambda: with_batch(config, plain(config, since, d["today"],
+                                                        "model, service_tier")))
+    out["savings_ledger"] = {"since": str(since), "until": str(d["today"]), "seconds": s(seconds),
+                             "baseline_group_by_s": s(base_s), "ratio": ratio(seconds, base_s)}
+    out["reprice"] = reprice(config, folder)
+    database = config.database_path
+    baseline_file = database.with_name("baseline.duckdb")
+    size = database.stat().st_size
+    with storage.reader(config) as conn:
+        tables = [t for (t,) in conn.execute("SELECT table_name FROM information_schema.tables "
+                                             "WHERE table_type = 'BASE TABLE' ORDER BY 1"
+                                             ).fetchall()]
+        stored = {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
+    out["storage"] = {"file_mb": round(size / 1e6, 1),
+                      "rows": {k: v for k, v in stored.items() if v}}
+    if baseline_file.exists():
+        out["storage"]["baseline_file_mb"] = round(baseline_file.stat().st_size / 1e6, 1)
+        out["storage"]["ratio"] = ratio(size, baseline_file.stat().st_size)
+    return out
+
+
+def code_state() -> dict[str, Any]:
+    """The commit measured, and the files changed in the work tree beside it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT).stdout
+    return {"head": git("rev-parse", "--short", "HEAD").strip(),
+            "changed": [line[3:] for line in git("status", "--porcelain").splitlines()
+                        if not line[3:].startswith("bench/")]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--months", type=int, default=1)
+    parser.add_argument("--keep", type=Path, help="build into DIR once, reuse it afterwards")
+    parser.add_argument("--skip-load", action="store_true", help="only measure (needs --keep)")
+    parser.add_argument("--child", nargs=2, metavar=("KIND", "CONFIG"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = args.keep or Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = write_config(folder)
+        manifest = folder / "loaded.json"
+        built = json.loads(manifest.read_text()) if manifest.exists() else None
+        if built and built["months"] != args.months:
+            sys.exit(f"{folder} holds {built['months']} months, not {args.months}: "
+                     "use another --keep folder")
+        if args.skip_load and not built:
+            sys.exit("--skip-load needs --keep DIR holding a finished load")
+        if not built:
+            for stale in (config.database_path, config.database_path.with_name(
+                    config.database_path.name + ".wal")):
+                stale.unlink(missing_ok=True)
+            built = {"months": args.months, "code_at_load": code_state(),
+                     "ingest": load(config, args.months)}
+            manifest.write_text(json.dumps(built))
+        result = {"months": args.months, "now": END.isoformat(), "code": code_state(),
+                  "code_at_load": built.get("code_at_load"), "ingest": built["ingest"],
+                  **measure(config, folder)}
+    text = json.dumps(result, indent=1, default=str)
+    print(text)
+    out = ROOT / "bench" / "results" / f"scale-{args.months}m.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Facts: every dollar and token, one row per bucket, dimensions and cache status, with its
+basis, stored in the ``facts`` table that every spend query reads.
+
+A fact is billed (the cost API), allocated (legacy daily cost split across keys), or estimated
+(usage x price table, for hours the cost API has not reported). Token rows carry no cost; cost
+rows no tokens. Each cut of the API's data (``spendwatch.cuts``; ``key`` for the key cut of
+``usage_hourly`` / ``cost_buckets``) has its own facts, told apart by ``cut``.
+
+Two definitions, one SQL: the views ``spend_facts`` (key cut) and ``cut_facts`` (the other
+cuts) compute facts from the raw rows over all history, and :func:`refresh` stores the same
+rows for one organization and range in ``facts``. The window write (``collectors.sync``) calls
+:func:`refresh` in its own transaction for the hours it replaced (the key cut's whole UTC
+day: its legacy cost is split per day), a reprice calls :func:`rebuild`; so a reader of
+``facts`` sees exactly what the views would compute, at the cost of the range it asks for,
+whatever history holds. A test compares the two after backfills, re-reads, revisions,
+reprices and dropped rows.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Sequence
+
+import duckdb
+
+#: (usage column, token type, estimate column, cost type) of each usage part.
+_USAGE_PARTS = (("uncached_input_tokens", "uncached_input_tokens", "est_input_usd", "tokens"),
+                ("cache_write_5m_tokens", "cache_creation.ephemeral_5m_input_tokens",
+                 "est_cache_write_5m_usd", "tokens"),
+                ("cache_write_1h_tokens", "cache_creation.ephemeral_1h_input_tokens",
+                 "est_cache_write_1h_usd", "tokens"),
+                ("cache_read_tokens", "cache_read_input_tokens", "est_cache_read_usd", "tokens"),
+                ("output_tokens", "output_tokens", "est_output_usd", "tokens"),
+                ("web_search_requests", None, "est_web_search_usd", "web_search"))
+_TOKEN_NAMES = [p[0] for p in _USAGE_PARTS]
+#: The cut dimensions the key cut does not have (null in its facts).
+_CUT_ONLY = ("inference_geo", "speed", "product", "actor_key", "actor_type", "rbac_group_id",
+             "user_profile_id")
+#: Every column of ``facts``, in order, with its type.
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("cut", "VARCHAR NOT NULL"), ("organization", "VARCHAR NOT NULL"),
+    ("bucket_start", "TIMESTAMPTZ NOT NULL"), ("bucket_width", "VARCHAR NOT NULL"),
+    ("workspace_id", "VARCHAR"), ("api_key_id", "VARCHAR"), ("model", "VARCHAR"),
+    ("service_tier", "VARCHAR"), ("context_window", "VARCHAR"),
+    *((c, "VARCHAR") for c in _CUT_ONLY),
+    ("cost_type", "VARCHAR"), ("token_type", "VARCHAR"),
+    ("cost_usd", "DECIMAL(38, 12)"), ("list_cost_usd", "DECIMAL(38, 12)"),
+    ("cost_basis", "VARCHAR"), ("provisional", "BOOLEAN"), ("unpriced_reason", "VARCHAR"),
+    ("unpriced_tokens", "BIGINT"), *((c, "BIGINT") for c in _TOKEN_NAMES))
+_NAMES = ", ".join(c for c, _ in COLUMNS)
+#: The key cut's columns after ``cut`` (spend_facts' shape).
+_FACT_KEYS = ("organization, bucket_start, bucket_width, workspace_id, api_key_id, model, "
+              "service_tier, context_window, cost_type, token_type")
+_CUT_KEYS = ("organization, bucket_start, '1h' AS bucket_width, workspace_id, "
+             "api_key_id, model, service_tier, context_window, inference_geo, speed, "
+             "product, actor_key, actor_type, rbac_group_id, user_profile_id")
+#: A range of one organization's buckets ($org, $start, $end), for :func:`refresh`.
+_IN_RANGE = "{t}organization = $org AND {t}bucket_start >= $start AND {t}bucket_start < $end"
+#: The cost buckets that overlap the range (a legacy day may start before it).
+_OVERLAPS = "organization = $org AND bucket_end > $start AND bucket_start < $end"
+
+
+BILLED_HOURS = "bucket_width = '1h'"
+
+
+def _zero_tokens(except_column: str | None = None) -> str:
+    return ", ".join(f"{c if c == except_column else '0'} AS {c}" for c in _TOKEN_NAMES)
+
+
+def _where(condition: str, bounded: bool, table: str = "") -> str:
+    """``condition`` AND the range of :func:`refresh` when ``bounded``."""
+    if not bounded:
+        return condition
+    bound = _IN_RANGE.format(t=f"{table}." if table else "")
+    return f"{condition} AND {bound}" if condition else bound
+
+
+def spend_facts_sql(bounded: bool = False) -> str:
+    """The key cut's facts (over all history; of $org in [$start, $end) when ``bounded``)."""
+    billed = (f"SELECT {_FACT_KEYS}, amount_usd AS cost_usd, list_amount_usd AS list_cost_usd, "
+              f"'billed' AS cost_basis, provisional, NULL AS unpriced_reason, "
+              f"0 AS unpriced_tokens, {_zero_tokens()} "
+              f"FROM cost_buckets WHERE {_where(BILLED_HOURS, bounded)}")
+    allocated = (f"SELECT {_FACT_KEYS}, amount_usd, NULL, cost_basis, provisional, NULL, 0, "
+                 f"{_zero_tokens()} FROM cost_allocated"
+                 + (f" WHERE {_where('', True)}" if bounded else ""))
+    usage_keys = ("u.organization, u.bucket_start, '1h', u.workspace_id, u.api_key_id, u.model, "
+                  "u.service_tier, u.context_window")
+    parts = [billed, allocated]
+    for column, token_type, estimate, cost_type in _USAGE_PARTS:
+        token_sql = f"'{token_type}'" if token_type else "NULL"
+        parts.append(
+            f"SELECT {usage_keys}, '{cost_type}', {token_sql}, NULL, NULL, NULL, u.provisional, "
+            f"NULL, 0, {_zero_tokens(column)} FROM usage_hourly u "
+            f"WHERE {_where(f'u.{column} <> 0', bounded, 'u')}")
+        parts.append(
+            f"SELECT {usage_keys}, '{cost_type}', {token_sql}, e.{estimate}, e.{estimate}, "
+            "'estimated', u.provisional, e.unpriced_reason, "
+            f"CASE WHEN e.unpriced_reason IS NULL OR '{cost_type}' <> 'tokens' THEN 0 "
+            f"ELSE u.{column} END, "
+            f"{_zero_tokens()} FROM usage_hourly u JOIN usage_estimates e USING (row_key) "
+            f"WHERE {_where(f'u.{column} <> 0', bounded, 'u')} AND (NOT EXISTS (SELECT 1 FROM "
+            "billed_buckets b WHERE b.organization = u.organization AND b.bucket_start <= "
+            "u.bucket_start AND u.bucket_start < b.bucket_end) OR EXISTS (SELECT 1 FROM "
+            f"usage_unbilled x WHERE x.row_key = u.row_key AND x.component = '{column}'))")
+    return ("WITH billed_buckets AS (SELECT DISTINCT organization, bucket_start, bucket_end "
+            f"FROM cost_buckets{' WHERE ' + _OVERLAPS if bounded else ''}) "
+            + "\nUNION ALL\n".join(parts))
+
+
+def cut_facts_sql(bounded: bool = False) -> str:
+    """The other cuts' facts (spendwatch.cuts), in spend_facts' shape plus ``cut`` and the cut
+    dimensions: billed where the cut's cost has been read for the hour, else estimated. With
+    ``bounded``, of $org in [$start, $end) and the cuts in $cuts only."""
+    u_keys = ("u.organization, u.bucket_start, '1h', u.workspace_id, u.api_key_id, u.model, "
+              "u.service_tier, u.context_window, u.inference_geo, u.speed, u.product, u.actor_key, "
+              "u.actor_type, u.rbac_group_id, u.user_profile_id")
+    cuts = " AND {t}cut IN (SELECT unnest($cuts::VARCHAR[]))" if bounded else ""
+    billed = (f"SELECT cut, {_CUT_KEYS}, cost_type, token_type, amount_usd AS cost_usd, "
+              "list_amount_usd AS list_cost_usd, 'billed' AS cost_basis, provisional, "
+              f"NULL AS unpriced_reason, 0 AS unpriced_tokens, {_zero_tokens()} FROM cost_cuts"
+              + (f" WHERE {_where('', True)}{cuts.format(t='')}" if bounded else ""))
+    parts = [billed]
+    for column, token_type, estimate, cost_type in _USAGE_PARTS:
+        token_sql = f"'{token_type}'" if token_type else "NULL"
+        where = _where(f"u.{column} <> 0", bounded, "u") + cuts.format(t="u.")
+        parts.append(
+            f"SELECT u.cut, {u_keys}, '{cost_type}', {token_sql}, NULL, NULL, NULL, "
+            f"u.provisional, NULL, 0, {_zero_tokens(column)} FROM usage_cuts u WHERE {where}")
+        parts.append(
+            f"SELECT u.cut, {u_keys}, '{cost_type}', {token_sql}, e.{estimate}, e.{estimate}, "
+            "'estimated', u.provisional, e.unpriced_reason, "
+            f"CASE WHEN e.unpriced_reason IS NULL OR '{cost_type}' <> 'tokens' THEN 0 "
+            f"ELSE u.{column} END, "
+            f"{_zero_tokens()} FROM usage_cuts u JOIN cut_estimates e USING (row_key) "
+            f"WHERE {where} AND NOT EXISTS (SELECT 1 FROM billed_cut_buckets b WHERE "
+            "b.organization = u.organization AND b.cut = u.cut "
+            "AND b.bucket_start = u.bucket_start)")
+    buckets = "SELECT DISTINCT organization, cut, bucket_start FROM cost_cuts"
+    if bounded:
+        buckets += f" WHERE {_where('', True)}{cuts.format(t='')}"
+    return f"WITH billed_cut_buckets AS ({buckets}) " + "\nUNION ALL\n".join(parts)
+
+
+SPEND_FACTS_VIEW = f"CREATE OR REPLACE VIEW spend_facts AS {spend_facts_sql()}"
+CUT_FACTS_VIEW = f"CREATE OR REPLACE VIEW cut_facts AS {cut_facts_sql()}"
+#: The key cut's facts in the columns of ``facts``.
+_KEY_SELECT = ("SELECT 'key' AS cut, organization, bucket_start, bucket_width, workspace_id, "
+               "api_key_id, model, service_tier, context_window, "
+               + ", ".join(f"NULL AS {c}" for c in _CUT_ONLY)
+               + ", cost_type, token_type, cost_usd, list_cost_usd, cost_basis, provisional, "
+               "unpriced_reason, unpriced_tokens, " + ", ".join(_TOKEN_NAMES))
+_CUT_SELECT = f"SELECT {_NAMES}"
+
+
+def create(conn: duckdb.DuckDBPyConnection) -> None:
+    """The ``facts`` table (empty)."""
+    columns = ",\n    ".join(f"{name} {kind}" for name, kind in COLUMNS)
+    conn.execute(f"CREATE TABLE facts (\n    {columns}\n)")
+
+
+def rebuild(conn: duckdb.DuckDBPyConnection) -> None:
+    """Every fact again from the raw rows (after a reprice, or a migration). Call in a
+    transaction."""
+    conn.execute("DELETE FROM facts")
+    conn.execute(f"INSERT INTO facts ({_NAMES}) {_KEY_SELECT} FROM ({spend_facts_sql()}) "
+                 f"ORDER BY bucket_start")
+    conn.execute(f"INSERT INTO facts ({_NAMES}) {_CUT_SELECT} FROM ({cut_facts_sql()}) "
+                 f"ORDER BY bucket_start")
+
+
+def refresh(conn: duckdb.DuckDBPyConnection, organization: str, start: datetime,
+            end: datetime, cuts: Sequence[str]) -> None:
+    """Replace the facts of ``organization``'s buckets in [start, end) of ``cuts`` (``key``
+    for the key cut) with what the raw rows say now. Call in the write's transaction, after
+    the raw rows changed."""
+    params = {"org": organization, "start": start, "end": end}
+    others = [c for c in cuts if c != "key"]
+    conn.execute("DELETE FROM facts WHERE organization = $org AND bucket_start >= $start "
+                 "AND bucket_start < $end AND cut IN (SELECT unnest($cuts::VARCHAR[]))",
+                 {**params, "cuts": list(cuts)})
+    if "key" in cuts:
+        conn.execute(f"INSERT INTO facts ({_NAMES}) {_KEY_SELECT} FROM "
+                     f"({spend_facts_sql(bounded=True)})", params)
+    if others:
+        conn.execute(f"INSERT INTO facts ({_NAMES}) {_CUT_SELECT} FROM "
+                     f"({cut_facts_sql(bounded=True)})", {**params, "cuts": others})

@@ -1,0 +1,126 @@
+"""The stored facts are exactly what the raw rows say, after every kind of write.
+
+Every spend query reads ``facts`` (spendwatch.facts), kept by each window write for the hours
+it replaced. The views ``spend_facts`` and ``cut_facts`` compute the same facts from the raw
+rows over all history; here both are compared, row for row (EXCEPT ALL both ways, so a
+duplicated or a missing row counts), after a first collection, a re-read that drops a row the
+API no longer reports, late data (a revision), a reprice and a backfill, for an analytics
+organization with every cut and a legacy one (whose daily cost is split across keys).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import requests
+
+from collectors.sync import CollectOptions, collect
+from conftest import ADMIN_KEY, SIM_NOW, Simulator, write_config
+from spendwatch import facts, storage
+from spendwatch.config import load_config
+from spendwatch.cuts import CUTS
+from warehouse import query
+
+_KEY_COLUMNS = ", ".join(c for c, _ in facts.COLUMNS if c not in (
+    "cut", "inference_geo", "speed", "product", "actor_key", "actor_type", "rbac_group_id",
+    "user_profile_id"))
+_ALL_COLUMNS = ", ".join(c for c, _ in facts.COLUMNS)
+PRICE_CHANGE = ('[[pricing.prices]]\nmodel = "claude-opus-5-5"\ncomponent = "output"\n'
+                'price_usd = "40"\nunit = "per_mtok"\neffective_from = "2026-11-01"\n')
+
+
+def _differences(db: Path) -> dict[str, int]:
+    """Rows in one and not the other (with multiplicity), per side; all 0 when they agree."""
+    pairs = {
+        "key: stored, not computed": f"SELECT {_KEY_COLUMNS} FROM facts WHERE cut = 'key' "
+                                     f"EXCEPT ALL SELECT {_KEY_COLUMNS} FROM spend_facts",
+        "key: computed, not stored": f"SELECT {_KEY_COLUMNS} FROM spend_facts EXCEPT ALL "
+                                     f"SELECT {_KEY_COLUMNS} FROM facts WHERE cut = 'key'",
+        "cuts: stored, not computed": f"SELECT {_ALL_COLUMNS} FROM facts WHERE cut <> 'key' "
+                                      f"EXCEPT ALL SELECT {_ALL_COLUMNS} FROM cut_facts",
+        "cuts: computed, not stored": f"SELECT {_ALL_COLUMNS} FROM cut_facts EXCEPT ALL "
+                                      f"SELECT {_ALL_COLUMNS} FROM facts WHERE cut <> 'key'",
+    }
+    return {name: query(db, f"SELECT count(*) FROM ({sql})")[0][0] for name, sql in pairs.items()}
+
+
+def _agree(db: Path) -> None:
+    assert _differences(db) == {name: 0 for name in _differences(db)}
+    assert query(db, "SELECT count(*) FROM facts")[0][0] > 1000
+
+
+def _orgs(sim: Simulator) -> list[dict]:
+    return [{"name": "acme", "source": "analytics", "base_url": sim.url,
+             "cuts": [c.name for c in CUTS]},
+            {"name": "old", "source": "legacy", "base_url": sim.url, "cuts": ["price"]}]
+
+
+def test_the_stored_facts_equal_the_raw_rows_after_every_kind_of_write(
+        isolated: Path, simulator: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_ADMIN_KEY", ADMIN_KEY)
+    config = write_config(isolated, _orgs(simulator))
+    db = isolated / "data" / "spendwatch.duckdb"
+    since = SIM_NOW - timedelta(days=1)
+
+    # A first collection, six hours before the simulator's now: the last hours provisional.
+    results = collect(load_config(config), CollectOptions(since=since),
+                      now=SIM_NOW - timedelta(hours=6))
+    assert all(r.ok for r in results), [r.error for r in results]
+    _agree(db)
+
+    # A row the API no longer reports, stored by an earlier read of a provisional hour: the
+    # re-read of its window drops it, from the raw rows and the facts alike.
+    hour = SIM_NOW - timedelta(hours=8)
+    loaded = load_config(config)
+    with storage.writer(loaded) as conn, storage.transaction(conn):
+        conn.execute("INSERT INTO usage_hourly SELECT row_key || '-gone', organization, "
+                     "source, bucket_start, bucket_end, model, workspace_id, 'apikey_gone', "
+                     "service_tier, context_window, uncached_input_tokens, "
+                     "cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, "
+                     "output_tokens, web_search_requests, requests, provisional, fetched_at "
+                     "FROM usage_hourly WHERE organization = 'acme' AND bucket_start = ? "
+                     "LIMIT 1", [hour])
+        conn.execute("INSERT INTO usage_estimates SELECT u.row_key, e.* EXCLUDE (row_key) "
+                     "FROM usage_hourly u JOIN usage_estimates e "
+                     "ON e.row_key || '-gone' = u.row_key")
+        facts.refresh(conn, "acme", hour, hour + timedelta(hours=1), ["key"])
+    assert query(db, "SELECT count(*) FROM facts WHERE api_key_id = 'apikey_gone'")[0][0] > 0
+    _agree(db)
+    results = collect(load_config(config), CollectOptions(since=since), now=SIM_NOW)
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert query(db, "SELECT count(*) FROM facts WHERE api_key_id = 'apikey_gone'")[0][0] == 0
+    _agree(db)
+
+    # Late data: the last six hours grow by 7%; the next run re-reads them.
+    before = query(db, "SELECT sum(cost_usd) FROM facts WHERE cut = 'key'")[0][0]
+    requests.post(f"{simulator.url}/_sim/revise", json={"hours": 6}, timeout=10).raise_for_status()
+    results = collect(load_config(config), CollectOptions(since=since),
+                      now=SIM_NOW + timedelta(minutes=30))
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert query(db, "SELECT sum(cost_usd) FROM facts WHERE cut = 'key'")[0][0] > before
+    _agree(db)
+
+    # A price change reprices every estimate, every cut.
+    estimated = "SELECT sum(cost_usd) FROM facts WHERE cost_basis = 'estimated' AND model = " \
+                "'claude-opus-5-5'"
+    was = query(db, estimated)[0][0] or Decimal(0)
+    repriced = write_config(isolated, _orgs(simulator), extra=PRICE_CHANGE)
+    results = collect(load_config(repriced), CollectOptions(since=since),
+                      now=SIM_NOW + timedelta(minutes=30))
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert (query(db, estimated)[0][0] or Decimal(0)) != was
+    _agree(db)
+
+    # A backfill of earlier days.
+    results = collect(load_config(repriced), CollectOptions(since=since - timedelta(days=2),
+                                                            until=since),
+                      now=SIM_NOW + timedelta(minutes=30))
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert query(db, "SELECT min(bucket_start) FROM facts")[0][0] < since
+    _agree(db)
+    assert {cut for (cut,) in query(db, "SELECT DISTINCT cut FROM facts")} >= {
+        "key", "price", "people", "products"}
+    assert query(db, "SELECT count(*) FROM facts WHERE cost_basis = 'allocated'")[0][0] > 0
