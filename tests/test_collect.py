@@ -224,6 +224,21 @@ def test_the_legacy_api_gives_hourly_usage_and_daily_cost(org_config,
                  "workspace_id = ?", default_id) == [(True,)]
 
 
+def test_a_legacy_run_after_one_that_ended_mid_day_stores_the_whole_day(
+        org_config, simulator: Simulator) -> None:
+    """The legacy cost report has daily buckets; the next scheduled run's cost window starts
+    where the last run's coverage ended, inside the day: it is asked for the whole day."""
+    path = org_config(source="legacy")
+    _, (first,) = run(path, day(23), now=SIM_NOW - timedelta(hours=6))
+    assert first.ok, first.error
+    config, (second,) = run(path, now=SIM_NOW)
+    assert second.ok, second.error
+    assert totals(config.database_path, day(23), day(24)) == truth_totals(
+        simulator.truth(day(23), day(24)))
+    assert query(config.database_path, "SELECT covered_until FROM sync_state WHERE "
+                 "stream = 'cost'") == [(SIM_NOW,)]
+
+
 def test_days_before_2026_come_from_the_legacy_api(org_config, simulator: Simulator) -> None:
     config, (result,) = run(org_config(), day(30, 12, 2025), day(2, 1))
     assert result.ok, result.error
