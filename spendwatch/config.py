@@ -256,6 +256,11 @@ class DashboardConfig:
 class StorageConfig:
     database: str = "data/spendwatch.duckdb"
     lock_timeout_seconds: float = 10.0
+    #: What one reader (a dashboard page's batch, a command) may use: DuckDB's memory limit
+    #: (it spills to a temporary folder beside the database past it) and its threads, so a
+    #: dashboard serving a year of a large organization stays in flat memory.
+    reader_memory_mb: int = 256
+    reader_threads: int = 2
 
 
 @dataclass(frozen=True)
@@ -376,6 +381,8 @@ LIMITS: dict[str, tuple[float, str]] = {
     "collection.max_retry_after_seconds": (3600, "an hour"),
     "collection.job_deadline_seconds": (7 * 24 * 3600, "a week"),
     "storage.lock_timeout_seconds": (3600, "an hour"),
+    "storage.reader_memory_mb": (1024 * 1024, "a terabyte"),
+    "storage.reader_threads": (256, "threads"),
 }
 
 
@@ -409,6 +416,9 @@ def _collection(path: Path, values: dict[str, Any]) -> CollectionConfig:
 def _storage(path: Path, values: dict[str, Any]) -> StorageConfig:
     _positive(path, "storage", values)
     _at_most(path, "storage", values)
+    if values.get("reader_memory_mb", 64) < 64:
+        raise ConfigError(f"{path}: storage.reader_memory_mb must be at least 64 (DuckDB "
+                          "needs room for a query), not {values['reader_memory_mb']}")
     if "database" in values and not values["database"].strip():
         raise ConfigError(f"{path}: storage.database is empty; name a DuckDB file such as "
                           "\"data/spendwatch.duckdb\"")
@@ -491,7 +501,8 @@ _COLLECTION_SCHEMA: dict[str, type] = {"interval_minutes": int, "initial_backfil
                                        "page_limit": int, "timeout_seconds": float,
                                        "max_attempts": int, "max_retry_after_seconds": float,
                                        "job_deadline_seconds": float}
-_STORAGE_SCHEMA: dict[str, type] = {"database": str, "lock_timeout_seconds": float}
+_STORAGE_SCHEMA: dict[str, type] = {"database": str, "lock_timeout_seconds": float,
+                                    "reader_memory_mb": int, "reader_threads": int}
 # Sections (object) are checked by their own parsers.
 _TOP_SCHEMA: dict[str, type] = {"timezone": str, "storage": object, "collection": object,
                                 "organizations": object, "features": object,

@@ -46,12 +46,13 @@ def is_lock_error(exc: BaseException) -> bool:
     )
 
 
-def _open_with_retry(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
+def _open_with_retry(path: Path, read_only: bool, timeout: float,
+                     settings: dict[str, str | int] | None = None) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + timeout
     delay = 0.01
     while True:
         try:
-            conn = duckdb.connect(str(path), read_only=read_only)
+            conn = duckdb.connect(str(path), read_only=read_only, config=dict(settings or {}))
             # Timestamps come back in the session's zone, which defaults to the machine's:
             # pin it, so a bucket's UTC day (prices, legacy days) never depends on the host.
             conn.execute("SET TimeZone = 'UTC'")
@@ -79,8 +80,10 @@ def writer(config: Config) -> ContextManager[duckdb.DuckDBPyConnection]:
 
 
 def reader(config: Config) -> ContextManager[duckdb.DuckDBPyConnection]:
-    """A read-only connection to ``config``'s warehouse (see :func:`reader_at`)."""
-    return reader_at(config.database_path, config.storage.lock_timeout_seconds)
+    """A read-only connection to ``config``'s warehouse (see :func:`reader_at`), bounded by
+    ``[storage] reader_memory_mb`` and ``reader_threads``."""
+    return reader_at(config.database_path, config.storage.lock_timeout_seconds,
+                     config.storage.reader_memory_mb, config.storage.reader_threads)
 
 
 @contextmanager
@@ -111,14 +114,21 @@ def writer_at(path: Path, lock_timeout: float = 10.0) -> Iterator[duckdb.DuckDBP
 
 
 @contextmanager
-def reader_at(path: Path, lock_timeout: float = 10.0) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection; closed on exit.
+def reader_at(path: Path, lock_timeout: float = 10.0, memory_mb: int | None = None,
+              threads: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection; closed on exit. ``memory_mb`` and ``threads`` bound what its
+    queries may use (None: DuckDB's defaults, most of the machine).
 
     Raises DatabaseMissing when nothing has been collected yet, DatabaseBusy when locked.
     """
     if not path.exists():
         raise DatabaseMissing(f"{path} does not exist yet; run `spendwatch collect` first")
-    conn = _open_with_retry(path, read_only=True, timeout=lock_timeout)
+    settings: dict[str, str | int] = {}
+    if memory_mb is not None:
+        settings["memory_limit"] = f"{memory_mb}MB"
+    if threads is not None:
+        settings["threads"] = threads
+    conn = _open_with_retry(path, read_only=True, timeout=lock_timeout, settings=settings)
     try:
         yield conn
     finally:

@@ -200,3 +200,19 @@ def test_a_database_locked_too_long_says_it_is_being_updated(tmp_path: Path) -> 
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_reader_is_bounded_by_the_storage_settings(tmp_path: Path) -> None:
+    from spendwatch.config import parse_config
+
+    db = tmp_path / "w.duckdb"
+    with storage.writer_at(db):
+        pass
+    config = parse_config(tmp_path / "config.toml", {
+        "storage": {"database": str(db), "reader_memory_mb": 100, "reader_threads": 1},
+        "organizations": [{"name": "acme"}]})
+    with storage.reader(config) as conn:
+        memory, threads = conn.execute("SELECT current_setting('memory_limit'), "
+                                       "current_setting('threads')").fetchone()
+    assert memory == "95.3 MiB", memory  # 100 MB, as DuckDB prints it
+    assert int(threads) == 1
