@@ -290,8 +290,12 @@ def child(kind: str, config_path: str) -> None:
     if kind == "apptest":
         print(json.dumps(apptest(config_path)))
         return
-    jobs = {
-        "pages": lambda: [run_page(config, page) for page in PAGES.values()],
+    def pages() -> None:
+        for page in PAGES.values():
+            run_page(config, page)
+
+    jobs: dict[str, Callable[[], Any]] = {
+        "pages": pages,
         "weekly": lambda: with_batch(config, lambda b: weekly.weekly_rows(
             b, *last_week(config), ORG)),
         "baseline": lambda: with_batch(config, lambda b: (

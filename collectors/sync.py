@@ -66,9 +66,18 @@ class Progress(Protocol):
         """No more windows."""
 
 
+#: How old the stored workspace and API key names may be before a run lists them again (a
+#: run also lists them when its rows name an ID without a stored name).
+NAMES_MAX_AGE = timedelta(hours=1)
+#: The longest range one Analytics request may span.
+MAX_WINDOW = timedelta(days=31)
+
+
 @dataclass(frozen=True)
 class Window:
-    """One UTC day (or the part of it up to now) of one stream, read from one source."""
+    """A range of one stream read from one source in one transaction: a UTC day (or the part
+    of it up to now) of a backfill, or a routine run's whole re-read range (at most
+    :data:`MAX_WINDOW`, the Analytics API's longest range)."""
 
     stream: str
     start: datetime
@@ -306,10 +315,11 @@ def write_window(config: Config, organization: str, window: Window,
             write_people(conn, organization, people, now)
         if cut is None and window.stream != CLAUDE_CODE:
             day = floor_day(window.start)
-            allocation.reallocate(conn, organization, day, day + DAY)
-            # The key cut's facts of the whole day: its legacy cost is split per day.
-            facts.refresh(conn, organization, min(day, window.start),
-                          max(day + DAY, window.end), ["key"])
+            while day < window.end:
+                allocation.reallocate(conn, organization, day, day + DAY)
+                day += DAY
+            # The key cut's facts of the whole days: its legacy cost is split per day.
+            facts.refresh(conn, organization, floor_day(window.start), day, ["key"])
         elif cut is not None:
             # The price cut's rows price every cut's (and the key cut's) estimates of the hours.
             facts.refresh(conn, organization, window.start, window.end,
@@ -500,6 +510,15 @@ class OrganizationSync:
                     if last is not None and last.stream == stream and last.start == w_start:
                         windows[-1] = replace(last, end=max(last.end, w_end))
                         continue
+                last = windows[-1] if windows else None
+                if (last is not None and last.stream == stream and source == "analytics"
+                        and last.source == source and stream != CLAUDE_CODE
+                        and last.end == w_start and w_start >= floor_day(reread_from)
+                        and w_end - last.start <= MAX_WINDOW):
+                    # The re-read range in as few requests as paging allows: one window
+                    # (one transaction) for days the API serves in one range.
+                    windows[-1] = replace(last, end=w_end)
+                    continue
                 windows.append(Window(stream, w_start, w_end, source))
         return windows
 
@@ -557,16 +576,12 @@ class OrganizationSync:
         windows are still collected and the AuthError is raised at the end.
         """
         refused: AuthError | None = None
-        try:
-            self.refresh_names()
-        except DeadlineExceeded:
-            raise
-        except AuthError as exc:
-            refused = exc  # raised after the windows, and told then
-            log.info("organization %r: names not refreshed: %s", self.org.name, exc)
-        except SpendwatchError as exc:  # other failures only cost the names' freshness
-            log.warning("organization %r: names not refreshed: %s", self.org.name, exc)
+        # A routine run lists names at most hourly; a collect of named days always does (it
+        # also proves the key still works when every window is stored already).
+        if options.since is not None or not self.names_fresh():
+            refused = self._refresh_names_softly()
         self.load_default_workspace()
+        seen: set[tuple[str, str]] = set()  # ("workspace" | "api_key", ID) of the key cut
         windows = self.plan(options)
         progress = progress_factory(self.org.name, len(windows)) if progress_factory else None
         unreadable: set[str] = set()
@@ -607,6 +622,12 @@ class OrganizationSync:
                     log.warning("organization %r: the %s cut stops for this run: %s",
                                 self.org.name, side, exc)
                     continue
+                if cut is None and window.stream != CLAUDE_CODE:
+                    for row in rows:
+                        if row.workspace_id:
+                            seen.add(("workspace", row.workspace_id))
+                        if getattr(row, "api_key_id", None):
+                            seen.add(("api_key", row.api_key_id))
                 provisional_after = self.now - self.lookback(window.stream)
                 write_window(self.config, self.org.name, window, rows, refreshed,
                              self.now, provisional_after, self._prices, people)
@@ -626,8 +647,46 @@ class OrganizationSync:
         finally:
             if progress:
                 progress.close()
+        if refused is None and self.unknown_ids(seen):
+            refused = self._refresh_names_softly()  # a new key or workspace: its name now
         if refused is not None:
             raise refused
+
+    def _refresh_names_softly(self) -> AuthError | None:
+        """Refresh the names; a refused key is returned (the caller raises it after the
+        windows), any other failure only costs the names' freshness."""
+        try:
+            self.refresh_names()
+        except DeadlineExceeded:
+            raise
+        except AuthError as exc:
+            log.info("organization %r: names not refreshed: %s", self.org.name, exc)
+            return exc
+        except SpendwatchError as exc:
+            log.warning("organization %r: names not refreshed: %s", self.org.name, exc)
+        return None
+
+    def names_fresh(self) -> bool:
+        """Whether the names were listed less than :data:`NAMES_MAX_AGE` ago."""
+        with storage.writer(self.config) as conn:
+            (listed,) = conn.execute(
+                "SELECT max(fetched_at) FROM (SELECT fetched_at FROM workspaces WHERE "
+                "organization = $org UNION ALL SELECT fetched_at FROM api_keys WHERE "
+                "organization = $org)", {"org": self.org.name}).fetchone() or (None,)
+        return listed is not None and timedelta(0) <= self.now - listed < NAMES_MAX_AGE
+
+    def unknown_ids(self, seen: set[tuple[str, str]]) -> bool:
+        """Whether a workspace or API key of this run's rows has no stored name."""
+        if not seen:
+            return False
+        with storage.writer(self.config) as conn:
+            known = {("workspace", i) for (i,) in conn.execute(
+                "SELECT workspace_id FROM workspaces WHERE organization = ?",
+                [self.org.name]).fetchall()}
+            known |= {("api_key", i) for (i,) in conn.execute(
+                "SELECT api_key_id FROM api_keys WHERE organization = ?",
+                [self.org.name]).fetchall()}
+        return bool(seen - known)
 
 
 def collect(config: Config, options: CollectOptions | None = None, now: datetime | None = None,

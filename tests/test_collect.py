@@ -13,6 +13,7 @@ from collectors.sync import CollectOptions, collect
 from conftest import ADMIN_KEY, SIM_NOW, Simulator, write_config
 from spendwatch.warehouse.batch import Batch
 from spendwatch.config import load_config
+from spendwatch.timeutil import floor_day
 from warehouse import query, totals, truth_totals
 
 UTC = timezone.utc
@@ -237,6 +238,38 @@ def test_a_legacy_run_after_one_that_ended_mid_day_stores_the_whole_day(
         simulator.truth(day(23), day(24)))
     assert query(config.database_path, "SELECT covered_until FROM sync_state WHERE "
                  "stream = 'cost'") == [(SIM_NOW,)]
+
+
+def test_a_routine_run_asks_at_the_paging_minimum_and_lists_names_hourly(
+        org_config, simulator: Simulator) -> None:
+    """The re-read range of each stream in one window: as many usage requests as its rows
+    need pages; names listed at most hourly, and at once for an ID without a name."""
+    path = org_config(collection="page_limit = 200")
+    run(path, day(21), now=SIM_NOW - timedelta(minutes=30))
+    simulator.control("DELETE", "/_sim/requests")
+    config, (result,) = run(path, now=SIM_NOW)
+    assert result.ok, result.error
+    since = floor_day(SIM_NOW - timedelta(hours=config.collection.usage_lookback_hours))
+    (rows,), = query(config.database_path, "SELECT count(*) FROM usage_hourly WHERE "
+                     "bucket_start >= ?", since)
+    assert rows > 2 * 200, "the range needs several pages"
+    assert len(api_requests(simulator, "/v1/organizations/analytics/usage")) == -(-rows // 200)
+    names = ("/v1/organizations/workspaces", "/v1/organizations/api_keys")
+    assert not any(api_requests(simulator, p) for p in names), "names listed 30 minutes ago"
+
+    # A key without a stored name (new since the last listing): listed in the same run.
+    import duckdb
+
+    conn = duckdb.connect(str(config.database_path))
+    conn.execute("DELETE FROM api_keys WHERE api_key_id = (SELECT min(api_key_id) FROM "
+                 "usage_hourly)")
+    conn.close()
+    simulator.control("DELETE", "/_sim/requests")
+    _, (result,) = run(path, now=SIM_NOW + timedelta(minutes=10))
+    assert result.ok, result.error
+    assert all(api_requests(simulator, p) for p in names)
+    assert query(config.database_path, "SELECT count(*) FROM api_keys WHERE api_key_id = "
+                 "(SELECT min(api_key_id) FROM usage_hourly)") == [(1,)]
 
 
 def test_days_before_2026_come_from_the_legacy_api(org_config, simulator: Simulator) -> None:
