@@ -153,10 +153,32 @@ _KEY_SELECT = ("SELECT 'key' AS cut, organization, bucket_start, bucket_width, w
 _CUT_SELECT = f"SELECT {_NAMES}"
 
 
+#: The identity columns of a fact whose every stored combination ``fact_keys`` lists (what
+#: the feature map is built from, without scanning the facts).
+KEY_COLUMNS = ("cut", "organization", "workspace_id", "api_key_id", "product", "actor_key",
+               "actor_type", "rbac_group_id")
+_KEY_NAMES = ", ".join(KEY_COLUMNS)
+
+
 def create(conn: duckdb.DuckDBPyConnection) -> None:
     """The ``facts`` table (empty)."""
     columns = ",\n    ".join(f"{name} {kind}" for name, kind in COLUMNS)
     conn.execute(f"CREATE TABLE facts (\n    {columns}\n)")
+
+
+def create_keys(conn: duckdb.DuckDBPyConnection) -> None:
+    """The ``fact_keys`` table, filled from the stored facts."""
+    conn.execute("CREATE TABLE fact_keys (" + ", ".join(
+        f"{c} VARCHAR{' NOT NULL' if c in ('cut', 'organization') else ''}"
+        for c in KEY_COLUMNS) + ")")
+    conn.execute(f"INSERT INTO fact_keys SELECT DISTINCT {_KEY_NAMES} FROM facts")
+
+
+def _add_keys(conn: duckdb.DuckDBPyConnection, where: str, params: dict[str, object]) -> None:
+    """New identity combinations of the facts ``where`` selects (never removed: a key that
+    no longer spends keeps its feature)."""
+    conn.execute(f"INSERT INTO fact_keys SELECT DISTINCT {_KEY_NAMES} FROM facts WHERE {where} "
+                 f"EXCEPT SELECT {_KEY_NAMES} FROM fact_keys", params)
 
 
 def rebuild(conn: duckdb.DuckDBPyConnection) -> None:
@@ -167,6 +189,16 @@ def rebuild(conn: duckdb.DuckDBPyConnection) -> None:
                  f"ORDER BY bucket_start")
     conn.execute(f"INSERT INTO facts ({_NAMES}) {_CUT_SELECT} FROM ({cut_facts_sql()}) "
                  f"ORDER BY bucket_start")
+    if _has_keys(conn):
+        conn.execute("DELETE FROM fact_keys")
+        _add_keys(conn, "true", {})
+
+
+def _has_keys(conn: duckdb.DuckDBPyConnection) -> bool:
+    """Whether ``fact_keys`` exists (migration 8; a migration 7 rebuild runs before it)."""
+    found = conn.execute("SELECT count(*) FROM information_schema.tables "
+                         "WHERE table_name = 'fact_keys'").fetchone()
+    return bool(found and found[0])
 
 
 def refresh(conn: duckdb.DuckDBPyConnection, organization: str, start: datetime,
@@ -185,3 +217,5 @@ def refresh(conn: duckdb.DuckDBPyConnection, organization: str, start: datetime,
     if others:
         conn.execute(f"INSERT INTO facts ({_NAMES}) {_CUT_SELECT} FROM "
                      f"({cut_facts_sql(bounded=True)})", {**params, "cuts": others})
+    _add_keys(conn, "organization = $org AND bucket_start >= $start AND bucket_start < $end "
+                    "AND cut IN (SELECT unnest($cuts::VARCHAR[]))", {**params, "cuts": list(cuts)})

@@ -540,6 +540,12 @@ def _m007_facts(conn: duckdb.DuckDBPyConnection) -> None:
     facts.rebuild(conn)
 
 
+def _m008_fact_keys(conn: duckdb.DuckDBPyConnection) -> None:
+    # Every stored combination of a fact's workspace, key, product and actor, per cut: the
+    # feature map is built from it without scanning the history.
+    facts.create_keys(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial", _m001_initial),
     (2, "pricing", _m002_pricing),
@@ -548,6 +554,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] =
     (5, "silence_authors", _m005_silence_authors),
     (6, "cuts", _m006_cuts),
     (7, "facts", _m007_facts),
+    (8, "fact_keys", _m008_fact_keys),
 ]
 
 

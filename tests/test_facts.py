@@ -50,6 +50,7 @@ def _differences(db: Path) -> dict[str, int]:
 def _agree(db: Path) -> None:
     assert _differences(db) == {name: 0 for name in _differences(db)}
     assert query(db, "SELECT count(*) FROM facts")[0][0] > 1000
+    _keys_agree(db)
 
 
 def _orgs(sim: Simulator) -> list[dict]:
@@ -124,3 +125,10 @@ def test_the_stored_facts_equal_the_raw_rows_after_every_kind_of_write(
     assert {cut for (cut,) in query(db, "SELECT DISTINCT cut FROM facts")} >= {
         "key", "price", "people", "products"}
     assert query(db, "SELECT count(*) FROM facts WHERE cost_basis = 'allocated'")[0][0] > 0
+
+
+def _keys_agree(db: Path) -> None:
+    """fact_keys lists every identity of the stored facts (it may keep ones no longer spent)."""
+    missing = query(db, "SELECT count(*) FROM (SELECT DISTINCT " + ", ".join(facts.KEY_COLUMNS)
+                    + " FROM facts EXCEPT SELECT * FROM fact_keys)")[0][0]
+    assert missing == 0

@@ -90,6 +90,8 @@ EXPECTED_SCHEMA = {
                   "unpriced_tokens", "uncached_input_tokens", "cache_write_5m_tokens",
                   "cache_write_1h_tokens", "cache_read_tokens", "output_tokens",
                   "web_search_requests"],
+    "fact_keys": ["cut", "organization", "workspace_id", "api_key_id", "product", "actor_key",
+                  "actor_type", "rbac_group_id"],
     "facts": ["cut", "organization", "bucket_start", "bucket_width", "workspace_id",
               "api_key_id", "model", "service_tier", "context_window", "inference_geo", "speed",
               "product", "actor_key", "actor_type", "rbac_group_id", "user_profile_id",

@@ -18,6 +18,7 @@ from functools import cached_property
 from typing import Any, Callable, TypeVar
 
 import duckdb
+import pyarrow as pa
 
 from spendwatch import storage
 from spendwatch.config import Config
@@ -39,17 +40,11 @@ _MAP_KEYS = {None: ("organization", "workspace_id", "api_key_id"),
 #: product, actor_key, actor_type).
 _MAP_PAIRS = {
     None: """SELECT DISTINCT organization, workspace_id, api_key_id, NULL, NULL, NULL
-             FROM usage_hourly
-             UNION SELECT DISTINCT organization, workspace_id, api_key_id, NULL, NULL, NULL
-             FROM cost_buckets""",
+             FROM fact_keys WHERE cut = 'key'""",
     "products": """SELECT DISTINCT organization, workspace_id, api_key_id, product, NULL, NULL
-                   FROM usage_cuts WHERE cut = 'products'
-                   UNION SELECT DISTINCT organization, workspace_id, api_key_id, product, NULL,
-                   NULL FROM cost_cuts WHERE cut = 'products'""",
+                   FROM fact_keys WHERE cut = 'products'""",
     "people": """SELECT DISTINCT organization, NULL, NULL, product, actor_key, actor_type
-                 FROM usage_cuts WHERE cut = 'people'
-                 UNION SELECT DISTINCT organization, NULL, NULL, product, actor_key, actor_type
-                 FROM cost_cuts WHERE cut = 'people'""",
+                 FROM fact_keys WHERE cut = 'people'""",
 }
 
 
@@ -71,6 +66,23 @@ class NameBook:
         for org, key in sorted(self.people):
             out.setdefault(key, org)
         return out
+
+    @cached_property
+    def _by_id(self) -> tuple[dict[str, str], dict[str, str]]:
+        """Workspace and API key names by ID alone (the first organization's, in key order)."""
+        out: tuple[dict[str, str], dict[str, str]] = ({}, {})
+        for book, index in ((self.workspaces, out[0]), (self.api_keys, out[1])):
+            for (_, item_id), name in sorted(book.items()):
+                index.setdefault(item_id, name)
+        return out
+
+    def any_workspace(self, workspace_id: str | None) -> str | None:
+        """A workspace's name in any organization (a query not grouped by organization)."""
+        return self._by_id[0].get(workspace_id) if workspace_id else None
+
+    def any_api_key(self, api_key_id: str | None) -> str | None:
+        """An API key's name in any organization (a query not grouped by organization)."""
+        return self._by_id[1].get(api_key_id) if api_key_id else None
 
     @classmethod
     def load(cls, conn: duckdb.DuckDBPyConnection, pseudonyms: bool = False) -> "NameBook":
@@ -97,7 +109,7 @@ class NameBook:
         kind, email, name, deleted = known or (actor_type, None, None, False)
         kind = kind or actor_type
         key_name = (self.api_key(organization, actor_key) if organization
-                    else next((n for (_, i), n in self.api_keys.items() if i == actor_key), None)
+                    else self.any_api_key(actor_key)
                     ) if kind == "api_actor" else None
         alias = (pseudonym(self.salt, organization or "", actor_key)
                  if self.salt is not None else None)
@@ -129,6 +141,8 @@ class NameBook:
     def api_key_ids(self, name: str) -> list[str]:
         """IDs of the API keys called ``name`` (in any organization)."""
         return [i for (_, i), n in self.api_keys.items() if n == name]
+
+
 
 
 @dataclass(frozen=True)
@@ -179,7 +193,7 @@ class Batch:
         """(organization, actor_key) -> the RBAC groups the ``members`` cut saw them in."""
         out: dict[tuple[str, str], list[str]] = {}
         for org, actor, group in self.conn.execute("""
-                SELECT DISTINCT organization, actor_key, rbac_group_id FROM usage_cuts
+                SELECT DISTINCT organization, actor_key, rbac_group_id FROM fact_keys
                 WHERE cut = 'members' AND actor_key IS NOT NULL AND rbac_group_id IS NOT NULL
                 ORDER BY 1, 2, 3""").fetchall():
             out.setdefault((org, actor), []).append(group)
@@ -199,11 +213,8 @@ class Batch:
             return FeatureMap(_NO_FEATURES, {}, {}, basis)
         names, rules = self.names, self.config.features
         members = self.memberships if basis == "people" else {}
-        params: dict[str, Any] = {}
-        tuples = []
         features: dict[tuple[str | None, ...], str] = {}
-        for n, (org, ws, key, product, actor, kind) in enumerate(sorted(
-                pairs, key=lambda p: tuple("" if v is None else v for v in p))):
+        for org, ws, key, product, actor, kind in pairs:
             email, fallback = None, None
             if basis == "people":
                 # An API key is an actor on the people cut: key rules match it by its ID.
@@ -218,10 +229,13 @@ class Batch:
             row = (org, ws if basis != "people" else None, key if basis != "people" else None,
                    product, actor)
             features[row] = feature
-            params.update({f"f{n}_{i}": v for i, v in enumerate((*row, feature))})
-            tuples.append("(" + ", ".join(f"$f{n}_{i}::VARCHAR" for i in range(6)) + ")")
-        sql = (f"SELECT * FROM (VALUES {', '.join(tuples)}) AS f({', '.join(_MAP_COLUMNS)})")
-        return FeatureMap(sql, params, features, basis)
+        # An Arrow relation of the batch's connection (a VALUES list of thousands of bound
+        # parameters costs more to bind than the query it joins).
+        relation = f"feature_map_{basis or 'key'}"
+        columns = list(zip(*[(*row, feature) for row, feature in features.items()]))
+        self.conn.register(relation, pa.table({name: pa.array(list(values), pa.string())
+                                               for name, values in zip(_MAP_COLUMNS, columns)}))
+        return FeatureMap(f"SELECT * FROM {relation}", {}, features, basis)
 
 
 def read(config: Config, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -334,11 +334,11 @@ def finish_row(row: Row, by: Sequence[str], names: NameBook | None) -> Row:
     if names is not None and "workspace" in by:
         ws = row["workspace_id"]
         row["workspace"] = workspace_label(ws, names.workspace(org, ws) if org else
-                                           _any_name(names.workspaces, ws))
+                                           names.any_workspace(ws))
     if names is not None and "api_key" in by:
         key = row["api_key_id"]
         row["api_key"] = api_key_label(key, names.api_key(org, key) if org else
-                                       _any_name(names.api_keys, key))
+                                       names.any_api_key(key))
     if names is not None and "person" in by:
         actor, kind = row["person_id"], row.get("actor_type")
         row["person"] = names.person(org, actor, kind)
@@ -361,15 +361,6 @@ def _person_keys(batch: Batch, values: Sequence[str | None]) -> list[str | None]
                    if value in (key, names.person(org, key, kind), names.person_id(org, key, kind))]
         out.extend(matches or [value])
     return out
-
-
-def _any_name(book: dict[tuple[str, str], str], item_id: str | None) -> str | None:
-    if item_id is None:
-        return None
-    for (_, i), name in book.items():
-        if i == item_id:
-            return name
-    return None
 
 
 def unpriced_usage(batch: Batch, since: date, until: date) -> list[dict[str, Any]]:
