@@ -297,10 +297,11 @@ def write_window(config: Config, organization: str, window: Window,
                          f"(SELECT row_key FROM usage_cuts WHERE {in_window})", span)
         conn.execute(f"DELETE FROM {table} WHERE {in_window}", span)
         conn.register("incoming_rows", incoming)
+        # A plain INSERT: the window's rows were just deleted and a row's key holds its
+        # bucket, so a key can only be taken again by a row the API sent twice (refused
+        # above). An upsert costs 3-4x as much against a year of rows.
         conn.execute(f"INSERT INTO {table} ({', '.join(columns)}) "
-                     f"SELECT {', '.join(columns)} FROM incoming_rows "
-                     "ON CONFLICT (row_key) DO UPDATE SET "
-                     + ", ".join(f"{c} = excluded.{c}" for c in columns if c != "row_key"))
+                     f"SELECT {', '.join(columns)} FROM incoming_rows")
         conn.unregister("incoming_rows")
         hours = "organization = ? AND bucket_start >= ? AND bucket_start < ?"
         hours_span = [organization, window.start, window.end]
