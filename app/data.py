@@ -146,6 +146,15 @@ def _run_figures(batch: Batch, calls: tuple[tuple[str, tuple[Any, ...]], ...]) -
     return results
 
 
+def deferred(func: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    """A figure of :data:`app.figures.FIGURES` to compute later, on its own reader: for a
+    download button's file, built when it is clicked (on Streamlit's download thread, where
+    no Streamlit command runs) rather than on every run of the page."""
+    cfg = config()
+    calls = ((name_of(func), args),)
+    return lambda: read(cfg, _run_figures, calls)[0]
+
+
 def clear_cache() -> None:
     """Forget cached results (after the dashboard itself wrote: a silence)."""
     _cached_batch.clear()

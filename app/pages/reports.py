@@ -36,8 +36,10 @@ rows = data.load(views.spend, since, until, tuple(by), keep)
 total = sum((r["cost_usd"] for r in rows), Decimal(0))
 
 st.metric("Spend in the view", usd(total), help=f"{since} to {until} ({config.tz.key}).")
-csv_text = views.spend_csv(rows, by)
-st.download_button("Download CSV", csv_text, mime="text/csv", key="reports_csv",
+# Files are built when the button is clicked (on Streamlit's download thread), not on every
+# run of the page: a large organization's week is thousands of rows.
+st.download_button("Download CSV", lambda: views.spend_csv(rows, by), mime="text/csv",
+                   key="reports_csv",
                    file_name=f"spendwatch-spend-{since}-{until}.csv", type="primary",
                    disabled=not rows)
 
@@ -62,8 +64,8 @@ st.subheader("Weekly report")
 last_monday, _ = reports.iso_week_range(reports.last_complete_week(now, config.tz))
 weeks = [reports.week_name(last_monday - timedelta(weeks=k)) for k in range(12)]
 week = st.selectbox("ISO week (Monday to Sunday, local time)", weeks, key="reports_week")
-weekly = data.load(reports.weekly_csv, week)
-st.download_button(f"Download the weekly CSV for {week}", weekly, mime="text/csv",
+st.download_button(f"Download the weekly CSV for {week}",
+                   data.deferred(reports.weekly_csv, week), mime="text/csv",
                    file_name=f"spendwatch-all-{week}.csv", key="reports_weekly_csv")
 st.caption("The same file as `spendwatch report weekly --week " + week + "`.")
 
