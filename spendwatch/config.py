@@ -259,7 +259,7 @@ class StorageConfig:
     #: What one reader (a dashboard page's batch, a command) may use: DuckDB's memory limit
     #: (it spills to a temporary folder beside the database past it) and its threads, so a
     #: dashboard serving a year of a large organization stays in flat memory.
-    reader_memory_mb: int = 256
+    reader_memory_mb: int = 1024
     reader_threads: int = 2
 
 
@@ -418,7 +418,7 @@ def _storage(path: Path, values: dict[str, Any]) -> StorageConfig:
     _at_most(path, "storage", values)
     if values.get("reader_memory_mb", 64) < 64:
         raise ConfigError(f"{path}: storage.reader_memory_mb must be at least 64 (DuckDB "
-                          "needs room for a query), not {values['reader_memory_mb']}")
+                          f"needs room for a query), not {values['reader_memory_mb']}")
     if "database" in values and not values["database"].strip():
         raise ConfigError(f"{path}: storage.database is empty; name a DuckDB file such as "
                           "\"data/spendwatch.duckdb\"")

@@ -22,6 +22,10 @@ class DatabaseBusy(SpendwatchError):
     """The DuckDB file stayed locked by another process past the retry deadline."""
 
 
+class QueryTooLarge(SpendwatchError):
+    """A query needed more memory than a reader may use ([storage] reader_memory_mb)."""
+
+
 class DatabaseMissing(SpendwatchError):
     """A reader found no database file: nothing has been collected yet."""
 

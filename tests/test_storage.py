@@ -218,3 +218,25 @@ def test_a_reader_is_bounded_by_the_storage_settings(tmp_path: Path) -> None:
                                        "current_setting('threads')").fetchone()
     assert memory == "95.3 MiB", memory  # 100 MB, as DuckDB prints it
     assert int(threads) == 1
+
+
+def test_a_question_too_big_for_a_reader_is_one_line_naming_the_setting(tmp_path: Path) -> None:
+    from spendwatch.config import parse_config
+    from spendwatch.errors import QueryTooLarge
+    from spendwatch.warehouse.batch import read
+
+    db = tmp_path / "w.duckdb"
+    with storage.writer_at(db):
+        pass
+    config = parse_config(tmp_path / "config.toml", {
+        "storage": {"database": str(db), "reader_memory_mb": 64, "reader_threads": 1},
+        "organizations": [{"name": "acme"}]})
+
+    def hungry(batch):  # a hash table of 30 million distinct strings cannot spill
+        return batch.conn.execute("SELECT list(DISTINCT 'x' || i::VARCHAR) FROM "
+                                  "range(30000000) t(i)").fetchone()
+
+    with pytest.raises(QueryTooLarge) as caught:
+        read(config, hungry)
+    assert str(caught.value).count("\n") == 0
+    assert "reader_memory_mb = 64" in str(caught.value)

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from spendwatch import storage
 from spendwatch.config import Config
+from spendwatch.errors import QueryTooLarge
 from spendwatch.features import feature_for, is_person, person_label, pseudonym
 
 T = TypeVar("T")
@@ -246,4 +247,10 @@ def read(config: Config, func: Callable[..., T], *args: Any, **kwargs: Any) -> T
     connection, also when ``func`` raises.
     """
     with storage.reader(config) as conn:
-        return func(Batch(conn, config), *args, **kwargs)
+        try:
+            return func(Batch(conn, config), *args, **kwargs)
+        except duckdb.OutOfMemoryException:
+            raise QueryTooLarge(
+                f"this question needs more memory than a reader may use "
+                f"([storage] reader_memory_mb = {config.storage.reader_memory_mb}); ask for a "
+                "shorter period or raise reader_memory_mb") from None
