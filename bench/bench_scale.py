@@ -269,9 +269,10 @@ def reports_page(config: Config, batch: Batch) -> None:
     since, until = days(config)["since7"], days(config)["today"]
     by = ("date", "feature", "model")
     views.dimension_values(batch, since, until)
-    views.spend_csv(views.spend(batch, since, until, by, {}), by)
+    views.spend(batch, since, until, by, {})
     views.spend(batch, since, until, ("date", "feature"), {})
-    weekly.weekly_csv(batch, weekly.week_name(last_week(config)[0]))
+    # Both CSV files are built when their download button is clicked, not on a page run
+    # (app/pages/reports.py); the weekly CSV is measured on its own (weekly_rows).
     report_history.report_runs(batch.conn, 20)
 
 
