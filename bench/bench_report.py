@@ -21,7 +21,7 @@ from pathlib import Path
 
 from _setup import KEY, collected
 from collectors.simulator import start_simulator
-from spendwatch import storage
+from spendwatch import facts, storage
 from reports.summary import summarise
 from reports.weekly import csv_text, iso_week_range, weekly_rows
 from spendwatch.warehouse.batch import Batch
@@ -56,6 +56,7 @@ def main() -> None:
         config, _ = collected(folder, sim, SINCE, NOW)
         with storage.writer(config) as conn:
             multiply(conn, args.copies)
+            facts.rebuild(conn)  # the stored facts follow the multiplied raw rows
             usage_rows = conn.execute("SELECT count(*) FROM usage_hourly").fetchone()
         monday, sunday = iso_week_range(WEEK)
         with storage.reader(config) as conn:
