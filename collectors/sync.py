@@ -479,7 +479,7 @@ class OrganizationSync:
         # needs the whole day's usage beside it.
         end = min(ceil_day(options.until), end_cap) if options.until else end_cap
         floor = analytics_floor(self.now)
-        windows = []
+        windows: list[Window] = []
         for stream in self.streams():
             cut = cut_of_stream(stream)
             covered, earliest_provisional = read_sync_state(self.config, self.org.name,
@@ -625,10 +625,12 @@ class OrganizationSync:
                     continue
                 if cut is None and window.stream != CLAUDE_CODE:
                     for row in rows:
-                        if row.workspace_id:
-                            seen.add(("workspace", row.workspace_id))
-                        if getattr(row, "api_key_id", None):
-                            seen.add(("api_key", row.api_key_id))
+                        workspace = getattr(row, "workspace_id", None)
+                        api_key = getattr(row, "api_key_id", None)
+                        if workspace:
+                            seen.add(("workspace", workspace))
+                        if api_key:
+                            seen.add(("api_key", api_key))
                 provisional_after = self.now - self.lookback(window.stream)
                 write_window(self.config, self.org.name, window, rows, refreshed,
                              self.now, provisional_after, self._prices, people)
