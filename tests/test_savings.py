@@ -17,7 +17,7 @@ from collectors.sync import CollectOptions, collect
 from conftest import SIM_NOW
 from spendwatch.numbers import usd
 from spendwatch.warehouse.batch import Batch
-from spendwatch import storage
+from spendwatch import facts, storage
 from spendwatch.config import (CollectionConfig, Config, FeatureRule, OrganizationConfig,
                                SavingsConfig, StorageConfig, load_config)
 from spendwatch.pricing import TokenCounts, default_price_table
@@ -173,6 +173,7 @@ def built() -> duckdb.DuckDBPyConnection:
     _usage(conn, _at(23), "claude-haiku-5-5", w5=10_000)               # next hour not collected
     _usage(conn, _at(5), "claude-sonnet-5-5", u=1_000_000)             # 23:00 on the 19th, local
     _usage(conn, _at(10), "claude-opus-5-5", key="k2", u=1_000_000, org="other")
+    facts.rebuild(conn)  # as a window write keeps them: the feature map reads fact_keys
     return conn
 
 
