@@ -22,7 +22,7 @@ from spendwatch.config import RULE_COMMON_KEYS, ChannelConfig, Config, RuleConfi
     check_table, load_config, parse_duration, parse_money, parse_ratio, preview
 from spendwatch.errors import ConfigError
 from spendwatch.files import check_private
-from spendwatch.warehouse.spend import facts_cut
+from spendwatch.warehouse.spend import check_dimensions
 
 CHANNEL_SCHEMAS: dict[str, dict[str, type]] = {
     "slack": {"webhook_url_env": str, "webhook_url_file": str,
@@ -123,7 +123,8 @@ def validate(config: Config) -> Config:
     path = config.path
     channels = tuple(_channel(path, c, f"alerts.channels[{i}]")
                      for i, c in enumerate(config.alerts.channels))
-    rules = tuple(_rule(path, r, f"alerts.rules[{i}]") for i, r in enumerate(config.alerts.rules))
+    rules = tuple(_rule(config, r, f"alerts.rules[{i}]")
+                  for i, r in enumerate(config.alerts.rules))
     return replace(config, alerts=replace(config.alerts, channels=channels, rules=rules,
                                           checked=True))
 
@@ -158,7 +159,8 @@ def _channel(path: Path, channel: ChannelConfig, where: str) -> ChannelConfig:
                    secret_file=values.get(file_key))
 
 
-def _rule(path: Path, rule: RuleConfig, where: str) -> RuleConfig:
+def _rule(config: Config, rule: RuleConfig, where: str) -> RuleConfig:
+    path = config.path
     kind = rule.kind or None
     if kind not in RULE_PARAMS:
         raise ConfigError(f"{path}: {where}.kind must be one of {', '.join(RULE_KINDS)}, not "
@@ -197,8 +199,8 @@ def _rule(path: Path, rule: RuleConfig, where: str) -> RuleConfig:
         raise ConfigError(f"{path}: {where}.scope has {people[0]}, which a {kind} rule cannot "
                           f"judge; scope by {people[0]} only rules of kind "
                           + ", ".join(SPEND_KINDS))
-    try:
-        facts_cut([*scope, *([params["per"]] if "per" in params else [])])
+    try:  # features judged where this config judges them, as spend() will
+        check_dimensions(config, [*scope, *([params["per"]] if "per" in params else [])])
     except ValueError as exc:
         raise ConfigError(f"{path}: {where}.scope: {exc}") from None
     if kind == "cache_hit_ratio" and params.get("per", "model") not in ("model", "feature"):

@@ -22,6 +22,7 @@ Admin API, whatever the organization's source.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -652,6 +653,8 @@ class OrganizationSync:
                 progress.close()
         if refused is None and self.unknown_ids(seen):
             refused = self._refresh_names_softly()  # a new key or workspace: its name now
+            if refused is None:
+                self.unknown_ids(seen, remember=True)  # a listing without them: asked hourly
         if refused is not None:
             raise refused
 
@@ -678,10 +681,13 @@ class OrganizationSync:
                 "organization = $org)", {"org": self.org.name}).fetchone() or (None,)
         return listed is not None and timedelta(0) <= self.now - listed < NAMES_MAX_AGE
 
-    def unknown_ids(self, seen: set[tuple[str, str]]) -> bool:
-        """Whether a workspace or API key of this run's rows has no stored name."""
+    def unknown_ids(self, seen: set[tuple[str, str]], remember: bool = False) -> bool:
+        """Whether a workspace or API key of this run's rows has no stored name, leaving out
+        IDs a listing already did not name (a deleted key's old usage: the hourly listing
+        asks again). With ``remember``, the IDs still unnamed are stored as such."""
         if not seen:
             return False
+        marker = f"names_unlisted:{self.org.name}"
         with storage.writer(self.config) as conn:
             known = {("workspace", i) for (i,) in conn.execute(
                 "SELECT workspace_id FROM workspaces WHERE organization = ?",
@@ -689,7 +695,15 @@ class OrganizationSync:
             known |= {("api_key", i) for (i,) in conn.execute(
                 "SELECT api_key_id FROM api_keys WHERE organization = ?",
                 [self.org.name]).fetchall()}
-        return bool(seen - known)
+            unknown = seen - known
+            if remember:
+                conn.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
+                             "value = excluded.value",
+                             [marker, json.dumps(sorted(map(list, unknown)))])
+                return bool(unknown)
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", [marker]).fetchone()
+        unlisted = {tuple(pair) for pair in json.loads(row[0])} if row else set()
+        return bool(unknown - unlisted)
 
 
 def collect(config: Config, options: CollectOptions | None = None, now: datetime | None = None,

@@ -21,7 +21,7 @@ import requests
 from collectors.sync import CollectOptions, collect
 from spendwatch.config import load_config
 from spendwatch.cuts import CUTS
-from conftest import (ADMIN_KEY, SIM_NOW, Simulator, copy_warehouse, module_env, run_cli,
+from conftest import (ADMIN_KEY, SIM_NOW, SLACK, Simulator, copy_warehouse, module_env, run_cli,
                       start_simulator_process, stop_simulator, write_config)
 from warehouse import query
 
@@ -254,3 +254,26 @@ def test_an_organization_without_people_data_judges_features_by_key(
         "product, people and RBAC rules match nothing where the API has no people"
     db = isolated / "data" / "spendwatch.duckdb"
     assert query(db, "SELECT count(*) FROM usage_cuts WHERE cut = 'people'")[0][0] == 0
+
+
+@pytest.mark.parametrize("scope, error", [
+    ('{ feature = "Data team" }', None),  # both on the people cut: a rule can judge it
+    ('{ feature = "Data team", workspace = "w" }', "feature and workspace come from different"),
+])
+def test_alert_scopes_by_people_defined_features_are_checked_as_spend_judges_them(
+        isolated: Path, sim: Simulator, scope: str, error: str | None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from alerts import settings
+    from spendwatch.errors import ConfigError
+
+    monkeypatch.setenv("SLACK_WEBHOOK", "http://127.0.0.1:9/services/T0/B0/x")
+    path = _config(isolated, sim)
+    path.write_text(path.read_text() + SLACK + '[[alerts.rules]]\nname = "r"\n'
+                    'kind = "daily_spend"\nper = "person"\nthreshold_usd = "5"\n'
+                    f'channels = ["ops-slack"]\nscope = {scope}\n')
+    if error is None:
+        (rule,) = settings.load(path).alerts.rules
+        assert rule.params["per"] == "person"
+    else:
+        with pytest.raises(ConfigError, match=error):
+            settings.load(path)

@@ -204,15 +204,20 @@ def test_a_database_locked_too_long_says_it_is_being_updated(tmp_path: Path) -> 
         holder.wait()
 
 
-def test_a_reader_is_bounded_by_the_storage_settings(tmp_path: Path) -> None:
+def _bounded(tmp_path: Path, memory_mb: int):
+    """An empty warehouse and a config whose readers get ``memory_mb`` and one thread."""
     from spendwatch.config import parse_config
 
     db = tmp_path / "w.duckdb"
     with storage.writer_at(db):
         pass
-    config = parse_config(tmp_path / "config.toml", {
-        "storage": {"database": str(db), "reader_memory_mb": 100, "reader_threads": 1},
+    return parse_config(tmp_path / "config.toml", {
+        "storage": {"database": str(db), "reader_memory_mb": memory_mb, "reader_threads": 1},
         "organizations": [{"name": "acme"}]})
+
+
+def test_a_reader_is_bounded_by_the_storage_settings(tmp_path: Path) -> None:
+    config = _bounded(tmp_path, 100)
     with storage.reader(config) as conn:
         memory, threads = conn.execute("SELECT current_setting('memory_limit'), "
                                        "current_setting('threads')").fetchone()
@@ -221,16 +226,10 @@ def test_a_reader_is_bounded_by_the_storage_settings(tmp_path: Path) -> None:
 
 
 def test_a_question_too_big_for_a_reader_is_one_line_naming_the_setting(tmp_path: Path) -> None:
-    from spendwatch.config import parse_config
     from spendwatch.errors import QueryTooLarge
     from spendwatch.warehouse.batch import read
 
-    db = tmp_path / "w.duckdb"
-    with storage.writer_at(db):
-        pass
-    config = parse_config(tmp_path / "config.toml", {
-        "storage": {"database": str(db), "reader_memory_mb": 64, "reader_threads": 1},
-        "organizations": [{"name": "acme"}]})
+    config = _bounded(tmp_path, 64)
 
     def hungry(batch):  # a hash table of 30 million distinct strings cannot spill
         return batch.conn.execute("SELECT list(DISTINCT 'x' || i::VARCHAR) FROM "

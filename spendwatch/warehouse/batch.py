@@ -178,6 +178,8 @@ class Batch:
         self.conn = conn
         self.config = config
         self._feature_maps: dict[str | None, FeatureMap] = {}
+        #: Small answers every query of the batch shares (which cuts are stored), by key.
+        self.memo: dict[Any, Any] = {}
 
     @cached_property
     def names(self) -> NameBook:

@@ -185,11 +185,15 @@ def collected_cuts(batch: Batch, organizations: Sequence[str] = ()) -> list[str]
     """The cuts whose usage is stored for every organization asked (all configured ones when
     none are named)."""
     orgs = list(organizations) or [o.name for o in batch.config.organizations]
+    key = ("collected_cuts", tuple(orgs))
+    if key in batch.memo:
+        return list(batch.memo[key])
     rows = batch.conn.execute(
         "SELECT split_part(stream, ':', 2), count(DISTINCT organization) FROM sync_state "
         "WHERE stream LIKE 'usage:%' AND list_contains($orgs::VARCHAR[], organization) "
         "GROUP BY 1", {"orgs": orgs}).fetchall()
-    return [cut for cut, count in rows if count == len(orgs)]
+    batch.memo[key] = [cut for cut, count in rows if count == len(orgs)]
+    return list(batch.memo[key])
 
 
 # A fact placed at most this far from its bucket's start: scans read the range and this much
