@@ -1,10 +1,15 @@
 """Estimated cost of stored usage rows, kept beside them in ``usage_estimates``.
 
-Every usage row is priced with :meth:`spendwatch.pricing.PriceTable.estimate` when it is
-written: rows of the price cut (spendwatch.cuts) exactly, rows of every other cut with their
-share of the price cut's estimate (:func:`price_factors`), so US-only inference and fast mode
-are priced even where a row does not say which of its tokens had them. The table's fingerprint is kept in ``meta``; when prices change (a new shipped file,
-a config override), :func:`ensure_current` reprices every stored row in one transaction.
+Every usage row is priced when it is written, in SQL: a join against the price table laid
+out as a relation (:func:`spendwatch.pricing.unit_price_rows`, per model, tier, context
+window, speed, inference geo and span of UTC days), the SQL twin of
+:meth:`spendwatch.pricing.PriceTable.estimate` (``tests/test_estimates_sql.py`` holds the two
+equal). Rows of the price cut (spendwatch.cuts) are priced exactly; rows of every other cut get
+their share of the price cut's estimate of the same hour (:func:`write_estimates`), so US-only
+inference and fast mode are priced even where a row does not say which of its tokens had them.
+The table's fingerprint is kept in ``meta``; when prices change (a new shipped file, a config
+override), :func:`ensure_current` reprices every stored row in one transaction: a handful of
+statements, whatever the number of rows.
 """
 
 from __future__ import annotations
@@ -12,13 +17,15 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import duckdb
 import pyarrow as pa
 
-from spendwatch import facts
-from spendwatch.pricing import PriceTable, TokenCounts
+from spendwatch import facts, storage
+from spendwatch.pricing import (UNIT_PRICE_COLUMNS, PriceTable, TokenCounts, priced_models,
+                                sql_canonical_model, sql_price_match, unit_price_rows,
+                                web_search_rows)
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +33,6 @@ ESTIMATE_COLUMNS = ("est_input_usd", "est_cache_write_5m_usd", "est_cache_write_
                     "est_cache_read_usd", "est_output_usd", "est_web_search_usd")
 _COMPONENT_OF = dict(zip(ESTIMATE_COLUMNS, ("input", "cache_write_5m", "cache_write_1h",
                                             "cache_read", "output", "web_search")))
-_USAGE_FIELDS = ("row_key", "bucket_start", "model", "service_tier", "context_window",
-                 "uncached_input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
-                 "cache_read_tokens", "output_tokens", "web_search_requests")
 _DOLLARS = pa.decimal128(38, 12)
 FINGERPRINT_KEY = "price_table_fingerprint"
 
@@ -37,10 +41,9 @@ def estimate_row(table: PriceTable, model: str | None, bucket_start: datetime,
                  service_tier: str | None, context_window: str | None, tokens: TokenCounts,
                  web_search_requests: int, inference_geo: str | None = None,
                  speed: str | None = None) -> tuple[list[Decimal | None], str | None]:
-    """(one value per ESTIMATE_COLUMNS, unpriced reason) for one stored usage row, priced with
-    the dimensions it has (a key-cut row has no inference geo or speed: see
-    :func:`price_factors`); a 200k-1M context window puts Haiku 5.5 on its over-100k rate.
-    """
+    """(one value per ESTIMATE_COLUMNS, unpriced reason) for one usage row, priced in Python
+    with :meth:`PriceTable.estimate`: the reference the SQL pricing below is tested against
+    (``tests/test_estimates_sql.py``); stored rows are priced by :func:`write_estimates`."""
     estimate = table.estimate(model, bucket_start.astimezone(timezone.utc).date(), tokens,
                               service_tier=service_tier, inference_geo=inference_geo,
                               speed=speed,
@@ -56,153 +59,194 @@ KEY_MATCH = ("model", "service_tier", "context_window")
 CUT_MATCH = ("model", "service_tier", "speed")
 #: A cut that knows neither context window nor speed (the products cut) shares by these.
 MATCH_OF = {"products": ("model", "service_tier")}
-_PRICE_FIELDS = ("bucket_start", "model", "service_tier", "context_window", "inference_geo",
-                 "speed", "uncached_input_tokens", "cache_write_5m_tokens",
-                 "cache_write_1h_tokens", "cache_read_tokens", "output_tokens")
+_TOKENS = ("uncached_input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
+           "cache_read_tokens", "output_tokens")
 _TOKEN_COLUMNS = ESTIMATE_COLUMNS[:5]
-_QUANTUM = Decimal(1).scaleb(-12)
-
-Factors = dict[tuple[Any, ...], "Factor"]
-
-
-class Factor:
-    """What the price cut knows of one (organization, hour, shared dimensions) group: per
-    token column, its exact estimate over its plain one (the one a row without inference geo
-    or speed, or without context window, gets), or why it cannot be priced."""
-
-    __slots__ = ("exact", "plain", "reason")
-
-    def __init__(self) -> None:
-        self.exact = [Decimal(0)] * len(_TOKEN_COLUMNS)
-        self.plain = [Decimal(0)] * len(_TOKEN_COLUMNS)
-        self.reason: str | None = None
-
-    def apply(self, values: list[Decimal | None]) -> list[Decimal | None]:
-        out = list(values)
-        for i, (exact, plain) in enumerate(zip(self.exact, self.plain)):
-            value = out[i]
-            if value is not None and plain:
-                out[i] = (value * exact / plain).quantize(_QUANTUM)
-        return out
+#: 10^12: estimates are DECIMAL(38, 12); a share is computed on these integer units.
+_UNITS = 1_000_000_000_000
 
 
-def price_factors(conn: duckdb.DuckDBPyConnection, table: PriceTable, where_sql: str,
-                  params: Sequence[Any], match: Sequence[str]) -> Factors:
-    """The price cut's factors for the rows of ``where_sql``, grouped by ``match``.
+# --- the price table as relations ------------------------------------------------------------
 
-    A key-cut row knows model, tier and context window but not inference geo or speed; a
-    people-cut row knows speed but not geo or context window. Priced with what it knows and
-    times its group's factor, each row gets its share of the price cut's exact estimate (the
-    US-only 1.1x, fast mode, Haiku 5.5's long-context rate): the group's rows add up to the
-    price cut's estimate. A group the price cut does not have (not read yet, or a cut the key
-    cannot read) keeps the plain estimate.
-    """
-    records = conn.execute(
-        f"SELECT organization, {', '.join(_PRICE_FIELDS)} FROM usage_cuts "
-        f"WHERE cut = 'price' AND {where_sql}", list(params)).fetchall()
-    factors: Factors = {}
-    for org, start, model, tier, window, geo, speed, *counts in records:
-        tokens = TokenCounts(*counts)
-        row = dict(model=model, service_tier=tier, context_window=window, speed=speed)
-        key = (org, start, *(row[m] for m in match))
-        factor = factors.get(key)
-        if factor is None:
-            factor = factors[key] = Factor()
-        exact, reason = estimate_row(table, model, start, tier, window, tokens, 0,
-                                     inference_geo=geo, speed=speed)
-        known = {m: row[m] for m in match}
-        plain, _ = estimate_row(table, model, start, tier, known.get("context_window"), tokens,
-                                0, speed=known.get("speed"))
-        if reason is not None:
-            factor.reason = factor.reason or reason
-            continue
-        for i in range(len(_TOKEN_COLUMNS)):
-            factor.exact[i] += exact[i] or Decimal(0)
-            factor.plain[i] += plain[i] or Decimal(0)
-    return factors
+_RELATIONS: dict[str, tuple[pa.Table, pa.Table, pa.Table]] = {}
 
 
-def _arrow(records: Iterable[Sequence[Any]], table: PriceTable, factors: Factors,
-           match: Sequence[str], fields: Sequence[str]) -> pa.Table:
-    """Estimates of ``records`` (columns ``fields``), each priced with the dimensions it has,
-    then times its group's factor (rows of a group the factors do not have: as priced)."""
-    columns: dict[str, list[Any]] = {c: [] for c in ("row_key", *ESTIMATE_COLUMNS,
-                                                     "unpriced_reason")}
-    for record in records:
-        row = dict(zip(fields, record))
-        values, reason = estimate_row(
-            table, row["model"], row["bucket_start"], row["service_tier"],
-            row.get("context_window"),
-            TokenCounts(row["uncached_input_tokens"], row["cache_write_5m_tokens"],
-                        row["cache_write_1h_tokens"], row["cache_read_tokens"],
-                        row["output_tokens"]),
-            row["web_search_requests"], inference_geo=row.get("inference_geo"),
-            speed=row.get("speed"))
-        factor = factors.get((row["organization"], row["bucket_start"],
-                              *(row.get(m) for m in match)))
-        if factor is not None and reason is None:
-            if factor.reason is not None:
-                values, reason = [None] * len(ESTIMATE_COLUMNS), factor.reason
-            else:
-                values = factor.apply(values)
-        columns["row_key"].append(row["row_key"])
-        for column, value in zip(ESTIMATE_COLUMNS, values):
-            columns[column].append(value)
-        columns["unpriced_reason"].append(reason)
-    return pa.table({c: pa.array(v, type=_DOLLARS if c in ESTIMATE_COLUMNS else pa.string())
-                     for c, v in columns.items()})
+def _relations(table: PriceTable) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """The price table as Arrow tables (built once per fingerprint)."""
+    found = _RELATIONS.get(table.fingerprint)
+    if found is None:
+        names = ["model", "service_tier", "long_context", "speed", "inference_geo",
+                 "valid_from", "valid_to", *UNIT_PRICE_COLUMNS, "batch_multiplier",
+                 "web_search_usd"]
+        rows = unit_price_rows(table)
+        per_token = pa.decimal128(38, 18)
+        types = [pa.string(), pa.string(), pa.bool_(), pa.string(), pa.string(), pa.date32(),
+                 pa.date32(), *([per_token] * len(UNIT_PRICE_COLUMNS)), per_token, _DOLLARS]
+        units = pa.table({n: pa.array([r[i] for r in rows], type=t)
+                          for i, (n, t) in enumerate(zip(names, types))})
+        web = web_search_rows(table)
+        searches = pa.table({"valid_from": pa.array([r[0] for r in web], pa.date32()),
+                             "valid_to": pa.array([r[1] for r in web], pa.date32()),
+                             "usd_per_request": pa.array([r[2] for r in web], _DOLLARS)})
+        models = pa.table({"model": pa.array(priced_models(table), pa.string())})
+        found = _RELATIONS[table.fingerprint] = (units, searches, models)
+    return found
+
+
+def register_prices(conn: duckdb.DuckDBPyConnection, table: PriceTable) -> None:
+    """Make ``unit_prices``, ``web_search_prices`` and ``priced_models`` (the price table as
+    relations, :func:`spendwatch.pricing.unit_price_rows`) readable by SQL on ``conn``."""
+    units, searches, models = _relations(table)
+    storage.register(conn, "unit_prices", units)
+    storage.register(conn, "web_search_prices", searches)
+    storage.register(conn, "priced_models", models)
+
+
+def utc_day(column: str) -> str:
+    """The UTC day of a TIMESTAMPTZ column, in SQL."""
+    return f"timezone('UTC', {column})::DATE"
+
+
+def priced_sql(source: str, keep: Sequence[str], window: str, geo: str, speed: str) -> str:
+    """SELECT ``keep`` of the rows of ``source`` (aliased u) and each one's estimate (the
+    ESTIMATE_COLUMNS, ``unpriced_reason``), priced with ``window``, ``geo`` and ``speed`` (SQL
+    expressions over u, NULL for a dimension the row does not know): the SQL twin of
+    :func:`estimate_row`, which the tests hold it to. Needs :func:`register_prices`."""
+    day = utc_day("u.bucket_start")
+    has_tokens = " OR ".join(f"u.{t} <> 0" for t in _TOKENS)
+    search_price = "coalesce(p.web_search_usd, w.usd_per_request)"
+    reason = f"""CASE
+            WHEN ({has_tokens}) AND u.model IS NULL THEN 'tokens without a model'
+            WHEN ({has_tokens}) AND p.model IS NULL THEN CASE
+                WHEN u.service_tier IS NOT NULL AND u.service_tier NOT IN ('standard', 'batch')
+                    THEN 'no public price for service tier ' || u.service_tier
+                WHEN m.model IS NULL THEN 'no price for model ' || u.model
+                WHEN {speed} = 'fast' THEN 'no fast-mode price for ' || u.model
+                ELSE 'incomplete prices for ' || u.model END
+            WHEN u.web_search_requests <> 0 AND {search_price} IS NULL
+                THEN 'no price for web search'
+            END"""
+    tokens = [f"CASE WHEN NOT ({has_tokens}) THEN 0::DECIMAL(38, 12) "
+              f"ELSE (u.{t} * p.{c})::DECIMAL(38, 12) END"
+              for t, c in zip(_TOKENS, UNIT_PRICE_COLUMNS)]
+    search = ("CASE WHEN u.web_search_requests = 0 THEN 0::DECIMAL(38, 12) "
+              f"ELSE (u.web_search_requests * {search_price})::DECIMAL(38, 12) END")
+    inner = ", ".join(f"{v} AS {c}" for v, c in zip([*tokens, search], ESTIMATE_COLUMNS))
+    outer = ", ".join(f"CASE WHEN x.unpriced_reason IS NULL THEN x.{c} END AS {c}"
+                      for c in ESTIMATE_COLUMNS)
+    kept = ", ".join(f"u.{k}" for k in keep)
+    return f"""
+        SELECT {", ".join(f"x.{k}" for k in keep)}, {outer}, x.unpriced_reason
+        FROM (
+            SELECT {kept}, {inner}, {reason} AS unpriced_reason
+            FROM ({source}) u
+            LEFT JOIN unit_prices p ON {sql_price_match("u", "p", day, window, geo, speed)}
+            LEFT JOIN web_search_prices w ON {day} >= w.valid_from AND {day} < w.valid_to
+            LEFT JOIN priced_models m ON m.model = {sql_canonical_model("u.model")}) x"""
+
+
+def _share(value: str, exact: str, plain: str) -> str:
+    """value x exact / plain, rounded half up to 12 decimals, exactly (integer units:
+    DuckDB divides DECIMALs as DOUBLE)."""
+    a, b, c = (f"({x} * {_UNITS})::HUGEINT" for x in (value, exact, plain))
+    return (f"(((2 * {a} * {b} + {c}) // (2 * {c}))::DECIMAL(38, 0) "
+            f"* 0.000000000001::DECIMAL(38, 12))::DECIMAL(38, 12)")
+
+
+def _estimates_sql(rows: str, keep_window: bool, own_geo: str, own_speed: str,
+                   price_where: str, match: Sequence[str]) -> str:
+    """The estimates (row_key, ESTIMATE_COLUMNS, unpriced_reason) of ``rows`` (a SELECT),
+    each priced with the dimensions it has and then given its share of the price cut's exact
+    estimate of its group (organization, hour, ``match``): see :func:`write_estimates`."""
+    own = priced_sql(rows, ("row_key", "organization", "bucket_start", *match),
+                     "u.context_window" if keep_window else "NULL", own_geo, own_speed)
+    known_window = "u.context_window" if "context_window" in match else "NULL"
+    known_speed = "u.speed" if "speed" in match else "NULL"
+    price_rows = f"SELECT * FROM usage_cuts WHERE cut = 'price' AND ({price_where})"
+    exact = priced_sql(price_rows, ("row_key", "organization", "bucket_start", *match),
+                       "u.context_window", "u.inference_geo", "u.speed")
+    plain = priced_sql(price_rows, ("row_key",), known_window, "NULL", known_speed)
+    group = ("organization", "bucket_start", *match)
+    sums = ", ".join(
+        f"sum(e.{c}) FILTER (WHERE e.unpriced_reason IS NULL) AS exact_{i}, "
+        f"coalesce(sum(p.{c}) FILTER (WHERE e.unpriced_reason IS NULL), 0) AS plain_{i}"
+        for i, c in enumerate(_TOKEN_COLUMNS))
+    on = " AND ".join(f"f.{k} IS NOT DISTINCT FROM o.{k}" for k in group)
+    values = []
+    for i, c in enumerate(ESTIMATE_COLUMNS):
+        if i < len(_TOKEN_COLUMNS):
+            value = (f"CASE WHEN f.organization IS NOT NULL AND o.unpriced_reason IS NULL "
+                     f"AND f.plain_{i} <> 0 AND o.{c} IS NOT NULL "
+                     f"THEN {_share(f'o.{c}', f'f.exact_{i}', f'f.plain_{i}')} ELSE o.{c} END")
+        else:
+            value = f"o.{c}"
+        values.append(f"CASE WHEN o.unpriced_reason IS NULL AND f.reason IS NOT NULL "
+                      f"THEN NULL ELSE {value} END")
+    return f"""
+        WITH own AS ({own}),
+        exact AS ({exact}),
+        plain AS ({plain}),
+        factors AS (
+            SELECT {", ".join(f"e.{k}" for k in group)}, {sums},
+                   min(e.unpriced_reason) AS reason
+            FROM exact e JOIN plain p USING (row_key)
+            GROUP BY {", ".join(f"e.{k}" for k in group)})
+        SELECT o.row_key, {", ".join(values)},
+               coalesce(o.unpriced_reason, f.reason) AS unpriced_reason
+        FROM own o LEFT JOIN factors f ON {on}"""
 
 
 def write_estimates(conn: duckdb.DuckDBPyConnection, table: PriceTable, where_sql: str,
                     params: Sequence[Any]) -> None:
     """(Re)price the key cut's usage rows matching ``where_sql`` (columns organization,
-    bucket_start, ...), with the price cut's factors; call inside the writer's transaction."""
-    fields = ("organization", *_USAGE_FIELDS)
-    records = conn.execute(f"SELECT {', '.join(fields)} FROM usage_hourly "
-                           f"WHERE {where_sql}", list(params)).fetchall()
+    bucket_start, ...), with the price cut's shares, in SQL (one DELETE, one INSERT); call
+    inside the writer's transaction.
+
+    A key-cut row knows model, tier and context window but not inference geo or speed:
+    priced with what it knows, it then gets its share of the price cut's exact estimate of the
+    same organization, hour, model, tier and window (US-only inference, fast mode), so the
+    group's rows add up to the price cut's estimate. A group the price cut does not have (not
+    read yet, or a cut the key cannot read) keeps the plain estimate; a group with an
+    unpriced price-cut row is unpriced.
+    """
+    register_prices(conn, table)
     conn.execute("DELETE FROM usage_estimates WHERE row_key IN "
                  f"(SELECT row_key FROM usage_hourly WHERE {where_sql})", list(params))
-    if not records:
-        return
-    factors = price_factors(conn, table, where_sql, params, KEY_MATCH)
-    conn.register("incoming_estimates", _arrow(records, table, factors, KEY_MATCH, fields))
-    conn.execute("INSERT INTO usage_estimates SELECT * FROM incoming_estimates")
-    conn.unregister("incoming_estimates")
-
-
-_CUT_FIELDS = ("row_key", "organization", "cut", "bucket_start", "model", "service_tier",
-               "context_window", "inference_geo", "speed", "uncached_input_tokens",
-               "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens",
-               "output_tokens", "web_search_requests")
+    sql = _estimates_sql(f"SELECT * FROM usage_hourly WHERE {where_sql}", True, "NULL",
+                         "NULL", where_sql, KEY_MATCH)
+    conn.execute(f"INSERT INTO usage_estimates {sql}", [*params, *params, *params])
 
 
 def write_cut_estimates(conn: duckdb.DuckDBPyConnection, table: PriceTable, where_sql: str,
                         params: Sequence[Any], cut: str | None = None) -> None:
     """(Re)price the other cuts' usage rows matching ``where_sql`` (hours: organization,
     bucket_start), of every cut or of ``cut``: the price cut exactly (every dimension that
-    changes a price is known), the others with its factors over the same hours."""
+    changes a price is known), the others with its shares over the same hours (matched by
+    model, tier and speed; the products cut, which has no speed, by model and tier)."""
+    register_prices(conn, table)
     rows_sql, rows_params = where_sql, list(params)
     if cut is not None:
         rows_sql, rows_params = f"({where_sql}) AND cut = ?", [*params, cut]
-    records = conn.execute(f"SELECT {', '.join(_CUT_FIELDS)} FROM usage_cuts "
-                           f"WHERE {rows_sql}", rows_params).fetchall()
     conn.execute("DELETE FROM cut_estimates WHERE row_key IN "
                  f"(SELECT row_key FROM usage_cuts WHERE {rows_sql})", rows_params)
-    if not records:
-        return
-    exact = [r for r in records if r[2] == "price"]
-    batches = []
-    if exact:
-        batches.append(_arrow(exact, table, {}, (), _CUT_FIELDS))  # every price dimension known
-    for match in {MATCH_OF.get(r[2], CUT_MATCH) for r in records if r[2] != "price"}:
-        shared = [r for r in records
-                  if r[2] != "price" and MATCH_OF.get(r[2], CUT_MATCH) == match]
-        factors = price_factors(conn, table, where_sql, params, match)
-        batches.append(_arrow(shared, table, factors, match, _CUT_FIELDS))
-    for batch in batches:
-        conn.register("incoming_estimates", batch)
-        conn.execute("INSERT INTO cut_estimates SELECT * FROM incoming_estimates")
-        conn.unregister("incoming_estimates")
+    if cut in (None, "price"):
+        exact = priced_sql(f"SELECT * FROM usage_cuts WHERE cut = 'price' AND ({where_sql})",
+                           ("row_key",), "u.context_window", "u.inference_geo", "u.speed")
+        conn.execute(f"INSERT INTO cut_estimates {exact}", list(params))
+    others = [name for name in {*MATCH_OF, "*"} if cut in (None, name) or
+              (name == "*" and cut not in (None, "price", *MATCH_OF))]
+    for name in others:
+        match = MATCH_OF.get(name, CUT_MATCH)
+        if name == "*":
+            which = ("cut = ?" if cut is not None else
+                     "cut NOT IN ('price', " + ", ".join(f"'{m}'" for m in MATCH_OF) + ")")
+            extra = [cut] if cut is not None else []
+        else:
+            which, extra = f"cut = '{name}'", []
+        rows = f"SELECT * FROM usage_cuts WHERE ({where_sql}) AND {which}"
+        sql = _estimates_sql(rows, True, "u.inference_geo", "u.speed", where_sql, match)
+        conn.execute(f"INSERT INTO cut_estimates {sql}",
+                     [*params, *extra, *params, *params])
 
 
 def reprice_window(conn: duckdb.DuckDBPyConnection, table: PriceTable, where_sql: str,
@@ -225,8 +269,8 @@ def ensure_current(conn: duckdb.DuckDBPyConnection, table: PriceTable) -> bool:
 
     Call inside a transaction. Returns True when it repriced.
     """
-    row = conn.execute("SELECT value FROM meta WHERE key = ?", [FINGERPRINT_KEY]).fetchone()
-    if row and row[0] == table.fingerprint:
+    rows = conn.execute("SELECT value FROM meta WHERE key = ?", [FINGERPRINT_KEY]).fetchall()
+    if rows and rows[0][0] == table.fingerprint:
         return False
     reprice_window(conn, table, "true", [])
     facts.rebuild(conn)

@@ -254,3 +254,88 @@ def price_table(overrides: Sequence[PriceRow] = ()) -> PriceTable:
 def default_price_table() -> PriceTable:
     """The price table shipped with spendwatch, without overrides."""
     return price_table()
+
+
+# --- the price table as a relation, for pricing in SQL -------------------------------------------
+
+#: Columns of :meth:`PriceTable.unit_price_rows`: per-token dollars of the five token kinds.
+UNIT_PRICE_COLUMNS = ("input_usd", "cache_write_5m_usd", "cache_write_1h_usd", "cache_read_usd",
+                      "output_usd")
+_PER_TOKEN = Decimal(1).scaleb(-18)
+_FOREVER = date(9999, 12, 31)
+_RELATION_TIERS = ("standard", "batch")
+_RELATION_SPEEDS = ("standard", "fast")
+_RELATION_GEOS = ("global", "us")
+
+
+def sql_canonical_model(column: str) -> str:
+    """:func:`canonical_model` in SQL: the model ID with a trailing ``-YYYYMMDD`` removed."""
+    return f"regexp_replace({column}, '-[0-9]{{8}}$', '')"
+
+
+def sql_price_match(u: str, p: str, day: str, window: str, geo: str, speed: str) -> str:
+    """The ON condition that finds a row's unit prices in the relation ``p``: its canonical
+    model, tier (none means standard), long context (``window`` is 200k-1M), speed (fast or
+    not), inference geo (us or not) and UTC ``day``; the SQL twin of
+    :meth:`PriceTable.unit_price`."""
+    return (f"{p}.model = {sql_canonical_model(f'{u}.model')} "
+            f"AND {p}.service_tier = coalesce({u}.service_tier, 'standard') "
+            f"AND {p}.long_context = coalesce({window} = '200k-1M', false) "
+            f"AND {p}.speed = CASE WHEN {speed} = 'fast' THEN 'fast' ELSE 'standard' END "
+            f"AND {p}.inference_geo = CASE WHEN {geo} = 'us' THEN 'us' ELSE 'global' END "
+            f"AND {day} >= {p}.valid_from AND {day} < {p}.valid_to")
+
+
+def _per_token(per_mtok: Decimal) -> Decimal:
+    return (per_mtok / MILLION).quantize(_PER_TOKEN)
+
+
+def unit_price_rows(table: PriceTable) -> list[tuple[object, ...]]:
+    """Every model's unit prices as rows valid over UTC day ranges, for pricing in SQL.
+
+    One row per (canonical model, service tier standard|batch, long context, speed
+    standard|fast, inference geo global|us) and each span of days over which none of the
+    model's (or the '*') prices changes: ``(model, service_tier, long_context, speed,
+    inference_geo, valid_from, valid_to (exclusive), *UNIT_PRICE_COLUMNS, batch_multiplier,
+    web_search_usd)``. Each value is :meth:`PriceTable.unit_price` on ``valid_from``,
+    per token (per million / 1,000,000, to 18 decimals). A combination with any of the five
+    token kinds unpriced (fast mode on the batch tier, a model without fast prices) has no row:
+    a row that finds none is unpriced, never $0.
+    """
+    models = sorted({model for model, component in table._history if model != "*"})
+    shared = {r.effective_from for (model, _), rows in table._history.items() if model == "*"
+              for r in rows}
+    out: list[tuple[object, ...]] = []
+    for model in models:
+        days = sorted(shared | {r.effective_from for (m, _), rows in table._history.items()
+                                if m == model for r in rows})
+        for start, end in zip(days, [*days[1:], _FOREVER]):
+            multiplier = table.price(model, "batch_multiplier", start)
+            web = table.price(model, "web_search", start)
+            for tier in _RELATION_TIERS:
+                for long_context in (False, True):
+                    for speed in _RELATION_SPEEDS:
+                        for geo in _RELATION_GEOS:
+                            prices = [table.unit_price(model, c, start, tier, geo, speed,
+                                                       long_context)
+                                      for c in TOKEN_COMPONENTS]
+                            if any(p is None for p in prices):
+                                continue
+                            out.append((model, tier, long_context, speed, geo, start, end,
+                                        *(_per_token(p) for p in prices),  # type: ignore[arg-type]
+                                        multiplier, web))
+    return out
+
+
+def web_search_rows(table: PriceTable) -> list[tuple[object, ...]]:
+    """The '*' web search price as ``(valid_from, valid_to, usd per request)`` rows: what a
+    row whose model has no price row of its own pays per search (:meth:`PriceTable.price`)."""
+    rows = table._history.get(("*", "web_search"), [])
+    ends = [r.effective_from for r in rows[1:]] + [_FOREVER]
+    return [(r.effective_from, end, r.price_usd) for r, end in zip(rows, ends)]
+
+
+def priced_models(table: PriceTable) -> list[str]:
+    """The canonical models with an input price (:meth:`PriceTable.has_model`)."""
+    return sorted(model for model, component in table._history
+                  if component == "input" and model != "*")

@@ -89,9 +89,14 @@ from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable, Mapping, Sequence
 
+import pyarrow as pa
+
+from spendwatch import storage
 from spendwatch.config import Config
 from spendwatch.lines import model_lines
-from spendwatch.pricing import PRICED_TIERS, PriceTable, TokenCounts, price_table
+from spendwatch.estimates import register_prices
+from spendwatch.pricing import (PRICED_TIERS, UNIT_PRICE_COLUMNS, PriceTable, TokenCounts,
+                                price_table, sql_canonical_model, sql_price_match)
 from spendwatch.numbers import percent, usd
 from spendwatch.warehouse.batch import Batch, FeatureMap
 from spendwatch.warehouse.spend import feature_cut
@@ -237,6 +242,15 @@ def caching_potential(extra: Decimal, uncached_and_prices: Sequence[tuple[int, U
     return extra * weighted / (Decimal(total_uncached) * MILLION)
 
 
+def caching_savings(extra: Decimal, uncached_weight: Decimal, total_uncached: int) -> Decimal:
+    """:func:`caching_potential` from its weighted sum: extra x W / U, where
+    W = sum_g(U_g (p_in,g - p_r,g)) / M (dollars, over the priced aggregates) and U the
+    feature's whole uncached input."""
+    if extra == 0 or total_uncached == 0:
+        return Decimal(0)
+    return extra * uncached_weight / Decimal(total_uncached)
+
+
 def price_ratio(lower_input: Decimal, upper_input: Decimal) -> Decimal:
     """ratio(lower, upper) = input price of the lower line's reference model / the upper's."""
     return lower_input / upper_input
@@ -279,12 +293,13 @@ def _days_text(days: int) -> str:
 
 @dataclass(frozen=True)
 class RealizedRow:
-    """What the levers saved for one local date, organization, feature and model.
+    """What the levers saved for one local date (None: the whole period, as in a
+    :class:`Ledger`), organization, feature and model.
 
     Dollars cover the priced rows only (``tokens`` are theirs); ``unpriced_tokens`` are left out.
     """
 
-    date: date
+    date: date | None
     organization: str
     feature: str
     model: str | None
@@ -352,7 +367,9 @@ class LedgerTotals:
 
 @dataclass(frozen=True)
 class Ledger:
-    """The whole savings ledger of local days ``since``..``until``."""
+    """The whole savings ledger of local days ``since``..``until``: ``realized`` per
+    organization, feature and model over the period (``date`` None; :func:`realized` has
+    them per day), ``waste`` per day, ``potential`` per lever and feature."""
 
     since: date
     until: date
@@ -364,41 +381,6 @@ class Ledger:
 
 
 # --- reading the warehouse -------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Group:
-    """Usage tokens of one local date, UTC day, organization, feature, model, tier and window."""
-
-    date: date
-    utc_day: dt.date
-    organization: str
-    feature: str
-    model: str | None
-    service_tier: str | None
-    context_window: str | None
-    tokens: TokenCounts
-
-
-class _Pricer:
-    """Unit prices per (model, UTC day, tier, context window), looked up once each."""
-
-    def __init__(self, table: PriceTable):
-        self.table = table
-        self._cache: dict[tuple[str | None, date, str | None, str | None], UnitPrices | None] = {}
-
-    def tier(self, g: _Group) -> UnitPrices | None:
-        return self._get(g.model, g.utc_day, g.service_tier, g.context_window)
-
-    def standard(self, g: _Group) -> UnitPrices | None:
-        return self._get(g.model, g.utc_day, STANDARD_TIER, g.context_window)
-
-    def _get(self, model: str | None, day: date, tier: str | None,
-             window: str | None) -> UnitPrices | None:
-        key = (model, day, tier, window)
-        if key not in self._cache:
-            self._cache[key] = unit_prices(self.table, model, day, tier, window)
-        return self._cache[key]
-
 
 def _check_period(since: date, until: date) -> int:
     if until < since:
@@ -492,21 +474,76 @@ def _feature_map(batch: Batch, organizations: Sequence[str]) -> FeatureMap:
     return batch.feature_map_for(feature_cut(batch, organizations))
 
 
-def _groups(batch: Batch, since: date, until: date,
-            organizations: Sequence[str]) -> list[_Group]:
-    """Usage tokens summed per local date, UTC day, organization, feature, model, tier, window."""
+def _reason_sql(g: str = "g") -> str:
+    """:func:`unpriced_reason` in SQL, for a group ``g`` that found no unit prices."""
+    return f"""CASE WHEN {g}.model IS NULL THEN 'tokens without a model'
+        WHEN {g}.service_tier IS NOT NULL AND {g}.service_tier NOT IN ('standard', 'batch')
+            THEN 'no public price for service tier ' || {g}.service_tier
+        WHEN m.model IS NULL THEN 'no price for model ' || {g}.model
+        ELSE 'incomplete prices for ' || {g}.model END"""
+
+
+def _price_join(g: str, p: str, tier: str | None = None) -> str:
+    """Unit prices of group ``g`` on its UTC day: at its tier, or at ``tier``; global
+    inference at standard speed (stored usage knows neither)."""
+    match = sql_price_match(g, p, f"{g}.utc_day", f"{g}.context_window", "NULL", "NULL")
+    if tier is not None:
+        match = match.replace(f"coalesce({g}.service_tier, 'standard')", f"'{tier}'")
+    return f"LEFT JOIN unit_prices {p} ON {match}"
+
+
+def _groups(batch: Batch, since: date, until: date, organizations: Sequence[str]) -> pa.Table:
+    """Usage tokens summed per local date, UTC day, organization, feature, model, tier and
+    window (rounded to whole tokens), each with its unit prices per token at its tier
+    (``p_*``, NULL when unpriced, with ``reason``) and at the standard tier (``s_*``), and the
+    batch multiplier of its day. One scan of the period's usage; every figure of the ledger is
+    aggregated from this table in DuckDB."""
     fmap = _feature_map(batch, organizations)
+    register_prices(batch.conn, price_table(batch.config.prices))
+    tier = ", ".join(f"p.{c} AS p_{c}" for c in UNIT_PRICE_COLUMNS)
     sql = f"""
-        WITH {_usage_sql(fmap, organizations)}
-        SELECT {_GROUP_KEYS}, {", ".join(f"round(sum({t}))" for t in _TOKENS)}
-        FROM usage WHERE date BETWEEN $since AND $until
-        GROUP BY {_GROUP_KEYS}
-        ORDER BY {_GROUP_KEYS}"""
-    rows = batch.conn.execute(sql, _params(batch.config, since, until, organizations,
-                                           fmap.params)).fetchall()
-    return [_Group(d, utc_day, org, feature, model, tier, window,
-                   TokenCounts(int(u), int(w5), int(w1), int(r), int(o)))
-            for d, utc_day, org, feature, model, tier, window, u, w5, w1, r, o in rows]
+        WITH {_usage_sql(fmap, organizations)},
+        groups AS (
+            SELECT {_GROUP_KEYS}, {", ".join(f"round(sum({t}))::HUGEINT AS {t}" for t in _TOKENS)}
+            FROM usage WHERE date BETWEEN $since AND $until
+            GROUP BY {_GROUP_KEYS})
+        SELECT g.*, {tier}, s.input_usd AS s_input_usd, s.output_usd AS s_output_usd,
+               p.batch_multiplier AS batch_multiplier,
+               CASE WHEN p.model IS NULL OR s.model IS NULL THEN {_reason_sql()} END AS reason
+        FROM groups g
+        {_price_join("g", "p")}
+        {_price_join("g", "s", STANDARD_TIER)}
+        LEFT JOIN priced_models m ON m.model = {sql_canonical_model("g.model")}"""
+    return batch.conn.sql(sql, params=_params(batch.config, since, until, organizations,
+                                              fmap.params)).to_arrow_table()
+
+
+def _aggregate(batch: Batch, groups: pa.Table, sql: str) -> list[tuple[Any, ...]]:
+    """``sql`` over the groups of :func:`_groups` (as the relation ``g``)."""
+    storage.register(batch.conn, "ledger_groups", groups)
+    try:
+        return batch.conn.execute(sql.replace("{groups}", "ledger_groups g")).fetchall()
+    finally:
+        storage.unregister(batch.conn, "ledger_groups")
+
+
+#: SQL over a group g: its dollars (per-token prices, so no division by a million).
+_ACTUAL = ("(g.uncached_input_tokens * g.p_input_usd + g.cache_write_5m_tokens * "
+           "g.p_cache_write_5m_usd + g.cache_write_1h_tokens * g.p_cache_write_1h_usd + "
+           "g.cache_read_tokens * g.p_cache_read_usd + g.output_tokens * g.p_output_usd)")
+_PROMPT = ("(g.uncached_input_tokens + g.cache_write_5m_tokens + g.cache_write_1h_tokens + "
+           "g.cache_read_tokens)")
+_NO_CACHE = f"({_PROMPT} * g.p_input_usd + g.output_tokens * g.p_output_usd)"
+_BASELINE = f"({_PROMPT} * g.s_input_usd + g.output_tokens * g.s_output_usd)"
+_ALL_TOKENS = f"({_PROMPT} + g.output_tokens)"
+
+
+def _money(value: Any) -> Decimal:
+    return Decimal(0) if value is None else Decimal(value)
+
+
+def _tokens(values: Sequence[Any]) -> TokenCounts:
+    return TokenCounts(*(int(v or 0) for v in values))
 
 
 def _add(a: TokenCounts, b: TokenCounts) -> TokenCounts:
@@ -521,33 +558,34 @@ def _total(tokens: TokenCounts) -> int:
 
 # --- realized --------------------------------------------------------------------------------
 
-def _realized(groups: Iterable[_Group], pricer: _Pricer) -> list[RealizedRow]:
-    sums: dict[tuple[date, str, str, str | None], dict[str, Any]] = {}
-    for g in groups:
-        key = (g.date, g.organization, g.feature, g.model)
-        acc = sums.setdefault(key, {"tokens": TokenCounts(), "actual": Decimal(0),
-                                    "no_cache": Decimal(0), "baseline": Decimal(0),
-                                    "unpriced": 0, "reasons": set()})
-        tier, standard = pricer.tier(g), pricer.standard(g)
-        if tier is None or standard is None:
-            acc["unpriced"] += _total(g.tokens)
-            acc["reasons"].add(unpriced_reason(pricer.table, g.model, g.service_tier))
-            continue
-        acc["tokens"] = _add(acc["tokens"], g.tokens)
-        acc["actual"] += token_cost(g.tokens, tier)
-        acc["no_cache"] += no_cache_cost(g.tokens, tier)
-        acc["baseline"] += no_cache_cost(g.tokens, standard)
-    rows = []
-    for (day, org, feature, model), acc in sums.items():
-        actual, no_cache, baseline = acc["actual"], acc["no_cache"], acc["baseline"]
-        rows.append(RealizedRow(
-            date=day, organization=org, feature=feature, model=model, tokens=acc["tokens"],
+def _realized(batch: Batch, groups: pa.Table, by_date: bool) -> list[RealizedRow]:
+    keys = "g.date, g.organization, g.feature, g.model" if by_date else \
+        "NULL::DATE, g.organization, g.feature, g.model"
+    group = keys if by_date else "g.organization, g.feature, g.model"
+    priced = "FILTER (WHERE g.reason IS NULL)"
+    rows = _aggregate(batch, groups, f"""
+        SELECT {keys},
+               {", ".join(f"sum(g.{t}) {priced}" for t in _TOKENS)},
+               sum({_ACTUAL}::DECIMAL(38, 18)) {priced},
+               sum({_NO_CACHE}::DECIMAL(38, 18)) {priced},
+               sum({_BASELINE}::DECIMAL(38, 18)) {priced},
+               coalesce(sum({_ALL_TOKENS}) FILTER (WHERE g.reason IS NOT NULL), 0),
+               list(DISTINCT g.reason ORDER BY g.reason) FILTER (WHERE g.reason IS NOT NULL)
+        FROM {{groups}}
+        GROUP BY {group}
+        ORDER BY {group.replace("g.model", "g.model NULLS FIRST")}""")
+    out = []
+    for (day, org, feature, model, u, w5, w1, r, o, actual, no_cache, baseline, unpriced,
+         reasons) in rows:
+        actual, no_cache, baseline = _money(actual), _money(no_cache), _money(baseline)
+        out.append(RealizedRow(
+            date=day, organization=org, feature=feature, model=model,
+            tokens=_tokens((u, w5, w1, r, o)),
             actual_usd=actual, no_cache_usd=no_cache, baseline_usd=baseline,
             cache_savings_usd=no_cache - actual, batch_savings_usd=baseline - no_cache,
-            realized_total_usd=baseline - actual, unpriced_tokens=acc["unpriced"],
-            unpriced_reasons=tuple(sorted(acc["reasons"]))))
-    rows.sort(key=lambda r: (r.date, r.organization, r.feature, r.model or ""))
-    return rows
+            realized_total_usd=baseline - actual, unpriced_tokens=int(unpriced),
+            unpriced_reasons=tuple(reasons or ())))
+    return out
 
 
 def realized(batch: Batch, since: date, until: date,
@@ -558,8 +596,7 @@ def realized(batch: Batch, since: date, until: date,
     ``until`` is before ``since``.
     """
     _check_period(since, until)
-    return _realized(_groups(batch, since, until, organizations),
-                     _Pricer(price_table(batch.config.prices)))
+    return _realized(batch, _groups(batch, since, until, organizations), by_date=True)
 
 
 # --- cache waste -----------------------------------------------------------------------------
@@ -574,6 +611,7 @@ def cache_waste(batch: Batch, since: date, until: date,
     """
     _check_period(since, until)
     config, fmap = batch.config, _feature_map(batch, organizations)
+    register_prices(batch.conn, price_table(config.prices))
     keys = "organization, feature, model"
     stream = "usage" if fmap.basis is None else f"usage:{fmap.basis}"
     sql = f"""
@@ -581,67 +619,92 @@ def cache_waste(batch: Batch, since: date, until: date,
         reads AS (SELECT {keys}, bucket_start, sum(cache_read_tokens) AS reads
                   FROM usage GROUP BY {keys}, bucket_start),
         writes AS (SELECT {_GROUP_KEYS}, bucket_start,
-                          round(sum(cache_write_5m_tokens)) AS w5,
-                          round(sum(cache_write_1h_tokens)) AS w1
+                          round(sum(cache_write_5m_tokens))::HUGEINT AS w5,
+                          round(sum(cache_write_1h_tokens))::HUGEINT AS w1
                    FROM usage
                    WHERE date BETWEEN $since AND $until
                      AND (cache_write_5m_tokens <> 0 OR cache_write_1h_tokens <> 0)
-                   GROUP BY {_GROUP_KEYS}, bucket_start)
-        SELECT w.date, w.utc_day, w.organization, w.feature, w.model, w.service_tier,
-               w.context_window, sum(w.w5), sum(w.w1)
-        FROM writes w
-        JOIN sync_state s ON s.organization = w.organization AND s.stream = '{stream}'
-            AND w.bucket_start + INTERVAL 2 HOUR <= s.covered_until
-        LEFT JOIN reads r0 ON r0.organization = w.organization AND r0.feature = w.feature
-            AND r0.model IS NOT DISTINCT FROM w.model AND r0.bucket_start = w.bucket_start
-        LEFT JOIN reads r1 ON r1.organization = w.organization AND r1.feature = w.feature
-            AND r1.model IS NOT DISTINCT FROM w.model
-            AND r1.bucket_start = w.bucket_start + INTERVAL 1 HOUR
-        WHERE coalesce(r0.reads, 0) = 0 AND coalesce(r1.reads, 0) = 0
-        GROUP BY w.date, w.utc_day, w.organization, w.feature, w.model, w.service_tier,
-                 w.context_window"""
+                   GROUP BY {_GROUP_KEYS}, bucket_start),
+        wasted AS (
+            SELECT w.date, w.utc_day, w.organization, w.feature, w.model, w.service_tier,
+                   w.context_window, sum(w.w5) AS w5, sum(w.w1) AS w1
+            FROM writes w
+            JOIN sync_state s ON s.organization = w.organization AND s.stream = '{stream}'
+                AND w.bucket_start + INTERVAL 2 HOUR <= s.covered_until
+            LEFT JOIN reads r0 ON r0.organization = w.organization AND r0.feature = w.feature
+                AND r0.model IS NOT DISTINCT FROM w.model AND r0.bucket_start = w.bucket_start
+            LEFT JOIN reads r1 ON r1.organization = w.organization AND r1.feature = w.feature
+                AND r1.model IS NOT DISTINCT FROM w.model
+                AND r1.bucket_start = w.bucket_start + INTERVAL 1 HOUR
+            WHERE coalesce(r0.reads, 0) = 0 AND coalesce(r1.reads, 0) = 0
+            GROUP BY w.date, w.utc_day, w.organization, w.feature, w.model, w.service_tier,
+                     w.context_window)
+        SELECT g.date, g.organization, g.feature, g.model, sum(g.w5), sum(g.w1),
+               sum((g.w5 * (p.cache_write_5m_usd - p.input_usd)
+                    + g.w1 * (p.cache_write_1h_usd - p.input_usd))::DECIMAL(38, 18))
+                   FILTER (WHERE p.model IS NOT NULL),
+               coalesce(sum(g.w5 + g.w1) FILTER (WHERE p.model IS NULL), 0)
+        FROM wasted g
+        {_price_join("g", "p")}
+        GROUP BY g.date, g.organization, g.feature, g.model
+        ORDER BY g.date, g.organization, g.feature, g.model NULLS FIRST"""
     params = _params(config, since, until, organizations, fmap.params,
                      scan_extra=timedelta(hours=1))  # reads of the hour after the last one
-    pricer = _Pricer(price_table(config.prices))
-    sums: dict[tuple[date, str, str, str | None], list[Any]] = {}
-    for day, utc_day, org, feature, model, tier, window, w5, w1 in batch.conn.execute(
-            sql, params).fetchall():
-        acc = sums.setdefault((day, org, feature, model), [0, 0, Decimal(0), 0])
-        acc[0] += int(w5)
-        acc[1] += int(w1)
-        prices = pricer.tier(_Group(day, utc_day, org, feature, model, tier, window,
-                                    TokenCounts()))
-        if prices is None:
-            acc[3] += int(w5) + int(w1)
-        else:
-            acc[2] += waste_premium(int(w5), int(w1), prices)
-    rows = [WasteRow(day, org, feature, model, w5, w1, usd, unpriced)
-            for (day, org, feature, model), (w5, w1, usd, unpriced) in sums.items()]
-    rows.sort(key=lambda r: (r.date, r.organization, r.feature, r.model or ""))
-    return rows
+    return [WasteRow(day, org, feature, model, int(w5), int(w1), _money(usd_), int(unpriced))
+            for day, org, feature, model, w5, w1, usd_, unpriced
+            in batch.conn.execute(sql, params).fetchall()]
 
 
 # --- potential -------------------------------------------------------------------------------
 
-def _batch_lever(org: str, feature: str, groups: Sequence[_Group], pricer: _Pricer,
+@dataclass(frozen=True)
+class _ModelSums:
+    """What the levers need of one organization, feature and model over the period."""
+
+    model: str | None
+    tokens: TokenCounts              # every row, priced or not
+    cost: Decimal                    # actual cost of the rows priced at their tier
+    unpriced_tokens: int             # tokens of the rows not priced at their tier
+    uncached_weight: Decimal         # sum U (p_in - p_r) of the priced rows, in dollars
+    unpriced_uncached: int           # U of the rows not priced at their tier
+    standard_cost: Decimal           # cost of the priced standard-tier rows
+    batch_saving: Decimal            # sum cost x (1 - batch_multiplier) of those rows
+    standard_unpriced: int           # tokens of the standard-tier rows without a price
+
+
+def _model_sums(batch: Batch, groups: pa.Table) -> dict[tuple[str, str], list[_ModelSums]]:
+    priced, unpriced = "FILTER (WHERE g.reason IS NULL)", "FILTER (WHERE g.reason IS NOT NULL)"
+    standard = "coalesce(g.service_tier, 'standard') = 'standard'"
+    rows = _aggregate(batch, groups, f"""
+        SELECT g.organization, g.feature, g.model,
+               {", ".join(f"sum(g.{t})" for t in _TOKENS)},
+               sum({_ACTUAL}::DECIMAL(38, 18)) {priced},
+               coalesce(sum({_ALL_TOKENS}) {unpriced}, 0),
+               sum((g.uncached_input_tokens * (g.p_input_usd - g.p_cache_read_usd))
+                   ::DECIMAL(38, 18)) {priced},
+               coalesce(sum(g.uncached_input_tokens) {unpriced}, 0),
+               sum({_ACTUAL}::DECIMAL(38, 18))
+                   FILTER (WHERE {standard} AND g.reason IS NULL
+                           AND g.batch_multiplier IS NOT NULL),
+               sum(({_ACTUAL} * (1 - g.batch_multiplier::DECIMAL(9, 6)))::DECIMAL(38, 18))
+                   FILTER (WHERE {standard} AND g.reason IS NULL),
+               coalesce(sum({_ALL_TOKENS}) FILTER (WHERE {standard} AND (g.reason IS NOT NULL
+                   OR g.batch_multiplier IS NULL)), 0)
+        FROM {{groups}}
+        GROUP BY g.organization, g.feature, g.model
+        ORDER BY g.organization, g.feature, g.model NULLS FIRST""")
+    out: dict[tuple[str, str], list[_ModelSums]] = defaultdict(list)
+    for org, feature, model, u, w5, w1, r, o, cost, up, weight, uu, std, saving, sup in rows:
+        out[(org, feature)].append(_ModelSums(
+            model, _tokens((u, w5, w1, r, o)), _money(cost), int(up), _money(weight),
+            int(uu), _money(std), _money(saving), int(sup)))
+    return out
+
+
+def _batch_lever(org: str, feature: str, models: Sequence[_ModelSums],
                  days: int) -> PotentialRow | None:
-    standard_cost = Decimal(0)
-    savings = Decimal(0)
-    by_model: dict[str, Decimal] = defaultdict(Decimal)
-    unpriced = 0
-    for g in groups:
-        if g.service_tier not in (None, STANDARD_TIER):
-            continue
-        prices = pricer.tier(g)
-        multiplier = pricer.table.price(g.model, "batch_multiplier", g.utc_day)
-        if prices is None or multiplier is None:
-            unpriced += _total(g.tokens)
-            continue
-        cost = token_cost(g.tokens, prices)
-        standard_cost += cost
-        saved = batch_potential(cost, multiplier)
-        savings += saved
-        by_model[g.model or ""] += saved
+    standard_cost = sum((m.standard_cost for m in models), Decimal(0))
+    savings = sum((m.batch_saving for m in models), Decimal(0))
     if savings <= 0:
         return None
     month = monthly(savings, days)
@@ -649,34 +712,26 @@ def _batch_lever(org: str, feature: str, groups: Sequence[_Group], pricer: _Pric
         "batch", org, feature, savings, month,
         f"move feature {feature} to the Batch API: about {usd(month)} a month "
         f"({usd(savings)} in {_days_text(days)})",
-        {"standard_cost_usd": standard_cost, "by_model": dict(by_model),
-         "unpriced_tokens": unpriced})
+        {"standard_cost_usd": standard_cost,
+         "by_model": {m.model or "": m.batch_saving for m in models if m.batch_saving},
+         "unpriced_tokens": sum(m.standard_unpriced for m in models)})
 
 
-def _caching_lever(org: str, feature: str, groups: Sequence[_Group], pricer: _Pricer,
-                   target: Decimal, days: int) -> PotentialRow | None:
+def _caching_lever(org: str, feature: str, models: Sequence[_ModelSums], target: Decimal,
+                   days: int) -> PotentialRow | None:
     tokens = TokenCounts()
-    for g in groups:
-        tokens = _add(tokens, g.tokens)
+    for m in models:
+        tokens = _add(tokens, m.tokens)
     ratio = hit_ratio(tokens)
     if ratio is None or ratio >= target:
         return None
     extra = extra_reads(tokens, target)
-    priced = []
-    by_model_uncached: dict[str, list[tuple[int, UnitPrices]]] = defaultdict(list)
-    unpriced = 0
-    for g in groups:
-        prices = pricer.tier(g)
-        if prices is None:
-            unpriced += g.tokens.input
-            continue
-        priced.append((g.tokens.input, prices))
-        by_model_uncached[g.model or ""].append((g.tokens.input, prices))
-    savings = caching_potential(extra, priced, tokens.input)
+    weight = sum((m.uncached_weight for m in models), Decimal(0))
+    savings = caching_savings(extra, weight, tokens.input)
     if savings <= 0:
         return None
-    by_model = {model: caching_potential(extra, items, tokens.input)
-                for model, items in by_model_uncached.items()}
+    by_model = {m.model or "": caching_savings(extra, m.uncached_weight, tokens.input)
+                for m in models if m.uncached_weight}
     month = monthly(savings, days)
     return PotentialRow(
         "caching", org, feature, savings, month,
@@ -686,7 +741,7 @@ def _caching_lever(org: str, feature: str, groups: Sequence[_Group], pricer: _Pr
         {"hit_ratio": ratio, "target": target, "total_input_tokens": tokens.prompt,
          "cache_read_tokens": tokens.cache_read, "uncached_input_tokens": tokens.input,
          "extra_reads": extra, "by_model": by_model,
-         "unpriced_uncached_input_tokens": unpriced})
+         "unpriced_uncached_input_tokens": sum(m.unpriced_uncached for m in models)})
 
 
 def _routing_ratios(config: Config, table: PriceTable, until: date) -> dict[str, Decimal] | None:
@@ -704,20 +759,15 @@ def _routing_ratios(config: Config, table: PriceTable, until: date) -> dict[str,
             "sonnet": price_ratio(inputs["haiku"], inputs["sonnet"])}
 
 
-def _routing_lever(org: str, feature: str, groups: Sequence[_Group], pricer: _Pricer,
+def _routing_lever(org: str, feature: str, models: Sequence[_ModelSums],
                    lines: Mapping[str | None, str | None], ratios: Mapping[str, Decimal],
                    config: Config, days: int) -> PotentialRow | None:
     cost_by_line: dict[str, Decimal] = defaultdict(Decimal)
     cost_by_model: dict[str, Decimal] = defaultdict(Decimal)
-    unpriced = 0
-    for g in groups:
-        prices = pricer.tier(g)
-        if prices is None:
-            unpriced += _total(g.tokens)
-            continue
-        cost = token_cost(g.tokens, prices)
-        cost_by_line[lines.get(g.model) or "unknown"] += cost
-        cost_by_model[g.model or ""] += cost
+    for m in models:
+        if m.cost or m.unpriced_tokens < _total(m.tokens):
+            cost_by_line[lines.get(m.model) or "unknown"] += m.cost
+            cost_by_model[m.model or ""] += m.cost
     moves = routing_moves(cost_by_line, config.savings.target_mix)
     savings = routing_potential(moves, ratios)
     if savings <= 0:
@@ -741,24 +791,21 @@ def _routing_lever(org: str, feature: str, groups: Sequence[_Group], pricer: _Pr
          "reference_models": dict(config.savings.line_models),
          "not_routed_usd": {line: cost for line, cost in cost_by_line.items()
                             if line not in ROUTED_LINES},
-         "unpriced_tokens": unpriced})
+         "unpriced_tokens": sum(m.unpriced_tokens for m in models)})
 
 
-def _potential(batch: Batch, groups: Sequence[_Group], pricer: _Pricer, until: date,
-               days: int) -> list[PotentialRow]:
+def _potential(batch: Batch, groups: pa.Table, until: date, days: int) -> list[PotentialRow]:
     config = batch.config
-    by_feature: dict[tuple[str, str], list[_Group]] = defaultdict(list)
-    for g in groups:
-        by_feature[(g.organization, g.feature)].append(g)
+    by_feature = _model_sums(batch, groups)
     eligible = {rule.name for rule in config.features if rule.batch_eligible}
-    lines = model_lines(batch.conn, {g.model for g in groups})
-    ratios = _routing_ratios(config, pricer.table, until)
+    lines = model_lines(batch.conn, {m.model for ms in by_feature.values() for m in ms})
+    ratios = _routing_ratios(config, price_table(config.prices), until)
     rows: list[PotentialRow] = []
-    for (org, feature), items in by_feature.items():
+    for (org, feature), models in by_feature.items():
         candidates = [
-            _batch_lever(org, feature, items, pricer, days) if feature in eligible else None,
-            _caching_lever(org, feature, items, pricer, config.savings.cache_hit_target, days),
-            (_routing_lever(org, feature, items, pricer, lines, ratios, config, days)
+            _batch_lever(org, feature, models, days) if feature in eligible else None,
+            _caching_lever(org, feature, models, config.savings.cache_hit_target, days),
+            (_routing_lever(org, feature, models, lines, ratios, config, days)
              if ratios else None),
         ]
         rows += [row for row in candidates if row is not None]
@@ -783,8 +830,7 @@ def potential(batch: Batch, since: date, until: date,
     Raises ValueError when ``until`` is before ``since``.
     """
     days = _check_period(since, until)
-    return _potential(batch, _groups(batch, since, until, organizations),
-                      _Pricer(price_table(batch.config.prices)), until, days)
+    return _potential(batch, _groups(batch, since, until, organizations), until, days)
 
 
 # --- the ledger ------------------------------------------------------------------------------
@@ -818,10 +864,9 @@ def ledger(batch: Batch, since: date, until: date,
     Raises ValueError when ``until`` is before ``since``.
     """
     days = _check_period(since, until)
-    pricer = _Pricer(price_table(batch.config.prices))
     groups = _groups(batch, since, until, organizations)
-    realized_rows = _realized(groups, pricer)
+    realized_rows = _realized(batch, groups, by_date=False)
     waste_rows = cache_waste(batch, since, until, organizations)
-    potential_rows = _potential(batch, groups, pricer, until, days)
+    potential_rows = _potential(batch, groups, until, days)
     return Ledger(since, until, days, realized_rows, waste_rows, potential_rows,
                   _totals(realized_rows, waste_rows, potential_rows))

@@ -18,7 +18,7 @@ import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, ContextManager, Iterator
+from typing import Any, Callable, ContextManager, Iterator
 
 import duckdb
 
@@ -147,6 +147,22 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
             raise KeyboardInterrupt from exc
         raise
     conn.execute("COMMIT")
+
+
+def register(conn: duckdb.DuckDBPyConnection, name: str, table: Any) -> None:
+    """``conn.register(name, table)``: an Arrow table readable by SQL as ``name``.
+
+    DuckDB refuses to register (or unregister) while an earlier ``execute()`` result on the
+    connection is not read to its end (a ``fetchone()``); that result is dropped first.
+    """
+    conn.abort()
+    conn.register(name, table)
+
+
+def unregister(conn: duckdb.DuckDBPyConnection, name: str) -> None:
+    """``conn.unregister(name)``, after dropping an unfinished result (see :func:`register`)."""
+    conn.abort()
+    conn.unregister(name)
 
 
 def is_interrupt(exc: BaseException) -> bool:

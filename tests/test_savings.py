@@ -375,10 +375,21 @@ def test_the_simulated_organization(org_config) -> None:
         book = ledger(Batch(conn, config), SINCE, UNTIL)
     expected = _independent(config.database_path)
 
-    # Realized: every figure equals the independent calculation, exactly.
-    got = {(r.date, r.feature, r.model): r for r in book.realized}
+    # Realized: every figure, day by day, equals the independent calculation, exactly.
+    with storage.reader(config) as conn:
+        by_day = realized(Batch(conn, config), SINCE, UNTIL)
+    got = {(r.date, r.feature, r.model): r for r in by_day}
     assert set(got) == set(expected) and len(expected) > 30
-    assert all(r.organization == "acme" and r.unpriced_tokens == 0 for r in book.realized)
+    assert all(r.organization == "acme" and r.unpriced_tokens == 0 for r in by_day)
+    # The ledger's rows are the same per feature and model over the period.
+    period: dict[tuple[str, str | None], list[Decimal]] = defaultdict(lambda: [D(0)] * 3)
+    for r in by_day:
+        sums = period[(r.feature, r.model)]
+        for i, value in enumerate((r.actual_usd, r.no_cache_usd, r.baseline_usd)):
+            sums[i] += value
+    assert {(r.feature, r.model): [r.actual_usd, r.no_cache_usd, r.baseline_usd]
+            for r in book.realized} == period
+    assert all(r.date is None for r in book.realized)
     for k, exp in expected.items():
         row = got[k]
         assert (row.actual_usd, row.no_cache_usd, row.baseline_usd) == (
@@ -442,6 +453,6 @@ def test_the_simulated_organization(org_config) -> None:
 
     # The same figures one lever at a time, and for a single organization.
     with storage.reader(config) as conn:
-        assert realized(Batch(conn, config), SINCE, UNTIL, ["acme"]) == book.realized
+        assert realized(Batch(conn, config), SINCE, UNTIL, ["acme"]) == by_day
         assert cache_waste(Batch(conn, config), SINCE, UNTIL) == book.waste
         assert potential(Batch(conn, config), SINCE, UNTIL) == book.potential

@@ -236,7 +236,7 @@ class Batch:
         # parameters costs more to bind than the query it joins).
         relation = f"feature_map_{basis or 'key'}"
         columns = list(zip(*[(*row, feature) for row, feature in features.items()]))
-        self.conn.register(relation, pa.table({name: pa.array(list(values), pa.string())
+        storage.register(self.conn, relation, pa.table({name: pa.array(list(values), pa.string())
                                                for name, values in zip(_MAP_COLUMNS, columns)}))
         return FeatureMap(f"SELECT * FROM {relation}", {}, features, basis)
 
