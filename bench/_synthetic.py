@@ -61,8 +61,12 @@ class Use:
 class Organization:
     """The synthetic organization: names, and the pages of any UTC day."""
 
-    def __init__(self, seed: int = 7, keys: int = 400, workspaces: int = 40):
+    def __init__(self, seed: int = 7, keys: int = 400, workspaces: int = 40,
+                 models: int = len(MODELS)):
+        if not 1 <= models <= len(MODELS):
+            raise ValueError(f"models: 1 to {len(MODELS)} (the synthetic catalogue)")
         self.seed = seed
+        self.models = MODELS[:models]
         rng = random.Random(seed)
         self.workspaces = [f"wrkspc_bench{w:02d}" for w in range(workspaces)]
         self.keys = [f"apikey_bench{k:03d}" for k in range(keys)]
@@ -71,7 +75,7 @@ class Organization:
         self.workbench = [Use(w, None, rng.choice(("claude-sonnet-5-5", "claude-opus-5-5")),
                               "standard", "0-200k", 3000, 800, "none", 0.0, False, 3)
                           for w in self.workspaces[:8]]
-        self.code_execution_keys = rng.sample(self.keys, 40)
+        self.code_execution_keys = rng.sample(self.keys, min(40, len(self.keys)))
         self.prices = price_table()
         # Spread over the week's hours (a working-day curve, quieter weekends), mean 1.
         weights = [self._weight(h) for h in range(7 * 24)]
@@ -85,14 +89,14 @@ class Organization:
         return curve * (0.5 if day >= 5 else 1.0)
 
     def _key_uses(self, rng: random.Random, key: str) -> list[Use]:
-        names = [m for m, _, _ in MODELS]
-        weights = [w for _, _, w in MODELS]
+        names = [m for m, _, _ in self.models]
+        weights = [w for _, _, w in self.models]
         chosen = set()
         uses = []
         for _ in range(rng.choice((1, 2, 2, 3))):
             model = rng.choices(names, weights)[0]
             tier = rng.choices([t for t, _ in TIERS], [w for _, w in TIERS])[0]
-            long = dict((m, lc) for m, lc, _ in MODELS)[model] and rng.random() < 0.12
+            long = dict((m, lc) for m, lc, _ in self.models)[model] and rng.random() < 0.12
             window = "200k-1M" if long else "0-200k"
             if (model, tier, window) in chosen:
                 continue

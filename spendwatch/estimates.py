@@ -79,7 +79,7 @@ def _relations(table: PriceTable) -> tuple[pa.Table, pa.Table, pa.Table]:
                  "valid_from", "valid_to", *UNIT_PRICE_COLUMNS, "batch_multiplier",
                  "web_search_usd"]
         rows = unit_price_rows(table)
-        per_token = pa.decimal128(38, 18)
+        per_token = pa.decimal128(18, 12)
         types = [pa.string(), pa.string(), pa.bool_(), pa.string(), pa.string(), pa.date32(),
                  pa.date32(), *([per_token] * len(UNIT_PRICE_COLUMNS)), per_token, _DOLLARS]
         units = pa.table({n: pa.array([r[i] for r in rows], type=t)
@@ -196,6 +196,16 @@ def _estimates_sql(rows: str, keep_window: bool, own_geo: str, own_speed: str,
         FROM own o LEFT JOIN factors f ON {on}"""
 
 
+def _delete(conn: duckdb.DuckDBPyConnection, estimates: str, rows: str, where_sql: str,
+            params: Sequence[Any]) -> None:
+    """Drop the estimates of the ``rows`` matching ``where_sql`` (all of them for a reprice)."""
+    if where_sql == "true":
+        conn.execute(f"DELETE FROM {estimates}")
+    else:
+        conn.execute(f"DELETE FROM {estimates} WHERE row_key IN "
+                     f"(SELECT row_key FROM {rows} WHERE {where_sql})", list(params))
+
+
 def write_estimates(conn: duckdb.DuckDBPyConnection, table: PriceTable, where_sql: str,
                     params: Sequence[Any]) -> None:
     """(Re)price the key cut's usage rows matching ``where_sql`` (columns organization,
@@ -210,8 +220,7 @@ def write_estimates(conn: duckdb.DuckDBPyConnection, table: PriceTable, where_sq
     unpriced price-cut row is unpriced.
     """
     register_prices(conn, table)
-    conn.execute("DELETE FROM usage_estimates WHERE row_key IN "
-                 f"(SELECT row_key FROM usage_hourly WHERE {where_sql})", list(params))
+    _delete(conn, "usage_estimates", "usage_hourly", where_sql, params)
     sql = _estimates_sql(f"SELECT * FROM usage_hourly WHERE {where_sql}", True, "NULL",
                          "NULL", where_sql, KEY_MATCH)
     conn.execute(f"INSERT INTO usage_estimates {sql}", [*params, *params, *params])
@@ -227,8 +236,7 @@ def write_cut_estimates(conn: duckdb.DuckDBPyConnection, table: PriceTable, wher
     rows_sql, rows_params = where_sql, list(params)
     if cut is not None:
         rows_sql, rows_params = f"({where_sql}) AND cut = ?", [*params, cut]
-    conn.execute("DELETE FROM cut_estimates WHERE row_key IN "
-                 f"(SELECT row_key FROM usage_cuts WHERE {rows_sql})", rows_params)
+    _delete(conn, "cut_estimates", "usage_cuts", rows_sql, rows_params)
     if cut in (None, "price"):
         exact = priced_sql(f"SELECT * FROM usage_cuts WHERE cut = 'price' AND ({where_sql})",
                            ("row_key",), "u.context_window", "u.inference_geo", "u.speed")
@@ -273,7 +281,7 @@ def ensure_current(conn: duckdb.DuckDBPyConnection, table: PriceTable) -> bool:
     if rows and rows[0][0] == table.fingerprint:
         return False
     reprice_window(conn, table, "true", [])
-    facts.rebuild(conn)
+    facts.reprice(conn)
     conn.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
                  "value = excluded.value", [FINGERPRINT_KEY, table.fingerprint])
     log.info("prices changed: repriced every stored usage row")

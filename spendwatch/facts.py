@@ -194,6 +194,16 @@ def rebuild(conn: duckdb.DuckDBPyConnection) -> None:
         _add_keys(conn, "true", {})
 
 
+def reprice(conn: duckdb.DuckDBPyConnection) -> None:
+    """The estimated facts again from the raw rows, after their estimates were repriced (the
+    billed and allocated facts do not depend on the price table, nor do the identities in
+    ``fact_keys``). Call in a transaction."""
+    conn.execute("DELETE FROM facts WHERE cost_basis = 'estimated'")
+    for select, view in ((_KEY_SELECT, spend_facts_sql()), (_CUT_SELECT, cut_facts_sql())):
+        conn.execute(f"INSERT INTO facts ({_NAMES}) SELECT * FROM ({select} FROM ({view})) "
+                     "WHERE cost_basis = 'estimated' ORDER BY bucket_start")
+
+
 def _has_keys(conn: duckdb.DuckDBPyConnection) -> bool:
     """Whether ``fact_keys`` exists (migration 8; a migration 7 rebuild runs before it)."""
     found = conn.execute("SELECT count(*) FROM information_schema.tables "

@@ -47,6 +47,9 @@ COMPONENTS = (*TOKEN_COMPONENTS, "web_search")
 UNITS = ("per_mtok", "per_request", "per_hour", "multiplier")
 PRICED_TIERS = (None, "standard", "batch")
 MILLION = Decimal(1_000_000)
+#: Decimal places a price per million tokens may have: with the batch (0.5) and US-only (1.1)
+#: multipliers it stays exact at 12 decimals per token (the SQL pricing, unit_price_rows).
+MAX_MTOK_DECIMALS = 4
 LONG_CONTEXT_MODELS = ("claude-haiku-5-5",)
 _DATED_SUFFIX = re.compile(r"-\d{8}$")
 
@@ -122,6 +125,10 @@ def parse_price_row(record: Mapping[str, object], where: str) -> PriceRow:
         raise ValueError(f"{where}: unit must be one of {', '.join(UNITS)}, not {row.unit!r}")
     if not row.price_usd.is_finite() or row.price_usd < 0:
         raise ValueError(f"{where}: price_usd must be a non-negative number")
+    if row.unit == "per_mtok" and row.price_usd.as_tuple().exponent < -MAX_MTOK_DECIMALS:  # type: ignore[operator]
+        raise ValueError(f"{where}: price_usd has more than {MAX_MTOK_DECIMALS} decimal "
+                         "places; write dollars per million tokens to at most "
+                         f"{MAX_MTOK_DECIMALS} (stored usage is priced per token to 12)")
     return row
 
 
@@ -261,7 +268,7 @@ def default_price_table() -> PriceTable:
 #: Columns of :meth:`PriceTable.unit_price_rows`: per-token dollars of the five token kinds.
 UNIT_PRICE_COLUMNS = ("input_usd", "cache_write_5m_usd", "cache_write_1h_usd", "cache_read_usd",
                       "output_usd")
-_PER_TOKEN = Decimal(1).scaleb(-18)
+_PER_TOKEN = Decimal(1).scaleb(-12)
 _FOREVER = date(9999, 12, 31)
 _RELATION_TIERS = ("standard", "batch")
 _RELATION_SPEEDS = ("standard", "fast")
@@ -298,7 +305,7 @@ def unit_price_rows(table: PriceTable) -> list[tuple[object, ...]]:
     model's (or the '*') prices changes: ``(model, service_tier, long_context, speed,
     inference_geo, valid_from, valid_to (exclusive), *UNIT_PRICE_COLUMNS, batch_multiplier,
     web_search_usd)``. Each value is :meth:`PriceTable.unit_price` on ``valid_from``,
-    per token (per million / 1,000,000, to 18 decimals). A combination with any of the five
+    per token (per million / 1,000,000, to 12 decimals: exact for prices per million to 6). A combination with any of the five
     token kinds unpriced (fast mode on the batch tier, a model without fast prices) has no row:
     a row that finds none is unpriced, never $0.
     """

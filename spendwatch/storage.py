@@ -562,6 +562,16 @@ def _m008_fact_keys(conn: duckdb.DuckDBPyConnection) -> None:
     facts.create_keys(conn)
 
 
+def _m009_estimates_unkeyed(conn: duckdb.DuckDBPyConnection) -> None:
+    # Estimates without a primary key: each is written and repriced in bulk, in the same
+    # transaction as the rows it prices (deleted first); an index on a text key made every
+    # insert cost more than the pricing itself, and DuckLake has no keys.
+    for table in ("usage_estimates", "cut_estimates"):
+        conn.execute(f"CREATE TABLE {table}_unkeyed AS SELECT * FROM {table}")
+        conn.execute(f"DROP TABLE {table}")
+        conn.execute(f"ALTER TABLE {table}_unkeyed RENAME TO {table}")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial", _m001_initial),
     (2, "pricing", _m002_pricing),
@@ -571,6 +581,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] =
     (6, "cuts", _m006_cuts),
     (7, "facts", _m007_facts),
     (8, "fact_keys", _m008_fact_keys),
+    (9, "estimates_unkeyed", _m009_estimates_unkeyed),
 ]
 
 

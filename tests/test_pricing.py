@@ -129,6 +129,19 @@ def test_a_float_price_in_config_is_refused(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_a_price_finer_than_stored_usage_is_priced_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[[organizations]]\nname = "a"\n[[pricing.prices]]\nmodel = "m"\n'
+                    'component = "input"\nprice_usd = "0.123456"\nunit = "per_mtok"\n'
+                    'effective_from = "2026-11-01"\n')
+    path.chmod(0o600)
+    with pytest.raises(ConfigError, match=r"pricing.prices\[0\]: price_usd has more than 4 "
+                                          r"decimal places"):
+        load_config(path)
+    path.write_text(path.read_text().replace('"0.123456"', '"0.1234"'))
+    assert load_config(path).prices[0].price_usd == Decimal("0.1234")
+
+
 def test_shares_of_a_split_add_up_exactly() -> None:
     # $1 in three equal parts: 0.333333333334 + 0.333333333333 + 0.333333333333
     assert split_exactly(D("1"), [1, 1, 1]) == [D("0.333333333334"), D("0.333333333333"),

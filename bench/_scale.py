@@ -1,27 +1,25 @@
-"""Benchmark: spendwatch at a large organization's scale, each figure against a baseline.
+"""The bench suite's machinery: load a synthetic large organization through the project's own
+path, then measure every figure beside a baseline from the same run.
 
-Builds ``--months`` of a synthetic organization (``_synthetic.py``: 400 API keys, 40
-workspaces, 10 models; about 80 usage and 340 cost rows an hour) as Analytics API pages and
-loads them a UTC day at a time through the collectors' own path (``analytics_*_rows``, then
-``write_window``). Then measures, each beside a baseline measured in the same run (the machines
-are shared and noisy: the ratios are what counts):
+Entry points: ``bench/generate.py`` (the load) and ``bench/run.py`` (the measurements and
+``bench/RESULTS.md``). The organization (``_synthetic.py``: by default 400 API keys, 40
+workspaces, 10 models; about 80 usage and 340 cost rows an hour) is built as Analytics API
+pages, the JSON the API sends, and loaded a UTC day at a time through the collectors'
+parsers (``analytics_*_rows``) and ``write_window``: the code a collection runs after the
+HTTP request. Each measurement has a baseline from the same run (the machines are shared and
+noisy: the ratios are what counts):
 
 - ingest rows/s, parse and write time (baseline: DuckDB's bulk INSERT of the same rows as
   Arrow into a fresh file of the same schema), and the write time per window early and late;
-- one spend query over the last 7 local days, p50/p95 of 7 fresh readers (baseline: a plain
-  GROUP BY over usage_hourly and cost_buckets);
-- the queries of the Overview, Spend, Caching and Reports pages (as the pages call them, one
-  Batch per page), the Spend page rendered cold through Streamlit's AppTest, and the peak
-  memory of a fresh process running the four pages' queries (baseline: one running the plain
-  GROUP BYs, same imports; the difference is what the queries hold);
+- spend queries over 7 local days, p50/p95 over ranges across the stored year and four
+  groupings, each run beside a plain GROUP BY of the same rows;
+- the queries of every page (as the pages call them, one Batch per page run), p50/p95, every
+  page rendered cold through Streamlit's AppTest, and the peak memory of a fresh process
+  running every page's queries (baseline: one running the plain GROUP BYs, same imports);
 - the weekly report's rows (and a process's peak memory doing them), the savings ledger over
-  the loaded year, repricing every row after a price change (rolled back), the file size and
-  rows stored per table.
-
-Run: ``python bench/bench_scale.py [--months 1] [--keep DIR] [--skip-load]``. ``--keep`` builds
-into DIR once and reuses it when it already holds the same months; ``--skip-load`` only
-measures (DIR must hold the data). Prints one JSON object and writes it to
-``bench/results/scale-<months>m.json``.
+  the loaded year, repricing every row after a price change (rolled back), alert evaluation
+  over more than 1,000 scopes, a scheduled run's requests against the paging minimum (the
+  local simulator over HTTP, the small organization), the file size and rows per table.
 """
 
 from __future__ import annotations
@@ -44,7 +42,7 @@ from typing import Any, Callable
 import duckdb
 import pyarrow as pa
 
-from _synthetic import Organization
+from _synthetic import MODELS, Organization
 from alerts import history
 from collectors.rows import analytics_cost_rows, analytics_usage_rows
 from collectors.sync import Window, write_names, write_window
@@ -110,10 +108,11 @@ def arrow_of(rows: list[Any], columns: list[str], provisional_after: datetime) -
                                                else None)) for c, v in values.items()})
 
 
-def load(config: Config, months: int) -> dict[str, Any]:
+def load(config: Config, months: int, keys: int = 400, workspaces: int = 40,
+         models: int = len(MODELS)) -> dict[str, Any]:
     """Every day of ``months`` through parse + write_window; the same rows bulk-loaded into
     a fresh DuckDB file beside it (the baseline)."""
-    org = Organization()
+    org = Organization(keys=keys, workspaces=workspaces, models=models)
     prices = price_table(config.prices)
     provisional_after = END - timedelta(hours=48)
     with storage.writer(config) as conn, storage.transaction(conn):
@@ -276,13 +275,31 @@ def reports_page(config: Config, batch: Batch) -> None:
     report_history.report_runs(batch.conn, 20)
 
 
+def savings_page(config: Config, batch: Batch) -> None:
+    until = days(config)["today"] - DAY
+    views.savings_view(batch, until - timedelta(days=29), until)
+
+
+def alerts_page(config: Config, batch: Batch) -> None:
+    history.firing_alerts(batch.conn, END)
+    history.recent_episodes(batch.conn, END - timedelta(days=14))
+    history.delivery_attempts(batch.conn, 100)
+    history.notification_counts(batch.conn)
+    history.broken_channels(batch.conn)
+    history.silences(batch.conn, END)
+    history.alert_scopes(batch.conn)
+
+
 def run_page(config: Config, page: Callable[[Config, Batch], None]) -> None:
     """One page's queries on one fresh Batch, as app.data.load does for a page run."""
     with_batch(config, lambda batch: page(config, batch))
 
 
 PAGES = {"overview": overview_page, "spend": spend_page, "caching": caching_page,
-         "reports": reports_page}
+         "savings": savings_page, "reports": reports_page, "alerts": alerts_page}
+#: The dashboard's pages rendered cold (app/pages); "people" needs the people cuts, which the
+#: synthetic organization does not have.
+APP_PAGES = ("spend", "caching", "savings", "reports", "alerts")  # and Overview
 
 
 def child(kind: str, config_path: str) -> None:
@@ -318,18 +335,21 @@ def peak_mb() -> float | None:
 
 
 def apptest(config_path: str) -> dict[str, Any]:
-    """Overview (the first run), then the Spend page with an empty cache, through AppTest."""
+    """Overview (the first run), then every other page with an empty cache, through AppTest."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
     os.environ["SPENDWATCH_CONFIG"] = config_path
     os.environ["SPENDWATCH_NOW"] = END.strftime("%Y-%m-%dT%H:%M:%SZ")
     at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=1800)
-    main_s, _ = timed(at.run)
-    st.cache_data.clear()
-    spend_s, _ = timed(lambda: at.switch_page("pages/spend.py").run())
-    return {"overview_first_run_s": s(main_s), "spend_page_cold_s": s(spend_s),
-            "exceptions": [e.value for e in at.exception],
-            "errors": [e.value for e in at.error]}
+    first_s, _ = timed(at.run)
+    out: dict[str, Any] = {"first_run_s": s(first_s)}  # imports, the door, Overview
+    for page in ("overview", *APP_PAGES):
+        st.cache_data.clear()
+        seconds, _ = timed(lambda: at.switch_page(f"pages/{page}.py").run())
+        out[f"{page}_cold_s"] = s(seconds)
+    out["exceptions"] = [e.value for e in at.exception]
+    out["errors"] = [e.value for e in at.error]
+    return out
 
 
 def in_child(kind: str, config: Config) -> dict[str, Any]:
@@ -384,22 +404,136 @@ def reprice(config: Config, folder: Path) -> dict[str, Any]:
             "baseline_plain_sql_s": s(baseline), "ratio": ratio(seconds, baseline)}
 
 
-def measure(config: Config, folder: Path) -> dict[str, Any]:
+GROUPINGS = (["model"], ["feature"], ["api_key", "cache_status"],
+             ["model", "feature", "api_key", "cache_status"])
+#: Where the 7-day ranges end, in days back from the last one (those inside the loaded data).
+RANGE_ENDS = (0, 30, 90, 180, 300)
+
+
+def spend_ranges(config: Config) -> list[tuple[date, date]]:
+    today = days(config)["today"]
+    with storage.reader(config) as conn:
+        (first,) = conn.execute("SELECT min(bucket_start) FROM usage_hourly").fetchone()
+    oldest = local_today(first, config.tz) + DAY
+    ends = [today - timedelta(days=n) for n in RANGE_ENDS]
+    return [(end - timedelta(days=6), end) for end in ends if end - timedelta(days=6) >= oldest]
+
+
+def spend_varied(config: Config) -> dict[str, Any]:
+    """spend() over 7 local days at every range end and grouping, each run beside the plain
+    GROUP BY of the same range; p50/p95 of each and of their ratios (fresh reader each)."""
+    runs, bases, ratios = [], [], []
+    by_range: dict[str, list[float]] = {}
+    for since, until in spend_ranges(config):
+        for by in GROUPINGS:
+            base, _ = timed(lambda: with_batch(config, plain(config, since, until,
+                                                             "model, api_key_id")))
+            seconds, _ = timed(lambda: with_batch(config, lambda b: spend(b, since, until, by)))
+            runs.append(seconds)
+            bases.append(base)
+            ratios.append(seconds / base)
+            by_range.setdefault(f"{since}..{until}", []).append(seconds)
+
+    def pct(values: list[float], q: float) -> float:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+    return {"runs": len(runs), "groupings": [",".join(g) for g in GROUPINGS],
+            "p50_s": s(statistics.median(runs)), "p95_s": s(pct(runs, 0.95)),
+            "baseline_p50_s": s(statistics.median(bases)), "baseline_p95_s": s(pct(bases, 0.95)),
+            "ratio_p50": round(statistics.median(ratios), 2),
+            "ratio_p95": round(pct(ratios, 0.95), 2),
+            "median_s_by_range": {k: s(statistics.median(v)) for k, v in by_range.items()}}
+
+
+PAGE_RUNS = 5
+
+
+def alert_rules(scopes_feature: int) -> str:
+    """Rules with more than 1,000 scopes on the synthetic organization: cache hit ratio per
+    feature at two floors (one scope per key), per model, and cost drift per model and day."""
+    rules = []
+    for name, floor, per in (("cache per feature", "0.5", "feature"),
+                             ("cache per feature, low", "0.3", "feature"),
+                             ("cache per model", "0.5", "model")):
+        rules.append(f'[[alerts.rules]]\nname = "{name}"\nkind = "cache_hit_ratio"\n'
+                     f'floor = {floor}\nper = "{per}"\nmin_input_tokens = 1\n'
+                     'channels = []\n')
+    rules.append('[[alerts.rules]]\nname = "drift"\nkind = "cost_drift"\n'
+                 'threshold_percent = "5"\ndays = 30\nchannels = []\n')
+    rules.append('[[alerts.rules]]\nname = "daily"\nkind = "daily_spend"\n'
+                 'threshold_usd = "100000"\nchannels = []\n')
+    return "".join(rules)
+
+
+def alerts_bench(config: Config, folder: Path) -> dict[str, Any]:
+    """One alert check (evaluate every rule, apply the state machine) over the rules of
+    :func:`alert_rules`, beside the plain GROUP BY of their last 30 days."""
+    from alerts.machine import evaluate_and_record
+    from alerts.model import CheckReport
+    ruled = write_config(folder, "config-alerts.toml", alert_rules(400))
+    report = CheckReport()
+    seconds, _ = timed(lambda: evaluate_and_record(ruled, END, report))
     d = days(config)
-    seven = (d["since7"], d["today"])
+    base_s, _ = timed(lambda: with_batch(config, plain(config, d["today"] - timedelta(days=29),
+                                                        d["today"], "model, api_key_id")))
+    return {"scopes": len({(e.rule, e.scope_key) for e in report.evaluations}),
+            "evaluations": len(report.evaluations), "seconds": s(seconds),
+            "baseline_group_by_s": s(base_s), "ratio": ratio(seconds, base_s)}
+
+
+def scheduled_run() -> dict[str, Any]:
+    """A routine run's requests against the paging minimum: the local simulator (the small
+    organization, over HTTP through the SDK), 3 days collected, then a run an hour later with
+    a small page limit so its re-read range needs several pages."""
+    from _setup import KEY
+    from collectors.simulator import start_simulator
+    from collectors.sync import CollectOptions, collect
+    now = datetime(2026, 11, 24, 12, tzinfo=timezone.utc)
+    with tempfile.TemporaryDirectory() as folder, start_simulator(admin_keys=[KEY], now=now) \
+            as sim:
+        path = Path(folder) / "config.toml"
+        path.write_text(f'timezone = "America/Chicago"\n[collection]\npage_limit = 200\n'
+                        f'[[organizations]]\nname = "bench"\nbase_url = "{sim.url}"\n'
+                        'cuts = []\n', encoding="utf-8")
+        path.chmod(0o600)
+        os.environ["ANTHROPIC_ADMIN_KEY"] = KEY
+        config = load_config(path)
+        (first,) = collect(config, CollectOptions(since=now - timedelta(days=3)),
+                           now=now - timedelta(minutes=30))
+        assert first.ok, first.error
+        sim.clear_requests()
+        seconds, (result,) = timed(lambda: collect(config, CollectOptions(), now=now))
+        assert result.ok, result.error
+        served = sim.requests()
+        since = now - timedelta(hours=config.collection.usage_lookback_hours)
+        since = since.replace(hour=0, minute=0, second=0, microsecond=0)
+        with storage.reader(config) as conn:
+            usage, cost = (conn.execute(f"SELECT count(*) FROM {t} WHERE bucket_start >= ?",
+                                        [since]).fetchone()[0]
+                           for t in ("usage_hourly", "cost_buckets"))
+    by_path: dict[str, int] = {}
+    for r in served:
+        by_path[r["path"]] = by_path.get(r["path"], 0) + 1
+    usage_requests = by_path.get("/v1/organizations/analytics/usage", 0)
+    return {"seconds": s(seconds), "requests": sum(by_path.values()), "by_path": by_path,
+            "usage_rows_reread": usage, "cost_rows_reread": cost,
+            "usage_requests": usage_requests, "usage_paging_minimum": -(-usage // 200),
+            "page_limit": 200}
+
+
+def measure(config: Config, folder: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    baseline = percentiles(config, plain(config, *seven, "model, api_key_id"))
-    query = percentiles(config, lambda b: spend(
-        b, *seven, ["model", "feature", "api_key", "cache_status"]))
-    out["spend_7_days"] = {**query, "baseline_group_by": baseline,
-                           "ratio_p50": ratio(query["p50_s"], baseline["p50_s"]),
-                           "ratio_p95": ratio(query["p95_s"], baseline["p95_s"])}
-    pages = {name: s(timed(partial(run_page, config, page))[0]) for name, page in PAGES.items()}
-    out["pages_queries_s"] = {**pages, "ratio_to_spend_baseline_p50": {
-        k: ratio(v, baseline["p50_s"]) for k, v in pages.items()}}
-    rendered = in_child("apptest", config)
-    out["apptest"] = {**rendered, "ratio_spend_render_to_its_queries": ratio(
-        rendered.get("spend_page_cold_s", 0), pages["spend"])}
+    out["spend_7_days"] = spend_varied(config)
+    base_runs = sorted(timed(lambda: with_batch(config, plain(
+        config, days(config)["since7"], days(config)["today"], "model, api_key_id")))[0]
+        for _ in range(PAGE_RUNS))
+    pages: dict[str, Any] = {}
+    for name, page in PAGES.items():
+        runs = sorted(timed(partial(run_page, config, page))[0] for _ in range(PAGE_RUNS))
+        pages[name] = {"p50_s": s(statistics.median(runs)), "p95_s": s(runs[-1])}
+    out["pages_queries"] = {**pages, "runs": PAGE_RUNS,
+                            "baseline_7_day_group_by_p50_s": s(statistics.median(base_runs))}
+    out["apptest"] = in_child("apptest", config)
     base_child = in_child("baseline", config)
     pages_child = in_child("pages", config)
     weekly_child = in_child("weekly", config)
@@ -417,6 +551,7 @@ def measure(config: Config, folder: Path) -> dict[str, Any]:
                                                         weekly_by(config))))
     out["weekly_rows"] = {"week": f"{monday}..{sunday}", "rows": len(rows), "seconds": s(seconds),
                           "baseline_group_by_s": s(base_s), "ratio": ratio(seconds, base_s)}
+    d = days(config)
     with storage.reader(config) as conn:
         (first,) = conn.execute("SELECT min(bucket_start) FROM usage_hourly").fetchone()
     since = max(local_today(first, config.tz), d["today"] - timedelta(days=364))
@@ -426,6 +561,8 @@ def measure(config: Config, folder: Path) -> dict[str, Any]:
                                                         "model, service_tier")))
     out["savings_ledger"] = {"since": str(since), "until": str(d["today"]), "seconds": s(seconds),
                              "baseline_group_by_s": s(base_s), "ratio": ratio(seconds, base_s)}
+    out["alerts"] = alerts_bench(config, folder)
+    out["scheduled_run"] = scheduled_run()
     out["reprice"] = reprice(config, folder)
     database = config.database_path
     baseline_file = database.with_name("baseline.duckdb")
@@ -452,43 +589,59 @@ def code_state() -> dict[str, Any]:
                         if not line[3:].startswith("bench/")]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--months", type=int, default=1)
-    parser.add_argument("--keep", type=Path, help="build into DIR once, reuse it afterwards")
-    parser.add_argument("--skip-load", action="store_true", help="only measure (needs --keep)")
-    parser.add_argument("--child", nargs=2, metavar=("KIND", "CONFIG"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        child(*args.child)
-        return
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = args.keep or Path(scratch)
-        folder.mkdir(parents=True, exist_ok=True)
-        config = write_config(folder)
-        manifest = folder / "loaded.json"
-        built = json.loads(manifest.read_text()) if manifest.exists() else None
-        if built and built["months"] != args.months:
-            sys.exit(f"{folder} holds {built['months']} months, not {args.months}: "
-                     "use another --keep folder")
-        if args.skip_load and not built:
-            sys.exit("--skip-load needs --keep DIR holding a finished load")
-        if not built:
-            for stale in (config.database_path, config.database_path.with_name(
-                    config.database_path.name + ".wal")):
-                stale.unlink(missing_ok=True)
-            built = {"months": args.months, "code_at_load": code_state(),
-                     "ingest": load(config, args.months)}
-            manifest.write_text(json.dumps(built))
-        result = {"months": args.months, "now": END.isoformat(), "code": code_state(),
-                  "code_at_load": built.get("code_at_load"), "ingest": built["ingest"],
-                  **measure(config, folder)}
-    text = json.dumps(result, indent=1, default=str)
-    print(text)
-    out = ROOT / "bench" / "results" / f"scale-{args.months}m.json"
+MANIFEST = "loaded.json"
+
+
+def generate(folder: Path, months: int, keys: int, workspaces: int, models: int) -> dict[str, Any]:
+    """Write ``folder/config.toml`` and load the warehouse it names (``folder/loaded.json``
+    records what was loaded and the ingest figures). Refuses a folder already loaded."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / MANIFEST).exists():
+        sys.exit(f"{folder} already holds a load ({folder / MANIFEST}); use another --out")
+    config = write_config(folder)
+    for stale in (config.database_path,
+                  config.database_path.with_name(config.database_path.name + ".wal")):
+        stale.unlink(missing_ok=True)
+    built = {"months": months, "keys": keys, "workspaces": workspaces, "models": models,
+             "code_at_load": code_state(),
+             "ingest": load(config, months, keys, workspaces, models)}
+    (folder / MANIFEST).write_text(json.dumps(built), encoding="utf-8")
+    return built
+
+
+def run(folder: Path) -> dict[str, Any]:
+    """Every measurement on the warehouse ``generate`` loaded into ``folder``; the result is
+    written to ``bench/results/scale-<months>m.json`` and ``bench/RESULTS.md`` is rebuilt."""
+    manifest = folder / MANIFEST
+    if not manifest.exists():
+        sys.exit(f"{folder} holds no finished load: run bench/generate.py --out {folder} first")
+    built = json.loads(manifest.read_text(encoding="utf-8"))
+    config = write_config(folder)
+    result = {"months": built["months"], "keys": built.get("keys", 400),
+              "workspaces": built.get("workspaces", 40), "models": built.get("models", 10),
+              "now": END.isoformat(), "measured_at": datetime.now(timezone.utc).isoformat(),
+              "machine": machine(), "code": code_state(),
+              "code_at_load": built.get("code_at_load"), "ingest": built["ingest"],
+              **measure(config, folder)}
+    out = ROOT / "bench" / "results" / f"scale-{built['months']}m.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(text + "\n", encoding="utf-8")
+    out.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
+    return result
+
+
+def machine() -> dict[str, Any]:
+    import platform
+    memory = next((int(line.split()[1]) // 1024 for line in
+                   Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal:")), None)
+    return {"cpus": os.cpu_count(), "memory_mb": memory, "python": platform.python_version(),
+            "duckdb": duckdb.__version__, "system": platform.platform()}
+
+
+def child_main() -> None:
+    """``python bench/_scale.py --child KIND CONFIG``: one job in a fresh process."""
+    child(sys.argv[2], sys.argv[3])
 
 
 if __name__ == "__main__":
-    main()
+    child_main()
