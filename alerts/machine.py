@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Mapping
 
 import duckdb
+import pyarrow as pa
 
 from alerts import settings
 from alerts.model import CheckReport, Evaluation, Notification
@@ -34,6 +36,9 @@ from spendwatch import storage
 from spendwatch.config import Config, RuleConfig
 
 
+_QUANTUM = Decimal(1).scaleb(-12)  # alert_states.last_value is DECIMAL(38, 12)
+
+
 class _Machine:
     """Applies one check's evaluations inside one transaction."""
 
@@ -41,23 +46,55 @@ class _Machine:
                  report: CheckReport):
         self.conn, self.config, self.now, self.report = conn, config, now, report
         self.rules: Mapping[str, RuleConfig] = {r.name: r for r in config.alerts.rules}
+        self._states: dict[tuple[str, str, str], tuple[Any, ...]] | None = None
+        self._saved: dict[tuple[str, str, str], tuple[Any, ...]] = {}
 
     def state(self, ev: Evaluation) -> tuple[Any, ...] | None:
-        return self.conn.execute(
-            "SELECT state, since, episode_id, last_notified_at FROM alert_states WHERE rule = ? "
-            "AND scope_key = ? AND level = ?", [ev.rule, ev.scope_key, ev.level]).fetchone()
+        """(state, since, episode_id, last_notified_at) of the evaluation's (rule, scope, level),
+        read once per check for every stored state (one query, not one per scope)."""
+        if self._states is None:
+            self._states = {(r, k, lv): (st, since, ep, notified)
+                            for r, k, lv, st, since, ep, notified in self.conn.execute(
+                                "SELECT rule, scope_key, level, state, since, episode_id, "
+                                "last_notified_at FROM alert_states").fetchall()}
+        return self._states.get((ev.rule, ev.scope_key, ev.level))
 
     def save(self, ev: Evaluation, state: str, since: datetime, episode: int | None,
              notified: datetime | None) -> None:
+        """Keep the new state; :meth:`flush` writes every saved state in one statement."""
+        key = (ev.rule, ev.scope_key, ev.level)
+        if self._states is not None:
+            self._states[key] = (state, since, episode, notified)
+        self._saved[key] = (state, since, episode, ev.state, ev.value, notified)
+
+    def flush(self) -> None:
+        """Write the states :meth:`save` kept: one upsert from an Arrow table."""
+        if not self._saved:
+            return
+        keys, values = list(self._saved), list(self._saved.values())
+        table = pa.table({
+            "rule": pa.array([k[0] for k in keys], pa.string()),
+            "scope_key": pa.array([k[1] for k in keys], pa.string()),
+            "level": pa.array([k[2] for k in keys], pa.string()),
+            "state": pa.array([str(v[0]) for v in values], pa.string()),
+            "since": pa.array([v[1] for v in values], pa.timestamp("us", tz="UTC")),
+            "episode_id": pa.array([v[2] for v in values], pa.int64()),
+            "last_result": pa.array([str(v[3]) for v in values], pa.string()),
+            "last_value": pa.array([None if v[4] is None else Decimal(v[4]).quantize(_QUANTUM)
+                                    for v in values], pa.decimal128(38, 12)),
+            "last_evaluated_at": pa.array([self.now] * len(keys), pa.timestamp("us", tz="UTC")),
+            "last_notified_at": pa.array([v[5] for v in values],
+                                         pa.timestamp("us", tz="UTC"))})
+        storage.register(self.conn, "saved_alert_states", table)
         self.conn.execute("""
-            INSERT INTO alert_states VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO alert_states SELECT * FROM saved_alert_states
             ON CONFLICT (rule, scope_key, level) DO UPDATE SET state = excluded.state,
               since = excluded.since, episode_id = excluded.episode_id,
               last_result = excluded.last_result, last_value = excluded.last_value,
               last_evaluated_at = excluded.last_evaluated_at,
-              last_notified_at = excluded.last_notified_at""",
-                          [ev.rule, ev.scope_key, ev.level, state, since, episode, ev.state,
-                           ev.value, self.now, notified])
+              last_notified_at = excluded.last_notified_at""")
+        storage.unregister(self.conn, "saved_alert_states")
+        self._saved.clear()
 
     def transition(self, ev: Evaluation, episode: int | None, old: str, new: str) -> None:
         self.conn.execute("INSERT INTO alert_transitions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -168,4 +205,5 @@ def evaluate_and_record(config: Config, now: datetime, report: CheckReport) -> N
             machine = _Machine(conn, config, now, report)
             for ev in report.evaluations:
                 machine.apply(ev)
+            machine.flush()
             machine.expire({(e.rule, e.scope_key, e.level) for e in report.evaluations})

@@ -58,13 +58,17 @@ class Warehouse:
     def __init__(self, batch: Batch):
         self.batch = batch
         self.config = batch.config
+        self._last_success: dict[str, datetime | None] = {}
 
     def last_runs(self, organization: str) -> list[tuple[str, datetime]]:
         """(status, finished_at) of the organization's runs, newest first."""
         return recent_runs(self.batch, organization)
 
     def last_success(self, organization: str) -> datetime | None:
-        return last_success(self.batch, organization)
+        """Read once per check and organization (every scope asks)."""
+        if organization not in self._last_success:
+            self._last_success[organization] = last_success(self.batch, organization)
+        return self._last_success[organization]
 
     def last_failure(self, organization: str) -> str | None:
         """The error of the organization's latest run, when that run failed."""

@@ -450,9 +450,10 @@ PAGE_RUNS = 5
 
 def alert_rules(scopes_feature: int) -> str:
     """Rules with more than 1,000 scopes on the synthetic organization: cache hit ratio per
-    feature at two floors (one scope per key), per model, and cost drift per model and day."""
+    feature at three floors (one scope per key), per model, and cost drift per model and day."""
     rules = []
     for name, floor, per in (("cache per feature", "0.5", "feature"),
+                             ("cache per feature, mid", "0.4", "feature"),
                              ("cache per feature, low", "0.3", "feature"),
                              ("cache per model", "0.5", "model")):
         rules.append(f'[[alerts.rules]]\nname = "{name}"\nkind = "cache_hit_ratio"\n'
