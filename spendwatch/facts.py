@@ -18,7 +18,7 @@ reprices and dropped rows.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
 import duckdb
@@ -195,13 +195,26 @@ def rebuild(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 def reprice(conn: duckdb.DuckDBPyConnection) -> None:
-    """The estimated facts again from the raw rows, after their estimates were repriced (the
-    billed and allocated facts do not depend on the price table, nor do the identities in
-    ``fact_keys``). Call in a transaction."""
-    conn.execute("DELETE FROM facts WHERE cost_basis = 'estimated'")
-    for select, view in ((_KEY_SELECT, spend_facts_sql()), (_CUT_SELECT, cut_facts_sql())):
-        conn.execute(f"INSERT INTO facts ({_NAMES}) SELECT * FROM ({select} FROM ({view})) "
-                     "WHERE cost_basis = 'estimated' ORDER BY bucket_start")
+    """The facts again where they are estimated, after the estimates were repriced.
+
+    Only an estimated fact depends on the price table, and a reprice changes no hour's
+    billing: the facts are refreshed (:func:`refresh`) over each run of consecutive UTC days
+    that holds an estimated fact, per cut and organization, not over the whole history. Call
+    in a transaction."""
+    runs = conn.execute("""
+        WITH days AS (
+            SELECT DISTINCT cut, organization, timezone('UTC', bucket_start)::DATE AS day
+            FROM facts WHERE cost_basis = 'estimated'),
+        numbered AS (
+            SELECT *, day - (row_number() OVER (PARTITION BY cut, organization
+                                                ORDER BY day))::INTEGER AS run
+            FROM days)
+        SELECT cut, organization, min(day), max(day) FROM numbered
+        GROUP BY cut, organization, run ORDER BY 2, 1, 3""").fetchall()
+    for cut, organization, first, last in runs:
+        start = datetime(first.year, first.month, first.day, tzinfo=timezone.utc)
+        end = datetime(last.year, last.month, last.day, tzinfo=timezone.utc) + timedelta(days=1)
+        refresh(conn, organization, start, end, [cut])
 
 
 def _has_keys(conn: duckdb.DuckDBPyConnection) -> bool:
