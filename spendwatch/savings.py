@@ -558,10 +558,9 @@ def _total(tokens: TokenCounts) -> int:
 
 # --- realized --------------------------------------------------------------------------------
 
-def _realized(batch: Batch, groups: pa.Table, by_date: bool) -> list[RealizedRow]:
-    keys = "g.date, g.organization, g.feature, g.model" if by_date else \
-        "NULL::DATE, g.organization, g.feature, g.model"
-    group = keys if by_date else "g.organization, g.feature, g.model"
+def _realized(batch: Batch, groups: pa.Table) -> list[RealizedRow]:
+    """Realized rows per local date (the ledger's, per period, come from :func:`_model_sums`)."""
+    keys = group = "g.date, g.organization, g.feature, g.model"
     priced = "FILTER (WHERE g.reason IS NULL)"
     rows = _aggregate(batch, groups, f"""
         SELECT {keys},
@@ -596,7 +595,7 @@ def realized(batch: Batch, since: date, until: date,
     ``until`` is before ``since``.
     """
     _check_period(since, until)
-    return _realized(batch, _groups(batch, since, until, organizations), by_date=True)
+    return _realized(batch, _groups(batch, since, until, organizations))
 
 
 # --- cache waste -----------------------------------------------------------------------------
@@ -672,9 +671,17 @@ class _ModelSums:
     standard_unpriced: int           # tokens of the standard-tier rows without a price
 
 
-def _model_sums(batch: Batch, groups: pa.Table) -> dict[tuple[str, str], list[_ModelSums]]:
+def _model_sums(batch: Batch, groups: pa.Table, with_realized: bool = False
+                ) -> tuple[dict[tuple[str, str], list[_ModelSums]], list[RealizedRow]]:
+    """What the levers need per organization, feature and model, and (``with_realized``) the
+    realized rows of the same grain, from one aggregation of the groups."""
     priced, unpriced = "FILTER (WHERE g.reason IS NULL)", "FILTER (WHERE g.reason IS NOT NULL)"
     standard = "coalesce(g.service_tier, 'standard') = 'standard'"
+    realized = "" if not with_realized else f""",
+               {", ".join(f"sum(g.{t}) {priced}" for t in _TOKENS)},
+               sum({_NO_CACHE}::DECIMAL(38, 18)) {priced},
+               sum({_BASELINE}::DECIMAL(38, 18)) {priced},
+               list(DISTINCT g.reason ORDER BY g.reason) {unpriced}"""
     rows = _aggregate(batch, groups, f"""
         SELECT g.organization, g.feature, g.model,
                {", ".join(f"sum(g.{t})" for t in _TOKENS)},
@@ -689,16 +696,27 @@ def _model_sums(batch: Batch, groups: pa.Table) -> dict[tuple[str, str], list[_M
                sum(({_ACTUAL} * (1 - g.batch_multiplier::DECIMAL(9, 6)))::DECIMAL(38, 18))
                    FILTER (WHERE {standard} AND g.reason IS NULL),
                coalesce(sum({_ALL_TOKENS}) FILTER (WHERE {standard} AND (g.reason IS NOT NULL
-                   OR g.batch_multiplier IS NULL)), 0)
+                   OR g.batch_multiplier IS NULL)), 0){realized}
         FROM {{groups}}
         GROUP BY g.organization, g.feature, g.model
         ORDER BY g.organization, g.feature, g.model NULLS FIRST""")
     out: dict[tuple[str, str], list[_ModelSums]] = defaultdict(list)
-    for org, feature, model, u, w5, w1, r, o, cost, up, weight, uu, std, saving, sup in rows:
+    realized_rows = []
+    for row in rows:
+        org, feature, model, u, w5, w1, r, o, cost, up, weight, uu, std, saving, sup = row[:15]
         out[(org, feature)].append(_ModelSums(
             model, _tokens((u, w5, w1, r, o)), _money(cost), int(up), _money(weight),
             int(uu), _money(std), _money(saving), int(sup)))
-    return out
+        if with_realized:
+            *tokens, no_cache, baseline, reasons = row[15:]
+            actual, no_cache, baseline = _money(cost), _money(no_cache), _money(baseline)
+            realized_rows.append(RealizedRow(
+                date=None, organization=org, feature=feature, model=model,
+                tokens=_tokens(tokens), actual_usd=actual, no_cache_usd=no_cache,
+                baseline_usd=baseline, cache_savings_usd=no_cache - actual,
+                batch_savings_usd=baseline - no_cache, realized_total_usd=baseline - actual,
+                unpriced_tokens=int(up), unpriced_reasons=tuple(reasons or ())))
+    return out, realized_rows
 
 
 def _batch_lever(org: str, feature: str, models: Sequence[_ModelSums],
@@ -794,9 +812,9 @@ def _routing_lever(org: str, feature: str, models: Sequence[_ModelSums],
          "unpriced_tokens": sum(m.unpriced_tokens for m in models)})
 
 
-def _potential(batch: Batch, groups: pa.Table, until: date, days: int) -> list[PotentialRow]:
+def _potential(batch: Batch, by_feature: Mapping[tuple[str, str], Sequence[_ModelSums]],
+               until: date, days: int) -> list[PotentialRow]:
     config = batch.config
-    by_feature = _model_sums(batch, groups)
     eligible = {rule.name for rule in config.features if rule.batch_eligible}
     lines = model_lines(batch.conn, {m.model for ms in by_feature.values() for m in ms})
     ratios = _routing_ratios(config, price_table(config.prices), until)
@@ -830,7 +848,8 @@ def potential(batch: Batch, since: date, until: date,
     Raises ValueError when ``until`` is before ``since``.
     """
     days = _check_period(since, until)
-    return _potential(batch, _groups(batch, since, until, organizations), until, days)
+    by_feature, _ = _model_sums(batch, _groups(batch, since, until, organizations))
+    return _potential(batch, by_feature, until, days)
 
 
 # --- the ledger ------------------------------------------------------------------------------
@@ -864,9 +883,9 @@ def ledger(batch: Batch, since: date, until: date,
     Raises ValueError when ``until`` is before ``since``.
     """
     days = _check_period(since, until)
-    groups = _groups(batch, since, until, organizations)
-    realized_rows = _realized(batch, groups, by_date=False)
+    by_feature, realized_rows = _model_sums(batch, _groups(batch, since, until, organizations),
+                                            with_realized=True)
     waste_rows = cache_waste(batch, since, until, organizations)
-    potential_rows = _potential(batch, groups, until, days)
+    potential_rows = _potential(batch, by_feature, until, days)
     return Ledger(since, until, days, realized_rows, waste_rows, potential_rows,
                   _totals(realized_rows, waste_rows, potential_rows))
