@@ -76,18 +76,18 @@ def _relations(table: PriceTable) -> tuple[pa.Table, pa.Table, pa.Table]:
     found = _RELATIONS.get(table.fingerprint)
     if found is None:
         names = ["model", "service_tier", "long_context", "speed", "inference_geo",
-                 "valid_from", "valid_to", *UNIT_PRICE_COLUMNS, "batch_multiplier",
-                 "web_search_usd"]
+                 "valid_from", "valid_to", *UNIT_PRICE_COLUMNS, "batch_multiplier"]
         rows = unit_price_rows(table)
         per_token = pa.decimal128(18, 12)
         types = [pa.string(), pa.string(), pa.bool_(), pa.string(), pa.string(), pa.date32(),
-                 pa.date32(), *([per_token] * len(UNIT_PRICE_COLUMNS)), per_token, _DOLLARS]
+                 pa.date32(), *([per_token] * len(UNIT_PRICE_COLUMNS)), per_token]
         units = pa.table({n: pa.array([r[i] for r in rows], type=t)
                           for i, (n, t) in enumerate(zip(names, types))})
         web = web_search_rows(table)
-        searches = pa.table({"valid_from": pa.array([r[0] for r in web], pa.date32()),
-                             "valid_to": pa.array([r[1] for r in web], pa.date32()),
-                             "usd_per_request": pa.array([r[2] for r in web], _DOLLARS)})
+        searches = pa.table({"model": pa.array([r[0] for r in web], pa.string()),
+                             "valid_from": pa.array([r[1] for r in web], pa.date32()),
+                             "valid_to": pa.array([r[2] for r in web], pa.date32()),
+                             "usd_per_request": pa.array([r[3] for r in web], _DOLLARS)})
         models = pa.table({"model": pa.array(priced_models(table), pa.string())})
         found = _RELATIONS[table.fingerprint] = (units, searches, models)
     return found
@@ -114,7 +114,7 @@ def priced_sql(source: str, keep: Sequence[str], window: str, geo: str, speed: s
     :func:`estimate_row`, which the tests hold it to. Needs :func:`register_prices`."""
     day = utc_day("u.bucket_start")
     has_tokens = " OR ".join(f"u.{t} <> 0" for t in _TOKENS)
-    search_price = "coalesce(p.web_search_usd, w.usd_per_request)"
+    search_price = "coalesce(wm.usd_per_request, w.usd_per_request)"
     reason = f"""CASE
             WHEN ({has_tokens}) AND u.model IS NULL THEN 'tokens without a model'
             WHEN ({has_tokens}) AND p.model IS NULL THEN CASE
@@ -141,7 +141,10 @@ def priced_sql(source: str, keep: Sequence[str], window: str, geo: str, speed: s
             SELECT {kept}, {inner}, {reason} AS unpriced_reason
             FROM ({source}) u
             LEFT JOIN unit_prices p ON {sql_price_match("u", "p", day, window, geo, speed)}
-            LEFT JOIN web_search_prices w ON {day} >= w.valid_from AND {day} < w.valid_to
+            LEFT JOIN web_search_prices wm ON wm.model = {sql_canonical_model("u.model")}
+                AND {day} >= wm.valid_from AND {day} < wm.valid_to
+            LEFT JOIN web_search_prices w ON w.model = '*'
+                AND {day} >= w.valid_from AND {day} < w.valid_to
             LEFT JOIN priced_models m ON m.model = {sql_canonical_model("u.model")}) x"""
 
 
@@ -162,7 +165,10 @@ def _estimates_sql(rows: str, keep_window: bool, own_geo: str, own_speed: str,
                      "u.context_window" if keep_window else "NULL", own_geo, own_speed)
     known_window = "u.context_window" if "context_window" in match else "NULL"
     known_speed = "u.speed" if "speed" in match else "NULL"
-    price_rows = f"SELECT * FROM usage_cuts WHERE cut = 'price' AND ({price_where})"
+    # Only token columns are shared: the price cut's searches neither add to the factors nor
+    # leave a group unpriced (as a row of its own, each search is priced as it is).
+    price_rows = (f"SELECT * REPLACE (0 AS web_search_requests) FROM usage_cuts "
+                  f"WHERE cut = 'price' AND ({price_where})")
     exact = priced_sql(price_rows, ("row_key", "organization", "bucket_start", *match),
                        "u.context_window", "u.inference_geo", "u.speed")
     plain = priced_sql(price_rows, ("row_key",), known_window, "NULL", known_speed)

@@ -125,6 +125,9 @@ def parse_price_row(record: Mapping[str, object], where: str) -> PriceRow:
         raise ValueError(f"{where}: unit must be one of {', '.join(UNITS)}, not {row.unit!r}")
     if not row.price_usd.is_finite() or row.price_usd < 0:
         raise ValueError(f"{where}: price_usd must be a non-negative number")
+    if row.model == "*" and row.unit == "per_mtok":
+        raise ValueError(f"{where}: a price per million tokens needs a model ID; '*' is for "
+                         "web_search, code_execution, session_usage and batch_multiplier")
     if row.unit == "per_mtok" and row.price_usd.as_tuple().exponent < -MAX_MTOK_DECIMALS:  # type: ignore[operator]
         raise ValueError(f"{where}: price_usd has more than {MAX_MTOK_DECIMALS} decimal "
                          "places; write dollars per million tokens to at most "
@@ -303,10 +306,11 @@ def unit_price_rows(table: PriceTable) -> list[tuple[object, ...]]:
     One row per (canonical model, service tier standard|batch, long context, speed
     standard|fast, inference geo global|us) and each span of days over which none of the
     model's (or the '*') prices changes: ``(model, service_tier, long_context, speed,
-    inference_geo, valid_from, valid_to (exclusive), *UNIT_PRICE_COLUMNS, batch_multiplier,
-    web_search_usd)``. Each value is :meth:`PriceTable.unit_price` on ``valid_from``,
-    per token (per million / 1,000,000, to 12 decimals: exact for prices per million to 6). A combination with any of the five
-    token kinds unpriced (fast mode on the batch tier, a model without fast prices) has no row:
+    inference_geo, valid_from, valid_to (exclusive), *UNIT_PRICE_COLUMNS, batch_multiplier)``
+    (web search: :func:`web_search_rows`). Each value is :meth:`PriceTable.unit_price` on
+    ``valid_from``, per token (per million / 1,000,000, to 12 decimals: exact for prices per
+    million to MAX_MTOK_DECIMALS places, times the batch and US-only multipliers). A
+    combination with any of the five token kinds unpriced (fast mode on the batch tier, a model without fast prices) has no row:
     a row that finds none is unpriced, never $0.
     """
     models = sorted({model for model, component in table._history if model != "*"})
@@ -318,7 +322,6 @@ def unit_price_rows(table: PriceTable) -> list[tuple[object, ...]]:
                                 if m == model for r in rows})
         for start, end in zip(days, [*days[1:], _FOREVER]):
             multiplier = table.price(model, "batch_multiplier", start)
-            web = table.price(model, "web_search", start)
             for tier in _RELATION_TIERS:
                 for long_context in (False, True):
                     for speed in _RELATION_SPEEDS:
@@ -330,16 +333,21 @@ def unit_price_rows(table: PriceTable) -> list[tuple[object, ...]]:
                                 continue
                             out.append((model, tier, long_context, speed, geo, start, end,
                                         *(_per_token(p) for p in prices),  # type: ignore[arg-type]
-                                        multiplier, web))
+                                        multiplier))
     return out
 
 
 def web_search_rows(table: PriceTable) -> list[tuple[object, ...]]:
-    """The '*' web search price as ``(valid_from, valid_to, usd per request)`` rows: what a
-    row whose model has no price row of its own pays per search (:meth:`PriceTable.price`)."""
-    rows = table._history.get(("*", "web_search"), [])
-    ends = [r.effective_from for r in rows[1:]] + [_FOREVER]
-    return [(r.effective_from, end, r.price_usd) for r, end in zip(rows, ends)]
+    """Web search prices as ``(model, valid_from, valid_to, usd per request)`` rows, per
+    canonical model that has its own and for '*' (what every other model pays): a row takes
+    its model's row in force that day, else the '*' one, as :meth:`PriceTable.price` does."""
+    out: list[tuple[object, ...]] = []
+    for (model, component), rows in sorted(table._history.items()):
+        if component != "web_search":
+            continue
+        ends = [r.effective_from for r in rows[1:]] + [_FOREVER]
+        out += [(model, r.effective_from, end, r.price_usd) for r, end in zip(rows, ends)]
+    return out
 
 
 def priced_models(table: PriceTable) -> list[str]:

@@ -62,7 +62,11 @@ def test_sql_pricing_equals_the_python_formula_row_for_row() -> None:
     # relation's spans of days are tested where prices change.
     table = price_table([
         PriceRow("claude-opus-5-5", "input", Decimal("6.25"), "per_mtok", date(2026, 11, 30)),
-        PriceRow("*", "web_search", Decimal("0.012"), "per_request", date(2026, 10, 7))])
+        PriceRow("*", "web_search", Decimal("0.012"), "per_request", date(2026, 10, 7)),
+        # A model's own search price, from a day of its own: rows that find no token price
+        # (zero tokens on the priority tier, say) still pay it, not the '*' one.
+        PriceRow("claude-opus-4-8", "web_search", Decimal("0.02"), "per_request",
+                 date(2026, 11, 1))])
     rows = _grid()
     conn = duckdb.connect()
     conn.register("grid", _table(rows))
@@ -142,6 +146,38 @@ def test_key_rows_share_the_price_cuts_exact_estimate_of_their_hour() -> None:
                 for r in key_rows for i in range(5))
     assert exact > plain * Decimal("1.2")  # fast mode and US-only are not lost
     assert shared["k0"] / sum(shared.values()) > Decimal("0.69")
+
+
+def test_searches_of_the_price_cut_are_not_shared_nor_void_a_group() -> None:
+    """A price-cut row's web searches on a day without a search price: its own estimate is
+    unpriced, but the key rows of its hour share only token dollars and stay priced."""
+    hour = datetime(2026, 11, 20, 15, tzinfo=UTC)
+    base = {"organization": "org", "bucket_start": hour, "model": "claude-opus-4-5",
+            "service_tier": "standard", "context_window": "0-200k",
+            "uncached_input_tokens": 10, "cache_write_5m_tokens": 0,
+            "cache_write_1h_tokens": 0, "cache_read_tokens": 0, "output_tokens": 5}
+    table = price_table([PriceRow("*", "web_search", Decimal("0.01"), "per_request",
+                                  date(2026, 12, 1))])  # no search price before December
+    table._history[("*", "web_search")] = [r for r in table._history[("*", "web_search")]
+                                           if r.effective_from == date(2026, 12, 1)]
+    conn = duckdb.connect()
+    conn.register("price_in", _table([{**base, "row_key": "p", "cut": "price",
+                                       "inference_geo": "global", "speed": "standard",
+                                       "web_search_requests": 3}]))
+    conn.register("key_in", _table([{**base, "row_key": "k", "cut": "key", "inference_geo": None,
+                                     "speed": None, "web_search_requests": 0}]))
+    conn.execute("CREATE TABLE usage_cuts AS SELECT * FROM price_in")
+    conn.execute("CREATE TABLE usage_hourly AS SELECT * FROM key_in")
+    conn.execute("CREATE TABLE usage_estimates (row_key VARCHAR, "
+                 + ", ".join(f"{c} DECIMAL(38, 12)" for c in ESTIMATE_COLUMNS)
+                 + ", unpriced_reason VARCHAR)")
+    conn.execute("CREATE TABLE cut_estimates AS SELECT * FROM usage_estimates")
+    estimates.write_estimates(conn, table, "organization = ?", ["org"])
+    estimates.write_cut_estimates(conn, table, "organization = ?", ["org"])
+    (key,) = conn.execute("SELECT * FROM usage_estimates").fetchall()
+    (price,) = conn.execute("SELECT * FROM cut_estimates").fetchall()
+    assert price[7] == "no price for web search"
+    assert key[7] is None and sum(key[1:6]) == Decimal("0.000175")  # 10 x $5 + 5 x $25 per MTok
 
 
 def test_an_unpriced_price_cut_row_leaves_its_group_unpriced_not_zero() -> None:

@@ -142,6 +142,18 @@ def test_a_price_finer_than_stored_usage_is_priced_is_refused(tmp_path: Path) ->
     assert load_config(path).prices[0].price_usd == Decimal("0.1234")
 
 
+def test_a_token_price_for_every_model_is_refused(tmp_path: Path) -> None:
+    """'*' prices per token would price models the table does not know: say which model."""
+    path = tmp_path / "config.toml"
+    path.write_text('[[organizations]]\nname = "a"\n[[pricing.prices]]\nmodel = "*"\n'
+                    'component = "input"\nprice_usd = "3"\nunit = "per_mtok"\n'
+                    'effective_from = "2026-11-01"\n')
+    path.chmod(0o600)
+    with pytest.raises(ConfigError, match=r"pricing.prices\[0\]: a price per million tokens "
+                                          r"needs a model ID"):
+        load_config(path)
+
+
 def test_shares_of_a_split_add_up_exactly() -> None:
     # $1 in three equal parts: 0.333333333334 + 0.333333333333 + 0.333333333333
     assert split_exactly(D("1"), [1, 1, 1]) == [D("0.333333333334"), D("0.333333333333"),
