@@ -24,8 +24,8 @@ import pyarrow as pa
 
 from spendwatch import facts, storage
 from spendwatch.pricing import (UNIT_PRICE_COLUMNS, PriceTable, TokenCounts, priced_models,
-                                sql_canonical_model, sql_price_match, unit_price_rows,
-                                web_search_rows)
+                                sql_canonical_model, sql_no_price_reason, sql_price_match,
+                                unit_price_rows, web_search_rows)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def estimate_row(table: PriceTable, model: str | None, bucket_start: datetime,
 KEY_MATCH = ("model", "service_tier", "context_window")
 CUT_MATCH = ("model", "service_tier", "speed")
 #: A cut that knows neither context window nor speed (the products cut) shares by these.
-MATCH_OF = {"products": ("model", "service_tier")}
+MATCH_OF: dict[str, tuple[str, ...]] = {"products": ("model", "service_tier")}
 _TOKENS = ("uncached_input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
            "cache_read_tokens", "output_tokens")
 _TOKEN_COLUMNS = ESTIMATE_COLUMNS[:5]
@@ -117,12 +117,7 @@ def priced_sql(source: str, keep: Sequence[str], window: str, geo: str, speed: s
     search_price = "coalesce(wm.usd_per_request, w.usd_per_request)"
     reason = f"""CASE
             WHEN ({has_tokens}) AND u.model IS NULL THEN 'tokens without a model'
-            WHEN ({has_tokens}) AND p.model IS NULL THEN CASE
-                WHEN u.service_tier IS NOT NULL AND u.service_tier NOT IN ('standard', 'batch')
-                    THEN 'no public price for service tier ' || u.service_tier
-                WHEN m.model IS NULL THEN 'no price for model ' || u.model
-                WHEN {speed} = 'fast' THEN 'no fast-mode price for ' || u.model
-                ELSE 'incomplete prices for ' || u.model END
+            WHEN ({has_tokens}) AND p.model IS NULL THEN {sql_no_price_reason("u", "m", speed)}
             WHEN u.web_search_requests <> 0 AND {search_price} IS NULL
                 THEN 'no price for web search'
             END"""
@@ -156,13 +151,13 @@ def _share(value: str, exact: str, plain: str) -> str:
             f"* 0.000000000001::DECIMAL(38, 12))::DECIMAL(38, 12)")
 
 
-def _estimates_sql(rows: str, keep_window: bool, own_geo: str, own_speed: str,
-                   price_where: str, match: Sequence[str]) -> str:
+def _estimates_sql(rows: str, own_geo: str, own_speed: str, price_where: str,
+                   match: Sequence[str]) -> str:
     """The estimates (row_key, ESTIMATE_COLUMNS, unpriced_reason) of ``rows`` (a SELECT),
     each priced with the dimensions it has and then given its share of the price cut's exact
     estimate of its group (organization, hour, ``match``): see :func:`write_estimates`."""
     own = priced_sql(rows, ("row_key", "organization", "bucket_start", *match),
-                     "u.context_window" if keep_window else "NULL", own_geo, own_speed)
+                     "u.context_window", own_geo, own_speed)
     known_window = "u.context_window" if "context_window" in match else "NULL"
     known_speed = "u.speed" if "speed" in match else "NULL"
     # Only token columns are shared: the price cut's searches neither add to the factors nor
@@ -227,8 +222,8 @@ def write_estimates(conn: duckdb.DuckDBPyConnection, table: PriceTable, where_sq
     """
     register_prices(conn, table)
     _delete(conn, "usage_estimates", "usage_hourly", where_sql, params)
-    sql = _estimates_sql(f"SELECT * FROM usage_hourly WHERE {where_sql}", True, "NULL",
-                         "NULL", where_sql, KEY_MATCH)
+    sql = _estimates_sql(f"SELECT * FROM usage_hourly WHERE {where_sql}", "NULL", "NULL",
+                         where_sql, KEY_MATCH)
     conn.execute(f"INSERT INTO usage_estimates {sql}", [*params, *params, *params])
 
 
@@ -247,18 +242,17 @@ def write_cut_estimates(conn: duckdb.DuckDBPyConnection, table: PriceTable, wher
         exact = priced_sql(f"SELECT * FROM usage_cuts WHERE cut = 'price' AND ({where_sql})",
                            ("row_key",), "u.context_window", "u.inference_geo", "u.speed")
         conn.execute(f"INSERT INTO cut_estimates {exact}", list(params))
-    others = [name for name in {*MATCH_OF, "*"} if cut in (None, name) or
-              (name == "*" and cut not in (None, "price", *MATCH_OF))]
-    for name in others:
-        match = MATCH_OF.get(name, CUT_MATCH)
-        if name == "*":
-            which = ("cut = ?" if cut is not None else
-                     "cut NOT IN ('price', " + ", ".join(f"'{m}'" for m in MATCH_OF) + ")")
-            extra = [cut] if cut is not None else []
-        else:
-            which, extra = f"cut = '{name}'", []
+    # (which rows, their parameters, what they share the price cut's estimate by)
+    groups: list[tuple[str, list[Any], tuple[str, ...]]]
+    if cut is None:
+        groups = [(f"cut = '{name}'", [], match) for name, match in MATCH_OF.items()]
+        groups.append(("cut NOT IN ('price', " + ", ".join(f"'{m}'" for m in MATCH_OF) + ")",
+                       [], CUT_MATCH))
+    else:
+        groups = [] if cut == "price" else [("cut = ?", [cut], MATCH_OF.get(cut, CUT_MATCH))]
+    for which, extra, match in groups:
         rows = f"SELECT * FROM usage_cuts WHERE ({where_sql}) AND {which}"
-        sql = _estimates_sql(rows, True, "u.inference_geo", "u.speed", where_sql, match)
+        sql = _estimates_sql(rows, "u.inference_geo", "u.speed", where_sql, match)
         conn.execute(f"INSERT INTO cut_estimates {sql}",
                      [*params, *extra, *params, *params])
 

@@ -268,7 +268,7 @@ def default_price_table() -> PriceTable:
 
 # --- the price table as a relation, for pricing in SQL -------------------------------------------
 
-#: Columns of :meth:`PriceTable.unit_price_rows`: per-token dollars of the five token kinds.
+#: Columns of :func:`unit_price_rows`: per-token dollars of the five token kinds.
 UNIT_PRICE_COLUMNS = ("input_usd", "cache_write_5m_usd", "cache_write_1h_usd", "cache_read_usd",
                       "output_usd")
 _PER_TOKEN = Decimal(1).scaleb(-12)
@@ -278,18 +278,31 @@ _RELATION_SPEEDS = ("standard", "fast")
 _RELATION_GEOS = ("global", "us")
 
 
+def sql_no_price_reason(u: str, m: str, speed: str) -> str:
+    """Why row ``u`` found no unit prices, in SQL (``m``: its row of ``priced_models``, NULL
+    when the model has none): :meth:`PriceTable._why_unpriced`'s words, in its order."""
+    return f"""CASE
+            WHEN {u}.service_tier IS NOT NULL AND {u}.service_tier NOT IN ('standard', 'batch')
+                THEN 'no public price for service tier ' || {u}.service_tier
+            WHEN {m}.model IS NULL THEN 'no price for model ' || {u}.model
+            WHEN {speed} = 'fast' THEN 'no fast-mode price for ' || {u}.model
+            ELSE 'incomplete prices for ' || {u}.model END"""
+
+
 def sql_canonical_model(column: str) -> str:
     """:func:`canonical_model` in SQL: the model ID with a trailing ``-YYYYMMDD`` removed."""
     return f"regexp_replace({column}, '-[0-9]{{8}}$', '')"
 
 
-def sql_price_match(u: str, p: str, day: str, window: str, geo: str, speed: str) -> str:
+def sql_price_match(u: str, p: str, day: str, window: str, geo: str, speed: str,
+                    tier: str | None = None) -> str:
     """The ON condition that finds a row's unit prices in the relation ``p``: its canonical
-    model, tier (none means standard), long context (``window`` is 200k-1M), speed (fast or
-    not), inference geo (us or not) and UTC ``day``; the SQL twin of
-    :meth:`PriceTable.unit_price`."""
+    model, tier (none means standard; ``tier``, a SQL expression, instead when given), long
+    context (``window`` is 200k-1M), speed (fast or not), inference geo (us or not) and UTC
+    ``day``; the SQL twin of :meth:`PriceTable.unit_price`."""
+    tier = tier or f"coalesce({u}.service_tier, 'standard')"
     return (f"{p}.model = {sql_canonical_model(f'{u}.model')} "
-            f"AND {p}.service_tier = coalesce({u}.service_tier, 'standard') "
+            f"AND {p}.service_tier = {tier} "
             f"AND {p}.long_context = coalesce({window} = '200k-1M', false) "
             f"AND {p}.speed = CASE WHEN {speed} = 'fast' THEN 'fast' ELSE 'standard' END "
             f"AND {p}.inference_geo = CASE WHEN {geo} = 'us' THEN 'us' ELSE 'global' END "
@@ -310,8 +323,8 @@ def unit_price_rows(table: PriceTable) -> list[tuple[object, ...]]:
     (web search: :func:`web_search_rows`). Each value is :meth:`PriceTable.unit_price` on
     ``valid_from``, per token (per million / 1,000,000, to 12 decimals: exact for prices per
     million to MAX_MTOK_DECIMALS places, times the batch and US-only multipliers). A
-    combination with any of the five token kinds unpriced (fast mode on the batch tier, a model without fast prices) has no row:
-    a row that finds none is unpriced, never $0.
+    combination with any of the five token kinds unpriced (fast mode on the batch tier, a
+    model without fast prices) has no row: a row that finds none is unpriced, never $0.
     """
     models = sorted({model for model, component in table._history if model != "*"})
     shared = {r.effective_from for (model, _), rows in table._history.items() if model == "*"

@@ -96,7 +96,8 @@ from spendwatch.config import Config
 from spendwatch.lines import model_lines
 from spendwatch.estimates import register_prices
 from spendwatch.pricing import (PRICED_TIERS, UNIT_PRICE_COLUMNS, PriceTable, TokenCounts,
-                                price_table, sql_canonical_model, sql_price_match)
+                                price_table, sql_canonical_model, sql_no_price_reason,
+                                sql_price_match)
 from spendwatch.numbers import percent, usd
 from spendwatch.warehouse.batch import Batch, FeatureMap
 from spendwatch.warehouse.spend import feature_cut
@@ -476,19 +477,15 @@ def _feature_map(batch: Batch, organizations: Sequence[str]) -> FeatureMap:
 
 def _reason_sql(g: str = "g") -> str:
     """:func:`unpriced_reason` in SQL, for a group ``g`` that found no unit prices."""
-    return f"""CASE WHEN {g}.model IS NULL THEN 'tokens without a model'
-        WHEN {g}.service_tier IS NOT NULL AND {g}.service_tier NOT IN ('standard', 'batch')
-            THEN 'no public price for service tier ' || {g}.service_tier
-        WHEN m.model IS NULL THEN 'no price for model ' || {g}.model
-        ELSE 'incomplete prices for ' || {g}.model END"""
+    return (f"CASE WHEN {g}.model IS NULL THEN 'tokens without a model' "
+            f"ELSE {sql_no_price_reason(g, 'm', 'NULL')} END")
 
 
 def _price_join(g: str, p: str, tier: str | None = None) -> str:
     """Unit prices of group ``g`` on its UTC day: at its tier, or at ``tier``; global
     inference at standard speed (stored usage knows neither)."""
-    match = sql_price_match(g, p, f"{g}.utc_day", f"{g}.context_window", "NULL", "NULL")
-    if tier is not None:
-        match = match.replace(f"coalesce({g}.service_tier, 'standard')", f"'{tier}'")
+    match = sql_price_match(g, p, f"{g}.utc_day", f"{g}.context_window", "NULL", "NULL",
+                            tier=f"'{tier}'" if tier else None)
     return f"LEFT JOIN unit_prices {p} ON {match}"
 
 
@@ -558,33 +555,40 @@ def _total(tokens: TokenCounts) -> int:
 
 # --- realized --------------------------------------------------------------------------------
 
+#: The realized figures of a grain's groups, after its keys: priced tokens, actual, no-cache
+#: and baseline dollars, unpriced tokens and their reasons (:func:`_realized_row`).
+_REALIZED_SQL = f"""
+    {", ".join(f"sum(g.{t}) FILTER (WHERE g.reason IS NULL)" for t in _TOKENS)},
+    sum({_ACTUAL}::DECIMAL(38, 18)) FILTER (WHERE g.reason IS NULL),
+    sum({_NO_CACHE}::DECIMAL(38, 18)) FILTER (WHERE g.reason IS NULL),
+    sum({_BASELINE}::DECIMAL(38, 18)) FILTER (WHERE g.reason IS NULL),
+    coalesce(sum({_ALL_TOKENS}) FILTER (WHERE g.reason IS NOT NULL), 0),
+    list(DISTINCT g.reason ORDER BY g.reason) FILTER (WHERE g.reason IS NOT NULL)"""
+
+
+def _realized_row(day: date | None, org: str, feature: str, model: str | None,
+                  values: Sequence[Any]) -> RealizedRow:
+    """A RealizedRow from the keys and the columns of :data:`_REALIZED_SQL`."""
+    *tokens, actual, no_cache, baseline, unpriced, reasons = values
+    actual, no_cache, baseline = _money(actual), _money(no_cache), _money(baseline)
+    return RealizedRow(
+        date=day, organization=org, feature=feature, model=model, tokens=_tokens(tokens),
+        actual_usd=actual, no_cache_usd=no_cache, baseline_usd=baseline,
+        cache_savings_usd=no_cache - actual, batch_savings_usd=baseline - no_cache,
+        realized_total_usd=baseline - actual, unpriced_tokens=int(unpriced),
+        unpriced_reasons=tuple(reasons or ()))
+
+
 def _realized(batch: Batch, groups: pa.Table) -> list[RealizedRow]:
     """Realized rows per local date (the ledger's, per period, come from :func:`_model_sums`)."""
-    keys = group = "g.date, g.organization, g.feature, g.model"
-    priced = "FILTER (WHERE g.reason IS NULL)"
+    keys = "g.date, g.organization, g.feature, g.model"
     rows = _aggregate(batch, groups, f"""
-        SELECT {keys},
-               {", ".join(f"sum(g.{t}) {priced}" for t in _TOKENS)},
-               sum({_ACTUAL}::DECIMAL(38, 18)) {priced},
-               sum({_NO_CACHE}::DECIMAL(38, 18)) {priced},
-               sum({_BASELINE}::DECIMAL(38, 18)) {priced},
-               coalesce(sum({_ALL_TOKENS}) FILTER (WHERE g.reason IS NOT NULL), 0),
-               list(DISTINCT g.reason ORDER BY g.reason) FILTER (WHERE g.reason IS NOT NULL)
+        SELECT {keys}, {_REALIZED_SQL}
         FROM {{groups}}
-        GROUP BY {group}
-        ORDER BY {group.replace("g.model", "g.model NULLS FIRST")}""")
-    out = []
-    for (day, org, feature, model, u, w5, w1, r, o, actual, no_cache, baseline, unpriced,
-         reasons) in rows:
-        actual, no_cache, baseline = _money(actual), _money(no_cache), _money(baseline)
-        out.append(RealizedRow(
-            date=day, organization=org, feature=feature, model=model,
-            tokens=_tokens((u, w5, w1, r, o)),
-            actual_usd=actual, no_cache_usd=no_cache, baseline_usd=baseline,
-            cache_savings_usd=no_cache - actual, batch_savings_usd=baseline - no_cache,
-            realized_total_usd=baseline - actual, unpriced_tokens=int(unpriced),
-            unpriced_reasons=tuple(reasons or ())))
-    return out
+        GROUP BY {keys}
+        ORDER BY g.date, g.organization, g.feature, g.model NULLS FIRST""")
+    return [_realized_row(day, org, feature, model, values)
+            for day, org, feature, model, *values in rows]
 
 
 def realized(batch: Batch, since: date, until: date,
@@ -677,11 +681,7 @@ def _model_sums(batch: Batch, groups: pa.Table, with_realized: bool = False
     realized rows of the same grain, from one aggregation of the groups."""
     priced, unpriced = "FILTER (WHERE g.reason IS NULL)", "FILTER (WHERE g.reason IS NOT NULL)"
     standard = "coalesce(g.service_tier, 'standard') = 'standard'"
-    realized = "" if not with_realized else f""",
-               {", ".join(f"sum(g.{t}) {priced}" for t in _TOKENS)},
-               sum({_NO_CACHE}::DECIMAL(38, 18)) {priced},
-               sum({_BASELINE}::DECIMAL(38, 18)) {priced},
-               list(DISTINCT g.reason ORDER BY g.reason) {unpriced}"""
+    realized = f", {_REALIZED_SQL}" if with_realized else ""
     rows = _aggregate(batch, groups, f"""
         SELECT g.organization, g.feature, g.model,
                {", ".join(f"sum(g.{t})" for t in _TOKENS)},
@@ -708,14 +708,7 @@ def _model_sums(batch: Batch, groups: pa.Table, with_realized: bool = False
             model, _tokens((u, w5, w1, r, o)), _money(cost), int(up), _money(weight),
             int(uu), _money(std), _money(saving), int(sup)))
         if with_realized:
-            *tokens, no_cache, baseline, reasons = row[15:]
-            actual, no_cache, baseline = _money(cost), _money(no_cache), _money(baseline)
-            realized_rows.append(RealizedRow(
-                date=None, organization=org, feature=feature, model=model,
-                tokens=_tokens(tokens), actual_usd=actual, no_cache_usd=no_cache,
-                baseline_usd=baseline, cache_savings_usd=no_cache - actual,
-                batch_savings_usd=baseline - no_cache, realized_total_usd=baseline - actual,
-                unpriced_tokens=int(up), unpriced_reasons=tuple(reasons or ())))
+            realized_rows.append(_realized_row(None, org, feature, model, row[15:]))
     return out, realized_rows
 
 

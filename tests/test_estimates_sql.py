@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from spendwatch import estimates
 from spendwatch.estimates import ESTIMATE_COLUMNS, estimate_row
-from spendwatch.pricing import PriceRow, TokenCounts, price_table
+from spendwatch.pricing import PriceRow, PriceTable, TokenCounts, default_price_rows, price_table
 
 UTC = timezone.utc
 MODELS = ("claude-haiku-5-5", "claude-sonnet-5-5", "claude-opus-5-5", "claude-opus-4-8",
@@ -96,6 +96,21 @@ def test_sql_pricing_equals_the_python_formula_row_for_row() -> None:
     assert priced > 1000 and unpriced > 1000  # the grid holds both kinds
 
 
+def _warehouse(price_rows: list[dict], key_rows: list[dict]) -> duckdb.DuckDBPyConnection:
+    """An in-memory warehouse of the tables the estimates read and write: the price cut's
+    rows in usage_cuts, the key cut's in usage_hourly, both estimate tables empty."""
+    conn = duckdb.connect()
+    conn.register("price_in", _table(price_rows))
+    conn.register("key_in", _table(key_rows))
+    conn.execute("CREATE TABLE usage_cuts AS SELECT * FROM price_in")
+    conn.execute("CREATE TABLE usage_hourly AS SELECT * FROM key_in")
+    conn.execute("CREATE TABLE usage_estimates (row_key VARCHAR, "
+                 + ", ".join(f"{c} DECIMAL(38, 12)" for c in ESTIMATE_COLUMNS)
+                 + ", unpriced_reason VARCHAR)")
+    conn.execute("CREATE TABLE cut_estimates AS SELECT * FROM usage_estimates")
+    return conn
+
+
 def _hour(conn: duckdb.DuckDBPyConnection, name: str) -> dict[str, Decimal]:
     return dict(conn.execute(
         f"SELECT row_key, {' + '.join(ESTIMATE_COLUMNS)} FROM {name}").fetchall())
@@ -124,15 +139,7 @@ def test_key_rows_share_the_price_cuts_exact_estimate_of_their_hour() -> None:
                          "inference_geo": None, "speed": None, **tokens,
                          "web_search_requests": 0})
     assert {c: sum(r[c] for r in key_rows) for c in totals} == totals
-    conn = duckdb.connect()
-    conn.register("price_in", _table(price_rows))
-    conn.register("key_in", _table(key_rows))
-    conn.execute("CREATE TABLE usage_cuts AS SELECT * FROM price_in")
-    conn.execute("CREATE TABLE usage_hourly AS SELECT * FROM key_in")
-    conn.execute("CREATE TABLE usage_estimates (row_key VARCHAR, "
-                 + ", ".join(f"{c} DECIMAL(38, 12)" for c in ESTIMATE_COLUMNS)
-                 + ", unpriced_reason VARCHAR)")
-    conn.execute("CREATE TABLE cut_estimates AS SELECT * FROM usage_estimates")
+    conn = _warehouse(price_rows, key_rows)
     table = price_table()
     estimates.write_estimates(conn, table, "organization = ?", ["org"])
     estimates.write_cut_estimates(conn, table, "organization = ?", ["org"])
@@ -156,22 +163,15 @@ def test_searches_of_the_price_cut_are_not_shared_nor_void_a_group() -> None:
             "service_tier": "standard", "context_window": "0-200k",
             "uncached_input_tokens": 10, "cache_write_5m_tokens": 0,
             "cache_write_1h_tokens": 0, "cache_read_tokens": 0, "output_tokens": 5}
-    table = price_table([PriceRow("*", "web_search", Decimal("0.01"), "per_request",
-                                  date(2026, 12, 1))])  # no search price before December
-    table._history[("*", "web_search")] = [r for r in table._history[("*", "web_search")]
-                                           if r.effective_from == date(2026, 12, 1)]
-    conn = duckdb.connect()
-    conn.register("price_in", _table([{**base, "row_key": "p", "cut": "price",
-                                       "inference_geo": "global", "speed": "standard",
-                                       "web_search_requests": 3}]))
-    conn.register("key_in", _table([{**base, "row_key": "k", "cut": "key", "inference_geo": None,
-                                     "speed": None, "web_search_requests": 0}]))
-    conn.execute("CREATE TABLE usage_cuts AS SELECT * FROM price_in")
-    conn.execute("CREATE TABLE usage_hourly AS SELECT * FROM key_in")
-    conn.execute("CREATE TABLE usage_estimates (row_key VARCHAR, "
-                 + ", ".join(f"{c} DECIMAL(38, 12)" for c in ESTIMATE_COLUMNS)
-                 + ", unpriced_reason VARCHAR)")
-    conn.execute("CREATE TABLE cut_estimates AS SELECT * FROM usage_estimates")
+    # The shipped table without its web search price, which starts only in December here.
+    table = PriceTable([*(r for r in default_price_rows()
+                          if (r.model, r.component) != ("*", "web_search")),
+                        PriceRow("*", "web_search", Decimal("0.01"), "per_request",
+                                 date(2026, 12, 1))])
+    conn = _warehouse([{**base, "row_key": "p", "cut": "price", "inference_geo": "global",
+                        "speed": "standard", "web_search_requests": 3}],
+                      [{**base, "row_key": "k", "cut": "key", "inference_geo": None,
+                        "speed": None, "web_search_requests": 0}])
     estimates.write_estimates(conn, table, "organization = ?", ["org"])
     estimates.write_cut_estimates(conn, table, "organization = ?", ["org"])
     (key,) = conn.execute("SELECT * FROM usage_estimates").fetchall()
@@ -187,16 +187,10 @@ def test_an_unpriced_price_cut_row_leaves_its_group_unpriced_not_zero() -> None:
             "uncached_input_tokens": 10, "cache_write_5m_tokens": 0,
             "cache_write_1h_tokens": 0, "cache_read_tokens": 0, "output_tokens": 5,
             "web_search_requests": 0}
-    conn = duckdb.connect()
-    conn.register("price_in", _table([{**base, "row_key": "p", "cut": "price",
-                                       "speed": "fast"}]))  # no fast mode on the batch tier
-    conn.register("key_in", _table([{**base, "row_key": "k", "cut": "key",
-                                     "inference_geo": None, "speed": None}]))
-    conn.execute("CREATE TABLE usage_cuts AS SELECT * FROM price_in")
-    conn.execute("CREATE TABLE usage_hourly AS SELECT * FROM key_in")
-    conn.execute("CREATE TABLE usage_estimates (row_key VARCHAR, "
-                 + ", ".join(f"{c} DECIMAL(38, 12)" for c in ESTIMATE_COLUMNS)
-                 + ", unpriced_reason VARCHAR)")
+    conn = _warehouse([{**base, "row_key": "p", "cut": "price",
+                        "speed": "fast"}],  # no fast mode on the batch tier
+                      [{**base, "row_key": "k", "cut": "key", "inference_geo": None,
+                        "speed": None}])
     estimates.write_estimates(conn, price_table(), "organization = ?", ["org"])
     (row,) = conn.execute("SELECT * FROM usage_estimates").fetchall()
     assert row[1:7] == (None,) * 6

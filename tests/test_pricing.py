@@ -6,6 +6,7 @@ Each expected figure is worked out in the comment beside it from the list prices
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -119,39 +120,32 @@ def test_a_config_row_overrides_the_shipped_price_from_its_day(tmp_path: Path) -
     assert overridden.fingerprint != table.fingerprint
 
 
-def test_a_float_price_in_config_is_refused(tmp_path: Path) -> None:
+def _price_config(tmp_path: Path, model: str, price: str) -> Path:
+    """A config with one [[pricing.prices]] input row (``price`` as written in TOML)."""
     path = tmp_path / "config.toml"
-    path.write_text('[[organizations]]\nname = "a"\n[[pricing.prices]]\nmodel = "m"\n'
-                    'component = "input"\nprice_usd = 0.3\nunit = "per_mtok"\n'
+    path.write_text(f'[[organizations]]\nname = "a"\n[[pricing.prices]]\nmodel = "{model}"\n'
+                    f'component = "input"\nprice_usd = {price}\nunit = "per_mtok"\n'
                     'effective_from = "2026-11-01"\n')
     path.chmod(0o600)
-    with pytest.raises(ConfigError, match=r'pricing.prices\[0\]: write price_usd as a string'):
-        load_config(path)
+    return path
 
 
-def test_a_price_finer_than_stored_usage_is_priced_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "config.toml"
-    path.write_text('[[organizations]]\nname = "a"\n[[pricing.prices]]\nmodel = "m"\n'
-                    'component = "input"\nprice_usd = "0.123456"\nunit = "per_mtok"\n'
-                    'effective_from = "2026-11-01"\n')
-    path.chmod(0o600)
-    with pytest.raises(ConfigError, match=r"pricing.prices\[0\]: price_usd has more than 4 "
-                                          r"decimal places"):
-        load_config(path)
-    path.write_text(path.read_text().replace('"0.123456"', '"0.1234"'))
-    assert load_config(path).prices[0].price_usd == Decimal("0.1234")
+@pytest.mark.parametrize(("model", "price", "error"), [
+    ("m", "0.3", "write price_usd as a string"),  # a TOML float is binary, not exact
+    # finer than stored usage is priced (12 decimals per token, with the multipliers)
+    ("m", '"0.123456"', "price_usd has more than 4 decimal places"),
+    # '*' prices per token would price models the table does not know: say which model
+    ("*", '"3"', "a price per million tokens needs a model ID"),
+])
+def test_a_config_price_that_cannot_be_kept_exact_is_refused(tmp_path: Path, model: str,
+                                                              price: str, error: str) -> None:
+    with pytest.raises(ConfigError, match=r"pricing.prices\[0\]: " + re.escape(error)):
+        load_config(_price_config(tmp_path, model, price))
 
 
-def test_a_token_price_for_every_model_is_refused(tmp_path: Path) -> None:
-    """'*' prices per token would price models the table does not know: say which model."""
-    path = tmp_path / "config.toml"
-    path.write_text('[[organizations]]\nname = "a"\n[[pricing.prices]]\nmodel = "*"\n'
-                    'component = "input"\nprice_usd = "3"\nunit = "per_mtok"\n'
-                    'effective_from = "2026-11-01"\n')
-    path.chmod(0o600)
-    with pytest.raises(ConfigError, match=r"pricing.prices\[0\]: a price per million tokens "
-                                          r"needs a model ID"):
-        load_config(path)
+def test_a_config_price_to_four_decimals_is_kept(tmp_path: Path) -> None:
+    assert load_config(_price_config(tmp_path, "m", '"0.1234"')).prices[0].price_usd == \
+        Decimal("0.1234")
 
 
 def test_shares_of_a_split_add_up_exactly() -> None:

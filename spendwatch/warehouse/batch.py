@@ -144,8 +144,6 @@ class NameBook:
         return [i for (_, i), n in self.api_keys.items() if n == name]
 
 
-
-
 @dataclass(frozen=True)
 class FeatureMap:
     """The feature of every key stored in the cut features are judged on (``basis``: None for
@@ -236,8 +234,9 @@ class Batch:
         # parameters costs more to bind than the query it joins).
         relation = f"feature_map_{basis or 'key'}"
         columns = list(zip(*[(*row, feature) for row, feature in features.items()]))
-        storage.register(self.conn, relation, pa.table({name: pa.array(list(values), pa.string())
-                                               for name, values in zip(_MAP_COLUMNS, columns)}))
+        storage.register(self.conn, relation, pa.table(
+            {name: pa.array(list(values), pa.string())
+             for name, values in zip(_MAP_COLUMNS, columns)}))
         return FeatureMap(f"SELECT * FROM {relation}", {}, features, basis)
 
 
