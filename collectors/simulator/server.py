@@ -349,8 +349,9 @@ class SimulatorHandler(BaseHTTPRequestHandler):
       ``people=1`` also ``by_person``, ``by_product`` and ``by_rbac_group``; the last overlaps,
       see ``SimulatedOrg.truth``).
     - ``GET /_sim/requests`` / ``DELETE /_sim/requests``: API requests served so far,
-      ``[{"method", "path", "query": {name: [values]}, "status"}]`` (plus ``"fault"`` when
-      one applied); query names as sent (``group_by[]``); headers are never recorded.
+      ``[{"method", "path", "query": {name: [values]}, "status", "received"}]`` (plus
+      ``"fault"`` when one applied); query names as sent (``group_by[]``); ``received`` is
+      the wall-clock second the request arrived (``time.time()``); headers are never recorded.
     - ``GET /_sim/truth`` with ``people=1`` also has ``by_person_day`` (UTC day -> actor key ->
       dollars) and ``claude_code`` (UTC day -> actor key -> the Claude Code record's
       ``sessions``, ``tokens``, ``cost_usd``).
@@ -432,7 +433,8 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         client that reads ``/_sim/requests`` right after its response always sees it."""
         state = self.state
         request_id = state.next_request_id()
-        entry: dict[str, Any] = {"method": method, "path": path, "query": raw_query, "status": None}
+        entry: dict[str, Any] = {"method": method, "path": path, "query": raw_query, "status": None,
+                                 "received": time.time()}
         fault = state.take_fault(path)
         if fault is not None:
             entry["fault"] = fault.kind
