@@ -9,8 +9,9 @@ import base64
 import os
 import subprocess
 import sys
-from datetime import date, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import duckdb
 import pytest
@@ -30,6 +31,14 @@ def accept_login(server: object, session: object, envelope: object, mechanism: s
     good = (isinstance(auth_data, LoginPassword) and auth_data.login == SMTP_USER.encode()
             and auth_data.password == SMTP_PASSWORD.encode())
     return AuthResult(success=True) if good else AuthResult(success=False, handled=False)
+
+
+def noon_zone() -> str:
+    """A zone where it is about noon now. The rule fires on today's spend, on the real clock,
+    and the first hour of a UTC day has none yet (its usage is reported after the hour):
+    there, today already holds twelve hours whatever the clock says."""
+    offset = 12 - datetime.now(timezone.utc).hour  # -11..12 hours east of UTC
+    return "UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"  # Etc/GMT-3 is UTC+3
 
 
 def secrets() -> list[str]:
@@ -77,9 +86,10 @@ channels = ["ops-slack", "finance-email"]
 threshold_usd = "0.01"
 '''
     path = write_config(isolated, [{"name": "acme", "base_url": simulator.url}], extra=extra,
-                        timezone_name="UTC", collection="initial_backfill_days = 1")
+                        timezone_name=(zone := noon_zone()),
+                        collection="initial_backfill_days = 1")
     path.chmod(0o600)
-    return {"folder": isolated, "mailbox": mailbox}
+    return {"folder": isolated, "mailbox": mailbox, "today": datetime.now(ZoneInfo(zone)).date()}
 
 
 def spendwatch(folder: Path, webhook: str, *args: str) -> subprocess.CompletedProcess:
@@ -94,7 +104,7 @@ def test_debug_logs_rows_csv_and_messages_hold_no_secret(installation: dict,
                                                          fake_slack: FakeSlack) -> None:
     folder, mailbox = installation["folder"], installation["mailbox"]
     webhook = fake_slack.url(WEBHOOK_PATH)
-    today = date.today()
+    today = installation["today"]
     week = (today - timedelta(days=7)).strftime("%G-W%V")
     runs = [spendwatch(folder, webhook, "collect", "--since", str(today - timedelta(days=1))),
             spendwatch(folder, webhook, "alerts", "check"),
