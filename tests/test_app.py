@@ -195,8 +195,8 @@ def chart_data(at: AppTest, index: int) -> tuple[dict[str, Any], Any]:
     return json.loads(proto.spec), table.to_pandas()
 
 
-def warehouse(config: Config, func: Any, *args: Any) -> Any:
-    return read(config, func, *args)
+def warehouse(config: Config, func: Any, *args: Any, **kwargs: Any) -> Any:
+    return read(config, func, *args, **kwargs)
 
 
 def total(rows: list[dict[str, Any]]) -> Decimal:
@@ -456,6 +456,25 @@ def test_grouped_spend_is_the_clis_spend(dashboard: Config) -> None:
     assert total(hours) == total(weeks) == warehouse(dashboard, views.total_spend,
                                                      since, TODAY)
     assert [w["period"] for w in weeks] == [datetime(2026, 11, 16), datetime(2026, 11, 23)]
+
+
+def test_a_series_of_token_counts_is_the_full_querys_tokens(dashboard: Config) -> None:
+    """``metrics`` sums only token counts (the hit ratio's series): the same groups with input
+    as the full query, the same counts; groups without input left out; money refused."""
+    since = TODAY - timedelta(days=6)
+    by = ["period", "feature", "model"]
+    inputs = list(views.INPUT_TOKEN_METRICS)
+    full = warehouse(dashboard, spend, since, TODAY, by, None, "hour")
+    lean = warehouse(dashboard, spend, since, TODAY, by, None, "hour", metrics=inputs)
+    key = lambda r: (r["period"], r["feature"], r["model"])  # noqa: E731
+    with_input = {key(r): [r[m] for m in inputs] for r in full if any(r[m] for m in inputs)}
+    assert len(with_input) < len(full)  # cost-only groups (code execution) exist
+    assert {key(r): [r[m] for m in inputs] for r in lean} == with_input
+    assert all(set(r) == {*by, *inputs} for r in lean)
+    series = warehouse(dashboard, views.cache_series, since, TODAY, "feature and model", "hour")
+    assert sum(r["cache_read_tokens"] for r in series) == sum(r["cache_read_tokens"] for r in full)
+    with pytest.raises(ValueError, match="token metrics only"):
+        warehouse(dashboard, spend, since, TODAY, by, metrics=["cost_usd"])
 
 
 def test_filters_keep_only_what_they_name(dashboard: Config) -> None:

@@ -302,13 +302,13 @@ def cache_series(batch: Batch, since: date, until: date, per: str, grain: str = 
         raise ValueError(f"per must be one of {', '.join(CACHE_GROUPS)}, not {per!r}")
     dims = CACHE_GROUPS[per]
     out = []
-    for row in spend(batch, since, until, ["period", *dims], filters, grain):
+    for row in spend(batch, since, until, ["period", *dims], filters, grain,
+                     metrics=INPUT_TOKEN_METRICS):
         total = sum(row[m] for m in INPUT_TOKEN_METRICS)
-        if total:
-            out.append({"period": row["period"],
-                        "group": " / ".join(label_of(row, d) for d in dims),
-                        **{m: row[m] for m in INPUT_TOKEN_METRICS}, "input_tokens": total,
-                        "hit_ratio": hit_ratio(row)})
+        out.append({"period": row["period"],
+                    "group": " / ".join(label_of(row, d) for d in dims),
+                    **{m: row[m] for m in INPUT_TOKEN_METRICS}, "input_tokens": total,
+                    "hit_ratio": Decimal(row["cache_read_tokens"]) / Decimal(total)})
     return out
 
 
