@@ -8,8 +8,9 @@ last successful collection is older than :func:`stale_after` makes every spend r
 - ``daily_spend``: today's spend (local day) against ``threshold_usd`` x each of ``levels``
   (default [1.0]); a level is one alert per local day.
 - ``monthly_budget``: month-to-date spend against ``budget_usd`` (level "actual") and the
-  month-end forecast (level "forecast") = month-to-date + the average of this month's complete
-  days x the days left (today's pace when no day is complete yet).
+  month-end forecast (level "forecast", :func:`spendwatch.warehouse.figures.month_end_forecast`):
+  month to date plus the days left at a trailing, weekday-aware daily rate (no data before
+  one complete day is stored).
 - ``cache_hit_ratio``: cache reads / (uncached input + cache writes + cache reads) over the
   last ``window_hours`` complete hours (default 24), per model or per feature (``per``), below
   ``floor``; judged only when input tokens reach ``min_input_tokens`` (default 1,000,000).
@@ -39,7 +40,7 @@ from spendwatch.features import PERSON_TYPES
 from spendwatch.numbers import percent, tokens, usd
 from spendwatch.timeutil import floor_hour, local_range, local_today
 from spendwatch.warehouse.batch import Batch
-from spendwatch.warehouse.figures import (cache_input, last_success, month_end_forecast,
+from spendwatch.warehouse.figures import (MonthToDate, cache_input, last_success, month_to_date,
                                           recent_runs, stale_after, stored_from)
 from spendwatch.warehouse.reconcile import reconciliation
 from spendwatch.warehouse.spend import spend, total
@@ -108,6 +109,12 @@ class Warehouse:
             else:
                 out[key] = [value]
         return out
+
+    def month_to_date(self, scope: dict[str, str], now: datetime) -> MonthToDate:
+        """The month to date and its forecast over the scope (the Overview's figures)."""
+        orgs = [scope["organization"]] if "organization" in scope else []
+        rest = {k: v for k, v in scope.items() if k != "organization"}
+        return month_to_date(self.batch, now, orgs, self.filters(rest))
 
     def spend_between(self, scope: dict[str, str], start: datetime, end: datetime) -> Decimal:
         """Cost of the scope in the UTC window [start, end)."""
@@ -198,25 +205,24 @@ def monthly_budget(w: Warehouse, rule: RuleConfig, now: datetime) -> list[Evalua
         return [_evaluation(rule, scope, level, NO_DATA, None, budget, "usd", window,
                             "no data: the last collection is too old") for level in
                 ("actual", "forecast")]
-    month_start, _ = local_range(first, first, tz)
-    today_start, _ = local_range(today, today, tz)
-    covered = w.covered_from(_orgs(w.config, scope))
-    if covered is None or covered > month_start:
+    month = w.month_to_date(scope, now)
+    if not month.complete:
         return [_evaluation(rule, scope, level, NO_DATA, None, budget, "usd", window,
                             f"no data: this month is not stored from its first day; run "
                             f"`spendwatch collect --since {first}`") for level in
                 ("actual", "forecast")]
-    complete = w.spend_between(scope, month_start, today_start)
-    today_so_far = w.spend_between(scope, today_start, now)
-    actual = complete + today_so_far
-    forecast = month_end_forecast(complete, today_so_far, now, tz)
+    actual, forecast = month.month_to_date_usd, month.forecast_usd
     return [
         _evaluation(rule, scope, "actual", FIRING if actual >= budget else OK, actual, budget,
                     "usd", window, f"month-to-date spend {usd(actual)} against the "
                     f"{usd(budget)} monthly budget"),
+        _evaluation(rule, scope, "forecast", NO_DATA, None, budget, "usd", window,
+                    "no data: no complete day is stored yet to forecast from")
+        if forecast is None else
         _evaluation(rule, scope, "forecast", FIRING if forecast >= budget else OK, forecast,
                     budget, "usd", window, f"month-end forecast {usd(forecast)} against the "
-                    f"{usd(budget)} monthly budget (month-to-date {usd(actual)})"),
+                    f"{usd(budget)} monthly budget (month-to-date {usd(actual)}; the days "
+                    f"left at the rate of the last {month.history_days} complete days)"),
     ]
 
 

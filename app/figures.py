@@ -40,6 +40,7 @@ FIGURES: dict[str, Figure] = _table(
     (figures.dimension_values, True),           # Spend, Caching, Reports
     (figures.spend, True),                      # Spend, Reports, Caching
     (figures.top_spenders, True),               # Spend
+    (figures.compared_total, True),             # Spend
     (figures.cache_series, True),               # Caching
     (figures.cache_waste, True),                # Caching
     (figures.has_people_data, True),            # People

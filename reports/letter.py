@@ -85,6 +85,12 @@ def sections(report: WeeklyReport, attached: bool) -> list[tuple[str, list[str]]
                                         "input tokens were read from the cache"]))
     if report.savings:
         out.append(("Savings", [f"{label}: {usd(value)}" for label, value in report.savings]))
+    if report.month_to_date_usd is not None:
+        at = report.at.astimezone(ZoneInfo(report.timezone))
+        out.append(("This month", [
+            f"{at:%B} to date: {usd(report.month_to_date_usd)}"
+            + (f"; month-end forecast {usd(report.forecast_usd)}"
+               if report.forecast_usd is not None else "")]))
     if report.provisional_until is not None:
         out.append(("Still settling", [
             f"Cost of the week's last days may still change until "

@@ -20,8 +20,8 @@ from spendwatch.features import PERSON_TYPES
 from spendwatch.numbers import round_cents
 from spendwatch.savings import ledger
 from spendwatch.warehouse.batch import Batch
-from spendwatch.warehouse.figures import (INPUT_TOKEN_METRICS, hit_ratio, label_of, spend,
-                                          stored_from)
+from spendwatch.warehouse.figures import (INPUT_TOKEN_METRICS, hit_ratio, label_of,
+                                          month_to_date, spend, stored_from)
 from spendwatch.timeutil import floor_day, local_range
 from spendwatch.warehouse.spend import has_cut
 
@@ -73,6 +73,10 @@ class WeeklyReport:
     #: dollars, where the organization's people cut is stored for the week; labels follow
     #: ``[privacy] pseudonymize_people``.
     top_people: tuple[tuple[str, Decimal], ...] = ()
+    #: The organization's month to date and month-end forecast when the summary was made
+    #: (the Overview's figures, :func:`spendwatch.warehouse.figures.month_to_date`).
+    month_to_date_usd: Decimal | None = None
+    forecast_usd: Decimal | None = None
 
     @property
     def empty(self) -> bool:
@@ -162,6 +166,7 @@ def summarise(batch: Batch, organization: str, week: str, rows: Sequence[dict[st
                                                     config.tz)[0]:
         previous, movers = top_movers(batch, organization, monday, sunday)
     tokens = {m: sum(r[m] for r in rows) for m in INPUT_TOKEN_METRICS}
+    month = month_to_date(batch, now, [organization])
     base = config.alerts.dashboard_url
     return WeeklyReport(
         organization=organization, week=week, since=monday, until=sunday,
@@ -171,4 +176,6 @@ def summarise(batch: Batch, organization: str, week: str, rows: Sequence[dict[st
         savings=savings_figures(batch, organization, monday, sunday) if rows else (),
         provisional_until=None if final else final_at(config, week),
         dashboard_url=page_url(base, "Reports"),
-        top_people=top_people(batch, organization, monday, sunday) if rows else ())
+        top_people=top_people(batch, organization, monday, sunday) if rows else (),
+        month_to_date_usd=month.month_to_date_usd if month.complete else None,
+        forecast_usd=month.forecast_usd)

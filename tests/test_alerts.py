@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,6 +31,7 @@ from spendwatch.warehouse.batch import Batch
 from spendwatch import storage
 from spendwatch.config import Config, load_config
 from spendwatch.timeutil import local_range
+from spendwatch.warehouse import figures as views
 from warehouse import query
 
 UTC = timezone.utc
@@ -317,12 +318,19 @@ def test_monthly_budget_forecasts_from_the_days_so_far(warehouse) -> None:
     with storage.reader(config) as conn:
         days = spend(Batch(conn, config), datetime(2026, 11, 1).date(),
                      datetime(2026, 11, 24).date(), ["date"])
-    complete = sum(r["cost_usd"] for r in days if r["date"] < datetime(2026, 11, 24).date())
+        overview = views.month_to_date(Batch(conn, config), now)
     month_to_date = sum(r["cost_usd"] for r in days)
-    today_start = datetime(2026, 11, 24, 6, tzinfo=UTC)  # Chicago midnight
-    elapsed = Decimal((now - today_start).total_seconds()) / 86400
-    expected = month_to_date + complete / 23 * (Decimal(30 - 23) - elapsed)
-    assert actual.value == month_to_date and forecast.value == expected
+    # the rate comes from the 23 complete days stored (November 1 to 23), weekday-aware;
+    # the rest of today (Tuesday the 24th) and the six days left are added at it
+    history = {r["date"]: r["cost_usd"] for r in days if r["date"] < date(2026, 11, 24)}
+    assert len(history) == 23 == overview.history_days
+    expected = views.month_end_forecast(month_to_date, history, now, config.tz)
+    assert actual.value == month_to_date == overview.month_to_date_usd
+    assert forecast.value == expected == overview.forecast_usd  # one answer, both surfaces
+    rates = views.daily_rates(history)
+    assert rates is not None and month_to_date + 6 * min(rates.values()) < expected < \
+        month_to_date + 7 * max(rates.values())
+    assert "the rate of the last 23 complete days" in forecast.summary
     assert (actual.state, forecast.state) == (OK, FIRING if expected >= 10000 else OK)
 
 

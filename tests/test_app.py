@@ -14,7 +14,7 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Iterator
@@ -51,6 +51,8 @@ MAIN = REPO / "app" / "main.py"
 PAGES = ("overview", "spend", "caching", "savings", "alerts", "reports")
 TODAY = date(2026, 11, 24)           # SIM_NOW (12:00 UTC) is 06:00 in Chicago
 MONTH_START = date(2026, 11, 1)
+UTC = timezone.utc
+DAY = timedelta(days=1)
 
 CONFIG = """\
 timezone = "America/Chicago"
@@ -283,8 +285,9 @@ def test_spend_charts_and_tables_equal_the_query(dashboard: Config) -> None:
         "0.005")
 
     by_model = warehouse(config, spend, since, TODAY, ["model"])
-    before = warehouse(config, spend, since - timedelta(days=7),
-                       since - timedelta(days=1), ["model"])
+    compared = views.comparison(config, since, TODAY, SIM_NOW)  # today's same hours
+    before = warehouse(config, spend, by=["model"], start=compared.previous_start,
+                       end=compared.previous_end)
     top = at.dataframe[0].value
     biggest = max(by_model, key=lambda r: r["cost_usd"])
     assert top.iloc[0]["Model"] == biggest["model"]
@@ -502,15 +505,43 @@ def test_top_spenders_compare_with_the_period_before(dashboard: Config) -> None:
     assert [r["cost_usd"] for r in top] == sorted((r["cost_usd"] for r in top), reverse=True)
 
 
-def test_the_forecast_uses_complete_days_or_todays_pace() -> None:
-    from zoneinfo import ZoneInfo
-    utc = ZoneInfo("UTC")
-    # Nov 11 at noon: 10 complete days at $100 a day, $50 so far today; 19.5 days left.
-    noon = datetime(2026, 11, 11, 12, tzinfo=utc)
-    assert views.month_end_forecast(Decimal(1000), Decimal(50), noon, utc) == Decimal(3000)
-    # On the first, today's pace: $10 in 6 hours is $40 a day, for 30 days.
-    six = datetime(2026, 11, 1, 6, tzinfo=utc)
-    assert views.month_end_forecast(Decimal(0), Decimal(10), six, utc) == Decimal(1200)
+def test_a_partial_today_is_compared_with_the_same_hours(dashboard: Config) -> None:
+    # SIM_NOW is 06:00 in Chicago on Tuesday 24 Nov: the week to today holds six hours of
+    # today, so it is compared with Nov 11 00:00 to Nov 17 06:00, not with seven whole days.
+    since = TODAY - timedelta(days=6)
+    compared = views.comparison(dashboard, since, TODAY, SIM_NOW)
+    chicago = dashboard.tz
+    assert compared.partial and compared.end == SIM_NOW
+    assert compared.previous_start == datetime(2026, 11, 11, tzinfo=chicago)
+    assert compared.previous_end == datetime(2026, 11, 17, 6, tzinfo=chicago)
+    assert compared.previous_text(chicago) == "2026-11-11 00:00 to 2026-11-17 06:00"
+    top = warehouse(dashboard, views.top_spenders, since, TODAY, "feature", None, 10, SIM_NOW)
+    same_hours = {r["feature"]: r["cost_usd"] for r in warehouse(
+        dashboard, spend, by=["feature"], start=compared.previous_start,
+        end=compared.previous_end)}
+    whole_days = {r["feature"]: r["cost_usd"] for r in warehouse(
+        dashboard, spend, date(2026, 11, 11), date(2026, 11, 17), ["feature"])}
+    assert top and all(r["previous_usd"] == same_hours.get(r["label"], Decimal(0))
+                       for r in top)
+    assert any(same_hours[f] != whole_days[f] for f in same_hours)  # the 18 hours left out
+    assert warehouse(dashboard, views.compared_total, since, TODAY, None, SIM_NOW) == \
+        sum(same_hours.values(), Decimal(0))
+    # A period that is over compares whole days; so does one without a clock.
+    assert not views.comparison(dashboard, since - DAY, TODAY - DAY, SIM_NOW).partial
+    assert views.comparison(dashboard, since, TODAY).previous_end == datetime(
+        2026, 11, 18, tzinfo=chicago)
+    # The same local hour across the clocks going back (at 02:00 on Nov 1): 01:00 CST on
+    # the 2nd is compared with 01:00 CDT on the 1st, 25 hours earlier in UTC.
+    across = views.comparison(dashboard, date(2026, 11, 2), date(2026, 11, 2),
+                              datetime(2026, 11, 2, 7, tzinfo=UTC))
+    assert across.previous_end == datetime(2026, 11, 1, 6, tzinfo=UTC)
+    assert across.end - across.previous_end == timedelta(hours=25)
+
+
+def test_the_spend_page_compares_today_with_the_same_hours(dashboard: Config) -> None:
+    at = open_page("spend")
+    captions = " ".join(c.value for c in at.caption)
+    assert "(2026-11-11 00:00 to 2026-11-17 06:00): today is not over" in captions
 
 
 def test_ratio_drops_are_hours_at_half_the_usual_ratio_or_less() -> None:

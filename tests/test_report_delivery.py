@@ -13,6 +13,7 @@ import csv
 import io
 import re
 import shutil
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from email.message import EmailMessage
@@ -213,6 +214,7 @@ def test_the_report_is_written_and_sent_once_by_email_and_slack(
     assert "*Savings*" in posted and "Prompt caching saved this week (estimated): $" in posted
     assert "*Still settling*" in posted  # Tuesday 06:00: the week's cost is not final yet
     assert "http://dash.example:8501/Reports" in posted
+    assert "*This month*" not in posted  # November is stored from the 8th only: no figure
 
     # The delivery log: one notification per channel, sent at the first check.
     assert outbox(config) == [("report", "finance-email", "sent", 1),
@@ -659,6 +661,31 @@ def test_a_big_csv_goes_zipped(tmp_path: Path) -> None:
         assert archive.namelist() == [FILE] and archive.read(FILE) == data
     body = message.get_body(("plain",))
     assert body is not None and "(300,000 rows), attached, zipped" in body.get_content()
+
+
+def test_the_summary_gives_the_month_to_date_and_the_overviews_forecast(
+        sim: Simulator, isolated: Path) -> None:  # noqa: F811
+    from reports.letter import plain_text
+    from reports.summary import summarise
+    from spendwatch.warehouse.figures import month_to_date
+    # November's first two days, collected; the summary is made early on the 3rd (Chicago).
+    home = isolated / "november"
+    home.mkdir()
+    path = write_config(home, [{"name": "acme", "base_url": sim.url}])
+    result = spendwatch("collect", "--since", "2026-11-01", "--until", "2026-11-02", cwd=home)
+    assert result.returncode == 0, result.stderr
+    config = load_config(path)
+    now = datetime(2026, 11, 3, 7, tzinfo=timezone.utc)  # 01:00 in Chicago
+    with storage.reader(config) as conn:
+        batch = Batch(conn, config)
+        month = month_to_date(batch, now, ["acme"])
+        report = summarise(batch, "acme", "2026-W47", [], isolated / FILE, now)
+    assert month.complete and month.history_days == 2 and month.forecast_usd is not None
+    assert (report.month_to_date_usd, report.forecast_usd) == (month.month_to_date_usd,
+                                                               month.forecast_usd)
+    text = plain_text(replace(report, rows=1), attached=True)
+    assert (f"November to date: {usd(month.month_to_date_usd)}; month-end forecast "
+            f"{usd(month.forecast_usd)}") in text
 
 
 def test_without_a_reports_table_an_unwritable_folder_turns_reports_off(

@@ -45,26 +45,28 @@ col_month.metric("Month to date", usd(month.month_to_date_usd),
                  help=f"{first} to {today}, both included."
                       + ("" if month.complete else
                          f" Only what is stored: from {local(month.stored_from, tz)}."))
+method = (f"{views.FORECAST_METHOD[0].upper()}{views.FORECAST_METHOD[1:]}. "
+          f"This one reads {budget_month.history_days} complete days.")
 if budget_month.forecast_usd is None:
     col_forecast.metric(
         "Month-end forecast", "no data",
-        help=f"This month is not stored from its first day (stored from "
-             f"{local(budget_month.stored_from, tz)}): run `spendwatch collect --since {first}`.")
+        help=(f"This month is not stored from its first day (stored from "
+              f"{local(budget_month.stored_from, tz)}): run `spendwatch collect --since {first}`."
+              if not budget_month.complete else
+              "No complete day is stored yet to forecast from."))
 elif budget:
     over = budget_month.forecast_usd - budget.budget_usd
     col_forecast.metric(
         "Month-end forecast", usd(budget_month.forecast_usd),
         delta=f"{usd(abs(over))} {'over' if over > 0 else 'under'} budget",
         delta_color="inverse" if over > 0 else "normal", delta_arrow="off",
-        help=f"Month-to-date + the average of this month's complete days x the days left, "
-             f"against the {usd(budget.budget_usd)} budget of the alert rule "
+        help=f"{method} Against the {usd(budget.budget_usd)} budget of the alert rule "
              f"\"{md(budget.rule)}\""
              + (f" ({', '.join(md(o) for o in budget.organizations)})"
                 if budget.organizations else "") + ".")
 else:
     col_forecast.metric("Month-end forecast", usd(month.forecast_usd),
-                        help="Month-to-date + the average of this month's complete days x the "
-                             "days left. No monthly_budget alert rule is configured to compare "
+                        help=f"{method} No monthly_budget alert rule is configured to compare "
                              "it with.")
 col_ratio.metric("Cache hit ratio (month)", percent(month_ratio),
                  help="Cache reads / (uncached input + cache writes + cache reads), this month.")

@@ -26,27 +26,29 @@ with right:
                                   format_func=lambda d: widgets.DIMENSION_TITLES[d]) or "model"
 options = data.load(views.dimension_values, since, until)
 keep = widgets.filters("spend", options)
-before = views.previous_period(since, until)
+compared = views.comparison(config, since, until, now)
+before = compared.previous_text(config.tz)
 
-(by_status, by_dimension, top, previous) = data.load_many(
+(by_status, by_dimension, top, was) = data.load_many(
     (views.spend, (since, until, ("period", "cache_status", "cost_basis"), keep, grain)),
     (views.spend, (since, until, ("period", dimension), keep, grain)),
-    (views.top_spenders, (since, until, dimension, keep, 15)),
-    (views.spend, (*before, (), keep)),
+    (views.top_spenders, (since, until, dimension, keep, 15, now)),
+    (views.compared_total, (since, until, keep, now)),
 )
 
 total = sum((r["cost_usd"] for r in by_status), Decimal(0))
 billed = sum((r["cost_usd"] for r in by_status if r["cost_basis"] in ("billed", "allocated")),
              Decimal(0))
 estimated = sum((r["cost_usd"] for r in by_status if r["cost_basis"] == "estimated"), Decimal(0))
-was = sum((r["cost_usd"] for r in previous), Decimal(0))
 unpriced = sum(r["unpriced_tokens"] for r in by_status)
 
 col_total, col_billed, col_estimated = st.columns(3)
 col_total.metric("Spend in the period", usd(total),
-                 delta=f"{usd(total - was)} vs {before[0]} to {before[1]}" if was else None,
+                 delta=f"{usd(total - was)} vs {before}" if was else None,
                  delta_color="inverse",
-                 help=f"{since} to {until} ({config.tz.key}), both included.")
+                 help=f"{since} to {until} ({config.tz.key}), both included"
+                      + (f", to now; compared with the same hours of the {compared.days} days "
+                         f"before ({before})" if compared.partial else "") + ".")
 col_billed.metric("Billed", usd(billed), help="Reported by the cost API (legacy daily cost "
                                              "split across keys counts as billed).")
 col_estimated.metric("Estimated", usd(estimated),
@@ -74,7 +76,8 @@ st.altair_chart(charts.spend_by_dimension(charts.top_labels(frame(dimension_rows
                                           grain, dimension), width="stretch")
 
 st.subheader(f"Top spenders by {widgets.DIMENSION_TITLES[dimension].lower()}")
-st.caption(f"Against the previous {(until - since).days + 1} days ({before[0]} to {before[1]}).")
+st.caption(f"Against the previous {compared.days} days ({before})"
+           + (": today is not over, so the same hours of each." if compared.partial else "."))
 table = frame([{widgets.DIMENSION_TITLES[dimension]: r["label"], "spend": r["cost_usd"],
                 "share": percent(r["share"]), "previous": r["previous_usd"],
                 "change": r["change_usd"],

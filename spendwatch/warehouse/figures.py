@@ -111,9 +111,65 @@ def previous_period(since: date, until: date) -> tuple[date, date]:
     return since - timedelta(days=days), since - DAY
 
 
-def top_spenders(batch: Batch, since: date, until: date, dimension: str, filters: Filters | None = None, limit: int = 10) -> list[Row]:
+@dataclass(frozen=True)
+class Comparison:
+    """A period and the one it is compared with, like for like: local days ``since`` to
+    ``until`` as a UTC window (``start``, ``end``), and the same number of days before it
+    (``previous_start``, ``previous_end``). When the period holds ``now`` (today, partial),
+    both end at the same local time of day: ``end`` is now, ``previous_end`` that time of day
+    ``days`` earlier, so a day half over is never compared with whole days."""
+
+    since: date
+    until: date
+    days: int
+    start: datetime
+    end: datetime
+    previous_start: datetime
+    previous_end: datetime
+    partial: bool
+
+    def previous_text(self, tz: ZoneInfo) -> str:
+        """``2026-11-17 to 2026-11-23``, or ``2026-11-17 00:00 to 2026-11-23 14:09``."""
+        first = self.previous_start.astimezone(tz)
+        last = self.previous_end.astimezone(tz)
+        if not self.partial:
+            return f"{first:%Y-%m-%d} to {(last - DAY):%Y-%m-%d}"
+        return f"{first:%Y-%m-%d} 00:00 to {last:%Y-%m-%d %H:%M}"
+
+
+def comparison(config: Config, since: date, until: date, now: datetime | None = None
+               ) -> Comparison:
+    """The like-for-like :class:`Comparison` of local days ``since``..``until`` at ``now``."""
+    tz = config.tz
+    days = (until - since).days + 1
+    start, end = local_range(since, until, tz)
+    before_since, before_until = previous_period(since, until)
+    previous_start, previous_end = local_range(before_since, before_until, tz)
+    partial = now is not None and start < now < end
+    if partial:
+        assert now is not None
+        local_now = now.astimezone(tz)
+        end = now
+        previous_end = datetime.combine(local_now.date() - timedelta(days=days),
+                                        local_now.time(), tzinfo=tz).astimezone(end.tzinfo)
+    return Comparison(since, until, days, start, end, previous_start, previous_end, partial)
+
+
+def compared_total(batch: Batch, since: date, until: date, filters: Filters | None = None,
+                   now: datetime | None = None) -> Decimal:
+    """The spend of the period that local days ``since``..``until`` are compared with at
+    ``now`` (:func:`comparison`: the same hours when today is in it)."""
+    compared = comparison(batch.config, since, until, now)
+    return total(batch, filters=filters, start=compared.previous_start,
+                 end=compared.previous_end)
+
+
+def top_spenders(batch: Batch, since: date, until: date, dimension: str,
+                 filters: Filters | None = None, limit: int = 10,
+                 now: datetime | None = None) -> list[Row]:
     """The ``limit`` biggest spenders by ``dimension``, with the change against the previous
-    period of the same length (:func:`previous_period`).
+    period of the same length, like for like at ``now`` (:func:`comparison`: a partial
+    today is compared with the same hours).
 
     Each row: ``label``, ``value`` (for filters), ``cost_usd``, ``previous_usd``,
     ``change_usd``, ``change_pct`` (None when nothing was spent before: new) and ``share`` of
@@ -121,9 +177,11 @@ def top_spenders(batch: Batch, since: date, until: date, dimension: str, filters
     """
     if dimension not in BREAKDOWN_DIMENSIONS:
         raise ValueError(f"unknown dimension {dimension!r}")
-    before = previous_period(since, until)
-    now_rows = spend(batch, since, until, [dimension], filters)
-    then_rows = spend(batch, *before, [dimension], filters)
+    compared = comparison(batch.config, since, until, now)
+    now_rows = spend(batch, by=[dimension], filters=filters, start=compared.start,
+                     end=compared.end)
+    then_rows = spend(batch, by=[dimension], filters=filters, start=compared.previous_start,
+                      end=compared.previous_end)
     previous = {label_of(r, dimension): r["cost_usd"] for r in then_rows}
     total = sum((r["cost_usd"] for r in now_rows), Decimal(0))
     out = []
@@ -171,7 +229,9 @@ class MonthToDate:
 
     ``stored_from`` is when the stored data begins (:func:`stored_from`); when the month is not
     stored from its first day (``complete`` false), month-to-date counts only what is stored
-    and ``forecast_usd`` is None ("no data", as the ``monthly_budget`` rule says).
+    and ``forecast_usd`` is None ("no data", as the ``monthly_budget`` rule says). The forecast
+    is None too before one complete day is stored. ``history_days``: the complete days its
+    daily rate was read from (:func:`month_end_forecast`).
     """
 
     today: date
@@ -181,6 +241,7 @@ class MonthToDate:
     days_in_month: int
     stored_from: datetime | None
     complete: bool
+    history_days: int = 0
 
 
 def days_in_month(day: date) -> int:
@@ -188,55 +249,110 @@ def days_in_month(day: date) -> int:
     return ((first + timedelta(days=32)).replace(day=1) - first).days
 
 
-def month_end_forecast(complete_days_usd: Decimal, today_usd: Decimal, now: datetime,
-                       tz: ZoneInfo) -> Decimal:
-    """Month-to-date + the average of this month's complete days x the days left.
+#: The complete days before today the forecast's daily rate is read from, at most.
+FORECAST_HISTORY_DAYS = 28
+#: The rate's level: the mean of this many latest complete days (a jump shows within a week).
+FORECAST_LEVEL_DAYS = 7
+#: Complete days needed before the weekday shape is used (every weekday twice).
+FORECAST_SHAPE_DAYS = 14
+#: How the forecast is made, in words (the Overview's help, the README, the rule's docs).
+FORECAST_METHOD = (
+    "month to date, plus the rest of today and every day left in the month at a daily rate: "
+    f"the mean of the last {FORECAST_LEVEL_DAYS} complete days, times the day's weekday share "
+    f"of the last {FORECAST_HISTORY_DAYS} (once {FORECAST_SHAPE_DAYS} days are stored; "
+    "weekends are usually quieter). No forecast before a complete day is stored")
 
-    The days left count today's remaining fraction; on the first of the month (no complete
-    day yet) today's pace stands in for the average. The formula of the ``monthly_budget``
-    alert rule (:mod:`alerts.rules`), which calls this function.
-    """
+
+def daily_rates(history: Mapping[date, Decimal]) -> dict[int, Decimal] | None:
+    """The forecast's daily rate per weekday (0 = Monday) from the spend of complete local
+    days (:data:`FORECAST_METHOD`); None without one such day."""
+    days = sorted(history)[-FORECAST_HISTORY_DAYS:]
+    if not days:
+        return None
+    latest = days[-FORECAST_LEVEL_DAYS:]
+    level = sum((history[d] for d in latest), Decimal(0)) / len(latest)
+    rates = {weekday: level for weekday in range(7)}
+    mean = sum((history[d] for d in days), Decimal(0)) / len(days)
+    if len(days) >= FORECAST_SHAPE_DAYS and mean > 0:
+        by_weekday: dict[int, list[Decimal]] = {}
+        for d in days:
+            by_weekday.setdefault(d.weekday(), []).append(history[d])
+        for weekday, values in by_weekday.items():
+            rates[weekday] = level * (sum(values, Decimal(0)) / len(values)) / mean
+    return rates
+
+
+def month_end_forecast(month_to_date_usd: Decimal, history: Mapping[date, Decimal],
+                       now: datetime, tz: ZoneInfo) -> Decimal | None:
+    """Month-to-date + the rest of today and the days left at :func:`daily_rates` (the
+    method, :data:`FORECAST_METHOD`); None when ``history`` (spend per complete local day
+    before today, only days stored) is empty. THE forecast: the Overview and the
+    ``monthly_budget`` alert rule (:mod:`alerts.rules`) read it through
+    :func:`month_to_date`."""
+    rates = daily_rates(history)
+    if rates is None:
+        return None
     today = local_today(now, tz)
-    first = today.replace(day=1)
-    today_start, _ = local_range(today, today, tz)
-    elapsed_today = Decimal((now - today_start).total_seconds()) / Decimal(86400)
-    complete_days = (today - first).days
-    if complete_days:
-        daily = complete_days_usd / complete_days
-    else:
-        daily = today_usd / elapsed_today if elapsed_today else Decimal(0)
-    left = Decimal(days_in_month(today) - complete_days) - elapsed_today
-    return complete_days_usd + today_usd + daily * left
+    today_start, today_end = local_range(today, today, tz)
+    left_today = Decimal((today_end - max(now, today_start)).total_seconds()) / Decimal(
+        (today_end - today_start).total_seconds())
+    rest = rates[today.weekday()] * max(Decimal(0), left_today)
+    day = today + DAY
+    while day.month == today.month:
+        rest += rates[day.weekday()]
+        day += DAY
+    return month_to_date_usd + rest
 
 
 def stored_from(batch: Batch, organizations: Sequence[str]) -> datetime | None:
     """From when every organization's usage and cost are both stored without a gap
     (``sync_state``), None when one of them is missing. Alert rules use it too."""
-    starts = []
+    span = stored_span(batch, organizations)
+    return span[0] if span else None
+
+
+def stored_span(batch: Batch, organizations: Sequence[str]
+                ) -> tuple[datetime, datetime] | None:
+    """The UTC span over which every organization's usage and cost are both stored
+    (``sync_state``: the latest start, the earliest end), None when one is missing."""
+    starts, ends = [], []
     for org in organizations:
-        row = batch.conn.execute("SELECT max(covered_from), count(*) FROM sync_state "
-                           "WHERE organization = ?", [org]).fetchone()
-        if not row or row[1] < 2:
+        row = batch.conn.execute("SELECT max(covered_from), min(covered_until), count(*) "
+                                 "FROM sync_state WHERE organization = ? AND stream IN "
+                                 "('usage', 'cost')", [org]).fetchone()
+        if not row or row[2] < 2:
             return None
         starts.append(row[0])
-    return max(starts) if starts else None
+        ends.append(row[1])
+    return (max(starts), min(ends)) if starts else None
 
 
-def month_to_date(batch: Batch, now: datetime,
-                  organizations: Sequence[str] = ()) -> MonthToDate:
+def month_to_date(batch: Batch, now: datetime, organizations: Sequence[str] = (),
+                  filters: Filters | None = None) -> MonthToDate:
     """Today's spend, month-to-date spend and the month-end forecast at ``now``, over
-    ``organizations`` (default: every configured one)."""
+    ``organizations`` (default: every configured one) and ``filters`` (an alert rule's
+    scope). The forecast's history is the spend of the complete local days before today,
+    the last :data:`FORECAST_HISTORY_DAYS` of them that are stored whole."""
     config = batch.config
     today = local_today(now, config.tz)
     first = today.replace(day=1)
-    today_usd = total_spend(batch, today, today, organizations)
-    complete_usd = (total_spend(batch, first, today - DAY, organizations)
-                    if today > first else Decimal(0))
-    begins = stored_from(batch, organizations or [o.name for o in config.organizations])
+    span = stored_span(batch, organizations or [o.name for o in config.organizations])
+    begins = span[0] if span else None
+    since = today - timedelta(days=FORECAST_HISTORY_DAYS)
+    per_day = {r["date"]: r["cost_usd"] for r in spend(
+        batch, min(since, first), today, ["date"], filters, organizations=organizations)}
+    today_usd = per_day.get(today, Decimal(0))
+    complete_usd = sum((v for d, v in per_day.items() if first <= d < today), Decimal(0))
     complete = begins is not None and begins <= local_range(first, first, config.tz)[0]
-    forecast = month_end_forecast(complete_usd, today_usd, now, config.tz) if complete else None
+    # Only days stored whole: a day before the data begins or after it ends is not $0.
+    history = {d: per_day.get(d, Decimal(0))
+               for d in (since + timedelta(days=n) for n in range(FORECAST_HISTORY_DAYS))
+               if span is not None and span[0] <= local_range(d, d, config.tz)[0]
+               and local_range(d, d, config.tz)[1] <= span[1]}
+    forecast = (month_end_forecast(complete_usd + today_usd, history, now, config.tz)
+                if complete else None)
     return MonthToDate(today, today_usd, complete_usd + today_usd, forecast,
-                       days_in_month(today), begins, complete)
+                       days_in_month(today), begins, complete, len(history))
 
 
 def daily_spend(batch: Batch, since: date, until: date) -> list[Row]:

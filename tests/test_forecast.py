@@ -1,0 +1,122 @@
+"""The month-end forecast: month to date plus the days left at a trailing, weekday-aware daily
+rate (spendwatch.warehouse.figures.month_end_forecast), sane from the first hour of a month.
+
+The rate's arithmetic is written out here day by day, not through daily_rates, so a slip in
+either is a failure."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from spendwatch.warehouse.figures import daily_rates, month_end_forecast
+
+CHICAGO = ZoneInfo("America/Chicago")
+UTC = timezone.utc
+WEEKDAY, WEEKEND = Decimal(300), Decimal(100)
+
+
+def usual(day: date) -> Decimal:
+    """An organization that spends $300 a weekday and $100 a weekend day."""
+    return WEEKEND if day.weekday() >= 5 else WEEKDAY
+
+
+def history(until: date, days: int, spend=usual) -> dict[date, Decimal]:
+    """Spend of the ``days`` complete days before ``until``."""
+    return {until - timedelta(days=n): spend(until - timedelta(days=n))
+            for n in range(1, days + 1)}
+
+
+def local(*args: int) -> datetime:
+    return datetime(*args, tzinfo=CHICAGO)
+
+
+def days_after(day: date, month: int) -> list[date]:
+    out, d = [], day + timedelta(days=1)
+    while d.month == month:
+        out.append(d)
+        d += timedelta(days=1)
+    return out
+
+
+def test_the_first_hour_of_a_month_forecasts_last_months_pace_not_two_night_hours() -> None:
+    # December 1 at 02:09 in Chicago: $12 spent in two night hours. The old forecast was
+    # today's pace times the days (about $4,150), whatever November cost.
+    now = local(2026, 12, 1, 2, 9)
+    past = history(date(2026, 12, 1), 28)
+    forecast = month_end_forecast(Decimal(12), past, now, CHICAGO)
+    # The last 7 days' mean is the level; each day's weekday share of the 28 days shapes it.
+    level = sum(past[d] for d in sorted(past)[-7:]) / 7
+    mean = sum(past.values()) / 28
+    share = {w: sum(v for d, v in past.items() if d.weekday() == w) / 4 / mean for w in range(7)}
+    left_today = Decimal(21 * 3600 + 51 * 60) / 86400
+    expected = (Decimal(12) + level * share[1] * left_today  # Dec 1 2026 is a Tuesday
+                + sum(level * share[d.weekday()] for d in days_after(date(2026, 12, 1), 12)))
+    assert forecast == expected
+    # A month like November (weekdays at $300, weekends at $100), with today's two night
+    # hours as they were ($12) and the rest of today at the Tuesday rate.
+    december = sum(usual(date(2026, 12, d)) for d in range(1, 32))
+    assert forecast == december - WEEKDAY + 12 + WEEKDAY * left_today
+    assert "%.2f" % forecast == "7685.12"  # not $4,464
+
+
+def test_mid_month_the_days_left_keep_their_weekday() -> None:
+    now = local(2026, 12, 15, 12, 0)  # a Tuesday, half over
+    so_far = sum(usual(date(2026, 12, d)) for d in range(1, 15)) + WEEKDAY / 2
+    forecast = month_end_forecast(so_far, history(date(2026, 12, 15), 28), now, CHICAGO)
+    left = sum(usual(d) for d in days_after(date(2026, 12, 15), 12))
+    assert forecast == so_far + WEEKDAY / 2 + left
+    assert forecast == sum(usual(date(2026, 12, d)) for d in range(1, 32))
+
+
+def test_on_the_last_day_only_the_rest_of_today_is_added() -> None:
+    now = local(2026, 12, 31, 18, 0)  # a Thursday, 6 hours left
+    so_far = Decimal("7000")
+    forecast = month_end_forecast(so_far, history(date(2026, 12, 31), 28), now, CHICAGO)
+    assert forecast == so_far + WEEKDAY * 6 / 24
+    # after midnight the month is over: nothing left to add of it
+    assert month_end_forecast(so_far, history(date(2026, 12, 31), 28),
+                              local(2026, 12, 31, 23, 59, 59), CHICAGO) - so_far < 1
+
+
+def test_a_month_after_a_spend_jump_forecasts_the_new_level() -> None:
+    # Three weeks at $100 a day, then a week at $400: the last week sets the level, so the
+    # forecast of the month ahead is about 31 x $400, not the 28-day mean of $175.
+    jump = date(2026, 11, 24)
+    past = history(date(2026, 12, 1), 28, lambda d: Decimal(400) if d >= jump else Decimal(100))
+    forecast = month_end_forecast(Decimal(0), past, local(2026, 12, 1, 0, 0), CHICAGO)
+    assert forecast == 31 * Decimal(400)
+
+
+def test_under_a_week_of_history_the_mean_of_the_days_there_are() -> None:
+    # Stored from November 28: three complete days, too few for a weekday shape.
+    past = {date(2026, 11, 28): Decimal(100), date(2026, 11, 29): Decimal(200),
+            date(2026, 11, 30): Decimal(600)}
+    rates = daily_rates(past)
+    assert rates == {w: Decimal(300) for w in range(7)}
+    forecast = month_end_forecast(Decimal(50), past, local(2026, 12, 1, 6, 0), CHICAGO)
+    assert forecast == Decimal(50) + Decimal(300) * Decimal(18) / 24 + 30 * Decimal(300)
+
+
+def test_no_complete_day_no_forecast() -> None:
+    assert daily_rates({}) is None
+    assert month_end_forecast(Decimal(12), {}, local(2026, 12, 1, 2, 9), CHICAGO) is None
+
+
+def test_a_day_of_25_hours_counts_its_hours() -> None:
+    # November 1 2026 in Chicago has 25 hours (the clocks go back at 02:00).
+    now = datetime(2026, 11, 1, 17, 0, tzinfo=UTC)  # 11:00 CST, 12 of 25 hours gone
+    past = history(date(2026, 11, 1), 7, lambda d: Decimal(250))
+    forecast = month_end_forecast(Decimal(0), past, now, CHICAGO)
+    assert forecast == Decimal(250) * Decimal(13) / 25 + 29 * Decimal(250)
+
+
+@pytest.mark.parametrize("days", [7, 13])
+def test_the_weekday_shape_waits_for_two_weeks(days: int) -> None:
+    rates = daily_rates(history(date(2026, 12, 1), days))
+    assert rates is not None and len(set(rates.values())) == 1  # one rate, every weekday
+    shaped = daily_rates(history(date(2026, 12, 1), 14))
+    assert shaped is not None and shaped[5] < shaped[1]  # Saturdays below Tuesdays
