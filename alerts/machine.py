@@ -28,7 +28,7 @@ import pyarrow as pa
 from alerts import settings
 from alerts.model import CheckReport, Evaluation, Notification
 from alerts.outbox import queue
-from alerts.rules import evaluate
+from alerts.rules import evaluate, page_view
 from alerts.silences import is_silenced
 from alerts.states import EndReason, Kind, State, Status
 from alerts.words import page_url
@@ -125,7 +125,8 @@ class _Machine:
             kind=kind, rule=ev.rule, rule_kind=ev.kind, scope=dict(ev.scope), level=ev.level,
             value=ev.value, threshold=ev.threshold, unit=ev.unit, window=ev.window,
             summary=ev.summary, started_at=started[0] if started else self.now, at=self.now,
-            dashboard_url=page_url(self.config.alerts.dashboard_url, ev.page))
+            dashboard_url=page_url(self.config.alerts.dashboard_url, ev.page,
+                                   page_view(ev, self.now, self.config.tz)))
         silenced = is_silenced(self.conn, ev.rule, ev.scope_key, self.now)
         if silenced:
             self.conn.execute("UPDATE alert_episodes SET silenced = true WHERE id = ?", [episode])

@@ -30,6 +30,7 @@ import statistics
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Callable, Sequence
+from zoneinfo import ZoneInfo
 
 import duckdb
 
@@ -137,6 +138,18 @@ class Warehouse:
                     scope: dict[str, str]) -> list[tuple[str | None, str, int, int]]:
         """(model or feature, organization, cache reads, all input tokens) per group."""
         return cache_input(self.batch, start, end, per, self.filters(scope))
+
+
+def page_view(ev: Evaluation, now: datetime, tz: ZoneInfo) -> dict[str, list[str]]:
+    """The view an alert's link opens on its page: the alert's scope as the page's filters
+    and the local days it is about as its period (today; the window's days for the cache
+    hit ratio; none for Overview, which has no controls)."""
+    if ev.page == "Overview":
+        return {}
+    today = local_today(now, tz)
+    first = today - timedelta(days=1) if ev.kind == "cache_hit_ratio" else today
+    days = [str(first), str(today)] if first != today else [str(today)]
+    return {"period": days, **{k: [v] for k, v in sorted(ev.scope.items())}}
 
 
 def _orgs(config: Config, scope: dict[str, str]) -> list[str]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+from urllib.parse import urlencode
 
 from alerts.model import KIND_PREFIX, Notification
 from alerts.states import Kind
@@ -89,11 +90,17 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def page_url(base: str | None, page: str) -> str | None:
-    """The dashboard page's address; Overview is the dashboard's front page."""
+def page_url(base: str | None, page: str,
+             view: Mapping[str, str | Sequence[str]] | None = None) -> str | None:
+    """The dashboard page's address; Overview is the dashboard's front page. ``view`` sets the
+    page's controls through its query parameters (``{"period": ["2026-11-30"], "feature":
+    "evals"}``: app/widgets.py binds each control to the parameter of its name)."""
     if not base:
         return None
-    return base.rstrip("/") + ("" if page == "Overview" else f"/{page}")
+    url = base.rstrip("/") + ("" if page == "Overview" else f"/{page}")
+    if view:
+        url += "?" + urlencode({k: v for k, v in view.items() if v}, doseq=True)
+    return url
 
 
 def mrkdwn_object(text: str) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import Sequence
+from typing import Final, Sequence
 
 import streamlit as st
 
@@ -15,12 +15,22 @@ DIMENSION_TITLES = {"model": "Model", "feature": "Feature", "workspace": "Worksp
                     "cost_basis": "Cost basis", "product": "Product", "person": "Person"}
 
 
+#: Every control below is bound to the page's URL (Streamlit's ``bind="query-params"``, the
+#: widget's key being the parameter's name): a view's address carries its period, grain,
+#: breakdown and filters, so it can be copied and shared, and an alert's link opens the page
+#: on its scope and day (``/Spend?period=2026-11-30&feature=evals``). A parameter that is not
+#: a valid value is ignored and dropped from the address.
+BIND: Final = "query-params"
+
+
 def period(key: str, today: date, days: int, end: date | None = None) -> tuple[date, date]:
     """A date range picker (local days, both included), by default the ``days`` days that end
-    on ``end`` (today). Until the second day is picked, the range is that one day."""
+    on ``end`` (today); ``?period=FIRST&period=LAST`` in the URL (one ``period``: that day).
+    Until the second day is picked, the range is that one day. ``key`` names the page (its
+    controls' state is its own)."""
     last = end or today
     picked = st.date_input("Period (local days)", value=(last - timedelta(days=days - 1), last),
-                           max_value=today, key=f"{key}_period", format="YYYY-MM-DD")
+                           max_value=today, key="period", format="YYYY-MM-DD", bind=BIND)
     if isinstance(picked, (tuple, list)):
         if len(picked) == 2:
             return picked[0], picked[1]
@@ -32,9 +42,9 @@ def period(key: str, today: date, days: int, end: date | None = None) -> tuple[d
 
 def grain(key: str, since: date, until: date, default: str = "day",
           choices: Sequence[str] = views.GRAINS) -> str:
-    """Hour, day or week; hours are offered for periods of up to 31 days."""
+    """Hour, day or week (``?grain=hour``); hours are offered for periods of up to 31 days."""
     options = [g for g in choices if g != "hour" or (until - since).days < 31]
-    chosen = st.radio("Time bucket", options, horizontal=True, key=f"{key}_grain",
+    chosen = st.radio("Time bucket", options, horizontal=True, key="grain", bind=BIND,
                       index=options.index(default) if default in options else 0)
     return str(chosen)
 
@@ -42,9 +52,11 @@ def grain(key: str, since: date, until: date, default: str = "day",
 def filters(key: str, options: dict[str, list[tuple[str | None, str]]],
             dimensions: Sequence[str] = views.FILTER_DIMENSIONS
             ) -> dict[str, tuple[str | None, ...]]:
-    """A multiselect per dimension (empty: everything); returns the values to keep."""
+    """A multiselect per dimension (empty: everything; ``?feature=evals&feature=search``);
+    returns the values to keep. Open when the URL names one."""
     chosen: dict[str, tuple[str | None, ...]] = {}
-    with st.expander("Filters", expanded=False):
+    named = any(dim in st.query_params for dim in dimensions)
+    with st.expander("Filters", expanded=named):
         columns = st.columns(4)
         for n, dim in enumerate(dimensions):
             pairs = options.get(dim, [])
@@ -52,8 +64,8 @@ def filters(key: str, options: dict[str, list[tuple[str | None, str]]],
             for value, label in pairs:  # one name may stand for several IDs
                 labels.setdefault(label, []).append(value)
             with columns[n % 4]:
-                picked = st.multiselect(DIMENSION_TITLES[dim], list(labels),
-                                        key=f"{key}_filter_{dim}", placeholder="all")
+                picked = st.multiselect(DIMENSION_TITLES[dim], list(labels), key=dim,
+                                        placeholder="all", bind=BIND)
             if picked:
                 chosen[dim] = tuple(v for label in picked for v in labels[label])
     return chosen

@@ -298,9 +298,9 @@ def test_spend_charts_and_tables_equal_the_query(dashboard: Config) -> None:
 
 def test_spend_filters_and_breakdown_follow_the_widgets(dashboard: Config) -> None:
     at = open_page("spend")
-    at.selectbox(key="spend_by").set_value("feature")
-    at.multiselect(key="spend_filter_feature").select("evals")
-    at.radio(key="spend_grain").set_value("hour").run()
+    at.selectbox(key="by").set_value("feature")
+    at.multiselect(key="feature").select("evals")
+    at.radio(key="grain").set_value("hour").run()
     assert not at.exception
     since = TODAY - timedelta(days=6)
     by_feature = warehouse(dashboard, spend, since, TODAY, ["feature"])
@@ -542,6 +542,24 @@ def test_the_spend_page_compares_today_with_the_same_hours(dashboard: Config) ->
     at = open_page("spend")
     captions = " ".join(c.value for c in at.caption)
     assert "(2026-11-11 00:00 to 2026-11-17 06:00): today is not over" in captions
+
+
+def test_a_link_opens_the_page_on_the_view_it_names(dashboard: Config) -> None:
+    # What an alert's link to /Spend?period=2026-11-23&feature=evals opens: that day, that
+    # feature, the filters open; a value the page does not know is dropped, not an error.
+    at = AppTest.from_file(str(MAIN), default_timeout=30).run()
+    at.query_params.update({"period": "2026-11-23", "feature": ["evals", "no such feature"],
+                            "grain": "hour"})
+    at.switch_page("pages/spend.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    day = date(2026, 11, 23)
+    evals = warehouse(dashboard, spend, day, day, [], {"feature": ["evals"]})
+    assert metrics(at)["Spend in the period"] == usd(total(evals))
+    assert at.multiselect(key="feature").value == ["evals"]
+    assert at.radio(key="grain").value == "hour"
+    assert at.date_input(key="period").value == (day,)
+    # and the view's own address: the controls write it back (a copied URL is the view)
+    assert at.query_params.get("feature") in ("evals", ["evals"])
 
 
 def test_ratio_drops_are_hours_at_half_the_usual_ratio_or_less() -> None:

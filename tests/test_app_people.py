@@ -157,7 +157,7 @@ def test_a_product_filter_changes_the_figures(people_config: Path,
     products = sorted(read(config, spend, SINCE, UNTIL, ["product"]),
                       key=lambda r: -r["cost_usd"])
     second = products[1]
-    at.multiselect(key="people_filter_product").select(second["product"]).run()
+    at.multiselect(key="product").select(second["product"]).run()
     assert not at.exception, [e.value for e in at.exception]
     shown = metrics(at)
     assert shown["Spend in the period"] == usd(second["cost_usd"]) != before
@@ -172,7 +172,7 @@ def test_a_person_filter_keeps_one_person(people_config: Path,
     at = open_people(people_config, monkeypatch)
     people = table(at, "people_top")
     someone = people.iloc[1]["person"]
-    at.multiselect(key="people_filter_person").select(someone).run()
+    at.multiselect(key="person").select(someone).run()
     assert not at.exception, [e.value for e in at.exception]
     assert list(table(at, "people_top")["person"]) == [someone]
     assert any("person filter does not apply" in c.value for c in at.caption)
@@ -255,10 +255,10 @@ def test_features_defined_by_people_filter_the_spend_page(feature_config: Path,
     data_team = sum((r["cost_usd"] for r in read(config, spend, SINCE, UNTIL, [],
                                                  {"feature": ["Data team"]})), Decimal(0))
     assert data_team > 0
-    at.multiselect(key="spend_filter_feature").select("Data team").run()
+    at.multiselect(key="feature").select("Data team").run()
     assert not at.exception and not at.error, [e.value for e in at.exception]
     assert metrics(at)["Spend in the period"] == usd(data_team)
     # Workspaces are not in the people cut: one warning, not a traceback.
-    at.selectbox(key="spend_by").select("workspace").run()
+    at.selectbox(key="by").select("workspace").run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("cannot be shown" in w.value and "workspace" in w.value for w in at.warning)

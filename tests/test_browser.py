@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import requests
@@ -33,28 +33,45 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_healthy(url: str, process: subprocess.Popen, seconds: float = 180) -> None:
+    """Until the dashboard at ``url`` answers its health check (``process`` serves it)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read() if process.stdout else "exited"
+        try:
+            if requests.get(url + "/_stcore/health", timeout=2).text == "ok":
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"the dashboard did not come up within {seconds:g} s")
+
+
+def launch(p: Any) -> Any:
+    """Debian's Chromium, headless, with a fresh empty profile of its own (Playwright's)."""
+    return p.chromium.launch(
+        executable_path=CHROMIUM, headless=True,
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync", "--no-first-run"])
+
+
 @pytest.fixture(scope="module")
-def demo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def demo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("demo")
+
+
+@pytest.fixture(scope="module")
+def demo_url(demo_folder: Path) -> Iterator[str]:
     """`spendwatch demo` (a week of history) serving the dashboard on a free port."""
-    folder = tmp_path_factory.mktemp("demo")
+    folder = demo_folder
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "SPENDWATCH_"))}
     demo = subprocess.Popen([sys.executable, "-m", "spendwatch", "demo", "--dir", str(folder),
                              "--days", "7", "--port", str(port)], cwd=folder, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
     try:
-        while time.monotonic() < deadline:
-            assert demo.poll() is None, demo.stdout.read() if demo.stdout else "demo exited"
-            try:
-                if requests.get(url + "/_stcore/health", timeout=2).text == "ok":
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(1)
-        else:
-            raise AssertionError("the dashboard did not come up within 180 s")
+        wait_healthy(url, demo)
         yield url
     finally:
         demo.terminate()
@@ -75,11 +92,7 @@ def test_every_page_shows_its_figures_and_a_chart_without_errors(demo_url: str,
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"])
-        # (Playwright gives each launch a fresh, empty profile of its own.)
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             for path, title in PAGES:
@@ -100,3 +113,43 @@ def test_every_page_shows_its_figures_and_a_chart_without_errors(demo_url: str,
                     assert value.startswith("$") and value != "$0.00", f"{title}: {value}"
         finally:
             browser.close()
+
+
+def test_every_page_opened_first_by_its_url_on_a_fresh_dashboard_shows_no_dialog(
+        demo_url: str, demo_folder: Path) -> None:
+    """What a link from Slack does: the first browser session of a just-started dashboard
+    opens a page's URL (with a view in its query), not Overview first. Streamlit showed "Page
+    not found" over the right page there (app/pages/ made it take the app for an old-style
+    multipage app until a session had run main.py; spendwatch.cli.dashboard.serve_streamlit).
+    """
+    from playwright.sync_api import sync_playwright
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "SPENDWATCH_"))}
+    config = str(demo_folder / "config.toml")
+    with sync_playwright() as p:
+        for path, title in PAGES[1:]:
+            port = free_port()
+            log = open(demo_folder / f"dashboard-{port}.log", "w+")
+            dashboard = subprocess.Popen(
+                [sys.executable, "-m", "spendwatch", "--config", config, "dashboard", "--port",
+                 str(port)], cwd=demo_folder, env=env, stdout=log, stderr=subprocess.STDOUT,
+                text=True)
+            browser = launch(p)
+            try:
+                url = f"http://127.0.0.1:{port}"
+                wait_healthy(url, dashboard)
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(f"{url}/{path}?grain=day", wait_until="networkidle")
+                page.wait_for_selector('[data-testid="stMetricValue"], '
+                                       '[data-testid="stDataFrame"], .vega-embed',
+                                       timeout=60_000)
+                page.wait_for_timeout(1500)  # the dialog came with the first run's messages
+                body = page.inner_text("body")
+                assert "Page not found" not in body, title
+                assert page.locator('[role="dialog"]').count() == 0, title
+                assert page.locator("h1").first.inner_text().startswith(title), title
+            finally:
+                browser.close()
+                dashboard.terminate()
+                dashboard.wait(timeout=30)
+                log.close()

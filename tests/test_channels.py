@@ -445,3 +445,25 @@ def test_a_refused_connection_is_retried() -> None:
     assert result.answer == (f"could not connect to 127.0.0.1:{port}: Connection refused "
                              f"(after 3 attempts)")
     assert sleeps == [1.0, 2.0]
+
+
+def test_an_alerts_link_opens_its_page_on_its_scope_and_day() -> None:
+    from zoneinfo import ZoneInfo
+    from alerts.model import Evaluation
+    from alerts.rules import page_view
+    from alerts.words import page_url
+    chicago = ZoneInfo("America/Chicago")
+    now = datetime(2026, 12, 1, 3, 30, tzinfo=timezone.utc)  # Nov 30, 21:30 in Chicago
+    daily = Evaluation("daily", "daily_spend", {"organization": "acme", "feature": "evals & co"},
+                       "2026-11-30 100%", "firing", Decimal(5), Decimal(1), "usd", "today",
+                       "today's spend", "Spend")
+    assert page_url("http://dash.example:8501/", daily.page, page_view(daily, now, chicago)) == (
+        "http://dash.example:8501/Spend?period=2026-11-30&feature=evals+%26+co&organization=acme")
+    cache = Evaluation("cache", "cache_hit_ratio", {"organization": "acme", "model": "m"},
+                       "floor", "firing", Decimal("0.1"), Decimal("0.5"), "ratio", "24 h",
+                       "ratio", "Caching")
+    assert page_view(cache, now, chicago)["period"] == ["2026-11-29", "2026-11-30"]
+    month = Evaluation("month", "monthly_budget", {}, "forecast", "firing", Decimal(9),
+                       Decimal(1), "usd", "November", "forecast")
+    assert page_url("http://dash.example:8501", month.page, page_view(month, now, chicago)) \
+        == "http://dash.example:8501"

@@ -23,7 +23,8 @@ with left:
 with middle:
     grain = widgets.grain("caching", since, until, default="day", choices=("hour", "day"))
 with right:
-    per = st.selectbox("Hit ratio per", list(views.CACHE_GROUPS), key="caching_per")
+    per = st.selectbox("Hit ratio per", list(views.CACHE_GROUPS), key="per",
+                       bind=widgets.BIND)
 
 (series, hourly_pairs, costs, ratio, waste) = data.load_many(
     (views.cache_series, (since, until, per, grain)),

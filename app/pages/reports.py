@@ -28,8 +28,8 @@ with left:
     since, until = widgets.period("reports", today, days=7)
 with right:
     by = st.multiselect("Group by", GROUPS, default=["date", "feature", "model"],
-                        key="reports_by", format_func=lambda d: widgets.DIMENSION_TITLES.get(
-                            d, d.capitalize()))
+                        key="by", bind=widgets.BIND,
+                        format_func=lambda d: widgets.DIMENSION_TITLES.get(d, d.capitalize()))
 options = data.load(views.dimension_values, since, until)
 keep = widgets.filters("reports", options)
 rows = data.load(views.spend, since, until, tuple(by), keep)
@@ -63,7 +63,8 @@ else:
 st.subheader("Weekly report")
 last_monday, _ = reports.iso_week_range(reports.last_complete_week(now, config.tz))
 weeks = [reports.week_name(last_monday - timedelta(weeks=k)) for k in range(12)]
-week = st.selectbox("ISO week (Monday to Sunday, local time)", weeks, key="reports_week")
+week = st.selectbox("ISO week (Monday to Sunday, local time)", weeks, key="week",
+                    bind=widgets.BIND)
 st.download_button(f"Download the weekly CSV for {week}",
                    data.deferred(reports.weekly_csv, week), mime="text/csv",
                    file_name=f"spendwatch-all-{week}.csv", key="reports_weekly_csv")

@@ -22,7 +22,7 @@ with middle:
     grain = widgets.grain("spend", since, until, default="day")
 with right:
     dimension: str = st.selectbox("Break down by", list(views.BREAKDOWN_DIMENSIONS),
-                                  key="spend_by",
+                                  key="by", bind=widgets.BIND,
                                   format_func=lambda d: widgets.DIMENSION_TITLES[d]) or "model"
 options = data.load(views.dimension_values, since, until)
 keep = widgets.filters("spend", options)
