@@ -526,6 +526,13 @@ def test_a_partial_today_is_compared_with_the_same_hours(dashboard: Config) -> N
     assert any(same_hours[f] != whole_days[f] for f in same_hours)  # the 18 hours left out
     assert warehouse(dashboard, views.compared_total, since, TODAY, None, SIM_NOW) == \
         sum(same_hours.values(), Decimal(0))
+    # The first days stored (from November 1) have nothing stored before them to compare
+    # with: no change, not a change against $0.
+    first_week = (MONTH_START, MONTH_START + timedelta(days=6))
+    assert warehouse(dashboard, views.compared_total, *first_week, None, SIM_NOW) is None
+    unknown = warehouse(dashboard, views.top_spenders, *first_week, "feature", None, 10, SIM_NOW)
+    assert unknown and all(r["previous_usd"] is r["change_usd"] is r["change_pct"] is None
+                           for r in unknown)
     # A period that is over compares whole days; so does one without a clock.
     assert not views.comparison(dashboard, since - DAY, TODAY - DAY, SIM_NOW).partial
     assert views.comparison(dashboard, since, TODAY).previous_end == datetime(

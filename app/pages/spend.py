@@ -44,11 +44,15 @@ unpriced = sum(r["unpriced_tokens"] for r in by_status)
 
 col_total, col_billed, col_estimated = st.columns(3)
 col_total.metric("Spend in the period", usd(total),
-                 delta=f"{usd(total - was)} vs {before}" if was else None,
+                 delta=(f"{usd(total - was)} vs the {compared.days} days before"
+                        if was is not None else None),
                  delta_color="inverse",
                  help=f"{since} to {until} ({config.tz.key}), both included"
-                      + (f", to now; compared with the same hours of the {compared.days} days "
-                         f"before ({before})" if compared.partial else "") + ".")
+                      + (", to now" if compared.partial else "")
+                      + (f"; against {before}" + (", the same hours" if compared.partial else "")
+                         if was is not None else
+                         f"; the {compared.days} days before ({before}) are not stored whole, "
+                         "so there is no comparison") + ".")
 col_billed.metric("Billed", usd(billed), help="Reported by the cost API (legacy daily cost "
                                              "split across keys counts as billed).")
 col_estimated.metric("Estimated", usd(estimated),
@@ -77,12 +81,14 @@ st.altair_chart(charts.spend_by_dimension(charts.top_labels(frame(dimension_rows
 
 st.subheader(f"Top spenders by {widgets.DIMENSION_TITLES[dimension].lower()}")
 st.caption(f"Against the previous {compared.days} days ({before})"
-           + (": today is not over, so the same hours of each." if compared.partial else "."))
+           + (": today is not over, so the same hours of each." if compared.partial else ".")
+           + ("" if was is not None else " Those days are not stored whole: no change shown."))
 table = frame([{widgets.DIMENSION_TITLES[dimension]: r["label"], "spend": r["cost_usd"],
                 "share": percent(r["share"]), "previous": r["previous_usd"],
                 "change": r["change_usd"],
-                "change %": ("new" if r["change_pct"] is None
-                              else percent(r["change_pct"] / 100, signed=True))}
+                "change %": (None if r["previous_usd"] is None else "new"
+                             if r["change_pct"] is None
+                             else percent(r["change_pct"] / 100, signed=True))}
                for r in top], cents_columns=("spend", "previous", "change"))
 st.dataframe(table, hide_index=True, key="spend_top", column_config={
     name: st.column_config.NumberColumn(format="dollar") for name in ("spend", "previous",

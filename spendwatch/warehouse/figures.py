@@ -155,11 +155,21 @@ def comparison(config: Config, since: date, until: date, now: datetime | None = 
     return Comparison(since, until, days, start, end, previous_start, previous_end, partial)
 
 
+def is_stored(batch: Batch, start: datetime, end: datetime,
+              organizations: Sequence[str] = ()) -> bool:
+    """Whether every organization's usage and cost are stored over all of [start, end)."""
+    span = stored_span(batch, organizations or [o.name for o in batch.config.organizations])
+    return span is not None and span[0] <= start and end <= span[1]
+
+
 def compared_total(batch: Batch, since: date, until: date, filters: Filters | None = None,
-                   now: datetime | None = None) -> Decimal:
+                   now: datetime | None = None) -> Decimal | None:
     """The spend of the period that local days ``since``..``until`` are compared with at
-    ``now`` (:func:`comparison`: the same hours when today is in it)."""
+    ``now`` (:func:`comparison`: the same hours when today is in it); None when that period
+    is not stored whole (missing history is not $0)."""
     compared = comparison(batch.config, since, until, now)
+    if not is_stored(batch, compared.previous_start, compared.previous_end):
+        return None
     return total(batch, filters=filters, start=compared.previous_start,
                  end=compared.previous_end)
 
@@ -173,24 +183,26 @@ def top_spenders(batch: Batch, since: date, until: date, dimension: str,
 
     Each row: ``label``, ``value`` (for filters), ``cost_usd``, ``previous_usd``,
     ``change_usd``, ``change_pct`` (None when nothing was spent before: new) and ``share`` of
-    the period's spend.
+    the period's spend. When the previous period is not stored whole, ``previous_usd``,
+    ``change_usd`` and ``change_pct`` are None (missing history is not $0).
     """
     if dimension not in BREAKDOWN_DIMENSIONS:
         raise ValueError(f"unknown dimension {dimension!r}")
     compared = comparison(batch.config, since, until, now)
     now_rows = spend(batch, by=[dimension], filters=filters, start=compared.start,
                      end=compared.end)
+    stored = is_stored(batch, compared.previous_start, compared.previous_end)
     then_rows = spend(batch, by=[dimension], filters=filters, start=compared.previous_start,
-                      end=compared.previous_end)
+                      end=compared.previous_end) if stored else []
     previous = {label_of(r, dimension): r["cost_usd"] for r in then_rows}
     total = sum((r["cost_usd"] for r in now_rows), Decimal(0))
     out = []
     for row in sorted(now_rows, key=lambda r: -r["cost_usd"])[:limit]:
         label = label_of(row, dimension)
-        was = previous.get(label, Decimal(0))
+        was = previous.get(label, Decimal(0)) if stored else None
         out.append({"label": label, "value": value_of(row, dimension),
                     "cost_usd": row["cost_usd"], "previous_usd": was,
-                    "change_usd": row["cost_usd"] - was,
+                    "change_usd": row["cost_usd"] - was if was is not None else None,
                     "change_pct": (row["cost_usd"] - was) / was * 100 if was else None,
                     "share": row["cost_usd"] / total if total else None})
     return out
