@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from conftest import ADMIN_KEY, Simulator, copy_warehouse, write_config
+from conftest import ADMIN_KEY, Simulator, copy_warehouse, usd, write_config
 from spendwatch.timeutil import local_range
 
 CHICAGO = ZoneInfo("America/Chicago")
@@ -162,6 +162,19 @@ def test_reconcile_lists_estimated_against_billed(collected: Path, isolated: Pat
     text = spendwatch("reconcile", "--since", "2026-11-21", "--until", "2026-11-21",
                       cwd=isolated)
     assert "claude-opus-5-5" in text.stdout and "+0.00%" in text.stdout
+    # Spend that is not a model's is listed under the one name every surface gives it, with
+    # its spend and nothing to compare; the day's rows add up to `spend`'s day.
+    (other,) = [r for r in rows if r["model"] is None]
+    assert not other["compared"] and Decimal(other["spend_usd"]) > 0
+    by_model = json.loads(spendwatch("spend", "--since", "2026-11-21", "--until", "2026-11-21",
+                                     "--by", "model", "--json", cwd=isolated).stdout)
+    assert {r["model"]: Decimal(r["cost_usd"]) for r in by_model} == {
+        r["model"]: Decimal(r["spend_usd"]) for r in rows}
+    (line,) = [t for t in text.stdout.splitlines() if "(not a model)" in t]
+    assert line.split()[-4:] == [usd(Decimal(other["spend_usd"])), "-", "-", "-"]
+    table = spendwatch("spend", "--since", "2026-11-21", "--until", "2026-11-21", "--by",
+                       "model", cwd=isolated).stdout
+    assert "(not a model)" in table and "\n-  " not in table
 
 
 def test_savings_shows_realized_and_potential(collected: Path, isolated: Path) -> None:

@@ -23,6 +23,7 @@ from spendwatch.savings import Ledger, ledger
 from spendwatch.text import clean
 from spendwatch.timeutil import local_range, local_today, utcnow
 from spendwatch.warehouse.batch import Batch, read
+from spendwatch.warehouse.figures import NO_MODEL
 from spendwatch.warehouse.spend import spend
 
 DEMO_KEY = "sk-ant-admin01-spendwatch-demo-not-a-real-key"
@@ -233,7 +234,7 @@ def _print_summary(first: date, last: date, by_model: list[dict[str, Any]],
     total = sum((r["cost_usd"] for r in by_model), Decimal(0))
     click.echo(f"\nSpend {first} .. {last} ({DEMO_TIMEZONE}), from the warehouse:")
     for row in by_model:
-        click.echo(f"  {clean(row['model'] or '(not a model: code execution, sessions)'):45}"
+        click.echo(f"  {clean(row['model'] or NO_MODEL):45}"
                    f" {usd(row['cost_usd']):>13}")
     click.echo("By feature:")
     for row in by_feature[:8]:

@@ -184,10 +184,12 @@ def _output_keys(dims: Sequence[str]) -> list[str]:
 
 def _print_table(rows: list[dict[str, Any]], dims: Sequence[str], since: date,
                  until: date, whole: Decimal | None = None) -> None:
+    from spendwatch.warehouse.figures import label_of
+
     headers = [*dims, "cost_usd", "input", "cache_write", "cache_read", "output"]
     lines = []
     for r in rows:
-        lines.append([*(clean(r[d]) if r[d] is not None else "-" for d in dims),
+        lines.append([*(clean(label_of(r, d)) for d in dims),
                       usd(r['cost_usd']), tokens(r['uncached_input_tokens']),
                       tokens(r['cache_write_5m_tokens'] + r['cache_write_1h_tokens']),
                       tokens(r['cache_read_tokens']), tokens(r['output_tokens'])])
@@ -220,6 +222,7 @@ def _print_table(rows: list[dict[str, Any]], dims: Sequence[str], since: date,
 def reconcile_command(ctx: click.Context, since: str | None, until: str | None,
                       as_json: bool, cuts: bool) -> None:
     """Estimated (usage x price table) against billed, per day and model."""
+    from spendwatch.warehouse.figures import NO_MODEL
     from spendwatch.warehouse.reconcile import cut_agreement, reconciliation
 
     config = config_of(ctx)
@@ -251,17 +254,20 @@ def reconcile_command(ctx: click.Context, since: str | None, until: str | None,
                     "unpriced_tokens": r.unpriced_tokens, "spend_usd": r.spend_usd,
                     "compared": r.compared} for r in rows])
         return
-    click.echo(f"{'date':10}  {'organization':14}  {'model':28}  {'estimated':>12}  "
-               f"{'billed':>12}  {'difference':>10}")
+    # Every row of spend is listed, so a day adds up to `spend --by date`: "spend" is all of
+    # the model's spend that day; a row with nothing to compare (not a model's, or not billed
+    # yet) shows "-" where estimated and billed would be.
+    click.echo(f"{'date':10}  {'organization':14}  {'model':28}  {'spend':>12}  "
+               f"{'estimated':>12}  {'billed':>12}  {'difference':>10}")
     for r in rows:
-        if not r.compared:  # spend with nothing to compare yet (--json lists it too)
-            continue
         pct = "n/a"
         if r.difference_pct is not None:  # signed even at zero: "+0.00%" reads "no difference"
             pct = percent(r.difference_pct / 100, digits=2, signed=True)
             pct = pct if pct[0] in "+-" else f"+{pct}"
-        click.echo(f"{r.date!s:10}  {clean(r.organization):14}  {clean(r.model or '-'):28}  "
-                   f"{usd(r.estimated_usd):>12}  {usd(r.billed_usd):>12}  {pct:>10}"
+        compared = (f"{usd(r.estimated_usd):>12}  {usd(r.billed_usd):>12}  {pct:>10}"
+                    if r.compared else f"{'-':>12}  {'-':>12}  {'-':>10}")
+        click.echo(f"{r.date!s:10}  {clean(r.organization):14}  "
+                   f"{clean(r.model or NO_MODEL):28}  {usd(r.spend_usd):>12}  {compared}"
                    + (f"  unpriced: {tokens(r.unpriced_tokens)} tokens" if r.unpriced_tokens
                       else ""))
 

@@ -65,9 +65,12 @@ def total_spend(batch: Batch, since: date, until: date,
     return total(batch, since, until, organizations=organizations)
 
 
-#: How a missing value reads: spend that is not a model's (code execution, session runtime),
-#: or has no service tier.
-MISSING_LABELS = {"model": "(no model)"}
+#: How spend that is not a model's reads everywhere (code execution, session runtime, usage
+#: the API reports without a model): the dashboard, the CLI, ``reconcile``, the demo, CSVs'
+#: labels. One name, so a finance reader finds the same line on every surface.
+NO_MODEL = "(not a model)"
+#: How a missing value reads: see :data:`NO_MODEL`; "(none)" for any other dimension.
+MISSING_LABELS = {"model": NO_MODEL}
 
 
 def label_of(row: Row, dimension: str) -> str:

@@ -13,7 +13,7 @@ day rule there. ``spend_usd`` is that query's whole spend of the day, organizati
 (every basis and cost type: what ``spendwatch spend --by date,organization,model`` says); a
 day's ``spend_usd`` adds up to the CLI's day. Rows that only have spend (hours the cost API has
 not reported yet, cost that is not a model's) have ``compared`` false: nothing to reconcile
-(``spendwatch reconcile`` lists them in ``--json`` only).
+(``spendwatch reconcile`` lists them with their spend and "-" for the rest).
 
 ``estimated_usd`` is priced from hourly usage, hour by hour, so it is not placed by the legacy
 day rule: a legacy cost line kept whole (one that could not be split across hours) is compared
@@ -111,9 +111,10 @@ def reconciliation(batch: Batch, since: date, until: date,
     for key in {*estimated, *billed, *spent}:
         day, org, model = key
         est, unpriced = estimated.get(key, (Decimal(0), 0))
+        # Spend that is not a model's has no price to estimate it by: nothing to reconcile.
         rows.append(ReconciliationRow(day, org, model, est, billed.get(key, Decimal(0)),
                                       unpriced, spent.get(key, Decimal(0)),
-                                      key in estimated or key in billed))
+                                      model is not None and (key in estimated or key in billed)))
     rows.sort(key=lambda r: (r.date, r.organization, r.model is None, r.model or ""))
     return rows
 
