@@ -93,9 +93,9 @@ def spend_by_dimension(df: pd.DataFrame, grain: str, dimension: str) -> alt.Char
 
 
 def daily_spend(df: pd.DataFrame, daily_budget: float | None = None) -> alt.LayerChart:
-    """This month's spend per day, billed solid and estimated pale, with the daily pace a
-    monthly budget allows as a rule. Columns: ``when``, ``period_text``, ``basis``,
-    ``cost_usd``."""
+    """Spend per day (the Overview's last 30 days), billed solid and estimated pale, with the
+    daily pace a monthly budget allows as a rule. Columns: ``when``, ``period_text``,
+    ``basis``, ``cost_usd``."""
     df, x = _bucket_x(df, "day")
     bars = alt.Chart(df).mark_bar(color="#4c78a8").encode(
         **x, y=_usd_y("spend per day (USD)"),
@@ -109,7 +109,7 @@ def daily_spend(df: pd.DataFrame, daily_budget: float | None = None) -> alt.Laye
             color="#e45756", strokeDash=[4, 4]).encode(
             y="budget:Q", tooltip=[alt.Tooltip("budget:Q", title="budget per day",
                                                format="$,.2f")]))
-    return alt.LayerChart(layer=layers, title="Spend per day this month")
+    return alt.LayerChart(layer=layers, title="Spend per day, the last 30 days")
 
 
 def hit_ratio_lines(df: pd.DataFrame, grain: str, target: float | None = None) -> alt.LayerChart:

@@ -34,6 +34,7 @@ FIGURES: dict[str, Figure] = _table(
     (figures.has_data, True),                   # every page
     (figures.freshness, True),                  # Overview
     (figures.month_to_date, True),              # Overview
+    (figures.last_month, True),                 # Overview
     (figures.daily_spend, True),                # Overview
     (figures.cache_hit_ratio, True),            # Overview, Caching
     (figures.savings_view, True),               # Overview, Savings

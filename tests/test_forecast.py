@@ -120,3 +120,44 @@ def test_the_weekday_shape_waits_for_two_weeks(days: int) -> None:
     assert rates is not None and len(set(rates.values())) == 1  # one rate, every weekday
     shaped = daily_rates(history(date(2026, 12, 1), 14))
     assert shaped is not None and shaped[5] < shaped[1]  # Saturdays below Tuesdays
+
+
+# --- on a collected warehouse: the first hours of a month -----------------------------------
+
+def test_on_the_first_of_a_month_last_month_and_the_forecast_come_from_stored_days(
+        isolated, simulators) -> None:
+    """December 1 at 08:00 in Chicago, November collected whole (the CLI, the simulator over
+    HTTP): the Overview's last month, its first day to the same hour, and a forecast from
+    November's days, not from eight hours of December."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, env_with_key, write_config
+    from spendwatch.config import load_config
+    from spendwatch.warehouse.batch import read
+    from spendwatch.warehouse.figures import last_month, month_to_date
+    from spendwatch.warehouse.spend import total
+
+    sim = simulators(now="2026-12-01T15:00:00Z")
+    path = write_config(isolated, [{"name": "acme", "base_url": sim.url}])
+    done = subprocess.run([sys.executable, "-m", "spendwatch", "--config", str(path), "collect",
+                           "--since", "2026-11-01", "--until", "2026-12-01"], cwd=REPO,
+                          env=env_with_key(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    config = load_config(path)
+    now = datetime(2026, 12, 1, 14, tzinfo=UTC)  # 08:00 CST
+    before = read(config, last_month, now)
+    november = read(config, total, date(2026, 11, 1), date(2026, 11, 30))
+    assert before.first == date(2026, 11, 1) and before.total_usd == november > 0
+    assert before.to_date_end == datetime(2026, 11, 1, 8, tzinfo=CHICAGO)
+    assert before.to_date_usd == read(config, total, start=datetime(2026, 11, 1, 5, tzinfo=UTC),
+                                      end=datetime(2026, 11, 1, 14, tzinfo=UTC))  # 00:00 CDT
+    month = read(config, month_to_date, now)
+    assert month.complete and month.history_days == 28  # November 3 to 30
+    assert month.forecast_usd is not None
+    # The simulated organization spends alike every month: the forecast is November's scale,
+    # where today's pace (eight hours of a quiet night and morning) would not be.
+    assert november * Decimal("0.7") < month.forecast_usd < november * Decimal("1.4"), (
+        month.forecast_usd, november)
+    # In November, last month (October) is not stored: no figure, rather than $0.
+    assert read(config, last_month, datetime(2026, 11, 20, tzinfo=UTC)).total_usd is None

@@ -24,13 +24,15 @@ budget = views.monthly_budget(config)
 
 if not data.load(views.has_data):
     data.stop_with(st.info, data.EMPTY_MESSAGE)
-(month, month_ratio, firing, fresh, days, saved) = data.load_many(
+trend_since = today - timedelta(days=29)
+(month, month_ratio, firing, fresh, days, saved, before) = data.load_many(
     (views.month_to_date, (now,)),
     (views.cache_hit_ratio, (first, today)),
     (history.firing_alerts, (now,)),
     (views.freshness, (now,)),
-    (views.daily_spend, (first, today)),
+    (views.daily_spend, (trend_since, today)),
     (views.savings_view, (savings_since, savings_until)),
+    (views.last_month, (now,)),
 )
 budget_month = (data.load(views.month_to_date, now, budget.organizations)
                 if budget and budget.organizations else month)
@@ -41,10 +43,19 @@ st.caption(f"{today:%A %d %B %Y} in {tz.key}; as of {local(now, tz)}")
 col_today, col_month, col_forecast, col_ratio = st.columns(4)
 col_today.metric("Today's spend", usd(month.today_usd),
                  help=f"Local day {today} ({tz.key}), billed where reported, else estimated.")
+last_name = f"{before.first:%B}"
+change = (month.month_to_date_usd - before.to_date_usd
+          if month.complete and before.to_date_usd is not None else None)
 col_month.metric("Month to date", usd(month.month_to_date_usd),
+                 delta=(f"{usd(change)} vs {last_name} to the same day"
+                        if change is not None else None),
+                 delta_color="inverse", delta_arrow="off",
                  help=f"{first} to {today}, both included."
                       + ("" if month.complete else
-                         f" Only what is stored: from {local(month.stored_from, tz)}."))
+                         f" Only what is stored: from {local(month.stored_from, tz)}.")
+                      + (f" {last_name} to {local(before.to_date_end, tz)}: "
+                         f"{usd(before.to_date_usd)}." if before.to_date_usd is not None else
+                         f" {last_name} is not stored from its first day: no comparison."))
 method = (f"{views.FORECAST_METHOD[0].upper()}{views.FORECAST_METHOD[1:]}. "
           f"This one reads {budget_month.history_days} complete days.")
 if budget_month.forecast_usd is None:
@@ -71,7 +82,13 @@ else:
 col_ratio.metric("Cache hit ratio (month)", percent(month_ratio),
                  help="Cache reads / (uncached input + cache writes + cache reads), this month.")
 
-col_alerts, col_saved, col_potential = st.columns([1, 1, 2])
+col_last, col_alerts, col_saved, col_potential = st.columns([1, 1, 1, 2])
+col_last.metric(f"{last_name} (last month)",
+                usd(before.total_usd) if before.total_usd is not None else "no data",
+                help=(f"All of {before.first:%B %Y} ({tz.key})."
+                      if before.total_usd is not None else
+                      f"{last_name} is not stored whole: run `spendwatch collect --since "
+                      f"{before.first}`."))
 firing_now = [a for a in firing if a["state"] == State.FIRING]
 silenced = sum(a["silenced"] for a in firing_now)
 col_alerts.metric("Firing alerts", str(len(firing_now)),
@@ -116,7 +133,7 @@ if days:
     daily_budget = (float(budget.budget_usd) / month.days_in_month if budget else None)
     st.altair_chart(charts.daily_spend(frame(rows), daily_budget), width="stretch")
 else:
-    st.info("Nothing spent this month yet.")
+    st.info("Nothing spent in the last 30 days.")
 
 st.subheader("Firing alerts")
 if firing:

@@ -370,6 +370,41 @@ def month_to_date(batch: Batch, now: datetime, organizations: Sequence[str] = ()
                        days_in_month(today), begins, complete, len(history))
 
 
+@dataclass(frozen=True)
+class LastMonth:
+    """Last month against this one (local days): ``total_usd`` is last month's whole spend,
+    ``to_date_usd`` its spend from its first day to the same day of the month and time of day
+    as now (its last day when it is shorter). Each is None when its days are not stored whole
+    (missing history is not $0)."""
+
+    first: date                      # the first day of last month
+    total_usd: Decimal | None
+    to_date_usd: Decimal | None
+    to_date_end: datetime            # where "to the same day" ends
+
+
+def last_month(batch: Batch, now: datetime, organizations: Sequence[str] = ()) -> LastMonth:
+    """:class:`LastMonth` at ``now`` over ``organizations`` (default: every configured one)."""
+    tz = batch.config.tz
+    today = local_today(now, tz)
+    first = (today.replace(day=1) - DAY).replace(day=1)
+    last = today.replace(day=1) - DAY
+    start, end = local_range(first, last, tz)
+    same_day = first.replace(day=min(today.day, last.day))
+    local_now = now.astimezone(tz)
+    cut = datetime.combine(same_day, local_now.time(), tzinfo=tz).astimezone(now.tzinfo)
+    if today.day > last.day:  # this month is longer: all of last month
+        cut = end
+    orgs = organizations or [o.name for o in batch.config.organizations]
+
+    def spent(a: datetime, b: datetime) -> Decimal | None:
+        if not is_stored(batch, a, b, orgs):
+            return None
+        return total(batch, start=a, end=b, organizations=organizations)
+
+    return LastMonth(first, spent(start, end), spent(start, cut), cut)
+
+
 def daily_spend(batch: Batch, since: date, until: date) -> list[Row]:
     """Spend per local day and cost basis (billed, allocated, estimated): the Overview's and
     the Spend page's days. A day's rows add up to ``spendwatch spend --by date``'s day."""
