@@ -103,3 +103,39 @@ def frame(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] | None = Non
         if values and all(isinstance(v, str) for v in values):
             df[column] = df[column].fillna(NONE)
     return df
+
+
+#: Human titles of the spend query's columns, for the tables that show them raw.
+COLUMN_TITLES = {
+    "date": "Date", "organization": "Organization", "workspace": "Workspace",
+    "workspace_id": "Workspace ID", "api_key": "API key", "api_key_id": "API key ID",
+    "feature": "Feature", "model": "Model", "service_tier": "Service tier",
+    "cache_status": "Cache status", "cost_basis": "Cost basis", "person": "Person",
+    "person_id": "Person ID", "product": "Product", "rbac_group": "RBAC group",
+    "user_profile": "User profile", "inference_geo": "Inference geo", "speed": "Speed",
+    "cost_type": "Cost type", "cost_usd": "Cost (USD)",
+    "uncached_input_tokens": "Uncached input tokens",
+    "cache_write_5m_tokens": "Cache write 5m tokens",
+    "cache_write_1h_tokens": "Cache write 1h tokens", "cache_read_tokens": "Cache read tokens",
+    "output_tokens": "Output tokens", "web_search_requests": "Web searches",
+    "unpriced_tokens": "Unpriced tokens",
+}
+
+
+def column_config(columns: Sequence[str], money: Sequence[str] = (),
+                  counts: Sequence[str] = ()) -> dict[str, Any]:
+    """``st.dataframe``'s column_config for ``columns``: their titles (:data:`COLUMN_TITLES`,
+    else the name as given), dollars for ``money`` (and ``cost_usd``), and counts with
+    thousands separators for ``counts`` (and every ``*_tokens`` / ``*_requests`` column)."""
+    import streamlit as st
+
+    config: dict[str, Any] = {}
+    for column in columns:
+        title = COLUMN_TITLES.get(column, column)
+        if column in money or column == "cost_usd":
+            config[column] = st.column_config.NumberColumn(title, format="dollar")
+        elif column in counts or column.endswith(("_tokens", "_requests")):
+            config[column] = st.column_config.NumberColumn(title, format="localized")
+        else:
+            config[column] = st.column_config.Column(title)
+    return config

@@ -440,6 +440,26 @@ def test_the_csv_of_a_view_matches_the_cli_json(dashboard: Config) -> None:
                                        row["model"] or ""]
 
 
+def test_tables_read_as_people_read_them(dashboard: Config) -> None:
+    # Reports: human column titles, dollars as dollars, token counts with separators
+    # (15411098 read as a phone number); the CSV keeps the CLI's names.
+    at = open_page("reports")
+    table = at.dataframe[0]
+    columns = json.loads(table.proto.columns)
+    assert columns["cost_usd"]["label"] == "Cost (USD)"
+    assert columns["cost_usd"]["type_config"]["format"] == "dollar"
+    assert columns["cache_read_tokens"]["label"] == "Cache read tokens"
+    assert columns["cache_read_tokens"]["type_config"]["format"] == "localized"
+    assert columns["feature"]["label"] == "Feature"
+    assert table.value["cache_read_tokens"].max() > 1000  # a number that needs separators
+    caching = open_page("caching")
+    for frame_ in caching.dataframe:
+        config = json.loads(frame_.proto.columns)
+        counts = [c for c in frame_.value.columns if "tokens" in c or "reads" in c]
+        assert counts and all(config[c]["type_config"]["format"] == "localized"
+                              for c in counts), config
+
+
 def test_csv_keeps_workspace_and_key_ids() -> None:
     row = {"workspace": "Search", "workspace_id": "wrkspc_1", "cost_usd": Decimal("1.5"),
            **{m: 0 for m in views.METRICS[1:]}, "unpriced_tokens": 0}

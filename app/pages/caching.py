@@ -8,7 +8,8 @@ from decimal import Decimal
 import streamlit as st
 
 from app import charts, data, widgets
-from app.format import frame, iso_wall_time, local, percent, period_text, tokens, usd
+from app.format import (column_config, frame, iso_wall_time, local, percent, period_text, tokens,
+                        usd)
 from spendwatch.warehouse import figures as views
 
 config = data.config()
@@ -90,7 +91,9 @@ if drops:
                          "usual": percent(d["usual_ratio"]),
                          "input tokens": d["input_tokens"],
                          "reads missing": d["missing_reads"]} for d in drops]),
-                 hide_index=True, key="caching_drops")
+                 hide_index=True, key="caching_drops",
+                 column_config=column_config(["input tokens", "reads missing"],
+                                             counts=["input tokens", "reads missing"]))
 else:
     st.success("The hit ratio held: no hour fell to half its usual level.")
 
@@ -101,7 +104,9 @@ if waste:
                          "premium paid": w["waste_usd"]} for w in waste],
                        cents_columns=("premium paid",)),
                  hide_index=True, key="caching_waste",
-                 column_config={"premium paid": st.column_config.NumberColumn(format="dollar")})
+                 column_config=column_config(["tokens written, never read", "premium paid"],
+                                             money=["premium paid"],
+                                             counts=["tokens written, never read"]))
 else:
     st.success("No cache write went unread.")
 st.caption(f"As of {local(now, config.tz)}.")

@@ -9,7 +9,7 @@ from decimal import Decimal
 import streamlit as st
 
 from app import charts, data, widgets
-from app.format import frame, iso_wall_time, md, period_text, usd
+from app.format import column_config, frame, iso_wall_time, md, period_text, usd
 import reports.history as reports_history
 import reports.weekly as reports
 from spendwatch.text import code_span
@@ -52,11 +52,10 @@ if rows:
                    "cost_usd": r["cost_usd"]} for r in daily]
     st.altair_chart(charts.spend_by_dimension(charts.top_labels(frame(chart_rows), "label", 10),
                                               "day", label or "total"), width="stretch")
-    st.dataframe(frame([{c: r.get(c) for c in views.csv_columns(by)} for r in rows],
+    columns = views.csv_columns(by)
+    st.dataframe(frame([{c: r.get(c) for c in columns} for r in rows],
                        cents_columns=("cost_usd",)),
-                 hide_index=True, key="reports_table",
-                 column_config={"cost_usd": st.column_config.NumberColumn("cost (USD)",
-                                                                          format="dollar")})
+                 hide_index=True, key="reports_table", column_config=column_config(columns))
 else:
     st.info("Nothing matches this view.")
 
