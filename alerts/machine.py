@@ -126,7 +126,8 @@ class _Machine:
             value=ev.value, threshold=ev.threshold, unit=ev.unit, window=ev.window,
             summary=ev.summary, started_at=started[0] if started else self.now, at=self.now,
             dashboard_url=page_url(self.config.alerts.dashboard_url, ev.page,
-                                   page_view(ev, self.now, self.config.tz)))
+                                   page_view(ev, self.now, self.config.tz,
+                                             self.rules[ev.rule].params)))
         silenced = is_silenced(self.conn, ev.rule, ev.scope_key, self.now)
         if silenced:
             self.conn.execute("UPDATE alert_episodes SET silenced = true WHERE id = ?", [episode])

@@ -27,9 +27,9 @@ last successful collection is older than :func:`stale_after` makes every spend r
 from __future__ import annotations
 
 import statistics
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -41,8 +41,8 @@ from spendwatch.features import PERSON_TYPES
 from spendwatch.numbers import percent, tokens, usd
 from spendwatch.timeutil import floor_hour, local_range, local_today
 from spendwatch.warehouse.batch import Batch
-from spendwatch.warehouse.figures import (MonthToDate, cache_input, last_success, month_to_date,
-                                          recent_runs, stale_after, stored_from)
+from spendwatch.warehouse.figures import (NO_MODEL, MonthToDate, cache_input, last_success,
+                                          month_to_date, recent_runs, stale_after, stored_from)
 from spendwatch.warehouse.reconcile import reconciliation
 from spendwatch.warehouse.spend import spend, total
 
@@ -140,16 +140,32 @@ class Warehouse:
         return cache_input(self.batch, start, end, per, self.filters(scope))
 
 
-def page_view(ev: Evaluation, now: datetime, tz: ZoneInfo) -> dict[str, list[str]]:
-    """The view an alert's link opens on its page: the alert's scope as the page's filters
-    and the local days it is about as its period (today; the window's days for the cache
-    hit ratio; none for Overview, which has no controls)."""
+def page_view(ev: Evaluation, now: datetime, tz: ZoneInfo,
+              params: Mapping[str, Any] | None = None) -> dict[str, list[str]]:
+    """The view an alert's link opens on its page (``params``: its rule's): the local days
+    it is about as the period (today; the day judged for ``cost_drift``; the hour's day for
+    an hourly spike; the window's days for the cache hit ratio, per what the rule follows)
+    and its scope as the page's filters. Overview has no controls: nothing."""
+    params = params or {}
     if ev.page == "Overview":
         return {}
-    today = local_today(now, tz)
-    first = today - timedelta(days=1) if ev.kind == "cache_hit_ratio" else today
-    days = [str(first), str(today)] if first != today else [str(today)]
-    return {"period": days, **{k: [v] for k, v in sorted(ev.scope.items())}}
+    last = first = local_today(now, tz)
+    if ev.kind == "cost_drift":
+        last = first = date.fromisoformat(ev.level)
+    elif ev.kind == "spend_spike" and ev.level == "hourly":
+        last = first = (floor_hour(now) - timedelta(hours=1)).astimezone(tz).date()
+    elif ev.kind == "cache_hit_ratio":
+        end = floor_hour(now)
+        hours = int(params.get("window_hours", 24))
+        first = (end - timedelta(hours=hours)).astimezone(tz).date()
+        last = (end - timedelta(seconds=1)).astimezone(tz).date()
+        # the Caching page has no filters: the ratio per what the rule follows, its days
+        return {"period": [str(first), str(last)] if first != last else [str(first)],
+                "per": [str(params.get("per", "model"))]}
+    days = [str(first), str(last)] if first != last else [str(first)]
+    scope = {k: (NO_MODEL if k == "model" and v == "(none)" else v)
+             for k, v in sorted(ev.scope.items())}
+    return {"period": days, **{k: [v] for k, v in scope.items()}}
 
 
 def _orgs(config: Config, scope: dict[str, str]) -> list[str]:

@@ -462,7 +462,20 @@ def test_an_alerts_link_opens_its_page_on_its_scope_and_day() -> None:
     cache = Evaluation("cache", "cache_hit_ratio", {"organization": "acme", "model": "m"},
                        "floor", "firing", Decimal("0.1"), Decimal("0.5"), "ratio", "24 h",
                        "ratio", "Caching")
-    assert page_view(cache, now, chicago)["period"] == ["2026-11-29", "2026-11-30"]
+    # the cache rule's window (24 complete hours to 21:00 on the 30th) and what it follows
+    assert page_view(cache, now, chicago) == {"period": ["2026-11-29", "2026-11-30"],
+                                              "per": ["model"]}
+    assert page_view(cache, now, chicago, {"window_hours": 72, "per": "feature"}) == {
+        "period": ["2026-11-27", "2026-11-30"], "per": ["feature"]}
+    drift = Evaluation("drift", "cost_drift", {"organization": "acme", "model": "(none)"},
+                       "2026-11-28", "firing", Decimal(9), Decimal(5), "percent", "Nov 28",
+                       "drift", "Spend")
+    assert page_view(drift, now, chicago) == {"period": ["2026-11-28"], "organization": ["acme"],
+                                              "model": ["(not a model)"]}  # the day judged
+    spike = Evaluation("spike", "spend_spike", {}, "hourly", "firing", Decimal(9), Decimal(5),
+                       "usd", "hour", "spike", "Spend")
+    just_after = datetime(2026, 12, 1, 6, 20, tzinfo=timezone.utc)  # 00:20 in Chicago
+    assert page_view(spike, just_after, chicago) == {"period": ["2026-11-30"]}  # 23:00's day
     month = Evaluation("month", "monthly_budget", {}, "forecast", "firing", Decimal(9),
                        Decimal(1), "usd", "November", "forecast")
     assert page_url("http://dash.example:8501", month.page, page_view(month, now, chicago)) \

@@ -161,3 +161,31 @@ def test_on_the_first_of_a_month_last_month_and_the_forecast_come_from_stored_da
         month.forecast_usd, november)
     # In November, last month (October) is not stored: no figure, rather than $0.
     assert read(config, last_month, datetime(2026, 11, 20, tzinfo=UTC)).total_usd is None
+
+
+@pytest.mark.parametrize("days", [15, 20, 21, 27, 28])
+@pytest.mark.parametrize("until", [date(2026, 12, 5), date(2026, 12, 7), date(2026, 12, 9)])
+def test_a_weeks_rates_add_up_to_the_level_whatever_days_are_stored(days: int,
+                                                                    until: date) -> None:
+    # $100 a weekday, nothing at weekends: a week is $500, however many of each weekday the
+    # history holds (with 20 days ending on a Friday some weekdays count three times).
+    past = history(until, days, lambda d: Decimal(0) if d.weekday() >= 5 else Decimal(100))
+    rates = daily_rates(past)
+    assert rates is not None
+    assert sum(rates.values()) == pytest.approx(Decimal(500), abs=Decimal("1e-20"))
+    assert rates[0] == pytest.approx(Decimal(100), abs=Decimal("1e-20")) and rates[6] == 0
+
+
+def test_at_local_midnight_today_is_compared_with_none_of_the_same_day(tmp_path) -> None:
+    # 00:00 in Chicago: nothing of today has happened, so the 7 days to today are compared
+    # with the 7 days before them up to the same midnight, not with 7 whole days.
+    from conftest import write_config
+    from spendwatch.config import load_config
+    from spendwatch.warehouse.figures import comparison
+    config = load_config(write_config(tmp_path, [{"name": "acme"}],
+                                      timezone_name="America/Chicago"))
+    midnight = datetime(2026, 12, 2, 6, tzinfo=UTC)  # 00:00 CST
+    compared = comparison(config, date(2026, 11, 26), date(2026, 12, 2), midnight)
+    assert compared.partial and compared.end == midnight
+    assert compared.previous_end == datetime(2026, 11, 25, tzinfo=CHICAGO)
+    assert compared.end - compared.start == compared.previous_end - compared.previous_start

@@ -148,7 +148,7 @@ def comparison(config: Config, since: date, until: date, now: datetime | None = 
     start, end = local_range(since, until, tz)
     before_since, before_until = previous_period(since, until)
     previous_start, previous_end = local_range(before_since, before_until, tz)
-    partial = now is not None and start < now < end
+    partial = now is not None and start <= now < end
     if partial:
         assert now is not None
         local_now = now.astimezone(tz)
@@ -197,12 +197,13 @@ def top_spenders(batch: Batch, since: date, until: date, dimension: str,
     stored = is_stored(batch, compared.previous_start, compared.previous_end)
     then_rows = spend(batch, by=[dimension], filters=filters, start=compared.previous_start,
                       end=compared.previous_end) if stored else []
-    previous = {label_of(r, dimension): r["cost_usd"] for r in then_rows}
+    # by the filter value (an ID for workspaces and keys): two keys may share a name
+    previous = {value_of(r, dimension): r["cost_usd"] for r in then_rows}
     total = sum((r["cost_usd"] for r in now_rows), Decimal(0))
     out = []
     for row in sorted(now_rows, key=lambda r: -r["cost_usd"])[:limit]:
         label = label_of(row, dimension)
-        was = previous.get(label, Decimal(0)) if stored else None
+        was = previous.get(value_of(row, dimension), Decimal(0)) if stored else None
         out.append({"label": label, "value": value_of(row, dimension),
                     "cost_usd": row["cost_usd"], "previous_usd": was,
                     "change_usd": row["cost_usd"] - was if was is not None else None,
@@ -287,13 +288,17 @@ def daily_rates(history: Mapping[date, Decimal]) -> dict[int, Decimal] | None:
     latest = days[-FORECAST_LEVEL_DAYS:]
     level = sum((history[d] for d in latest), Decimal(0)) / len(latest)
     rates = {weekday: level for weekday in range(7)}
-    mean = sum((history[d] for d in days), Decimal(0)) / len(days)
-    if len(days) >= FORECAST_SHAPE_DAYS and mean > 0:
+    if len(days) >= FORECAST_SHAPE_DAYS:
         by_weekday: dict[int, list[Decimal]] = {}
         for d in days:
             by_weekday.setdefault(d.weekday(), []).append(history[d])
-        for weekday, values in by_weekday.items():
-            rates[weekday] = level * (sum(values, Decimal(0)) / len(values)) / mean
+        means = {w: sum(v, Decimal(0)) / len(v) for w, v in by_weekday.items()}
+        # A weekday's share is its mean over the mean of the seven weekday means (not of all
+        # the days: with 15-27 days some weekdays count three times), so a week's rates add
+        # up to seven times the level.
+        mean = sum(means.values(), Decimal(0)) / len(means)
+        if mean > 0:
+            rates = {w: level * means.get(w, mean) / mean for w in range(7)}
     return rates
 
 
