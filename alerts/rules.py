@@ -159,13 +159,11 @@ def page_view(ev: Evaluation, now: datetime, tz: ZoneInfo,
         hours = int(params.get("window_hours", 24))
         first = (end - timedelta(hours=hours)).astimezone(tz).date()
         last = (end - timedelta(seconds=1)).astimezone(tz).date()
-        # the Caching page has no filters: the ratio per what the rule follows, its days
-        return {"period": [str(first), str(last)] if first != last else [str(first)],
-                "per": [str(params.get("per", "model"))]}
-    days = [str(first), str(last)] if first != last else [str(first)]
-    scope = {k: (NO_MODEL if k == "model" and v == "(none)" else v)
-             for k, v in sorted(ev.scope.items())}
-    return {"period": days, **{k: [v] for k, v in scope.items()}}
+    days = {"period": [str(first), str(last)] if first != last else [str(first)]}
+    if ev.kind == "cache_hit_ratio":  # the Caching page has no filters: what the rule follows
+        return {**days, "per": [str(params.get("per", "model"))]}
+    return {**days, **{k: [NO_MODEL if k == "model" and v == "(none)" else v]
+                       for k, v in sorted(ev.scope.items())}}
 
 
 def _orgs(config: Config, scope: dict[str, str]) -> list[str]:

@@ -23,11 +23,10 @@ DIMENSION_TITLES = {"model": "Model", "feature": "Feature", "workspace": "Worksp
 BIND: Final = "query-params"
 
 
-def period(key: str, today: date, days: int, end: date | None = None) -> tuple[date, date]:
+def period(today: date, days: int, end: date | None = None) -> tuple[date, date]:
     """A date range picker (local days, both included), by default the ``days`` days that end
     on ``end`` (today); ``?period=FIRST&period=LAST`` in the URL (one ``period``: that day).
-    Until the second day is picked, the range is that one day. ``key`` names the page (its
-    controls' state is its own)."""
+    Until the second day is picked, the range is that one day."""
     last = end or today
     picked = st.date_input("Period (local days)", value=(last - timedelta(days=days - 1), last),
                            max_value=today, key="period", format="YYYY-MM-DD", bind=BIND)
@@ -40,7 +39,7 @@ def period(key: str, today: date, days: int, end: date | None = None) -> tuple[d
     return picked, picked
 
 
-def grain(key: str, since: date, until: date, default: str = "day",
+def grain(since: date, until: date, default: str = "day",
           choices: Sequence[str] = views.GRAINS) -> str:
     """Hour, day or week (``?grain=hour``); hours are offered for periods of up to 31 days."""
     options = [g for g in choices if g != "hour" or (until - since).days < 31]
@@ -49,7 +48,7 @@ def grain(key: str, since: date, until: date, default: str = "day",
     return str(chosen)
 
 
-def filters(key: str, options: dict[str, list[tuple[str | None, str]]],
+def filters(options: dict[str, list[tuple[str | None, str]]],
             dimensions: Sequence[str] = views.FILTER_DIMENSIONS
             ) -> dict[str, tuple[str | None, ...]]:
     """A multiselect per dimension (empty: everything; ``?feature=evals&feature=search``);

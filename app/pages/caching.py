@@ -20,9 +20,9 @@ target = config.savings.cache_hit_target
 st.title("Caching")
 left, middle, right = st.columns([2, 2, 1])
 with left:
-    since, until = widgets.period("caching", today, days=7)
+    since, until = widgets.period(today, days=7)
 with middle:
-    grain = widgets.grain("caching", since, until, default="day", choices=("hour", "day"))
+    grain = widgets.grain(since, until, default="day", choices=("hour", "day"))
 with right:
     per = st.selectbox("Hit ratio per", list(views.CACHE_GROUPS), key="per",
                        bind=widgets.BIND)

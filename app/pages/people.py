@@ -13,13 +13,13 @@ now = data.now()
 today = now.astimezone(config.tz).date()
 
 st.title("People and products")
-since, until = widgets.period("people", today, days=7)
+since, until = widgets.period(today, days=7)
 
 has_people, unreadable = data.load_many((views.has_people_data, ()),
                                         (views.people_access, ()))
 if has_people:
     options = data.load(views.people_dimension_values, since, until)
-    keep = widgets.filters("people", options, views.PEOPLE_FILTER_DIMENSIONS)
+    keep = widgets.filters(options, views.PEOPLE_FILTER_DIMENSIONS)
     product_keep = {k: v for k, v in keep.items() if k == "product"}
     (people, products, speeds, groups) = data.load_many(
         (views.people_view, (since, until, keep, 25)),

@@ -25,13 +25,13 @@ st.caption("Spend and tokens, grouped and filtered as you choose, as a CSV with 
            "columns and exact amounts as `spendwatch spend --json`.")
 left, right = st.columns([2, 3])
 with left:
-    since, until = widgets.period("reports", today, days=7)
+    since, until = widgets.period(today, days=7)
 with right:
     by = st.multiselect("Group by", GROUPS, default=["date", "feature", "model"],
                         key="by", bind=widgets.BIND,
                         format_func=lambda d: widgets.DIMENSION_TITLES.get(d, d.capitalize()))
 options = data.load(views.dimension_values, since, until)
-keep = widgets.filters("reports", options)
+keep = widgets.filters(options)
 rows = data.load(views.spend, since, until, tuple(by), keep)
 total = sum((r["cost_usd"] for r in rows), Decimal(0))
 

@@ -17,7 +17,7 @@ now = data.now()
 today = now.astimezone(config.tz).date()
 
 st.title("Savings")
-since, until = widgets.period("savings", today, days=30, end=today - timedelta(days=1))
+since, until = widgets.period(today, days=30, end=today - timedelta(days=1))
 saved = data.load(views.savings_view, since, until)
 book = saved.ledger
 totals = book.totals

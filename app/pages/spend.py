@@ -17,15 +17,15 @@ today = now.astimezone(config.tz).date()
 st.title("Spend")
 left, middle, right = st.columns([2, 2, 1])
 with left:
-    since, until = widgets.period("spend", today, days=7)
+    since, until = widgets.period(today, days=7)
 with middle:
-    grain = widgets.grain("spend", since, until, default="day")
+    grain = widgets.grain(since, until, default="day")
 with right:
     dimension: str = st.selectbox("Break down by", list(views.BREAKDOWN_DIMENSIONS),
                                   key="by", bind=widgets.BIND,
                                   format_func=lambda d: widgets.DIMENSION_TITLES[d]) or "model"
 options = data.load(views.dimension_values, since, until)
-keep = widgets.filters("spend", options)
+keep = widgets.filters(options)
 compared = views.comparison(config, since, until, now)
 before = compared.previous_text(config.tz)
 

@@ -433,8 +433,8 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         client that reads ``/_sim/requests`` right after its response always sees it."""
         state = self.state
         request_id = state.next_request_id()
-        entry: dict[str, Any] = {"method": method, "path": path, "query": raw_query, "status": None,
-                                 "received": time.time()}
+        entry: dict[str, Any] = {"method": method, "path": path, "query": raw_query,
+                                 "status": None, "received": time.time()}
         fault = state.take_fault(path)
         if fault is not None:
             entry["fault"] = fault.kind

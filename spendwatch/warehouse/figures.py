@@ -165,13 +165,19 @@ def is_stored(batch: Batch, start: datetime, end: datetime,
     return span is not None and span[0] <= start and end <= span[1]
 
 
+def _kept_organizations(filters: Filters | None) -> list[str]:
+    """The organizations a view's filters keep (none: every configured one)."""
+    return [o for o in (filters or {}).get("organization", ()) if o is not None]
+
+
 def compared_total(batch: Batch, since: date, until: date, filters: Filters | None = None,
                    now: datetime | None = None) -> Decimal | None:
     """The spend of the period that local days ``since``..``until`` are compared with at
     ``now`` (:func:`comparison`: the same hours when today is in it); None when that period
     is not stored whole (missing history is not $0)."""
     compared = comparison(batch.config, since, until, now)
-    if not is_stored(batch, compared.previous_start, compared.previous_end):
+    if not is_stored(batch, compared.previous_start, compared.previous_end,
+                     _kept_organizations(filters)):
         return None
     return total(batch, filters=filters, start=compared.previous_start,
                  end=compared.previous_end)
@@ -194,7 +200,8 @@ def top_spenders(batch: Batch, since: date, until: date, dimension: str,
     compared = comparison(batch.config, since, until, now)
     now_rows = spend(batch, by=[dimension], filters=filters, start=compared.start,
                      end=compared.end)
-    stored = is_stored(batch, compared.previous_start, compared.previous_end)
+    stored = is_stored(batch, compared.previous_start, compared.previous_end,
+                       _kept_organizations(filters))
     then_rows = spend(batch, by=[dimension], filters=filters, start=compared.previous_start,
                       end=compared.previous_end) if stored else []
     # by the filter value (an ID for workspaces and keys): two keys may share a name
@@ -479,7 +486,7 @@ def cache_series(batch: Batch, since: date, until: date, per: str, grain: str = 
         out.append({"period": row["period"],
                     "group": " / ".join(label_of(row, d) for d in dims),
                     **{m: row[m] for m in INPUT_TOKEN_METRICS}, "input_tokens": total,
-                    "hit_ratio": Decimal(row["cache_read_tokens"]) / Decimal(total)})
+                    "hit_ratio": hit_ratio(row)})
     return out
 
 

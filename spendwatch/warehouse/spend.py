@@ -245,8 +245,8 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
     neither cost, list cost nor tokens are left out. ``metrics`` (token metrics of
     :data:`TOKEN_METRICS`) sums only those instead, and leaves out the groups where all of them
     are zero: a series of token counts (the hit ratio's) without converting every row's
-    money. Rows are ordered by period, date, cost (highest first), then the dimensions. A period that ends before it starts holds nothing
-    (no rows). Raises ValueError for an unknown key, filter or grain, or for giving both or
+    money. Rows are ordered by period, date, cost (highest first), then the dimensions. A
+    period that ends before it starts holds nothing (no rows). Raises ValueError for an unknown key, filter or grain, or for giving both or
     neither of the days and the window.
     """
     kept = {k: list(v) for k, v in (filters or {}).items() if v}
