@@ -24,10 +24,11 @@ def records(cursor: duckdb.DuckDBPyConnection) -> list[Row]:
 
 def firing_alerts(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Row]:
     """Alerts firing or pending now: ``rule``, ``kind``, ``scope_key``, ``level``, ``state``,
-    ``since``, ``value``, ``threshold``, ``unit``, ``summary``, ``episode_id`` and ``silenced``
-    (an active silence covers it now). Firing first, oldest first."""
+    ``since``, ``value``, ``threshold``, ``unit``, ``summary``, ``episode_id``, ``scope_json``
+    (the scope as JSON) and ``silenced`` (an active silence covers it now). Firing first,
+    oldest first."""
     return records(conn.execute("""
-        SELECT s.rule, e.rule_kind AS kind, s.scope_key, s.level, s.state, s.since,
+        SELECT s.rule, e.rule_kind AS kind, s.scope_key, e.scope_json, s.level, s.state, s.since,
                s.last_value AS value, e.threshold, e.unit, e.summary, s.episode_id,
                EXISTS (SELECT 1 FROM alert_silences x WHERE x.rule = s.rule
                        AND (x.scope_key IS NULL OR x.scope_key = s.scope_key)
@@ -58,7 +59,10 @@ def delivery_attempts(conn: duckdb.DuckDBPyConnection, limit: int = 100) -> list
     ``scope_key``, ``ok``, ``permanent``, ``answer``, ``status`` (of the notification now)."""
     return records(conn.execute("""
         SELECT d.attempted_at, d.channel, n.kind,
-               coalesce(e.rule, CASE n.kind WHEN $report THEN 'weekly report ' || coalesce(
+               coalesce(e.rule, CASE WHEN n.kind = $report AND json_extract_string(
+                   n.payload_json, '$.labels.day') IS NOT NULL THEN 'daily digest '
+                   || json_extract_string(n.payload_json, '$.labels.day')
+                   WHEN n.kind = $report THEN 'weekly report ' || coalesce(
                    json_extract_string(n.payload_json, '$.labels.week'),
                    json_extract_string(n.payload_json, '$.week')) END) AS rule,
                coalesce(e.scope_key, CASE n.kind WHEN $report THEN 'organization=' || coalesce(

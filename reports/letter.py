@@ -102,54 +102,81 @@ def sections(report: WeeklyReport, attached: bool) -> list[tuple[str, list[str]]
     return out
 
 
+Sections = list[tuple[str, list[str]]]
+
+
+def compose_text(head: str, parts: Sections, url: str | None) -> str:
+    """A headline, its sections and the dashboard link as plain text (an email body)."""
+    lines = [head]
+    for heading, body in parts:
+        lines += ["", f"{heading}:", *(f"  {line}" for line in body)]
+    if url:
+        lines += ["", f"Open in spendwatch: {url}"]
+    return "\n".join(lines) + "\n"
+
+
+def compose_html(head: str, parts: Sections, url: str | None) -> str:
+    """The same as an HTML page (an email's HTML part), every text escaped."""
+    e = html.escape
+    out = [f"<p><strong>{e(head)}</strong></p>"]
+    for heading, lines in parts:
+        items = "".join(f"<li>{e(line)}</li>" for line in lines)
+        out.append(f"<p><strong>{e(heading)}</strong></p><ul>{items}</ul>")
+    if url:
+        out.append(f'<p><a href="{e(url)}">Open in spendwatch</a></p>')
+    return f"<!DOCTYPE html><html><body>{''.join(out)}</body></html>\n"
+
+
+def compose_slack(header: str, head: str, parts: Sections, url: str | None) -> dict[str, Any]:
+    """The same as a Block Kit message: a header, the headline, one section per part and a
+    button to the dashboard; every text made inert (:func:`alerts.words.mrkdwn`)."""
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "emoji": True,
+                                    "text": header_text(header, 150)}},
+        {"type": "section", "text": mrkdwn_object(clip(mrkdwn(head), 3000))}]
+    for heading, lines in parts:
+        text = f"*{mrkdwn(heading)}*\n" + "\n".join(f"• {mrkdwn(line)}" for line in lines)
+        blocks.append({"type": "section", "text": mrkdwn_object(clip(text, 3000))})
+    if url:
+        blocks.append({"type": "actions", "elements": [
+            {"type": "button", "text": {"type": "plain_text", "text": "Open in spendwatch"},
+             "url": url}]})
+    text = clip(mrkdwn(head), 3000)
+    if url:
+        text += f" <{url}|Open in spendwatch>"
+    return {"text": text, "blocks": blocks}
+
+
+def one_line_slack(line: str) -> dict[str, Any]:
+    """A Slack message of one line (an empty week, a day without spend)."""
+    text = mrkdwn(line)
+    return {"text": text, "blocks": [{"type": "section", "text": mrkdwn_object(text)}]}
+
+
 def plain_text(report: WeeklyReport, attached: bool) -> str:
     """The summary as plain text (an email body)."""
     if report.empty:
         return empty_line(report) + "\n"
-    lines = [headline(report)]
-    for heading, body in sections(report, attached):
-        lines += ["", f"{heading}:", *(f"  {line}" for line in body)]
-    if report.dashboard_url:
-        lines += ["", f"Open in spendwatch: {report.dashboard_url}"]
-    return "\n".join(lines) + "\n"
+    return compose_text(headline(report), sections(report, attached), report.dashboard_url)
 
 
 def html_text(report: WeeklyReport) -> str:
     """The summary as an HTML page (an email's HTML part; the CSV is attached)."""
-    e = html.escape
     if report.empty:
-        return f"<!DOCTYPE html><html><body><p>{e(empty_line(report))}</p>" \
+        return f"<!DOCTYPE html><html><body><p>{html.escape(empty_line(report))}</p>" \
                "</body></html>\n"
-    parts = [f"<p><strong>{e(headline(report))}</strong></p>"]
-    for heading, lines in sections(report, attached=True):
-        items = "".join(f"<li>{e(line)}</li>" for line in lines)
-        parts.append(f"<p><strong>{e(heading)}</strong></p><ul>{items}</ul>")
-    if report.dashboard_url:
-        parts.append(f'<p><a href="{e(report.dashboard_url)}">Open in spendwatch</a></p>')
-    return f"<!DOCTYPE html><html><body>{''.join(parts)}</body></html>\n"
+    return compose_html(headline(report), sections(report, attached=True),
+                        report.dashboard_url)
 
 
 def slack_message(report: WeeklyReport) -> dict[str, Any]:
     """The Block Kit message: the headline, one section per part of the summary that has
     something to say, and the dashboard link. An empty week is one line."""
     if report.empty:
-        line = mrkdwn(empty_line(report))
-        return {"text": line, "blocks": [{"type": "section", "text": mrkdwn_object(line)}]}
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "emoji": True, "text": header_text(
-            f":bar_chart: Weekly spend {report.week}: {report.organization}", 150)}},
-        {"type": "section", "text": mrkdwn_object(clip(mrkdwn(headline(report)), 3000))}]
-    for heading, lines in sections(report, attached=False):
-        text = f"*{mrkdwn(heading)}*\n" + "\n".join(f"• {mrkdwn(line)}" for line in lines)
-        blocks.append({"type": "section", "text": mrkdwn_object(clip(text, 3000))})
-    if report.dashboard_url:
-        blocks.append({"type": "actions", "elements": [
-            {"type": "button", "text": {"type": "plain_text", "text": "Open in spendwatch"},
-             "url": report.dashboard_url}]})
-    text = clip(mrkdwn(headline(report)), 3000)
-    if report.dashboard_url:
-        text += f" <{report.dashboard_url}|Open in spendwatch>"
-    return {"text": text, "blocks": blocks}
+        return one_line_slack(empty_line(report))
+    return compose_slack(f":bar_chart: Weekly spend {report.week}: {report.organization}",
+                         headline(report), sections(report, attached=False),
+                         report.dashboard_url)
 
 
 def letter(report: WeeklyReport) -> Letter:

@@ -94,14 +94,15 @@ class WeeklyReport:
         return f"[spendwatch] Weekly report {self.week}: {self.organization}"
 
 
-def top_movers(batch: Batch, organization: str, monday: date, sunday: date
-               ) -> tuple[Decimal, tuple[Mover, ...]]:
-    """Last week's total, and the features and models whose spend changed most against it
-    (MOVERS of each): two queries, by feature and model, one per week."""
-    weeks = ((monday, sunday), (monday - timedelta(days=7), sunday - timedelta(days=7)))
+def movers(batch: Batch, organization: str, period: tuple[date, date],
+           before: tuple[date, date]) -> tuple[Decimal, tuple[Mover, ...]]:
+    """The total of local days ``before`` (since, until), and the features and models whose
+    spend changed most from it to ``period`` (MOVERS of each): one spend query, by feature and
+    model, per period. The weekly report compares weeks, the daily digest a day with the same
+    weekday a week earlier."""
     spent: dict[tuple[str, str], list[Decimal]] = {}
     previous = Decimal(0)
-    for index, (since, until) in enumerate(weeks):
+    for index, (since, until) in enumerate((period, before)):
         for row in spend(batch, since, until, ["feature", "model"],
                          {"organization": [organization]}):
             if index:
@@ -110,14 +111,21 @@ def top_movers(batch: Batch, organization: str, monday: date, sunday: date
                 pair = spent.setdefault((dimension, label_of(row, dimension)),
                                         [Decimal(0), Decimal(0)])
                 pair[index] += row["cost_usd"]
-    movers: list[Mover] = []
+    out: list[Mover] = []
     for dimension in ("feature", "model"):
         changed = [Mover(dimension, label, now, was)
                    for (dim, label), (now, was) in spent.items() if dim == dimension
                    and round_cents(now) != round_cents(was)]
         changed.sort(key=lambda m: (-abs(m.change_usd), m.label))
-        movers += changed[:MOVERS]
-    return previous, tuple(movers)
+        out += changed[:MOVERS]
+    return previous, tuple(out)
+
+
+def top_movers(batch: Batch, organization: str, monday: date, sunday: date
+               ) -> tuple[Decimal, tuple[Mover, ...]]:
+    """Last week's total, and the features and models whose spend changed most against it."""
+    week = timedelta(days=7)
+    return movers(batch, organization, (monday, sunday), (monday - week, sunday - week))
 
 
 #: How many people the summary names.

@@ -199,7 +199,8 @@ class ReportsConfig:
     """The weekly report the worker writes (one CSV per organization and week) and sends.
 
     ``weekday`` and ``time`` (local, in the configured time zone) say when last week's report
-    is due; the worker writes it at its first collection from then on. ``folder`` is relative
+    is due; the worker writes it at its first collection from then on. ``daily`` adds the daily
+digest of yesterday (:mod:`reports.daily`), due each day at ``time``. ``folder`` is relative
     to the config file. ``channels`` name ``[[alerts.channels]]``: email gets the CSV attached,
     Slack a summary.
     """
@@ -207,6 +208,7 @@ class ReportsConfig:
     enabled: bool = True
     weekday: str = "monday"
     time: dt_time = dt_time(7, 0)
+    daily: bool = False          # the daily digest (reports.daily), each day at ``time``
     folder: str = "reports"
     channels: tuple[str, ...] = ()
     configured: bool = False     # the file has a [reports] table (else these are defaults)
@@ -511,7 +513,7 @@ _TOP_SCHEMA: dict[str, type] = {"timezone": str, "storage": object, "collection"
                                 "privacy": object}
 _PRIVACY_SCHEMA: dict[str, type] = {"pseudonymize_people": bool}
 _REPORTS_SCHEMA: dict[str, type] = {"enabled": bool, "weekday": str, "time": str,
-                                    "folder": str, "channels": list}
+                                    "folder": str, "channels": list, "daily": bool}
 _TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -748,6 +750,7 @@ def _reports(path: Path, raw: Any, alerts: AlertsConfig, present: bool) -> Repor
         raise ConfigError(f"{path}: reports.folder is empty; name a folder such as \"reports\"")
     return ReportsConfig(enabled=values.get("enabled", True), weekday=weekday,
                          time=dt_time(int(match[1]), int(match[2])),
+                         daily=values.get("daily", False),
                          folder=values.get("folder", "reports"), channels=tuple(channels),
                          configured=present)
 

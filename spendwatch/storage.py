@@ -572,6 +572,20 @@ def _m009_estimates_unkeyed(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute(f"ALTER TABLE {table}_unkeyed RENAME TO {table}")
 
 
+def _m010_digest_runs(conn: duckdb.DuckDBPyConnection) -> None:
+    # One row per organization and local day whose daily digest was queued (reports.daily):
+    # the "once" of its delivery, as report_runs is the weekly report's.
+    conn.execute("""
+        CREATE TABLE digest_runs (
+            organization VARCHAR NOT NULL,
+            day DATE NOT NULL,                  -- the local day the digest tells
+            written_at TIMESTAMPTZ NOT NULL,
+            total_usd DECIMAL(38, 12) NOT NULL,
+            channels VARCHAR NOT NULL,          -- the channels it was queued for, comma-separated
+            PRIMARY KEY (organization, day)
+        )""")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial", _m001_initial),
     (2, "pricing", _m002_pricing),
@@ -582,6 +596,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] =
     (7, "facts", _m007_facts),
     (8, "fact_keys", _m008_fact_keys),
     (9, "estimates_unkeyed", _m009_estimates_unkeyed),
+    (10, "digest_runs", _m010_digest_runs),
 ]
 
 

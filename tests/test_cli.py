@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -148,6 +149,10 @@ def test_the_demo_matches_the_simulators_ground_truth(tmp_path: Path) -> None:
     reports = list((tmp_path / "demo" / "reports").glob("spendwatch-demo-org-*.csv"))
     assert len(reports) == 1 and f"Weekly report {reports[0].stem[-8:]}: " in result.stdout
     assert "summary sent to the simulated Slack" in result.stdout
+    # Yesterday's digest (the day before, before 07:00): every day before today is stored.
+    assert re.search(r"Daily digest of \d{4}-\d\d-\d\d \(\$[\d,]+\.\d\d\) sent", result.stdout)
+    firing = [line for line in result.stdout.splitlines() if "FIRING" in line]
+    assert len(firing) == len(set(firing))  # each names its scope: no line twice
 
 
 def test_reconcile_lists_estimated_against_billed(collected: Path, isolated: Path) -> None:

@@ -59,6 +59,7 @@ EXPECTED_SCHEMA = {
                        "created_by"],
     "report_runs": ["organization", "week", "written_at", "path", "rows", "total_usd",
                     "channels", "final_at", "final_total_usd"],
+    "digest_runs": ["organization", "day", "written_at", "total_usd", "channels"],
     "models": ["model_id", "display_name", "line", "lifecycle", "retires_at", "fetched_at"],
     "spend_facts": ["organization", "bucket_start", "bucket_width", "workspace_id",
                     "api_key_id", "model", "service_tier", "context_window", "cost_type",

@@ -96,9 +96,11 @@ kind = "data_stale"
 channels = ["demo-slack"]
 max_age = "1h"
 
-# Last week's CSV, written into reports/ and summarised to the simulated Slack.
+# Last week's CSV, written into reports/ and summarised to the simulated Slack, and each
+# morning yesterday's digest.
 [reports]
 channels = ["demo-slack"]
+daily = true
 """
 
 
@@ -133,6 +135,7 @@ def run_demo(directory: str, days: int, seed: int, serve: bool = True,
     from collectors.sync import CollectOptions, collect
     from spendwatch.cli.progress import ProgressBar
     from alerts.model import CheckReport
+    from reports.daily import write_due_digests
     from reports.runs import send_queued, write_due_reports
 
     # Fast mode and US-only inference on, so the people page shows them; the config names no
@@ -176,11 +179,18 @@ def run_demo(directory: str, days: int, seed: int, serve: bool = True,
         click.echo(f"\nAlerts: {len(firing)} firing, {len(report.deliveries)} messages sent "
                    "to the simulated Slack")
         for evaluation in firing[:5]:
-            click.echo(clean(f"  FIRING {evaluation.rule}: {evaluation.summary}"))
+            scope = ", ".join(f"{k} {v}" for k, v in sorted(evaluation.scope.items())
+                              if k != "organization")
+            click.echo(clean(f"  FIRING {evaluation.rule}{f' ({scope})' if scope else ''}: "
+                             f"{evaluation.summary}"))
         for run in write_due_reports(config, utcnow()):
             if run.path is not None:
                 click.echo(f"\nWeekly report {run.week}: {run.path} ({run.detail}), its "
                            "summary sent to the simulated Slack")
+        for digest_run in write_due_digests(config, utcnow()):
+            if digest_run.action == "queued":
+                click.echo(f"Daily digest of {digest_run.day} ({digest_run.detail}) sent to "
+                           "the simulated Slack")
         send_queued(config, utcnow(), CheckReport())
         if serve:
             _serve(config)

@@ -1,5 +1,5 @@
 """``spendwatch report``: the weekly CSV, written now (``weekly``) or sent as the worker would
-(``send``)."""
+(``send``), and the daily digest's words (``daily``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from spendwatch.cli.shell import config_of, exit_failed
+from spendwatch.cli.shell import config_of, exit_failed, parse_day
 from spendwatch.numbers import tokens, usd
 from spendwatch.text import clean
 from spendwatch.timeutil import utcnow
@@ -95,3 +95,24 @@ def report_send(ctx: click.Context, week: str | None, org: str | None, again: bo
                          f"({result.answer})"))
     if failed or any(not result.ok and result.permanent for _, _, result in sent.deliveries):
         exit_failed()
+
+
+@report.command("daily")
+@click.option("--day", metavar="DATE",
+              help="Local day (default: the day whose digest is due now, as the worker would "
+                   "pick it).")
+@click.option("--org", "org", metavar="NAME", help="Only this organization (default: all).")
+@click.pass_context
+def report_daily(ctx: click.Context, day: str | None, org: str | None) -> None:
+    """Print the daily digest of a day, as its email's text, without sending it. The worker
+    sends it each day at [reports] time when [reports] daily = true."""
+    from reports.daily import digest, due_day, letter
+
+    config = config_of(ctx)
+    now = utcnow()
+    told = parse_day(day, "--day") or due_day(config, now)
+    orgs = [config.organization(org).name] if org else [o.name for o in config.organizations]
+    for index, name in enumerate(orgs):
+        words = read(config, digest, name, told, now)
+        lines = letter(words).text.splitlines()
+        click.echo("\n".join(([""] if index else []) + [clean(line) for line in lines]))

@@ -22,6 +22,7 @@ from alerts.check import check
 from alerts.model import CheckReport
 from collectors.scheduler import run_schedule
 from collectors.sync import CollectOptions, OrgResult, collect, record_run
+from reports.daily import log_digest, write_due_digests
 from reports.runs import check_reports_folder, log_run, send_queued, write_due_reports
 from spendwatch.config import Config, resolve_admin_key
 from spendwatch.errors import SpendwatchError
@@ -74,13 +75,19 @@ def collect_step(config: Config, stop: threading.Event | None = None) -> None:
 
 
 def report_step(config: Config, now: datetime) -> None:
-    """Write the weekly reports that are due, queue them in the outbox and send them (with
-    any report still pending from an earlier round). Never raises."""
+    """Write the weekly reports that are due and the daily digests (``[reports] daily``),
+    queue them in the outbox and send them (with any still pending from an earlier round).
+    Never raises."""
     try:
         for run in write_due_reports(config, now):
             log_run(run, config, now)
     except Exception:
         log.exception("writing the weekly reports failed")
+    try:
+        for digest_run in write_due_digests(config, now):
+            log_digest(digest_run)
+    except Exception:
+        log.exception("writing the daily digests failed")
     try:
         send_queued(config, now, CheckReport())  # it logs what it could not deliver
     except Exception:
