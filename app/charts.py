@@ -20,6 +20,12 @@ CACHE_STATUS_LABELS = {"uncached_input": "uncached input", "cache_write_5m": "ca
 CACHE_STATUS_COLORS = ("#4c78a8", "#f58518", "#e45756", "#54a24b", "#b279a2", "#9d9da0")
 BASIS_OPACITY = {"billed": 1.0, "allocated": 1.0, "estimated": 0.4}
 LINE_COLORS = {"haiku": "#54a24b", "sonnet": "#4c78a8", "opus": "#b279a2", "unknown": "#9d9da0"}
+#: Colours of a chart's labels, biggest first (Tableau 10, then its light tints), none of them
+#: the grey that "other" (the labels past the biggest) always has.
+LABEL_COLORS = ("#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2",
+                "#ff9da6", "#9d755d", "#9ecae9", "#ffbf79", "#88d27a", "#f2cf5b", "#83bcb6",
+                "#ff9d98", "#d6a5c9", "#d8b5a5")
+OTHER_COLOR = "#bab0ac"
 _TIME_FORMAT = {"hour": "%b %d %H:00", "day": "%b %d", "week": "%b %d"}
 
 
@@ -46,6 +52,28 @@ def _bucket_x(df: pd.DataFrame, grain: str) -> tuple[pd.DataFrame, dict[str, obj
     return df.assign(bucket=label), {"x": alt.X("bucket:O", title=None, sort=None,
                                                 axis=alt.Axis(labelAngle=0,
                                                               labelOverlap=True))}
+
+
+def _legend(title: str | None, columns: int = 1) -> alt.Legend:
+    """A legend that lists every entry in full (none cut at the chart's height: Vega-Lite
+    drops the entries that do not fit), below the chart when it has many."""
+    if columns > 1:
+        return alt.Legend(title=title, orient="bottom", columns=columns, symbolLimit=0,
+                          labelLimit=260)
+    return alt.Legend(title=title, symbolLimit=0, labelLimit=260)
+
+
+def label_scale(df: pd.DataFrame, column: str, other: str = "other") -> alt.Scale:
+    """One colour per value of ``column``, biggest spender first (:data:`LABEL_COLORS`),
+    ``other`` grey and last: never two labels in one colour (Vega's default ten colours gave
+    the eleventh label the first one's)."""
+    spent = df.groupby(column, dropna=False)["cost_usd"].sum().sort_values(ascending=False)
+    labels = [str(v) for v in spent.index if v != other]
+    colours = [LABEL_COLORS[i % len(LABEL_COLORS)] for i in range(len(labels))]
+    if other in set(spent.index):
+        labels.append(other)
+        colours.append(OTHER_COLOR)
+    return alt.Scale(domain=labels, range=colours)
 
 
 def _usd_y(title: str = "spend (USD)") -> alt.Y:
@@ -75,17 +103,28 @@ def spend_by_cache_status(df: pd.DataFrame, grain: str) -> alt.Chart:
     )
 
 
-def spend_by_dimension(df: pd.DataFrame, grain: str, dimension: str) -> alt.Chart:
-    """Stacked bars of spend per period by the values of ``dimension``.
+#: The selection a drill-down chart reports (``st.altair_chart(on_select=...)``): the labels
+#: clicked, on a bar or on the legend.
+PICK = "pick"
+
+
+def spend_by_dimension(df: pd.DataFrame, grain: str, dimension: str,
+                       drill: bool = False) -> alt.Chart:
+    """Stacked bars of spend per period by the values of ``dimension``; with ``drill``, a
+    click on a bar or a legend entry selects its label (the selection :data:`PICK`).
 
     Columns: ``when``, ``period_text``, ``label``, ``cost_usd``.
     """
     df, x = _bucket_x(df, grain)
-    return alt.Chart(df, title=f"Spend by {dimension.replace('_', ' ')}").mark_bar().encode(
+    chart = alt.Chart(df, title=f"Spend by {dimension.replace('_', ' ')}").mark_bar()
+    if drill:
+        chart = chart.add_params(alt.selection_point(name=PICK, fields=["label"],
+                                                     bind="legend", on="click"))
+    return chart.encode(
         **x,
         y=_usd_y(),
-        color=alt.Color("label:N", title=dimension.replace("_", " "),
-                        sort=alt.EncodingSortField("cost_usd", op="sum", order="descending")),
+        color=alt.Color("label:N", scale=label_scale(df, "label"),
+                        legend=_legend(dimension.replace("_", " "))),
         tooltip=[alt.Tooltip("period_text:N", title="period"),
                  alt.Tooltip("label:N", title=dimension), alt.Tooltip("cost_usd:Q",
                                                                       format="$,.2f")],
@@ -156,7 +195,8 @@ def lever_bars(df: pd.DataFrame, title: str) -> alt.Chart:
     return alt.Chart(df, title=title).mark_bar().encode(
         y=alt.Y("lever:N", title=None),
         x=alt.X("cost_usd:Q", title="USD", stack=True, axis=alt.Axis(format="$,.0f")),
-        color=alt.Color("feature:N", title="feature"),
+        color=alt.Color("feature:N", scale=label_scale(df, "feature"),
+                        legend=_legend("feature", columns=3)),
         tooltip=[alt.Tooltip("lever:N"), alt.Tooltip("feature:N"),
                  alt.Tooltip("cost_usd:Q", format="$,.2f")])
 

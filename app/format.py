@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 
 from spendwatch import numbers
+from spendwatch.warehouse.figures import COLUMN_TITLES as views_titles
 from spendwatch.text import markdown_text
 
 NONE = "(none)"
@@ -105,21 +106,9 @@ def frame(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] | None = Non
     return df
 
 
-#: Human titles of the spend query's columns, for the tables that show them raw.
-COLUMN_TITLES = {
-    "date": "Date", "organization": "Organization", "workspace": "Workspace",
-    "workspace_id": "Workspace ID", "api_key": "API key", "api_key_id": "API key ID",
-    "feature": "Feature", "model": "Model", "service_tier": "Service tier",
-    "cache_status": "Cache status", "cost_basis": "Cost basis", "person": "Person",
-    "person_id": "Person ID", "product": "Product", "rbac_group": "RBAC group",
-    "user_profile": "User profile", "inference_geo": "Inference geo", "speed": "Speed",
-    "cost_type": "Cost type", "cost_usd": "Cost (USD)",
-    "uncached_input_tokens": "Uncached input tokens",
-    "cache_write_5m_tokens": "Cache write 5m tokens",
-    "cache_write_1h_tokens": "Cache write 1h tokens", "cache_read_tokens": "Cache read tokens",
-    "output_tokens": "Output tokens", "web_search_requests": "Web searches",
-    "unpriced_tokens": "Unpriced tokens",
-}
+#: Human titles of the spend query's columns (THE list, :data:`spendwatch.warehouse.figures.
+#: COLUMN_TITLES`: the Reports page's CSV download has the same headers).
+COLUMN_TITLES = views_titles
 
 
 def column_config(columns: Sequence[str], money: Sequence[str] = (),

@@ -23,6 +23,16 @@ DIMENSION_TITLES = {"model": "Model", "feature": "Feature", "workspace": "Worksp
 BIND: Final = "query-params"
 
 
+def plain_names(key: str, names: Sequence[str], many: bool = False) -> None:
+    """Let the URL name a choice of a control with titled options by its plain name, as the
+    CLI does (``?by=api_key`` for "API key"): Streamlit binds the title, so a plain name in
+    the address becomes the control's first value here (the address then shows the title).
+    ``many``: the control is a multiselect. Call it before the control is made."""
+    values = st.query_params.get_all(key)
+    if values and key not in st.session_state and all(v in names for v in values):
+        st.session_state[key] = values if many else values[0]
+
+
 def period(today: date, days: int, end: date | None = None) -> tuple[date, date]:
     """A date range picker (local days, both included), by default the ``days`` days that end
     on ``end`` (today); ``?period=FIRST&period=LAST`` in the URL (one ``period``: that day).

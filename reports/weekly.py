@@ -9,7 +9,8 @@ Cost basis of a row (billed, allocated or estimated): cost rows of ``spend_facts
 token rows do not. Each row is one cost basis of one group (date, organization, workspace, API
 key, feature, model, service tier); a group's token counts and web search requests go on the
 row of its main basis (billed, else allocated, else estimated). A group with tokens but no cost
-row at all keeps its tokens on a row whose ``cost_basis`` is empty. Non-token cost (web search,
+row at all keeps its tokens on a row whose ``cost_basis`` is empty (THE spend query places them:
+``spend --by cost_basis`` has the same rows). Non-token cost (web search,
 code execution, session runtime) is in ``cost_usd`` and in ``other_cost_usd`` of the row of its
 dimensions, which is a row of its own when no token usage shares them: never dropped.
 
@@ -47,7 +48,6 @@ CACHE_COST_COLUMNS = tuple(f"{status}_cost_usd" for status in CACHE_STATUSES)
 MONEY_COLUMNS = ("cost_usd", "list_cost_usd", *CACHE_COST_COLUMNS)
 COLUMNS = (*DIMENSION_COLUMNS, *TOKEN_COLUMNS, "cost_usd", "list_cost_usd", "cost_basis",
            *CACHE_COST_COLUMNS)
-BASIS_RANK = {"billed": 0, "allocated": 1, "estimated": 2}
 MICRO = Decimal("0.000001")
 _WEEK = re.compile(r"(\d{4})-W(\d{2})")
 
@@ -108,39 +108,25 @@ def weekly_rows(batch: Batch, monday: date, sunday: date,
     facts = spend(batch, monday, sunday, [*dims, "cost_basis"],
                   organizations=[organization] if organization else (),
                   cost_by_status=not by_people)
-    # Per group: the cost rows of each basis, and the token rows (no basis) carried onto the
-    # group's main basis (billed, else allocated, else estimated; "" with no cost row at all).
-    groups: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
-    for fact in facts:
-        key = (fact["date"], fact["organization"], fact.get("workspace_id"),
-               fact.get("api_key_id"),
-               fact["feature"], fact["model"], fact["service_tier"], fact.get("product"))
-        groups.setdefault(key, {})[fact["cost_basis"] or ""] = fact
+    # Each fact is a row: spend() grouped by cost basis has put each group's tokens on the
+    # row of its main basis already (billed, else allocated, else estimated; "" with no cost).
     rows = []
-    for key, by_basis in groups.items():
-        bases = sorted((b for b in by_basis if b), key=lambda b: BASIS_RANK.get(b, 8))
-        placed: dict[str, list[dict[str, Any]]] = {b: [by_basis[b]] for b in bases}
-        if "" in by_basis:
-            placed.setdefault(bases[0] if bases else "", []).append(by_basis[""])
-        for basis, parts in placed.items():
-            first = parts[0]
-            day, org, ws, api_key = key[0], key[1], key[2], key[3]
-            row: dict[str, Any] = {
-                "date": day.isoformat(), "organization": org, "workspace_id": ws,
-                "workspace_name": first.get("workspace"), "api_key_id": api_key,
-                "api_key_name": first.get("api_key"), "feature": first["feature"],
-                "product": first.get("product"),
-                "model": first["model"], "service_tier": first["service_tier"],
-                "cost_basis": basis}
-            for column in TOKEN_COLUMNS:
-                row[column] = sum(int(p[column]) for p in parts)
-            for column in MONEY_COLUMNS:
-                values = [p[column] for p in parts if p.get(column) is not None]
-                row[column] = (sum(values, Decimal(0)) if values
-                               else None if column == "list_cost_usd"
-                               or (by_people and column in CACHE_COST_COLUMNS) else Decimal(0))
-            if row["cost_usd"] or row["list_cost_usd"] or any(row[c] for c in TOKEN_COLUMNS):
-                rows.append(row)
+    for fact in facts:
+        row: dict[str, Any] = {
+            "date": fact["date"].isoformat(), "organization": fact["organization"],
+            "workspace_id": fact.get("workspace_id"), "workspace_name": fact.get("workspace"),
+            "api_key_id": fact.get("api_key_id"), "api_key_name": fact.get("api_key"),
+            "feature": fact["feature"], "product": fact.get("product"), "model": fact["model"],
+            "service_tier": fact["service_tier"], "cost_basis": fact["cost_basis"] or ""}
+        for column in TOKEN_COLUMNS:
+            row[column] = int(fact[column])
+        for column in MONEY_COLUMNS:
+            value = fact.get(column)
+            row[column] = value if value is not None else None \
+                if column == "list_cost_usd" or (by_people and column in CACHE_COST_COLUMNS) \
+                else Decimal(0)
+        if row["cost_usd"] or row["list_cost_usd"] or any(row[c] for c in TOKEN_COLUMNS):
+            rows.append(row)
     rows.sort(key=_sort_key)
     return rows
 

@@ -40,7 +40,7 @@ from spendwatch import storage
 from spendwatch.warehouse import figures as views
 from spendwatch.config import Config, load_config
 from spendwatch.errors import ConfigError
-from spendwatch.numbers import money_str
+from spendwatch.numbers import money_str, round_cents
 from spendwatch.text import csv_cell
 from spendwatch.warehouse.spend import spend
 from spendwatch.savings import cache_waste, ledger
@@ -343,8 +343,19 @@ def test_savings_figures_equal_the_ledger(dashboard: Config) -> None:
     assert shown["Saved by the Batch API"] == usd(book.totals.batch_savings_usd)
     for lever, monthly in book.totals.potential_monthly_usd.items():
         assert shown[lever.capitalize()] == f"{usd(monthly)} a month"
-    sentences = " ".join(m.value for m in at.markdown)
-    assert book.potential and all(md(p.change) in sentences for p in book.potential)
+    # What could still be saved: a table to sort, biggest first, every lever's row in it.
+    (table,) = [d for d in at.dataframe if "change" in d.value.columns]
+    shown_rows = list(zip(table.value["lever"], table.value["feature"], table.value["change"],
+                          table.value["monthly_usd"]))
+    expected = sorted(book.potential, key=lambda p: -p.monthly_usd)
+    assert book.potential and shown_rows == [
+        (p.lever, p.feature, p.change, float(round_cents(p.monthly_usd))) for p in expected]
+    columns = json.loads(table.proto.columns)
+    assert columns["change"]["label"] == "What to do"
+    assert columns["monthly_usd"]["type_config"]["format"] == "dollar"
+    losing = {r.feature for r in book.realized if r.cache_savings_usd < 0}
+    captions = " ".join(c.value for c in at.caption)
+    assert ("Below zero: caching cost" in captions) == bool(losing)
     charts_shown = at.get("vega_lite_chart")
     _, mix = chart_data(at, len(charts_shown) - 1)
     target = mix[mix["row"] == "target"].set_index("line")["share"].to_dict()
@@ -433,6 +444,10 @@ def test_the_csv_of_a_view_matches_the_cli_json(dashboard: Config) -> None:
                         "cache_write_1h_tokens,cache_read_tokens,output_tokens,"
                         "web_search_requests,unpriced_tokens")
     assert len(lines) == len(cli) + 1
+    # The dashboard's download: the same rows under the table's titles, for a spreadsheet.
+    human = views.spend_csv(rows, ["date", "feature", "model"], human=True).splitlines()
+    assert human[0].startswith("Date,Feature,Model,Cost (USD),Uncached input tokens,")
+    assert human[1:] == lines[1:]
     for line, row in zip(lines[1:], cli):
         assert line.split(",")[3] == money_str(row["cost_usd"])
         # text cells as every CSV writes them: "'+ops notebook" is no formula
@@ -442,7 +457,7 @@ def test_the_csv_of_a_view_matches_the_cli_json(dashboard: Config) -> None:
 
 def test_tables_read_as_people_read_them(dashboard: Config) -> None:
     # Reports: human column titles, dollars as dollars, token counts with separators
-    # (15411098 read as a phone number); the CSV keeps the CLI's names.
+    # (15411098 read as a phone number); the download has the same titles.
     at = open_page("reports")
     table = at.dataframe[0]
     columns = json.loads(table.proto.columns)

@@ -153,3 +153,48 @@ def test_every_page_opened_first_by_its_url_on_a_fresh_dashboard_shows_no_dialog
                 dashboard.terminate()
                 dashboard.wait(timeout=30)
                 log.close()
+
+
+def test_a_click_on_a_legend_entry_or_a_bar_filters_the_spend_page_to_it(demo_url: str) -> None:
+    """Drill-down: the Spend page's breakdown chart filters the page to what is clicked,
+    through the filter's own control (so the address carries it too). ``?by=feature`` names
+    the breakdown as the CLI does (the control shows "Feature")."""
+    from urllib.parse import parse_qs, urlparse
+
+    from playwright.sync_api import sync_playwright
+
+    def legend(page: Any) -> list[str]:
+        labels = page.locator(".vega-embed").nth(1).locator(".role-legend-label text")
+        return [str(labels.nth(i).text_content()) for i in range(labels.count())]
+
+    def wait_for_filter(page: Any, name: str) -> list[str]:
+        page.wait_for_function(f"() => new URLSearchParams(location.search).has('{name}')",
+                               timeout=60_000)
+        page.wait_for_timeout(2000)  # the rerun with the filter draws the charts again
+        return parse_qs(urlparse(page.url).query)[name]
+
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{demo_url}/Spend?by=feature", wait_until="networkidle")
+            page.wait_for_selector(".vega-embed >> nth=1", timeout=60_000)
+            page.wait_for_timeout(1500)
+            features = legend(page)
+            assert "evals" in features and "claude-opus-5-5" not in features
+            page.locator(".vega-embed").nth(1).locator(
+                ".role-legend-label text", has_text=features[0]).first.click()
+            assert wait_for_filter(page, "feature") == [features[0]]
+            assert legend(page) == [features[0]]
+            chip = page.locator('[data-testid="stMultiSelect"]', has_text="Feature")
+            assert features[0] in str(chip.first.text_content())
+
+            page.goto(f"{demo_url}/Spend?by=model", wait_until="networkidle")
+            page.wait_for_selector(".vega-embed >> nth=1", timeout=60_000)
+            page.wait_for_timeout(1500)
+            models = legend(page)
+            page.locator(".vega-embed").nth(1).locator(".role-mark path").first.click()
+            (picked,) = wait_for_filter(page, "model")
+            assert picked in models and legend(page) == [picked]
+        finally:
+            browser.close()

@@ -8,6 +8,7 @@ Silences are the one thing the dashboard writes: created through ``alerts.silenc
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import streamlit as st
 
@@ -56,13 +57,25 @@ for channel in broken:
              "until it is fixed; then run "
              "`spendwatch alerts test`.")
 
+#: Rows two lines tall: a summary or a channel's answer wraps in its cell (Streamlit wraps text
+#: in rows taller than 4rem) rather than being cut at the column's edge.
+WRAPPED = 70
+
+
+def text_columns(**widths: Any) -> dict[str, Any]:
+    """Column widths for the text columns that must be read whole."""
+    return {name: st.column_config.TextColumn(name.capitalize(), width=width)
+            for name, width in widths.items()}
+
+
 st.subheader("Firing now")
 if firing:
     st.dataframe(frame([{"rule": a["rule"], "scope": a["scope_key"], "level": a["level"],
                          "state": a["state"] + (" (silenced)" if a["silenced"] else ""),
                          "since": local(a["since"], tz, with_zone=False),
                          "summary": a["summary"]} for a in firing]),
-                 hide_index=True, key="alerts_firing")
+                 hide_index=True, key="alerts_firing", row_height=WRAPPED,
+                 column_config=text_columns(summary="large", scope="medium"))
 else:
     st.success("No alert is firing.")
 
@@ -84,7 +97,8 @@ if episodes:
                          "state": state(e), "started": local(e["started_at"], tz, False),
                          "ended": local(e["ended_at"], tz, False) if e["ended_at"] else "",
                          "silenced": e["silenced"], "summary": e["summary"]}
-                        for e in episodes]), hide_index=True, key="alerts_episodes")
+                        for e in episodes]), hide_index=True, key="alerts_episodes",
+                 row_height=WRAPPED, column_config=text_columns(summary="large", scope="medium"))
 else:
     st.info("No alert episode in this period.")
 
@@ -97,7 +111,8 @@ if attempts:
                          "scope": d["scope_key"], "delivered": d["ok"],
                          "permanent failure": d["permanent"], "answer": d["answer"],
                          "status now": d["status"]} for d in attempts]),
-                 hide_index=True, key="alerts_deliveries")
+                 hide_index=True, key="alerts_deliveries", row_height=WRAPPED,
+                 column_config=text_columns(answer="large", rule="medium", scope="medium"))
 else:
     st.info("Nothing has been sent yet.")
 

@@ -21,12 +21,14 @@ today = now.astimezone(config.tz).date()
 GROUPS = ("date", *views.FILTER_DIMENSIONS)
 
 st.title("Reports")
-st.caption("Spend and tokens, grouped and filtered as you choose, as a CSV with the same "
-           "columns and exact amounts as `spendwatch spend --json`.")
+st.caption("Spend and tokens, grouped and filtered as you choose, as a CSV for a spreadsheet: "
+           "the rows and exact amounts of `spendwatch spend --json` (its column names for "
+           "scripts), under the table's titles.")
 left, right = st.columns([2, 3])
 with left:
     since, until = widgets.period(today, days=7)
 with right:
+    widgets.plain_names("by", GROUPS, many=True)
     by = st.multiselect("Group by", GROUPS, default=["date", "feature", "model"],
                         key="by", bind=widgets.BIND,
                         format_func=lambda d: widgets.DIMENSION_TITLES.get(d, d.capitalize()))
@@ -38,7 +40,7 @@ total = sum((r["cost_usd"] for r in rows), Decimal(0))
 st.metric("Spend in the view", usd(total), help=f"{since} to {until} ({config.tz.key}).")
 # Files are built when the button is clicked (on Streamlit's download thread), not on every
 # run of the page: a large organization's week is thousands of rows.
-st.download_button("Download CSV", lambda: views.spend_csv(rows, by), mime="text/csv",
+st.download_button("Download CSV", lambda: views.spend_csv(rows, by, human=True), mime="text/csv",
                    key="reports_csv",
                    file_name=f"spendwatch-spend-{since}-{until}.csv", type="primary",
                    disabled=not rows)

@@ -46,6 +46,14 @@ by_lever = frame(realized).groupby(["lever", "feature"], as_index=False)["cost_u
 if by_lever is not None:
     st.altair_chart(charts.lever_bars(by_lever[by_lever["cost_usd"] != 0],
                                       "Saved per lever and feature"), width="stretch")
+losing = sorted({r.feature for r in book.realized if r.cache_savings_usd < 0})
+if losing:
+    # A negative bar is no error: caching cost more than it saved for these features.
+    st.caption("Below zero: caching cost " + ", ".join(md(f) for f in losing[:5])
+               + (f" and {len(losing) - 5} more" if len(losing) > 5 else "")
+               + " more than it saved. Cache writes cost more than input (1.25x for 5 minutes, "
+               "2x for an hour) and pay back only when they are read again; see Caching for "
+               "the writes never read.")
 st.caption(f"Cache writes never read: {totals.wasted_tokens:,} tokens, {usd(totals.waste_usd)} "
            "of write premium (a lower bound).")
 
@@ -55,8 +63,18 @@ for col, lever in zip(cols, LEVERS):
     col.metric(f"{lever.capitalize()}", f"{usd(totals.potential_monthly_usd[lever])} a month",
                help=f"{usd(totals.potential_period_usd[lever])} over the {book.days} days.")
 if book.potential:
-    for item in book.potential:
-        st.markdown(f"- **{md(item.lever)}**, {md(item.feature)}: {md(item.change)}")
+    # A table to sort (by a click on a header), biggest first; "what to do" wraps in its cell.
+    st.dataframe(frame([{"lever": p.lever, "feature": p.feature, "change": p.change,
+                         "monthly_usd": p.monthly_usd}
+                        for p in sorted(book.potential, key=lambda p: -p.monthly_usd)],
+                       cents_columns=("monthly_usd",)),
+                 hide_index=True, key="savings_potential", row_height=76,
+                 column_config={
+                     "lever": st.column_config.TextColumn("Lever", width="small"),
+                     "feature": st.column_config.TextColumn("Feature", width="medium"),
+                     "change": st.column_config.TextColumn("What to do", width="large"),
+                     "monthly_usd": st.column_config.NumberColumn("A month (USD)",
+                                                                  format="dollar")})
     st.altair_chart(charts.lever_bars(frame(
         [{"lever": p.lever, "feature": p.feature, "cost_usd": p.monthly_usd}
          for p in book.potential]), "Potential per month, per lever and feature"),

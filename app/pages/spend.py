@@ -21,6 +21,7 @@ with left:
 with middle:
     grain = widgets.grain(since, until, default="day")
 with right:
+    widgets.plain_names("by", views.BREAKDOWN_DIMENSIONS)
     dimension: str = st.selectbox("Break down by", list(views.BREAKDOWN_DIMENSIONS),
                                   key="by", bind=widgets.BIND,
                                   format_func=lambda d: widgets.DIMENSION_TITLES[d]) or "model"
@@ -76,8 +77,23 @@ dimension_rows = [{"when": iso_wall_time(r["period"]),
                    "period_text": period_text(r["period"], grain),
                    "label": views.label_of(r, dimension), "cost_usd": r["cost_usd"]}
                   for r in by_dimension]
+option_labels = {label for _, label in options.get(dimension, [])}
+
+
+def drill_down() -> None:
+    """A click on a bar or a legend entry filters the page to its label (the filter's own
+    control, so the address and the Filters box say so too); "other" is many labels: none."""
+    picked = st.session_state["spend_drill"].selection.get(charts.PICK) or []
+    labels = [p["label"] for p in picked if p.get("label") in option_labels]
+    if labels:
+        st.session_state[dimension] = labels
+
+
 st.altair_chart(charts.spend_by_dimension(charts.top_labels(frame(dimension_rows), "label", 10),
-                                          grain, dimension), width="stretch")
+                                          grain, dimension, drill=True), width="stretch",
+                key="spend_drill", on_select=drill_down, selection_mode=charts.PICK)
+st.caption(f"Click a bar or a legend entry to see only that "
+           f"{widgets.DIMENSION_TITLES[dimension].lower()}.")
 
 st.subheader(f"Top spenders by {widgets.DIMENSION_TITLES[dimension].lower()}")
 st.caption(f"Against the previous {compared.days} days ({before})"

@@ -219,6 +219,23 @@ def top_spenders(batch: Batch, since: date, until: date, dimension: str,
     return out
 
 
+#: Human titles of the spend query's columns: the dashboard's tables and its CSV download.
+COLUMN_TITLES = {
+    "date": "Date", "organization": "Organization", "workspace": "Workspace",
+    "workspace_id": "Workspace ID", "api_key": "API key", "api_key_id": "API key ID",
+    "feature": "Feature", "model": "Model", "service_tier": "Service tier",
+    "cache_status": "Cache status", "cost_basis": "Cost basis", "person": "Person",
+    "person_id": "Person ID", "product": "Product", "rbac_group": "RBAC group",
+    "user_profile": "User profile", "inference_geo": "Inference geo", "speed": "Speed",
+    "cost_type": "Cost type", "cost_usd": "Cost (USD)",
+    "uncached_input_tokens": "Uncached input tokens",
+    "cache_write_5m_tokens": "Cache write 5m tokens",
+    "cache_write_1h_tokens": "Cache write 1h tokens", "cache_read_tokens": "Cache read tokens",
+    "output_tokens": "Output tokens", "web_search_requests": "Web searches",
+    "unpriced_tokens": "Unpriced tokens",
+}
+
+
 def csv_columns(by: Sequence[str]) -> list[str]:
     """The columns of :func:`spend_csv`: the dimensions (workspace and API key followed by
     their IDs), then the metrics under the CLI's JSON names."""
@@ -229,14 +246,16 @@ def csv_columns(by: Sequence[str]) -> list[str]:
     return [*columns, *METRICS, "unpriced_tokens"]
 
 
-def spend_csv(rows: Iterable[Row], by: Sequence[str]) -> str:
+def spend_csv(rows: Iterable[Row], by: Sequence[str], human: bool = False) -> str:
     """A CSV of :func:`spend` rows (:func:`csv_columns`), money as exact decimal
     strings, as ``spendwatch spend --json`` writes it; text cells as every CSV writes them
-    (:func:`spendwatch.text.csv_cell`: no cell a spreadsheet runs as a formula)."""
+    (:func:`spendwatch.text.csv_cell`: no cell a spreadsheet runs as a formula). The header
+    is the JSON's names, or with ``human`` their titles (:data:`COLUMN_TITLES`: "Cost (USD)",
+    for a spreadsheet; the rows are the same)."""
     columns = csv_columns(by)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
+    writer.writerow([COLUMN_TITLES.get(c, c) for c in columns] if human else columns)
     for row in rows:
         writer.writerow([money_str(row[c]) if isinstance(row.get(c), Decimal) else
                          row[c] if isinstance(row.get(c), int) else csv_cell(row.get(c))

@@ -63,6 +63,10 @@ PLACED_AT_SQL = ("CASE WHEN bucket_width = '1d' "
                  "THEN timezone($tz, (timezone('UTC', bucket_start))::DATE::TIMESTAMP) "
                  "ELSE bucket_start END")
 
+#: Cost bases in the order a group's tokens take them (:func:`spend` with ``cost_basis``).
+BASIS_ORDER_SQL = ("CASE cost_basis WHEN 'billed' THEN 0 WHEN 'allocated' THEN 1 "
+                   "WHEN 'estimated' THEN 2 ELSE 3 END")
+
 #: The metrics that count (tokens, requests), not dollars.
 _COUNTS = frozenset((*TOKEN_METRICS, "unpriced_tokens"))
 
@@ -302,11 +306,27 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
     # counts come as BIGINT (no organization reaches 9.2e18 tokens; the cast would fail
     # loudly, not wrap) and dollars as their exact text, made Decimal by finish_row (twice
     # as fast as DuckDB's own conversion).
-    sums = [f"sum(facts.{m})::{'BIGINT' if m in _COUNTS else 'VARCHAR'} AS {m}" for m in summed]
+    casts = {m: "BIGINT" if m in _COUNTS else "VARCHAR" for m in metric_names}
+    sums = [f"sum(facts.{m}) AS {m}" for m in summed]
     if cost_by_status:
-        sums += [f"(sum(facts.cost_usd) FILTER (WHERE facts.cache_status = '{s}'))::VARCHAR "
+        sums += [f"sum(facts.cost_usd) FILTER (WHERE facts.cache_status = '{s}') "
                  f"AS {s}_cost_usd" for s in CACHE_STATUSES]
     select = ", ".join([*(f"{e} AS {c}" for c, e in exprs), *sums])
+    outer = ", ".join([*(c for c, _ in exprs), *(f"{m}::{casts[m]} AS {m}" for m in metric_names)])
+    regroup = ""
+    if "cost_basis" in by and metrics is None:
+        # Token facts carry no basis (cost facts do): a group's tokens go on the row of its
+        # main basis (billed, else allocated, else estimated), so a row's tokens and dollars
+        # are the same usage's; a group with tokens and no cost at all keeps them on a row of
+        # no basis. The weekly CSV's rows are these.
+        others = [c for c, _ in exprs if c != "cost_basis"]
+        outer = ", ".join([*(c if c != "cost_basis" else "placed_basis AS cost_basis"
+                             for c, _ in exprs),
+                           *(f"sum({m})::{casts[m]} AS {m}" for m in metric_names)])
+        partition = f"PARTITION BY {', '.join(others)} " if others else ""
+        regroup = (f"FROM (SELECT *, coalesce(cost_basis, first_value(cost_basis) OVER "
+                   f"({partition}ORDER BY {BASIS_ORDER_SQL})) AS placed_basis FROM grouped) "
+                   f"GROUP BY {', '.join([*others, 'placed_basis'])}")
     feature_cte, join = "", ""
     if needs_features:
         fmap = batch.feature_map_for(basis)
@@ -319,11 +339,13 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
                     FROM facts
                     WHERE {" AND ".join(scan)}),
         placed AS (SELECT *, timezone($tz, placed_at) AS local_at,
-                          timezone($tz, placed_at)::DATE AS date FROM scanned)
-        SELECT {select}
-        FROM placed facts {join}
-        WHERE {" AND ".join(where)}
-        {"GROUP BY " + ", ".join(e for _, e in exprs) if exprs else ""} {having}"""
+                          timezone($tz, placed_at)::DATE AS date FROM scanned),
+        grouped AS (
+            SELECT {select}
+            FROM placed facts {join}
+            WHERE {" AND ".join(where)}
+            {"GROUP BY " + ", ".join(e for _, e in exprs) if exprs else ""} {having})
+        SELECT {outer} {regroup or "FROM grouped"}"""
     dims = [k for k in by if k != "period"]
     names = batch.names if ("workspace" in dims or "api_key" in dims or "person" in dims) \
         else None
