@@ -92,7 +92,7 @@ def spend_by_cache_status(df: pd.DataFrame, grain: str) -> alt.Chart:
     return alt.Chart(df, title="Spend by cache status").mark_bar().encode(
         **x,
         y=_usd_y(),
-        color=alt.Color("status:N", title="cache status",
+        color=alt.Color("status:N", legend=_legend("cache status"),
                         scale=alt.Scale(domain=[CACHE_STATUS_LABELS[s] for s in CACHE_STATUSES],
                                         range=list(CACHE_STATUS_COLORS))),
         opacity=alt.Opacity("basis:N", title="basis",
@@ -160,7 +160,7 @@ def hit_ratio_lines(df: pd.DataFrame, grain: str, target: float | None = None) -
         x=_time_x(grain),
         y=alt.Y("hit_ratio:Q", title="cache hit ratio", axis=alt.Axis(format="%"),
                 scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("group:N", title=None),
+        color=alt.Color("group:N", legend=_legend(None)),
         tooltip=[alt.Tooltip("period_text:N", title="period"), alt.Tooltip("group:N"),
                  alt.Tooltip("hit_ratio:Q", format=".1%"),
                  alt.Tooltip("input_tokens:Q", format=",", title="input tokens")])
@@ -192,8 +192,9 @@ def token_kinds(df: pd.DataFrame, grain: str) -> alt.Chart:
 def lever_bars(df: pd.DataFrame, title: str) -> alt.Chart:
     """Horizontal bars of dollars per lever (and feature). Columns: ``lever``, ``feature``,
     ``cost_usd``."""
-    return alt.Chart(df, title=title).mark_bar().encode(
-        y=alt.Y("lever:N", title=None),
+    return alt.Chart(df, title=title).mark_bar().properties(
+        height=alt.Step(40)).encode(  # bars a label's height, not 15 px
+        y=alt.Y("lever:N", title=None, axis=alt.Axis(labelLimit=240)),
         x=alt.X("cost_usd:Q", title="USD", stack=True, axis=alt.Axis(format="$,.0f")),
         color=alt.Color("feature:N", scale=label_scale(df, "feature"),
                         legend=_legend("feature", columns=3)),
@@ -207,10 +208,11 @@ def model_mix(df: pd.DataFrame) -> alt.Chart:
     Columns: ``row`` (feature, or "target"), ``line``, ``share`` (0..1), ``cost_usd``.
     """
     order = list(dict.fromkeys(df["row"]))
-    return alt.Chart(df, title="Model mix per feature against the target").mark_bar().encode(
-        y=alt.Y("row:N", title=None, sort=order),
+    return alt.Chart(df, title="Model mix per feature against the target").mark_bar().properties(
+        height=alt.Step(26)).encode(
+        y=alt.Y("row:N", title=None, sort=order, axis=alt.Axis(labelLimit=260)),
         x=alt.X("share:Q", title="share of spend", stack="normalize", axis=alt.Axis(format="%")),
-        color=alt.Color("line:N", title="line", scale=alt.Scale(
+        color=alt.Color("line:N", legend=_legend("line"), scale=alt.Scale(
             domain=list(LINE_COLORS), range=list(LINE_COLORS.values()))),
         order=alt.Order("line_order:Q"),
         tooltip=[alt.Tooltip("row:N", title="feature"), alt.Tooltip("line:N"),
@@ -224,7 +226,7 @@ def episode_timeline(df: pd.DataFrame) -> alt.LayerChart:
     base = alt.Chart(df).encode(
         x=alt.X("start:T", title=None, scale=alt.Scale(type="utc"),
                 axis=alt.Axis(format="%b %d %H:%M", labelOverlap=True)),
-        y=alt.Y("alert:N", title=None, axis=alt.Axis(labelLimit=360)),
+        y=alt.Y("alert:N", title=None, axis=alt.Axis(labelLimit=520)),
         color=alt.Color("state:N", title=None, scale=alt.Scale(
             domain=["firing", "pending", "resolved", "expired", "cleared while pending"],
             range=["#e45756", "#f58518", "#54a24b", "#9d9da0", "#bab0ac"])),
@@ -252,7 +254,8 @@ def spend_by_product(df: pd.DataFrame) -> alt.Chart:
     """Horizontal bars of dollars per product, biggest on top. Columns: ``product``,
     ``cost_usd``, ``share`` (0..1)."""
     order = list(df["product"])
-    return alt.Chart(df, title="Spend by product").mark_bar().encode(
+    return alt.Chart(df, title="Spend by product").mark_bar().properties(
+        height=alt.Step(26)).encode(
         y=alt.Y("product:N", title=None, sort=order, axis=alt.Axis(labelLimit=240)),
         x=alt.X("cost_usd:Q", title="spend (USD)", axis=alt.Axis(format="$,.0f")),
         tooltip=[alt.Tooltip("product:N"), alt.Tooltip("cost_usd:Q", format="$,.2f"),

@@ -28,7 +28,8 @@ from alerts import settings as alert_settings
 from app import door
 from app.figures import FIGURES, name_of
 from spendwatch.config import Config, config_path
-from spendwatch.errors import ConfigError, DatabaseBusy, DatabaseMissing, SpendwatchError
+from spendwatch.errors import ConfigError, DatabaseBusy, DatabaseMissing, DatabaseOutdated, \
+    SpendwatchError
 from spendwatch.timeutil import parse_utc, utcnow
 from spendwatch.warehouse.batch import Batch, read
 from spendwatch.warehouse.spend import CannotCombine
@@ -121,7 +122,7 @@ def load_many(*calls: Call) -> list[Any]:
         stop_with(st.info, EMPTY_MESSAGE + f"\n\nDatabase: `{cfg.database_path}`")
     except DatabaseBusy:
         stop_with(st.warning, BUSY_MESSAGE)
-    except duckdb.CatalogException:
+    except (DatabaseOutdated, duckdb.CatalogException, duckdb.BinderException):
         stop_with(st.warning, "The database was written by an older spendwatch: run "
                               "`spendwatch collect` once to upgrade it, then reload.")
     except SpendwatchError as exc:

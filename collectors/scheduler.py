@@ -71,13 +71,13 @@ def run_schedule(config: Config, job: Job) -> None:
     stopping = schedule(scheduler, config, tracked)
 
     def stop(signum: int, frame: Any) -> None:
-        log.warning("stopping the worker (signal %d): a running collection stops now; "
-                    "windows stored so far are kept", signum)
+        log.info("stopping the worker (signal %d): a running collection stops now; "
+                 "windows stored so far are kept", signum)
         stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
-    log.warning("spendwatch worker started: collecting %d organization(s) every %d minutes",
-                len(config.organizations), config.collection.interval_minutes)
+    log.info("spendwatch worker started: collecting %d organization(s) every %d minutes",
+             len(config.organizations), config.collection.interval_minutes)
     scheduler.start()
     try:
         while not stopping.wait(STOP_POLL_SECONDS):

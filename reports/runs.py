@@ -230,8 +230,8 @@ def log_run(run: ReportRun, config: Config, now: datetime) -> None:
     """Log a run's outcome: what was written, what failed; a week that stays unwritten is
     said once as a warning (when it is late or cannot come), else at INFO."""
     if run.action in ("written", "rewritten final"):
-        log.warning("weekly report %s of %s %s: %s (%s)", run.week, run.organization,
-                    run.action, run.path, run.detail)
+        log.info("weekly report %s of %s %s: %s (%s)", run.week, run.organization,
+                 run.action, run.path, run.detail)
     elif run.action == "failed":
         log.error("weekly report %s of %s not written: %s", run.week, run.organization,
                   run.detail)

@@ -26,6 +26,10 @@ class QueryTooLarge(SpendwatchError):
     """A query needed more memory than a reader may use ([storage] reader_memory_mb)."""
 
 
+class DatabaseOutdated(SpendwatchError):
+    """A reader found a warehouse an older spendwatch wrote, not migrated yet."""
+
+
 class DatabaseMissing(SpendwatchError):
     """A reader found no database file: nothing has been collected yet."""
 

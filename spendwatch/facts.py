@@ -46,7 +46,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("cost_type", "VARCHAR"), ("token_type", "VARCHAR"),
     ("cost_usd", "DECIMAL(38, 12)"), ("list_cost_usd", "DECIMAL(38, 12)"),
     ("cost_basis", "VARCHAR"), ("provisional", "BOOLEAN"), ("unpriced_reason", "VARCHAR"),
-    ("unpriced_tokens", "BIGINT"), *((c, "BIGINT") for c in _TOKEN_NAMES))
+    ("unpriced_tokens", "BIGINT"), *((c, "BIGINT") for c in _TOKEN_NAMES),
+    ("requests", "BIGINT"))
 _NAMES = ", ".join(c for c, _ in COLUMNS)
 #: The key cut's columns after ``cut`` (spend_facts' shape).
 _FACT_KEYS = ("organization, bucket_start, bucket_width, workspace_id, api_key_id, model, "
@@ -67,6 +68,24 @@ def _zero_tokens(except_column: str | None = None) -> str:
     return ", ".join(f"{c if c == except_column else '0'} AS {c}" for c in _TOKEN_NAMES)
 
 
+#: The usage part that carries a usage row's request count (once per row): its output.
+REQUESTS_PART = "output_tokens"
+
+
+def _requests(column: str) -> str:
+    """The request count of a usage part: the row's on its output part (NULL where the API
+    does not report requests: the legacy API), none on the others."""
+    return "u.requests" if column == REQUESTS_PART else "NULL"
+
+
+def _has_part(column: str) -> str:
+    """Whether a usage row has the part ``column`` (its output part too when it only has
+    requests)."""
+    if column == REQUESTS_PART:
+        return f"(u.{column} <> 0 OR coalesce(u.requests, 0) <> 0)"
+    return f"u.{column} <> 0"
+
+
 def _where(condition: str, bounded: bool, table: str = "") -> str:
     """``condition`` AND the range of :func:`refresh` when ``bounded``."""
     if not bounded:
@@ -79,10 +98,10 @@ def spend_facts_sql(bounded: bool = False) -> str:
     """The key cut's facts (over all history; of $org in [$start, $end) when ``bounded``)."""
     billed = (f"SELECT {_FACT_KEYS}, amount_usd AS cost_usd, list_amount_usd AS list_cost_usd, "
               f"'billed' AS cost_basis, provisional, NULL AS unpriced_reason, "
-              f"0 AS unpriced_tokens, {_zero_tokens()} "
+              f"0 AS unpriced_tokens, {_zero_tokens()}, NULL::BIGINT AS requests "
               f"FROM cost_buckets WHERE {_where(BILLED_HOURS, bounded)}")
     allocated = (f"SELECT {_FACT_KEYS}, amount_usd, NULL, cost_basis, provisional, NULL, 0, "
-                 f"{_zero_tokens()} FROM cost_allocated"
+                 f"{_zero_tokens()}, NULL FROM cost_allocated"
                  + (f" WHERE {_where('', True)}" if bounded else ""))
     usage_keys = ("u.organization, u.bucket_start, '1h', u.workspace_id, u.api_key_id, u.model, "
                   "u.service_tier, u.context_window")
@@ -91,14 +110,14 @@ def spend_facts_sql(bounded: bool = False) -> str:
         token_sql = f"'{token_type}'" if token_type else "NULL"
         parts.append(
             f"SELECT {usage_keys}, '{cost_type}', {token_sql}, NULL, NULL, NULL, u.provisional, "
-            f"NULL, 0, {_zero_tokens(column)} FROM usage_hourly u "
-            f"WHERE {_where(f'u.{column} <> 0', bounded, 'u')}")
+            f"NULL, 0, {_zero_tokens(column)}, {_requests(column)} FROM usage_hourly u "
+            f"WHERE {_where(_has_part(column), bounded, 'u')}")
         parts.append(
             f"SELECT {usage_keys}, '{cost_type}', {token_sql}, e.{estimate}, e.{estimate}, "
             "'estimated', u.provisional, e.unpriced_reason, "
             f"CASE WHEN e.unpriced_reason IS NULL OR '{cost_type}' <> 'tokens' THEN 0 "
             f"ELSE u.{column} END, "
-            f"{_zero_tokens()} FROM usage_hourly u JOIN usage_estimates e USING (row_key) "
+            f"{_zero_tokens()}, NULL FROM usage_hourly u JOIN usage_estimates e USING (row_key) "
             f"WHERE {_where(f'u.{column} <> 0', bounded, 'u')} AND (NOT EXISTS (SELECT 1 FROM "
             "billed_buckets b WHERE b.organization = u.organization AND b.bucket_start <= "
             "u.bucket_start AND u.bucket_start < b.bucket_end) OR EXISTS (SELECT 1 FROM "
@@ -118,21 +137,24 @@ def cut_facts_sql(bounded: bool = False) -> str:
     cuts = " AND {t}cut IN (SELECT unnest($cuts::VARCHAR[]))" if bounded else ""
     billed = (f"SELECT cut, {_CUT_KEYS}, cost_type, token_type, amount_usd AS cost_usd, "
               "list_amount_usd AS list_cost_usd, 'billed' AS cost_basis, provisional, "
-              f"NULL AS unpriced_reason, 0 AS unpriced_tokens, {_zero_tokens()} FROM cost_cuts"
+              f"NULL AS unpriced_reason, 0 AS unpriced_tokens, {_zero_tokens()}, "
+              "NULL::BIGINT AS requests FROM cost_cuts"
               + (f" WHERE {_where('', True)}{cuts.format(t='')}" if bounded else ""))
     parts = [billed]
     for column, token_type, estimate, cost_type in _USAGE_PARTS:
         token_sql = f"'{token_type}'" if token_type else "NULL"
         where = _where(f"u.{column} <> 0", bounded, "u") + cuts.format(t="u.")
+        part = _where(_has_part(column), bounded, "u") + cuts.format(t="u.")
         parts.append(
             f"SELECT u.cut, {u_keys}, '{cost_type}', {token_sql}, NULL, NULL, NULL, "
-            f"u.provisional, NULL, 0, {_zero_tokens(column)} FROM usage_cuts u WHERE {where}")
+            f"u.provisional, NULL, 0, {_zero_tokens(column)}, {_requests(column)} "
+            f"FROM usage_cuts u WHERE {part}")
         parts.append(
             f"SELECT u.cut, {u_keys}, '{cost_type}', {token_sql}, e.{estimate}, e.{estimate}, "
             "'estimated', u.provisional, e.unpriced_reason, "
             f"CASE WHEN e.unpriced_reason IS NULL OR '{cost_type}' <> 'tokens' THEN 0 "
             f"ELSE u.{column} END, "
-            f"{_zero_tokens()} FROM usage_cuts u JOIN cut_estimates e USING (row_key) "
+            f"{_zero_tokens()}, NULL FROM usage_cuts u JOIN cut_estimates e USING (row_key) "
             f"WHERE {where} AND NOT EXISTS (SELECT 1 FROM billed_cut_buckets b WHERE "
             "b.organization = u.organization AND b.cut = u.cut "
             "AND b.bucket_start = u.bucket_start)")
@@ -149,7 +171,7 @@ _KEY_SELECT = ("SELECT 'key' AS cut, organization, bucket_start, bucket_width, w
                "api_key_id, model, service_tier, context_window, "
                + ", ".join(f"NULL AS {c}" for c in _CUT_ONLY)
                + ", cost_type, token_type, cost_usd, list_cost_usd, cost_basis, provisional, "
-               "unpriced_reason, unpriced_tokens, " + ", ".join(_TOKEN_NAMES))
+               "unpriced_reason, unpriced_tokens, " + ", ".join(_TOKEN_NAMES) + ", requests")
 _CUT_SELECT = f"SELECT {_NAMES}"
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, ContextManager, Iterator
 import duckdb
 
 from spendwatch.config import Config
-from spendwatch.errors import ConfigError, DatabaseBusy, DatabaseMissing
+from spendwatch.errors import ConfigError, DatabaseBusy, DatabaseMissing, DatabaseOutdated
 from spendwatch import facts
 from spendwatch.facts import CUT_FACTS_VIEW, SPEND_FACTS_VIEW
 from spendwatch.files import is_private, make_private, private_folder
@@ -53,6 +53,10 @@ def _open_with_retry(path: Path, read_only: bool, timeout: float,
     while True:
         try:
             conn = duckdb.connect(str(path), read_only=read_only, config=dict(settings or {}))
+            # No progress bar: DuckDB draws one on stdout for a long query (a migration's
+            # rebuild, a reprice), into the worker's log and the demo's output. (A session
+            # setting: in config it is global, refused while the file is open in-process.)
+            conn.execute("SET enable_progress_bar = false")
             # Timestamps come back in the session's zone, which defaults to the machine's:
             # pin it, so a bucket's UTC day (prices, legacy days) never depends on the host.
             conn.execute("SET TimeZone = 'UTC'")
@@ -119,7 +123,8 @@ def reader_at(path: Path, lock_timeout: float = 10.0, memory_mb: int | None = No
     """A read-only connection; closed on exit. ``memory_mb`` and ``threads`` bound what its
     queries may use (None: DuckDB's defaults, most of the machine).
 
-    Raises DatabaseMissing when nothing has been collected yet, DatabaseBusy when locked.
+    Raises DatabaseMissing when nothing has been collected yet, DatabaseBusy when locked,
+    DatabaseOutdated when an older spendwatch wrote it and no writer has migrated it since.
     """
     if not path.exists():
         raise DatabaseMissing(f"{path} does not exist yet; run `spendwatch collect` first")
@@ -130,6 +135,12 @@ def reader_at(path: Path, lock_timeout: float = 10.0, memory_mb: int | None = No
         settings["threads"] = threads
     conn = _open_with_retry(path, read_only=True, timeout=lock_timeout, settings=settings)
     try:
+        version = schema_version(conn)
+        if version < len(MIGRATIONS):  # a reader cannot migrate: say what will
+            raise DatabaseOutdated(
+                f"{path} was written by an older spendwatch (schema {version}, this one needs "
+                f"{len(MIGRATIONS)}); run `spendwatch collect` once, or start the worker, to "
+                "upgrade it")
         yield conn
     finally:
         conn.close()
@@ -586,6 +597,16 @@ def _m010_digest_runs(conn: duckdb.DuckDBPyConnection) -> None:
         )""")
 
 
+def _m011_fact_requests(conn: duckdb.DuckDBPyConnection) -> None:
+    # Each usage row's request count on its output fact (NULL where the API reports none):
+    # cost per request on the dashboard. The facts are built again from the raw rows.
+    # (A new file's facts table has it already: migration 7 makes today's columns.)
+    conn.execute("ALTER TABLE facts ADD COLUMN IF NOT EXISTS requests BIGINT")
+    conn.execute(SPEND_FACTS_VIEW)
+    conn.execute(CUT_FACTS_VIEW)
+    facts.rebuild(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial", _m001_initial),
     (2, "pricing", _m002_pricing),
@@ -597,6 +618,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] =
     (8, "fact_keys", _m008_fact_keys),
     (9, "estimates_unkeyed", _m009_estimates_unkeyed),
     (10, "digest_runs", _m010_digest_runs),
+    (11, "fact_requests", _m011_fact_requests),
 ]
 
 

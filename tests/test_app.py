@@ -291,12 +291,23 @@ def test_spend_charts_and_tables_equal_the_query(dashboard: Config) -> None:
     compared = views.comparison(config, since, TODAY, SIM_NOW)  # today's same hours
     before = warehouse(config, spend, by=["model"], start=compared.previous_start,
                        end=compared.previous_end)
-    top = at.dataframe[0].value
+    table = at.dataframe[0]
+    top = table.value
     biggest = max(by_model, key=lambda r: r["cost_usd"])
-    assert top.iloc[0]["Model"] == biggest["model"]
+    assert top.iloc[0]["label"] == biggest["model"]
     assert top.iloc[0]["spend"] == float(usd(biggest["cost_usd"])[1:].replace(",", ""))
     was = next(r["cost_usd"] for r in before if r["model"] == biggest["model"])
     assert top.iloc[0]["previous"] == float(usd(was)[1:].replace(",", ""))
+    # What a million tokens and a request cost: the spend over the usage's own counts.
+    tokens = sum(biggest[m] for m in views.INPUT_TOKEN_METRICS) + biggest["output_tokens"]
+    assert biggest["requests"] and tokens
+    assert top.iloc[0]["per_mtok"] == pytest.approx(
+        float(biggest["cost_usd"] * 1_000_000 / tokens))
+    assert top.iloc[0]["per_request"] == pytest.approx(
+        float(biggest["cost_usd"] / biggest["requests"]))
+    titles = {k: v.get("label") for k, v in json.loads(table.proto.columns).items()}
+    assert titles["label"] == "Model" and titles["per_mtok"] == "Per 1M tokens"
+    assert titles["previous"] == "Previous 7 days"
 
 
 def test_spend_filters_and_breakdown_follow_the_widgets(dashboard: Config) -> None:

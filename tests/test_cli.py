@@ -7,7 +7,7 @@ import re
 import os
 import subprocess
 import sys
-from datetime import date
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -153,6 +153,29 @@ def test_the_demo_matches_the_simulators_ground_truth(tmp_path: Path) -> None:
     assert re.search(r"Daily digest of \d{4}-\d\d-\d\d \(\$[\d,]+\.\d\d\) sent", result.stdout)
     firing = [line for line in result.stdout.splitlines() if "FIRING" in line]
     assert len(firing) == len(set(firing))  # each names its scope: no line twice
+    # Off a terminal the collection says where it is every few seconds, never silent long.
+    assert re.search(r"^demo-org: \d+ of \d+ windows \(", result.stderr, re.MULTILINE)
+    assert "WARNING" not in result.stderr and "%" not in result.stderr  # no progress bar
+
+
+def test_progress_off_a_terminal_is_a_line_every_few_seconds() -> None:
+    import io
+    import time
+    from types import SimpleNamespace
+
+    from spendwatch.cli.progress import ProgressBar
+
+    out = io.StringIO()  # not a terminal
+    bar = ProgressBar("acme", 3, stream=out, every=0.05)
+    window = SimpleNamespace(stream="usage", start=datetime(2026, 11, 20, tzinfo=timezone.utc))
+    bar.advance(window)
+    time.sleep(0.3)
+    bar.advance(window)
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) >= 3 and all(line.startswith("acme: ") for line in lines)
+    assert "acme: 1 of 3 windows (usage 2026-11-20)" in lines
+    assert lines[-1] == "acme: 2 of 3 windows (usage 2026-11-20)"
 
 
 def test_reconcile_lists_estimated_against_billed(collected: Path, isolated: Path) -> None:

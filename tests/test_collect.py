@@ -364,3 +364,22 @@ def test_the_default_workspace_is_one_workspace_across_both_apis(org_config,
     assert {r["date"] for r in default_rows} == {date(2025, 12, 31), date(2026, 1, 1)}
     assert all(r["feature"] == "front door" for r in default_rows)
     assert not [r for r in by_day if r["workspace"] == "Default workspace"]
+
+
+def test_requests_are_counted_once_per_usage_row(org_config, simulator: Simulator) -> None:
+    # The API's request count of each usage row rides on its output fact: grouped any way,
+    # the requests add up to the simulator's, and a cost per request divides by all of them.
+    from spendwatch import storage
+    from spendwatch.warehouse.spend import spend
+
+    config, (result,) = run(org_config(), day(20), day(21))
+    assert result.ok, result.error
+    truth = simulator.truth(day(20), day(21))
+    with storage.reader(config) as conn:
+        (row,) = spend(Batch(conn, config), start=day(20), end=day(21))
+        by_status = spend(Batch(conn, config), by=["cache_status", "cost_basis"],
+                          start=day(20), end=day(21))
+        by_model = spend(Batch(conn, config), by=["model"], start=day(20), end=day(21))
+    assert row["requests"] == int(truth["requests"]) > 0
+    assert sum(r["requests"] or 0 for r in by_status) == row["requests"]
+    assert sum(r["requests"] or 0 for r in by_model) == row["requests"]

@@ -373,7 +373,11 @@ def test_the_dashboard_shows_a_markdown_name_as_text_and_loads_nothing_from_it(
                     assert page.locator(f'a[href*="{where}"]').count() == 0, title
                     assert page.locator(f'img[src*="{where}"]').count() == 0, title
                     assert page.locator('[data-testid="stException"]').count() == 0, title
-                    texts[title] = page.inner_text("body")
+                    # The page's text, and its tables' cells (drawn on a canvas, kept as
+                    # text in the grid's accessible copy: literal, never markup).
+                    tables = page.locator('[data-testid="stDataFrame"]')
+                    texts[title] = page.inner_text("body") + "\n".join(
+                        str(tables.nth(i).text_content()) for i in range(tables.count()))
                     if title == "Reports":
                         with page.expect_download() as download:
                             page.get_by_role("button", name="Download CSV").click()
@@ -386,7 +390,7 @@ def test_the_dashboard_shows_a_markdown_name_as_text_and_loads_nothing_from_it(
     assert listener.requests == []  # no image, no prefetch, nothing
     name = hostile_names(listener.port)["api_keys"]["support-bot-prod"]
     assert name in texts["Overview"], texts["Overview"][:3000]  # a firing alert's scope
-    assert name in texts["Savings"], texts["Savings"][:3000]   # a lever's line
+    assert name in texts["Savings"], texts["Savings"][:3000]   # a lever's row
     assert_no_formula(downloaded)
 
 

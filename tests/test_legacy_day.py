@@ -131,6 +131,8 @@ def test_the_cli_the_pages_an_alert_the_csv_and_reconcile_agree_every_day(
                 {}, "day")
     spend_page = {day: sum((r["cost_usd"] for r in page if r["period"].date() == day), Decimal(0))
                   for day in WEEK}
+    # The legacy API counts no requests: no cost per request, rather than one of a part.
+    assert page and all(r["requests"] is None for r in page)
     # The Overview's daily series.
     overview_rows = read(config, figures.daily_spend, MONDAY, SUNDAY)
     overview = {day: sum((r["cost_usd"] for r in overview_rows if r["date"] == day), Decimal(0))

@@ -12,7 +12,7 @@ import pytest
 
 from spendwatch import storage
 from spendwatch.cuts import CUT_DIMENSIONS
-from spendwatch.errors import DatabaseBusy, DatabaseMissing
+from spendwatch.errors import DatabaseBusy, DatabaseMissing, DatabaseOutdated
 
 EXPECTED_SCHEMA = {
     "schema_migrations": ["version", "name", "applied_at"],
@@ -66,7 +66,7 @@ EXPECTED_SCHEMA = {
                     "token_type", "cost_usd", "list_cost_usd", "cost_basis", "provisional",
                     "unpriced_reason", "unpriced_tokens", "uncached_input_tokens",
                     "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens",
-                    "output_tokens", "web_search_requests"],
+                    "output_tokens", "web_search_requests", "requests"],
     "usage_cuts": ["row_key", "organization", "cut", "source", "bucket_start", "bucket_end",
                    *CUT_DIMENSIONS, "uncached_input_tokens", "cache_write_5m_tokens",
                    "cache_write_1h_tokens", "cache_read_tokens", "output_tokens",
@@ -90,7 +90,7 @@ EXPECTED_SCHEMA = {
                   "list_cost_usd", "cost_basis", "provisional", "unpriced_reason",
                   "unpriced_tokens", "uncached_input_tokens", "cache_write_5m_tokens",
                   "cache_write_1h_tokens", "cache_read_tokens", "output_tokens",
-                  "web_search_requests"],
+                  "web_search_requests", "requests"],
     "fact_keys": ["cut", "organization", "workspace_id", "api_key_id", "product", "actor_key",
                   "actor_type", "rbac_group_id"],
     "facts": ["cut", "organization", "bucket_start", "bucket_width", "workspace_id",
@@ -99,7 +99,7 @@ EXPECTED_SCHEMA = {
               "cost_type", "token_type", "cost_usd", "list_cost_usd", "cost_basis",
               "provisional", "unpriced_reason", "unpriced_tokens", "uncached_input_tokens",
               "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens",
-              "output_tokens", "web_search_requests"],
+              "output_tokens", "web_search_requests", "requests"],
 }
 
 
@@ -136,9 +136,17 @@ def test_a_version_5_file_with_data_migrates_to_the_latest_intact(tmp_path: Path
                  "'2026-11-20 10:00+00', '2026-11-20 11:00+00', 'claude-opus-5-5', 'wrkspc_1', "
                  "NULL, 'standard', '0-200k', 1, 2, 3, 4, 5, 0, 1, false, now())")
     conn.close()
+    # A reader cannot migrate: it says, in one line, what will (the dashboard shows it).
+    with pytest.raises(DatabaseOutdated) as raised:
+        with storage.reader_at(db):
+            pass
+    assert "older spendwatch (schema 5, this one needs" in str(raised.value)
+    assert "run `spendwatch collect` once" in str(raised.value)
     with storage.writer_at(db) as conn:
         assert storage.schema_version(conn) == len(storage.MIGRATIONS)
         assert conn.execute("SELECT name FROM workspaces").fetchall() == [("Prod",)]
+        # Its request count is on its output fact (migration 11).
+        assert conn.execute("SELECT sum(requests) FROM facts").fetchone() == (1,)
         assert conn.execute("SELECT sum(output_tokens) FROM spend_facts").fetchone() == (5,)
         assert conn.execute("SELECT count(*) FROM cut_facts").fetchone() == (0,)
         # The stored facts are built from what was there (migration 7).

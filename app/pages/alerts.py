@@ -57,15 +57,16 @@ for channel in broken:
              "until it is fixed; then run "
              "`spendwatch alerts test`.")
 
-#: Rows two lines tall: a summary or a channel's answer wraps in its cell (Streamlit wraps text
-#: in rows taller than 4rem) rather than being cut at the column's edge.
-WRAPPED = 70
+#: Rows up to four lines tall: a summary or a channel's answer wraps in its cell (Streamlit
+#: wraps text in rows taller than 4rem) rather than being cut at the column's edge, and the
+#: columns' widths (pixels) add up to the page's width at 1400 px, so none is cut off.
+WRAPPED = 92
 
 
-def text_columns(**widths: Any) -> dict[str, Any]:
-    """Column widths for the text columns that must be read whole."""
-    return {name: st.column_config.TextColumn(name.capitalize(), width=width)
-            for name, width in widths.items()}
+def columns(**widths: tuple[str, int]) -> dict[str, Any]:
+    """Titles and widths (pixels) of a table's columns."""
+    return {name: st.column_config.Column(title, width=width)
+            for name, (title, width) in widths.items()}
 
 
 st.subheader("Firing now")
@@ -75,7 +76,9 @@ if firing:
                          "since": local(a["since"], tz, with_zone=False),
                          "summary": a["summary"]} for a in firing]),
                  hide_index=True, key="alerts_firing", row_height=WRAPPED,
-                 column_config=text_columns(summary="large", scope="medium"))
+                 column_config=columns(rule=("Rule", 125), scope=("Scope", 190),
+                                       level=("Level", 105), state=("State", 85),
+                                       since=("Since", 125), summary=("Summary", 300)))
 else:
     st.success("No alert is firing.")
 
@@ -94,11 +97,15 @@ if episodes:
                  "state": state(e), "summary": e["summary"]} for e in episodes]
     st.altair_chart(charts.episode_timeline(frame(timeline)), width="stretch")
     st.dataframe(frame([{"rule": e["rule"], "scope": e["scope_key"], "level": e["level"],
-                         "state": state(e), "started": local(e["started_at"], tz, False),
-                         "ended": local(e["ended_at"], tz, False) if e["ended_at"] else "",
-                         "silenced": e["silenced"], "summary": e["summary"]}
+                         "state": state(e) + (" (silenced)" if e["silenced"] else ""),
+                         "when": local(e["started_at"], tz, False) + " to "
+                         + (local(e["ended_at"], tz, False) if e["ended_at"] else "now"),
+                         "summary": e["summary"]}
                         for e in episodes]), hide_index=True, key="alerts_episodes",
-                 row_height=WRAPPED, column_config=text_columns(summary="large", scope="medium"))
+                 row_height=WRAPPED,
+                 column_config=columns(rule=("Rule", 120), scope=("Scope", 180),
+                                       level=("Level", 100), state=("State", 95),
+                                       when=("From, to", 150), summary=("Summary", 285)))
 else:
     st.info("No alert episode in this period.")
 
@@ -106,13 +113,19 @@ st.subheader("Deliveries")
 st.caption("Notifications: " + (", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
                                  or "none yet") + ".")
 if attempts:
+    def outcome(d: dict) -> str:
+        return "delivered" if d["ok"] else "refused for good" if d["permanent"] \
+            else "failed, retried"
+
     st.dataframe(frame([{"at": local(d["attempted_at"], tz, False), "channel": d["channel"],
                          "kind": d["kind"], "rule": d["rule"] or "(test message)",
-                         "scope": d["scope_key"], "delivered": d["ok"],
-                         "permanent failure": d["permanent"], "answer": d["answer"],
-                         "status now": d["status"]} for d in attempts]),
+                         "scope": d["scope_key"], "outcome": outcome(d),
+                         "answer": d["answer"], "status": d["status"]} for d in attempts]),
                  hide_index=True, key="alerts_deliveries", row_height=WRAPPED,
-                 column_config=text_columns(answer="large", rule="medium", scope="medium"))
+                 column_config=columns(at=("At", 125), channel=("Channel", 110),
+                                       kind=("Kind", 70), rule=("Rule", 145),
+                                       scope=("Scope", 160), outcome=("Outcome", 95),
+                                       answer=("Answer", 160), status=("Now", 75)))
 else:
     st.info("Nothing has been sent yet.")
 

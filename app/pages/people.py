@@ -64,10 +64,15 @@ if has_people:
                                                  in p["products"].items()),
                         "cache hit ratio": percent(p["hit_ratio"])} for p in people.people],
                       cents_columns=("spend",))
-        st.dataframe(table, hide_index=True, key="people_top", column_config={
-            "person": st.column_config.TextColumn(width="medium"),
-            "spend": st.column_config.NumberColumn(format="dollar"),
-            "product mix": st.column_config.TextColumn(width="medium")})
+        # Widths that add up to the page's at 1400 px, and rows tall enough for a federated
+        # identity's URL or a long product mix to wrap: no column cut off.
+        st.dataframe(table, hide_index=True, key="people_top", row_height=76, column_config={
+            "person": st.column_config.TextColumn("Person", width=260),
+            "spend": st.column_config.NumberColumn("Spend", format="dollar", width=95),
+            "share": st.column_config.TextColumn("Share", width=70),
+            "top product": st.column_config.TextColumn("Top product", width=150),
+            "product mix": st.column_config.TextColumn("Product mix", width=250),
+            "cache hit ratio": st.column_config.TextColumn("Hit ratio", width=80)})
 
         st.subheader("RBAC groups")
         st.caption("Groups overlap: a user in two groups counts in full in each, so these rows "
@@ -78,7 +83,8 @@ if has_people:
                              "spend": cost} for g, cost in groups.items()],
                            cents_columns=("spend",)),
                      hide_index=True, key="people_groups",
-                     column_config={"spend": st.column_config.NumberColumn(format="dollar")})
+                     column_config={"spend": st.column_config.NumberColumn("Spend",
+                                                                           format="dollar")})
 else:
     reasons = "; ".join(f"{r['organization']}: {r['reason']}" for r in unreadable)
     st.info("No people or product data has been collected. Spend by person, product and RBAC "

@@ -68,13 +68,13 @@ if book.potential:
                          "monthly_usd": p.monthly_usd}
                         for p in sorted(book.potential, key=lambda p: -p.monthly_usd)],
                        cents_columns=("monthly_usd",)),
-                 hide_index=True, key="savings_potential", row_height=76,
-                 column_config={
-                     "lever": st.column_config.TextColumn("Lever", width="small"),
-                     "feature": st.column_config.TextColumn("Feature", width="medium"),
-                     "change": st.column_config.TextColumn("What to do", width="large"),
+                 hide_index=True, key="savings_potential", row_height=92,
+                 column_config={  # widths (px) that add up to the page's at 1400 px
+                     "lever": st.column_config.TextColumn("Lever", width=85),
+                     "feature": st.column_config.TextColumn("Feature", width=170),
+                     "change": st.column_config.TextColumn("What to do", width=560),
                      "monthly_usd": st.column_config.NumberColumn("A month (USD)",
-                                                                  format="dollar")})
+                                                                  format="dollar", width=120)})
     st.altair_chart(charts.lever_bars(frame(
         [{"lever": p.lever, "feature": p.feature, "cost_usd": p.monthly_usd}
          for p in book.potential]), "Potential per month, per lever and feature"),

@@ -99,13 +99,23 @@ st.subheader(f"Top spenders by {widgets.DIMENSION_TITLES[dimension].lower()}")
 st.caption(f"Against the previous {compared.days} days ({before})"
            + (": today is not over, so the same hours of each." if compared.partial else ".")
            + ("" if was is not None else " Those days are not stored whole: no change shown."))
-table = frame([{widgets.DIMENSION_TITLES[dimension]: r["label"], "spend": r["cost_usd"],
+table = frame([{"label": r["label"], "spend": r["cost_usd"],
                 "share": percent(r["share"]), "previous": r["previous_usd"],
                 "change": r["change_usd"],
                 "change %": (None if r["previous_usd"] is None else "new"
                              if r["change_pct"] is None
-                             else percent(r["change_pct"] / 100, signed=True))}
+                             else percent(r["change_pct"] / 100, signed=True)),
+                "per_mtok": r["per_mtok_usd"], "per_request": r["per_request_usd"]}
                for r in top], cents_columns=("spend", "previous", "change"))
-st.dataframe(table, hide_index=True, key="spend_top", column_config={
-    name: st.column_config.NumberColumn(format="dollar") for name in ("spend", "previous",
-                                                                       "change")})
+money = st.column_config.NumberColumn
+st.dataframe(table, hide_index=True, key="spend_top", placeholder="-", column_config={
+    "label": st.column_config.TextColumn(widgets.DIMENSION_TITLES[dimension]),
+    "spend": money("Spend", format="dollar"), "share": st.column_config.TextColumn("Share"),
+    "previous": money(f"Previous {compared.days} days", format="dollar"),
+    "change": money("Change", format="dollar"),
+    "change %": st.column_config.TextColumn("Change %"),
+    "per_mtok": money("Per 1M tokens", format="$%.2f",
+                      help="The spend over every token (input, cache, output), per million."),
+    "per_request": money("Per request", format="$%.4f",
+                         help="The spend over the API's request count (none for a "
+                              "legacy organization).")})

@@ -44,7 +44,7 @@ from spendwatch.timeutil import local_day_start, local_today, utcnow, DAY
 def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
     """Watch what your organization spends on the Claude API."""
     setup_logging(verbose)
-    ctx.obj = {"config_path": config_path}
+    ctx.obj = {"config_path": config_path, "verbose": verbose}
 
 
 for _command in (report, alerts, run, dashboard, demo, simulator, doctor):

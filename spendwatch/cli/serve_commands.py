@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import click
 
-from spendwatch.cli.shell import config_of
+from spendwatch.cli.shell import config_of, worker_logging
 
 
 @click.command()
@@ -18,7 +18,9 @@ def run(ctx: click.Context) -> None:
     when it is due and check alerts; until stopped (Ctrl-C or SIGTERM)."""
     from spendwatch.cli.worker import run as run_worker
 
-    run_worker(config_of(ctx))
+    config = config_of(ctx)
+    worker_logging(ctx)
+    run_worker(config)
 
 
 @click.command()

@@ -94,6 +94,14 @@ def setup_logging(verbose: int) -> None:
         logging.getLogger(noisy).setLevel(level if verbose >= 3 else max(level, logging.WARNING))
 
 
+def worker_logging(ctx: click.Context) -> None:
+    """A process that keeps running (the worker) logs what it does at INFO by default: its
+    start and stop, each collection, alerts changing state, reports written. Warnings stay
+    for what needs a person; third-party chatter stays at warning."""
+    if not ctx.find_root().obj.get("verbose"):
+        logging.getLogger().setLevel(logging.INFO)
+
+
 def config_of(ctx: click.Context) -> Config:
     """The config the command runs with: ``--config``, else ``$SPENDWATCH_CONFIG``, else
     ``./config.toml``. Raises ConfigError (exit 2)."""

@@ -103,7 +103,7 @@ def alert_step(config: Config, now: datetime) -> None:
         log.exception("the alert check failed")
         return
     for line in report.transitions:
-        log.warning("alert %s", line)
+        log.info("alert %s", line)
     for channel, reason in report.broken_channels.items():
         log.error("alert channel %r is broken: %s", channel, reason)
 

@@ -191,8 +191,10 @@ def top_spenders(batch: Batch, since: date, until: date, dimension: str,
     today is compared with the same hours).
 
     Each row: ``label``, ``value`` (for filters), ``cost_usd``, ``previous_usd``,
-    ``change_usd``, ``change_pct`` (None when nothing was spent before: new) and ``share`` of
-    the period's spend. When the previous period is not stored whole, ``previous_usd``,
+    ``change_usd``, ``change_pct`` (None when nothing was spent before: new), ``share`` of
+    the period's spend, ``tokens`` (every token of the usage), ``requests`` (None where the
+    API reports none), and the cost ``per_mtok_usd`` (per million tokens) and
+    ``per_request_usd`` (None without tokens or requests: see :func:`unit_cost`). When the previous period is not stored whole, ``previous_usd``,
     ``change_usd`` and ``change_pct`` are None (missing history is not $0).
     """
     if dimension not in BREAKDOWN_DIMENSIONS:
@@ -215,8 +217,22 @@ def top_spenders(batch: Batch, since: date, until: date, dimension: str,
                     "cost_usd": row["cost_usd"], "previous_usd": was,
                     "change_usd": row["cost_usd"] - was if was is not None else None,
                     "change_pct": (row["cost_usd"] - was) / was * 100 if was else None,
-                    "share": row["cost_usd"] / total if total else None})
+                    "share": row["cost_usd"] / total if total else None,
+                    "tokens": token_total(row), "requests": row["requests"],
+                    "per_mtok_usd": unit_cost(row["cost_usd"], token_total(row), 1_000_000),
+                    "per_request_usd": unit_cost(row["cost_usd"], row["requests"])})
     return out
+
+
+def token_total(row: Mapping[str, Any]) -> int:
+    """Every token of a spend row: uncached input, cache writes and reads, output."""
+    return sum(int(row[m]) for m in (*INPUT_TOKEN_METRICS, "output_tokens"))
+
+
+def unit_cost(cost: Decimal, units: int | None, per: int = 1) -> Decimal | None:
+    """``cost`` per ``per`` units (dollars per million tokens, per request); None without
+    units. The cost is all of the row's, web search and code execution included."""
+    return cost * per / units if units else None
 
 
 #: Human titles of the spend query's columns: the dashboard's tables and its CSV download.

@@ -45,7 +45,7 @@ GRAINS = ("hour", "day", "week")
 METRICS = ("cost_usd", "uncached_input_tokens", "cache_write_5m_tokens",
            "cache_write_1h_tokens", "cache_read_tokens", "output_tokens", "web_search_requests")
 TOKEN_METRICS = METRICS[1:]
-EXTRA_METRICS = ("list_cost_usd", "unpriced_tokens")
+EXTRA_METRICS = ("list_cost_usd", "unpriced_tokens", "requests")
 CACHE_STATUSES = ("uncached_input", "cache_write_5m", "cache_write_1h", "cache_read", "output",
                   "other")
 #: Cost of each cache status, with ``cost_by_status``.
@@ -68,7 +68,13 @@ BASIS_ORDER_SQL = ("CASE cost_basis WHEN 'billed' THEN 0 WHEN 'allocated' THEN 1
                    "WHEN 'estimated' THEN 2 ELSE 3 END")
 
 #: The metrics that count (tokens, requests), not dollars.
-_COUNTS = frozenset((*TOKEN_METRICS, "unpriced_tokens"))
+_COUNTS = frozenset((*TOKEN_METRICS, "unpriced_tokens", "requests"))
+#: Requests of a group: -1 (made None) when a usage row of it has no count (the legacy API
+#: reports none), so a cost per request is never divided by a part of the requests.
+_REQUESTS_SQL = ("CASE WHEN count(*) FILTER (WHERE facts.token_type = 'output_tokens' AND "
+                 "facts.cost_basis IS NULL AND facts.requests IS NULL) > 0 THEN -1 "
+                 "ELSE sum(facts.requests) END")
+_REGROUPED_REQUESTS = "CASE WHEN min(requests) < 0 THEN NULL ELSE sum(requests) END"
 
 Filters = Mapping[str, Sequence[str | None]]
 Row = dict[str, Any]
@@ -245,7 +251,8 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
     ``workspace_id`` / ``api_key_id`` beside them), every metric of :data:`METRICS` and
     :data:`EXTRA_METRICS` (money as Decimal dollars, ``list_cost_usd`` None where no list price
     is known; ``unpriced_tokens`` counts estimated usage with no price: its cost is left out,
-    never taken as $0) and, with ``cost_by_status``, :data:`STATUS_COST_METRICS`. Groups with
+    never taken as $0; ``requests`` the usage's requests, None where a usage row of the group
+    has no count: the legacy API reports none) and, with ``cost_by_status``, :data:`STATUS_COST_METRICS`. Groups with
     neither cost, list cost nor tokens are left out. ``metrics`` (token metrics of
     :data:`TOKEN_METRICS`) sums only those instead, and leaves out the groups where all of them
     are zero: a series of token counts (the hit ratio's) without converting every row's
@@ -307,12 +314,15 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
     # loudly, not wrap) and dollars as their exact text, made Decimal by finish_row (twice
     # as fast as DuckDB's own conversion).
     casts = {m: "BIGINT" if m in _COUNTS else "VARCHAR" for m in metric_names}
-    sums = [f"sum(facts.{m}) AS {m}" for m in summed]
+    sums = [f"{_REQUESTS_SQL if m == 'requests' else f'sum(facts.{m})'} AS {m}"
+            for m in summed]
     if cost_by_status:
         sums += [f"sum(facts.cost_usd) FILTER (WHERE facts.cache_status = '{s}') "
                  f"AS {s}_cost_usd" for s in CACHE_STATUSES]
     select = ", ".join([*(f"{e} AS {c}" for c, e in exprs), *sums])
-    outer = ", ".join([*(c for c, _ in exprs), *(f"{m}::{casts[m]} AS {m}" for m in metric_names)])
+    outer = ", ".join([*(c for c, _ in exprs), *(
+        f"{'nullif(requests, -1)' if m == 'requests' else m}::{casts[m]} AS {m}"
+        for m in metric_names)])
     regroup = ""
     if "cost_basis" in by and metrics is None:
         # Token facts carry no basis (cost facts do): a group's tokens go on the row of its
@@ -322,7 +332,8 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
         others = [c for c, _ in exprs if c != "cost_basis"]
         outer = ", ".join([*(c if c != "cost_basis" else "placed_basis AS cost_basis"
                              for c, _ in exprs),
-                           *(f"sum({m})::{casts[m]} AS {m}" for m in metric_names)])
+                           *(f"{_REGROUPED_REQUESTS if m == 'requests' else f'sum({m})'}"
+                             f"::{casts[m]} AS {m}" for m in metric_names)])
         partition = f"PARTITION BY {', '.join(others)} " if others else ""
         regroup = (f"FROM (SELECT *, coalesce(cost_basis, first_value(cost_basis) OVER "
                    f"({partition}ORDER BY {BASIS_ORDER_SQL})) AS placed_basis FROM grouped) "
@@ -420,6 +431,8 @@ def finish_row(row: Row, by: Sequence[str], names: NameBook | None) -> Row:
             row[metric] = Decimal(row[metric]) if row[metric] is not None else Decimal(0)
     for metric in (*TOKEN_METRICS, "unpriced_tokens"):
         row[metric] = int(row[metric] or 0)
+    if row.get("requests") is not None:
+        row["requests"] = int(row["requests"])
     return row
 
 
