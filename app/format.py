@@ -111,20 +111,40 @@ def frame(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] | None = Non
 COLUMN_TITLES = views_titles
 
 
+#: Short titles of the count columns, for a table that shows them compact (``15.4M``) to fit
+#: the page; the full title is the column's help.
+SHORT_TITLES = {"uncached_input_tokens": "Uncached", "cache_write_5m_tokens": "Write 5m",
+                "cache_write_1h_tokens": "Write 1h", "cache_read_tokens": "Cache read",
+                "output_tokens": "Output", "web_search_requests": "Searches",
+                "unpriced_tokens": "Unpriced", "cost_usd": "Cost"}
+
+
 def column_config(columns: Sequence[str], money: Sequence[str] = (),
-                  counts: Sequence[str] = ()) -> dict[str, Any]:
+                  counts: Sequence[str] = (), compact: bool = False) -> dict[str, Any]:
     """``st.dataframe``'s column_config for ``columns``: their titles (:data:`COLUMN_TITLES`,
     else the name as given), dollars for ``money`` (and ``cost_usd``), and counts with
-    thousands separators for ``counts`` (and every ``*_tokens`` / ``*_requests`` column)."""
+    thousands separators for ``counts`` (and every ``*_tokens`` / ``*_requests`` column).
+    ``compact``: counts as ``15.4M`` under short titles (:data:`SHORT_TITLES`) in narrow
+    columns, so a table of many of them fits the page (the CSV has them exact)."""
     import streamlit as st
 
     config: dict[str, Any] = {}
     for column in columns:
         title = COLUMN_TITLES.get(column, column)
+        short = SHORT_TITLES.get(column, title) if compact else title
+        narrow: Any = 72 if compact else None
         if column in money or column == "cost_usd":
-            config[column] = st.column_config.NumberColumn(title, format="dollar")
+            config[column] = st.column_config.NumberColumn(short, format="dollar", help=title,
+                                                           width=narrow)
         elif column in counts or column.endswith(("_tokens", "_requests")):
-            config[column] = st.column_config.NumberColumn(title, format="localized")
+            config[column] = st.column_config.NumberColumn(
+                short, format="compact" if compact else "localized", help=title, width=narrow)
         else:
-            config[column] = st.column_config.Column(title)
+            config[column] = st.column_config.Column(
+                title, width=(DIMENSION_WIDTHS.get(column, 150) if compact else None))
     return config
+
+
+#: Widths (px) of the dimension columns of a compact table: the default view of Reports
+#: (date, feature, model and seven counts) fits the page at 1400 px.
+DIMENSION_WIDTHS = {"date": 95, "model": 180}

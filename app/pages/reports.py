@@ -4,6 +4,7 @@ weekly reports the worker wrote and sent."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from decimal import Decimal
 
 import streamlit as st
@@ -54,10 +55,13 @@ if rows:
                    "cost_usd": r["cost_usd"]} for r in daily]
     st.altair_chart(charts.spend_by_dimension(charts.top_labels(frame(chart_rows), "label", 10),
                                               "day", label or "total"), width="stretch")
-    columns = views.csv_columns(by)
+    columns = [c for c in views.csv_columns(by)  # no column of zeros on the page
+               if c != "unpriced_tokens" or any(r["unpriced_tokens"] for r in rows)]
     st.dataframe(frame([{c: r.get(c) for c in columns} for r in rows],
                        cents_columns=("cost_usd",)),
-                 hide_index=True, key="reports_table", column_config=column_config(columns))
+                 hide_index=True, key="reports_table",
+                 column_config=column_config(columns, compact=True))
+    st.caption("Token counts are rounded here (15.4M); the CSV has them exact.")
 else:
     st.info("Nothing matches this view.")
 
@@ -89,10 +93,19 @@ else:
                              "cost_usd": r["total_usd"],
                              "final": "yes" if r["final_at"] else "still settling",
                              "sent": r["deliveries"] or "not sent (no channel)",
-                             "file": r["path"]} for r in runs], cents_columns=("cost_usd",)),
-                     hide_index=True, key="reports_runs",
-                     column_config={"cost_usd": st.column_config.NumberColumn(
-                         "cost (USD)", format="dollar")})
+                             "file": Path(r["path"]).name} for r in runs], cents_columns=("cost_usd",)),
+                     hide_index=True, key="reports_runs", row_height=60,
+                     column_config={  # widths (px) that fit the page at 1400 px
+                         "week": st.column_config.TextColumn("Week", width=80),
+                         "organization": st.column_config.TextColumn("Organization",
+                                                                     width=110),
+                         "written": st.column_config.TextColumn("Written", width=145),
+                         "rows": st.column_config.NumberColumn("Rows", width=60),
+                         "cost_usd": st.column_config.NumberColumn(
+                             "Cost (USD)", format="dollar", width=95),
+                         "final": st.column_config.TextColumn("Final", width=95),
+                         "sent": st.column_config.TextColumn("Sent", width=120),
+                         "file": st.column_config.TextColumn("File", width=230)})
     else:
         st.info("No weekly report written yet: the first is due "
                 f"{schedule.weekday.capitalize()} at {schedule.time:%H:%M}, once the "
