@@ -37,7 +37,8 @@ FIGURES: dict[str, Figure] = _table(
     (figures.last_month, True),                 # Overview
     (figures.daily_spend, True),                # Overview
     (figures.cache_hit_ratio, True),            # Overview, Caching
-    (figures.savings_view, True),               # Overview, Savings
+    (figures.savings_headline, True),           # Overview
+    (figures.savings_view, True),               # Savings
     (figures.dimension_values, True),           # Spend, Caching, Reports
     (figures.spend, True),                      # Spend, Reports, Caching
     (figures.top_spenders, True),               # Spend

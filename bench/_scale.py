@@ -235,13 +235,14 @@ def last_week(config: Config) -> tuple[date, date]:
 def overview_page(config: Config, batch: Batch) -> None:
     today = days(config)["today"]
     first, savings_until = today.replace(day=1), today - DAY
-    views.has_data(batch)
+    views.has_data(batch)  # the figures app/pages/overview.py reads, in its order
     views.month_to_date(batch, END)
     views.cache_hit_ratio(batch, first, today)
     history.firing_alerts(batch.conn, END)
     views.freshness(batch, END)
-    views.daily_spend(batch, first, today)
-    views.savings_view(batch, savings_until - timedelta(days=29), savings_until)
+    views.daily_spend(batch, today - timedelta(days=29), today)
+    views.savings_headline(batch, savings_until - timedelta(days=29), savings_until)
+    views.last_month(batch, END)
 
 
 def spend_page(config: Config, batch: Batch) -> None:
@@ -250,8 +251,8 @@ def spend_page(config: Config, batch: Batch) -> None:
     views.dimension_values(batch, since, until)
     views.spend(batch, since, until, ("period", "cache_status", "cost_basis"), keep, "day")
     views.spend(batch, since, until, ("period", "model"), keep, "day")
-    views.top_spenders(batch, since, until, "model", keep, 15)
-    views.spend(batch, *views.previous_period(since, until), (), keep)
+    views.top_spenders(batch, since, until, "model", keep, 15, END)
+    views.compared_total(batch, since, until, keep, END)
 
 
 def caching_page(config: Config, batch: Batch) -> None:

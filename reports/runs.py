@@ -28,6 +28,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
 
+import duckdb
+
 from alerts.model import CheckReport, Letter
 from alerts.outbox import ChannelFactory, default_channel, deliver_pending, queue, \
     queued_letters
@@ -111,18 +113,24 @@ def write_report(config: Config, organization: str, week: str, now: datetime,
     final = summary.provisional_until is None
     values = [organization, week, now, summary.csv_path, summary.rows, summary.total_usd,
               ",".join(channels), now if final else None, summary.total_usd if final else None]
-    with storage.writer(config) as conn, \
-            storage.transaction(conn):
-        if again:
-            conn.execute("DELETE FROM report_runs WHERE organization = ? AND week = ?",
-                         [organization, week])
-        inserted = conn.execute(
-            "INSERT INTO report_runs (organization, week, written_at, path, rows, total_usd, "
-            "channels, final_at, final_total_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT DO NOTHING RETURNING week", values).fetchall()
-        if not inserted:  # another process got there first: it sends it
-            return ReportRun(organization, week, "already written", "by another process")
-        queue(conn, letter(summary), channels, now)
+    try:
+        with storage.writer(config) as conn, storage.transaction(conn):
+            if again:
+                conn.execute("DELETE FROM report_runs WHERE organization = ? AND week = ?",
+                             [organization, week])
+            inserted = conn.execute(
+                "INSERT INTO report_runs (organization, week, written_at, path, rows, "
+                "total_usd, channels, final_at, final_total_usd) VALUES (?, ?, ?, ?, ?, ?, ?, "
+                "?, ?) ON CONFLICT DO NOTHING RETURNING week", values).fetchall()
+            if not inserted:  # another process got there first: it sends it
+                return ReportRun(organization, week, "already written", "by another process")
+            queue(conn, letter(summary), channels, now)
+    except duckdb.TransactionException:
+        # Another writer of this process committed the same week first (two processes take
+        # turns at the file's lock, and the second finds the row): its letter is the one.
+        if not _already(config, organization, week):
+            raise
+        return ReportRun(organization, week, "already written", "by another writer")
     return run
 
 

@@ -27,6 +27,7 @@ import hashlib
 import io
 import os
 import re
+import threading
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -215,7 +216,7 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path | str) -> Path:
     """
     target = Path(path)
     text = csv_text(rows)
-    temp = target.parent / f".{target.name}.{os.getpid()}.tmp"
+    temp = target.parent / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(temp, "w", encoding="utf-8", newline="") as handle:

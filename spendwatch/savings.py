@@ -869,6 +869,31 @@ def _totals(realized_rows: Sequence[RealizedRow], waste_rows: Sequence[WasteRow]
     )
 
 
+@dataclass(frozen=True)
+class Headline:
+    """What the Overview says of the savings: the ledger's realized totals and its potential
+    rows (biggest first), without the cache waste (the ledger's second scan of the period)."""
+
+    since: date
+    until: date
+    days: int
+    totals: LedgerTotals         # its waste figures are zero: not read here
+    potential: list[PotentialRow]
+
+
+def headline(batch: Batch, since: date, until: date,
+             organizations: Sequence[str] = ()) -> Headline:
+    """:func:`ledger`'s realized totals and potential, from the same functions (so the same
+    figures as the Savings page), in one scan of the period's usage. Raises ValueError when
+    ``until`` is before ``since``."""
+    days = _check_period(since, until)
+    by_feature, realized_rows = _model_sums(batch, _groups(batch, since, until, organizations),
+                                            with_realized=True)
+    potential_rows = _potential(batch, by_feature, until, days)
+    return Headline(since, until, days, _totals(realized_rows, [], potential_rows),
+                    potential_rows)
+
+
 def ledger(batch: Batch, since: date, until: date,
            organizations: Sequence[str] = ()) -> Ledger:
     """Realized savings, cache waste and potential of local days ``since``..``until``, with totals.

@@ -94,7 +94,9 @@ def test_every_page_shows_its_figures_and_a_chart_without_errors(demo_url: str,
     with sync_playwright() as p:
         browser = launch(p)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            # Tall enough for a whole page: Streamlit scrolls inside its own container, so a
+            # "full page" screenshot is only the window.
+            page = browser.new_page(viewport={"width": 1400, "height": 2600})
             for path, title in PAGES:
                 page.goto(f"{demo_url}/{path}", wait_until="networkidle")
                 page.wait_for_selector('[data-testid="stMetricValue"], '

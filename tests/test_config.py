@@ -113,3 +113,20 @@ def test_the_admin_key_is_read_from_a_file_and_never_shown(tmp_path: Path) -> No
     assert key.reveal() == "sk-ant-admin01-secret-value"
     assert "secret" not in repr(key) and "secret" not in str(key)
     assert "secret-value" not in repr(config)
+
+
+def test_the_example_config_names_every_option() -> None:
+    # README: "every option is documented in config.example.toml". Each key a table of the
+    # config takes appears there (set, or commented out with its default).
+    from spendwatch import config as module
+
+    text = (REPO / "config.example.toml").read_text()
+    missing = []
+    for name in dir(module):
+        if not (name.startswith("_") and name.endswith("_SCHEMA")):
+            continue
+        for key in getattr(module, name):
+            if not re.search(rf"(^|\n)#?\s*{re.escape(key)}\s*=", text) and \
+                    not re.search(rf"\[\[?{re.escape(key)}[].]", text):
+                missing.append(f"{name[1:-7].lower()}.{key}")
+    assert not missing, f"config.example.toml does not name: {', '.join(missing)}"

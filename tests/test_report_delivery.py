@@ -735,3 +735,28 @@ def test_a_report_queued_by_the_earlier_version_is_still_sent_after_an_upgrade(
     assert "2026-W47" in str(message["Subject"]) and "$1,234.50" in message.get_body(
         ("plain",)).get_content()
     assert attachment(message) == (FILE, path.read_bytes())
+
+
+def test_two_writers_at_once_write_and_send_the_week_once(
+        setup: Callable[..., Config], fake_slack: FakeSlack) -> None:
+    import threading
+
+    from reports.runs import write_report
+
+    config = setup(Mailbox(), reports='channels = ["ops-slack"]')
+    results: list[str] = []
+    start = threading.Barrier(2)
+
+    def writer() -> None:
+        start.wait()
+        results.append(write_report(config, "acme", "2026-W47", SIM_NOW).action)
+
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sorted(results) == ["already written", "written"]
+    after_collection(config, SIM_NOW)
+    assert len(fake_slack.received) == 1
+    assert outbox(config) == [("report", "ops-slack", "sent", 1)]

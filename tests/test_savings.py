@@ -21,7 +21,7 @@ from spendwatch import facts, storage
 from spendwatch.config import (CollectionConfig, Config, FeatureRule, OrganizationConfig,
                                SavingsConfig, StorageConfig, load_config)
 from spendwatch.pricing import TokenCounts, default_price_table
-from spendwatch.savings import (UnitPrices, batch_potential, batch_savings, cache_savings,
+from spendwatch.savings import (UnitPrices, headline, batch_potential, batch_savings, cache_savings,
                                 cache_waste, caching_potential, extra_reads, hit_ratio,
                                 is_wasted, ledger, line_mix, monthly, no_cache_cost, potential,
                                 price_ratio, realized, realized_total, routing_moves,
@@ -261,6 +261,12 @@ def test_ledger_totals(built: duckdb.DuckDBPyConnection) -> None:
     assert book.totals.unpriced_tokens == 500
     assert book.totals.potential_period_usd["batch"] == D("4.408125")
     assert {r.organization for r in book.realized} == {"acme", "other"}
+    # The Overview's headline: the same realized totals and potential, without the waste.
+    told = headline(Batch(built, _config((CHAT,))), NOV_20, NOV_20)
+    for field in ("cache_savings_usd", "batch_savings_usd", "realized_total_usd",
+                  "potential_period_usd", "potential_monthly_usd", "unpriced_tokens"):
+        assert getattr(told.totals, field) == getattr(book.totals, field), field
+    assert told.potential == book.potential and told.days == 1
 
 
 # --- the simulator's organization ------------------------------------------------------------

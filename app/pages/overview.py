@@ -31,7 +31,7 @@ trend_since = today - timedelta(days=29)
     (history.firing_alerts, (now,)),
     (views.freshness, (now,)),
     (views.daily_spend, (trend_since, today)),
-    (views.savings_view, (savings_since, savings_until)),
+    (views.savings_headline, (savings_since, savings_until)),
     (views.last_month, (now,)),
 )
 budget_month = (data.load(views.month_to_date, now, budget.organizations)
@@ -94,12 +94,12 @@ silenced = sum(a["silenced"] for a in firing_now)
 col_alerts.metric("Firing alerts", str(len(firing_now)),
                   help=f"{silenced} of them silenced; {len(firing) - len(firing_now)} more "
                        "pending.")
-totals = saved.ledger.totals
+totals = saved.totals
 col_saved.metric("Realized savings (30 days)", usd(totals.realized_total_usd),
                  help=f"What caching ({usd(totals.cache_savings_usd)}) and the Batch API "
                       f"({usd(totals.batch_savings_usd)}) saved, {savings_since} to "
                       f"{savings_until}.")
-biggest = saved.ledger.potential[0] if saved.ledger.potential else None
+biggest = saved.potential[0] if saved.potential else None
 col_potential.metric("Biggest potential saving",
                      f"{usd(biggest.monthly_usd)} a month" if biggest else usd(Decimal(0)),
                      help="From the savings ledger of the last 30 complete days.")

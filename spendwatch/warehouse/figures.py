@@ -33,7 +33,7 @@ from spendwatch.config import Config, RuleConfig
 from spendwatch.features import PERSON_TYPES, pseudonym
 from spendwatch.lines import model_lines
 from spendwatch.numbers import money_str
-from spendwatch.savings import ROUTED_LINES, Ledger, ledger
+from spendwatch.savings import ROUTED_LINES, Headline, Ledger, headline, ledger
 from spendwatch.savings import cache_waste as waste_rows
 from spendwatch.text import csv_cell
 from spendwatch.timeutil import DAY, HOUR, local_range, local_today
@@ -617,6 +617,12 @@ def model_mix(book: Ledger, lines: Mapping[str | None, str | None],
         out.append({"feature": feature, "line": line, "cost_usd": usd, "share": share,
                     "target_share": target.get(line) if line in ROUTED_LINES else None})
     return out
+
+
+def savings_headline(batch: Batch, since: date, until: date) -> Headline:
+    """:func:`spendwatch.savings.headline`: the Overview's savings figures (the Savings
+    page's, without its cache waste and model mix)."""
+    return headline(batch, since, until)
 
 
 def savings_view(batch: Batch, since: date, until: date) -> SavingsView:
