@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -46,9 +47,13 @@ def spendwatch(config: Path, *args: str, timeout: float = 120) -> tuple[subproce
     return done, time.monotonic() - started
 
 
+PROGRESS = re.compile(r"^\S.*: \d+ of \d+ windows( \(.*\))?$")
+
+
 def error_line(stderr: str) -> str:
-    """The one line a failed command prints (no log lines, no traceback)."""
-    lines = stderr.splitlines()
+    """The one line a failed command prints (no log lines, no traceback); a long run's
+    progress lines (a line every 10 s off a terminal, spendwatch.cli.progress) beside it."""
+    lines = [line for line in stderr.splitlines() if not PROGRESS.match(line)]
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr
     return lines[0]
 

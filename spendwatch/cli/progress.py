@@ -25,6 +25,7 @@ class ProgressBar:
         self._bar = tqdm(total=total, desc=organization, unit="window",
                          disable=not terminal or total < 2, file=self._out)
         self._stop = threading.Event()
+        self._said = False  # a line was printed: the run is long enough to say where it ended
         self._lines: threading.Thread | None = None
         if not terminal and total >= 2:
             self._lines = threading.Thread(target=self._heartbeat, args=(every,),
@@ -34,6 +35,7 @@ class ProgressBar:
     def _heartbeat(self, every: float) -> None:
         while not self._stop.wait(every):
             self._line()
+            self._said = True
 
     def _line(self) -> None:
         at = f" ({self._at})" if self._at else ""
@@ -51,4 +53,5 @@ class ProgressBar:
         if self._lines is not None:
             self._stop.set()
             self._lines.join()
-            self._line()  # where it ended
+            if self._said:
+                self._line()  # where it ended (a short run says nothing)
