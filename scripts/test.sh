@@ -12,7 +12,7 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 python3 -m venv .venv
 # uv installs the same packages from PyPI as pip, in parallel: ~10 s here against ~60 s.
-.venv/bin/python -m pip install --quiet uv
+.venv/bin/python -m pip install -qq uv  # -qq: no notices or index warnings in the output
 .venv/bin/python -m uv pip install --quiet --python .venv/bin/python -e '.[test]'
 # mypy's cache lives outside the clone, so a fresh clone on the same machine reuses it.
 .venv/bin/python -m mypy --cache-dir "${XDG_CACHE_HOME:-$HOME/.cache}/spendwatch/mypy" \
