@@ -105,8 +105,9 @@ def stored_whole(batch: Batch, organization: str, day: date) -> bool:
 # --- what ------------------------------------------------------------------------------------
 
 def organization_alerts(batch: Batch, organization: str, now: datetime) -> tuple[str, ...]:
-    """The summaries of the alerts firing at ``now`` whose scope is ``organization`` or every
-    organization, oldest first; a silenced one says so."""
+    """The alerts firing at ``now`` whose scope is ``organization`` or every organization,
+    oldest first, each as its rule, its scope (``feature evals``) and its summary; a silenced
+    one says so."""
     lines = []
     for alert in firing_alerts(batch.conn, now):
         if alert["state"] != State.FIRING or alert["summary"] is None:
@@ -114,7 +115,9 @@ def organization_alerts(batch: Batch, organization: str, now: datetime) -> tuple
         scope = json.loads(alert["scope_json"] or "{}")
         if scope.get("organization", organization) != organization:
             continue
-        lines.append(alert["summary"] + (" (silenced)" if alert["silenced"] else ""))
+        named = ", ".join(f"{k} {v}" for k, v in sorted(scope.items()) if k != "organization")
+        lines.append(f"{alert['rule']}{f' ({named})' if named else ''}: {alert['summary']}"
+                     + (" (silenced)" if alert["silenced"] else ""))
     return tuple(lines)
 
 

@@ -165,6 +165,7 @@ def test_a_firing_alert_of_the_organization_is_in_the_digest(
     (posted,) = slack_digests(fake_slack)
     assert "Daily spend Sun 22 Nov 2026: acme" in posted
     alerts = posted.split("*Alerts firing*\n")[1].split("\n*")[0]
+    assert "• daily: today's spend $" in alerts  # the rule's name, then its summary
     assert "reached 100% of the $1.00 daily budget" in alerts and "None" not in alerts
     assert any("FIRING" in slack_text(r) for r in fake_slack.received)  # the alert's own
 
