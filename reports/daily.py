@@ -239,9 +239,10 @@ def queue_digest(config: Config, organization: str, day: date, now: datetime) ->
             if not inserted:
                 return DigestRun(organization, day, "already sent", "by another process")
             queue(conn, letter(told), channels, now)
-    except duckdb.TransactionException:
-        # Another writer of the same database committed the same day first (a thread of this
-        # process: two processes take turns at the file's lock). Its letter is the one.
+    except (duckdb.TransactionException, duckdb.ConstraintException):
+        # Another writer of the same database committed the same day while this transaction
+        # ran (a thread of this process: a duplicate key at the insert or a conflict at the
+        # commit; two processes take turns at the file's lock). Its letter is the one.
         with storage.reader(config) as conn:
             if conn.execute("SELECT count(*) FROM digest_runs WHERE organization = ? "
                             "AND day = ?", [organization, day]).fetchone() == (0,):

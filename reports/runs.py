@@ -125,9 +125,10 @@ def write_report(config: Config, organization: str, week: str, now: datetime,
             if not inserted:  # another process got there first: it sends it
                 return ReportRun(organization, week, "already written", "by another process")
             queue(conn, letter(summary), channels, now)
-    except duckdb.TransactionException:
-        # Another writer of this process committed the same week first (two processes take
-        # turns at the file's lock, and the second finds the row): its letter is the one.
+    except (duckdb.TransactionException, duckdb.ConstraintException):
+        # Another writer of this process committed the same week while this transaction ran
+        # (at the insert, a duplicate key; at the commit, a conflict. Two processes take turns
+        # at the file's lock, and the second finds the row): its letter is the one.
         if not _already(config, organization, week):
             raise
         return ReportRun(organization, week, "already written", "by another writer")

@@ -748,7 +748,9 @@ def test_the_reports_page_lists_the_weekly_reports_the_worker_wrote(dashboard: C
         "week": "2026-W47", "organization": "acme", "written": "2026-11-24 06:00 CST",
         "rows": len(run.path.read_text().splitlines()) - 1,
         "cost_usd": float(warehouse(dashboard, total_spend_of_week)),
-        "final": "still settling", "sent": "not sent (no channel)", "file": str(run.path)}]
+        "final": "still settling", "sent": "not sent (no channel)", "file": run.path.name}]
+    # The folder is in the caption above the table; the table names the file.
+    assert any(str(run.path.parent) in c.value for c in at.caption)
     assert any("every Monday from 07:00 (America/Chicago)" in c.value for c in at.caption)
 
 

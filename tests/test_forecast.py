@@ -162,6 +162,22 @@ def test_on_the_first_of_a_month_last_month_and_the_forecast_come_from_stored_da
     # In November, last month (October) is not stored: no figure, rather than $0.
     assert read(config, last_month, datetime(2026, 11, 20, tzinfo=UTC)).total_usd is None
 
+    # The Overview's last 30 days come from month to date's rows (one query per batch), and
+    # are what a batch of their own reads.
+    from spendwatch.warehouse.figures import daily_spend
+    from spendwatch.warehouse.spend import spend
+
+    def shared(batch):
+        month_to_date(batch, now)
+        ranges = [r for k, v in batch.memo.items() if k[0] == "days_by_basis" for r in v]
+        return ranges, daily_spend(batch, date(2026, 11, 2), date(2026, 12, 1))
+
+    ranges, days = read(config, shared)
+    assert ranges == [(date(2026, 11, 2), date(2026, 12, 1))]  # one query, no second
+    assert days == read(config, lambda b: [r for r in spend(
+        b, date(2026, 11, 2), date(2026, 12, 1), ["date", "cost_basis"])
+        if r["cost_basis"] is not None])
+
 
 @pytest.mark.parametrize("days", [15, 20, 21, 27, 28])
 @pytest.mark.parametrize("until", [date(2026, 12, 5), date(2026, 12, 7), date(2026, 12, 9)])

@@ -401,8 +401,10 @@ def month_to_date(batch: Batch, now: datetime, organizations: Sequence[str] = ()
     span = stored_span(batch, organizations or [o.name for o in config.organizations])
     begins = span[0] if span else None
     since = today - timedelta(days=FORECAST_HISTORY_DAYS)
-    per_day = {r["date"]: r["cost_usd"] for r in spend(
-        batch, min(since, first), today, ["date"], filters, organizations=organizations)}
+    per_day: dict[date, Decimal] = {}
+    # From 30 days back at least: the Overview's last 30 days are then read from these rows.
+    for row in days_by_basis(batch, min(since - DAY, first), today, filters, organizations):
+        per_day[row["date"]] = per_day.get(row["date"], Decimal(0)) + row["cost_usd"]
     today_usd = per_day.get(today, Decimal(0))
     complete_usd = sum((v for d, v in per_day.items() if first <= d < today), Decimal(0))
     complete = begins is not None and begins <= local_range(first, first, config.tz)[0]
@@ -443,20 +445,45 @@ def last_month(batch: Batch, now: datetime, organizations: Sequence[str] = ()) -
     if today.day > last.day:  # this month is longer: all of last month
         cut = end
     orgs = organizations or [o.name for o in batch.config.organizations]
+    whole = is_stored(batch, start, end, orgs)
+    # One query of the month's days; "to the same day" adds its whole days before that day
+    # and the hours of that day up to now's time of day (a second, small query).
+    per_day: dict[date, Decimal] = {}
+    if whole or is_stored(batch, start, cut, orgs):
+        for row in days_by_basis(batch, first, last, organizations=organizations):
+            per_day[row["date"]] = per_day.get(row["date"], Decimal(0)) + row["cost_usd"]
+    month_usd = sum(per_day.values(), Decimal(0)) if whole else None
+    to_date: Decimal | None = None
+    if is_stored(batch, start, cut, orgs):
+        if cut == end:
+            to_date = sum(per_day.values(), Decimal(0))
+        else:
+            day_start, _ = local_range(same_day, same_day, tz)
+            to_date = sum((v for d, v in per_day.items() if d < same_day), Decimal(0)) + total(
+                batch, start=day_start, end=cut, organizations=organizations)
+    return LastMonth(first, month_usd, to_date, cut)
 
-    def spent(a: datetime, b: datetime) -> Decimal | None:
-        if not is_stored(batch, a, b, orgs):
-            return None
-        return total(batch, start=a, end=b, organizations=organizations)
 
-    return LastMonth(first, spent(start, end), spent(start, cut), cut)
+def days_by_basis(batch: Batch, since: date, until: date, filters: Filters | None = None,
+                  organizations: Sequence[str] = ()) -> list[Row]:
+    """:func:`spend` by date and cost basis, shared within the batch: a call for days inside
+    the days of an earlier call (same filters and organizations) reads that call's rows, so
+    a page's day figures (month to date and its forecast, the last 30 days) cost one query."""
+    key = ("days_by_basis", tuple(sorted((k, tuple(v)) for k, v in (filters or {}).items()
+                                         if v)), tuple(organizations))
+    for (first, last), rows in batch.memo.get(key, {}).items():
+        if first <= since and until <= last:
+            return [r for r in rows if since <= r["date"] <= until]
+    rows = spend(batch, since, until, ["date", "cost_basis"], filters,
+                 organizations=organizations)
+    batch.memo.setdefault(key, {})[(since, until)] = rows
+    return rows
 
 
 def daily_spend(batch: Batch, since: date, until: date) -> list[Row]:
     """Spend per local day and cost basis (billed, allocated, estimated): the Overview's and
     the Spend page's days. A day's rows add up to ``spendwatch spend --by date``'s day."""
-    return [r for r in spend(batch, since, until, ["date", "cost_basis"])
-            if r["cost_basis"] is not None]
+    return [r for r in days_by_basis(batch, since, until) if r["cost_basis"] is not None]
 
 
 @dataclass(frozen=True)
