@@ -49,6 +49,13 @@ def scope_text(scope: Mapping[str, str]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(scope.items())) or "all"
 
 
+def scope_detail(scope: Mapping[str, str]) -> str:
+    """The scope past its organization, in :func:`scope_text`'s words (``feature evals``;
+    "" when it is the organization alone): what tells two alerts of one rule apart where the
+    organization is said already (the demo's lines, the daily digest)."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(scope.items()) if k != "organization")
+
+
 def format_time(moment: datetime) -> str:
     """``2026-11-24 14:05 CST``: minutes are enough, and the zone the time was given in."""
     zone = moment.tzname()

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 
 from spendwatch import numbers
-from spendwatch.warehouse.figures import COLUMN_TITLES as views_titles
+from spendwatch.warehouse.figures import COLUMN_TITLES  # the CSV download's headers too
 from spendwatch.text import markdown_text
 
 NONE = "(none)"
@@ -104,11 +104,6 @@ def frame(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] | None = Non
         if values and all(isinstance(v, str) for v in values):
             df[column] = df[column].fillna(NONE)
     return df
-
-
-#: Human titles of the spend query's columns (THE list, :data:`spendwatch.warehouse.figures.
-#: COLUMN_TITLES`: the Reports page's CSV download has the same headers).
-COLUMN_TITLES = views_titles
 
 
 #: Short titles of the count columns, for a table that shows them compact (``15.4M``) to fit

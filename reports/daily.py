@@ -33,9 +33,9 @@ from alerts.history import firing_alerts
 from alerts.model import Letter
 from alerts.outbox import queue
 from alerts.states import State
-from alerts.words import page_url
+from alerts.words import format_time, page_url, scope_detail
 from reports.letter import (Sections, change_text, compose_html, compose_slack, compose_text,
-                            mover_line, one_line_slack)
+                            month_section, mover_sections, one_line_slack)
 from reports.summary import Mover, movers
 from spendwatch import storage
 from spendwatch.config import Config
@@ -115,7 +115,7 @@ def organization_alerts(batch: Batch, organization: str, now: datetime) -> tuple
         scope = json.loads(alert["scope_json"] or "{}")
         if scope.get("organization", organization) != organization:
             continue
-        named = ", ".join(f"{k} {v}" for k, v in sorted(scope.items()) if k != "organization")
+        named = scope_detail(scope)
         lines.append(f"{alert['rule']}{f' ({named})' if named else ''}: {alert['summary']}"
                      + (" (silenced)" if alert["silenced"] else ""))
     return tuple(lines)
@@ -128,8 +128,7 @@ def digest(batch: Batch, organization: str, day: date, now: datetime) -> DailyDi
     before: Decimal | None = None
     moved: tuple[Mover, ...] = ()
     earlier = day - WEEK
-    start, end = local_range(earlier, earlier, config.tz)
-    if is_stored(batch, start, end, [organization]):
+    if stored_whole(batch, organization, earlier):
         before, moved = movers(batch, organization, (day, day), (earlier, earlier))
     month = month_to_date(batch, now, [organization])
     hours = max(config.collection.cost_lookback_hours, config.collection.usage_lookback_hours)
@@ -160,23 +159,13 @@ def sections(d: DailyDigest) -> Sections:
     if d.week_before_usd is not None:
         out.append(("Change", [f"{change_text(d.total_usd, d.week_before_usd)} on "
                                f"{earlier} ({usd(d.week_before_usd)})"]))
-    for dimension in ("feature", "model"):
-        moved = [m for m in d.movers if m.dimension == dimension]
-        if moved:
-            out.append((f"Top movers by {dimension} (against {earlier})",
-                        [mover_line(m) for m in moved]))
+    out += mover_sections(d.movers, against=earlier)
     out.append(("Alerts firing", list(d.alerts) or ["None"]))
-    if d.month_to_date_usd is not None:
-        at = d.at.astimezone(ZoneInfo(d.timezone))
-        out.append(("This month", [
-            f"{at:%B} to date: {usd(d.month_to_date_usd)}"
-            + (f"; month-end forecast {usd(d.forecast_usd)}"
-               if d.forecast_usd is not None else "")]))
+    out += month_section(d.at, d.timezone, d.month_to_date_usd, d.forecast_usd)
     if d.provisional_until is not None:
         until = d.provisional_until.astimezone(ZoneInfo(d.timezone))
-        out.append(("Still settling", [
-            f"The day's cost may still change until {until:%Y-%m-%d %H:%M} "
-            f"{until.tzname() or ''}".rstrip()]))
+        out.append(("Still settling", [f"The day's cost may still change until "
+                                       f"{format_time(until)}"]))
     return out
 
 

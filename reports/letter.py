@@ -11,7 +11,7 @@ carries.
 from __future__ import annotations
 
 import html
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,6 +21,9 @@ from alerts.words import clip, format_time, format_value, mrkdwn, mrkdwn_object
 from reports.summary import Mover, WeeklyReport
 from spendwatch.numbers import percent, tokens, usd
 from spendwatch.text import header_text
+
+Sections = list[tuple[str, list[str]]]
+
 
 # Email zips a CSV above this: mail servers commonly refuse 10 to 25 MB.
 ZIP_ABOVE_BYTES = 5_000_000
@@ -57,6 +60,31 @@ def mover_line(mover: Mover) -> str:
            f"{change_text(mover.cost_usd, mover.previous_usd)}"
 
 
+def mover_sections(movers: tuple[Mover, ...], against: str = "") -> Sections:
+    """"Top movers by feature" and "by model" (``against``: what they are compared with, in
+    the heading), each left out when nothing moved."""
+    out: Sections = []
+    for dimension in ("feature", "model"):
+        moved = [m for m in movers if m.dimension == dimension]
+        if moved:
+            out.append((f"Top movers by {dimension}" + (f" (against {against})" if against
+                                                        else ""),
+                        [mover_line(m) for m in moved]))
+    return out
+
+
+def month_section(at: datetime, timezone: str, month_to_date_usd: Decimal | None,
+                  forecast_usd: Decimal | None) -> Sections:
+    """"This month": the month to date at ``at`` and the forecast (the Overview's figures);
+    nothing when the month is not stored whole."""
+    if month_to_date_usd is None:
+        return []
+    local = at.astimezone(ZoneInfo(timezone))
+    return [("This month", [f"{local:%B} to date: {usd(month_to_date_usd)}"
+                            + (f"; month-end forecast {usd(forecast_usd)}"
+                               if forecast_usd is not None else "")])]
+
+
 def zipped(report: WeeklyReport) -> bool:
     """Whether the email carries the CSV zipped (see ZIP_ABOVE_BYTES)."""
     return report.csv_size is not None and report.csv_size > ZIP_ABOVE_BYTES
@@ -73,10 +101,7 @@ def sections(report: WeeklyReport, attached: bool) -> list[tuple[str, list[str]]
     if report.previous_usd is not None:
         out.append(("Change", [f"{change_text(report.total_usd, report.previous_usd)} on "
                                f"{previous_week(report)} ({usd(report.previous_usd)})"]))
-    for dimension in ("feature", "model"):
-        movers = [m for m in report.movers if m.dimension == dimension]
-        if movers:
-            out.append((f"Top movers by {dimension}", [mover_line(m) for m in movers]))
+    out += mover_sections(report.movers)
     if report.top_people:
         out.append(("Top people", [f"{label}: {usd(value)}" for label, value in
                                    report.top_people]))
@@ -85,12 +110,8 @@ def sections(report: WeeklyReport, attached: bool) -> list[tuple[str, list[str]]
                                         "input tokens were read from the cache"]))
     if report.savings:
         out.append(("Savings", [f"{label}: {usd(value)}" for label, value in report.savings]))
-    if report.month_to_date_usd is not None:
-        at = report.at.astimezone(ZoneInfo(report.timezone))
-        out.append(("This month", [
-            f"{at:%B} to date: {usd(report.month_to_date_usd)}"
-            + (f"; month-end forecast {usd(report.forecast_usd)}"
-               if report.forecast_usd is not None else "")]))
+    out += month_section(report.at, report.timezone, report.month_to_date_usd,
+                         report.forecast_usd)
     if report.provisional_until is not None:
         out.append(("Still settling", [
             f"Cost of the week's last days may still change until "
@@ -100,9 +121,6 @@ def sections(report: WeeklyReport, attached: bool) -> list[tuple[str, list[str]]
              else f"on the spendwatch server: {report.csv_path}")
     out.append(("CSV", [f"{report.csv_name} ({tokens(report.rows)} rows), {where}"]))
     return out
-
-
-Sections = list[tuple[str, list[str]]]
 
 
 def compose_text(head: str, parts: Sections, url: str | None) -> str:

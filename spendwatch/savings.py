@@ -877,6 +877,7 @@ class Headline:
     since: date
     until: date
     days: int
+    realized: list[RealizedRow]  # per organization, feature and model, over the period
     totals: LedgerTotals         # its waste figures are zero: not read here
     potential: list[PotentialRow]
 
@@ -890,7 +891,7 @@ def headline(batch: Batch, since: date, until: date,
     by_feature, realized_rows = _model_sums(batch, _groups(batch, since, until, organizations),
                                             with_realized=True)
     potential_rows = _potential(batch, by_feature, until, days)
-    return Headline(since, until, days, _totals(realized_rows, [], potential_rows),
+    return Headline(since, until, days, realized_rows, _totals(realized_rows, [], potential_rows),
                     potential_rows)
 
 
@@ -900,10 +901,7 @@ def ledger(batch: Batch, since: date, until: date,
 
     Raises ValueError when ``until`` is before ``since``.
     """
-    days = _check_period(since, until)
-    by_feature, realized_rows = _model_sums(batch, _groups(batch, since, until, organizations),
-                                            with_realized=True)
+    head = headline(batch, since, until, organizations)
     waste_rows = cache_waste(batch, since, until, organizations)
-    potential_rows = _potential(batch, by_feature, until, days)
-    return Ledger(since, until, days, realized_rows, waste_rows, potential_rows,
-                  _totals(realized_rows, waste_rows, potential_rows))
+    return Ledger(since, until, head.days, head.realized, waste_rows, head.potential,
+                  _totals(head.realized, waste_rows, head.potential))

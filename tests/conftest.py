@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -143,6 +144,35 @@ def copy_warehouse(database: Path, folder: Path) -> Path:
 @pytest.fixture
 def simulator(simulators: Callable[..., Simulator]) -> Simulator:
     return simulators()
+
+
+def at_once(step: Callable[[], Any], count: int = 2, timeout: float = 120) -> list[Any]:
+    """What ``step`` returns in each of ``count`` threads started together (a barrier), in the
+    order they finished; an exception in one is raised here, not lost with its thread."""
+    start, lock = threading.Barrier(count), threading.Lock()
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        start.wait()
+        try:
+            value = step()
+        except BaseException as exc:  # noqa: BLE001 (raised again below)
+            with lock:
+                errors.append(exc)
+            return
+        with lock:
+            results.append(value)
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    if errors:
+        raise errors[0]
+    assert len(results) == count, "a thread did not finish in time"
+    return results
 
 
 def write_config(folder: Path, orgs: list[dict], extra: str = "",

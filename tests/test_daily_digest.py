@@ -8,7 +8,6 @@ report's tests' collection); "now" is set per test, Monday 23 and Tuesday 24 Nov
 
 from __future__ import annotations
 
-import threading
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, Callable
 
 import pytest
 
-from conftest import write_config
+from conftest import at_once, write_config
 from fake_slack import FakeSlack
 from fake_smtp import Mailbox
 from test_alerts import rule
@@ -174,18 +173,7 @@ def test_two_workers_at_once_queue_one_digest(setup: Callable[..., Config],  # n
                                               fake_slack: FakeSlack) -> None:
     mailbox = Mailbox()
     config = setup(mailbox, reports=DAILY)
-    results: list[str] = []
-    start = threading.Barrier(2)
-
-    def worker() -> None:
-        start.wait()
-        results.append(queue_digest(config, "acme", MONDAY, CHICAGO_TUESDAY_8AM).action)
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    results = at_once(lambda: queue_digest(config, "acme", MONDAY, CHICAGO_TUESDAY_8AM).action)
     assert sorted(results) == ["already sent", "queued"]
     after_collection(config, CHICAGO_TUESDAY_8AM)
     assert len(digests(mailbox)) == 1 and len(slack_digests(fake_slack)) == 1

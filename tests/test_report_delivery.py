@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from conftest import SIM_NOW, Simulator, write_config
+from conftest import SIM_NOW, Simulator, at_once, write_config
 from fake_slack import FakeSlack
 from fake_smtp import Mailbox, TLSFiles
 from test_alerts import SMTP_PASSWORD, accept_login, email_channel
@@ -739,23 +739,10 @@ def test_a_report_queued_by_the_earlier_version_is_still_sent_after_an_upgrade(
 
 def test_two_writers_at_once_write_and_send_the_week_once(
         setup: Callable[..., Config], fake_slack: FakeSlack) -> None:
-    import threading
-
     from reports.runs import write_report
 
     config = setup(Mailbox(), reports='channels = ["ops-slack"]')
-    results: list[str] = []
-    start = threading.Barrier(2)
-
-    def writer() -> None:
-        start.wait()
-        results.append(write_report(config, "acme", "2026-W47", SIM_NOW).action)
-
-    threads = [threading.Thread(target=writer) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
+    results = at_once(lambda: write_report(config, "acme", "2026-W47", SIM_NOW).action)
     assert sorted(results) == ["already written", "written"]
     after_collection(config, SIM_NOW)
     assert len(fake_slack.received) == 1

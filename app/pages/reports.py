@@ -93,7 +93,8 @@ else:
                              "cost_usd": r["total_usd"],
                              "final": "yes" if r["final_at"] else "still settling",
                              "sent": r["deliveries"] or "not sent (no channel)",
-                             "file": Path(r["path"]).name} for r in runs], cents_columns=("cost_usd",)),
+                             "file": Path(r["path"]).name} for r in runs],
+                           cents_columns=("cost_usd",)),
                      hide_index=True, key="reports_runs", row_height=60,
                      column_config={  # widths (px) that fit the page at 1400 px
                          "week": st.column_config.TextColumn("Week", width=80),

@@ -135,6 +135,7 @@ def run_demo(directory: str, days: int, seed: int, serve: bool = True,
     from collectors.sync import CollectOptions, collect
     from spendwatch.cli.progress import ProgressBar
     from alerts.model import CheckReport
+    from alerts.words import scope_detail
     from reports.daily import write_due_digests
     from reports.runs import send_queued, write_due_reports
 
@@ -179,8 +180,7 @@ def run_demo(directory: str, days: int, seed: int, serve: bool = True,
         click.echo(f"\nAlerts: {len(firing)} firing, {len(report.deliveries)} messages sent "
                    "to the simulated Slack")
         for evaluation in firing[:5]:
-            scope = ", ".join(f"{k} {v}" for k, v in sorted(evaluation.scope.items())
-                              if k != "organization")
+            scope = scope_detail(evaluation.scope)
             click.echo(clean(f"  FIRING {evaluation.rule}{f' ({scope})' if scope else ''}: "
                              f"{evaluation.summary}"))
         for run in write_due_reports(config, utcnow()):

@@ -194,8 +194,9 @@ def top_spenders(batch: Batch, since: date, until: date, dimension: str,
     ``change_usd``, ``change_pct`` (None when nothing was spent before: new), ``share`` of
     the period's spend, ``tokens`` (every token of the usage), ``requests`` (None where the
     API reports none), and the cost ``per_mtok_usd`` (per million tokens) and
-    ``per_request_usd`` (None without tokens or requests: see :func:`unit_cost`). When the previous period is not stored whole, ``previous_usd``,
-    ``change_usd`` and ``change_pct`` are None (missing history is not $0).
+    ``per_request_usd`` (None without tokens or requests: see :func:`unit_cost`). When the
+    previous period is not stored whole, ``previous_usd``, ``change_usd`` and ``change_pct``
+    are None (missing history is not $0).
     """
     if dimension not in BREAKDOWN_DIMENSIONS:
         raise ValueError(f"unknown dimension {dimension!r}")
@@ -213,13 +214,14 @@ def top_spenders(batch: Batch, since: date, until: date, dimension: str,
     for row in sorted(now_rows, key=lambda r: -r["cost_usd"])[:limit]:
         label = label_of(row, dimension)
         was = previous.get(value_of(row, dimension), Decimal(0)) if stored else None
+        tokens = token_total(row)
         out.append({"label": label, "value": value_of(row, dimension),
                     "cost_usd": row["cost_usd"], "previous_usd": was,
                     "change_usd": row["cost_usd"] - was if was is not None else None,
                     "change_pct": (row["cost_usd"] - was) / was * 100 if was else None,
                     "share": row["cost_usd"] / total if total else None,
-                    "tokens": token_total(row), "requests": row["requests"],
-                    "per_mtok_usd": unit_cost(row["cost_usd"], token_total(row), 1_000_000),
+                    "tokens": tokens, "requests": row["requests"],
+                    "per_mtok_usd": unit_cost(row["cost_usd"], tokens, 1_000_000),
                     "per_request_usd": unit_cost(row["cost_usd"], row["requests"])})
     return out
 
@@ -401,10 +403,9 @@ def month_to_date(batch: Batch, now: datetime, organizations: Sequence[str] = ()
     span = stored_span(batch, organizations or [o.name for o in config.organizations])
     begins = span[0] if span else None
     since = today - timedelta(days=FORECAST_HISTORY_DAYS)
-    per_day: dict[date, Decimal] = {}
     # From 30 days back at least: the Overview's last 30 days are then read from these rows.
-    for row in days_by_basis(batch, min(since - DAY, first), today, filters, organizations):
-        per_day[row["date"]] = per_day.get(row["date"], Decimal(0)) + row["cost_usd"]
+    per_day = day_totals(days_by_basis(batch, min(since - DAY, first), today, filters,
+                                       organizations))
     today_usd = per_day.get(today, Decimal(0))
     complete_usd = sum((v for d, v in per_day.items() if first <= d < today), Decimal(0))
     complete = begins is not None and begins <= local_range(first, first, config.tz)[0]
@@ -445,16 +446,14 @@ def last_month(batch: Batch, now: datetime, organizations: Sequence[str] = ()) -
     if today.day > last.day:  # this month is longer: all of last month
         cut = end
     orgs = organizations or [o.name for o in batch.config.organizations]
-    whole = is_stored(batch, start, end, orgs)
+    whole, to_cut = is_stored(batch, start, end, orgs), is_stored(batch, start, cut, orgs)
     # One query of the month's days; "to the same day" adds its whole days before that day
     # and the hours of that day up to now's time of day (a second, small query).
-    per_day: dict[date, Decimal] = {}
-    if whole or is_stored(batch, start, cut, orgs):
-        for row in days_by_basis(batch, first, last, organizations=organizations):
-            per_day[row["date"]] = per_day.get(row["date"], Decimal(0)) + row["cost_usd"]
+    per_day = day_totals(days_by_basis(batch, first, last, organizations=organizations)
+                         ) if whole or to_cut else {}
     month_usd = sum(per_day.values(), Decimal(0)) if whole else None
     to_date: Decimal | None = None
-    if is_stored(batch, start, cut, orgs):
+    if to_cut:
         if cut == end:
             to_date = sum(per_day.values(), Decimal(0))
         else:
@@ -478,6 +477,14 @@ def days_by_basis(batch: Batch, since: date, until: date, filters: Filters | Non
                  organizations=organizations)
     batch.memo.setdefault(key, {})[(since, until)] = rows
     return rows
+
+
+def day_totals(rows: Iterable[Row]) -> dict[date, Decimal]:
+    """The spend of each local date in rows of :func:`days_by_basis` (all bases)."""
+    out: dict[date, Decimal] = {}
+    for row in rows:
+        out[row["date"]] = out.get(row["date"], Decimal(0)) + row["cost_usd"]
+    return out
 
 
 def daily_spend(batch: Batch, since: date, until: date) -> list[Row]:

@@ -252,8 +252,8 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
     :data:`EXTRA_METRICS` (money as Decimal dollars, ``list_cost_usd`` None where no list price
     is known; ``unpriced_tokens`` counts estimated usage with no price: its cost is left out,
     never taken as $0; ``requests`` the usage's requests, None where a usage row of the group
-    has no count: the legacy API reports none) and, with ``cost_by_status``, :data:`STATUS_COST_METRICS`. Groups with
-    neither cost, list cost nor tokens are left out. ``metrics`` (token metrics of
+    has no count: the legacy API reports none) and, with ``cost_by_status``,
+    :data:`STATUS_COST_METRICS`. Groups with neither cost, list cost nor tokens are left out. ``metrics`` (token metrics of
     :data:`TOKEN_METRICS`) sums only those instead, and leaves out the groups where all of them
     are zero: a series of token counts (the hit ratio's) without converting every row's
     money. Rows are ordered by period, date, cost (highest first), then the dimensions. A
