@@ -86,13 +86,8 @@ class _Machine:
             "last_notified_at": pa.array([v[5] for v in values],
                                          pa.timestamp("us", tz="UTC"))})
         storage.register(self.conn, "saved_alert_states", table)
-        self.conn.execute("""
-            INSERT INTO alert_states SELECT * FROM saved_alert_states
-            ON CONFLICT (rule, scope_key, level) DO UPDATE SET state = excluded.state,
-              since = excluded.since, episode_id = excluded.episode_id,
-              last_result = excluded.last_result, last_value = excluded.last_value,
-              last_evaluated_at = excluded.last_evaluated_at,
-              last_notified_at = excluded.last_notified_at""")
+        storage.replace_rows(self.conn, "alert_states", ("rule", "scope_key", "level"),
+                             "SELECT * FROM saved_alert_states")
         storage.unregister(self.conn, "saved_alert_states")
         self._saved.clear()
 
@@ -103,16 +98,16 @@ class _Machine:
         self.report.transitions.append(f"{ev.rule} [{ev.scope_key}] {ev.level}: {old} -> {new}")
 
     def open_episode(self, ev: Evaluation, firing: bool) -> int:
-        row = self.conn.execute("""
-            INSERT INTO alert_episodes (rule, rule_kind, scope_key, scope_json, level,
+        episode = storage.next_id(self.conn, "alert_episodes")
+        self.conn.execute("""
+            INSERT INTO alert_episodes (id, rule, rule_kind, scope_key, scope_json, level,
                 started_at, firing_at, silenced, threshold, peak_value, unit, summary)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
-                                [ev.rule, ev.kind, ev.scope_key, json.dumps(dict(ev.scope)),
-                                 ev.level, self.now, self.now if firing else None,
-                                 is_silenced(self.conn, ev.rule, ev.scope_key, self.now),
-                                 ev.threshold, ev.value, ev.unit, ev.summary]).fetchone()
-        assert row is not None
-        return int(row[0])
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                          [episode, ev.rule, ev.kind, ev.scope_key, json.dumps(dict(ev.scope)),
+                           ev.level, self.now, self.now if firing else None,
+                           is_silenced(self.conn, ev.rule, ev.scope_key, self.now),
+                           ev.threshold, ev.value, ev.unit, ev.summary])
+        return episode
 
     def end_episode(self, episode: int, reason: str) -> None:
         self.conn.execute("UPDATE alert_episodes SET ended_at = ?, end_reason = ? WHERE id = ?",
@@ -203,9 +198,15 @@ def evaluate_and_record(config: Config, now: datetime, report: CheckReport) -> N
     config = settings.validate(config)
     with storage.writer(config) as conn:
         report.evaluations = evaluate(conn, config, now)
-        with storage.transaction(conn):
-            machine = _Machine(conn, config, now, report)
-            for ev in report.evaluations:
-                machine.apply(ev)
-            machine.flush()
-            machine.expire({(e.rule, e.scope_key, e.level) for e in report.evaluations})
+
+    def record(conn: duckdb.DuckDBPyConnection) -> None:
+        # One check at a time records (the lock): a second, at once in another worker,
+        # conflicts, is retried and finds the states the first one left.
+        storage.lock(conn, "alerts")
+        report.transitions.clear()
+        machine = _Machine(conn, config, now, report)
+        for ev in report.evaluations:
+            machine.apply(ev)
+        machine.flush()
+        machine.expire({(e.rule, e.scope_key, e.level) for e in report.evaluations})
+    storage.written(config, record, "recording the alert check")

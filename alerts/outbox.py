@@ -68,9 +68,10 @@ def queue(conn: duckdb.DuckDBPyConnection, message: Message, channels: Sequence[
     :func:`deliver_pending` sends it (``status`` "silenced": stored, never sent)."""
     for channel in channels:
         conn.execute("""
-            INSERT INTO alert_notifications (episode_id, kind, channel, created_at, status,
-                attempts, payload_json) VALUES (?, ?, ?, ?, ?, 0, ?)""",
-                     [episode, message.kind, channel, now, status, message.to_json()])
+            INSERT INTO alert_notifications (id, episode_id, kind, channel, created_at, status,
+                attempts, payload_json) VALUES (?, ?, ?, ?, ?, ?, 0, ?)""",
+                     [storage.next_id(conn, "alert_notifications"), episode, message.kind,
+                      channel, now, status, message.to_json()])
 
 
 def queued_letters(config: Config) -> list[Letter]:
@@ -94,8 +95,7 @@ def queued_letters(config: Config) -> list[Letter]:
 def record(config: Config, notification_id: int | None, channel: str, result: DeliveryResult,
            now: datetime, channel_answered: bool = True) -> None:
     """Store one delivery's outcome; only a channel's own answer changes the channel's state."""
-    with storage.writer(config) as conn, \
-            storage.transaction(conn):
+    def write(conn: duckdb.DuckDBPyConnection) -> None:
         if notification_id is not None:
             answers = result.attempts or (result.answer,)
             for index, answer in enumerate(answers):  # every attempt, the last one decides
@@ -117,9 +117,11 @@ def record(config: Config, notification_id: int | None, channel: str, result: De
             return
         if result.ok:
             conn.execute("DELETE FROM alert_channels WHERE channel = ?", [channel])
-        elif result.permanent:
-            conn.execute("INSERT INTO alert_channels VALUES (?, true, ?, ?) ON CONFLICT "
-                         "(channel) DO NOTHING", [channel, result.answer, now])
+        elif result.permanent:  # broken since the first permanent failure
+            conn.execute("INSERT INTO alert_channels SELECT ?, true, ?, ? WHERE NOT EXISTS "
+                         "(SELECT 1 FROM alert_channels WHERE channel = ?)",
+                         [channel, result.answer, now, channel])
+    storage.written(config, write, f"recording a delivery to {channel!r}")
 
 
 def broken_channels(config: Config) -> dict[str, str]:
@@ -155,15 +157,21 @@ def claim(config: Config, now: datetime, kinds: Sequence[str]
     crash expires after a lease. Returns (id, channel, kind, payload)."""
     if not has_pending(config, now, kinds):  # the usual case: no writer for nothing
         return []
-    with storage.writer(config) as conn, \
-            storage.transaction(conn):
-        return [(int(i), c, k, p) for i, c, k, p in conn.execute("""
-            UPDATE alert_notifications SET claimed_at = ?
-            WHERE kind <> ? AND status = ? AND list_contains(?::VARCHAR[], kind)
-                  AND (claimed_at IS NULL OR claimed_at < ?)
-            RETURNING id, channel, kind, payload_json""",
-                                                    [now, Kind.TEST, Status.PENDING, list(kinds),
-                                                     now - CLAIM_LEASE]).fetchall()]
+    def take(conn: duckdb.DuckDBPyConnection) -> list[tuple[int, str, str, str]]:
+        # The lock: a round claiming at the same time (another worker) conflicts, is retried
+        # and finds these claimed.
+        storage.lock(conn, "outbox")
+        claimable = """kind <> ? AND status = ? AND list_contains(?::VARCHAR[], kind)
+                       AND (claimed_at IS NULL OR claimed_at < ?)"""
+        params = [Kind.TEST, Status.PENDING, list(kinds), now - CLAIM_LEASE]
+        taken = [(int(i), c, k, p) for i, c, k, p in conn.execute(
+            f"SELECT id, channel, kind, payload_json FROM alert_notifications "
+            f"WHERE {claimable}", params).fetchall()]
+        if taken:
+            conn.execute(f"UPDATE alert_notifications SET claimed_at = ? WHERE {claimable}",
+                         [now, *params])
+        return taken
+    return storage.written(config, take, "claiming the outbox")
 
 
 # --- sending ---------------------------------------------------------------------------------
@@ -281,20 +289,23 @@ def send_test(config: Config, name: str, now: datetime,
                         summary="This is a test of spendwatch alerts: no action needed.",
                         started_at=now, at=now,
                         dashboard_url=page_url(config.alerts.dashboard_url, "Alerts"))
-    with storage.writer(config) as conn:
-        row = conn.execute("""INSERT INTO alert_notifications (episode_id, kind, channel,
-            created_at, status, attempts, payload_json, claimed_at) VALUES (NULL, ?, ?, ?,
-            ?, 0, ?, ?) RETURNING id""", [Kind.TEST, name, now, Status.SENDING, test.to_json(),
-                                          now]).fetchone()
+    def insert(conn: duckdb.DuckDBPyConnection) -> int:
+        notification = storage.next_id(conn, "alert_notifications")
+        conn.execute("""INSERT INTO alert_notifications (id, episode_id, kind, channel,
+            created_at, status, attempts, payload_json, claimed_at) VALUES (?, NULL, ?, ?, ?,
+            ?, 0, ?, ?)""", [notification, Kind.TEST, name, now, Status.SENDING,
+                             test.to_json(), now])
+        return notification
+    notification_id = storage.written(config, insert, "queueing a test message")
     answered = True
     try:
         result = factory(config, name).deliver(test)
     except ConfigError as exc:  # this shell's environment, not the channel: break nothing
         result, answered = DeliveryResult(False, str(exc), permanent=True), False
-    record(config, int(row[0]) if row else None, name, result, now, answered)
+    record(config, notification_id, name, result, now, answered)
     if not result.ok:
         with storage.writer(config) as conn:
             conn.execute("UPDATE alert_notifications SET status = ? WHERE id = ?",
-                         [Status.FAILED, row[0] if row else None])
+                         [Status.FAILED, notification_id])
     return result
 

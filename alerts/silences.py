@@ -51,12 +51,13 @@ def add_silence(config: Config, rule: str, scope_key: str | None, until: datetim
     if scope_key is not None and not SCOPE_KEY.match(scope_key):
         raise ConfigError(f"scope {scope_key!r} is not a scope key; use the form `alerts "
                           "check` shows in brackets, e.g. organization=acme,model=claude-opus-5-5")
-    with storage.writer(config) as conn:
-        row = conn.execute("INSERT INTO alert_silences (rule, scope_key, created_at, "
-                           "expires_at, comment, created_by) VALUES (?, ?, ?, ?, ?, ?) "
-                           "RETURNING id", [rule, scope_key, now, until, comment,
-                                            created_by or os_user()]).fetchone()
-    return int(row[0]) if row else 0
+    def insert(conn: duckdb.DuckDBPyConnection) -> int:
+        silence = storage.next_id(conn, "alert_silences")
+        conn.execute("INSERT INTO alert_silences (id, rule, scope_key, created_at, "
+                     "expires_at, comment, created_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     [silence, rule, scope_key, now, until, comment, created_by or os_user()])
+        return silence
+    return storage.written(config, insert, "adding the silence")
 
 
 def expire_silence(config: Config, silence_id: int, now: datetime) -> bool:
@@ -65,7 +66,8 @@ def expire_silence(config: Config, silence_id: int, now: datetime) -> bool:
     Returns False when it had already ended (or does not exist). Opens a writer for this one
     update; raises DatabaseBusy when the file stays locked.
     """
-    with storage.writer(config) as conn:
+    def expire(conn: duckdb.DuckDBPyConnection) -> bool:
         row = conn.execute("UPDATE alert_silences SET expires_at = ? WHERE id = ? "
-                           "AND expires_at > ? RETURNING id", [now, silence_id, now]).fetchone()
-    return row is not None
+                           "AND expires_at > ?", [now, silence_id, now]).fetchone()
+        return bool(row and row[0])
+    return storage.written(config, expire, f"ending silence {silence_id}")

@@ -164,10 +164,8 @@ def write_models(config: Config, models: list[dict[str, Any]], now: datetime) ->
     with storage.writer(config) as conn, \
             storage.transaction(conn):
         for m in models:
-            conn.execute("""INSERT INTO models VALUES (?, ?, ?, ?, ?, ?)
-                ON CONFLICT (model_id) DO UPDATE SET display_name = excluded.display_name,
-                line = excluded.line, lifecycle = excluded.lifecycle,
-                retires_at = excluded.retires_at, fetched_at = excluded.fetched_at""",
+            conn.execute("DELETE FROM models WHERE model_id = ?", [m["model_id"]])
+            conn.execute("INSERT INTO models VALUES (?, ?, ?, ?, ?, ?)",
                          [m["model_id"], m["display_name"], m["line"], m["lifecycle"],
                           m["retires_at"], now])
 

@@ -244,11 +244,11 @@ def write_people(conn: duckdb.DuckDBPyConnection, organization: str,
         "name": pa.array([p.name for p in listed], pa.string()),
         "deleted": pa.array([p.deleted for p in listed], pa.bool_()),
         "last_seen": pa.array([now] * len(listed), _TIMESTAMP)}))
-    conn.execute("""INSERT INTO people SELECT * FROM incoming_people
-        ON CONFLICT (organization, actor_key) DO UPDATE SET actor_type = excluded.actor_type,
-        email = CASE WHEN excluded.deleted THEN NULL
-                     ELSE coalesce(excluded.email, people.email) END,
-        name = excluded.name, deleted = excluded.deleted, last_seen = excluded.last_seen""")
+    storage.replace_rows(conn, "people", ("organization", "actor_key"), """
+        SELECT i.organization, i.actor_key, i.actor_type,
+               CASE WHEN i.deleted THEN NULL ELSE coalesce(i.email, p.email) END AS email,
+               i.name, i.deleted, i.last_seen
+        FROM incoming_people i LEFT JOIN people p USING (organization, actor_key)""")
     conn.unregister("incoming_people")
 
 
@@ -327,16 +327,18 @@ def write_window(config: Config, organization: str, window: Window,
             facts.refresh(conn, organization, window.start, window.end,
                           ["key", *CUT_BY_NAME] if cut.name == "price" and kind == "usage"
                           else [cut.name])
-        conn.execute("""
-            INSERT INTO sync_state VALUES (?, ?, ?, ?, ?, ?)
-            ON CONFLICT (organization, stream) DO UPDATE SET
-                covered_from = least(sync_state.covered_from, excluded.covered_from),
-                covered_until = greatest(sync_state.covered_until, excluded.covered_until),
-                data_refreshed_at = coalesce(excluded.data_refreshed_at,
-                                             sync_state.data_refreshed_at),
-                updated_at = excluded.updated_at""",
-                     [organization, window.stream, window.start, window.end,
-                      data_refreshed_at, now])
+        storage.replace_rows(conn, "sync_state", ("organization", "stream"), """
+            SELECT n.organization, n.stream,
+                   least(s.covered_from, n.covered_from) AS covered_from,
+                   greatest(s.covered_until, n.covered_until) AS covered_until,
+                   coalesce(n.data_refreshed_at, s.data_refreshed_at) AS data_refreshed_at,
+                   n.updated_at
+            FROM (SELECT ?::VARCHAR AS organization, ?::VARCHAR AS stream,
+                         ?::TIMESTAMPTZ AS covered_from, ?::TIMESTAMPTZ AS covered_until,
+                         ?::TIMESTAMPTZ AS data_refreshed_at, ?::TIMESTAMPTZ AS updated_at) n
+            LEFT JOIN sync_state s USING (organization, stream)""",
+                             [organization, window.stream, window.start, window.end,
+                              data_refreshed_at, now])
 
 
 def write_cut_access(config: Config, organization: str, cut: str, readable: bool,
@@ -345,9 +347,9 @@ def write_cut_access(config: Config, organization: str, cut: str, readable: bool
     with storage.writer(config) as conn, storage.transaction(conn):
         before = conn.execute("SELECT readable FROM cut_access WHERE organization = ? AND "
                               "cut = ?", [organization, cut]).fetchone()
-        conn.execute("""INSERT INTO cut_access VALUES (?, ?, ?, ?, ?)
-            ON CONFLICT (organization, cut) DO UPDATE SET readable = excluded.readable,
-            reason = excluded.reason, checked_at = excluded.checked_at""",
+        conn.execute("DELETE FROM cut_access WHERE organization = ? AND cut = ?",
+                     [organization, cut])
+        conn.execute("INSERT INTO cut_access VALUES (?, ?, ?, ?, ?)",
                      [organization, cut, readable, reason, now])
     return before is None or bool(before[0]) != readable
 
@@ -380,32 +382,50 @@ def read_sync_state(config: Config, organization: str, stream: str
 def write_names(config: Config, organization: str, workspaces: list[dict],
                 api_keys: list[dict], now: datetime) -> None:
     """Upsert workspace and API key names (names change; IDs do not)."""
+    listed = {
+        "workspaces": (("organization", "workspace_id"), pa.table({
+            "organization": pa.array([organization] * len(workspaces), pa.string()),
+            "workspace_id": pa.array([w["workspace_id"] for w in workspaces], pa.string()),
+            "name": pa.array([w["name"] for w in workspaces], pa.string()),
+            "archived_at": pa.array([_instant(w["archived_at"]) for w in workspaces],
+                                    _TIMESTAMP),
+            "is_default": pa.array([bool(w["is_default"]) for w in workspaces], pa.bool_()),
+            "fetched_at": pa.array([now] * len(workspaces), _TIMESTAMP)})),
+        "api_keys": (("organization", "api_key_id"), pa.table({
+            "organization": pa.array([organization] * len(api_keys), pa.string()),
+            "api_key_id": pa.array([k["api_key_id"] for k in api_keys], pa.string()),
+            "name": pa.array([k["name"] for k in api_keys], pa.string()),
+            "status": pa.array([k["status"] for k in api_keys], pa.string()),
+            "workspace_id": pa.array([k["workspace_id"] for k in api_keys], pa.string()),
+            "created_at": pa.array([_instant(k["created_at"]) for k in api_keys],
+                                   _TIMESTAMP),
+            "fetched_at": pa.array([now] * len(api_keys), _TIMESTAMP)}))}
     with storage.writer(config) as conn, storage.transaction(conn):
-        for w in workspaces:
-            conn.execute("""INSERT INTO workspaces VALUES (?, ?, ?, ?, ?, ?)
-                ON CONFLICT (organization, workspace_id) DO UPDATE SET name = excluded.name,
-                archived_at = excluded.archived_at, is_default = excluded.is_default,
-                fetched_at = excluded.fetched_at""",
-                         [organization, w["workspace_id"], w["name"], w["archived_at"],
-                          w["is_default"], now])
-        for k in api_keys:
-            conn.execute("""INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (organization, api_key_id) DO UPDATE SET name = excluded.name,
-                status = excluded.status, workspace_id = excluded.workspace_id,
-                created_at = excluded.created_at, fetched_at = excluded.fetched_at""",
-                         [organization, k["api_key_id"], k["name"], k["status"],
-                          k["workspace_id"], k["created_at"], now])
+        for table, (keys, rows) in listed.items():
+            if rows.num_rows:
+                storage.register(conn, "listed_names", rows)
+                storage.replace_rows(conn, table, keys, "SELECT * FROM listed_names")
+                storage.unregister(conn, "listed_names")
+
+
+def _instant(value: object) -> datetime | None:
+    """A listed name's timestamp (the SDK's datetime, or RFC 3339 text) as a datetime."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 def record_run(config: Config, result: OrgResult, started: datetime,
                finished: datetime) -> None:
     """Store the outcome of one organization's run (data_stale alerts read it)."""
-    with storage.writer(config) as conn:
-        conn.execute("""INSERT INTO collection_runs (organization, started_at, finished_at,
+    def insert(conn: duckdb.DuckDBPyConnection) -> None:
+        conn.execute("""INSERT INTO collection_runs (id, organization, started_at, finished_at,
                         status, windows, usage_rows, cost_rows, error)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
-                     [result.organization, started, finished, result.status,
-                      result.windows, result.usage_rows, result.cost_rows, result.error])
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                     [storage.next_id(conn, "collection_runs"), result.organization, started,
+                      finished, result.status, result.windows, result.usage_rows,
+                      result.cost_rows, result.error])
+    storage.written(config, insert, f"recording the run of {result.organization!r}")
 
 
 def reprice_if_needed(config: Config) -> bool:
@@ -697,9 +717,7 @@ class OrganizationSync:
                 [self.org.name]).fetchall()}
             unknown = seen - known
             if remember:
-                conn.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
-                             "value = excluded.value",
-                             [marker, json.dumps(sorted(map(list, unknown)))])
+                storage.set_meta(conn, marker, json.dumps(sorted(map(list, unknown))))
                 return bool(unknown)
             row = conn.execute("SELECT value FROM meta WHERE key = ?", [marker]).fetchone()
         unlisted = {tuple(pair) for pair in json.loads(row[0])} if row else set()

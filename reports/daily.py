@@ -219,23 +219,19 @@ def queue_digest(config: Config, organization: str, day: date, now: datetime) ->
                              "the day is not collected to its end yet")
         told = digest(batch, organization, day, now)
     channels = config.reports.channels
-    try:
-        with storage.writer(config) as conn, storage.transaction(conn):
-            inserted = conn.execute(
-                "INSERT INTO digest_runs (organization, day, written_at, total_usd, channels) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING day",
-                [organization, day, now, told.total_usd, ",".join(channels)]).fetchall()
-            if not inserted:
-                return DigestRun(organization, day, "already sent", "by another process")
-            queue(conn, letter(told), channels, now)
-    except (duckdb.TransactionException, duckdb.ConstraintException):
-        # Another writer of the same database committed the same day while this transaction
-        # ran (a thread of this process: a duplicate key at the insert or a conflict at the
-        # commit; two processes take turns at the file's lock). Its letter is the one.
-        with storage.reader(config) as conn:
-            if conn.execute("SELECT count(*) FROM digest_runs WHERE organization = ? "
-                            "AND day = ?", [organization, day]).fetchone() == (0,):
-                raise
+    def record(conn: duckdb.DuckDBPyConnection) -> bool:
+        # The lock: another writer recording a digest at the same time (a thread, another
+        # worker) conflicts, is retried and finds this day's row: its letter is not sent.
+        storage.lock(conn, "digests")
+        if conn.execute("SELECT count(*) FROM digest_runs WHERE organization = ? AND day = ?",
+                        [organization, day]).fetchone() != (0,):
+            return False
+        conn.execute("INSERT INTO digest_runs (organization, day, written_at, total_usd, "
+                     "channels) VALUES (?, ?, ?, ?, ?)",
+                     [organization, day, now, told.total_usd, ",".join(channels)])
+        queue(conn, letter(told), channels, now)
+        return True
+    if not storage.written(config, record, f"recording the digest of {day}"):
         return DigestRun(organization, day, "already sent", "by another writer")
     return DigestRun(organization, day, "queued", usd(told.total_usd))
 

@@ -113,24 +113,22 @@ def write_report(config: Config, organization: str, week: str, now: datetime,
     final = summary.provisional_until is None
     values = [organization, week, now, summary.csv_path, summary.rows, summary.total_usd,
               ",".join(channels), now if final else None, summary.total_usd if final else None]
-    try:
-        with storage.writer(config) as conn, storage.transaction(conn):
-            if again:
-                conn.execute("DELETE FROM report_runs WHERE organization = ? AND week = ?",
-                             [organization, week])
-            inserted = conn.execute(
-                "INSERT INTO report_runs (organization, week, written_at, path, rows, "
-                "total_usd, channels, final_at, final_total_usd) VALUES (?, ?, ?, ?, ?, ?, ?, "
-                "?, ?) ON CONFLICT DO NOTHING RETURNING week", values).fetchall()
-            if not inserted:  # another process got there first: it sends it
-                return ReportRun(organization, week, "already written", "by another process")
-            queue(conn, letter(summary), channels, now)
-    except (duckdb.TransactionException, duckdb.ConstraintException):
-        # Another writer of this process committed the same week while this transaction ran
-        # (at the insert, a duplicate key; at the commit, a conflict. Two processes take turns
-        # at the file's lock, and the second finds the row): its letter is the one.
-        if not _already(config, organization, week):
-            raise
+    def record(conn: duckdb.DuckDBPyConnection) -> bool:
+        # The lock: another writer recording a week at the same time (a thread, another
+        # worker) conflicts, is retried and finds this week's row: its letter is not sent.
+        storage.lock(conn, "reports")
+        if again:
+            conn.execute("DELETE FROM report_runs WHERE organization = ? AND week = ?",
+                         [organization, week])
+        elif conn.execute("SELECT count(*) FROM report_runs WHERE organization = ? AND "
+                          "week = ?", [organization, week]).fetchone() != (0,):
+            return False
+        conn.execute("INSERT INTO report_runs (organization, week, written_at, path, rows, "
+                     "total_usd, channels, final_at, final_total_usd) VALUES (?, ?, ?, ?, ?, "
+                     "?, ?, ?, ?)", values)
+        queue(conn, letter(summary), channels, now)
+        return True
+    if not storage.written(config, record, f"recording the report of {week}"):
         return ReportRun(organization, week, "already written", "by another writer")
     return run
 

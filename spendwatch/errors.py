@@ -22,6 +22,10 @@ class DatabaseBusy(SpendwatchError):
     """The DuckDB file stayed locked by another process past the retry deadline."""
 
 
+class ConflictingWriters(SpendwatchError):
+    """A write kept conflicting with other writers' transactions past its retries."""
+
+
 class QueryTooLarge(SpendwatchError):
     """A query needed more memory than a reader may use ([storage] reader_memory_mb)."""
 

@@ -18,17 +18,19 @@ import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator
+from typing import Any, Callable, ContextManager, Iterator, Sequence, TypeVar
 
 import duckdb
 
 from spendwatch.config import Config
-from spendwatch.errors import ConfigError, DatabaseBusy, DatabaseMissing, DatabaseOutdated
+from spendwatch.errors import (ConfigError, ConflictingWriters, DatabaseBusy, DatabaseMissing,
+                               DatabaseOutdated)
 from spendwatch import facts
 from spendwatch.facts import CUT_FACTS_VIEW, SPEND_FACTS_VIEW
 from spendwatch.files import is_private, make_private, private_folder
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _LOCK_MARKERS = ("Could not set lock", "different configuration", "Conflicting lock")
 #: DuckDB's words when the path cannot hold a database at all: the user's mistake.
@@ -164,16 +166,109 @@ def register(conn: duckdb.DuckDBPyConnection, name: str, table: Any) -> None:
     """``conn.register(name, table)``: an Arrow table readable by SQL as ``name``.
 
     DuckDB refuses to register (or unregister) while an earlier ``execute()`` result on the
-    connection is not read to its end (a ``fetchone()``); that result is dropped first.
+    connection is not read to its end (a ``fetchone()``); that result is dropped first. DuckDB
+    1.4 (the DuckLake line) has no ``abort`` and no such refusal.
     """
-    conn.abort()
+    drop_result(conn)
     conn.register(name, table)
 
 
 def unregister(conn: duckdb.DuckDBPyConnection, name: str) -> None:
     """``conn.unregister(name)``, after dropping an unfinished result (see :func:`register`)."""
-    conn.abort()
+    drop_result(conn)
     conn.unregister(name)
+
+
+def drop_result(conn: duckdb.DuckDBPyConnection) -> None:
+    """Drops the connection's unfinished result, where DuckDB has the call (2.0 on)."""
+    abort = getattr(conn, "abort", None)
+    if abort is not None:
+        abort()
+
+
+# --- writing without constraints ----------------------------------------------------------
+# A DuckLake warehouse has no PRIMARY KEY, UNIQUE, index or sequence, and a file warehouse has
+# none either since migration 12: nothing relies on a constraint. An upsert is a delete and an
+# insert in one transaction; an id is the table's highest plus one, taken under the table's
+# lock; "exactly once" (a report, a digest, a claim of the outbox) is a transaction that takes
+# a lock, and two transactions that take the same lock conflict, so one of them is retried
+# and finds what the other did.
+
+#: The rows of ``locks`` (migration 12). Taking one updates its row: the update conflicts with
+#: any other transaction's update of it (DuckDB: at the update; DuckLake: at the commit).
+LOCKS = ("outbox", "alerts", "reports", "digests", "collection_runs", "alert_silences")
+CONFLICT_ATTEMPTS = 8
+
+
+def lock(conn: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Make the caller's transaction conflict with every other one that takes ``name``."""
+    assert name in LOCKS, name
+    conn.execute("UPDATE locks SET taken = taken + 1 WHERE name = ?", [name])
+
+
+def next_id(conn: duckdb.DuckDBPyConnection, table: str) -> int:
+    """The next id of ``table`` (its highest plus one). The caller holds the lock that covers
+    the table's inserts (:data:`ID_LOCKS`), so two writers never take the same id."""
+    lock(conn, ID_LOCKS[table])
+    row = conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()
+    return int(row[0]) if row else 1
+
+
+#: Which lock covers the inserts of each table with an id.
+ID_LOCKS = {"alert_notifications": "outbox", "alert_episodes": "alerts",
+            "collection_runs": "collection_runs", "alert_silences": "alert_silences"}
+
+
+def replace_rows(conn: duckdb.DuckDBPyConnection, table: str, keys: Sequence[str],
+                 rows_sql: str, params: Sequence[object] = ()) -> None:
+    """An upsert without a constraint: the rows ``rows_sql`` selects (all of ``table``'s
+    columns, in order) replace ``table``'s rows with the same ``keys``. ``rows_sql`` may read
+    ``table``'s old rows (it is read before they go)."""
+    conn.execute("CREATE OR REPLACE TEMP TABLE replacing_rows AS " + rows_sql, list(params))
+    match = " AND ".join(f"{table}.{k} = replacing_rows.{k}" for k in keys)
+    conn.execute(f"DELETE FROM {table} USING replacing_rows WHERE {match}")
+    conn.execute(f"INSERT INTO {table} SELECT * FROM replacing_rows")
+    conn.execute("DROP TABLE replacing_rows")
+
+
+def set_meta(conn: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
+    """``meta[key] = value``, in the caller's transaction."""
+    conn.execute("DELETE FROM meta WHERE key = ?", [key])
+    conn.execute("INSERT INTO meta VALUES (?, ?)", [key, value])
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """True for a transaction that lost to another writer's (retry it from the start)."""
+    return isinstance(exc, duckdb.TransactionException) and "onflict" in str(exc)
+
+
+def retry_conflicts(work: Callable[[], T], what: str,
+                    attempts: int = CONFLICT_ATTEMPTS) -> T:
+    """``work()`` (a whole writer transaction), again after a short, growing pause while it
+    conflicts with another writer's; ConflictingWriters after ``attempts``."""
+    delay = 0.02
+    for attempt in range(attempts):
+        try:
+            return work()
+        except duckdb.TransactionException as exc:
+            if not is_conflict(exc):
+                raise
+            log.info("%s conflicted with another writer (attempt %d of %d); again",
+                     what, attempt + 1, attempts)
+        time.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 1.0)
+    raise ConflictingWriters(f"{what} conflicted with another writer {attempts} times in a "
+                             "row; it is tried again at the next run (if it keeps happening, "
+                             "fewer workers should write the same organization)")
+
+
+def written(config: Config, work: Callable[[duckdb.DuckDBPyConnection], T], what: str) -> T:
+    """``work(conn)`` in one writer transaction, retried while it conflicts with another
+    writer's (:func:`retry_conflicts`)."""
+    def attempt() -> T:
+        with writer(config) as conn, transaction(conn):
+            return work(conn)
+    return retry_conflicts(attempt, what)
 
 
 def is_interrupt(exc: BaseException) -> bool:
@@ -607,6 +702,31 @@ def _m011_fact_requests(conn: duckdb.DuckDBPyConnection) -> None:
     facts.rebuild(conn)
 
 
+#: The tables that had a primary key (or an id from a sequence) until migration 12.
+_KEYED_TABLES = ("schema_migrations", "usage_hourly", "cost_buckets", "sync_state",
+                 "collection_runs", "workspaces", "api_keys", "meta", "cost_allocated",
+                 "usage_unbilled", "models", "alert_states", "alert_episodes",
+                 "alert_notifications", "alert_channels", "alert_silences", "report_runs",
+                 "usage_cuts", "cost_cuts", "people", "cut_access", "claude_code_daily",
+                 "digest_runs")
+_SEQUENCES = ("collection_run_ids", "alert_episode_ids", "alert_notification_ids",
+              "alert_silence_ids")
+
+
+def _m012_unconstrained(conn: duckdb.DuckDBPyConnection) -> None:
+    # No primary key, index or sequence left (DuckLake has none, and nothing may rely on
+    # one: see "writing without constraints" above). On a file the text keys' indexes made
+    # every row of a window write cost an index insert. The tables are copied whole, in order.
+    for table in _KEYED_TABLES:
+        conn.execute(f"CREATE TABLE {table}_unkeyed AS SELECT * FROM {table}")
+        conn.execute(f"DROP TABLE {table}")
+        conn.execute(f"ALTER TABLE {table}_unkeyed RENAME TO {table}")
+    for sequence in _SEQUENCES:
+        conn.execute(f"DROP SEQUENCE IF EXISTS {sequence}")
+    conn.execute("CREATE TABLE locks (name VARCHAR NOT NULL, taken BIGINT NOT NULL)")
+    conn.execute("INSERT INTO locks SELECT unnest(?::VARCHAR[]), 0", [list(LOCKS)])
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial", _m001_initial),
     (2, "pricing", _m002_pricing),
@@ -619,6 +739,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] =
     (9, "estimates_unkeyed", _m009_estimates_unkeyed),
     (10, "digest_runs", _m010_digest_runs),
     (11, "fact_requests", _m011_fact_requests),
+    (12, "unconstrained", _m012_unconstrained),
 ]
 
 
@@ -637,7 +758,7 @@ def migrate(conn: duckdb.DuckDBPyConnection) -> int:
     """Apply every pending migration, each in its own transaction. Returns the new version."""
     conn.execute("""
         CREATE TABLE IF NOT EXISTS schema_migrations (
-            version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL
+            version INTEGER NOT NULL, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL
         )""")
     current = schema_version(conn)
     for version, name, apply in MIGRATIONS:

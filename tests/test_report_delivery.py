@@ -723,10 +723,10 @@ def test_a_report_queued_by_the_earlier_version_is_still_sent_after_an_upgrade(
         conn.execute("INSERT INTO report_runs (organization, week, written_at, path, rows, "
                      "total_usd, channels) VALUES ('acme', '2026-W47', ?, ?, 1, 1234.5, "
                      "'ops-slack,finance-email')", [SIM_NOW, str(path)])
-        for channel in ("ops-slack", "finance-email"):
-            conn.execute("INSERT INTO alert_notifications (episode_id, kind, channel, "
-                         "created_at, status, attempts, payload_json) VALUES (NULL, 'report', "
-                         "?, ?, 'pending', 0, ?)", [channel, SIM_NOW, old])
+        for number, channel in enumerate(("ops-slack", "finance-email"), start=1):
+            conn.execute("INSERT INTO alert_notifications (id, episode_id, kind, channel, "
+                         "created_at, status, attempts, payload_json) VALUES (?, NULL, "
+                         "'report', ?, ?, 'pending', 0, ?)", [number, channel, SIM_NOW, old])
     after_collection(config, SIM_NOW)
     assert outbox(config) == [("report", "finance-email", "sent", 1),
                               ("report", "ops-slack", "sent", 1)]

@@ -60,6 +60,7 @@ EXPECTED_SCHEMA = {
     "report_runs": ["organization", "week", "written_at", "path", "rows", "total_usd",
                     "channels", "final_at", "final_total_usd"],
     "digest_runs": ["organization", "day", "written_at", "total_usd", "channels"],
+    "locks": ["name", "taken"],
     "models": ["model_id", "display_name", "line", "lifecycle", "retires_at", "fetched_at"],
     "spend_facts": ["organization", "bucket_start", "bucket_width", "workspace_id",
                     "api_key_id", "model", "service_tier", "context_window", "cost_type",
@@ -121,6 +122,13 @@ def test_an_empty_file_migrates_to_the_exact_schema(tmp_path: Path) -> None:
                              "table_name = 'cost_buckets' AND column_name = 'amount_usd'"
                              ).fetchone()
         assert money == ("DECIMAL(38,12)",)
+        # Nothing relies on a constraint (DuckLake has none): no key, index or sequence left.
+        assert conn.execute("SELECT count(*) FROM duckdb_constraints() WHERE constraint_type "
+                            "IN ('PRIMARY KEY', 'UNIQUE')").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM duckdb_indexes()").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM duckdb_sequences()").fetchone() == (0,)
+        assert sorted(conn.execute("SELECT name FROM locks").fetchall()) == sorted(
+            (name,) for name in storage.LOCKS)
 
 
 def test_a_version_5_file_with_data_migrates_to_the_latest_intact(tmp_path: Path) -> None:
@@ -133,7 +141,7 @@ def test_a_version_5_file_with_data_migrates_to_the_latest_intact(tmp_path: Path
         conn.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name])
     conn.execute("INSERT INTO workspaces VALUES ('acme', 'wrkspc_1', 'Prod', NULL, false, now())")
     conn.execute("INSERT INTO usage_hourly VALUES ('k', 'acme', 'analytics', "
-                 "'2026-11-20 10:00+00', '2026-11-20 11:00+00', 'claude-opus-5-5', 'wrkspc_1', "
+                 "'2026-11-20 10:00:00+00', '2026-11-20 11:00:00+00', 'claude-opus-5-5', 'wrkspc_1', "
                  "NULL, 'standard', '0-200k', 1, 2, 3, 4, 5, 0, 1, false, now())")
     conn.close()
     # A reader cannot migrate: it says, in one line, what will (the dashboard shows it).
