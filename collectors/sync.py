@@ -46,7 +46,7 @@ from spendwatch.cuts import CUT_BY_NAME, CUT_DIMENSIONS, Cut, cut_of_stream, str
 from spendwatch.errors import (AuthError, CollectionError, CutUnreadable, MalformedResponse,
                                SpendwatchError)
 from spendwatch.pricing import PriceTable, price_table
-from spendwatch.timeutil import DAY, ceil_day, ceil_hour, floor_day, rfc3339, utcnow
+from spendwatch.timeutil import DAY, ceil_day, ceil_hour, floor_day, parse_utc, rfc3339, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -412,7 +412,7 @@ def _instant(value: object) -> datetime | None:
     """A listed name's timestamp (the SDK's datetime, or RFC 3339 text) as a datetime."""
     if value is None or isinstance(value, datetime):
         return value
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parse_utc(str(value))
 
 
 def record_run(config: Config, result: OrgResult, started: datetime,

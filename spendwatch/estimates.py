@@ -282,7 +282,6 @@ def ensure_current(conn: duckdb.DuckDBPyConnection, table: PriceTable) -> bool:
         return False
     reprice_window(conn, table, "true", [])
     facts.reprice(conn)
-    conn.execute("DELETE FROM meta WHERE key = ?", [FINGERPRINT_KEY])
-    conn.execute("INSERT INTO meta VALUES (?, ?)", [FINGERPRINT_KEY, table.fingerprint])
+    storage.set_meta(conn, FINGERPRINT_KEY, table.fingerprint)
     log.info("prices changed: repriced every stored usage row")
     return True

@@ -239,7 +239,7 @@ def set_meta(conn: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
 
 def is_conflict(exc: BaseException) -> bool:
     """True for a transaction that lost to another writer's (retry it from the start)."""
-    return isinstance(exc, duckdb.TransactionException) and "onflict" in str(exc)
+    return isinstance(exc, duckdb.TransactionException) and "conflict" in str(exc).lower()
 
 
 def retry_conflicts(work: Callable[[], T], what: str,
@@ -253,10 +253,11 @@ def retry_conflicts(work: Callable[[], T], what: str,
         except duckdb.TransactionException as exc:
             if not is_conflict(exc):
                 raise
-            log.info("%s conflicted with another writer (attempt %d of %d); again",
+            log.info("%s conflicted with another writer (attempt %d of %d)",
                      what, attempt + 1, attempts)
-        time.sleep(delay * (0.5 + random.random()))
-        delay = min(delay * 2, 1.0)
+        if attempt + 1 < attempts:
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 1.0)
     raise ConflictingWriters(f"{what} conflicted with another writer {attempts} times in a "
                              "row; it is tried again at the next run (if it keeps happening, "
                              "fewer workers should write the same organization)")
@@ -716,9 +717,17 @@ _SEQUENCES = ("collection_run_ids", "alert_episode_ids", "alert_notification_ids
 def _m012_unconstrained(conn: duckdb.DuckDBPyConnection) -> None:
     # No primary key, index or sequence left (DuckLake has none, and nothing may rely on
     # one: see "writing without constraints" above). On a file the text keys' indexes made
-    # every row of a window write cost an index insert. The tables are copied whole, in order.
+    # every row of a window write cost an index insert. The tables are copied whole, in order,
+    # their columns as they were (NOT NULL kept; a key's columns are NOT NULL).
     for table in _KEYED_TABLES:
-        conn.execute(f"CREATE TABLE {table}_unkeyed AS SELECT * FROM {table}")
+        columns = conn.execute(
+            "SELECT column_name, data_type, is_nullable FROM duckdb_columns() WHERE "
+            "table_name = ? AND database_name = current_database() AND schema_name = "
+            "current_schema() ORDER BY column_index", [table]).fetchall()
+        conn.execute(f"CREATE TABLE {table}_unkeyed (" + ", ".join(
+            f"{name} {kind}{'' if nullable else ' NOT NULL'}"
+            for name, kind, nullable in columns) + ")")
+        conn.execute(f"INSERT INTO {table}_unkeyed SELECT * FROM {table}")
         conn.execute(f"DROP TABLE {table}")
         conn.execute(f"ALTER TABLE {table}_unkeyed RENAME TO {table}")
     for sequence in _SEQUENCES:

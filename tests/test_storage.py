@@ -12,7 +12,7 @@ import pytest
 
 from spendwatch import storage
 from spendwatch.cuts import CUT_DIMENSIONS
-from spendwatch.errors import DatabaseBusy, DatabaseMissing, DatabaseOutdated
+from spendwatch.errors import ConflictingWriters, DatabaseBusy, DatabaseMissing, DatabaseOutdated
 
 EXPECTED_SCHEMA = {
     "schema_migrations": ["version", "name", "applied_at"],
@@ -129,6 +129,43 @@ def test_an_empty_file_migrates_to_the_exact_schema(tmp_path: Path) -> None:
         assert conn.execute("SELECT count(*) FROM duckdb_sequences()").fetchone() == (0,)
         assert sorted(conn.execute("SELECT name FROM locks").fetchall()) == sorted(
             (name,) for name in storage.LOCKS)
+        # The rebuilt tables keep their NOT NULLs, a former key's columns among them.
+        with pytest.raises(duckdb.ConstraintException, match="NOT NULL"):
+            conn.execute("INSERT INTO sync_state VALUES (NULL, 'usage', now(), now(), NULL, "
+                         "now())")
+        with pytest.raises(duckdb.ConstraintException, match="NOT NULL"):
+            conn.execute("INSERT INTO report_runs (organization, week, written_at, path, rows, "
+                         "total_usd, channels) VALUES ('acme', '2026-W47', now(), NULL, 1, 1, "
+                         "'ops')")
+
+
+def test_a_writer_that_takes_a_taken_lock_is_retried_until_the_holder_commits(
+        tmp_path: Path) -> None:
+    import threading
+
+    db = tmp_path / "w.duckdb"
+    attempts: list[int] = []
+
+    def take() -> int:
+        attempts.append(1)
+        with storage.writer_at(db) as conn, storage.transaction(conn):
+            storage.lock(conn, "reports")
+            row = conn.execute("SELECT taken FROM locks WHERE name = 'reports'").fetchone()
+            return int(row[0]) if row else -1
+
+    with storage.writer_at(db) as holder:
+        holder.execute("BEGIN TRANSACTION")
+        storage.lock(holder, "reports")
+        # While the holder's transaction is open, the second writer conflicts, every time.
+        with pytest.raises(ConflictingWriters,
+                           match="recording the report conflicted with another writer 3 times"):
+            storage.retry_conflicts(take, "recording the report", attempts=3)
+        assert len(attempts) == 3
+        attempts.clear()
+        threading.Timer(0.3, lambda: holder.execute("COMMIT")).start()
+        # Retried until the holder commits; then it runs after it (the second to take it).
+        assert storage.retry_conflicts(take, "recording the report") == 2
+        assert len(attempts) > 1
 
 
 def test_a_version_5_file_with_data_migrates_to_the_latest_intact(tmp_path: Path) -> None:
