@@ -304,8 +304,8 @@ def send_test(config: Config, name: str, now: datetime,
         result, answered = DeliveryResult(False, str(exc), permanent=True), False
     record(config, notification_id, name, result, now, answered)
     if not result.ok:
-        with storage.writer(config) as conn:
-            conn.execute("UPDATE alert_notifications SET status = ? WHERE id = ?",
-                         [Status.FAILED, notification_id])
+        storage.written(config, lambda conn: conn.execute(
+            "UPDATE alert_notifications SET status = ? WHERE id = ?",
+            [Status.FAILED, notification_id]), "recording a failed test message")
     return result
 

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, Callable, Literal
 
 import anthropic
+import duckdb
 
 from collectors.bounds import RunBounds, unbounded
 from collectors.clients import USER_AGENT, check_cursor, sdk_call
@@ -161,13 +162,13 @@ def fetch_models(config: Config, policy: RetryPolicy,
 def write_models(config: Config, models: list[dict[str, Any]], now: datetime) -> None:
     """Upsert ``models`` (rows of :func:`fetch_models`) into the ``models`` table, one
     transaction; models no longer listed are kept. Opens and closes the writer."""
-    with storage.writer(config) as conn, \
-            storage.transaction(conn):
+    def write(conn: duckdb.DuckDBPyConnection) -> None:
         for m in models:
             conn.execute("DELETE FROM models WHERE model_id = ?", [m["model_id"]])
             conn.execute("INSERT INTO models VALUES (?, ?, ?, ?, ?, ?)",
                          [m["model_id"], m["display_name"], m["line"], m["lifecycle"],
                           m["retires_at"], now])
+    storage.written(config, write, "writing the model list")
 
 
 def refresh_models(config: Config, now: datetime, policy: RetryPolicy | None = None,

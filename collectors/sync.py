@@ -289,7 +289,7 @@ def write_window(config: Config, organization: str, window: Window,
         span.append(cut.name)
     if window.stream == CLAUDE_CODE:
         span = [organization, window.start.date(), window.end.date()]
-    with storage.writer(config) as conn, storage.transaction(conn):
+    def write(conn: duckdb.DuckDBPyConnection) -> None:
         if window.stream == "usage":
             conn.execute("DELETE FROM usage_estimates WHERE row_key IN "
                          f"(SELECT row_key FROM usage_hourly WHERE {in_window})", span)
@@ -339,19 +339,24 @@ def write_window(config: Config, organization: str, window: Window,
             LEFT JOIN sync_state s USING (organization, stream)""",
                              [organization, window.stream, window.start, window.end,
                               data_refreshed_at, now])
+    # A DuckLake writer may conflict with another's (the same rows, or a data file both
+    # delete from): the whole window is written again (storage.written).
+    storage.written(config, write, f"writing {organization!r} {window.stream} "
+                    f"{rfc3339(window.start)}..{rfc3339(window.end)}")
 
 
 def write_cut_access(config: Config, organization: str, cut: str, readable: bool,
                      reason: str | None, now: datetime) -> bool:
     """Record whether the key can read ``cut``; True when that changed (or is new)."""
-    with storage.writer(config) as conn, storage.transaction(conn):
+    def write(conn: duckdb.DuckDBPyConnection) -> bool:
         before = conn.execute("SELECT readable FROM cut_access WHERE organization = ? AND "
                               "cut = ?", [organization, cut]).fetchone()
         conn.execute("DELETE FROM cut_access WHERE organization = ? AND cut = ?",
                      [organization, cut])
         conn.execute("INSERT INTO cut_access VALUES (?, ?, ?, ?, ?)",
                      [organization, cut, readable, reason, now])
-    return before is None or bool(before[0]) != readable
+        return before is None or bool(before[0]) != readable
+    return storage.written(config, write, f"recording what {organization!r} can read")
 
 
 def read_cut_access(config: Config, organization: str) -> dict[str, tuple[bool, datetime]]:
@@ -400,12 +405,13 @@ def write_names(config: Config, organization: str, workspaces: list[dict],
             "created_at": pa.array([_instant(k["created_at"]) for k in api_keys],
                                    _TIMESTAMP),
             "fetched_at": pa.array([now] * len(api_keys), _TIMESTAMP)}))}
-    with storage.writer(config) as conn, storage.transaction(conn):
+    def write(conn: duckdb.DuckDBPyConnection) -> None:
         for table, (keys, rows) in listed.items():
             if rows.num_rows:
                 storage.register(conn, "listed_names", rows)
                 storage.replace_rows(conn, table, keys, "SELECT * FROM listed_names")
                 storage.unregister(conn, "listed_names")
+    storage.written(config, write, f"writing {organization!r}'s names")
 
 
 def _instant(value: object) -> datetime | None:
@@ -430,9 +436,8 @@ def record_run(config: Config, result: OrgResult, started: datetime,
 
 def reprice_if_needed(config: Config) -> bool:
     """Reprice every stored usage row if the price table (file + config) changed."""
-    with storage.writer(config) as conn, \
-            storage.transaction(conn):
-        return estimates.ensure_current(conn, price_table(config.prices))
+    return storage.written(config, lambda conn: estimates.ensure_current(
+        conn, price_table(config.prices)), "repricing the estimates")
 
 
 def refresh_model_lines(config: Config, now: datetime,

@@ -155,7 +155,7 @@ def _rewrite_final(config: Config, organization: str, week: str, path: str,
                 target, error = write_private(rows, fallback), None
             except ReportError:
                 pass
-    with storage.writer(config) as conn:
+    def settle(conn: duckdb.DuckDBPyConnection) -> None:
         if error is None:
             conn.execute("UPDATE report_runs SET final_at = ?, final_total_usd = ?, rows = ?, "
                          "path = ? WHERE organization = ? AND week = ?",
@@ -163,6 +163,7 @@ def _rewrite_final(config: Config, organization: str, week: str, path: str,
         else:
             conn.execute("UPDATE report_runs SET final_at = ? WHERE organization = ? AND "
                          "week = ?", [now, organization, week])
+    storage.written(config, settle, f"recording {organization!r}'s settled week {week}")
     if error is not None:
         return ReportRun(organization, week, "failed", f"the settled week: {error}")
     return ReportRun(organization, week, "rewritten final",
@@ -298,9 +299,9 @@ def upgrade_queued(config: Config) -> int:
         except ValueError:
             continue  # neither: the outbox says it cannot be read when it comes to it
     if upgraded:
-        with storage.writer(config) as conn, storage.transaction(conn):
-            conn.executemany("UPDATE alert_notifications SET payload_json = ? WHERE id = ?",
-                             upgraded)
+        storage.written(config, lambda conn: conn.executemany(
+            "UPDATE alert_notifications SET payload_json = ? WHERE id = ?", upgraded),
+            "upgrading queued reports")
     return len(upgraded)
 
 

@@ -254,6 +254,10 @@ class DashboardConfig:
         return address in self.allowed_emails or address.split("@")[1] in self.allowed_domains
 
 
+#: How ``[storage] database`` names a DuckLake rather than a DuckDB file.
+LAKE_PREFIX = "ducklake:"
+
+
 @dataclass(frozen=True)
 class StorageConfig:
     database: str = "data/spendwatch.duckdb"
@@ -263,6 +267,25 @@ class StorageConfig:
     #: dashboard serving a year of a large organization stays in flat memory.
     reader_memory_mb: int = 1024
     reader_threads: int = 2
+    #: A DuckLake warehouse (``database = "ducklake:postgres:dbname=... host=... user=..."``):
+    #: where its Parquet data lives (``s3://bucket/prefix/`` or a shared folder), the
+    #: catalog's schema in PostgreSQL ("" = DuckLake's default), and where the catalog's
+    #: password and the object store's keys are (a file, else the environment; never here).
+    data_path: str = ""
+    metadata_schema: str = ""
+    password_env: str = "SPENDWATCH_DATABASE_PASSWORD"
+    password_file: str = ""
+    s3_endpoint: str = ""               # e.g. "http://minio.internal:9000"; "" = AWS
+    s3_region: str = "us-east-1"
+    s3_key_id_env: str = "AWS_ACCESS_KEY_ID"
+    s3_key_id_file: str = ""
+    s3_secret_env: str = "AWS_SECRET_ACCESS_KEY"
+    s3_secret_file: str = ""
+
+    @property
+    def is_lake(self) -> bool:
+        """Whether the warehouse is a DuckLake (a catalog and data files), not a DuckDB file."""
+        return self.database.strip().startswith(LAKE_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -298,9 +321,20 @@ class Config:
 
     @property
     def database_path(self) -> Path:
-        """The DuckDB file; a relative path is relative to the config file's folder."""
+        """The DuckDB file; a relative path is relative to the config file's folder. (A
+        DuckLake has no file: see :attr:`database_label`.)"""
+        if self.storage.is_lake:
+            raise ConfigError(f"{self.path}: storage.database is a DuckLake, not a file")
         db = Path(self.storage.database).expanduser()
         return db if db.is_absolute() else (self.path.parent / db)
+
+    @property
+    def database_label(self) -> str:
+        """The warehouse as the user named it, for messages: the file's path, or the
+        DuckLake's catalog and data path (no password is ever in either)."""
+        if self.storage.is_lake:
+            return f"{self.storage.database.strip()} (data in {self.storage.data_path})"
+        return str(self.database_path)
 
     @property
     def reports_folder(self) -> Path:
@@ -424,7 +458,36 @@ def _storage(path: Path, values: dict[str, Any]) -> StorageConfig:
     if "database" in values and not values["database"].strip():
         raise ConfigError(f"{path}: storage.database is empty; name a DuckDB file such as "
                           "\"data/spendwatch.duckdb\"")
-    return StorageConfig(**values)
+    storage = StorageConfig(**values)
+    lake_keys = sorted(set(values) & _LAKE_KEYS)
+    if not storage.is_lake:
+        if lake_keys:
+            raise ConfigError(f"{path}: storage.{lake_keys[0]} is for a DuckLake warehouse, "
+                              "but storage.database is a DuckDB file; remove it, or name a "
+                              "DuckLake (\"ducklake:postgres:dbname=... host=...\")")
+        return storage
+    target = storage.database.strip()[len(LAKE_PREFIX):]
+    if not target:
+        raise ConfigError(f"{path}: storage.database names no DuckLake catalog; write "
+                          "\"ducklake:postgres:dbname=spendwatch host=... user=...\"")
+    if re.search(r"(^|\s)password\s*=|://[^/@]*:[^/@]*@", target, re.IGNORECASE):
+        raise ConfigError(f"{path}: storage.database holds a password; take it out and put "
+                          "it in the file named by storage.password_file (or the variable "
+                          "named by storage.password_env)")
+    if not storage.data_path.strip():
+        raise ConfigError(f"{path}: storage.data_path is missing; a DuckLake needs a folder "
+                          "or bucket for its data, such as \"s3://bucket/spendwatch/\" or "
+                          "\"/mnt/lake/spendwatch/\"")
+    if storage.metadata_schema and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}",
+                                                    storage.metadata_schema):
+        raise ConfigError(f"{path}: storage.metadata_schema {storage.metadata_schema!r} is not "
+                          "a plain schema name; use lower-case letters, digits and _")
+    return storage
+
+
+_LAKE_KEYS = {"data_path", "metadata_schema", "password_env", "password_file", "s3_endpoint",
+              "s3_region", "s3_key_id_env", "s3_key_id_file", "s3_secret_env",
+              "s3_secret_file"}
 
 
 #: Folders of the kernel and devices: never a place for the database.
@@ -435,6 +498,8 @@ def check_database_path(config: Config) -> None:
     """The database path is a file that can be (or is) a database: not under /proc, /sys or
     /dev, not a folder, not in a folder that is a file. Raises ConfigError. (An existing file
     that is not DuckDB is found when it is opened: :mod:`spendwatch.storage`.)"""
+    if config.storage.is_lake:
+        return
     db = config.database_path
     where = f"{config.path}: storage.database {db}"
     resolved = db.resolve()
@@ -504,7 +569,12 @@ _COLLECTION_SCHEMA: dict[str, type] = {"interval_minutes": int, "initial_backfil
                                        "max_attempts": int, "max_retry_after_seconds": float,
                                        "job_deadline_seconds": float}
 _STORAGE_SCHEMA: dict[str, type] = {"database": str, "lock_timeout_seconds": float,
-                                    "reader_memory_mb": int, "reader_threads": int}
+                                    "reader_memory_mb": int, "reader_threads": int,
+                                    "data_path": str, "metadata_schema": str,
+                                    "password_env": str, "password_file": str,
+                                    "s3_endpoint": str, "s3_region": str,
+                                    "s3_key_id_env": str, "s3_key_id_file": str,
+                                    "s3_secret_env": str, "s3_secret_file": str}
 # Sections (object) are checked by their own parsers.
 _TOP_SCHEMA: dict[str, type] = {"timezone": str, "storage": object, "collection": object,
                                 "organizations": object, "features": object,

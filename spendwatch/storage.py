@@ -25,7 +25,7 @@ import duckdb
 from spendwatch.config import Config
 from spendwatch.errors import (ConfigError, ConflictingWriters, DatabaseBusy, DatabaseMissing,
                                DatabaseOutdated)
-from spendwatch import facts
+from spendwatch import facts, lake
 from spendwatch.facts import CUT_FACTS_VIEW, SPEND_FACTS_VIEW
 from spendwatch.files import is_private, make_private, private_folder
 
@@ -55,13 +55,7 @@ def _open_with_retry(path: Path, read_only: bool, timeout: float,
     while True:
         try:
             conn = duckdb.connect(str(path), read_only=read_only, config=dict(settings or {}))
-            # No progress bar: DuckDB draws one on stdout for a long query (a migration's
-            # rebuild, a reprice), into the worker's log and the demo's output. (A session
-            # setting: in config it is global, refused while the file is open in-process.)
-            conn.execute("SET enable_progress_bar = false")
-            # Timestamps come back in the session's zone, which defaults to the machine's:
-            # pin it, so a bucket's UTC day (prices, legacy days) never depends on the host.
-            conn.execute("SET TimeZone = 'UTC'")
+            session_settings(conn)
             return conn
         except (duckdb.IOException, duckdb.ConnectionException) as exc:
             if not is_lock_error(exc):
@@ -81,15 +75,51 @@ def _open_with_retry(path: Path, read_only: bool, timeout: float,
 
 
 def writer(config: Config) -> ContextManager[duckdb.DuckDBPyConnection]:
-    """A read-write connection to ``config``'s warehouse (see :func:`writer_at`)."""
+    """A read-write connection to ``config``'s warehouse (see :func:`writer_at`, and
+    :mod:`spendwatch.lake` for a DuckLake)."""
+    if config.storage.is_lake:
+        return lake_writer(config)
     return writer_at(config.database_path, config.storage.lock_timeout_seconds)
 
 
 def reader(config: Config) -> ContextManager[duckdb.DuckDBPyConnection]:
     """A read-only connection to ``config``'s warehouse (see :func:`reader_at`), bounded by
     ``[storage] reader_memory_mb`` and ``reader_threads``."""
+    if config.storage.is_lake:
+        return lake_reader(config)
     return reader_at(config.database_path, config.storage.lock_timeout_seconds,
                      config.storage.reader_memory_mb, config.storage.reader_threads)
+
+
+def reader_settings(memory_mb: int | None, threads: int | None) -> dict[str, str | int]:
+    """DuckDB's settings that bound one reader's memory and threads (None: its defaults)."""
+    settings: dict[str, str | int] = {}
+    if memory_mb is not None:
+        settings["memory_limit"] = f"{memory_mb}MB"
+    if threads is not None:
+        settings["threads"] = threads
+    return settings
+
+
+def session_settings(conn: duckdb.DuckDBPyConnection) -> None:
+    """What every connection sets first. No progress bar: DuckDB draws one on stdout for a
+    long query (a migration's rebuild, a reprice), into the worker's log and the demo's output
+    (a session setting: in config it is global, refused while the file is open in-process).
+    Timestamps come back in the session's zone, which defaults to the machine's: pinned, so a
+    bucket's UTC day (prices, legacy days) never depends on the host."""
+    conn.execute("SET enable_progress_bar = false")
+    conn.execute("SET TimeZone = 'UTC'")
+
+
+def check_version(conn: duckdb.DuckDBPyConnection, where: str) -> None:
+    """DatabaseOutdated when an older spendwatch wrote the warehouse and no writer has
+    migrated it since (a reader cannot migrate: it says what will)."""
+    version = schema_version(conn)
+    if version < len(MIGRATIONS):
+        raise DatabaseOutdated(
+            f"{where} was written by an older spendwatch (schema {version}, this one needs "
+            f"{len(MIGRATIONS)}); run `spendwatch collect` once, or start the worker, to "
+            "upgrade it")
 
 
 @contextmanager
@@ -130,22 +160,46 @@ def reader_at(path: Path, lock_timeout: float = 10.0, memory_mb: int | None = No
     """
     if not path.exists():
         raise DatabaseMissing(f"{path} does not exist yet; run `spendwatch collect` first")
-    settings: dict[str, str | int] = {}
-    if memory_mb is not None:
-        settings["memory_limit"] = f"{memory_mb}MB"
-    if threads is not None:
-        settings["threads"] = threads
-    conn = _open_with_retry(path, read_only=True, timeout=lock_timeout, settings=settings)
+    conn = _open_with_retry(path, read_only=True, timeout=lock_timeout,
+                            settings=reader_settings(memory_mb, threads))
     try:
-        version = schema_version(conn)
-        if version < len(MIGRATIONS):  # a reader cannot migrate: say what will
-            raise DatabaseOutdated(
-                f"{path} was written by an older spendwatch (schema {version}, this one needs "
-                f"{len(MIGRATIONS)}); run `spendwatch collect` once, or start the worker, to "
-                "upgrade it")
+        check_version(conn, str(path))
         yield conn
     finally:
         conn.close()
+
+
+@contextmanager
+def lake_writer(config: Config) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-write connection to a DuckLake, migrations applied; closed on exit. Other
+    writers may write at the same time: a transaction that conflicts with one of theirs
+    fails at its commit (:func:`retry_conflicts`)."""
+    conn = lake.connect(config, read_only=False)
+    try:
+        session_settings(conn)
+        if schema_version(conn) < len(MIGRATIONS):  # two new workers may migrate at once
+            retry_conflicts(lambda: migrate(conn, lake_dialect=True), "migrating the warehouse")
+        yield conn
+    finally:
+        lake.close(conn)
+
+
+@contextmanager
+def lake_reader(config: Config) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection to a DuckLake's last committed snapshot (it never waits for a
+    writer); closed on exit. DatabaseMissing while nothing was collected into it,
+    DatabaseOutdated as for a file."""
+    conn = lake.connect(config, read_only=True, settings=reader_settings(
+        config.storage.reader_memory_mb, config.storage.reader_threads))
+    try:
+        session_settings(conn)
+        if schema_version(conn) == 0:
+            raise DatabaseMissing(f"the DuckLake {config.database_label} holds no warehouse "
+                                  "yet; run `spendwatch collect` first")
+        check_version(conn, f"the DuckLake {lake.catalog(config)}")
+        yield conn
+    finally:
+        lake.close(conn)
 
 
 @contextmanager
@@ -753,9 +807,10 @@ MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] =
 
 
 def schema_version(conn: duckdb.DuckDBPyConnection) -> int:
-    """The highest applied migration, 0 for an empty file."""
+    """The highest applied migration, 0 for an empty warehouse."""
     exists = conn.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations' "
+        "AND table_catalog = current_database() AND table_schema = current_schema()"
     ).fetchone()
     if not exists or not exists[0]:
         return 0
@@ -763,8 +818,15 @@ def schema_version(conn: duckdb.DuckDBPyConnection) -> int:
     return int(row[0]) if row else 0
 
 
-def migrate(conn: duckdb.DuckDBPyConnection) -> int:
-    """Apply every pending migration, each in its own transaction. Returns the new version."""
+def migrate(conn: duckdb.DuckDBPyConnection, lake_dialect: bool = False) -> int:
+    """Apply every pending migration, each in its own transaction. Returns the new version.
+
+    ``lake_dialect``: the warehouse is a DuckLake, which has no key, index or sequence: the
+    released migrations run as written, through :class:`spendwatch.lake.Dialect`, which
+    leaves those out (migration 12 removes them from a file anyway).
+    """
+    if lake_dialect:
+        conn = lake.Dialect(conn)  # type: ignore[assignment]
     conn.execute("""
         CREATE TABLE IF NOT EXISTS schema_migrations (
             version INTEGER NOT NULL, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL

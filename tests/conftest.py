@@ -19,8 +19,50 @@ import duckdb
 import pytest
 import requests
 
+import lake
+
 # Local stand-ins for Slack and an SMTP server, with their fixtures.
 pytest_plugins = ("fake_slack", "fake_smtp")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--backend", choices=("file", "ducklake"), default="file",
+                     help="the warehouse every test writes: a DuckDB file (default) or a "
+                          "DuckLake (a throwaway PostgreSQL catalog, data on local disk)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "file_only(reason): a test of what only a DuckDB file "
+                            "has (its lock, its mode, its path); skipped on --backend ducklake")
+    if config.getoption("backend") != "ducklake":
+        return
+    shared = os.environ.get(lake.CLUSTER_ENV)
+    if shared:  # an xdist worker: the first process started it
+        lake.use(lake.decode(shared))
+        return
+    cluster = lake.start_cluster()
+    lake.use(cluster)
+    os.environ[lake.CLUSTER_ENV] = lake.encode(cluster)
+    config.stash[_OWN_CLUSTER] = cluster
+
+
+_OWN_CLUSTER = pytest.StashKey["lake.Cluster"]()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    cluster = config.stash.get(_OWN_CLUSTER, None)
+    if cluster is not None:
+        lake.stop_cluster(cluster)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("backend") != "ducklake":
+        return
+    for item in items:
+        marker = item.get_closest_marker("file_only")
+        if marker is not None:
+            item.add_marker(pytest.mark.skip(reason="file backend only: " + (
+                marker.args[0] if marker.args else "a DuckDB file's own behaviour")))
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "sk-ant-admin01-test-key-0123456789abcdef"
@@ -33,7 +75,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test runs in its own folder, with the user's config and keys kept out."""
     monkeypatch.chdir(tmp_path)
     for name in list(os.environ):
-        if name.startswith(("ANTHROPIC_", "SPENDWATCH_")):
+        if name.startswith(("ANTHROPIC_", "SPENDWATCH_")) and name != lake.CLUSTER_ENV:
             monkeypatch.delenv(name)
     return tmp_path
 
@@ -121,7 +163,7 @@ def module_env(**values: str) -> Iterator[None]:
     SPENDWATCH_ variables out, ``values`` in, for the fixture's duration."""
     with pytest.MonkeyPatch.context() as patch:
         for name in list(os.environ):
-            if name.startswith(("ANTHROPIC_", "SPENDWATCH_")):
+            if name.startswith(("ANTHROPIC_", "SPENDWATCH_")) and name != lake.CLUSTER_ENV:
                 patch.delenv(name)
         for name, value in values.items():
             patch.setenv(name, value)
@@ -134,6 +176,9 @@ def copy_warehouse(database: Path, folder: Path) -> Path:
     to its copy. The template's writer has closed, so the file is whole (no .wal to replay)."""
     target = folder / "data" / "spendwatch.duckdb"
     target.parent.mkdir(parents=True, exist_ok=True)
+    if lake.active():  # the template folder's DuckLake into one of this folder's
+        lake.copy(database.parent.parent, folder)
+        return target
     shutil.copyfile(database, target)
     wal = database.with_name(database.name + ".wal")
     if wal.exists():
@@ -193,7 +238,9 @@ def write_config(folder: Path, orgs: list[dict], extra: str = "",
         name, _, value = line.partition("=")
         settings[name.strip()] = value.strip()
     collection_lines = "\n".join(f"{k} = {v}" for k, v in settings.items())
-    text = (f'timezone = "{timezone_name}"\n[storage]\ndatabase = "data/spendwatch.duckdb"\n'
+    storage = (lake.storage_toml(folder) if lake.active() else
+               'database = "data/spendwatch.duckdb"\n')
+    text = (f'timezone = "{timezone_name}"\n[storage]\n{storage}'
             f"lock_timeout_seconds = 20\n[collection]\n{collection_lines}\n"
             + "\n".join(blocks) + extra)
     path = folder / "config.toml"

@@ -32,7 +32,7 @@ from spendwatch import storage
 from spendwatch.config import Config, load_config
 from spendwatch.timeutil import local_range
 from spendwatch.warehouse import figures as views
-from warehouse import query
+from warehouse import db_path, query
 
 UTC = timezone.utc
 WEBHOOK_TOKEN = "T0ACME/B0SPEND/xoxSecretWebhookToken42"
@@ -49,7 +49,7 @@ def template(module_simulator: Simulator, tmp_path_factory: pytest.TempPathFacto
                             collection="initial_backfill_days = 2")
         (result,) = collect(load_config(path), now=SIM_NOW, sleep=lambda s: None)
     assert result.ok, result.error
-    return load_config(path).database_path
+    return db_path(load_config(path))
 
 
 @pytest.fixture
@@ -140,9 +140,9 @@ def test_a_threshold_crossed_and_checked_ten_times_sends_one_message(warehouse) 
     messages = warehouse["slack"].received
     assert len(messages) == 1
     assert "FIRING" in messages[0].json["text"] and "daily" in messages[0].json["text"]
-    assert query(config.database_path, "SELECT count(*), count(firing_at) FROM "
+    assert query(db_path(config), "SELECT count(*), count(firing_at) FROM "
                  "alert_episodes") == [(1, 1)]
-    assert query(config.database_path, "SELECT status FROM alert_notifications") == [("sent",)]
+    assert query(db_path(config), "SELECT status FROM alert_notifications") == [("sent",)]
 
 
 def test_levels_50_80_100_give_three_messages_once_each(warehouse) -> None:
@@ -236,9 +236,9 @@ def test_a_silenced_rule_sends_nothing_and_records_the_episode(warehouse) -> Non
     check(config, SIM_NOW + MINUTE)
     check(config, SIM_NOW + 2 * MINUTE)
     assert warehouse["slack"].received == []
-    assert query(config.database_path, "SELECT silenced, firing_at IS NOT NULL FROM "
+    assert query(db_path(config), "SELECT silenced, firing_at IS NOT NULL FROM "
                  "alert_episodes") == [(True, True)]
-    assert query(config.database_path, "SELECT status FROM alert_notifications") == [
+    assert query(db_path(config), "SELECT status FROM alert_notifications") == [
         ("silenced",)]
 
 
@@ -252,7 +252,7 @@ def test_a_pending_rule_waits_for_its_for_duration(warehouse) -> None:
     assert warehouse["slack"].received == []
     check(config, SIM_NOW + 12 * MINUTE)
     assert len(warehouse["slack"].received) == 1
-    assert [s for (s,) in query(config.database_path, "SELECT new_state FROM alert_transitions "
+    assert [s for (s,) in query(db_path(config), "SELECT new_state FROM alert_transitions "
                                 "ORDER BY changed_at")] == ["pending", "firing"]
 
 
@@ -264,7 +264,7 @@ def test_a_429_is_retried_after_its_delay(warehouse) -> None:
     check(config, SIM_NOW + MINUTE)
     first, second = warehouse["slack"].received
     assert second.at - first.at >= 0.9
-    assert query(config.database_path, "SELECT status FROM alert_notifications") == [("sent",)]
+    assert query(db_path(config), "SELECT status FROM alert_notifications") == [("sent",)]
 
 
 def test_a_404_marks_the_channel_broken_and_the_email_still_goes_out(
@@ -281,11 +281,11 @@ def test_a_404_marks_the_channel_broken_and_the_email_still_goes_out(
     report = check(config, SIM_NOW + MINUTE)
     assert report.failed and report.broken_channels == {"ops-slack": "HTTP 404 no_service"}
     assert len(mailbox.inbox("finance@acme.example")) == 1
-    assert dict(query(config.database_path, "SELECT channel, status FROM alert_notifications")) == {
+    assert dict(query(db_path(config), "SELECT channel, status FROM alert_notifications")) == {
         "ops-slack": "failed", "finance-email": "sent"}
     # the failure is visible, and a successful test message mends the channel
     assert send_test(config, "ops-slack", SIM_NOW + 2 * MINUTE).ok
-    assert query(config.database_path, "SELECT count(*) FROM alert_channels") == [(0,)]
+    assert query(db_path(config), "SELECT count(*) FROM alert_channels") == [(0,)]
     (mail,) = mailbox.inbox("finance@acme.example")
     assert "daily" in str(mail["Subject"]) and mail.get_body(("html",)) is not None
 
@@ -429,7 +429,7 @@ def test_an_hourly_spike_is_judged_against_the_same_hour_of_the_last_week(wareho
             sleep=lambda s: None)  # a week of history for the baseline
     (evaluation,) = check(config, SIM_NOW + MINUTE).evaluations
     hour = SIM_NOW - timedelta(hours=1)
-    hourly = dict(query(config.database_path, "SELECT bucket_start, sum(cost_usd) FROM "
+    hourly = dict(query(db_path(config), "SELECT bucket_start, sum(cost_usd) FROM "
                         "spend_facts GROUP BY 1"))
     past = sorted(hourly.get(hour - timedelta(days=d), Decimal(0)) for d in range(1, 8))
     median = past[3]
@@ -495,7 +495,7 @@ def test_a_worker_run_that_cannot_start_still_checks_alerts(warehouse, monkeypat
     checked: list[datetime] = []
     monkeypatch.setattr(worker, "check", lambda c, now: checked.append(now) or CheckReport())
     worker.worker_round(broken)
-    assert query(config.database_path, "SELECT status, error LIKE '%NO_SUCH_VARIABLE%' FROM "
+    assert query(db_path(config), "SELECT status, error LIKE '%NO_SUCH_VARIABLE%' FROM "
                  "collection_runs ORDER BY started_at DESC LIMIT 1") == [("failed", True)]
     assert len(checked) == 1
 
@@ -516,5 +516,5 @@ def test_a_firing_cache_alert_says_no_data_when_collection_stops(warehouse) -> N
     report = check(config, SIM_NOW + timedelta(days=2))  # nothing collected since
     evals = [e for e in report.evaluations if e.scope.get("feature") == "evals"]
     assert [e.state for e in evals] == [NO_DATA]
-    assert query(config.database_path, "SELECT count(*) FROM alert_episodes WHERE "
+    assert query(db_path(config), "SELECT count(*) FROM alert_episodes WHERE "
                  "end_reason = 'expired'") == [(0,)]

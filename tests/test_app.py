@@ -45,7 +45,7 @@ from spendwatch.text import csv_cell
 from spendwatch.warehouse.spend import spend
 from spendwatch.savings import cache_waste, ledger
 from spendwatch.timeutil import local_day_start
-from warehouse import query
+from warehouse import db_path, query
 
 MAIN = REPO / "app" / "main.py"
 PAGES = ("overview", "spend", "caching", "savings", "alerts", "reports")
@@ -240,7 +240,7 @@ def test_overview_figures_equal_the_warehouse(dashboard: Config) -> None:
     assert book.totals.realized_total_usd > 0
     assert shown["Realized savings (30 days)"] == usd(book.totals.realized_total_usd)
     assert shown["Biggest potential saving"] == f"{usd(book.potential[0].monthly_usd)} a month"
-    firing = query(config.database_path,
+    firing = query(db_path(config),
                    "SELECT count(*) FROM alert_states WHERE state = 'firing'")[0][0]
     assert firing > 0 and shown["Firing alerts"] == str(firing)
 
@@ -395,7 +395,7 @@ def test_a_silence_is_created_and_expired_from_the_page(seeded: Path, tmp_path: 
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     original = load_config(seeded)
     copy = tmp_path / "copy.duckdb"
-    shutil.copy(original.database_path, copy)
+    shutil.copy(db_path(original), copy)
     config = load_config(write_dashboard_config(tmp_path / "cfg", copy))
     monkeypatch.setenv("SPENDWATCH_CONFIG", str(config.path))
     monkeypatch.setenv("SPENDWATCH_NOW", SIM_NOW_TEXT)
@@ -427,7 +427,7 @@ def test_a_silence_is_created_and_expired_from_the_page(seeded: Path, tmp_path: 
 def test_a_bad_duration_is_one_line_and_writes_nothing(seeded: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     copy = tmp_path / "copy.duckdb"
-    shutil.copy(load_config(seeded).database_path, copy)
+    shutil.copy(db_path(load_config(seeded)), copy)
     config = load_config(write_dashboard_config(tmp_path / "cfg", copy))
     monkeypatch.setenv("SPENDWATCH_CONFIG", str(config.path))
     monkeypatch.setenv("SPENDWATCH_NOW", SIM_NOW_TEXT)
@@ -680,7 +680,7 @@ def test_a_missing_config_is_one_line(tmp_path: Path, monkeypatch: pytest.Monkey
 @pytest.fixture
 def locked(seeded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """The seeded database held read-write by another process, and a 0.5 s lock timeout."""
-    database = load_config(seeded).database_path
+    database = db_path(load_config(seeded))
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, duckdb
         conn = duckdb.connect({str(database)!r})

@@ -28,7 +28,7 @@ from spendwatch import storage
 from spendwatch.config import load_config
 from spendwatch.errors import SpendwatchError
 from spendwatch.pricing import price_table
-from warehouse import query
+from warehouse import db_path, query
 
 UTC = timezone.utc
 USAGE = "/v1/organizations/analytics/usage"
@@ -91,7 +91,7 @@ def test_a_repeated_cursor_is_refused_at_once(isolated: Path, simulator: Simulat
     assert "analytics usage 2026-11-20T" in line and "page 2" in line
     assert "next_page cursor it sent before" in line
     assert "Traceback" not in done.stderr
-    db = load_config(path).database_path
+    db = db_path(load_config(path))
     assert count(db, "usage_hourly") == 0
     assert len([r for r in simulator.requests_served() if r["path"] == USAGE]) == 2
     ((status, error),) = runs(db)
@@ -105,7 +105,7 @@ def test_a_legacy_repeated_cursor_is_refused_too(isolated: Path, simulator: Simu
     assert done.returncode == 1
     line = error_line(done.stderr)
     assert "legacy cost" in line and "cursor it sent before" in line
-    assert count(load_config(path).database_path, "cost_buckets") == 0
+    assert count(db_path(load_config(path)), "cost_buckets") == 0
 
 
 def test_a_page_larger_than_asked_for_is_refused_before_it_is_built(isolated: Path,
@@ -118,7 +118,7 @@ def test_a_page_larger_than_asked_for_is_refused_before_it_is_built(isolated: Pa
     line = error_line(done.stderr)
     assert "analytics usage 2026-11-20T" in line
     assert "holds 20000 rows, more than the 100 asked for" in line
-    assert count(load_config(path).database_path, "usage_hourly") == 0
+    assert count(db_path(load_config(path)), "usage_hourly") == 0
 
 
 def test_an_oversized_cost_page_is_refused_but_fanned_out_rows_are_not(
@@ -127,7 +127,7 @@ def test_an_oversized_cost_page_is_refused_but_fanned_out_rows_are_not(
     done, _ = spendwatch(path, *DAY_ARGS)  # cost rows fan out per cost and token type
     assert done.returncode == 0, done.stderr
     cost_pages = len([r for r in simulator.requests_served() if r["path"] == COST])
-    assert count(load_config(path).database_path, "cost_buckets") > 50 * cost_pages  # fanned out
+    assert count(db_path(load_config(path)), "cost_buckets") > 50 * cost_pages  # fanned out
     simulator.fault(path=COST, kind="oversized_page", rows=50 * 16 + 1, count=ALWAYS)
     done, _ = spendwatch(path, *DAY_ARGS, "--refresh")
     assert done.returncode == 1
@@ -170,7 +170,7 @@ def test_a_slow_answer_ends_at_the_deadline_with_a_failed_run(isolated: Path,
     line = error_line(done.stderr)
     assert f"deadline of {DEADLINE} s (collection.job_deadline_seconds)" in line
     assert "analytics usage 20" in line and "page 1" in line
-    ((status, error),) = runs(load_config(path).database_path)
+    ((status, error),) = runs(db_path(load_config(path)))
     assert status == "failed" and f"deadline of {DEADLINE} s" in error
 
 
@@ -187,7 +187,7 @@ def test_slow_endless_paging_ends_at_the_deadline(isolated: Path, simulators) ->
     pages = len([r for r in served if r["path"] == USAGE])
     assert 2 <= pages <= DEADLINE / delay + 1, pages
     assert working < DEADLINE + 6, working
-    assert count(load_config(path).database_path, "usage_hourly") == 0
+    assert count(db_path(load_config(path)), "usage_hourly") == 0
 
 
 def test_an_explicit_backfill_is_not_cut_by_the_routine_deadline(isolated: Path,
@@ -197,7 +197,7 @@ def test_an_explicit_backfill_is_not_cut_by_the_routine_deadline(isolated: Path,
     done, seconds = spendwatch(path, "collect", "--since", "2026-11-19", "--until", "2026-11-20")
     assert done.returncode == 0, done.stderr
     assert seconds > 2.4  # past the 1 s deadline, and whole
-    assert runs(load_config(path).database_path) == [("ok", None)]
+    assert runs(db_path(load_config(path))) == [("ok", None)]
 
 
 # --- amounts ---------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def test_an_impossible_amount_is_refused_with_one_line(isolated: Path,
     line = error_line(done.stderr)
     assert "field 'amount'" in line and "is negative" in line
     assert "analytics cost 2026-11-20T00:00:00Z..2026-11-21T00:00:00Z" in line
-    assert count(load_config(path).database_path, "cost_buckets") == 0
+    assert count(db_path(load_config(path)), "cost_buckets") == 0
 
 
 @pytest.mark.parametrize(("amount", "said"), [
@@ -233,8 +233,8 @@ def test_every_impossible_amount_is_refused_and_nothing_of_the_window_stored(
     assert not result.ok and result.error is not None
     assert "field 'amount'" in result.error and said in result.error, result.error
     assert "analytics cost 2026-11-20T" in result.error and "ArrowInvalid" not in result.error
-    assert count(config.database_path, "cost_buckets") == 0
-    assert runs(config.database_path)[-1][0] == "failed"
+    assert count(db_path(config), "cost_buckets") == 0
+    assert runs(db_path(config))[-1][0] == "failed"
 
 
 def test_a_negative_legacy_amount_is_refused(isolated: Path, simulator: Simulator) -> None:
@@ -244,7 +244,7 @@ def test_a_negative_legacy_amount_is_refused(isolated: Path, simulator: Simulato
     assert done.returncode == 1
     line = error_line(done.stderr)
     assert "field 'amount' is negative" in line and "legacy cost" in line
-    assert count(load_config(path).database_path, "cost_buckets") == 0
+    assert count(db_path(load_config(path)), "cost_buckets") == 0
 
 
 # --- a refused key ---------------------------------------------------------------------------
@@ -260,7 +260,7 @@ def test_a_revoked_key_fails_collect_even_when_the_days_are_stored(isolated: Pat
     line = error_line(done.stderr)
     assert "401" in line and "the Admin API key was refused" in line
     assert ADMIN_KEY not in done.stderr
-    statuses = [status for status, _ in runs(load_config(path).database_path)]
+    statuses = [status for status, _ in runs(db_path(load_config(path)))]
     assert statuses == ["ok", "failed"]
 
 
@@ -305,7 +305,7 @@ def test_the_worker_records_the_failed_run_alerts_and_stops_on_sigterm(
                         collection="initial_backfill_days = 1\ninterval_minutes = 1\n"
                                    "job_deadline_seconds = 4",
                         extra=slack_channel())
-    db = load_config(path).database_path
+    db = db_path(load_config(path))
     simulator.fault(**fault)
     worker = start_worker(path, fake_slack)
     try:
@@ -332,7 +332,7 @@ def test_sigterm_ends_the_worker_within_seconds_in_the_middle_of_a_request(
                         collection="initial_backfill_days = 1\ninterval_minutes = 10\n"
                                    "timeout_seconds = 120",
                         extra=slack_channel())
-    db = load_config(path).database_path
+    db = db_path(load_config(path))
     simulator.fault(path=USAGE, kind="delay", seconds=120, count=ALWAYS)
     worker = start_worker(path, fake_slack)
     try:
@@ -470,7 +470,7 @@ def test_a_names_listing_that_repeats_itself_only_costs_the_names(isolated: Path
     assert done.returncode == 0, done.stderr
     assert seconds < 30
     assert "names not refreshed" in done.stderr and "last_id it sent before" in done.stderr
-    assert count(load_config(path).database_path, "usage_hourly") > 0
+    assert count(db_path(load_config(path)), "usage_hourly") > 0
 
 
 def test_paging_without_end_is_refused_after_max_pages() -> None:

@@ -14,7 +14,7 @@ from conftest import ADMIN_KEY, SIM_NOW, Simulator, write_config
 from spendwatch.warehouse.batch import Batch
 from spendwatch.config import load_config
 from spendwatch.timeutil import floor_day
-from warehouse import query, totals, truth_totals
+from warehouse import db_path, open_warehouse, query, stored_bytes, totals, truth_totals
 
 UTC = timezone.utc
 DAY = timedelta(days=1)
@@ -45,7 +45,7 @@ def test_it_follows_pages_and_stores_exact_totals(org_config, simulator: Simulat
     usage_pages = api_requests(simulator, USAGE)
     assert len(usage_pages) > 3
     assert sum(1 for r in usage_pages if r["query"].get("page")) == len(usage_pages) - 1
-    assert totals(config.database_path, day(20), day(21)) == truth_totals(
+    assert totals(db_path(config), day(20), day(21)) == truth_totals(
         simulator.truth(day(20), day(21)))
 
 
@@ -54,16 +54,16 @@ def test_running_the_same_window_twice_leaves_the_same_rows(org_config,
     path = org_config()
     config, _ = run(path, day(18), day(21))
     snapshot = "SELECT * EXCLUDE (fetched_at) FROM {} ORDER BY row_key"
-    first = (query(config.database_path, snapshot.format("usage_hourly")),
-             query(config.database_path, snapshot.format("cost_buckets")))
+    first = (query(db_path(config), snapshot.format("usage_hourly")),
+             query(db_path(config), snapshot.format("cost_buckets")))
     run(path, day(18), day(21), refresh=True)
     run(path, day(19), day(22), refresh=True)  # overlapping
-    again = (query(config.database_path, snapshot.format("usage_hourly")),
-             query(config.database_path, snapshot.format("cost_buckets")))
+    again = (query(db_path(config), snapshot.format("usage_hourly")),
+             query(db_path(config), snapshot.format("cost_buckets")))
     assert len(first[0]) > 100 and len(first[1]) > 100
     assert [r for r in again[0] if r[3] < day(21)] == first[0]
     assert [r for r in again[1] if r[3] < day(21)] == first[1]
-    assert totals(config.database_path, day(18), day(22)) == truth_totals(
+    assert totals(db_path(config), day(18), day(22)) == truth_totals(
         simulator.truth(day(18), day(22)))
 
 
@@ -71,13 +71,13 @@ def test_late_revisions_of_recent_buckets_replace_the_old_figures(org_config,
                                                                  simulator: Simulator) -> None:
     path = org_config(collection="initial_backfill_days = 2\nusage_lookback_hours = 12")
     config, _ = run(path)
-    before = totals(config.database_path, SIM_NOW - DAY, SIM_NOW)
+    before = totals(db_path(config), SIM_NOW - DAY, SIM_NOW)
     simulator.control("POST", "/_sim/revise", json={"hours": 6})
     run(path)
-    after = totals(config.database_path, SIM_NOW - DAY, SIM_NOW)
+    after = totals(db_path(config), SIM_NOW - DAY, SIM_NOW)
     assert after != before
     assert after == truth_totals(simulator.truth(SIM_NOW - DAY, SIM_NOW))
-    flags = query(config.database_path, "SELECT bucket_end > ?, bool_and(provisional), "
+    flags = query(db_path(config), "SELECT bucket_end > ?, bool_and(provisional), "
                   "bool_or(provisional) FROM usage_hourly GROUP BY 1 ORDER BY 1",
                   SIM_NOW - timedelta(hours=12))
     assert flags == [(False, False, False), (True, True, True)]
@@ -89,13 +89,13 @@ def test_an_interrupted_backfill_keeps_whole_windows_and_resumes(org_config,
     simulator.fault(path=USAGE, after=4, count=1000, status=500, kind="error")
     config, (result,) = run(path, since=day(10))
     assert not result.ok and "500" in (result.error or "")
-    (covered,) = query(config.database_path, "SELECT covered_from, covered_until FROM "
+    (covered,) = query(db_path(config), "SELECT covered_from, covered_until FROM "
                        "sync_state WHERE stream = 'usage'")
     assert covered == (day(10), day(14))
     for d in range(10, 14):  # every stored day is whole
-        assert totals(config.database_path, day(d), day(d + 1))["tokens"] == truth_totals(
+        assert totals(db_path(config), day(d), day(d + 1))["tokens"] == truth_totals(
             simulator.truth(day(d), day(d + 1)))["tokens"]
-    assert query(config.database_path, "SELECT count(*) FROM usage_hourly WHERE bucket_start "
+    assert query(db_path(config), "SELECT count(*) FROM usage_hourly WHERE bucket_start "
                  ">= ?", day(14)) == [(0,)]
 
     simulator.control("DELETE", "/_sim/faults")
@@ -104,7 +104,7 @@ def test_an_interrupted_backfill_keeps_whole_windows_and_resumes(org_config,
     assert result.ok, result.error
     starts = {r["query"]["starting_at"][0] for r in api_requests(simulator, USAGE)}
     assert min(starts) == "2026-11-14T00:00:00Z", "resumed where it stopped, not from the start"
-    assert totals(config.database_path, day(10), SIM_NOW) == truth_totals(
+    assert totals(db_path(config), day(10), SIM_NOW) == truth_totals(
         simulator.truth(day(10), SIM_NOW))
 
 
@@ -114,7 +114,7 @@ def test_it_retries_after_429_and_succeeds(org_config, simulator: Simulator) -> 
     assert result.ok, result.error
     statuses = [r["status"] for r in api_requests(simulator, USAGE)]
     assert statuses[:2] == [429, 200]
-    assert totals(config.database_path, day(22), day(23)) == truth_totals(
+    assert totals(db_path(config), day(22), day(23)) == truth_totals(
         simulator.truth(day(22), day(23)))
 
 
@@ -144,7 +144,7 @@ def test_a_lasting_5xx_is_given_up_with_a_clear_error(org_config, simulator: Sim
     assert not result.ok
     assert "gave up after 3 attempts (500 api_error" in (result.error or "")
     assert [r["status"] for r in api_requests(simulator, USAGE)] == [500, 500, 500]
-    assert query(config.database_path, "SELECT count(*) FROM usage_hourly") == [(0,)]
+    assert query(db_path(config), "SELECT count(*) FROM usage_hourly") == [(0,)]
 
 
 @pytest.mark.parametrize("key, expected", [
@@ -164,7 +164,7 @@ def test_a_refused_key_fails_at_once_and_is_never_shown(isolated: Path, simulato
     assert len(served) == len(set(served)) == 2, "401/403 are not retried"
     assert served[1] == "/v1/organizations/analytics/usage", "names are optional: usage is tried"
     assert key not in caplog.text and key not in (result.error or "")
-    assert query(config.database_path, "SELECT status, error FROM collection_runs") == [
+    assert query(db_path(config), "SELECT status, error FROM collection_runs") == [
         ("failed", result.error)]
 
 
@@ -176,8 +176,8 @@ def test_a_malformed_page_is_rejected_and_nothing_of_it_is_written(
     config, (result,) = run(org_config(), day(22), day(23))
     assert not result.ok and expected in (result.error or "")
     assert "analytics cost 2026-11-22T00:00:00Z..2026-11-23T00:00:00Z page 1" in result.error
-    assert query(config.database_path, "SELECT count(*) FROM cost_buckets") == [(0,)]
-    assert query(config.database_path, "SELECT stream FROM sync_state") == [("usage",)]
+    assert query(db_path(config), "SELECT count(*) FROM cost_buckets") == [(0,)]
+    assert query(db_path(config), "SELECT stream FROM sync_state") == [("usage",)]
 
 
 def test_two_organizations_are_kept_apart_and_one_failing_spares_the_other(
@@ -192,16 +192,16 @@ def test_two_organizations_are_kept_apart_and_one_failing_spares_the_other(
         {"name": "acme", "base_url": first.url}], collection="max_attempts = 2")
     config, results = run(path, day(22), day(23))
     assert [(r.organization, r.ok) for r in results] == [("broken", False), ("acme", True)]
-    assert query(config.database_path, "SELECT DISTINCT organization FROM usage_hourly") == [
+    assert query(db_path(config), "SELECT DISTINCT organization FROM usage_hourly") == [
         ("acme",)]
-    assert totals(config.database_path, day(22), day(23), "acme") == truth_totals(
+    assert totals(db_path(config), day(22), day(23), "acme") == truth_totals(
         first.truth(day(22), day(23)))
 
     second.control("DELETE", "/_sim/faults")
     run(path, day(22), day(23), refresh=True)
-    assert totals(config.database_path, day(22), day(23), "broken") == truth_totals(
+    assert totals(db_path(config), day(22), day(23), "broken") == truth_totals(
         second.truth(day(22), day(23)))
-    assert totals(config.database_path, day(22), day(23), "acme") == truth_totals(
+    assert totals(db_path(config), day(22), day(23), "acme") == truth_totals(
         first.truth(day(22), day(23)))
 
 
@@ -212,16 +212,16 @@ def test_the_legacy_api_gives_hourly_usage_and_daily_cost(org_config,
     paths = {r["path"] for r in simulator.requests_served()}
     assert {"/v1/organizations/usage_report/messages", "/v1/organizations/cost_report"} <= paths
     assert not any(p.startswith("/v1/organizations/analytics") for p in paths)
-    assert totals(config.database_path, day(20), day(22)) == truth_totals(
+    assert totals(db_path(config), day(20), day(22)) == truth_totals(
         simulator.truth(day(20), day(22)))
-    assert query(config.database_path, "SELECT DISTINCT bucket_width, api_key_id FROM "
+    assert query(db_path(config), "SELECT DISTINCT bucket_width, api_key_id FROM "
                  "cost_buckets") == [("1d", None)]
     # the legacy API's null default workspace is stored under its real ID
-    ((default_id,),) = query(config.database_path, "SELECT workspace_id FROM workspaces "
+    ((default_id,),) = query(db_path(config), "SELECT workspace_id FROM workspaces "
                              "WHERE is_default")
-    assert query(config.database_path, "SELECT count(*) FROM usage_hourly WHERE "
+    assert query(db_path(config), "SELECT count(*) FROM usage_hourly WHERE "
                  "workspace_id IS NULL") == [(0,)]
-    assert query(config.database_path, "SELECT count(*) > 0 FROM usage_hourly WHERE "
+    assert query(db_path(config), "SELECT count(*) > 0 FROM usage_hourly WHERE "
                  "workspace_id = ?", default_id) == [(True,)]
 
 
@@ -234,9 +234,9 @@ def test_a_legacy_run_after_one_that_ended_mid_day_stores_the_whole_day(
     assert first.ok, first.error
     config, (second,) = run(path, now=SIM_NOW)
     assert second.ok, second.error
-    assert totals(config.database_path, day(23), day(24)) == truth_totals(
+    assert totals(db_path(config), day(23), day(24)) == truth_totals(
         simulator.truth(day(23), day(24)))
-    assert query(config.database_path, "SELECT covered_until FROM sync_state WHERE "
+    assert query(db_path(config), "SELECT covered_until FROM sync_state WHERE "
                  "stream = 'cost'") == [(SIM_NOW,)]
 
 
@@ -250,7 +250,7 @@ def test_a_routine_run_asks_at_the_paging_minimum_and_lists_names_hourly(
     config, (result,) = run(path, now=SIM_NOW)
     assert result.ok, result.error
     since = floor_day(SIM_NOW - timedelta(hours=config.collection.usage_lookback_hours))
-    (rows,), = query(config.database_path, "SELECT count(*) FROM usage_hourly WHERE "
+    (rows,), = query(db_path(config), "SELECT count(*) FROM usage_hourly WHERE "
                      "bucket_start >= ?", since)
     assert rows > 2 * 200, "the range needs several pages"
     assert len(api_requests(simulator, "/v1/organizations/analytics/usage")) == -(-rows // 200)
@@ -260,7 +260,7 @@ def test_a_routine_run_asks_at_the_paging_minimum_and_lists_names_hourly(
     # A key without a stored name (new since the last listing): listed in the same run.
     import duckdb
 
-    conn = duckdb.connect(str(config.database_path))
+    conn = open_warehouse(db_path(config), read_only=False)
     conn.execute("DELETE FROM api_keys WHERE api_key_id = (SELECT min(api_key_id) FROM "
                  "usage_hourly)")
     conn.close()
@@ -268,28 +268,28 @@ def test_a_routine_run_asks_at_the_paging_minimum_and_lists_names_hourly(
     _, (result,) = run(path, now=SIM_NOW + timedelta(minutes=10))
     assert result.ok, result.error
     assert all(api_requests(simulator, p) for p in names)
-    assert query(config.database_path, "SELECT count(*) FROM api_keys WHERE api_key_id = "
+    assert query(db_path(config), "SELECT count(*) FROM api_keys WHERE api_key_id = "
                  "(SELECT min(api_key_id) FROM usage_hourly)") == [(1,)]
 
 
 def test_days_before_2026_come_from_the_legacy_api(org_config, simulator: Simulator) -> None:
     config, (result,) = run(org_config(), day(30, 12, 2025), day(2, 1))
     assert result.ok, result.error
-    sources = query(config.database_path, "SELECT DISTINCT source, bucket_start < ? FROM "
+    sources = query(db_path(config), "SELECT DISTINCT source, bucket_start < ? FROM "
                     "usage_hourly ORDER BY 1", day(1, 1))
     assert sources == [("analytics", False), ("legacy", True)]
     for r in simulator.requests_served():
         if r["path"].startswith("/v1/organizations/analytics"):
             assert r["query"]["starting_at"][0] >= "2026-01-01"
-    assert totals(config.database_path, day(30, 12, 2025), day(2, 1)) == truth_totals(
+    assert totals(db_path(config), day(30, 12, 2025), day(2, 1)) == truth_totals(
         simulator.truth(day(30, 12, 2025), day(2, 1)))
 
 
 def test_names_of_workspaces_and_keys_are_stored(org_config, simulator: Simulator) -> None:
     config, _ = run(org_config(), day(22), day(23))
-    keys = dict(query(config.database_path, "SELECT name, status FROM api_keys"))
+    keys = dict(query(db_path(config), "SELECT name, status FROM api_keys"))
     assert keys["support-bot-prod"] == "active" and "+ops notebook" in keys
-    workspaces = [n for (n,) in query(config.database_path, "SELECT name FROM workspaces")]
+    workspaces = [n for (n,) in query(db_path(config), "SELECT name FROM workspaces")]
     assert "Default" in workspaces and "Old Experiments" in workspaces
 
 
@@ -299,9 +299,7 @@ def test_no_secret_reaches_the_database_or_the_log(org_config, simulator: Simula
     with caplog.at_level(logging.DEBUG):
         config, _ = run(org_config(), day(22), day(23))
     assert ADMIN_KEY not in caplog.text
-    raw = config.database_path.read_bytes() + (
-        config.database_path.with_suffix(".duckdb.wal").read_bytes()
-        if config.database_path.with_suffix(".duckdb.wal").exists() else b"")
+    raw = stored_bytes(db_path(config))
     assert ADMIN_KEY.encode() not in raw
     assert b"test-key-0123456789" not in raw
 
@@ -317,7 +315,7 @@ def test_timeouts_and_dropped_connections_are_retried(org_config, simulator: Sim
     while len(api_requests(simulator, USAGE)) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert len(api_requests(simulator, USAGE)) == 2
-    assert totals(config.database_path, day(22), day(23)) == truth_totals(
+    assert totals(db_path(config), day(22), day(23)) == truth_totals(
         simulator.truth(day(22), day(23)))
 
 
@@ -339,7 +337,7 @@ def test_model_lines_come_from_the_models_api_when_a_normal_key_is_set(
     path = org_config(extra=f'[models]\napi_key_env = "MODELS_KEY"\nbase_url = "{simulator.url}"\n')
     config, (result,) = run(path, day(22), day(23))
     assert result.ok, result.error
-    lines = dict(query(config.database_path, "SELECT model_id, line FROM models"))
+    lines = dict(query(db_path(config), "SELECT model_id, line FROM models"))
     assert lines["claude-haiku-4-5-20251001"] == "haiku" and lines["claude-opus-5-5"] == "opus"
 
     monkeypatch.setenv("MODELS_KEY", ADMIN_KEY)  # the Models API refuses an admin key

@@ -11,7 +11,7 @@ from pathlib import Path
 from collectors.sync import CollectOptions, collect
 from conftest import REPO, SIM_NOW, Simulator
 from spendwatch.config import load_config
-from warehouse import totals, truth_totals
+from warehouse import db_path, totals, truth_totals
 
 READER = r"""
 import json, sys, time
@@ -41,7 +41,7 @@ def test_a_reader_process_and_the_collector_share_the_file(org_config,
                                                            tmp_path: Path) -> None:
     config = load_config(org_config())
     stop = tmp_path / "stop"
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(config.database_path),
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(db_path(config)),
                                str(stop)], cwd=REPO, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
@@ -56,6 +56,6 @@ def test_a_reader_process_and_the_collector_share_the_file(org_config,
     assert result.ok, result.error
     assert report["reads"] > 0
     expected = truth_totals(simulator.truth(start, SIM_NOW))
-    assert totals(config.database_path, start, SIM_NOW) == expected
+    assert totals(db_path(config), start, SIM_NOW) == expected
     from decimal import Decimal
     assert Decimal(report["final"]) == expected["cost_usd"]

@@ -17,7 +17,7 @@ from spendwatch.pricing import price_table
 from spendwatch.warehouse.spend import spend
 from spendwatch.warehouse.reconcile import reconciliation
 from spendwatch.timeutil import local_range
-from warehouse import query
+from warehouse import db_path, query
 
 UTC = timezone.utc
 NOV20, NOV23 = date(2026, 11, 20), date(2026, 11, 23)
@@ -116,15 +116,15 @@ def test_legacy_cost_is_split_across_keys_exactly(org_config, simulator: Simulat
                                                   isolated: Path) -> None:
     config, result = run(org_config(source="legacy"), NOV20, NOV23)
     assert result.ok, result.error
-    mismatched = query(config.database_path, """
+    mismatched = query(db_path(config), """
         SELECT c.row_key, c.amount_usd, sum(a.amount_usd)
         FROM cost_buckets c JOIN cost_allocated a ON a.source_row_key = c.row_key
         GROUP BY c.row_key, c.amount_usd HAVING c.amount_usd <> sum(a.amount_usd)""")
     assert mismatched == []
-    orphans = query(config.database_path, "SELECT count(*) FROM cost_buckets c WHERE NOT "
+    orphans = query(db_path(config), "SELECT count(*) FROM cost_buckets c WHERE NOT "
                     "EXISTS (SELECT 1 FROM cost_allocated a WHERE a.source_row_key = c.row_key)")
     assert orphans == [(0,)]
-    assert query(config.database_path, "SELECT DISTINCT cost_basis FROM cost_allocated "
+    assert query(db_path(config), "SELECT DISTINCT cost_basis FROM cost_allocated "
                  "ORDER BY 1") == [("allocated",), ("billed",)]
     # Every key on a line pays the same unit price, so splitting by tokens recovers each
     # key's own cost: per-key token and web search cost matches what the Analytics API bills
@@ -140,9 +140,9 @@ def test_legacy_cost_is_split_across_keys_exactly(org_config, simulator: Simulat
                  WHERE bucket_start >= ? AND bucket_start < ?
                    AND cost_type IN ('tokens', 'web_search') GROUP BY 1 ORDER BY 1"""
     start, end = datetime(2026, 11, 21, tzinfo=UTC), datetime(2026, 11, 23, tzinfo=UTC)
-    allocated = query(config.database_path, per_key, start, end)
+    allocated = query(db_path(config), per_key, start, end)
     assert len(allocated) >= 8
-    assert allocated == query(analytics.database_path, per_key, start, end)
+    assert allocated == query(db_path(analytics), per_key, start, end)
 
 
 def test_legacy_spend_by_api_key_and_local_day_adds_up(org_config,

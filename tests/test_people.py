@@ -21,7 +21,7 @@ from spendwatch.config import load_config
 from spendwatch.cuts import CUTS
 from conftest import (ADMIN_KEY, SIM_NOW, SLACK, Simulator, copy_warehouse, module_env, run_cli,
                       start_simulator_process, stop_simulator, write_config)
-from warehouse import TOKEN_COLUMNS, query
+from warehouse import open_warehouse, TOKEN_COLUMNS, query
 
 ALL_CUTS = [c.name for c in CUTS]
 SINCE = datetime(2026, 11, 17, tzinfo=timezone.utc)
@@ -322,7 +322,7 @@ def test_reconcile_shows_a_cut_that_does_not_add_up(warehouse: Path) -> None:
     db = warehouse.parent / "data" / "spendwatch.duckdb"
     import duckdb
 
-    conn = duckdb.connect(str(db))  # a lost row of the people cut, as a lost page would leave
+    conn = open_warehouse(db, read_only=False)  # a lost row of the people cut, as a lost page would leave
     (hour,) = conn.execute("SELECT min(bucket_start) FROM cost_cuts WHERE cut = 'people' AND "
                            "bucket_start >= '2026-11-20'").fetchone()
     conn.execute("DELETE FROM cost_cuts WHERE row_key = (SELECT min(row_key) FROM cost_cuts "
@@ -383,7 +383,7 @@ def test_haiku_5_5_prompts_over_100k_are_reported_as_not_priced_not_guessed(
     import duckdb
 
     db = warehouse.parent / "data" / "spendwatch.duckdb"
-    conn = duckdb.connect(str(db))  # 2026-11-20 not billed yet: its usage is estimated
+    conn = open_warehouse(db, read_only=False)  # 2026-11-20 not billed yet: its usage is estimated
     conn.execute("DELETE FROM cost_buckets WHERE bucket_start >= '2026-11-20' AND "
                  "bucket_start < '2026-11-21'")
     facts.rebuild(conn)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from conftest import SIM_NOW, Simulator, at_once, write_config
+from warehouse import db_path
 from fake_slack import FakeSlack
 from fake_smtp import Mailbox, TLSFiles
 from test_alerts import SMTP_PASSWORD, accept_login, email_channel
@@ -219,8 +220,8 @@ def test_the_report_is_written_and_sent_once_by_email_and_slack(
     # The delivery log: one notification per channel, sent at the first check.
     assert outbox(config) == [("report", "finance-email", "sent", 1),
                               ("report", "ops-slack", "sent", 1)]
-    assert WEBHOOK_PATH.encode() not in config.database_path.read_bytes()
-    assert SMTP_PASSWORD.encode() not in config.database_path.read_bytes()
+    assert WEBHOOK_PATH.encode() not in db_path(config).read_bytes()
+    assert SMTP_PASSWORD.encode() not in db_path(config).read_bytes()
 
 
 def test_movers_are_the_biggest_changes_against_last_week(

@@ -15,6 +15,7 @@ import pytest
 
 from collectors.sync import CollectOptions, collect
 from conftest import SIM_NOW
+from warehouse import open_warehouse, db_path
 from spendwatch.numbers import usd
 from spendwatch.warehouse.batch import Batch
 from spendwatch import facts, storage
@@ -299,7 +300,7 @@ CHICAGO = ZoneInfo("America/Chicago")
 
 def _independent(db: Path) -> dict[tuple[date, str, str], dict[str, Any]]:
     """Per (local date, feature, model): tokens and dollars, from raw rows and literal prices."""
-    conn = duckdb.connect(str(db), read_only=True)
+    conn = open_warehouse(db)
     try:
         names: dict[Any, str] = dict(conn.execute("SELECT api_key_id, name FROM api_keys")
                                      .fetchall())
@@ -340,7 +341,7 @@ def _independent(db: Path) -> dict[tuple[date, str, str], dict[str, Any]]:
 
 def _independent_waste(db: Path) -> dict[tuple[date, str, str], tuple[int, int, Decimal]]:
     """Hour by hour from raw rows: writes of a (feature, model) with no read then or next hour."""
-    conn = duckdb.connect(str(db), read_only=True)
+    conn = open_warehouse(db)
     try:
         names = dict(conn.execute("SELECT api_key_id, name FROM api_keys").fetchall())
         rows = conn.execute("SELECT bucket_start, api_key_id, model, cache_write_5m_tokens, "
@@ -379,7 +380,7 @@ def test_the_simulated_organization(org_config) -> None:
     assert result.ok, result.error
     with storage.reader(config) as conn:
         book = ledger(Batch(conn, config), SINCE, UNTIL)
-    expected = _independent(config.database_path)
+    expected = _independent(db_path(config))
 
     # Realized: every figure, day by day, equals the independent calculation, exactly.
     with storage.reader(config) as conn:
@@ -451,7 +452,7 @@ def test_the_simulated_organization(org_config) -> None:
 
     # Waste: the eval harness's cached Opus prefix breaks now and then (the simulator's cold
     # hours); writes with no read that hour or the next are waste, found here from raw rows.
-    waste = _independent_waste(config.database_path)
+    waste = _independent_waste(db_path(config))
     assert waste and all(feature == "evals" for _, feature, _ in waste)
     assert {(w.date, w.feature, w.model): (w.wasted_5m_tokens, w.wasted_1h_tokens, w.waste_usd)
             for w in book.waste} == waste

@@ -18,6 +18,7 @@ import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from conftest import ADMIN_KEY, write_config
+from warehouse import open_warehouse
 from fake_slack import FakeSlack
 from fake_smtp import Mailbox
 
@@ -125,7 +126,7 @@ def test_debug_logs_rows_csv_and_messages_hold_no_secret(installation: dict,
         assert_no_secret("an email", delivered.message.as_string())
     assert_no_secret("the CSV", (folder / "w.csv").read_text())
 
-    with duckdb.connect(str(folder / "data" / "spendwatch.duckdb"), read_only=True) as conn:
+    with open_warehouse(folder / "data" / "spendwatch.duckdb") as conn:
         tables = [t for (t,) in conn.execute(
             "SELECT table_name FROM information_schema.tables").fetchall()]
         assert "alert_notifications" in tables and "collection_runs" in tables

@@ -13,6 +13,7 @@ import duckdb
 import pytest
 
 from conftest import ADMIN_KEY, REPO, Simulator, write_config
+from warehouse import open_warehouse
 
 SLACK = '''
 [[alerts.channels]]
@@ -306,7 +307,7 @@ def test_a_day_spendwatch_cannot_hold_is_one_line(seeded: Path, day: str) -> Non
 
 
 def silences(folder: Path) -> list[tuple]:
-    with duckdb.connect(str(folder / "data" / "spendwatch.duckdb"), read_only=True) as conn:
+    with open_warehouse(folder / "data" / "spendwatch.duckdb") as conn:
         return conn.execute("SELECT rule, scope_key FROM alert_silences").fetchall()
 
 
@@ -329,7 +330,7 @@ def test_a_silence_of_a_scope_the_rule_has_is_stored(seeded: Path) -> None:
                         "organization=acme", cwd=seeded)
     assert result.returncode == 0, result.stderr
     assert silences(seeded) == [("daily", "organization=acme")]
-    with duckdb.connect(str(seeded / "data" / "spendwatch.duckdb")) as conn:
+    with open_warehouse(seeded / "data" / "spendwatch.duckdb", read_only=False) as conn:
         conn.execute("INSERT INTO alert_states VALUES ('daily', 'model=m,organization=acme', "
                      "'warning', 'ok', now(), NULL, 'ok', NULL, now(), NULL)")
     result = spendwatch("alerts", "silence", "daily", "--for", "1h", "--scope",

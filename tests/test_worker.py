@@ -15,7 +15,7 @@ from spendwatch.cli.worker import worker_round
 from conftest import REPO, SIM_NOW, Simulator, env_with_key, wait_for, write_config
 from spendwatch.config import load_config
 from spendwatch.timeutil import floor_day
-from warehouse import query, totals, truth_totals
+from warehouse import db_path, query, totals, truth_totals
 
 UTC = timezone.utc
 
@@ -31,7 +31,7 @@ def test_the_worker_collects_on_start_and_stops_on_sigterm(isolated: Path, simul
     path = write_config(isolated, [{"name": "acme", "base_url": simulator.url}],
                         collection="initial_backfill_days = 2\ninterval_minutes = 60",
                         extra=alerts)
-    db = load_config(path).database_path
+    db = db_path(load_config(path))
     worker = subprocess.Popen([sys.executable, "-m", "spendwatch", "--config", str(path), "run"],
                               cwd=REPO, env=env_with_key(SLACK_WEBHOOK=UNUSED_WEBHOOK), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
@@ -55,7 +55,7 @@ def test_sigterm_stops_a_running_backfill_at_the_next_window(isolated: Path,
                                                              simulator: Simulator) -> None:
     path = write_config(isolated, [{"name": "acme", "base_url": simulator.url}],
                         collection="initial_backfill_days = 60\ninterval_minutes = 60")
-    db = load_config(path).database_path
+    db = db_path(load_config(path))
     simulator.fault(path="/v1/organizations/analytics/usage", count=10000, kind="delay",
                     seconds=0.2)
     worker = subprocess.Popen([sys.executable, "-m", "spendwatch", "--config", str(path), "run"],
@@ -86,7 +86,7 @@ def test_the_collection_job_never_overlaps_and_missed_runs_coalesce(isolated: Pa
 def test_ctrl_c_keeps_whole_windows_and_the_same_command_resumes(isolated: Path,
                                                                   simulator: Simulator) -> None:
     path = write_config(isolated, [{"name": "acme", "base_url": simulator.url}])
-    db = load_config(path).database_path
+    db = db_path(load_config(path))
     simulator.fault(path="/v1/organizations/analytics/usage", count=10000, kind="delay",
                     seconds=0.3)
     command = [sys.executable, "-m", "spendwatch", "--config", str(path), "collect",

@@ -8,13 +8,23 @@ from pathlib import Path
 
 import duckdb
 
+import lake
+
 TOKEN_COLUMNS = ("uncached_input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
                  "cache_read_tokens", "output_tokens")
 
 
+def open_warehouse(db: Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+    """The warehouse at ``db`` (``FOLDER/data/spendwatch.duckdb``, as ``write_config`` names
+    it), opened directly: the file, or on ``--backend ducklake`` FOLDER's DuckLake."""
+    if lake.active():
+        return lake.connect(db.parent.parent, read_only=read_only)
+    return duckdb.connect(str(db), read_only=read_only)
+
+
 def totals(db: Path, start: datetime, end: datetime, organization: str | None = None) -> dict:
     """Cost and token totals of buckets starting in [start, end)."""
-    conn = duckdb.connect(str(db), read_only=True)
+    conn = open_warehouse(db)
     try:
         org_sql = "AND organization = ?" if organization else ""
         args = [start, end] + ([organization] if organization else [])
@@ -37,8 +47,36 @@ def truth_totals(truth: dict) -> dict:
 
 
 def query(db: Path, sql: str, *args: object) -> list[tuple]:
-    conn = duckdb.connect(str(db), read_only=True)
+    conn = open_warehouse(db)
     try:
         return conn.execute(sql, list(args)).fetchall()
     finally:
         conn.close()
+
+
+def db_path(config: object) -> Path:
+    """``config``'s database as tests name it: its file, or on ``--backend ducklake`` the
+    path :func:`open_warehouse` maps to the config folder's DuckLake."""
+    from spendwatch.config import Config
+    assert isinstance(config, Config)
+    if config.storage.is_lake:
+        return config.path.parent / "data" / "spendwatch.duckdb"
+    return config.database_path
+
+
+def stored_bytes(db: Path) -> bytes:
+    """Everything the warehouse at ``db`` holds, to look for a secret in: the file and its
+    log, or a DuckLake's data files and every table's rows as text."""
+    if not lake.active():
+        wal = db.with_name(db.name + ".wal")
+        return db.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    folder = db.parent.parent
+    raw = b"".join(p.read_bytes() for p in sorted((folder / "lake").rglob("*")) if p.is_file())
+    conn = open_warehouse(db)
+    try:
+        for (table,) in conn.execute("SELECT table_name FROM duckdb_tables() WHERE "
+                                     "database_name = current_database()").fetchall():
+            raw += repr(conn.execute(f"SELECT * FROM {table}").fetchall()).encode()
+    finally:
+        conn.close()
+    return raw
