@@ -119,7 +119,7 @@ def load_many(*calls: Call) -> list[Any]:
         return _cached_batch((str(cfg.path), stamp),
                              names, cfg)
     except DatabaseMissing:
-        stop_with(st.info, EMPTY_MESSAGE + f"\n\nDatabase: `{cfg.database_path}`")
+        stop_with(st.info, EMPTY_MESSAGE + f"\n\nDatabase: `{cfg.database_label}`")
     except DatabaseBusy:
         stop_with(st.warning, BUSY_MESSAGE)
     except (DatabaseOutdated, duckdb.CatalogException, duckdb.BinderException):

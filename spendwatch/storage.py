@@ -184,6 +184,33 @@ def lake_writer(config: Config) -> Iterator[duckdb.DuckDBPyConnection]:
         lake.close(conn)
 
 
+#: How old a DuckLake snapshot (and the files only it reads) may get before housekeeping
+#: removes it: a reader that began before then has long finished.
+SNAPSHOT_KEEP = "1 day"
+
+
+def maintain(config: Config) -> bool:
+    """A DuckLake's housekeeping (False for a file, which needs none): rewrite files that are
+    mostly deleted rows, merge small adjacent files (every transaction writes new ones),
+    expire snapshots older than :data:`SNAPSHOT_KEEP` and delete the files only they read.
+    A conflict with a writer (it rewrote the same files) is retried like any other."""
+    if not config.storage.is_lake:
+        return False
+
+    def housekeeping() -> None:
+        with writer(config) as conn:
+            (name,) = conn.execute("SELECT current_database()").fetchone() or ("",)
+            for call in ("ducklake_rewrite_data_files('{n}')",
+                         "ducklake_merge_adjacent_files('{n}')",
+                         "ducklake_expire_snapshots('{n}', older_than => now() - INTERVAL "
+                         f"'{SNAPSHOT_KEEP}')",
+                         "ducklake_cleanup_old_files('{n}', older_than => now() - INTERVAL "
+                         f"'{SNAPSHOT_KEEP}')"):
+                conn.execute("CALL " + call.format(n=name)).fetchall()
+    retry_conflicts(housekeeping, "the DuckLake's housekeeping")
+    return True
+
+
 @contextmanager
 def lake_reader(config: Config) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection to a DuckLake's last committed snapshot (it never waits for a
@@ -193,10 +220,14 @@ def lake_reader(config: Config) -> Iterator[duckdb.DuckDBPyConnection]:
         config.storage.reader_memory_mb, config.storage.reader_threads))
     try:
         session_settings(conn)
-        if schema_version(conn) == 0:
+        version = schema_version(conn)
+        if version == 0:
             raise DatabaseMissing(f"the DuckLake {config.database_label} holds no warehouse "
                                   "yet; run `spendwatch collect` first")
-        check_version(conn, f"the DuckLake {lake.catalog(config)}")
+        if version < len(MIGRATIONS):  # other hosts read while a worker migrates
+            raise DatabaseBusy(f"the DuckLake {lake.catalog(config)} is at schema {version}, "
+                               f"this spendwatch needs {len(MIGRATIONS)}: a worker is upgrading "
+                               "it (or run `spendwatch collect` once); try again in a moment")
         yield conn
     finally:
         lake.close(conn)
@@ -832,9 +863,8 @@ def migrate(conn: duckdb.DuckDBPyConnection, lake_dialect: bool = False) -> int:
             version INTEGER NOT NULL, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL
         )""")
     current = schema_version(conn)
-    for version, name, apply in MIGRATIONS:
-        if version <= current:
-            continue
+    pending = [m for m in MIGRATIONS if m[0] > current]
+    for version, name, apply in pending:
         with transaction(conn):
             apply(conn)
             conn.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name])

@@ -34,6 +34,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "file_only(reason): a test of what only a DuckDB file "
                             "has (its lock, its mode, its path); skipped on --backend ducklake")
+    config.addinivalue_line("markers", "lake_only: a test of what only a DuckLake has (many "
+                            "hosts, its catalog); skipped on the file backend")
     if config.getoption("backend") != "ducklake":
         return
     shared = os.environ.get(lake.CLUSTER_ENV)
@@ -57,6 +59,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("backend") != "ducklake":
+        for item in items:
+            if item.get_closest_marker("lake_only") is not None:
+                item.add_marker(pytest.mark.skip(reason="DuckLake only: run with --backend "
+                                                        "ducklake (scripts/test.sh does)"))
         return
     for item in items:
         marker = item.get_closest_marker("file_only")

@@ -32,7 +32,7 @@ from spendwatch import storage
 from spendwatch.config import Config, load_config
 from spendwatch.timeutil import local_range
 from spendwatch.warehouse import figures as views
-from warehouse import db_path, query
+from warehouse import db_path, exists, query, stored_bytes
 
 UTC = timezone.utc
 WEBHOOK_TOKEN = "T0ACME/B0SPEND/xoxSecretWebhookToken42"
@@ -99,7 +99,8 @@ def no_secret_anywhere(request: pytest.FixtureRequest, caplog: pytest.LogCapture
     caplog.set_level(logging.DEBUG)
     yield
     folder = request.getfixturevalue("isolated")
-    stored = b"".join(p.read_bytes() for p in Path(folder).rglob("*.duckdb*"))
+    database = Path(folder) / "data" / "spendwatch.duckdb"
+    stored = stored_bytes(database) if exists(database) else b""
     for secret in (WEBHOOK_TOKEN, "xoxSecretWebhookToken42", SMTP_PASSWORD, ADMIN_KEY):
         assert secret not in caplog.text
         assert secret.encode() not in stored

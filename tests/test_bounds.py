@@ -28,7 +28,7 @@ from spendwatch import storage
 from spendwatch.config import load_config
 from spendwatch.errors import SpendwatchError
 from spendwatch.pricing import price_table
-from warehouse import db_path, query
+from warehouse import db_path, exists, query
 
 UTC = timezone.utc
 USAGE = "/v1/organizations/analytics/usage"
@@ -59,7 +59,7 @@ def error_line(stderr: str) -> str:
 
 
 def count(db: Path, table: str) -> int:
-    if not db.exists():
+    if not exists(db):
         return 0
     return query(db, f"SELECT count(*) FROM {table}")[0][0]
 
@@ -309,7 +309,7 @@ def test_the_worker_records_the_failed_run_alerts_and_stops_on_sigterm(
     simulator.fault(**fault)
     worker = start_worker(path, fake_slack)
     try:
-        wait_for(lambda: db.exists() and len(runs(db)) >= 1)
+        wait_for(lambda: len(runs(db)) >= 1)
         wait_for(lambda: stale_alerts(fake_slack), seconds=30)  # the alert check went on
     finally:
         err, seconds = stop_worker(worker)
@@ -337,7 +337,7 @@ def test_sigterm_ends_the_worker_within_seconds_in_the_middle_of_a_request(
     worker = start_worker(path, fake_slack)
     try:
         # names are stored just before the first usage page, which hangs for 120 s
-        wait_for(lambda: db.exists() and count(db, "workspaces") > 0)
+        wait_for(lambda: count(db, "workspaces") > 0)
         time.sleep(1.5)
     finally:
         err, seconds = stop_worker(worker)

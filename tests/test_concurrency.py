@@ -15,14 +15,17 @@ from warehouse import db_path, totals, truth_totals
 
 READER = r"""
 import json, sys, time
+from dataclasses import replace
 from pathlib import Path
 from spendwatch import storage
+from spendwatch.config import load_config
 from spendwatch.errors import DatabaseBusy, DatabaseMissing
-db, stop = Path(sys.argv[1]), Path(sys.argv[2])
+config, stop = load_config(sys.argv[1]), Path(sys.argv[2])
 reads = busy = missing = 0
 while not stop.exists():
     try:
-        with storage.reader_at(db, lock_timeout=5) as conn:
+        with storage.reader(replace(config, storage=replace(config.storage,
+                                                            lock_timeout_seconds=5))) as conn:
             conn.execute("SELECT sum(amount_usd) FROM cost_buckets").fetchone()
         reads += 1
     except DatabaseMissing:
@@ -30,7 +33,7 @@ while not stop.exists():
     except DatabaseBusy:
         busy += 1
     time.sleep(0.005)
-with storage.reader_at(db, lock_timeout=30) as conn:
+with storage.reader(config) as conn:
     final = str(conn.execute("SELECT sum(amount_usd) FROM cost_buckets").fetchone()[0])
 print(json.dumps({"reads": reads, "busy": busy, "final": final}))
 """
@@ -41,7 +44,7 @@ def test_a_reader_process_and_the_collector_share_the_file(org_config,
                                                            tmp_path: Path) -> None:
     config = load_config(org_config())
     stop = tmp_path / "stop"
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(db_path(config)),
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(config.path),
                                str(stop)], cwd=REPO, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:

@@ -130,3 +130,40 @@ def test_the_example_config_names_every_option() -> None:
                     not re.search(rf"\[\[?{re.escape(key)}[].]", text):
                 missing.append(f"{name[1:-7].lower()}.{key}")
     assert not missing, f"config.example.toml does not name: {', '.join(missing)}"
+
+
+LAKE = 'database = "ducklake:postgres:dbname=sw host=db.internal user=sw"\n'
+
+
+@pytest.mark.parametrize("storage, problem", [
+    (LAKE + 'data_path = "/mnt/lake/"\ndatabase_password = "x"\n',
+     "unknown key 'storage.database_password'"),
+    ('database = "ducklake:postgres:dbname=sw host=db user=sw password=hunter2hunter2"\n'
+     'data_path = "/mnt/lake/"\n', "storage.database holds a password; take it out"),
+    ('database = "ducklake:postgres:postgresql://sw:hunter2hunter2@db/sw"\n'
+     'data_path = "/mnt/lake/"\n', "storage.database holds a password; take it out"),
+    (LAKE, "storage.data_path is missing"),
+    ('database = "ducklake:"\ndata_path = "/mnt/lake/"\n', "names no DuckLake catalog"),
+    ('database = "data/x.duckdb"\ndata_path = "/mnt/lake/"\n',
+     "storage.data_path is for a DuckLake warehouse, but storage.database is a DuckDB file"),
+    (LAKE + 'data_path = "/mnt/lake/"\nmetadata_schema = "a; DROP"\n',
+     "is not a plain schema name"),
+])
+def test_a_ducklake_target_is_checked_and_never_holds_a_password(
+        tmp_path: Path, storage: str, problem: str) -> None:
+    path = write(tmp_path / "config.toml", f"[storage]\n{storage}{MINIMAL}")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert problem in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_ducklake_target_is_named_without_a_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.toml", f'[storage]\n{LAKE}data_path = "lake/"\n{MINIMAL}')
+    config = load_config(path)
+    assert config.storage.is_lake
+    assert config.database_label == ("ducklake:postgres:dbname=sw host=db.internal user=sw "
+                                     "(data in lake/)")
+    with pytest.raises(ConfigError, match="is a DuckLake, not a file"):
+        config.database_path

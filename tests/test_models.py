@@ -17,7 +17,7 @@ from collectors.models import fetch_models, refresh_models
 from collectors.retry import RetryPolicy
 from collectors.simulator.generator import MODEL_DISPLAY_NAMES
 from conftest import ADMIN_KEY, REPO, SIM_NOW, Simulator, write_config
-from warehouse import db_path
+from warehouse import db_path, exists
 from spendwatch import storage
 from spendwatch.config import Config, load_config
 from spendwatch.errors import AuthError, ConfigError
@@ -192,7 +192,7 @@ def test_admin_key_is_refused_with_a_message_asking_for_a_normal_key(
     assert KEY_ENV in message and "\n" not in message
     assert ADMIN_KEY not in message and ADMIN_KEY not in repr(caught.value)
     assert len(_model_requests(simulator)) == 1, "401 is not retried"
-    assert not db_path(config).exists(), "nothing is written when the fetch fails"
+    assert not exists(db_path(config)), "nothing is written when the fetch fails"
 
 
 def test_not_configured_returns_zero_and_fetches_nothing(
@@ -204,7 +204,7 @@ def test_not_configured_returns_zero_and_fetches_nothing(
     assert refresh_models(config, SIM_NOW) == 0
 
     assert simulator.requests_served() == []
-    assert not db_path(config).exists()
+    assert not exists(db_path(config))
 
 
 def test_unset_key_variable_is_a_one_line_config_error_naming_it(

@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from conftest import ADMIN_KEY, REPO, Simulator, write_config
-from warehouse import open_warehouse
+from warehouse import exists, open_warehouse
 
 SLACK = '''
 [[alerts.channels]]
@@ -182,6 +182,7 @@ def test_a_secret_file_open_to_others_is_refused_with_chmod_600(isolated: Path) 
     one_line_exit_2(result, "the admin key file", "mode 0644")
     assert result.stderr.rstrip().endswith(f"chmod 600 {key}")
     assert not (isolated / "data").exists(), "nothing is created before the key is accepted"
+    assert not exists(isolated / "data" / "spendwatch.duckdb")
     key.chmod(0o600)  # then it is read (the API on port 9 is down: a collection error)
     result = spendwatch("collect", cwd=isolated)
     assert result.returncode == 1 and "chmod" not in result.stderr, result.stderr

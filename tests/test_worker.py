@@ -36,7 +36,7 @@ def test_the_worker_collects_on_start_and_stops_on_sigterm(isolated: Path, simul
                               cwd=REPO, env=env_with_key(SLACK_WEBHOOK=UNUSED_WEBHOOK), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: db.exists() and query(db, "SELECT count(*) FROM collection_runs "
+        wait_for(lambda: query(db, "SELECT count(*) FROM collection_runs "
                                                    "WHERE status = 'ok'") == [(1,)])
         # alerts are checked after the collection: the staleness rule was evaluated
         wait_for(lambda: query(db, "SELECT rule, last_result FROM alert_states") == [
@@ -62,7 +62,7 @@ def test_sigterm_stops_a_running_backfill_at_the_next_window(isolated: Path,
                               cwd=REPO, env=env_with_key(SLACK_WEBHOOK=UNUSED_WEBHOOK), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: db.exists() and query(db, "SELECT count(*) FROM sync_state") == [(1,)])
+        wait_for(lambda: query(db, "SELECT count(*) FROM sync_state") == [(1,)])
     finally:
         worker.send_signal(signal.SIGTERM)
         _, err = worker.communicate(timeout=60)
@@ -96,7 +96,7 @@ def test_ctrl_c_keeps_whole_windows_and_the_same_command_resumes(isolated: Path,
     first = subprocess.Popen(command, cwd=REPO, env=env_with_key(SLACK_WEBHOOK=UNUSED_WEBHOOK), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True,
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    wait_for(lambda: db.exists() and query(db, "SELECT count(*) FROM sync_state") == [(1,)])
+    wait_for(lambda: query(db, "SELECT count(*) FROM sync_state") == [(1,)])
     first.send_signal(signal.SIGINT)
     _, err = first.communicate(timeout=60)
     assert first.returncode == 130

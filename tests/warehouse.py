@@ -80,3 +80,18 @@ def stored_bytes(db: Path) -> bytes:
     finally:
         conn.close()
     return raw
+
+
+def exists(db: Path) -> bool:
+    """Whether the warehouse at ``db`` was created (a file, or a DuckLake with tables)."""
+    if not lake.active():
+        return db.exists()
+    try:
+        conn = open_warehouse(db)
+    except duckdb.Error:
+        return False
+    try:
+        return bool(conn.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = "
+                                 "current_database()").fetchone()[0])  # type: ignore[index]
+    finally:
+        conn.close()

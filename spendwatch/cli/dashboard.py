@@ -51,6 +51,19 @@ def check_exposure(config: Config) -> None:
             f"(auth_secrets_file and allowed_emails/allowed_domains in [dashboard], see {DOCS})")
     if board.login_required:
         auth_section(config)
+    storage = config.storage
+    if (storage.is_lake and not storage.password_file and storage.password_env
+            and os.environ.get(storage.password_env)):
+        raise ConfigError(
+            f"{config.path}: the dashboard gets no secret through its environment, so it "
+            f"cannot read the DuckLake catalog's password from ${storage.password_env}; put "
+            "the password in a file (chmod 600) and name it in storage.password_file")
+    if storage.is_lake and storage.data_path.startswith("s3://") and not (
+            storage.s3_key_id_file and storage.s3_secret_file):
+        raise ConfigError(
+            f"{config.path}: the dashboard gets no secret through its environment, so it "
+            "cannot read the object store's keys from it; put them in files (chmod 600) and "
+            "name them in storage.s3_key_id_file and storage.s3_secret_file")
 
 
 def auth_section(config: Config) -> dict[str, object]:

@@ -149,7 +149,7 @@ def run_demo(directory: str, days: int, seed: int, serve: bool = True,
         today = local_today(now, config.tz)
         first = today - timedelta(days=days)
         since, _ = local_range(first, first, config.tz)
-        click.echo(f"collecting {days} days of history into {config.database_path} ...")
+        click.echo(f"collecting {days} days of history into {config.database_label} ...")
         # The key cut for every day, then the other cuts (prices, people, products) for the
         # last CUT_DAYS: each cut reads the same hours again, and a demo should not take
         # minutes. The worker keeps every cut current from there.

@@ -162,6 +162,13 @@ def database(config: Config) -> list[Finding]:
     from spendwatch import storage
     from spendwatch.errors import DatabaseBusy
 
+    if config.storage.is_lake:
+        try:
+            with storage.writer(config):
+                pass
+        except DatabaseBusy as exc:
+            return [fail(str(exc))]
+        return [ok(f"DuckLake {config.database_label} can be written")]
     db = config.database_path
     if not db.exists():
         parent = next((p for p in db.parents if p.exists()), Path("/"))

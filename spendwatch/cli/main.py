@@ -6,8 +6,8 @@ it into one line and its exit code (2 for usage and config problems).
 
 Here: ``collect``, ``spend``, ``reconcile``, ``savings``. Elsewhere in ``spendwatch/cli/``:
 ``report`` (report_commands.py), ``alerts`` (alert_commands.py), ``run``, ``dashboard``,
-``demo``, ``simulator`` (serve_commands.py), ``doctor`` (doctor.py); what they share is
-shell.py.
+``demo``, ``simulator`` (serve_commands.py), ``doctor`` (doctor.py), ``storage migrate`` and
+``export parquet`` (storage_commands.py); what they share is shell.py.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from spendwatch.cli.doctor import doctor
 from spendwatch.cli.progress import ProgressBar
 from spendwatch.cli.report_commands import report
 from spendwatch.cli.serve_commands import dashboard, demo, run, simulator
+from spendwatch.cli.storage_commands import export_group, storage_group
 from spendwatch.cli.shell import Shell, check_organizations, check_range, config_of, echo_json, \
     exit_failed, parse_day, setup_logging
 from spendwatch.numbers import percent, tokens, usd
@@ -47,7 +48,8 @@ def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
     ctx.obj = {"config_path": config_path, "verbose": verbose}
 
 
-for _command in (report, alerts, run, dashboard, demo, simulator, doctor):
+for _command in (report, alerts, run, dashboard, demo, simulator, doctor, storage_group,
+                 export_group):
     main.add_command(_command)
 
 

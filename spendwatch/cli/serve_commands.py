@@ -8,19 +8,23 @@ from dataclasses import replace
 
 import click
 
-from spendwatch.cli.shell import config_of, worker_logging
+from spendwatch.cli.shell import check_organizations, config_of, worker_logging
 
 
 @click.command()
+@click.option("--org", "orgs", multiple=True, metavar="NAME",
+              help="Only collect and report this organization (repeat for several); the "
+                   "other workers of a shared warehouse take the rest.")
 @click.pass_context
-def run(ctx: click.Context) -> None:
+def run(ctx: click.Context, orgs: Sequence[str]) -> None:
     """Run the worker: collect on a schedule; after each collection write the weekly report
     when it is due and check alerts; until stopped (Ctrl-C or SIGTERM)."""
     from spendwatch.cli.worker import run as run_worker
 
     config = config_of(ctx)
+    check_organizations(config, orgs)
     worker_logging(ctx)
-    run_worker(config)
+    run_worker(config, orgs)
 
 
 @click.command()

@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
+from functools import partial
 
 from alerts.check import check
 from alerts.model import CheckReport
@@ -25,29 +29,63 @@ from collectors.sync import CollectOptions, OrgResult, collect, record_run
 from reports.daily import log_digest, write_due_digests
 from reports.runs import check_reports_folder, log_run, send_queued, write_due_reports
 from spendwatch.config import Config, resolve_admin_key
+from spendwatch import storage
 from spendwatch.errors import SpendwatchError
 from spendwatch.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
 
-def worker_round(config: Config, stop: threading.Event | None = None) -> None:
+def worker_round(config: Config, stop: threading.Event | None = None,
+                 only: Sequence[str] = ()) -> None:
     """One round of the worker: collect, then the alerts, then the weekly reports.
 
+    ``only``: the organizations this worker collects and reports (``spendwatch run --org``;
+    empty: all). Several such workers share one warehouse (a DuckLake), so each checks every
+    alert rule over all of it: a rule across organizations sees them all, and two checks at
+    once are serialized by the alert lock and send each notification once (the outbox).
     Never raises. Setting ``stop`` ends the collection at once (windows stored so far are
     kept) and skips the rest of the round: the worker is shutting down.
     """
-    collect_step(config, stop)
+    own = only_organizations(config, only)
+    collect_step(own, stop)
     if stop is not None and stop.is_set():
         return
-    after_collection(config, utcnow())  # a fresh clock: what was stored meanwhile counts
+    after_collection(config, utcnow(), only)  # a fresh clock: what was stored meanwhile counts
 
 
-def after_collection(config: Config, now: datetime) -> None:
-    """The rest of a round at a given clock: the alerts, then the reports (tests use it with
-    the simulator's clock)."""
+def only_organizations(config: Config, only: Sequence[str]) -> Config:
+    """``config`` with its organizations narrowed to ``only`` (all when empty)."""
+    if not only:
+        return config
+    return replace(config, organizations=tuple(o for o in config.organizations
+                                               if o.name in set(only)))
+
+
+def after_collection(config: Config, now: datetime, only: Sequence[str] = ()) -> None:
+    """The rest of a round at a given clock: the alerts (over every organization), then the
+    reports of ``only``'s organizations (tests use it with the simulator's clock)."""
     alert_step(config, now)
-    report_step(config, now)
+    report_step(only_organizations(config, only), now)
+    maintenance_step(config)
+
+
+#: How often a worker does a DuckLake's housekeeping (storage.maintain), in seconds.
+MAINTENANCE_SECONDS = 3600
+_maintained_at: list[float] = []
+
+
+def maintenance_step(config: Config) -> None:
+    """A DuckLake's housekeeping, at most hourly per worker. Never raises."""
+    if not config.storage.is_lake or (
+            _maintained_at and time.monotonic() - _maintained_at[-1] < MAINTENANCE_SECONDS):
+        return
+    _maintained_at.append(time.monotonic())
+    try:
+        storage.maintain(config)
+    except Exception as exc:
+        log.error("the DuckLake's housekeeping failed: %s", exc if isinstance(
+            exc, SpendwatchError) else type(exc).__name__)
 
 
 def collect_step(config: Config, stop: threading.Event | None = None) -> None:
@@ -108,13 +146,13 @@ def alert_step(config: Config, now: datetime) -> None:
         log.error("alert channel %r is broken: %s", channel, reason)
 
 
-def run(config: Config) -> None:
-    """Run the worker until SIGINT or SIGTERM (``spendwatch run``).
+def run(config: Config, only: Sequence[str] = ()) -> None:
+    """Run the worker until SIGINT or SIGTERM (``spendwatch run [--org NAME ...]``).
 
     Raises ConfigError at start, before anything is scheduled, when the reports folder cannot
     be written (and [reports] asks for reports) or an organization's admin key is missing.
     """
     config = check_reports_folder(config)
-    for org in config.organizations:
+    for org in only_organizations(config, only).organizations:
         resolve_admin_key(config, org)  # fail at start, not at the first run
-    run_schedule(config, worker_round)
+    run_schedule(config, partial(worker_round, only=tuple(only)))
