@@ -35,6 +35,7 @@ from spendwatch.config import CollectionConfig, OrganizationConfig
 from spendwatch.errors import MalformedResponse
 from spendwatch.retry import RetryPolicy, parse_retry_after
 from spendwatch.secrets import Secret
+from spendwatch.text import storable
 from spendwatch.timeutil import DAY, HOUR, parse_utc, rfc3339
 
 log = logging.getLogger(__name__)
@@ -375,7 +376,7 @@ def _text(item: Any, attr: str) -> str:
     value = getattr(item, attr, None)
     if not isinstance(value, str) or not value:
         raise MalformedResponse(f"a listed {type(item).__name__} has no valid '{attr}'")
-    return value
+    return storable(value)
 
 
 def sdk_call(call: Callable[[], R], base_url: str) -> R:

@@ -27,6 +27,7 @@ from typing import Any, Iterator
 
 from spendwatch.cuts import CUT_DIMENSIONS
 from spendwatch.errors import MalformedResponse
+from spendwatch.text import storable
 from spendwatch.timeutil import parse_utc
 
 DIMENSIONS = ("model", "workspace_id", "api_key_id", "service_tier", "context_window")
@@ -145,6 +146,7 @@ def _optional_str(obj: Mapping[str, Any], key: str, where: str,
                                 f"got {type(value).__name__} {_preview(value)}")
     if not value.isascii():
         _check_unicode(value, key, where)
+    value = storable(value)
     if (allowed is not None and value not in allowed and value not in _UNKNOWN_SEEN
             and len(_UNKNOWN_SEEN) < _UNKNOWN_SEEN_MAX):
         # The Analytics API is in beta: a new cost or token type is stored as it comes (it

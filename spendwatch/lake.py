@@ -25,7 +25,10 @@ import importlib
 import os
 import re
 import secrets
+import tempfile
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,12 +36,15 @@ from urllib.parse import urlsplit
 import duckdb
 
 from spendwatch.config import LAKE_PREFIX, Config
-from spendwatch.errors import ConfigError, DatabaseBusy
+from spendwatch.errors import ConfigError, DatabaseBusy, DatabaseMissing
 from spendwatch.files import private_folder
 from spendwatch.secrets import Secret, redact, resolve_secret
 
 #: The DuckDB line whose extensions PyPI ships (see the README's "DuckDB versions").
 LAKE_DUCKDB = "1.4"
+#: Catalog connections one attached lake may hold at once (PostgreSQL needs about this many
+#: times the spendwatch connections open at once: a dashboard's viewers, the workers).
+CATALOG_CONNECTIONS = 32
 #: The name the lake is attached under; every query runs in it (``USE lake``).
 CATALOG = "lake"
 INSTALL_HINT = ("install spendwatch's ducklake extra: pip install 'spendwatch[ducklake]' "
@@ -115,7 +121,7 @@ def _s3_secret(config: Config) -> str | None:
 
 
 _instances: dict[tuple[tuple[str, Any], ...], duckdb.DuckDBPyConnection] = {}
-_instances_lock = threading.Lock()
+_instances_lock = threading.RLock()
 
 
 def _instance(settings: dict[str, str | int]) -> duckdb.DuckDBPyConnection:
@@ -130,20 +136,71 @@ def _instance(settings: dict[str, str | int]) -> duckdb.DuckDBPyConnection:
             base = duckdb.connect(":memory:", config={
                 "extension_directory": extension_directory(),
                 "autoinstall_known_extensions": False, "autoload_known_extensions": False,
+                # where a query past its memory limit spills: a folder of this user's (an
+                # in-memory database would spill into the working folder)
+                "temp_directory": tempfile.mkdtemp(prefix="spendwatch-duckdb-"),
                 **settings})
             for extension in ("ducklake", "postgres", "httpfs"):
                 base.execute(f"LOAD {extension}")
+            # Each attached lake keeps a pool of catalog connections (64 by default): a few
+            # are plenty, and a dashboard with many viewers must not exhaust PostgreSQL's
+            # max_connections (100 by default).
+            base.execute(f"SET GLOBAL pg_connection_limit = {CATALOG_CONNECTIONS}")
             _instances[key] = base
         return base.cursor()  # under the lock: the instance's own connection is shared
+
+
+@dataclass
+class _Attached:
+    alias: str
+    users: int = 0
+    last_used: float = 0.0
+
+
+#: The lakes this process has attached, by what identifies one (target, data, schema, mode,
+#: settings). One attachment serves every connection to it: each connection is a cursor with
+#: its own transactions. (DuckDB cannot attach the same catalog many times at once in one
+#: instance: concurrent ATTACHes conflict in its own catalog.)
+_attached: dict[tuple[Any, ...], _Attached] = {}
+#: Attachments kept while no connection uses them (a test process opens many warehouses).
+IDLE_ATTACHMENTS = 4
 
 
 def connect(config: Config, read_only: bool,
             settings: dict[str, str | int] | None = None) -> duckdb.DuckDBPyConnection:
     """A connection with the lake attached and in use; :func:`close` it. ConfigError when an
     extension is missing or the catalog refuses the login, DatabaseBusy when the catalog
-    cannot be reached (PostgreSQL down or restarting)."""
+    cannot be reached (PostgreSQL down or restarting). The lake is attached once per process
+    (its password and keys read then); later connections are cursors of it."""
     target, where = catalog(config), data_path(config)
-    conn = _instance(dict(settings or {}))
+    options = dict(settings or {})
+    key = (target, where, config.storage.metadata_schema, read_only,
+           tuple(sorted(options.items())))
+    with _instances_lock:
+        attached = _attached.get(key)
+        if attached is None:
+            attached = _Attached(_attach(config, _instance(options), read_only))
+            _attached[key] = attached
+        attached.users += 1
+        attached.last_used = time.monotonic()
+        _forget_idle()
+        conn = _instance(options)
+    try:
+        conn.execute(f"USE {attached.alias}")
+    except BaseException:
+        conn.close()
+        _release(attached)
+        raise
+    _users[id(conn)] = attached
+    return conn
+
+
+_users: dict[int, _Attached] = {}
+
+
+def _attach(config: Config, conn: duckdb.DuckDBPyConnection, read_only: bool) -> str:
+    """Attach ``config``'s lake under a new name (the caller holds the instances' lock)."""
+    target, where = catalog(config), data_path(config)
     alias = f"{CATALOG}_{secrets.token_hex(6)}"
     try:
         if target.startswith("postgres:"):
@@ -163,27 +220,42 @@ def connect(config: Config, read_only: bool,
             attach.append("READ_ONLY")
         conn.execute(f"ATTACH {_quote(LAKE_PREFIX + target)} AS {alias} "
                      f"({', '.join(attach)})")
-        conn.execute(f"USE {alias}")
-        return conn
+        return alias
     except duckdb.Error as exc:
-        close(conn)
         raise _attach_error(config, exc) from None
-    except BaseException:
-        close(conn)
-        raise
+    finally:
+        conn.close()
+
+
+def _forget_idle() -> None:
+    """Detach the least recently used attachments no connection uses, past
+    :data:`IDLE_ATTACHMENTS` (the caller holds the instances' lock)."""
+    idle = sorted((a.last_used, key) for key, a in _attached.items() if a.users == 0)
+    for _, key in idle[:max(0, len(idle) - IDLE_ATTACHMENTS)]:
+        attached = _attached.pop(key)
+        cursor = _instance(dict(key[4]))
+        try:
+            cursor.execute(f"DETACH {attached.alias}")
+        except duckdb.Error:
+            pass
+        finally:
+            cursor.close()
+
+
+def _release(attached: _Attached) -> None:
+    with _instances_lock:
+        attached.users -= 1
+        attached.last_used = time.monotonic()
 
 
 def close(conn: duckdb.DuckDBPyConnection) -> None:
-    """Detach the lake a :func:`connect` attached, and close the cursor."""
+    """Close a connection of :func:`connect` (the attachment stays for the next one)."""
+    attached = _users.pop(id(conn), None)
     try:
-        (alias,) = conn.execute("SELECT current_database()").fetchone() or ("",)
-        conn.execute("USE memory")
-        if str(alias).startswith(CATALOG + "_"):
-            conn.execute(f"DETACH {alias}")
-    except duckdb.Error:
-        pass
-    finally:
         conn.close()
+    finally:
+        if attached is not None:
+            _release(attached)
 
 
 #: libpq's words for a catalog that is down or unreachable: try again later.
@@ -199,6 +271,10 @@ def _attach_error(config: Config, exc: duckdb.Error) -> Exception:
     connection string, which holds none, and the error is redacted besides)."""
     text = redact(" ".join(str(exc).split()))
     label = f"{config.path}: the DuckLake catalog {catalog(config)}"
+    if "creating a new one in read-only mode" in text or (
+            "does not exist" in text and "Existing DuckLake" in text):
+        return DatabaseMissing(f"the DuckLake {catalog(config)} does not exist yet; run "
+                               "`spendwatch collect` first")
     if any(marker in text for marker in _UNREACHABLE):
         return DatabaseBusy(f"{label} cannot be reached (is PostgreSQL running?); the data "
                             "cannot be read or written until it is, try again in a moment")

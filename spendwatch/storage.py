@@ -222,8 +222,8 @@ def lake_reader(config: Config) -> Iterator[duckdb.DuckDBPyConnection]:
         session_settings(conn)
         version = schema_version(conn)
         if version == 0:
-            raise DatabaseMissing(f"the DuckLake {config.database_label} holds no warehouse "
-                                  "yet; run `spendwatch collect` first")
+            raise DatabaseMissing(f"the DuckLake {config.database_label} does not exist yet; "
+                                  "run `spendwatch collect` first")
         if version < len(MIGRATIONS):  # other hosts read while a worker migrates
             raise DatabaseBusy(f"the DuckLake {lake.catalog(config)} is at schema {version}, "
                                f"this spendwatch needs {len(MIGRATIONS)}: a worker is upgrading "

@@ -50,6 +50,17 @@ _LINE_START = re.compile(r"^([-+=.])|^(\d+)\.")
 _AUTOLINK = re.compile(r"://|www\.|@|mailto:|xmpp:", re.IGNORECASE)
 
 
+#: What stands for a NUL character in stored text.
+NUL_STAND_IN = "\ufffd"
+
+
+def storable(value: str) -> str:
+    """API text as it is stored: a NUL character (which no name means) as U+FFFD. A DuckLake
+    passes a filtered value on to its PostgreSQL catalog, whose query text ends at a NUL, so
+    a key named with one would make every query of its rows fail there."""
+    return value.replace("\x00", NUL_STAND_IN) if "\x00" in value else value
+
+
 def _replacement(match: re.Match[str]) -> str:
     return " " if match.group() in LINE_BREAKS else REPLACEMENT
 

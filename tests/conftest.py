@@ -192,6 +192,28 @@ def copy_warehouse(database: Path, folder: Path) -> Path:
     return target
 
 
+def copied_config(source: Path, folder: Path) -> Any:
+    """The config at ``source`` over a copy of its warehouse in ``folder`` (a test may write
+    to it): ``folder/data/spendwatch.duckdb``, or ``folder``'s DuckLake."""
+    from dataclasses import replace
+
+    from spendwatch.config import StorageConfig, load_config
+
+    config = load_config(source)
+    copy_warehouse(folder_database(source.parent), folder)
+    if lake.active():
+        storage = lake.storage_config(folder)
+    else:
+        storage = StorageConfig(database=str(folder / "data" / "spendwatch.duckdb"))
+    return replace(config, storage=storage)
+
+
+def folder_database(folder: Path) -> Path:
+    """The database :func:`write_config` names for ``folder`` (its DuckLake's, on that
+    backend)."""
+    return folder / "data" / "spendwatch.duckdb"
+
+
 @pytest.fixture
 def simulator(simulators: Callable[..., Simulator]) -> Simulator:
     return simulators()

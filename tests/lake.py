@@ -179,6 +179,17 @@ def copy(source: Path, target: Path) -> None:
         conn.close()
 
 
+def storage_config(folder: Path) -> object:
+    """The ``StorageConfig`` of :func:`storage_toml` (data path absolute)."""
+    from spendwatch.config import StorageConfig
+    cluster = active()
+    assert cluster is not None
+    return StorageConfig(database=f"ducklake:postgres:{cluster.dsn}",
+                         data_path=f"{folder.resolve()}/lake/",
+                         metadata_schema=schema_for(folder),
+                         password_file=str(cluster.password_file))
+
+
 def connect(folder: Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     """DuckDB with ``folder``'s DuckLake attached and in use, opened here, independently of
     spendwatch's storage code."""

@@ -258,7 +258,6 @@ def test_a_routine_run_asks_at_the_paging_minimum_and_lists_names_hourly(
     assert not any(api_requests(simulator, p) for p in names), "names listed 30 minutes ago"
 
     # A key without a stored name (new since the last listing): listed in the same run.
-    import duckdb
 
     conn = open_warehouse(db_path(config), read_only=False)
     conn.execute("DELETE FROM api_keys WHERE api_key_id = (SELECT min(api_key_id) FROM "

@@ -320,7 +320,6 @@ def test_reconcile_shows_a_cut_that_does_not_add_up(warehouse: Path) -> None:
                       "2026-11-18", "--until", "2026-11-23", "--json"])
     assert result.returncode == 0 and json.loads(result.stdout) == [], result.stdout
     db = warehouse.parent / "data" / "spendwatch.duckdb"
-    import duckdb
 
     conn = open_warehouse(db, read_only=False)  # a lost row of the people cut, as a lost page would leave
     (hour,) = conn.execute("SELECT min(bucket_start) FROM cost_cuts WHERE cut = 'people' AND "
@@ -380,7 +379,6 @@ def test_haiku_5_5_prompts_over_100k_are_reported_as_not_priced_not_guessed(
         warehouse: Path) -> None:
     """The APIs label context windows only 0-200k / 200k-1M: an estimated 0-200k Haiku 5.5
     row gets the 100k-and-under rate, and the rest is said, as a bound, not guessed."""
-    import duckdb
 
     db = warehouse.parent / "data" / "spendwatch.duckdb"
     conn = open_warehouse(db, read_only=False)  # 2026-11-20 not billed yet: its usage is estimated

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-import shutil
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -22,7 +21,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from conftest import SIM_NOW, Simulator, at_once, write_config
+from conftest import SIM_NOW, Simulator, at_once, copy_warehouse, write_config
 from warehouse import db_path
 from fake_slack import FakeSlack
 from fake_smtp import Mailbox, TLSFiles
@@ -60,8 +59,7 @@ def setup(collected: Path, isolated: Path, sim: Simulator,  # noqa: F811
           monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Config]]:
     """``make(mailbox, reports=..., extra=...)``: a config over a copy of the database, with
     a Slack and an email channel, both named in ``[reports] channels``."""
-    (isolated / "data").mkdir()
-    shutil.copy(collected, isolated / "data" / "spendwatch.duckdb")
+    copy_warehouse(collected, isolated)
     monkeypatch.setenv("SLACK_WEBHOOK", fake_slack.url(WEBHOOK_PATH))
     monkeypatch.setenv("SMTP_PASSWORD", SMTP_PASSWORD)
 

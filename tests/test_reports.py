@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -21,10 +20,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from conftest import ADMIN_KEY, SIM_NOW, Simulator, start_simulator_process, write_config
+from conftest import (ADMIN_KEY, SIM_NOW, Simulator, copied_config, start_simulator_process,
+                      write_config)
 from spendwatch.warehouse.batch import Batch
 from spendwatch import facts, storage
-from spendwatch.config import Config, StorageConfig, load_config
+from spendwatch.config import Config, load_config
 from spendwatch.warehouse.spend import spend
 from reports.weekly import (COLUMNS, apportioned, csv_text, iso_week_range,
                                 last_complete_week, weekly_rows, write_csv)
@@ -244,9 +244,7 @@ def test_a_day_half_billed_half_estimated_keeps_its_tokens_on_the_billed_row(
     """The cost API has reported Sunday until 12:00 UTC only: the rest of Sunday is estimated
     from usage. Groups of that day have a billed and an estimated row; tokens go once, on
     the billed one, and the totals stay the CLI's."""
-    shutil.copy(folder / "data" / "spendwatch.duckdb", tmp_path / "copy.duckdb")
-    config = replace(load_config(folder / "config.toml"),
-                     storage=StorageConfig(database=str(tmp_path / "copy.duckdb")))
+    config = copied_config(folder / "config.toml", tmp_path)
     with storage.writer(config) as conn:
         conn.execute("DELETE FROM cost_buckets WHERE bucket_start >= "
                      "TIMESTAMPTZ '2026-11-22 12:00:00Z'")

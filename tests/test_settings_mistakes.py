@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import duckdb
 import pytest
+
+import lake
 
 from conftest import ADMIN_KEY, REPO, Simulator, write_config
 from warehouse import exists, open_warehouse
@@ -218,6 +219,10 @@ def test_what_spendwatch_creates_is_owner_only_whatever_the_umask(
     result = spendwatch("collect", "--since", "2026-11-22", "--until", "2026-11-23",
                         cwd=isolated, umask=0)
     assert result.returncode == 0, result.stderr
+    if lake.active():  # the data files' folder: nobody else can enter it
+        assert stat.S_IMODE((isolated / "lake").stat().st_mode) == 0o700
+        assert any((isolated / "lake").rglob("*.parquet"))
+        return
     data = isolated / "data"
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     for path in data.iterdir():
