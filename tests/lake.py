@@ -162,7 +162,8 @@ def copy(source: Path, target: Path) -> None:
         conn.execute("USE dst")
         conn.execute("BEGIN")
         for (table,) in conn.execute("SELECT table_name FROM duckdb_tables() WHERE "
-                                     "database_name = 'src'").fetchall():
+                                     "database_name = 'src' AND schema_name = 'main' AND "
+                                     "NOT internal").fetchall():
             columns = conn.execute(
                 "SELECT column_name, data_type, is_nullable FROM duckdb_columns() WHERE "
                 "database_name = 'src' AND table_name = ? ORDER BY column_index",
@@ -172,7 +173,7 @@ def copy(source: Path, target: Path) -> None:
                 for name, kind, nullable in columns) + ")")
             conn.execute(f"INSERT INTO dst.{table} SELECT * FROM src.{table}")
         for (sql,) in conn.execute("SELECT sql FROM duckdb_views() WHERE database_name = 'src' "
-                                   "AND NOT internal").fetchall():
+                                   "AND schema_name = 'main' AND NOT internal").fetchall():
             conn.execute(sql)
         conn.execute("COMMIT")
     finally:

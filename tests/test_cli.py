@@ -137,6 +137,7 @@ def test_a_wrong_key_exits_non_zero_without_showing_it(isolated: Path,
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.file_only("the demo writes its own DuckDB file, whatever the backend")
 def test_the_demo_matches_the_simulators_ground_truth(tmp_path: Path) -> None:
     # 21 days: the week whose report is due (Monday 07:00 by default) is always held whole.
     result = spendwatch("demo", "--dir", str(tmp_path / "demo"), "--days", "21", "--no-serve",

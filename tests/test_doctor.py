@@ -90,6 +90,7 @@ def test_send_sends_each_channel_a_test_message(installed: dict, fake_slack: Fak
     assert len(installed["mailbox"].delivered) == 1
 
 
+@pytest.mark.file_only("a database file open to others is one of the problems")
 def test_each_problem_is_one_line_saying_what_to_do(installed: dict,
                                                     fake_slack: FakeSlack) -> None:
     folder = installed["folder"]

@@ -127,7 +127,8 @@ def test_debug_logs_rows_csv_and_messages_hold_no_secret(installation: dict,
 
     with open_warehouse(folder / "data" / "spendwatch.duckdb") as conn:
         tables = [t for (t,) in conn.execute(
-            "SELECT table_name FROM information_schema.tables").fetchall()]
+            "SELECT table_name FROM information_schema.tables WHERE table_catalog = "
+            "current_database() AND table_schema = current_schema()").fetchall()]
         assert "alert_notifications" in tables and "collection_runs" in tables
         for table in tables:
             rows = conn.execute(f'SELECT * FROM "{table}"').fetchall()

@@ -74,8 +74,9 @@ def stored_bytes(db: Path) -> bytes:
     raw = b"".join(p.read_bytes() for p in sorted((folder / "lake").rglob("*")) if p.is_file())
     conn = open_warehouse(db)
     try:
-        for (table,) in conn.execute("SELECT table_name FROM duckdb_tables() WHERE "
-                                     "database_name = current_database()").fetchall():
+        for (table,) in conn.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = "
+                "current_database() AND schema_name = 'main' AND NOT internal").fetchall():
             raw += repr(conn.execute(f"SELECT * FROM {table}").fetchall()).encode()
     finally:
         conn.close()
@@ -92,6 +93,7 @@ def exists(db: Path) -> bool:
         return False
     try:
         return bool(conn.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = "
-                                 "current_database()").fetchone()[0])  # type: ignore[index]
+                                 "current_database() AND schema_name = 'main' AND NOT "
+                                 "internal").fetchone()[0])  # type: ignore[index]
     finally:
         conn.close()

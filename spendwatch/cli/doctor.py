@@ -160,12 +160,17 @@ def models_key(config: Config) -> Finding:
 def database(config: Config) -> list[Finding]:
     """The database can be written (opened for writing, migrated, closed) and is private."""
     from spendwatch import storage
-    from spendwatch.errors import DatabaseBusy
+    from spendwatch.errors import DatabaseBusy, DatabaseMissing
 
     if config.storage.is_lake:
         try:
+            with storage.reader(config):
+                pass
             with storage.writer(config):
                 pass
+        except DatabaseMissing:  # the catalog answered: nothing is made before a collection
+            return [ok(f"DuckLake {config.database_label} does not exist yet; `spendwatch "
+                       "collect` creates it")]
         except DatabaseBusy as exc:
             return [fail(str(exc))]
         return [ok(f"DuckLake {config.database_label} can be written")]
