@@ -242,7 +242,8 @@ def reprice(conn: duckdb.DuckDBPyConnection) -> None:
 def _has_keys(conn: duckdb.DuckDBPyConnection) -> bool:
     """Whether ``fact_keys`` exists (migration 8; a migration 7 rebuild runs before it)."""
     found = conn.execute("SELECT count(*) FROM information_schema.tables "
-                         "WHERE table_name = 'fact_keys'").fetchone()
+                         "WHERE table_name = 'fact_keys' AND table_catalog = current_database() "
+                         "AND table_schema = current_schema()").fetchone()
     return bool(found and found[0])
 
 

@@ -55,7 +55,8 @@ def undated(model_id: str) -> str:
 def _stored_lines(conn: duckdb.DuckDBPyConnection) -> dict[str, str | None]:
     """model_id -> line of every stored model; empty when the table does not exist yet."""
     exists = conn.execute("SELECT count(*) FROM information_schema.tables "
-                          "WHERE table_name = 'models'").fetchone()
+                          "WHERE table_name = 'models' AND table_catalog = current_database() "
+                          "AND table_schema = current_schema()").fetchone()
     if not exists or not exists[0]:
         return {}
     return {str(model_id): (str(line) if line is not None else None)

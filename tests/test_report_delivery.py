@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from conftest import SIM_NOW, Simulator, at_once, copy_warehouse, write_config
-from warehouse import db_path
+from warehouse import db_path, query, stored_bytes
 from fake_slack import FakeSlack
 from fake_smtp import Mailbox, TLSFiles
 from test_alerts import SMTP_PASSWORD, accept_login, email_channel
@@ -218,8 +218,8 @@ def test_the_report_is_written_and_sent_once_by_email_and_slack(
     # The delivery log: one notification per channel, sent at the first check.
     assert outbox(config) == [("report", "finance-email", "sent", 1),
                               ("report", "ops-slack", "sent", 1)]
-    assert WEBHOOK_PATH.encode() not in db_path(config).read_bytes()
-    assert SMTP_PASSWORD.encode() not in db_path(config).read_bytes()
+    assert WEBHOOK_PATH.encode() not in stored_bytes(db_path(config))
+    assert SMTP_PASSWORD.encode() not in stored_bytes(db_path(config))
 
 
 def test_movers_are_the_biggest_changes_against_last_week(
@@ -567,8 +567,8 @@ def test_report_send_exits_1_when_a_report_cannot_be_written_and_again_resends(
     again = spendwatch("report", "send", "--week", "2026-W47", "--again", cwd=isolated)
     assert again.returncode == 0 and again.stdout.startswith("acme 2026-W47: written")
     assert len(fake_slack.received) == 2
-    with storage.reader_at(isolated / "data" / "spendwatch.duckdb") as conn:
-        assert conn.execute("SELECT week FROM report_runs").fetchall() == [("2026-W47",)]
+    assert query(isolated / "data" / "spendwatch.duckdb", "SELECT week FROM report_runs") == [
+        ("2026-W47",)]
 
 
 def test_a_report_is_final_at_once_when_first_written_after_the_week_settled(
