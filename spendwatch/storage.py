@@ -178,7 +178,7 @@ def lake_writer(config: Config) -> Iterator[duckdb.DuckDBPyConnection]:
     try:
         session_settings(conn)
         if schema_version(conn) < len(MIGRATIONS):  # two new workers may migrate at once
-            retry_conflicts(lambda: migrate(conn, lake_dialect=True), "migrating the warehouse")
+            retry_conflicts(lambda: _migrate_beside_others(conn), "migrating the warehouse")
         yield conn
     finally:
         lake.close(conn)
@@ -209,6 +209,20 @@ def maintain(config: Config) -> bool:
                 conn.execute("CALL " + call.format(n=name)).fetchall()
     retry_conflicts(housekeeping, "the DuckLake's housekeeping")
     return True
+
+
+def _migrate_beside_others(conn: duckdb.DuckDBPyConnection) -> int:
+    """:func:`migrate` a lake that another writer may be migrating at the same moment: a
+    migration that finds its table made meanwhile (the other committed first) is a conflict,
+    tried again from the version now stored."""
+    before = schema_version(conn)
+    try:
+        return migrate(conn, lake_dialect=True)
+    except duckdb.CatalogException as exc:
+        if schema_version(conn) == before and "already exists" not in str(exc):
+            raise
+        raise duckdb.TransactionException(f"conflict: another writer migrated first ({exc})"
+                                          ) from None
 
 
 @contextmanager
