@@ -28,9 +28,10 @@ import secrets
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 import duckdb
@@ -126,9 +127,8 @@ _instances_lock = threading.RLock()
 
 def _instance(settings: dict[str, str | int]) -> duckdb.DuckDBPyConnection:
     """A new cursor of this process's in-memory DuckDB with the extensions loaded (loading
-    them takes 0.3 s a time), one instance per set of settings. The instance holds no
-    warehouse: each :func:`connect` attaches the lake under a name of its own and detaches it
-    when closed, so nothing is cached but the loaded extensions."""
+    them takes 0.3 s a time), one instance per set of settings; the lakes :func:`connection`
+    attaches live in it."""
     key = tuple(sorted(settings.items()))
     with _instances_lock:
         base = _instances.get(key)
@@ -166,15 +166,16 @@ _attached: dict[tuple[Any, ...], _Attached] = {}
 IDLE_ATTACHMENTS = 4
 
 
-def connect(config: Config, read_only: bool,
-            settings: dict[str, str | int] | None = None) -> duckdb.DuckDBPyConnection:
-    """A connection with the lake attached and in use; :func:`close` it. ConfigError when an
+@contextmanager
+def connection(config: Config, read_only: bool,
+               settings: dict[str, str | int] | None = None
+               ) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection with the lake attached and in use, closed on exit. ConfigError when an
     extension is missing or the catalog refuses the login, DatabaseBusy when the catalog
     cannot be reached (PostgreSQL down or restarting). The lake is attached once per process
-    (its password and keys read then); later connections are cursors of it."""
-    target, where = catalog(config), data_path(config)
+    (its password and keys read then); connections are cursors of that attachment."""
     options = dict(settings or {})
-    key = (target, where, config.storage.metadata_schema, read_only,
+    key = (catalog(config), data_path(config), config.storage.metadata_schema, read_only,
            tuple(sorted(options.items())))
     with _instances_lock:
         attached = _attached.get(key)
@@ -187,15 +188,12 @@ def connect(config: Config, read_only: bool,
         conn = _instance(options)
     try:
         conn.execute(f"USE {attached.alias}")
-    except BaseException:
+        yield conn
+    finally:
         conn.close()
-        _release(attached)
-        raise
-    _users[id(conn)] = attached
-    return conn
-
-
-_users: dict[int, _Attached] = {}
+        with _instances_lock:
+            attached.users -= 1
+            attached.last_used = time.monotonic()
 
 
 def _attach(config: Config, conn: duckdb.DuckDBPyConnection, read_only: bool) -> str:
@@ -230,8 +228,9 @@ def _attach(config: Config, conn: duckdb.DuckDBPyConnection, read_only: bool) ->
 def _forget_idle() -> None:
     """Detach the least recently used attachments no connection uses, past
     :data:`IDLE_ATTACHMENTS` (the caller holds the instances' lock)."""
-    idle = sorted((a.last_used, key) for key, a in _attached.items() if a.users == 0)
-    for _, key in idle[:max(0, len(idle) - IDLE_ATTACHMENTS)]:
+    idle = sorted((key for key, a in _attached.items() if a.users == 0),
+                  key=lambda k: _attached[k].last_used)
+    for key in idle[:max(0, len(idle) - IDLE_ATTACHMENTS)]:
         attached = _attached.pop(key)
         cursor = _instance(dict(key[4]))
         try:
@@ -240,22 +239,6 @@ def _forget_idle() -> None:
             pass
         finally:
             cursor.close()
-
-
-def _release(attached: _Attached) -> None:
-    with _instances_lock:
-        attached.users -= 1
-        attached.last_used = time.monotonic()
-
-
-def close(conn: duckdb.DuckDBPyConnection) -> None:
-    """Close a connection of :func:`connect` (the attachment stays for the next one)."""
-    attached = _users.pop(id(conn), None)
-    try:
-        conn.close()
-    finally:
-        if attached is not None:
-            _release(attached)
 
 
 #: libpq's words for a catalog that is down or unreachable: try again later.

@@ -174,14 +174,11 @@ def lake_writer(config: Config) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-write connection to a DuckLake, migrations applied; closed on exit. Other
     writers may write at the same time: a transaction that conflicts with one of theirs
     fails at its commit (:func:`retry_conflicts`)."""
-    conn = lake.connect(config, read_only=False)
-    try:
+    with lake.connection(config, read_only=False) as conn:
         session_settings(conn)
         if schema_version(conn) < len(MIGRATIONS):  # two new workers may migrate at once
             retry_conflicts(lambda: _migrate_beside_others(conn), "migrating the warehouse")
         yield conn
-    finally:
-        lake.close(conn)
 
 
 #: How old a DuckLake snapshot (and the files only it reads) may get before housekeeping
@@ -230,9 +227,8 @@ def lake_reader(config: Config) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection to a DuckLake's last committed snapshot (it never waits for a
     writer); closed on exit. DatabaseMissing while nothing was collected into it,
     DatabaseOutdated as for a file."""
-    conn = lake.connect(config, read_only=True, settings=reader_settings(
-        config.storage.reader_memory_mb, config.storage.reader_threads))
-    try:
+    with lake.connection(config, read_only=True, settings=reader_settings(
+            config.storage.reader_memory_mb, config.storage.reader_threads)) as conn:
         session_settings(conn)
         version = schema_version(conn)
         if version == 0:
@@ -243,8 +239,6 @@ def lake_reader(config: Config) -> Iterator[duckdb.DuckDBPyConnection]:
                                f"this spendwatch needs {len(MIGRATIONS)}: a worker is upgrading "
                                "it (or run `spendwatch collect` once); try again in a moment")
         yield conn
-    finally:
-        lake.close(conn)
 
 
 @contextmanager

@@ -147,16 +147,16 @@ def export_parquet(config: Config, out: Path) -> ExportResult:
         raise ConfigError(f"{out} cannot be created ({exc.strerror or type(exc).__name__}); "
                           "name a folder of yours with --out") from None
     with storage.reader(config) as conn:
-        (rows,) = conn.execute("SELECT count(*) FROM facts").fetchone() or (0,)
         tz = config.timezone.replace("'", "''")
         facts_dir = str(out / "facts").replace("'", "''")
-        conn.execute(f"""
+        (rows,) = conn.execute(f"""
             COPY (SELECT f.*, CAST(timezone('{tz}', f.bucket_start) AS DATE) AS local_date,
                          strftime(timezone('{tz}', f.bucket_start), '%Y-%m') AS month,
                          w.name AS workspace_name, k.name AS api_key_name
                   FROM facts f
                   LEFT JOIN workspaces w USING (organization, workspace_id)
                   LEFT JOIN api_keys k USING (organization, api_key_id))
-            TO '{facts_dir}' (FORMAT parquet, PARTITION_BY (organization, month))""")
+            TO '{facts_dir}' (FORMAT parquet, PARTITION_BY (organization, month))"""
+        ).fetchone() or (0,)  # COPY answers with the rows it wrote
     files = sum(1 for p in out.rglob("*.parquet"))
     return ExportResult(out, files, int(rows))

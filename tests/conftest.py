@@ -200,18 +200,10 @@ def copied_config(source: Path, folder: Path) -> Any:
     from spendwatch.config import StorageConfig, load_config
 
     config = load_config(source)
-    copy_warehouse(folder_database(source.parent), folder)
-    if lake.active():
-        storage = lake.storage_config(folder)
-    else:
-        storage = StorageConfig(database=str(folder / "data" / "spendwatch.duckdb"))
+    copied = copy_warehouse(source.parent / "data" / "spendwatch.duckdb", folder)
+    storage = lake.storage_config(folder) if lake.active() else StorageConfig(
+        database=str(copied))
     return replace(config, storage=storage)
-
-
-def folder_database(folder: Path) -> Path:
-    """The database :func:`write_config` names for ``folder`` (its DuckLake's, on that
-    backend)."""
-    return folder / "data" / "spendwatch.duckdb"
 
 
 @pytest.fixture

@@ -153,6 +153,13 @@ def _duckdb() -> duckdb.DuckDBPyConnection:
     return conn
 
 
+def tables(conn: duckdb.DuckDBPyConnection, catalog: str = "lake") -> list[str]:
+    """The warehouse's tables in the lake attached as ``catalog`` (not the catalog's own)."""
+    return [t for (t,) in conn.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = "
+        "'main' AND NOT internal", [catalog]).fetchall()]
+
+
 def copy(source: Path, target: Path) -> None:
     """``source``'s DuckLake (its tables, their NOT NULLs, its views) as ``target``'s."""
     conn = _duckdb()
@@ -161,9 +168,7 @@ def copy(source: Path, target: Path) -> None:
         _attach(conn, target, "dst", read_only=False)
         conn.execute("USE dst")
         conn.execute("BEGIN")
-        for (table,) in conn.execute("SELECT table_name FROM duckdb_tables() WHERE "
-                                     "database_name = 'src' AND schema_name = 'main' AND "
-                                     "NOT internal").fetchall():
+        for table in tables(conn, "src"):
             columns = conn.execute(
                 "SELECT column_name, data_type, is_nullable FROM duckdb_columns() WHERE "
                 "database_name = 'src' AND table_name = ? ORDER BY column_index",

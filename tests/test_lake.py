@@ -1,5 +1,6 @@
-"""One DuckLake, many processes: workers split by organization, dashboards beside them, a copy
-into and out of a file, the catalog's password kept secret (``--backend ducklake`` only)."""
+"""One DuckLake, many processes: workers split by organization, dashboards beside them, the
+catalog's password kept secret, data on S3 (``--backend ducklake`` only); and, on both
+backends, a warehouse copied into another and back, and the facts exported as Parquet."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import pytest
 
 import lake
@@ -22,7 +24,6 @@ from spendwatch.timeutil import floor_day
 from test_browser import free_port, launch, wait_healthy
 from warehouse import db_path, query, totals, truth_totals
 
-pytestmark = pytest.mark.lake_only
 UTC = timezone.utc
 
 
@@ -66,6 +67,7 @@ def spend_in_the_period(url: str) -> str:
             browser.close()
 
 
+@pytest.mark.lake_only
 def test_two_workers_for_two_organizations_and_two_dashboards_share_one_lake(
         isolated: Path, simulators, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_ADMIN_KEY", ADMIN_KEY)
@@ -138,7 +140,6 @@ def test_a_90_day_warehouse_goes_into_a_file_and_back_with_equal_totals(
     text = file_config.read_text()
     file_config.write_text(text.replace(text[text.index("database"):text.index(
         "lock_timeout")], f'database = "{isolated / "copy.duckdb"}"\n'))
-    import duckdb
     conn = duckdb.connect(str(isolated / "copy.duckdb"), read_only=True)
     try:
         (cost,) = conn.execute("SELECT sum(amount_usd) FROM cost_buckets WHERE bucket_start >= ?"
@@ -176,11 +177,14 @@ def test_the_spend_facts_export_to_parquet_by_organization_and_month(
     assert result.ok, result.error
     out = run_cli(["--config", str(path), "export", "parquet", "--out", "exported"])
     assert out.returncode == 0, out.stderr
+    parquet = duckdb.connect()
+    (count,) = parquet.execute(f"SELECT count(*) FROM read_parquet('{isolated}/exported/"
+                               "facts/**/*.parquet')").fetchone()
+    assert out.stdout.startswith(f"wrote {count:,} facts in ")
     months = sorted(p.name for p in (isolated / "exported" / "facts" /
                                      "organization=acme").iterdir())
     assert months == ["month=2026-10", "month=2026-11"]
-    import duckdb
-    (cost,) = duckdb.sql(
+    (cost,) = parquet.execute(
         f"SELECT sum(cost_usd) FROM read_parquet('{isolated}/exported/facts/**/*.parquet', "
         "hive_partitioning = true) WHERE cut = 'key' AND month = '2026-10'").fetchone()
     cli = run_cli(["--config", str(path), "spend", "--since", "2026-10-01", "--until",
@@ -189,6 +193,7 @@ def test_the_spend_facts_export_to_parquet_by_organization_and_month(
         (Decimal(r["cost_usd"]) for r in json.loads(cli.stdout)), Decimal(0))
 
 
+@pytest.mark.lake_only
 def test_the_catalog_password_stays_secret_and_a_wrong_one_is_one_line(
         isolated: Path, simulator: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_ADMIN_KEY", ADMIN_KEY)
@@ -220,6 +225,7 @@ def test_the_catalog_password_stays_secret_and_a_wrong_one_is_one_line(
     assert lake.PASSWORD not in dashboard_env.stdout
 
 
+@pytest.mark.lake_only
 def test_an_unreachable_catalog_is_one_line_and_nothing_is_lost(
         isolated: Path, simulator: Simulator) -> None:
     path = write_config(isolated, [{"name": "acme", "base_url": simulator.url}])
@@ -231,6 +237,7 @@ def test_an_unreachable_catalog_is_one_line_and_nothing_is_lost(
     assert out.stderr.count("\n") == 1 and "cannot be reached" in out.stderr, out.stderr
 
 
+@pytest.mark.lake_only
 def test_the_data_on_object_storage(isolated: Path, simulator: Simulator,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The data path on S3 (moto's server standing in), its keys from the environment."""
@@ -269,3 +276,24 @@ def test_the_data_on_object_storage(isolated: Path, simulator: Simulator,
         assert not (isolated / "lake").exists()  # nothing on local disk
     finally:
         server.stop()
+
+
+@pytest.mark.lake_only
+def test_the_housekeeping_keeps_every_figure(isolated: Path, simulator: Simulator,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's hourly housekeeping (merge files, expire snapshots) changes no figure."""
+    from spendwatch import storage
+
+    monkeypatch.setenv("ANTHROPIC_ADMIN_KEY", ADMIN_KEY)
+    path = write_config(isolated, [{"name": "acme", "base_url": simulator.url}])
+    config = load_config(path)
+    since = datetime(2026, 11, 21, 6, tzinfo=UTC)
+    for now in (SIM_NOW - timedelta(hours=6), SIM_NOW):  # a re-read: rows deleted, files added
+        (result,) = collect(config, CollectOptions(since=since), now=now)
+        assert result.ok, result.error
+    spend = ["--config", str(path), "spend", "--since", "2026-11-21", "--by", "date,model",
+             "--json"]
+    before = run_cli(spend)
+    assert storage.maintain(config) is True
+    assert run_cli(spend).stdout == before.stdout
+    assert totals(db_path(config), since, SIM_NOW) == truth_totals(simulator.truth(since, SIM_NOW))

@@ -301,7 +301,7 @@ def test_a_week_not_collected_to_its_end_waits_and_one_never_collected_is_skippe
     with storage.writer(config) as conn:
         saved = conn.execute("SELECT stream, covered_from, covered_until FROM sync_state"
                              ).fetchall()
-        conn.execute("UPDATE sync_state SET covered_until = TIMESTAMPTZ '2026-11-22 12:00Z' "
+        conn.execute("UPDATE sync_state SET covered_until = TIMESTAMPTZ '2026-11-22 12:00:00Z' "
                      "WHERE stream = 'cost'")
     runs = write_due_reports(config, SIM_NOW)
     assert [(r.action, r.week) for r in runs] == [("waiting", "2026-W47")]
@@ -309,8 +309,8 @@ def test_a_week_not_collected_to_its_end_waits_and_one_never_collected_is_skippe
     assert not (isolated / "reports").exists() and outbox(config) == []
 
     with storage.writer(config) as conn:
-        conn.execute("UPDATE sync_state SET covered_from = TIMESTAMPTZ '2026-11-18 00:00Z', "
-                     "covered_until = TIMESTAMPTZ '2026-11-24 06:00Z'")
+        conn.execute("UPDATE sync_state SET covered_from = TIMESTAMPTZ '2026-11-18 00:00:00Z', "
+                     "covered_until = TIMESTAMPTZ '2026-11-24 06:00:00Z'")
     runs = write_due_reports(config, SIM_NOW)
     assert runs[0].action == "not collected" and "spendwatch report send --week 2026-W47" in \
         runs[0].detail
@@ -599,8 +599,8 @@ def test_the_settled_rewrite_shows_the_final_figures(setup: Callable[..., Config
         (sent_total,) = conn.execute("SELECT total_usd FROM report_runs").fetchone()
         # A late revision: Sunday's last billed hours go away, then both streams settle.
         conn.execute("DELETE FROM cost_buckets WHERE bucket_start >= "
-                     "TIMESTAMPTZ '2026-11-23 00:00Z' AND bucket_start < "
-                     "TIMESTAMPTZ '2026-11-23 06:00Z'")
+                     "TIMESTAMPTZ '2026-11-23 00:00:00Z' AND bucket_start < "
+                     "TIMESTAMPTZ '2026-11-23 06:00:00Z'")
         facts.rebuild(conn)  # the stored facts follow the raw rows, as a window write keeps them
         conn.execute("UPDATE sync_state SET covered_until = ? WHERE stream = 'cost'",
                      [settles])

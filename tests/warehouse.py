@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb
 
 import lake
+from spendwatch.config import Config
 
 TOKEN_COLUMNS = ("uncached_input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
                  "cache_read_tokens", "output_tokens")
@@ -54,11 +55,9 @@ def query(db: Path, sql: str, *args: object) -> list[tuple]:
         conn.close()
 
 
-def db_path(config: object) -> Path:
+def db_path(config: Config) -> Path:
     """``config``'s database as tests name it: its file, or on ``--backend ducklake`` the
     path :func:`open_warehouse` maps to the config folder's DuckLake."""
-    from spendwatch.config import Config
-    assert isinstance(config, Config)
     if config.storage.is_lake:
         return config.path.parent / "data" / "spendwatch.duckdb"
     return config.database_path
@@ -74,9 +73,7 @@ def stored_bytes(db: Path) -> bytes:
     raw = b"".join(p.read_bytes() for p in sorted((folder / "lake").rglob("*")) if p.is_file())
     conn = open_warehouse(db)
     try:
-        for (table,) in conn.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE database_name = "
-                "current_database() AND schema_name = 'main' AND NOT internal").fetchall():
+        for table in lake.tables(conn):
             raw += repr(conn.execute(f"SELECT * FROM {table}").fetchall()).encode()
     finally:
         conn.close()
@@ -92,8 +89,6 @@ def exists(db: Path) -> bool:
     except duckdb.Error:
         return False
     try:
-        return bool(conn.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = "
-                                 "current_database() AND schema_name = 'main' AND NOT "
-                                 "internal").fetchone()[0])  # type: ignore[index]
+        return bool(lake.tables(conn))
     finally:
         conn.close()

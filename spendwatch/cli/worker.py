@@ -72,15 +72,16 @@ def after_collection(config: Config, now: datetime, only: Sequence[str] = ()) ->
 
 #: How often a worker does a DuckLake's housekeeping (storage.maintain), in seconds.
 MAINTENANCE_SECONDS = 3600
-_maintained_at: list[float] = []
+_last_maintenance: dict[str, float] = {}
 
 
 def maintenance_step(config: Config) -> None:
     """A DuckLake's housekeeping, at most hourly per worker. Never raises."""
-    if not config.storage.is_lake or (
-            _maintained_at and time.monotonic() - _maintained_at[-1] < MAINTENANCE_SECONDS):
+    last = _last_maintenance.get("at")
+    if not config.storage.is_lake or (last is not None
+                                      and time.monotonic() - last < MAINTENANCE_SECONDS):
         return
-    _maintained_at.append(time.monotonic())
+    _last_maintenance["at"] = time.monotonic()
     try:
         storage.maintain(config)
     except Exception as exc:
