@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import random
 import re
 import secrets
 import tempfile
@@ -216,13 +217,36 @@ def _attach(config: Config, conn: duckdb.DuckDBPyConnection, read_only: bool) ->
             attach.append(f"METADATA_SCHEMA {_quote(config.storage.metadata_schema)}")
         if read_only:
             attach.append("READ_ONLY")
-        conn.execute(f"ATTACH {_quote(LAKE_PREFIX + target)} AS {alias} "
-                     f"({', '.join(attach)})")
-        return alias
+        statement = f"ATTACH {_quote(LAKE_PREFIX + target)} AS {alias} ({', '.join(attach)})"
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                conn.execute(statement)
+                return alias
+            except duckdb.Error as exc:
+                if attempt == CREATE_ATTEMPTS or not _created_beside(exc):
+                    raise
+                # Another process made this new lake's catalog at the same moment (two
+                # workers starting on an empty catalog): its creation has committed by the
+                # time ours is refused, so the next ATTACH finds the lake and opens it.
+                time.sleep(0.05 * attempt * (0.5 + random.random()))
+        raise AssertionError("unreachable")  # pragma: no cover
     except duckdb.Error as exc:
         raise _attach_error(config, exc) from None
     finally:
         conn.close()
+
+
+#: How many times an ATTACH that raced another process's creation of the lake is tried.
+CREATE_ATTEMPTS = 5
+
+
+def _created_beside(exc: duckdb.Error) -> bool:
+    """Whether ATTACH failed because another process created the same new lake's catalog
+    (schema, tables) at once: PostgreSQL refuses the second creation with a duplicate key in
+    its own catalog (pg_namespace, pg_type) even for IF NOT EXISTS."""
+    text = str(exc)
+    return "Failed to initialize DuckLake" in text and (
+        "duplicate key value" in text or "already exists" in text)
 
 
 def _forget_idle() -> None:

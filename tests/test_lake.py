@@ -120,6 +120,38 @@ def test_two_workers_for_two_organizations_and_two_dashboards_share_one_lake(
             stop(process)
 
 
+def _open_for_writing(config_path: str, barrier, results) -> None:  # a process of the next test
+    from spendwatch import lake as spendwatch_lake
+    config = load_config(Path(config_path))
+    barrier.wait()  # every process ATTACHes the empty catalog at the same moment
+    try:
+        with spendwatch_lake.connection(config, read_only=False) as conn:
+            conn.execute("SELECT 1").fetchall()
+        results.put("opened")
+    except Exception as exc:  # the test shows what a process met
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+@pytest.mark.lake_only
+def test_processes_opening_one_new_lake_at_once_all_open_it(isolated: Path) -> None:
+    # Workers started together on an empty catalog each create the lake's metadata schema and
+    # tables; PostgreSQL refuses all but the first (a duplicate key in pg_namespace even for
+    # IF NOT EXISTS). Every one of them must open the lake, not fail its first collection.
+    import multiprocessing
+
+    path = write_config(isolated, [{"name": "acme", "base_url": "http://127.0.0.1:9"}])
+    context = multiprocessing.get_context("spawn")  # a fresh DuckDB in each process
+    barrier, results = context.Barrier(4), context.Queue()
+    processes = [context.Process(target=_open_for_writing, args=(str(path), barrier, results))
+                 for _ in range(4)]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+    assert outcomes == ["opened"] * 4, outcomes
+
+
 def test_a_90_day_warehouse_goes_into_a_file_and_back_with_equal_totals(
         isolated: Path, simulator: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_ADMIN_KEY", ADMIN_KEY)
