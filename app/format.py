@@ -115,19 +115,24 @@ SHORT_TITLES = {"uncached_input_tokens": "Uncached", "cache_write_5m_tokens": "W
 
 
 def column_config(columns: Sequence[str], money: Sequence[str] = (),
-                  counts: Sequence[str] = (), compact: bool = False) -> dict[str, Any]:
+                  counts: Sequence[str] = (), compact: bool = False,
+                  fit: int | None = None) -> dict[str, Any]:
     """``st.dataframe``'s column_config for ``columns``: their titles (:data:`COLUMN_TITLES`,
     else the name as given), dollars for ``money`` (and ``cost_usd``), and counts with
     thousands separators for ``counts`` (and every ``*_tokens`` / ``*_requests`` column).
     ``compact``: counts as ``15.4M`` under short titles (:data:`SHORT_TITLES`) in narrow
-    columns, so a table of many of them fits the page (the CSV has them exact)."""
+    columns, so a table of many of them fits the page (the CSV has them exact); with ``fit``
+    (pixels, compact only), the text columns share what the counts leave of that width, so
+    a view of many dimensions fits too (their text wraps: see :func:`wraps`)."""
     import streamlit as st
 
     config: dict[str, Any] = {}
+    widths = _text_widths(columns, money, counts, fit) if compact else {}
     for column in columns:
         title = COLUMN_TITLES.get(column, column)
         short = SHORT_TITLES.get(column, title) if compact else title
-        narrow: Any = 72 if compact else None
+        text = [c for c in columns if not _is_number(c, money, counts)]
+        narrow: Any = _count_width(column, columns, text) if compact else None
         if column in money or column == "cost_usd":
             config[column] = st.column_config.NumberColumn(short, format="dollar", help=title,
                                                            width=narrow)
@@ -135,11 +140,89 @@ def column_config(columns: Sequence[str], money: Sequence[str] = (),
             config[column] = st.column_config.NumberColumn(
                 short, format="compact" if compact else "localized", help=title, width=narrow)
         else:
-            config[column] = st.column_config.Column(
-                title, width=(DIMENSION_WIDTHS.get(column, 150) if compact else None))
+            config[column] = st.column_config.Column(title, width=widths.get(column))
+    if compact and fit is not None and widths and _total_width(columns, widths) > fit:
+        first = next(iter(widths))
+        config[first] = st.column_config.Column(COLUMN_TITLES.get(first, first),
+                                                width=widths[first], pinned=True)
     return config
+
+
+def _total_width(columns: Sequence[str], widths: dict[str, int]) -> int:
+    return sum(widths[c] if c in widths else _count_width(c, columns, list(widths))
+               for c in columns)
+
+
+#: The width of a compact count column (px), and a narrower one for views of many columns.
+COUNT_WIDTH, NARROW_COUNT_WIDTH = 72, 64
+#: The narrowest a compact text column gets (a date on one line; a longer name wraps). A
+#: view of more columns than fit so is wider than the page: it scrolls sideways, its first
+#: column pinned so each row stays named.
+MIN_TEXT_WIDTH = 90
+#: A row tall enough for Streamlit to wrap a cell's text onto a second and third line.
+WRAPPING_ROW = 72
+
+
+def _is_number(column: str, money: Sequence[str], counts: Sequence[str]) -> bool:
+    return (column in money or column == "cost_usd" or column in counts
+            or column.endswith(("_tokens", "_requests")))
+
+
+def _count_width(column: str, columns: Sequence[str], text: Sequence[str]) -> int:
+    """A compact number column's width: narrower when the view has many text columns (the
+    dollars keep theirs: "$12,345.67")."""
+    return NARROW_COUNT_WIDTH if len(text) > 4 and column != "cost_usd" else COUNT_WIDTH
+
+
+def _text_widths(columns: Sequence[str], money: Sequence[str], counts: Sequence[str],
+                 fit: int | None) -> dict[str, int]:
+    """The compact text columns' widths: :data:`DIMENSION_WIDTHS` (150 px else); with
+    ``fit``, the widest are narrowed to an equal share of what the numbers leave of it (the
+    narrow ones, a date, keep their width), down to :data:`MIN_TEXT_WIDTH`."""
+    text = [c for c in columns if not _is_number(c, money, counts)]
+    natural = {c: DIMENSION_WIDTHS.get(c, 150) for c in text}
+    if fit is None:
+        return natural
+    room = fit - sum(_count_width(c, columns, text) for c in columns if c not in natural)
+    if sum(natural.values()) <= room:
+        return natural
+    kept: dict[str, int] = {}
+    while True:  # water-filling: who fits in an equal share of the rest keeps their width
+        rest = [c for c in text if c not in kept]
+        share = (room - sum(kept.values())) // max(1, len(rest))
+        narrow = {c: natural[c] for c in rest if natural[c] <= share}
+        if not narrow:
+            return {**kept, **{c: max(MIN_TEXT_WIDTH, share) for c in rest}}
+        kept.update(narrow)
+
+
+def wraps(columns: Sequence[str], fit: int, money: Sequence[str] = (),
+          counts: Sequence[str] = ()) -> int | None:
+    """The row height for a compact table fitted to ``fit`` pixels: :data:`WRAPPING_ROW`
+    when its text columns were narrowed (their text wraps rather than being cut), else
+    None (Streamlit's one-line rows)."""
+    text = [c for c in columns if not _is_number(c, money, counts)]
+    narrowed = _text_widths(columns, money, counts, fit)
+    return WRAPPING_ROW if any(narrowed[c] < DIMENSION_WIDTHS.get(c, 150) for c in text) \
+        else None
 
 
 #: Widths (px) of the dimension columns of a compact table: the default view of Reports
 #: (date, feature, model and seven counts) fits the page at 1400 px.
 DIMENSION_WIDTHS = {"date": 95, "model": 180}
+#: The page's width for a table at 1400 px (the main column less the frame's borders).
+PAGE_TABLE_WIDTH = 936
+
+
+#: The most rows a short table (alerts, deliveries, savings, runs) shows before it scrolls
+#: inside its frame; below that it is as tall as its rows, so none hides behind a scroll bar.
+ROWS_SHOWN = 12
+#: Streamlit's header row and frame, in pixels (its default row height, plus the borders).
+_HEADER, _BORDERS = 35, 3
+
+
+def table_height(rows: int, row_height: int = 35, most: int = ROWS_SHOWN) -> int:
+    """The height (pixels) for ``st.dataframe(height=...)`` that shows every one of ``rows``
+    rows of ``row_height`` pixels, up to ``most`` of them (Streamlit's own default shows
+    about 400 pixels, four rows of wrapped text, whatever the table holds)."""
+    return _HEADER + max(1, min(rows, most)) * row_height + _BORDERS

@@ -16,7 +16,7 @@ from alerts import history
 from alerts.states import State
 from alerts.silences import add_silence, expire_silence
 from app import charts, data, door
-from app.format import frame, iso_wall_time, local, md
+from app.format import frame, iso_wall_time, local, md, table_height
 from spendwatch.config import parse_duration
 from spendwatch.errors import ConfigError, DatabaseBusy
 
@@ -76,6 +76,7 @@ if firing:
                          "since": local(a["since"], tz, with_zone=False),
                          "summary": a["summary"]} for a in firing]),
                  hide_index=True, key="alerts_firing", row_height=WRAPPED,
+                 height=table_height(len(firing), WRAPPED),
                  column_config=columns(rule=("Rule", 125), scope=("Scope", 190),
                                        level=("Level", 105), state=("State", 85),
                                        since=("Since", 125), summary=("Summary", 300)))
@@ -102,7 +103,7 @@ if episodes:
                          + (local(e["ended_at"], tz, False) if e["ended_at"] else "now"),
                          "summary": e["summary"]}
                         for e in episodes]), hide_index=True, key="alerts_episodes",
-                 row_height=WRAPPED,
+                 row_height=WRAPPED, height=table_height(len(episodes), WRAPPED),
                  column_config=columns(rule=("Rule", 120), scope=("Scope", 180),
                                        level=("Level", 100), state=("State", 95),
                                        when=("From, to", 150), summary=("Summary", 285)))
@@ -122,10 +123,11 @@ if attempts:
                          "scope": d["scope_key"], "outcome": outcome(d),
                          "answer": d["answer"], "status": d["status"]} for d in attempts]),
                  hide_index=True, key="alerts_deliveries", row_height=WRAPPED,
+                 height=table_height(len(attempts), WRAPPED),
                  column_config=columns(at=("At", 125), channel=("Channel", 110),
                                        kind=("Kind", 70), rule=("Rule", 145),
                                        scope=("Scope", 160), outcome=("Outcome", 95),
-                                       answer=("Answer", 160), status=("Now", 75)))
+                                       answer=("Answer", 158), status=("Now", 75)))
 else:
     st.info("Nothing has been sent yet.")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import charts, data, widgets
-from app.format import frame, local, md, percent, usd
+from app.format import frame, local, md, percent, table_height, usd
 from spendwatch.warehouse import figures as views
 
 config = data.config()
@@ -66,7 +66,8 @@ if has_people:
                       cents_columns=("spend",))
         # Widths that add up to the page's at 1400 px, and rows tall enough for a federated
         # identity's URL or a long product mix to wrap: no column cut off.
-        st.dataframe(table, hide_index=True, key="people_top", row_height=76, column_config={
+        st.dataframe(table, hide_index=True, key="people_top", row_height=76,
+                     height=table_height(len(table), 76), column_config={
             "person": st.column_config.TextColumn("Person", width=260),
             "spend": st.column_config.NumberColumn("Spend", format="dollar", width=95),
             "share": st.column_config.TextColumn("Share", width=70),

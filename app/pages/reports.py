@@ -10,7 +10,8 @@ from decimal import Decimal
 import streamlit as st
 
 from app import charts, data, widgets
-from app.format import column_config, frame, iso_wall_time, md, period_text, usd
+from app.format import (PAGE_TABLE_WIDTH, column_config, frame, iso_wall_time, md, period_text,
+                        table_height, usd, wraps)
 import reports.history as reports_history
 import reports.weekly as reports
 from spendwatch.text import code_span
@@ -60,7 +61,8 @@ if rows:
     st.dataframe(frame([{c: r.get(c) for c in columns} for r in rows],
                        cents_columns=("cost_usd",)),
                  hide_index=True, key="reports_table",
-                 column_config=column_config(columns, compact=True))
+                 row_height=wraps(columns, PAGE_TABLE_WIDTH),
+                 column_config=column_config(columns, compact=True, fit=PAGE_TABLE_WIDTH))
     st.caption("Token counts are rounded here (15.4M); the CSV has them exact.")
 else:
     st.info("Nothing matches this view.")
@@ -96,6 +98,7 @@ else:
                              "file": Path(r["path"]).name} for r in runs],
                            cents_columns=("cost_usd",)),
                      hide_index=True, key="reports_runs", row_height=60,
+                     height=table_height(len(runs), 60),
                      column_config={  # widths (px) that fit the page at 1400 px
                          "week": st.column_config.TextColumn("Week", width=80),
                          "organization": st.column_config.TextColumn("Organization",

@@ -8,7 +8,7 @@ from decimal import Decimal
 import streamlit as st
 
 from app import charts, data, widgets
-from app.format import frame, md, percent, usd
+from app.format import frame, md, percent, table_height, usd
 from spendwatch.warehouse import figures as views
 from spendwatch.savings import LEVERS
 
@@ -69,6 +69,7 @@ if book.potential:
                         for p in sorted(book.potential, key=lambda p: -p.monthly_usd)],
                        cents_columns=("monthly_usd",)),
                  hide_index=True, key="savings_potential", row_height=92,
+                 height=table_height(len(book.potential), 92, most=30),
                  column_config={  # widths (px) that add up to the page's at 1400 px
                      "lever": st.column_config.TextColumn("Lever", width=85),
                      "feature": st.column_config.TextColumn("Feature", width=170),
