@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+from datetime import timedelta
 from typing import Any, Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -32,8 +33,13 @@ COLLECT_JOB = "collect"
 STOP_POLL_SECONDS = 1.0
 #: How long a stop waits for a running round before the process exits without it.
 STOP_GRACE_SECONDS = 10.0
-#: The scheduled job: called with the config and the stop event; it must never raise.
-Job = Callable[[Config, threading.Event], None]
+#: The scheduled job: called with the config and the stop event; it must never raise. It
+#: returns True when its work could not start (the warehouse locked or unreachable): the
+#: schedule then runs it again after :data:`RETRY_SECONDS`, doubling per failure in a row up
+#: to the interval, rather than an interval later.
+Job = Callable[[Config, threading.Event], "bool | None"]
+RETRY_JOB = "collect-retry"
+RETRY_SECONDS = 15
 
 
 def schedule(scheduler: BaseScheduler, config: Config, job: Job, start_now: bool = True,
@@ -41,7 +47,27 @@ def schedule(scheduler: BaseScheduler, config: Config, job: Job, start_now: bool
     """Add ``job`` to ``scheduler`` on the collection interval; returns the stop event it gets."""
     stop = stop if stop is not None else threading.Event()
     interval = config.collection.interval_minutes * 60
-    scheduler.add_job(job, "interval", args=[config, stop], id=COLLECT_JOB,
+    running = threading.Lock()
+    failures = [0]
+
+    def guarded(config: Config, stop: threading.Event) -> None:
+        if not running.acquire(blocking=False):
+            return  # a retry came round with the interval's run: one round at a time
+        try:
+            failed = job(config, stop)
+        finally:
+            running.release()
+        if not failed or stop.is_set():
+            failures[0] = 0
+            return
+        failures[0] += 1
+        delay = min(interval, RETRY_SECONDS * 2 ** min(failures[0] - 1, 16))
+        log.info("the collection could not start; trying again in %d s", delay)
+        scheduler.add_job(guarded, "date", args=[config, stop], id=RETRY_JOB,
+                          run_date=utcnow() + timedelta(seconds=delay),
+                          misfire_grace_time=interval, replace_existing=True)
+
+    scheduler.add_job(guarded, "interval", args=[config, stop], id=COLLECT_JOB,
                       seconds=interval, max_instances=1, coalesce=True,
                       misfire_grace_time=interval,
                       next_run_time=utcnow() if start_now else None, replace_existing=True)
@@ -61,10 +87,10 @@ def run_schedule(config: Config, job: Job) -> None:
     idle = threading.Event()
     idle.set()
 
-    def tracked(config: Config, stop: threading.Event) -> None:
+    def tracked(config: Config, stop: threading.Event) -> bool | None:
         idle.clear()
         try:
-            job(config, stop)
+            return job(config, stop)
         finally:
             idle.set()
 

@@ -8,6 +8,8 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import duckdb
+import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from collectors.scheduler import COLLECT_JOB, schedule
@@ -46,6 +48,41 @@ def test_the_worker_collects_on_start_and_stops_on_sigterm(isolated: Path, simul
         _, err = worker.communicate(timeout=30)
     assert worker.returncode == 0, err
     assert "worker started" in err and "Traceback" not in err
+    yesterday = floor_day(datetime.now(UTC)) - timedelta(days=1)
+    assert totals(db, yesterday, yesterday + timedelta(days=1)) == truth_totals(
+        simulator.truth(yesterday, yesterday + timedelta(days=1)))
+
+
+@pytest.mark.file_only("another process holding a DuckDB file is what keeps the worker out")
+def test_a_worker_that_cannot_open_the_warehouse_tries_again_soon_not_an_interval_later(
+        isolated: Path, simulators) -> None:
+    simulator: Simulator = simulators(now=None)
+    path = write_config(isolated, [{"name": "acme", "base_url": simulator.url}],
+                        collection="initial_backfill_days = 1\ninterval_minutes = 60")
+    # Each step of a round waits this long for the lock before giving up (the tests' 20 s).
+    path.write_text(path.read_text().replace("lock_timeout_seconds = 20",
+                                             "lock_timeout_seconds = 2"))
+    db = db_path(load_config(path))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    holder = duckdb.connect(str(db))  # another process's writer: the file is locked to others
+    log = open(isolated / "worker.log", "w+")
+    worker = subprocess.Popen([sys.executable, "-m", "spendwatch", "--config", str(path), "run"],
+                              cwd=REPO, env=env_with_key(), stdout=log, stderr=subprocess.STDOUT,
+                              text=True)
+    try:
+        wait_for(lambda: "trying again in 15 s" in (isolated / "worker.log").read_text())
+        assert "collection run failed" in (isolated / "worker.log").read_text()
+        holder.close()  # the other process is gone: the next try, seconds later, collects
+        wait_for(lambda: query(db, "SELECT count(*) FROM collection_runs "
+                                   "WHERE status = 'ok'") == [(1,)], seconds=90)
+    finally:
+        holder.close()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+        log.close()
+    text = (isolated / "worker.log").read_text()
+    assert worker.returncode == 0, text
+    assert "Traceback" not in text
     yesterday = floor_day(datetime.now(UTC)) - timedelta(days=1)
     assert totals(db, yesterday, yesterday + timedelta(days=1)) == truth_totals(
         simulator.truth(yesterday, yesterday + timedelta(days=1)))

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 def worker_round(config: Config, stop: threading.Event | None = None,
-                 only: Sequence[str] = ()) -> None:
+                 only: Sequence[str] = ()) -> bool:
     """One round of the worker: collect, then the alerts, then the weekly reports.
 
     ``only``: the organizations this worker collects and reports (``spendwatch run --org``;
@@ -45,13 +45,16 @@ def worker_round(config: Config, stop: threading.Event | None = None,
     alert rule over all of it: a rule across organizations sees them all, and two checks at
     once are serialized by the alert lock and send each notification once (the outbox).
     Never raises. Setting ``stop`` ends the collection at once (windows stored so far are
-    kept) and skips the rest of the round: the worker is shutting down.
+    kept) and skips the rest of the round: the worker is shutting down. True when the
+    collection could not even start (the warehouse locked or unreachable): the schedule tries
+    again soon rather than an interval later.
     """
     own = only_organizations(config, only)
-    collect_step(own, stop)
+    failed = collect_step(own, stop)
     if stop is not None and stop.is_set():
-        return
+        return failed
     after_collection(config, utcnow(), only)  # a fresh clock: what was stored meanwhile counts
+    return failed
 
 
 def only_organizations(config: Config, only: Sequence[str]) -> Config:
@@ -89,11 +92,12 @@ def maintenance_step(config: Config) -> None:
             exc, SpendwatchError) else type(exc).__name__)
 
 
-def collect_step(config: Config, stop: threading.Event | None = None) -> None:
+def collect_step(config: Config, stop: threading.Event | None = None) -> bool:
     """Collect every organization; a run that cannot even start (a key file gone, the database
     locked) is recorded as a failed run of each organization. An organization's run past
     ``collection.job_deadline_seconds`` stops and is recorded failed with the reason (see
-    :func:`collectors.sync.collect`), so the alert check always follows. Never raises."""
+    :func:`collectors.sync.collect`), so the alert check always follows. Never raises; True
+    when the run could not start."""
     now = utcnow()
     try:
         for result in collect(config, CollectOptions(stop=stop), now=now):
@@ -102,6 +106,7 @@ def collect_step(config: Config, stop: threading.Event | None = None) -> None:
                          result.windows, result.usage_rows, result.cost_rows)
             elif not result.stopped:
                 log.error("collection failed: %s", result.error)
+        return False
     except Exception as exc:
         error = str(exc) if isinstance(exc, SpendwatchError) else f"unexpected {type(exc).__name__}"
         log.error("collection run failed: %s", error)
@@ -111,6 +116,16 @@ def collect_step(config: Config, stop: threading.Event | None = None) -> None:
                            OrgResult(org.name, error=error), now, utcnow())
             except SpendwatchError as record_error:
                 log.error("could not record the failed run of %r: %s", org.name, record_error)
+        return True
+
+
+def failed(what: str, exc: Exception) -> None:
+    """Log a step's failure: one line for one of spendwatch's own errors (the warehouse
+    locked, a channel misconfigured: the message says what to do), the traceback for a bug."""
+    if isinstance(exc, SpendwatchError):
+        log.error("%s: %s", what, exc)
+    else:
+        log.error(what, exc_info=exc)
 
 
 def report_step(config: Config, now: datetime) -> None:
@@ -120,17 +135,17 @@ def report_step(config: Config, now: datetime) -> None:
     try:
         for run in write_due_reports(config, now):
             log_run(run, config, now)
-    except Exception:
-        log.exception("writing the weekly reports failed")
+    except Exception as exc:
+        failed("writing the weekly reports failed", exc)
     try:
         for digest_run in write_due_digests(config, now):
             log_digest(digest_run)
-    except Exception:
-        log.exception("writing the daily digests failed")
+    except Exception as exc:
+        failed("writing the daily digests failed", exc)
     try:
         send_queued(config, now, CheckReport())  # it logs what it could not deliver
-    except Exception:
-        log.exception("sending the weekly reports failed")
+    except Exception as exc:
+        failed("sending the weekly reports failed", exc)
 
 
 def alert_step(config: Config, now: datetime) -> None:
@@ -138,8 +153,8 @@ def alert_step(config: Config, now: datetime) -> None:
     that are broken. Never raises."""
     try:
         report = check(config, now)
-    except Exception:
-        log.exception("the alert check failed")
+    except Exception as exc:
+        failed("the alert check failed", exc)
         return
     for line in report.transitions:
         log.info("alert %s", line)
