@@ -41,9 +41,11 @@ total = sum((r["cost_usd"] for r in rows), Decimal(0))
 
 st.metric("Spend in the view", usd(total), help=f"{since} to {until} ({config.tz.key}).")
 # Files are built when the button is clicked (on Streamlit's download thread), not on every
-# run of the page: a large organization's week is thousands of rows.
+# run of the page: a large organization's week is thousands of rows. A click downloads and
+# nothing else (on_click="ignore"): a rerun of the page on a click would redo its queries and
+# could replace the file being fetched (the lake tests' download timed out once under load).
 st.download_button("Download CSV", lambda: views.spend_csv(rows, by, human=True), mime="text/csv",
-                   key="reports_csv",
+                   key="reports_csv", on_click="ignore",
                    file_name=f"spendwatch-spend-{since}-{until}.csv", type="primary",
                    disabled=not rows)
 
@@ -74,7 +76,8 @@ week = st.selectbox("ISO week (Monday to Sunday, local time)", weeks, key="week"
                     bind=widgets.BIND)
 st.download_button(f"Download the weekly CSV for {week}",
                    data.deferred(reports.weekly_csv, week), mime="text/csv",
-                   file_name=f"spendwatch-all-{week}.csv", key="reports_weekly_csv")
+                   file_name=f"spendwatch-all-{week}.csv", key="reports_weekly_csv",
+                   on_click="ignore")
 st.caption("The same file as `spendwatch report weekly --week " + week + "`.")
 
 st.subheader("Scheduled weekly reports")
