@@ -225,7 +225,9 @@ def episode_timeline(df: pd.DataFrame) -> alt.LayerChart:
     ``end`` (ISO wall times), ``state``, ``summary``, ``start_text``, ``end_text``."""
     base = alt.Chart(df).encode(
         x=alt.X("start:T", title=None, scale=alt.Scale(type="utc"),
-                axis=alt.Axis(format="%b %d %H:%M", labelOverlap=True)),
+                # Vega's own multi-scale labels: "Dec 01" over days, "00:06" over minutes
+                # (one fixed format wrote "Dec 03 00:06" under every tick of a new episode)
+                axis=alt.Axis(labelOverlap=True)),
         y=alt.Y("alert:N", title=None, axis=alt.Axis(labelLimit=520)),
         color=alt.Color("state:N", title=None, scale=alt.Scale(
             domain=["firing", "pending", "resolved", "expired", "cleared while pending"],

@@ -9,7 +9,6 @@ Pages run in-process through Streamlit's AppTest with ``$SPENDWATCH_NOW`` fixing
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -34,7 +33,8 @@ from app import data
 from app.format import md
 from collectors.simulator import start_simulator
 from collectors.sync import CollectOptions, collect
-from conftest import ADMIN_KEY, REPO, SIM_NOW, SIM_NOW_TEXT, metrics, usd
+import lake
+from conftest import ADMIN_KEY, REPO, SIM_NOW, SIM_NOW_TEXT, copy_warehouse, metrics, usd
 from spendwatch.warehouse.batch import Batch, read
 from spendwatch import storage
 from spendwatch.warehouse import figures as views
@@ -45,7 +45,7 @@ from spendwatch.text import csv_cell
 from spendwatch.warehouse.spend import spend
 from spendwatch.savings import cache_waste, ledger
 from spendwatch.timeutil import local_day_start
-from warehouse import db_path, query
+from warehouse import db_path, exists, query
 
 MAIN = REPO / "app" / "main.py"
 PAGES = ("overview", "spend", "caching", "savings", "alerts", "reports")
@@ -57,8 +57,7 @@ DAY = timedelta(days=1)
 CONFIG = """\
 timezone = "America/Chicago"
 [storage]
-database = "{database}"
-lock_timeout_seconds = {lock_timeout}
+{storage}lock_timeout_seconds = {lock_timeout}
 [collection]
 interval_minutes = 180
 timeout_seconds = 10
@@ -117,7 +116,10 @@ def write_dashboard_config(folder: Path, database: Path, lock_timeout: float = 5
     key_file.write_text(ADMIN_KEY, encoding="utf-8")
     key_file.chmod(0o600)
     path = folder / "config.toml"
-    path.write_text(CONFIG.format(database=database, lock_timeout=lock_timeout,
+    # on --backend ducklake, the folder's own DuckLake (``database`` is then what db_path names)
+    storage_lines = (lake.storage_toml(folder) if lake.active()
+                     else f'database = "{database}"\n')
+    path.write_text(CONFIG.format(storage=storage_lines, lock_timeout=lock_timeout,
                                   base_url=base_url, key_file=key_file), encoding="utf-8")
     path.chmod(0o600)
     return path
@@ -393,9 +395,7 @@ def test_alerts_page_shows_firing_episodes_deliveries_and_the_broken_channel(
 
 def test_a_silence_is_created_and_expired_from_the_page(seeded: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    original = load_config(seeded)
-    copy = tmp_path / "copy.duckdb"
-    shutil.copy(db_path(original), copy)
+    copy = copy_warehouse(db_path(load_config(seeded)), tmp_path / "cfg")
     config = load_config(write_dashboard_config(tmp_path / "cfg", copy))
     monkeypatch.setenv("SPENDWATCH_CONFIG", str(config.path))
     monkeypatch.setenv("SPENDWATCH_NOW", SIM_NOW_TEXT)
@@ -426,8 +426,7 @@ def test_a_silence_is_created_and_expired_from_the_page(seeded: Path, tmp_path: 
 
 def test_a_bad_duration_is_one_line_and_writes_nothing(seeded: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    copy = tmp_path / "copy.duckdb"
-    shutil.copy(db_path(load_config(seeded)), copy)
+    copy = copy_warehouse(db_path(load_config(seeded)), tmp_path / "cfg")
     config = load_config(write_dashboard_config(tmp_path / "cfg", copy))
     monkeypatch.setenv("SPENDWATCH_CONFIG", str(config.path))
     monkeypatch.setenv("SPENDWATCH_NOW", SIM_NOW_TEXT)
@@ -667,7 +666,7 @@ def test_an_empty_database_says_what_to_run(empty: Path, page: str) -> None:
     at = open_page(page)
     assert any("run `spendwatch collect`" in i.value.lower() for i in at.info)
     assert not at.get("vega_lite_chart")
-    assert not (empty.parent / "nothing-yet.duckdb").exists()  # a reader creates nothing
+    assert not exists(db_path(load_config(empty)))  # a reader creates nothing
 
 
 def test_a_missing_config_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -699,6 +698,7 @@ def locked(seeded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
         holder.wait(timeout=10)
 
 
+@pytest.mark.file_only("a DuckDB file's lock: a DuckLake's readers never wait for a writer")
 @pytest.mark.parametrize("page", ("overview", "spend", "alerts"))
 def test_a_locked_database_says_the_data_is_being_updated(locked: Path, page: str) -> None:
     at = open_page(page)
