@@ -220,14 +220,25 @@ def model_mix(df: pd.DataFrame) -> alt.Chart:
                  alt.Tooltip("cost_usd:Q", format="$,.2f")])
 
 
+def _time_format(df: pd.DataFrame) -> str:
+    """Axis labels as fine as the span shown, on a 24-hour clock: one fixed "%b %d %H:%M"
+    wrote "Dec 03 00:06" under every tick of episodes a few minutes old, and Vega's own
+    labels say "12:39" for 00:39."""
+    times = pd.to_datetime(pd.concat([df["start"], df["end"]]), errors="coerce").dropna()
+    span = (times.max() - times.min()) if len(times) else pd.Timedelta(0)
+    if span >= pd.Timedelta(days=3):
+        return "%b %d"
+    if span >= pd.Timedelta(hours=2):
+        return "%b %d %H:%M"
+    return "%H:%M:%S" if span < pd.Timedelta(minutes=5) else "%H:%M"
+
+
 def episode_timeline(df: pd.DataFrame) -> alt.LayerChart:
     """Alert episodes as bars from start to end (or now). Columns: ``alert``, ``start``,
     ``end`` (ISO wall times), ``state``, ``summary``, ``start_text``, ``end_text``."""
     base = alt.Chart(df).encode(
         x=alt.X("start:T", title=None, scale=alt.Scale(type="utc"),
-                # Vega's own multi-scale labels: "Dec 01" over days, "00:06" over minutes
-                # (one fixed format wrote "Dec 03 00:06" under every tick of a new episode)
-                axis=alt.Axis(labelOverlap=True)),
+                axis=alt.Axis(format=_time_format(df), labelOverlap=True)),
         y=alt.Y("alert:N", title=None, axis=alt.Axis(labelLimit=520)),
         color=alt.Color("state:N", title=None, scale=alt.Scale(
             domain=["firing", "pending", "resolved", "expired", "cleared while pending"],

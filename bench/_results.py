@@ -121,6 +121,11 @@ def table(by_months: dict[int, dict[str, Any]]) -> list[str]:
                       _fmt(_get(small, "ingest", "ratio_parse_plus_write_to_bulk_insert"), "x"),
                       _fmt(ingest, "x"), "<= 1.25x (80% of bulk)",
                       check(ingest, lambda v: v <= 1.25)))
+    whole = _get(large, "ingest", "ratio_collect_to_bulk_insert")
+    lines.append(_row("  the whole collection (HTTP, SDK, paging, parsing, writes: "
+                      "`collect --since`), as a multiple of the same bulk load",
+                      _fmt(_get(small, "ingest", "ratio_collect_to_bulk_insert"), "x"),
+                      _fmt(whole, "x"), "(no goal set)", None))
     cost = _get(large, "ingest", "write_per_window_p50_s", "cost") or {}
     first, last = cost.get("write_to_bulk_insert_first"), cost.get("write_to_bulk_insert_last")
     flat = round(last / first, 2) if first and last else None
@@ -173,8 +178,12 @@ def write() -> Path:
         ingest = data.get("ingest", {})
         lines.append(f"- {months} month(s): {ingest.get('usage_rows', 0):,} usage rows, "
                      f"{ingest.get('cost_rows', 0):,} cost rows, "
-                     f"{_fmt(_get(data, 'storage', 'file_mb'), ' MB')} "
-                     f"(loaded with code {_get(data, 'code_at_load', 'head')})")
+                     f"{_fmt(_get(data, 'storage', 'file_mb'), ' MB')}, "
+                     + (f"days {ingest['first_day']} to {ingest['days']} days on, collected "
+                        f"over HTTP in {ingest['requests']:,} requests "
+                        f"({ingest['collect_wall_s']:,.0f} s) "
+                        if "requests" in ingest else "")
+                     + f"(loaded with code {_get(data, 'code_at_load', 'head')})")
     lines += ["", *table(by_months), ""]
     why = ROOT / "bench" / "WHY.md"  # written by hand from the profiles: what misses and why
     if why.exists():

@@ -3,14 +3,15 @@ path, then measure every figure beside a baseline from the same run.
 
 Entry points: ``bench/generate.py`` (the load) and ``bench/run.py`` (the measurements and
 ``bench/RESULTS.md``). The organization (``_synthetic.py``: by default 400 API keys, 40
-workspaces, 10 models; about 80 usage and 340 cost rows an hour) is built as Analytics API
-pages, the JSON the API sends, and loaded a UTC day at a time through the collectors'
-parsers (``analytics_*_rows``) and ``write_window``: the code a collection runs after the
-HTTP request. Each measurement has a baseline from the same run (the machines are shared and
-noisy: the ratios are what counts):
+workspaces, 10 models; about 80 usage and 340 cost rows an hour) is served over HTTP as the
+Analytics API sends it (``_serve.py``: the simulator's server in its own process) and
+collected by the real ``spendwatch collect --since`` code: the SDK, paging, the collectors'
+parsers and ``write_window``. Each measurement has a baseline from the same run (the machines
+are shared and noisy: the ratios are what counts):
 
-- ingest rows/s, parse and write time (baseline: DuckDB's bulk INSERT of the same rows as
-  Arrow into a fresh file of the same schema), and the write time per window early and late;
+- ingest rows/s, parse and write time as collect spends them, the whole collection's wall
+  time (baseline: DuckDB's bulk INSERT of the same rows as Arrow into a fresh file of the
+  same schema), and the write time per window early and late;
 - spend queries over 7 local days, p50/p95 over ranges across the stored year and four
   groupings, each run beside a plain GROUP BY of the same rows;
 - the queries of every page (as the pages call them, one Batch per page run), p50/p95, every
@@ -24,7 +25,6 @@ noisy: the ratios are what counts):
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -41,11 +41,11 @@ from typing import Any, Callable
 
 import duckdb
 import pyarrow as pa
+import requests
 
-from _synthetic import MODELS, Organization
+from _synthetic import MODELS
 from alerts import history
-from collectors.rows import analytics_cost_rows, analytics_usage_rows
-from collectors.sync import Window, write_names, write_window
+from collectors.sync import Window, analytics_floor
 from reports import history as report_history
 from reports import weekly
 from spendwatch import estimates, storage
@@ -58,7 +58,8 @@ from spendwatch.warehouse.spend import spend
 
 ROOT = Path(__file__).resolve().parent.parent
 ORG = "bench"
-END = datetime(2026, 12, 1, tzinfo=timezone.utc)  # the last synthetic hour ends here: "now"
+END = datetime(2027, 1, 1, tzinfo=timezone.utc)  # the last synthetic hour ends here: "now"
+# (2027: a year back is all in the Analytics API's history, which starts in 2026)
 DAY = timedelta(days=1)
 RUNS = 7
 EXTRA_PRICE = ('[[pricing.prices]]\nmodel = "claude-sonnet-5-5"\ncomponent = "input"\n'
@@ -110,57 +111,103 @@ def arrow_of(rows: list[Any], columns: list[str], provisional_after: datetime) -
 
 def load(config: Config, months: int, keys: int = 400, workspaces: int = 40,
          models: int = len(MODELS)) -> dict[str, Any]:
-    """Every day of ``months`` through parse + write_window; the same rows bulk-loaded into
-    a fresh DuckDB file beside it (the baseline)."""
-    org = Organization(keys=keys, workspaces=workspaces, models=models)
-    prices = price_table(config.prices)
-    provisional_after = END - timedelta(hours=48)
-    with storage.writer(config) as conn, storage.transaction(conn):
-        estimates.ensure_current(conn, prices)  # as collect does first: the table's fingerprint
-    write_names(config, ORG, *org.names(END), END)
+    """``months`` of the organization collected as a user's ``spendwatch collect --since``
+    does: ``bench/_serve.py`` (the simulator's server, this organization behind it) in its
+    own process, the real ``collect`` (the SDK over HTTP, paging, parsing, ``write_window``).
+    The parse and write calls are timed where collect makes them, and every window's rows are
+    bulk-loaded as Arrow into a fresh DuckDB file beside it, as the baseline (its time is
+    counted apart). Days before the Analytics API's history (365 days, 2026 on) are left out:
+    a real organization would have them from the legacy reports."""
+    from collectors import clients as collect_clients
+    from collectors import sync as collect_sync
+
+    first = max(start_of(months), analytics_floor(END))
     base_path = config.database_path.with_name("baseline.duckdb")
     base_path.unlink(missing_ok=True)
     base = duckdb.connect(str(base_path))
     storage.migrate(base)
     columns = {t: [r[0] for r in base.execute(f"DESCRIBE {t}").fetchall()]
                for t in ("usage_hourly", "cost_buckets")}
-    totals = {k: 0.0 for k in ("generate", "parse", "write", "arrow", "bulk_insert")}
+    totals = {k: 0.0 for k in ("parse", "write", "arrow", "bulk_insert")}
     counts = {"usage": 0, "cost": 0}
-    # per stream: (day, write_window seconds, bulk INSERT seconds) of each window
+    # per stream: (window start, write_window seconds, bulk INSERT seconds) of each window
     per_window: dict[str, list[tuple[datetime, float, float]]] = {"usage": [], "cost": []}
-    started = time.perf_counter()
-    day = start_of(months)
-    while day < END:
-        seconds, (usage_pages, cost_pages) = timed(lambda: org.day(day, END))
-        totals["generate"] += seconds
-        for stream, pages, parse, table in (
-                ("usage", usage_pages, analytics_usage_rows, "usage_hourly"),
-                ("cost", cost_pages, analytics_cost_rows, "cost_buckets")):
-            seconds, rows = timed(lambda: [r for n, page in enumerate(pages)
-                                           for r in parse(page, ORG, f"{stream} page {n}")])
+    real_parse = {"usage": collect_clients.analytics_usage_rows,
+                  "cost": collect_clients.analytics_cost_rows}
+    real_write = collect_sync.write_window
+
+    def parse_timed(stream: str) -> Callable[..., Any]:
+        def parse(page: Any, organization: str, where: str) -> Any:
+            seconds, rows = timed(lambda: real_parse[stream](page, organization, where))
             totals["parse"] += seconds
-            seconds, _ = timed(lambda: write_window(
-                config, ORG, Window(stream, day, day + DAY, "analytics"), rows, END, END,
-                provisional_after, prices))
-            totals["write"] += seconds
-            write_seconds = seconds
+            return rows
+        return parse
+
+    def write_timed(config: Config, organization: str, window: Window, rows: list[Any],
+                    *args: Any, **kwargs: Any) -> Any:
+        seconds, out = timed(lambda: real_write(config, organization, window, rows,
+                                                *args, **kwargs))
+        totals["write"] += seconds
+        stream = window.stream
+        if stream in counts:
             counts[stream] += len(rows)
-            seconds, incoming = timed(lambda: arrow_of(rows, columns[table], provisional_after))
-            totals["arrow"] += seconds
+            table = "usage_hourly" if stream == "usage" else "cost_buckets"
+            built, incoming = timed(lambda: arrow_of(rows, columns[table],
+                                                     END - timedelta(hours=48)))
+            totals["arrow"] += built
             base.register("incoming", incoming)
-            seconds, _ = timed(lambda: base.execute(
+            inserted, _ = timed(lambda: base.execute(
                 f"INSERT INTO {table} SELECT * FROM incoming"))
             base.unregister("incoming")
-            totals["bulk_insert"] += seconds
-            per_window[stream].append((day, write_seconds, seconds))
-        day += DAY
+            totals["bulk_insert"] += inserted
+            per_window[stream].append((window.start, seconds, inserted))
+        return out
+
+    key = "sk-ant-admin01-bench-" + os.urandom(8).hex()
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "_serve.py"), "--keys", str(keys),
+         "--workspaces", str(workspaces), "--models", str(models),
+         "--now", END.strftime("%Y-%m-%dT%H:%M:%SZ"), "--admin-key", key],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()
+        collected = write_config(config.path.parent, extra=f'base_url = "{url}"\n')
+        os.environ["ANTHROPIC_ADMIN_KEY"] = key
+        collect_clients.analytics_usage_rows = parse_timed("usage")
+        collect_clients.analytics_cost_rows = parse_timed("cost")
+        collect_sync.write_window = write_timed
+        started = time.perf_counter()
+        try:
+            (result,) = collect_sync.collect(
+                collected, collect_sync.CollectOptions(since=first), now=END)
+        finally:
+            collect_clients.analytics_usage_rows = real_parse["usage"]
+            collect_clients.analytics_cost_rows = real_parse["cost"]
+            collect_sync.write_window = real_write
+        wall = time.perf_counter() - started
+        if not result.ok:
+            sys.exit(f"the collection failed: {result.error}")
+        served = requests.get(url + "/_sim/requests", timeout=60).json()
+    finally:
+        server.kill()
+        server.wait(timeout=30)
     base.execute("CHECKPOINT")
     base.close()
+    asked = [r for r in served if r["path"].startswith("/v1/organizations/analytics/")]
     rows = counts["usage"] + counts["cost"]
     return {
-        "load_wall_s": s(time.perf_counter() - started), "days": len(per_window["usage"]),
+        "through": "spendwatch collect over HTTP (bench/_serve.py)",
+        "first_day": first.date().isoformat(), "collect_wall_s": s(wall),
+        "load_wall_s": s(wall - totals["arrow"] - totals["bulk_insert"]),
+        "days": (END - first).days, "windows": len(per_window["usage"]),
+        "requests": len(asked), "collect_rows_per_s": round(
+            (counts["usage"] + counts["cost"])
+            / (wall - totals["arrow"] - totals["bulk_insert"])),
+        "ratio_collect_to_bulk_insert": ratio(wall - totals["arrow"] - totals["bulk_insert"],
+                                              totals["bulk_insert"]),
         "usage_rows": counts["usage"], "cost_rows": counts["cost"],
-        "generate_s": s(totals["generate"]), "parse_s": s(totals["parse"]),
+        "parse_s": s(totals["parse"]),
         "write_s": s(totals["write"]),
         "rows_per_s": round(rows / (totals["parse"] + totals["write"])),
         "parse_rows_per_s": round(rows / totals["parse"]),

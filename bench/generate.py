@@ -2,9 +2,10 @@
 
 Run: ``python bench/generate.py --out DIR [--keys 400] [--workspaces 40] [--models 10]
 [--months 12]``. Writes ``DIR/config.toml`` and the warehouse it names
-(``DIR/spendwatch.duckdb``), loaded a UTC day at a time as Analytics API pages through the
-collectors' parsers and ``write_window`` (see ``_scale.py``), with DuckDB's bulk load of the
-same rows into ``DIR/baseline.duckdb`` as the ingest baseline. Prints the row counts and the
+(``DIR/spendwatch.duckdb``), collected by ``spendwatch collect --since`` over HTTP from the
+organization served by ``_serve.py`` (the simulator's server scaled to that size; see
+``_scale.py``), with DuckDB's bulk load of the same rows into ``DIR/baseline.duckdb`` as the
+ingest baseline. Twelve months are the 364 days the Analytics API keeps. Prints the row counts and the
 ingest figures as JSON. Then: ``python bench/run.py DIR``.
 """
 

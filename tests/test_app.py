@@ -389,8 +389,10 @@ def test_alerts_page_shows_firing_episodes_deliveries_and_the_broken_channel(
     assert any(s.endswith("(silenced)") for s in firing["state"])
     deliveries = at.dataframe[2].value
     assert {"ops-slack", "finance-email"} <= set(deliveries["channel"])
-    _, timeline = chart_data(at, 0)
+    spec, timeline = chart_data(at, 0)
     assert {"firing", "expired"} <= set(timeline["state"])
+    # episodes of the last day: labels with the day and a 24-hour time, not "12:39"
+    assert spec["layer"][0]["encoding"]["x"]["axis"]["format"] == "%b %d %H:%M"
 
 
 def test_a_silence_is_created_and_expired_from_the_page(seeded: Path, tmp_path: Path,

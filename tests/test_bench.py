@@ -1,0 +1,97 @@
+"""The bench's load path: its large organization served over HTTP by ``bench/_serve.py`` (the
+simulator's server) and collected by the real ``collect`` stores exactly what that
+organization generates: the bench measures the code a user runs, on the rows it claims."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+
+from collectors.sync import CollectOptions, collect
+from conftest import ADMIN_KEY, REPO, write_config
+from spendwatch.config import load_config
+from warehouse import TOKEN_COLUMNS, db_path, query, totals
+
+sys.path.insert(0, str(REPO / "bench"))
+from _synthetic import Organization  # noqa: E402
+
+NOW = datetime(2027, 1, 1, tzinfo=timezone.utc)
+SIZE = {"keys": 12, "workspaces": 3, "models": 4}
+USAGE_FIELDS = {"uncached_input_tokens": ("uncached_input_tokens",),
+                "cache_write_5m_tokens": ("cache_creation", "ephemeral_5m_input_tokens"),
+                "cache_write_1h_tokens": ("cache_creation", "ephemeral_1h_input_tokens"),
+                "cache_read_tokens": ("cache_read_input_tokens",),
+                "output_tokens": ("output_tokens",)}
+
+
+@pytest.fixture
+def served() -> Iterator[str]:
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "bench" / "_serve.py"), "--now", "2027-01-01T00:00:00Z",
+         "--admin-key", ADMIN_KEY, *(f"--{k}={v}" for k, v in SIZE.items())],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:"), url
+        yield url
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def generated(start: datetime, days: int) -> dict:
+    """What the organization generates for ``days`` UTC days from ``start``, summed."""
+    org = Organization(**SIZE)
+    cents, tokens, rows = Decimal(0), dict.fromkeys(TOKEN_COLUMNS, 0), {"usage": 0, "cost": 0}
+    for n in range(days):
+        usage, cost = org.day(start + timedelta(days=n), NOW)
+        for page in usage:
+            for row in page["data"]:
+                rows["usage"] += 1
+                for column, path in USAGE_FIELDS.items():
+                    value = row["usage"]
+                    for part in path:
+                        value = value[part]
+                    tokens[column] += value
+        for page in cost:
+            for row in page["data"]:
+                rows["cost"] += 1
+                cents += Decimal(row["cost"]["amount"])
+    return {"cost_usd": cents / 100, "tokens": tokens, "rows": rows}
+
+
+def test_a_collection_over_the_bench_server_stores_what_its_organization_generates(
+        served: str, isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_ADMIN_KEY", ADMIN_KEY)
+    config = load_config(write_config(isolated, [{"name": "bench", "base_url": served}],
+                                      collection="page_limit = 100"))
+    start = NOW - timedelta(days=2)
+    (result,) = collect(config, CollectOptions(since=start), now=NOW, sleep=lambda s: None)
+    assert result.ok, result.error
+
+    truth = generated(start, 2)
+    stored = totals(db_path(config), start, NOW, "bench")
+    assert stored["cost_usd"] == truth["cost_usd"] > 0
+    assert stored["tokens"] == truth["tokens"]
+    assert (result.usage_rows, result.cost_rows) == (truth["rows"]["usage"],
+                                                    truth["rows"]["cost"])
+    assert query(db_path(config), "SELECT count(*) FROM api_keys") == [(SIZE["keys"],)]
+
+    # Paged at the limit asked for (a cost page keeps a bucket and group's fan-out whole),
+    # every cursor followed once.
+    served_requests = requests.get(served + "/_sim/requests", timeout=10).json()
+    analytics = [r for r in served_requests if "/analytics/" in r["path"]]
+    assert analytics and all(r["status"] == 200 and r["query"]["limit"] == ["100"]
+                             for r in analytics)
+    pages = [tuple(r["query"].get("page", [""])) + (r["path"], r["query"]["starting_at"][0])
+             for r in analytics]
+    assert len(pages) == len(set(pages))
+    assert len(analytics) > 2 * 2  # more than a page per stream and day: the paging ran
