@@ -29,7 +29,6 @@ from alerts import settings
 from alerts.model import CheckReport, Evaluation, Notification
 from alerts.outbox import queue
 from alerts.rules import evaluate, page_view
-from alerts.silences import is_silenced
 from alerts.states import EndReason, Kind, State, Status
 from alerts.words import page_url
 from spendwatch import storage
@@ -48,6 +47,28 @@ class _Machine:
         self.rules: Mapping[str, RuleConfig] = {r.name: r for r in config.alerts.rules}
         self._states: dict[tuple[str, str, str], tuple[Any, ...]] | None = None
         self._saved: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+        self._silences: set[tuple[str, str | None]] | None = None
+        self._ids: dict[str, int] = {}
+
+    def silenced(self, ev: Evaluation) -> bool:
+        """:func:`alerts.silences.is_silenced` of the evaluation, from the silences active at
+        ``now``, read once per check (a check that opened 600 episodes asked twice each)."""
+        if self._silences is None:
+            self._silences = set(self.conn.execute(
+                "SELECT rule, scope_key FROM alert_silences WHERE created_at <= ? AND "
+                "expires_at > ?", [self.now, self.now]).fetchall())
+        return ((ev.rule, None) in self._silences
+                or (ev.rule, ev.scope_key) in self._silences)
+
+    def next_id(self, table: str) -> int:
+        """:func:`spendwatch.storage.next_id`, asked once per table and check: its first call
+        takes the table's lock, held to the end of this transaction, so no other writer
+        inserts into the table meanwhile and the ids after it are this check's to count."""
+        if table not in self._ids:
+            self._ids[table] = storage.next_id(self.conn, table)
+        else:
+            self._ids[table] += 1
+        return self._ids[table]
 
     def state(self, ev: Evaluation) -> tuple[Any, ...] | None:
         """(state, since, episode_id, last_notified_at) of the evaluation's (rule, scope, level),
@@ -98,14 +119,14 @@ class _Machine:
         self.report.transitions.append(f"{ev.rule} [{ev.scope_key}] {ev.level}: {old} -> {new}")
 
     def open_episode(self, ev: Evaluation, firing: bool) -> int:
-        episode = storage.next_id(self.conn, "alert_episodes")
+        episode = self.next_id("alert_episodes")
         self.conn.execute("""
             INSERT INTO alert_episodes (id, rule, rule_kind, scope_key, scope_json, level,
                 started_at, firing_at, silenced, threshold, peak_value, unit, summary)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                           [episode, ev.rule, ev.kind, ev.scope_key, json.dumps(dict(ev.scope)),
                            ev.level, self.now, self.now if firing else None,
-                           is_silenced(self.conn, ev.rule, ev.scope_key, self.now),
+                           self.silenced(ev),
                            ev.threshold, ev.value, ev.unit, ev.summary])
         return episode
 
@@ -113,9 +134,10 @@ class _Machine:
         self.conn.execute("UPDATE alert_episodes SET ended_at = ?, end_reason = ? WHERE id = ?",
                           [self.now, reason, episode])
 
-    def notify(self, ev: Evaluation, episode: int, kind: str) -> None:
-        started = self.conn.execute("SELECT started_at FROM alert_episodes WHERE id = ?",
-                                    [episode]).fetchone()
+    def notify(self, ev: Evaluation, episode: int, kind: str, opened: bool = False) -> None:
+        """Queue the notification of ``episode`` (``opened``: it began in this check, now)."""
+        started = (self.now,) if opened else self.conn.execute(
+            "SELECT started_at FROM alert_episodes WHERE id = ?", [episode]).fetchone()
         notification = Notification(
             kind=kind, rule=ev.rule, rule_kind=ev.kind, scope=dict(ev.scope), level=ev.level,
             value=ev.value, threshold=ev.threshold, unit=ev.unit, window=ev.window,
@@ -123,11 +145,11 @@ class _Machine:
             dashboard_url=page_url(self.config.alerts.dashboard_url, ev.page,
                                    page_view(ev, self.now, self.config.tz,
                                              self.rules[ev.rule].params)))
-        silenced = is_silenced(self.conn, ev.rule, ev.scope_key, self.now)
+        silenced = self.silenced(ev)
         if silenced:
             self.conn.execute("UPDATE alert_episodes SET silenced = true WHERE id = ?", [episode])
         queue(self.conn, notification, self.rules[ev.rule].channels, self.now, episode,
-              Status.SILENCED if silenced else Status.PENDING)
+              Status.SILENCED if silenced else Status.PENDING, ids=self.next_id)
 
     def apply(self, ev: Evaluation) -> None:
         rule = self.rules[ev.rule]
@@ -147,7 +169,7 @@ class _Machine:
                 new = State.PENDING if pending else State.FIRING
                 self.transition(ev, episode, State.OK, new)
                 if new == State.FIRING:
-                    self.notify(ev, episode, Kind.FIRING)
+                    self.notify(ev, episode, Kind.FIRING, opened=True)
                     notified = self.now
                 self.save(ev, new, self.now, episode, notified)
             elif state == State.PENDING:

@@ -63,14 +63,17 @@ def default_channel(config: Config, name: str) -> Channel:
 # --- into the outbox -------------------------------------------------------------------------
 
 def queue(conn: duckdb.DuckDBPyConnection, message: Message, channels: Sequence[str],
-          now: datetime, episode: int | None = None, status: str = Status.PENDING) -> None:
+          now: datetime, episode: int | None = None, status: str = Status.PENDING,
+          ids: Callable[[str], int] | None = None) -> None:
     """Put ``message`` in the outbox for each of ``channels``, in the caller's transaction;
-    :func:`deliver_pending` sends it (``status`` "silenced": stored, never sent)."""
+    :func:`deliver_pending` sends it (``status`` "silenced": stored, never sent). ``ids``
+    gives a table's next id (default :func:`spendwatch.storage.next_id` on ``conn``)."""
+    next_id = ids or (lambda table: storage.next_id(conn, table))
     for channel in channels:
         conn.execute("""
             INSERT INTO alert_notifications (id, episode_id, kind, channel, created_at, status,
                 attempts, payload_json) VALUES (?, ?, ?, ?, ?, ?, 0, ?)""",
-                     [storage.next_id(conn, "alert_notifications"), episode, message.kind,
+                     [next_id("alert_notifications"), episode, message.kind,
                       channel, now, status, message.to_json()])
 
 

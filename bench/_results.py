@@ -149,9 +149,12 @@ def table(by_months: dict[int, dict[str, Any]]) -> list[str]:
                           run["seconds"] <= 2))
     alerts = _get(large, "alerts")
     if alerts:
-        lines.append(_row(f"one alert check over {alerts['scopes']:,} scopes",
+        lines.append(_row(f"one alert check over {alerts['scopes']:,} scopes, the first "
+                          f"({_fmt(alerts.get('transitions'))} episodes opened)",
                           _fmt(_get(small, "alerts", "seconds"), " s"),
                           _fmt(alerts["seconds"], " s"), "(no goal set)", None))
+        lines.append(_row("  the next check, five minutes later",
+                          *both("alerts", "second_check_s"), "(no goal set)", None))
     lines.append(_row("file size", *both("storage", "file_mb", unit=" MB"), "", None))
     return lines
 
@@ -179,7 +182,7 @@ def write() -> Path:
         lines.append(f"- {months} month(s): {ingest.get('usage_rows', 0):,} usage rows, "
                      f"{ingest.get('cost_rows', 0):,} cost rows, "
                      f"{_fmt(_get(data, 'storage', 'file_mb'), ' MB')}, "
-                     + (f"days {ingest['first_day']} to {ingest['days']} days on, collected "
+                     + (f"{ingest['days']} days from {ingest['first_day']}, collected "
                         f"over HTTP in {ingest['requests']:,} requests "
                         f"({ingest['collect_wall_s']:,.0f} s) "
                         if "requests" in ingest else "")

@@ -526,13 +526,21 @@ def alerts_bench(config: Config, folder: Path) -> dict[str, Any]:
     from alerts.machine import evaluate_and_record
     from alerts.model import CheckReport
     ruled = write_config(folder, "config-alerts.toml", alert_rules(400))
+    with storage.writer(ruled) as conn, storage.transaction(conn):  # as if never checked
+        for table in ("alert_notifications", "alert_transitions", "alert_episodes",
+                      "alert_states"):
+            conn.execute(f"DELETE FROM {table}")
     report = CheckReport()
     seconds, _ = timed(lambda: evaluate_and_record(ruled, END, report))
+    opened = len(report.transitions)
+    again, _ = timed(lambda: evaluate_and_record(ruled, END + timedelta(minutes=5),
+                                                 CheckReport()))
     d = days(config)
     base_s, _ = timed(lambda: with_batch(config, plain(config, d["today"] - timedelta(days=29),
                                                         d["today"], "model, api_key_id")))
     return {"scopes": len({(e.rule, e.scope_key) for e in report.evaluations}),
             "evaluations": len(report.evaluations), "seconds": s(seconds),
+            "transitions": opened, "second_check_s": s(again),
             "baseline_group_by_s": s(base_s), "ratio": ratio(seconds, base_s)}
 
 

@@ -157,6 +157,14 @@ def test_levels_50_80_100_give_three_messages_once_each(warehouse) -> None:
     assert len(texts) == 3
     assert {t for t in texts if "50%" in t} and {t for t in texts if "80%" in t} and \
         {t for t in texts if "100%" in t}
+    # one check opened three episodes and queued three notifications: an id each, and each
+    # notification names its own episode
+    episodes = query(db_path(config), "SELECT id, level FROM alert_episodes ORDER BY id")
+    assert len({e for e, _ in episodes}) == len(episodes) == 3
+    outbox = query(db_path(config), "SELECT n.id, e.level FROM alert_notifications n "
+                                    "JOIN alert_episodes e ON e.id = n.episode_id ORDER BY n.id")
+    assert len({n for n, _ in outbox}) == 3 and sorted(lv for _, lv in outbox) == sorted(
+        lv for _, lv in episodes)
 
 
 def test_only_the_levels_crossed_fire(warehouse) -> None:
