@@ -49,10 +49,12 @@ class CopyResult:
     total_usd: Decimal       # the billed and estimated facts of the key cut, in both
 
 
-def arrow_batches(result: duckdb.DuckDBPyConnection) -> object:
-    """A query's rows as an Arrow stream of :data:`BATCH_ROWS`-row batches (DuckDB 2.0 calls
-    it ``to_arrow_reader``, 1.4 ``fetch_record_batch``)."""
-    reader = getattr(result, "to_arrow_reader", None) or getattr(result, "fetch_record_batch")
+def arrow_batches(relation: duckdb.DuckDBPyRelation) -> object:
+    """A query's rows as an Arrow stream of :data:`BATCH_ROWS`-row batches, read as they are
+    written (DuckDB 2.0 calls it ``to_arrow_reader``, 1.4 ``fetch_arrow_reader``). A relation,
+    not an executed result: 2.0 copies a DB-API result's rows whole before streaming them."""
+    reader = (getattr(relation, "to_arrow_reader", None)
+              or getattr(relation, "fetch_arrow_reader"))
     return reader(BATCH_ROWS)
 
 
@@ -105,7 +107,7 @@ def copy_warehouse(source: Config, target: Config) -> CopyResult:
                         "SELECT column_name FROM duckdb_columns() WHERE database_name = "
                         "current_database() AND table_name = ? ORDER BY column_index",
                         [table]).fetchall())
-                    batches = arrow_batches(src.execute(f"SELECT {columns} FROM {table}"))
+                    batches = arrow_batches(src.sql(f"SELECT {columns} FROM {table}"))
                     storage.register(dst, "copied_rows", batches)
                     dst.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} "
                                 "FROM copied_rows")
