@@ -245,9 +245,9 @@ def test_short_tables_show_every_row_and_tables_fit_the_page_across(demo_url: st
                     for table in tables:
                         assert table["rows"] >= 1 and table["height"] <= table["shown"], (
                             name, table)
-                if name == "Alerts":  # every firing alert in sight (the demo fires 3 to 5:
-                    # its daily rules depend on the hour it runs)
+                if name == "Alerts":  # every firing alert in sight (the demo's two poorly
+                    # caching features always fire; its budget rules depend on the hour)
                     firing = page.locator('[data-testid="stMetricValue"]').first.inner_text()
-                    assert tables[0]["rows"] == int(firing) >= 3, (firing, tables[0])
+                    assert tables[0]["rows"] == int(firing) >= 2, (firing, tables[0])
         finally:
             browser.close()
