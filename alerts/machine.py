@@ -29,6 +29,7 @@ from alerts import settings
 from alerts.model import CheckReport, Evaluation, Notification
 from alerts.outbox import queue
 from alerts.rules import evaluate, page_view
+from alerts.silences import active_silences, covers
 from alerts.states import EndReason, Kind, State, Status
 from alerts.words import page_url
 from spendwatch import storage
@@ -47,18 +48,15 @@ class _Machine:
         self.rules: Mapping[str, RuleConfig] = {r.name: r for r in config.alerts.rules}
         self._states: dict[tuple[str, str, str], tuple[Any, ...]] | None = None
         self._saved: dict[tuple[str, str, str], tuple[Any, ...]] = {}
-        self._silences: set[tuple[str, str | None]] | None = None
+        self._silences: frozenset[tuple[str, str | None]] | None = None
         self._ids: dict[str, int] = {}
 
     def silenced(self, ev: Evaluation) -> bool:
-        """:func:`alerts.silences.is_silenced` of the evaluation, from the silences active at
-        ``now``, read once per check (a check that opened 600 episodes asked twice each)."""
+        """Whether a silence active at ``now`` covers the evaluation; the silences are read
+        once per check (a check that opened 600 episodes asked twice for each)."""
         if self._silences is None:
-            self._silences = set(self.conn.execute(
-                "SELECT rule, scope_key FROM alert_silences WHERE created_at <= ? AND "
-                "expires_at > ?", [self.now, self.now]).fetchall())
-        return ((ev.rule, None) in self._silences
-                or (ev.rule, ev.scope_key) in self._silences)
+            self._silences = active_silences(self.conn, self.now)
+        return covers(self._silences, ev.rule, ev.scope_key)
 
     def next_id(self, table: str) -> int:
         """:func:`spendwatch.storage.next_id`, asked once per table and check: its first call

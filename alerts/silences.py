@@ -19,13 +19,19 @@ from spendwatch.errors import ConfigError
 SCOPE_KEY = re.compile(r"^[a-z_]+=[^,=]+(,[a-z_]+=[^,=]+)*$")
 
 
-def is_silenced(conn: duckdb.DuckDBPyConnection, rule: str, scope_key: str,
-                now: datetime) -> bool:
-    """Whether an active silence covers ``rule`` for ``scope_key`` at ``now``."""
-    row = conn.execute("SELECT count(*) FROM alert_silences WHERE rule = ? AND "
-                       "(scope_key IS NULL OR scope_key = ?) AND created_at <= ? AND "
-                       "expires_at > ?", [rule, scope_key, now, now]).fetchone()
-    return bool(row and row[0])
+def active_silences(conn: duckdb.DuckDBPyConnection, now: datetime
+                    ) -> frozenset[tuple[str, str | None]]:
+    """(rule, scope key, or None for every scope) of each silence active at ``now``: what
+    :func:`covers` looks in (an alert check reads them once, not once per episode)."""
+    return frozenset(conn.execute(
+        "SELECT rule, scope_key FROM alert_silences WHERE created_at <= ? AND expires_at > ?",
+        [now, now]).fetchall())
+
+
+def covers(silences: frozenset[tuple[str, str | None]], rule: str, scope_key: str) -> bool:
+    """Whether one of ``silences`` (:func:`active_silences`) covers ``rule`` for
+    ``scope_key``: a silence of the rule's every scope, or of that one."""
+    return (rule, None) in silences or (rule, scope_key) in silences
 
 
 def os_user() -> str:

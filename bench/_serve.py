@@ -41,6 +41,7 @@ class Synthetic:
     def __init__(self, org: Organization, now: datetime) -> None:
         self.org, self.now = org, now
         self._ranges: dict[tuple[str, datetime, datetime], list[list[dict]]] = {}
+        self._days: dict[datetime, tuple[list[dict], list[dict]]] = {}
         self._lock = threading.Lock()
 
     def combinations(self, endpoint: str, start: datetime, end: datetime) -> list[list[dict]]:
@@ -55,8 +56,7 @@ class Synthetic:
         day = datetime.combine(start.date(), datetime.min.time(), start.tzinfo)
         low, high = start.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ")
         while day < end:
-            usage, cost = self.org.day(day, self.now)
-            pages = usage if endpoint == "usage" else cost
+            pages = self._day(day)[0 if endpoint == "usage" else 1]
             rows.extend(r for page in pages for r in page["data"]
                         if low <= r["starting_at"] < high)
             day += DAY
@@ -71,6 +71,19 @@ class Synthetic:
                 self._ranges.pop(next(iter(self._ranges)))
             self._ranges[key] = combos
         return combos
+
+    def _day(self, day: datetime) -> tuple[list[dict], list[dict]]:
+        """A UTC day's (usage pages, cost pages), generated once for both streams (a
+        collection asks for a day's usage, then its cost)."""
+        with self._lock:
+            if day in self._days:
+                return self._days[day]
+        built = self.org.day(day, self.now)
+        with self._lock:
+            if len(self._days) >= 40:
+                self._days.pop(next(iter(self._days)))
+            self._days[day] = built
+        return built
 
     def page(self, endpoint: str, query: dict[str, list[str]]) -> dict[str, Any]:
         params = parse_analytics_params(endpoint, query, self.now)

@@ -5,8 +5,8 @@ Run: ``python bench/generate.py --out DIR [--keys 400] [--workspaces 40] [--mode
 (``DIR/spendwatch.duckdb``), collected by ``spendwatch collect --since`` over HTTP from the
 organization served by ``_serve.py`` (the simulator's server scaled to that size; see
 ``_scale.py``), with DuckDB's bulk load of the same rows into ``DIR/baseline.duckdb`` as the
-ingest baseline. Twelve months are the 364 days the Analytics API keeps. Prints the row counts and the
-ingest figures as JSON. Then: ``python bench/run.py DIR``.
+ingest baseline. Twelve months are the 364 days the Analytics API keeps. Prints the row
+counts and the ingest figures as JSON. Then: ``python bench/run.py DIR``.
 """
 
 from __future__ import annotations

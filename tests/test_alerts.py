@@ -358,6 +358,25 @@ def test_cache_hit_ratio_fires_for_the_poorly_caching_feature_only(warehouse) ->
     assert all(e.state == OK for e in check(too_little, SIM_NOW + 2 * MINUTE).evaluations)
 
 
+def test_a_silence_of_one_scope_keeps_the_others_loud(warehouse) -> None:
+    """A silence of one scope (feature=evals) covers that scope's episode and notification
+    only; another scope of the same rule firing in the same check is still sent."""
+    features = ('[[features]]\nname = "evals"\napi_key_names = ["eval-harness"]\n'
+                '[[features]]\nname = "support"\napi_key_names = ["support-bot-*"]\n')
+    config = configure(warehouse, features + rule("cache", "cache_hit_ratio", floor="0.99",
+                                                  per='"feature"', min_input_tokens="1000"))
+    add_silence(config, "cache", "feature=evals,organization=acme",
+                SIM_NOW + timedelta(hours=4), SIM_NOW, "known")
+    check(config, SIM_NOW + MINUTE)
+    rows = dict(query(db_path(config), "SELECT e.scope_key, n.status = 'silenced' AND "
+                                       "e.silenced FROM alert_episodes e JOIN "
+                                       "alert_notifications n ON n.episode_id = e.id"))
+    assert rows.pop("feature=evals,organization=acme") is True
+    assert rows and not any(rows.values())  # the other features' alerts went out
+    texts = [m.json["text"] for m in warehouse["slack"].received]
+    assert texts and not any("evals" in t for t in texts)
+
+
 def test_cost_drift_fires_when_the_price_table_is_off(warehouse) -> None:
     override = ('[[pricing.prices]]\nmodel = "claude-opus-5-5"\ncomponent = "output"\n'
                 'price_usd = "40"\nunit = "per_mtok"\neffective_from = "2026-11-01"\n')
