@@ -32,6 +32,7 @@ python3 -m venv .venv-lake
 # workers never meet.
 .venv/bin/python -m pytest -n 3 --dist loadfile "$@"
 # The warehouse tests on a DuckLake: every module that writes or reads a warehouse (the
-# others test config, the simulator, channels, the login and the browser, which do not).
+# others test config, prices, the simulator, channels and the browser, whose demo writes
+# its own file).
 .venv-lake/bin/python -m pytest -n 3 --dist loadfile --backend ducklake "$@" \
     $(cat tests/warehouse-tests.txt)
