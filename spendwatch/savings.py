@@ -89,12 +89,9 @@ from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable, Mapping, Sequence
 
-import pyarrow as pa
-
-from spendwatch import storage
 from spendwatch.config import Config
 from spendwatch.lines import model_lines
-from spendwatch.estimates import register_prices
+from spendwatch.estimates import register_prices, utc_day
 from spendwatch.pricing import (PRICED_TIERS, UNIT_PRICE_COLUMNS, PriceTable, TokenCounts,
                                 price_table, sql_canonical_model, sql_no_price_reason,
                                 sql_price_match)
@@ -393,8 +390,10 @@ _TOKENS = ("uncached_input_tokens", "cache_write_5m_tokens", "cache_write_1h_tok
            "cache_read_tokens", "output_tokens")
 
 
-def _usage_sql(fmap: FeatureMap, organizations: Sequence[str]) -> str:
-    """Usage rows of the period with their local date, UTC day and feature (a CTE body).
+def _usage_sql(fmap: FeatureMap, organizations: Sequence[str], dated: bool = True) -> str:
+    """Usage rows of the period with their UTC day, feature and (``dated``) local date (a CTE
+    body). A figure of the whole period needs no local date: the scan range is the period's
+    local days (converting every hour to its local date was a fifth of a year's ledger).
 
     Features judged on another cut than the key cut (``fmap.basis``, see
     spendwatch.features) read that cut's usage; it has no context window, so each of its rows
@@ -404,12 +403,12 @@ def _usage_sql(fmap: FeatureMap, organizations: Sequence[str]) -> str:
     """
     org_filter = "AND u.organization IN (SELECT unnest($orgs))" if organizations else ""
     nonzero = " OR ".join(f"u.{t} <> 0" for t in _TOKENS)
+    local_date = "({t}.bucket_start AT TIME ZONE $tz)::DATE AS date, " if dated else ""
     if fmap.basis is None:
         return f"""
         feature_map AS ({fmap.sql}),
         usage AS (
-            SELECT (u.bucket_start AT TIME ZONE $tz)::DATE AS date,
-                   (u.bucket_start AT TIME ZONE 'UTC')::DATE AS utc_day,
+            SELECT {local_date.format(t="u")}{utc_day("u.bucket_start")} AS utc_day,
                    u.bucket_start, u.organization,
                    coalesce(f.feature, u.api_key_id, u.workspace_id, '(no feature)') AS feature,
                    u.model, u.service_tier, u.context_window, {", ".join(f"u.{t}" for t in _TOKENS)}
@@ -445,8 +444,7 @@ def _usage_sql(fmap: FeatureMap, organizations: Sequence[str]) -> str:
                    sum(total) AS total, count(*) AS n
             FROM key_windows GROUP BY {keys}),
         usage AS (
-            SELECT (c.bucket_start AT TIME ZONE $tz)::DATE AS date,
-                   (c.bucket_start AT TIME ZONE 'UTC')::DATE AS utc_day,
+            SELECT {local_date.format(t="c")}{utc_day("c.bucket_start")} AS utc_day,
                    c.bucket_start, c.organization, c.feature, c.model, c.service_tier,
                    w.context_window, {shares}
             FROM cut_rows c
@@ -455,18 +453,22 @@ def _usage_sql(fmap: FeatureMap, organizations: Sequence[str]) -> str:
 
 
 def _params(config: Config, since: date, until: date, organizations: Sequence[str],
-            feature_params: Mapping[str, Any], scan_extra: timedelta = timedelta(0)
-            ) -> dict[str, Any]:
+            feature_params: Mapping[str, Any], scan_extra: timedelta = timedelta(0),
+            dated: bool = True) -> dict[str, Any]:
+    """The parameters of the period's scan (``$scan_from``/``$scan_to``: its local days, and
+    ``scan_extra`` more), its organizations and features, and (``dated``) ``$tz``."""
     start, end = local_range(since, until, config.tz)
-    params: dict[str, Any] = {"tz": str(config.tz.key), "since": since, "until": until,
-                              "scan_from": start, "scan_to": end + scan_extra,
+    params: dict[str, Any] = {"scan_from": start, "scan_to": end + scan_extra,
                               **feature_params}
+    if dated:
+        params["tz"] = str(config.tz.key)
     if organizations:
         params["orgs"] = list(organizations)
     return params
 
 
-_GROUP_KEYS = "date, utc_day, organization, feature, model, service_tier, context_window"
+#: What a ledger group is: a period's (a local date's, with ``date`` first: :func:`_groups`).
+_GROUP_KEYS = "utc_day, organization, feature, model, service_tier, context_window"
 
 
 def _feature_map(batch: Batch, organizations: Sequence[str]) -> FeatureMap:
@@ -489,39 +491,50 @@ def _price_join(g: str, p: str, tier: str | None = None) -> str:
     return f"LEFT JOIN unit_prices {p} ON {match}"
 
 
-def _groups(batch: Batch, since: date, until: date, organizations: Sequence[str]) -> pa.Table:
-    """Usage tokens summed per local date, UTC day, organization, feature, model, tier and
-    window (rounded to whole tokens), each with its unit prices per token at its tier
-    (``p_*``, NULL when unpriced, with ``reason``) and at the standard tier (``s_*``), and the
-    batch multiplier of its day. One scan of the period's usage; every figure of the ledger is
-    aggregated from this table in DuckDB."""
+@dataclass(frozen=True)
+class _Groups:
+    """The query of :func:`_groups`: a WITH list whose last relation is ``ledger_groups``."""
+
+    sql: str
+    params: dict[str, Any]
+
+
+def _groups(batch: Batch, since: date, until: date, organizations: Sequence[str],
+            dated: bool = False) -> _Groups:
+    """Usage tokens summed per UTC day, organization, feature, model, tier and window (and
+    ``dated``, per local date first), rounded to whole tokens, each with its unit prices per
+    token at its tier (``p_*``, NULL when unpriced, with ``reason``) and at the standard tier
+    (``s_*``), and the batch multiplier of its day. One scan of the period's usage (its scan
+    range is the period's local days: a group's hours all fall on them); every figure of the
+    ledger is aggregated from these groups in the same query (:func:`_aggregate`: handing a
+    year's 256,000 groups to Python and back as Arrow cost a tenth of the ledger)."""
     fmap = _feature_map(batch, organizations)
     register_prices(batch.conn, price_table(batch.config.prices))
     tier = ", ".join(f"p.{c} AS p_{c}" for c in UNIT_PRICE_COLUMNS)
+    keys = f"date, {_GROUP_KEYS}" if dated else _GROUP_KEYS
     sql = f"""
-        WITH {_usage_sql(fmap, organizations)},
-        groups AS (
-            SELECT {_GROUP_KEYS}, {", ".join(f"round(sum({t}))::HUGEINT AS {t}" for t in _TOKENS)}
-            FROM usage WHERE date BETWEEN $since AND $until
-            GROUP BY {_GROUP_KEYS})
-        SELECT g.*, {tier}, s.input_usd AS s_input_usd, s.output_usd AS s_output_usd,
-               p.batch_multiplier AS batch_multiplier,
-               CASE WHEN p.model IS NULL OR s.model IS NULL THEN {_reason_sql()} END AS reason
-        FROM groups g
-        {_price_join("g", "p")}
-        {_price_join("g", "s", STANDARD_TIER)}
-        LEFT JOIN priced_models m ON m.model = {sql_canonical_model("g.model")}"""
-    return batch.conn.sql(sql, params=_params(batch.config, since, until, organizations,
-                                              fmap.params)).to_arrow_table()
+        WITH {_usage_sql(fmap, organizations, dated)},
+        summed AS (
+            SELECT {keys}, {", ".join(f"round(sum({t}))::HUGEINT AS {t}" for t in _TOKENS)}
+            FROM usage
+            GROUP BY {keys}),
+        ledger_groups AS (
+            SELECT g.*, {tier}, s.input_usd AS s_input_usd, s.output_usd AS s_output_usd,
+                   p.batch_multiplier AS batch_multiplier,
+                   CASE WHEN p.model IS NULL OR s.model IS NULL THEN {_reason_sql()} END
+                       AS reason
+            FROM summed g
+            {_price_join("g", "p")}
+            {_price_join("g", "s", STANDARD_TIER)}
+            LEFT JOIN priced_models m ON m.model = {sql_canonical_model("g.model")})"""
+    return _Groups(sql, _params(batch.config, since, until, organizations, fmap.params,
+                                dated=dated))
 
 
-def _aggregate(batch: Batch, groups: pa.Table, sql: str) -> list[tuple[Any, ...]]:
+def _aggregate(batch: Batch, groups: _Groups, sql: str) -> list[tuple[Any, ...]]:
     """``sql`` over the groups of :func:`_groups` (as the relation ``g``)."""
-    storage.register(batch.conn, "ledger_groups", groups)
-    try:
-        return batch.conn.execute(sql.replace("{groups}", "ledger_groups g")).fetchall()
-    finally:
-        storage.unregister(batch.conn, "ledger_groups")
+    return batch.conn.execute(f"{groups.sql} {sql.replace('{groups}', 'ledger_groups g')}",
+                              groups.params).fetchall()
 
 
 #: SQL over a group g: its dollars (per-token prices, so no division by a million).
@@ -579,7 +592,7 @@ def _realized_row(day: date | None, org: str, feature: str, model: str | None,
         unpriced_reasons=tuple(reasons or ()))
 
 
-def _realized(batch: Batch, groups: pa.Table) -> list[RealizedRow]:
+def _realized(batch: Batch, groups: _Groups) -> list[RealizedRow]:
     """Realized rows per local date (the ledger's, per period, come from :func:`_model_sums`)."""
     keys = "g.date, g.organization, g.feature, g.model"
     rows = _aggregate(batch, groups, f"""
@@ -599,7 +612,7 @@ def realized(batch: Batch, since: date, until: date,
     ``until`` is before ``since``.
     """
     _check_period(since, until)
-    return _realized(batch, _groups(batch, since, until, organizations))
+    return _realized(batch, _groups(batch, since, until, organizations, dated=True))
 
 
 # --- cache waste -----------------------------------------------------------------------------
@@ -616,32 +629,42 @@ def cache_waste(batch: Batch, since: date, until: date,
     config, fmap = batch.config, _feature_map(batch, organizations)
     register_prices(batch.conn, price_table(config.prices))
     keys = "organization, feature, model"
+    same = " AND ".join(["{a}.organization = {b}.organization", "{a}.feature = {b}.feature",
+                         "{a}.model IS NOT DISTINCT FROM {b}.model"])
     stream = "usage" if fmap.basis is None else f"usage:{fmap.basis}"
+    # The hours of each organization, feature and model first (their reads, whether they
+    # wrote), the hours that wasted their writes from those alone (no reads in them nor in
+    # the next hour: few, usually), and only those hours' writes per tier and window, dated
+    # and priced. (Joining every hour's writes with two hours of reads took most of a
+    # year's ledger.)
     sql = f"""
-        WITH {_usage_sql(fmap, organizations)},
-        reads AS (SELECT {keys}, bucket_start, sum(cache_read_tokens) AS reads
+        WITH {_usage_sql(fmap, organizations, dated=False)},
+        hours AS (SELECT {keys}, bucket_start, sum(cache_read_tokens) AS reads,
+                         bool_or(cache_write_5m_tokens <> 0 OR cache_write_1h_tokens <> 0)
+                             AS wrote
                   FROM usage GROUP BY {keys}, bucket_start),
-        writes AS (SELECT {_GROUP_KEYS}, bucket_start,
-                          round(sum(cache_write_5m_tokens))::HUGEINT AS w5,
-                          round(sum(cache_write_1h_tokens))::HUGEINT AS w1
-                   FROM usage
-                   WHERE date BETWEEN $since AND $until
-                     AND (cache_write_5m_tokens <> 0 OR cache_write_1h_tokens <> 0)
-                   GROUP BY {_GROUP_KEYS}, bucket_start),
+        dead AS (
+            SELECT h.organization, h.feature, h.model, h.bucket_start
+            FROM hours h
+            JOIN sync_state s ON s.organization = h.organization AND s.stream = '{stream}'
+                AND h.bucket_start + INTERVAL 2 HOUR <= s.covered_until
+            WHERE h.wrote AND h.reads = 0 AND h.bucket_start < $scan_to - INTERVAL 1 HOUR
+              AND NOT EXISTS (SELECT 1 FROM hours n WHERE {same.format(a="n", b="h")}
+                              AND n.bucket_start = h.bucket_start + INTERVAL 1 HOUR
+                              AND n.reads <> 0)),
+        writes AS (SELECT u.utc_day, u.organization, u.feature, u.model, u.service_tier,
+                          u.context_window, u.bucket_start,
+                          round(sum(u.cache_write_5m_tokens))::HUGEINT AS w5,
+                          round(sum(u.cache_write_1h_tokens))::HUGEINT AS w1
+                   FROM usage u
+                   JOIN dead d ON {same.format(a="d", b="u")} AND d.bucket_start = u.bucket_start
+                   WHERE u.cache_write_5m_tokens <> 0 OR u.cache_write_1h_tokens <> 0
+                   GROUP BY ALL),
         wasted AS (
-            SELECT w.date, w.utc_day, w.organization, w.feature, w.model, w.service_tier,
-                   w.context_window, sum(w.w5) AS w5, sum(w.w1) AS w1
-            FROM writes w
-            JOIN sync_state s ON s.organization = w.organization AND s.stream = '{stream}'
-                AND w.bucket_start + INTERVAL 2 HOUR <= s.covered_until
-            LEFT JOIN reads r0 ON r0.organization = w.organization AND r0.feature = w.feature
-                AND r0.model IS NOT DISTINCT FROM w.model AND r0.bucket_start = w.bucket_start
-            LEFT JOIN reads r1 ON r1.organization = w.organization AND r1.feature = w.feature
-                AND r1.model IS NOT DISTINCT FROM w.model
-                AND r1.bucket_start = w.bucket_start + INTERVAL 1 HOUR
-            WHERE coalesce(r0.reads, 0) = 0 AND coalesce(r1.reads, 0) = 0
-            GROUP BY w.date, w.utc_day, w.organization, w.feature, w.model, w.service_tier,
-                     w.context_window)
+            SELECT (bucket_start AT TIME ZONE $tz)::DATE AS date, {_GROUP_KEYS},
+                   sum(w5) AS w5, sum(w1) AS w1
+            FROM writes
+            GROUP BY ALL)
         SELECT g.date, g.organization, g.feature, g.model, sum(g.w5), sum(g.w1),
                sum((g.w5 * (p.cache_write_5m_usd - p.input_usd)
                     + g.w1 * (p.cache_write_1h_usd - p.input_usd))::DECIMAL(38, 18))
@@ -675,7 +698,7 @@ class _ModelSums:
     standard_unpriced: int           # tokens of the standard-tier rows without a price
 
 
-def _model_sums(batch: Batch, groups: pa.Table, with_realized: bool = False
+def _model_sums(batch: Batch, groups: _Groups, with_realized: bool = False
                 ) -> tuple[dict[tuple[str, str], list[_ModelSums]], list[RealizedRow]]:
     """What the levers need per organization, feature and model, and (``with_realized``) the
     realized rows of the same grain, from one aggregation of the groups."""
