@@ -216,6 +216,36 @@ def test_waste_hour_by_hour(built: duckdb.DuckDBPyConnection) -> None:
     assert rows[0].wasted_tokens == 80_000
 
 
+def test_waste_at_the_edges_of_the_period() -> None:
+    """Local day 2026-11-20 in Chicago is 06:00Z..06:00Z. Its last hour's write, read in the
+    hour after the period, is not waste; a write of the hour after it is another day's; a
+    write read by another model of the feature is waste; reads of the key's other tier
+    count."""
+    conn = duckdb.connect()
+    storage.migrate(conn)
+    conn.execute("INSERT INTO api_keys VALUES ('acme', 'k1', 'chat-key', 'active', 'w1', NULL, ?)",
+                 [SIM_NOW])
+    conn.execute("INSERT INTO sync_state VALUES ('acme', 'usage', ?, ?, NULL, ?)",
+                 [_at(0, 19), _at(12, 21), SIM_NOW])
+    _usage(conn, _at(5, 21), "claude-sonnet-5-5", w5=100_000)   # 23:00 local: read at 00:00
+    _usage(conn, _at(6, 21), "claude-sonnet-5-5", r=10)
+    _usage(conn, _at(6, 21), "claude-opus-5-5", w5=200_000)     # the 21st's, never read
+    _usage(conn, _at(6, 20), "claude-sonnet-5-5", w5=300_000)   # 00:00 local, never read ...
+    _usage(conn, _at(6, 20), "claude-haiku-5-5", r=5)           # ... by sonnet: waste
+    _usage(conn, _at(8, 20), "claude-sonnet-5-5", w1=400_000)   # read by its batch tier
+    _usage(conn, _at(9, 20), "claude-sonnet-5-5", tier="batch", r=7)
+    _usage(conn, _at(5, 20), "claude-sonnet-5-5", w5=500_000)   # the 19th's, local
+    facts.rebuild(conn)
+    rows = cache_waste(Batch(conn, _config((CHAT,))), NOV_20, NOV_20)
+    assert [(r.date, r.model, r.wasted_5m_tokens, r.wasted_1h_tokens) for r in rows] == [
+        (NOV_20, "claude-sonnet-5-5", 300_000, 0)]
+    nov_21 = NOV_20 + timedelta(days=1)
+    both = cache_waste(Batch(conn, _config((CHAT,))), NOV_20 - timedelta(days=1), nov_21)
+    assert [(r.date, r.model, r.wasted_5m_tokens) for r in both] == [
+        (NOV_20 - timedelta(days=1), "claude-sonnet-5-5", 500_000),
+        (NOV_20, "claude-sonnet-5-5", 300_000), (nov_21, "claude-opus-5-5", 200_000)]
+
+
 def test_potential_on_a_hand_built_warehouse(built: duckdb.DuckDBPyConnection) -> None:
     rows = {p.lever: p for p in potential(Batch(built, _config((CHAT,))), NOV_20, NOV_20, ["acme"])}
     assert set(rows) == {"batch", "routing"}  # hit ratio 4.05M / 7.3405M: above 50%
