@@ -28,6 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Callable, Mapping, Protocol, Sequence
 
 import duckdb
@@ -51,7 +52,7 @@ from spendwatch.timeutil import DAY, ceil_day, ceil_hour, floor_day, parse_utc, 
 log = logging.getLogger(__name__)
 
 __all__ = ["CollectOptions", "DeadlineExceeded", "OrgResult", "OrganizationSync", "Stopped",
-           "Window", "collect", "plan_stream", "record_run", "write_window"]
+           "Window", "collect", "plan_stream", "record_run", "write_window", "write_windows"]
 
 STREAMS = ("usage", "cost")
 ProgressFactory = Callable[[str, int], "Progress"]
@@ -189,21 +190,20 @@ _ARROW_TYPES = {"bucket_start": _TIMESTAMP, "bucket_end": _TIMESTAMP, "fetched_a
 AnyRow = UsageRow | CostRow | CutUsageRow | CutCostRow | ClaudeCodeRow
 
 
-def _arrow(rows: Sequence[AnyRow], columns: list[str], now: datetime,
+def _arrow(rows: Sequence[AnyRow], keys: Sequence[str], columns: list[str], now: datetime,
            provisional_after: datetime) -> pa.Table:
-    """The rows as an Arrow table (bulk insert: row-by-row inserts are ~1000x slower)."""
-    values: dict[str, list[object]] = {c: [] for c in columns}
-    for row in rows:
-        for column in columns:
-            if column == "row_key":
-                values[column].append(row.row_key)
-            elif column == "provisional":
-                values[column].append(getattr(row, "bucket_end") > provisional_after)
-            elif column == "fetched_at":
-                values[column].append(now)
-            else:
-                values[column].append(getattr(row, column))
-    return pa.table({c: pa.array(v, type=_ARROW_TYPES.get(c)) for c, v in values.items()})
+    """The rows (their ``row_key`` values already computed: ``keys``) as an Arrow table, a
+    column at a time (bulk insert: row-by-row inserts are ~1000x slower)."""
+    def column(name: str) -> list[object]:
+        if name == "row_key":
+            return list(keys)
+        if name == "provisional":
+            return [getattr(row, "bucket_end") > provisional_after for row in rows]
+        if name == "fetched_at":
+            return [now] * len(rows)
+        get = attrgetter(name)
+        return [get(row) for row in rows]
+    return pa.table({c: pa.array(column(c), type=_ARROW_TYPES.get(c)) for c in columns})
 
 
 def _table(stream: str) -> tuple[str, list[str]]:
@@ -255,8 +255,10 @@ def write_people(conn: duckdb.DuckDBPyConnection, organization: str,
 def write_window(config: Config, organization: str, window: Window,
                  rows: Sequence[AnyRow], data_refreshed_at: datetime | None,
                  now: datetime, provisional_after: datetime, prices: PriceTable,
-                 people: Mapping[str, Person] | None = None) -> None:
-    """Replace the window's rows and move the cursor, in one transaction.
+                 people: Mapping[str, Person] | None = None,
+                 conn: duckdb.DuckDBPyConnection | None = None) -> None:
+    """Replace the window's rows and move the cursor, in one transaction (on ``conn``, a
+    :func:`spendwatch.storage.batch_writer`'s, when given: :func:`write_windows`).
 
     The same transaction prices new usage rows (``usage_estimates``, ``cut_estimates``: the
     price cut's rows reprice every cut of the window) and re-splits the day's legacy cost
@@ -266,6 +268,7 @@ def write_window(config: Config, organization: str, window: Window,
     cut = cut_of_stream(window.stream)
     kind = stream_kind(window.stream)
     seen: set[str] = set()
+    keys: list[str] = []
     for row in rows:
         start = (row.bucket_start if not isinstance(row, ClaudeCodeRow)
                  else datetime.combine(row.day, datetime.min.time(), window.start.tzinfo))
@@ -276,13 +279,15 @@ def write_window(config: Config, organization: str, window: Window,
                                     f"{window.stream} bucket starting {rfc3339(start)}"
                                     f" for {rfc3339(window.start)}..{rfc3339(window.end)}; "
                                     "nothing of the window was stored")
-        if row.row_key in seen:
+        key = row.row_key
+        if key in seen:
             raise CollectionError(f"organization {organization!r}: the API reported the same "
                                   f"{window.stream} row twice in {rfc3339(window.start)}.."
                                   f"{rfc3339(window.end)} (data changed while paging?); the "
                                   "window is fetched again next run")
-        seen.add(row.row_key)
-    incoming = _arrow(rows, columns, now, provisional_after)
+        seen.add(key)
+        keys.append(key)
+    incoming = _arrow(rows, keys, columns, now, provisional_after)
     in_window, _ = _scope(window.stream)
     span: list[object] = [organization, window.start, window.end]
     if cut is not None:
@@ -342,7 +347,43 @@ def write_window(config: Config, organization: str, window: Window,
     # A DuckLake writer may conflict with another's (the same rows, or a data file both
     # delete from): the whole window is written again (storage.written).
     storage.written(config, write, f"writing {organization!r} {window.stream} "
-                    f"{rfc3339(window.start)}..{rfc3339(window.end)}")
+                    f"{rfc3339(window.start)}..{rfc3339(window.end)}", conn)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A window's rows as fetched, waiting for :func:`write_windows`."""
+
+    window: Window
+    rows: Sequence[AnyRow]
+    data_refreshed_at: datetime | None
+    provisional_after: datetime
+    people: Mapping[str, Person]
+
+
+#: A run writes its fetched windows in batches of at most this many windows or rows (about
+#: a week of the 400-key bench organization), or what it fetched in this many seconds (a
+#: slow API's windows still land within seconds): one writer and one checkpoint per batch,
+#: the file locked for a few seconds at most, the rows held in memory bounded.
+BATCH_WINDOWS = 16
+BATCH_ROWS = 100_000
+BATCH_SECONDS = 5.0
+
+
+def write_windows(config: Config, organization: str, fetched: Sequence[Fetched],
+                  now: datetime, prices: PriceTable,
+                  written: Callable[[Fetched], None] | None = None) -> None:
+    """:func:`write_window` of each fetched window in order, each in its own transaction (a
+    failure keeps the windows before it; ``written`` is called after each one's commit), on
+    one writer checkpointed once at the end (:func:`spendwatch.storage.batch_writer`)."""
+    if not fetched:
+        return
+    with storage.batch_writer(config) as conn:
+        for item in fetched:
+            write_window(config, organization, item.window, item.rows, item.data_refreshed_at,
+                         now, item.provisional_after, prices, item.people, conn=conn)
+            if written is not None:
+                written(item)
 
 
 def write_cut_access(config: Config, organization: str, cut: str, readable: bool,
@@ -612,6 +653,8 @@ class OrganizationSync:
         windows = self.plan(options)
         progress = progress_factory(self.org.name, len(windows)) if progress_factory else None
         unreadable: set[str] = set()
+        pending: list[Fetched] = []  # fetched, not yet written: written in batches
+        batch_started = time.monotonic()
         try:
             for window in windows:
                 cut = cut_of_stream(window.stream)
@@ -624,6 +667,8 @@ class OrganizationSync:
                 self.bounds.check(f"organization {self.org.name!r}: {window.stream} "
                                   f"{rfc3339(window.start)}..{rfc3339(window.end)}, after "
                                   f"{result.windows} of {len(windows)} windows")
+                if not pending:
+                    batch_started = time.monotonic()  # its first window's fetch
                 people: dict[str, Person] = {}
                 side = cut.name if cut is not None else (
                     CLAUDE_CODE if window.stream == CLAUDE_CODE else None)
@@ -643,7 +688,8 @@ class OrganizationSync:
                     # A cut or the Claude Code report failing (answers used up, a malformed
                     # page, a refusal once the key cut was read) costs that cut this run,
                     # not the run: its stored windows stay, the next run resumes it.
-                    if side is None or (isinstance(exc, AuthError) and not result.windows):
+                    if side is None or (isinstance(exc, AuthError)
+                                        and not (result.windows or pending)):
                         raise
                     unreadable.add(side)
                     log.warning("organization %r: the %s cut stops for this run: %s",
@@ -657,31 +703,51 @@ class OrganizationSync:
                             seen.add(("workspace", workspace))
                         if api_key:
                             seen.add(("api_key", api_key))
-                provisional_after = self.now - self.lookback(window.stream)
-                write_window(self.config, self.org.name, window, rows, refreshed,
-                             self.now, provisional_after, self._prices, people)
-                if cut is not None and cut.name not in self._readable:
-                    self._readable.add(cut.name)
-                    if write_cut_access(self.config, self.org.name, cut.name, True, None,
-                                        self.now):
-                        log.info("organization %r: the %s cut is readable", self.org.name,
-                                 cut.name)
-                result.windows += 1
-                if stream_kind(window.stream) == "usage":
-                    result.usage_rows += len(rows)
-                else:
-                    result.cost_rows += len(rows)
-                if progress:
-                    progress.advance(window)
+                pending.append(Fetched(window, rows, refreshed,
+                                       self.now - self.lookback(window.stream), people))
+                if (len(pending) >= BATCH_WINDOWS
+                        or sum(len(f.rows) for f in pending) >= BATCH_ROWS
+                        or time.monotonic() - batch_started >= BATCH_SECONDS):
+                    landing, pending = pending, []
+                    self.land(landing, result, progress)
+            landing, pending = pending, []
+            self.land(landing, result, progress)
         finally:
-            if progress:
-                progress.close()
+            try:
+                if pending:  # what was fetched before a failure or a stop is kept
+                    self.land(pending, result, progress)
+            finally:
+                if progress:
+                    progress.close()
         if refused is None and self.unknown_ids(seen):
             refused = self._refresh_names_softly()  # a new key or workspace: its name now
             if refused is None:
                 self.unknown_ids(seen, remember=True)  # a listing without them: asked hourly
         if refused is not None:
             raise refused
+
+    def land(self, fetched: Sequence[Fetched], result: OrgResult,
+             progress: Progress | None) -> None:
+        """Write fetched windows (:func:`write_windows`), counting each as it is written; then
+        mark their cuts readable."""
+        def written(item: Fetched) -> None:
+            result.windows += 1
+            if stream_kind(item.window.stream) == "usage":
+                result.usage_rows += len(item.rows)
+            else:
+                result.cost_rows += len(item.rows)
+            if progress:
+                progress.advance(item.window)
+
+        write_windows(self.config, self.org.name, fetched, self.now, self._prices, written)
+        for item in fetched:
+            cut = cut_of_stream(item.window.stream)
+            if cut is not None and cut.name not in self._readable:
+                self._readable.add(cut.name)
+                if write_cut_access(self.config, self.org.name, cut.name, True, None,
+                                    self.now):
+                    log.info("organization %r: the %s cut is readable", self.org.name,
+                             cut.name)
 
     def _refresh_names_softly(self) -> AuthError | None:
         """Refresh the names; a refused key is returned (the caller raises it after the

@@ -108,6 +108,24 @@ def test_an_interrupted_backfill_keeps_whole_windows_and_resumes(org_config,
         simulator.truth(day(10), SIM_NOW))
 
 
+def test_a_backfill_longer_than_a_write_batch_lands_every_window_once(
+        org_config, simulator: Simulator) -> None:
+    """Fetched windows are written in batches (one writer, one checkpoint each): a backfill of
+    more windows than a batch stores them all, counts each once, and matches the truth."""
+    from collectors.sync import BATCH_WINDOWS
+    config, (result,) = run(org_config(), since=day(1))
+    assert result.ok, result.error
+    first_pages = [r for r in api_requests(simulator, USAGE) + api_requests(simulator, COST)
+                   if not r["query"].get("page")]  # one per window
+    assert result.windows == len(first_pages) > 2 * BATCH_WINDOWS
+    assert query(db_path(config), "SELECT count(*) FROM usage_hourly") == [(result.usage_rows,)]
+    assert query(db_path(config), "SELECT count(*) FROM cost_buckets") == [(result.cost_rows,)]
+    assert query(db_path(config), "SELECT stream, covered_from FROM sync_state ORDER BY 1") == [
+        ("cost", day(1)), ("usage", day(1))]
+    assert totals(db_path(config), day(1), SIM_NOW) == truth_totals(
+        simulator.truth(day(1), SIM_NOW))
+
+
 def test_it_retries_after_429_and_succeeds(org_config, simulator: Simulator) -> None:
     simulator.fault(path=USAGE, count=1, status=429, retry_after="1", kind="error")
     config, (result,) = run(org_config(), day(22), day(23))

@@ -124,8 +124,10 @@ def test_ctrl_c_keeps_whole_windows_and_the_same_command_resumes(isolated: Path,
                                                                   simulator: Simulator) -> None:
     path = write_config(isolated, [{"name": "acme", "base_url": simulator.url}])
     db = db_path(load_config(path))
+    # Slow usage pages: the first batch of windows written (after collectors.sync's
+    # BATCH_SECONDS of fetching) holds usage days only, fewer than the eleven asked for.
     simulator.fault(path="/v1/organizations/analytics/usage", count=10000, kind="delay",
-                    seconds=0.3)
+                    seconds=0.6)
     command = [sys.executable, "-m", "spendwatch", "--config", str(path), "collect",
                "--since", "2026-11-14", "--until", "2026-11-24"]  # the simulator's today
     # As from a terminal: Ctrl-C's signal not ignored, whatever the test runner inherited (a
