@@ -12,7 +12,10 @@ range ``[covered_from, covered_until)`` in ``sync_state``. A run fetches, one UT
 Each window is written in one transaction together with its cursor: the window's old rows are
 deleted and the fresh ones inserted on their natural key (the primary key). That is an upsert
 that also drops rows the API no longer reports, so re-running any window, or overlapping
-windows, leaves exactly the same rows. A failure leaves whole windows only.
+windows, leaves exactly the same rows. A failure leaves whole windows only. Fetched windows
+are written in batches (:data:`BATCH_WINDOWS`, :data:`BATCH_ROWS`, :data:`BATCH_SECONDS`) on one
+writer that checkpoints once (:func:`write_windows`); what was fetched before a failure or a
+stop is written before the run ends.
 
 Rows whose bucket ends after ``now - lookback`` are stored as provisional.
 
