@@ -311,7 +311,7 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
     # The fetch, not the query, was most of a long series' time (13,000 hourly rows: 0.33 s
     # of 0.45 s): DuckDB converts a HUGEINT (its sum of BIGINTs) and a DECIMAL slowly. So
     # counts come as BIGINT (no organization reaches 9.2e18 tokens; the cast would fail
-    # loudly, not wrap) and dollars as their exact text, made Decimal by finish_row (twice
+    # loudly, not wrap) and dollars as their exact text, made Decimal by finish_money (twice
     # as fast as DuckDB's own conversion).
     casts = {m: "BIGINT" if m in _COUNTS else "VARCHAR" for m in metric_names}
     sums = [f"{_REQUESTS_SQL if m == 'requests' else f'sum(facts.{m})'} AS {m}"
@@ -320,8 +320,11 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
         sums += [f"sum(facts.cost_usd) FILTER (WHERE facts.cache_status = '{s}') "
                  f"AS {s}_cost_usd" for s in CACHE_STATUSES]
     select = ", ".join([*(f"{e} AS {c}" for c, e in exprs), *sums])
+    # Counts come whole (a sum of nothing is 0, requests aside: None means "not reported"),
+    # so Python converts only the dollars.
     outer = ", ".join([*(c for c, _ in exprs), *(
-        f"{'nullif(requests, -1)' if m == 'requests' else m}::{casts[m]} AS {m}"
+        "nullif(requests, -1)::BIGINT AS requests" if m == "requests" else
+        f"coalesce({m}, 0)::BIGINT AS {m}" if casts[m] == "BIGINT" else f"{m}::VARCHAR AS {m}"
         for m in metric_names)])
     regroup = ""
     if "cost_basis" in by and metrics is None:
@@ -332,8 +335,9 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
         others = [c for c, _ in exprs if c != "cost_basis"]
         outer = ", ".join([*(c if c != "cost_basis" else "placed_basis AS cost_basis"
                              for c, _ in exprs),
-                           *(f"{_REGROUPED_REQUESTS if m == 'requests' else f'sum({m})'}"
-                             f"::{casts[m]} AS {m}" for m in metric_names)])
+                           *(f"{_REGROUPED_REQUESTS}::BIGINT AS {m}" if m == "requests" else
+                             f"coalesce(sum({m}), 0)::BIGINT AS {m}" if casts[m] == "BIGINT"
+                             else f"sum({m})::VARCHAR AS {m}" for m in metric_names)])
         partition = f"PARTITION BY {', '.join(others)} " if others else ""
         regroup = (f"FROM (SELECT *, coalesce(cost_basis, first_value(cost_basis) OVER "
                    f"({partition}ORDER BY {BASIS_ORDER_SQL})) AS placed_basis FROM grouped) "
@@ -362,20 +366,22 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
         else None
     columns = [c for c, _ in exprs] + list(metric_names)
     rows = []
+    statuses = [m for m in STATUS_COST_METRICS if m in metric_names]
     for record in batch.conn.execute(sql, params).fetchall():
         row = dict(zip(columns, record))
-        if metrics is not None:
-            rows.append(finish_tokens(row, summed, dims, names))
-            continue
-        row = finish_row(row, dims, names)
-        if not is_empty_row(row):
-            rows.append(row)
+        if names is not None:
+            _label(row, dims, names)
+        if metrics is None:
+            finish_money(row, statuses)
+            if is_empty_row(row):
+                continue
+        rows.append(row)
     # period and date are the same type on every row (or absent from all): compared as they
     # are, in the order their text would give, without formatting 10,000 datetimes.
     period, day = "period" in by, "date" in by
     costed = metrics is None
     rows.sort(key=lambda r: (r["period"] if period else 0, r["date"] if day else 0,
-                             -r["cost_usd"] if costed else 0, [str(r.get(k, "")) for k in dims]))
+                             -r["cost_usd"] if costed else 0, tuple(map(str, map(r.get, dims)))))
     return rows
 
 
@@ -392,15 +398,6 @@ def is_empty_row(row: Row) -> bool:
     """A group with neither cost, list cost nor tokens (a cost basis row of token counts only)."""
     return not row["cost_usd"] and not row.get("list_cost_usd") and \
         not any(row[m] for m in TOKEN_METRICS) and not row["unpriced_tokens"]
-
-
-def finish_tokens(row: Row, metrics: Sequence[str], by: Sequence[str],
-                  names: NameBook | None) -> Row:
-    """:func:`finish_row` of a row holding only token ``metrics``: labels, ints."""
-    _label(row, by, names)
-    for metric in metrics:
-        row[metric] = int(row[metric] or 0)
-    return row
 
 
 def _label(row: Row, by: Sequence[str], names: NameBook | None) -> None:
@@ -420,20 +417,19 @@ def _label(row: Row, by: Sequence[str], names: NameBook | None) -> None:
         row["person_id"] = names.person_id(org, actor, kind)
 
 
-def finish_row(row: Row, by: Sequence[str], names: NameBook | None) -> Row:
-    """Labels for workspace and API key, Decimal(0) for no cost, ints for token counts."""
-    _label(row, by, names)
-    row["cost_usd"] = Decimal(row["cost_usd"]) if row["cost_usd"] is not None else Decimal(0)
+def finish_money(row: Row, statuses: Sequence[str] = ()) -> Row:
+    """A row's dollars (exact text from the query) as Decimal, Decimal(0) for no cost, the
+    list cost None where none is known; ``statuses`` (cost by cache status) likewise 0."""
+    cost = row["cost_usd"]
+    row["cost_usd"] = Decimal(cost) if cost is not None else _ZERO
     if row["list_cost_usd"] is not None:
         row["list_cost_usd"] = Decimal(row["list_cost_usd"])
-    for metric in STATUS_COST_METRICS:
-        if metric in row:
-            row[metric] = Decimal(row[metric]) if row[metric] is not None else Decimal(0)
-    for metric in (*TOKEN_METRICS, "unpriced_tokens"):
-        row[metric] = int(row[metric] or 0)
-    if row.get("requests") is not None:
-        row["requests"] = int(row["requests"])
+    for metric in statuses:
+        row[metric] = Decimal(row[metric]) if row[metric] is not None else _ZERO
     return row
+
+
+_ZERO = Decimal(0)
 
 
 def _person_keys(batch: Batch, values: Sequence[str | None]) -> list[str | None]:
