@@ -126,15 +126,16 @@ def table(by_months: dict[int, dict[str, Any]]) -> list[str]:
                       "`collect --since`), as a multiple of the same bulk load",
                       _fmt(_get(small, "ingest", "ratio_collect_to_bulk_insert"), "x"),
                       _fmt(whole, "x"), "(no goal set)", None))
-    cost = _get(large, "ingest", "write_per_window_p50_s", "cost") or {}
-    first, last = cost.get("write_to_bulk_insert_first"), cost.get("write_to_bulk_insert_last")
-    flat = round(last / first, 2) if first and last else None
-    lines.append(_row(
-        "  a cost window's write over the bulk load of its rows, first month -> last month "
-        "(the write alone grew {}x, the bulk load {}x, same run)".format(
-            cost.get("write_ratio_last_to_first"), cost.get("bulk_insert_ratio_last_to_first")),
-        "-", f"{_fmt(first, 'x')} -> {_fmt(last, 'x')} ({_fmt(flat, 'x')})",
-        "flat (<= 1.2x)", check(flat, lambda v: v <= 1.2)))
+    for stream in ("usage", "cost"):
+        per = _get(large, "ingest", "write_per_window_p50_s", stream) or {}
+        first, last = per.get("write_to_bulk_insert_first"), per.get("write_to_bulk_insert_last")
+        flat = round(last / first, 2) if first and last else None
+        lines.append(_row(
+            f"  a {stream} window's write over the bulk load of its rows, first month -> last "
+            "month (the write alone grew {}x, the bulk load {}x, same run)".format(
+                per.get("write_ratio_last_to_first"), per.get("bulk_insert_ratio_last_to_first")),
+            "-", f"{_fmt(first, 'x')} -> {_fmt(last, 'x')} ({_fmt(flat, 'x')})",
+            "flat (<= 1.2x)", check(flat, lambda v: v <= 1.2)))
     reprice = _get(large, "reprice", "ensure_current_s")
     lines.append(_row("reprice every stored row after a price change",
                       *both("reprice", "ensure_current_s"), "<= 2 s",
