@@ -298,12 +298,13 @@ def write_window(config: Config, organization: str, window: Window,
     if window.stream == CLAUDE_CODE:
         span = [organization, window.start.date(), window.end.date()]
     def write(conn: duckdb.DuckDBPyConnection) -> None:
-        if window.stream == "usage":
-            conn.execute("DELETE FROM usage_estimates WHERE row_key IN "
-                         f"(SELECT row_key FROM usage_hourly WHERE {in_window})", span)
+        if window.stream == "usage":  # an estimate carries its row's organization and hour
+            conn.execute(f"DELETE FROM usage_estimates WHERE {in_window}", span)
         elif cut is not None and kind == "usage":
-            conn.execute("DELETE FROM cut_estimates WHERE row_key IN "
-                         f"(SELECT row_key FROM usage_cuts WHERE {in_window})", span)
+            conn.execute("DELETE FROM cut_estimates WHERE organization = ? AND bucket_start "
+                         ">= ? AND bucket_start < ? AND row_key IN "
+                         f"(SELECT row_key FROM usage_cuts WHERE {in_window})",
+                         [*span[:3], *span])
         conn.execute(f"DELETE FROM {table} WHERE {in_window}", span)
         conn.register("incoming_rows", incoming)
         # A plain INSERT: the window's rows were just deleted and a row's key holds its

@@ -109,11 +109,13 @@ def utc_day(column: str) -> str:
     return f"(DATE '1970-01-01' + (epoch_us({column}) // 86400000000)::INTEGER)"
 
 
-def priced_sql(source: str, keep: Sequence[str], window: str, geo: str, speed: str) -> str:
-    """SELECT ``keep`` of the rows of ``source`` (aliased u) and each one's estimate (the
-    ESTIMATE_COLUMNS, ``unpriced_reason``), priced with ``window``, ``geo`` and ``speed`` (SQL
-    expressions over u, NULL for a dimension the row does not know): the SQL twin of
-    :func:`estimate_row`, which the tests hold it to. Needs :func:`register_prices`."""
+def priced_sql(source: str, keep: Sequence[str], window: str, geo: str, speed: str,
+               last: Sequence[str] = ()) -> str:
+    """SELECT ``keep`` of the rows of ``source`` (aliased u), each one's estimate (the
+    ESTIMATE_COLUMNS, ``unpriced_reason``) and then ``last`` of the rows, priced with
+    ``window``, ``geo`` and ``speed`` (SQL expressions over u, NULL for a dimension the row
+    does not know): the SQL twin of :func:`estimate_row`, which the tests hold it to. Needs
+    :func:`register_prices`."""
     day = utc_day("u.bucket_start")
     has_tokens = " OR ".join(f"u.{t} <> 0" for t in _TOKENS)
     search_price = "coalesce(wm.usd_per_request, w.usd_per_request)"
@@ -131,9 +133,10 @@ def priced_sql(source: str, keep: Sequence[str], window: str, geo: str, speed: s
     inner = ", ".join(f"{v} AS {c}" for v, c in zip([*tokens, search], ESTIMATE_COLUMNS))
     outer = ", ".join(f"CASE WHEN x.unpriced_reason IS NULL THEN x.{c} END AS {c}"
                       for c in ESTIMATE_COLUMNS)
-    kept = ", ".join(f"u.{k}" for k in keep)
+    kept = ", ".join(f"u.{k}" for k in (*keep, *[c for c in last if c not in keep]))
+    trailing = "".join(f", x.{k}" for k in last)
     return f"""
-        SELECT {", ".join(f"x.{k}" for k in keep)}, {outer}, x.unpriced_reason
+        SELECT {", ".join(f"x.{k}" for k in keep)}, {outer}, x.unpriced_reason{trailing}
         FROM (
             SELECT {kept}, {inner}, {reason} AS unpriced_reason
             FROM ({source}) u
@@ -195,18 +198,29 @@ def _estimates_sql(rows: str, own_geo: str, own_speed: str, price_where: str,
             FROM exact e JOIN plain p USING (row_key)
             GROUP BY {", ".join(f"e.{k}" for k in group)})
         SELECT o.row_key, {", ".join(values)},
-               coalesce(o.unpriced_reason, f.reason) AS unpriced_reason
+               coalesce(o.unpriced_reason, f.reason) AS unpriced_reason,
+               o.organization, o.bucket_start
         FROM own o LEFT JOIN factors f ON {on}"""
 
 
+#: The columns of ``usage_estimates`` and ``cut_estimates``, in order (what an INSERT names).
+STORED_COLUMNS = ("row_key", *ESTIMATE_COLUMNS, "unpriced_reason", "organization",
+                  "bucket_start")
+_INSERT = "INSERT INTO {table} (" + ", ".join(STORED_COLUMNS) + ") "
+
+
 def _delete(conn: duckdb.DuckDBPyConnection, estimates: str, rows: str, where_sql: str,
-            params: Sequence[Any]) -> None:
-    """Drop the estimates of the ``rows`` matching ``where_sql`` (all of them for a reprice)."""
-    if where_sql == "true":
-        conn.execute(f"DELETE FROM {estimates}")
+            params: Sequence[Any], cut: str | None = None) -> None:
+    """Drop the estimates of the ``rows`` matching ``where_sql`` (over organization and
+    bucket_start, which the estimates carry too; "true" for all of them) and, in
+    ``usage_cuts``, of ``cut`` only."""
+    if cut is None:
+        conn.execute(f"DELETE FROM {estimates}" if where_sql == "true"
+                     else f"DELETE FROM {estimates} WHERE {where_sql}", list(params))
     else:
-        conn.execute(f"DELETE FROM {estimates} WHERE row_key IN "
-                     f"(SELECT row_key FROM {rows} WHERE {where_sql})", list(params))
+        conn.execute(f"DELETE FROM {estimates} WHERE ({where_sql}) AND row_key IN "
+                     f"(SELECT row_key FROM {rows} WHERE ({where_sql}) AND cut = ?)",
+                     [*params, *params, cut])
 
 
 def write_estimates(conn: duckdb.DuckDBPyConnection, table: PriceTable, where_sql: str,
@@ -226,7 +240,7 @@ def write_estimates(conn: duckdb.DuckDBPyConnection, table: PriceTable, where_sq
     _delete(conn, "usage_estimates", "usage_hourly", where_sql, params)
     sql = _estimates_sql(f"SELECT * FROM usage_hourly WHERE {where_sql}", "NULL", "NULL",
                          where_sql, KEY_MATCH)
-    conn.execute(f"INSERT INTO usage_estimates {sql}", [*params, *params, *params])
+    conn.execute(_INSERT.format(table="usage_estimates") + sql, [*params, *params, *params])
 
 
 def write_cut_estimates(conn: duckdb.DuckDBPyConnection, table: PriceTable, where_sql: str,
@@ -236,14 +250,12 @@ def write_cut_estimates(conn: duckdb.DuckDBPyConnection, table: PriceTable, wher
     changes a price is known), the others with its shares over the same hours (matched by
     model, tier and speed; the products cut, which has no speed, by model and tier)."""
     register_prices(conn, table)
-    rows_sql, rows_params = where_sql, list(params)
-    if cut is not None:
-        rows_sql, rows_params = f"({where_sql}) AND cut = ?", [*params, cut]
-    _delete(conn, "cut_estimates", "usage_cuts", rows_sql, rows_params)
+    _delete(conn, "cut_estimates", "usage_cuts", where_sql, params, cut)
     if cut in (None, "price"):
         exact = priced_sql(f"SELECT * FROM usage_cuts WHERE cut = 'price' AND ({where_sql})",
-                           ("row_key",), "u.context_window", "u.inference_geo", "u.speed")
-        conn.execute(f"INSERT INTO cut_estimates {exact}", list(params))
+                           ("row_key",), "u.context_window", "u.inference_geo", "u.speed",
+                           last=("organization", "bucket_start"))
+        conn.execute(_INSERT.format(table="cut_estimates") + exact, list(params))
     # (which rows, their parameters, what they share the price cut's estimate by)
     groups: list[tuple[str, list[Any], tuple[str, ...]]]
     if cut is None:
@@ -255,7 +267,7 @@ def write_cut_estimates(conn: duckdb.DuckDBPyConnection, table: PriceTable, wher
     for which, extra, match in groups:
         rows = f"SELECT * FROM usage_cuts WHERE ({where_sql}) AND {which}"
         sql = _estimates_sql(rows, "u.inference_geo", "u.speed", where_sql, match)
-        conn.execute(f"INSERT INTO cut_estimates {sql}",
+        conn.execute(_INSERT.format(table="cut_estimates") + sql,
                      [*params, *extra, *params, *params])
 
 

@@ -94,6 +94,12 @@ def _where(condition: str, bounded: bool, table: str = "") -> str:
     return f"{condition} AND {bound}" if condition else bound
 
 
+def _estimates_in_range(bounded: bool) -> str:
+    """The range of :func:`refresh` on the estimates ``e`` too (they carry their row's
+    organization and hour): the join then reads the range's estimates, not all of them."""
+    return f" AND {_IN_RANGE.format(t='e.')}" if bounded else ""
+
+
 def spend_facts_sql(bounded: bool = False) -> str:
     """The key cut's facts (over all history; of $org in [$start, $end) when ``bounded``)."""
     billed = (f"SELECT {_FACT_KEYS}, amount_usd AS cost_usd, list_amount_usd AS list_cost_usd, "
@@ -118,7 +124,8 @@ def spend_facts_sql(bounded: bool = False) -> str:
             f"CASE WHEN e.unpriced_reason IS NULL OR '{cost_type}' <> 'tokens' THEN 0 "
             f"ELSE u.{column} END, "
             f"{_zero_tokens()}, NULL FROM usage_hourly u JOIN usage_estimates e USING (row_key) "
-            f"WHERE {_where(f'u.{column} <> 0', bounded, 'u')} AND (NOT EXISTS (SELECT 1 FROM "
+            f"WHERE {_where(f'u.{column} <> 0', bounded, 'u')}{_estimates_in_range(bounded)} "
+            "AND (NOT EXISTS (SELECT 1 FROM "
             "billed_buckets b WHERE b.organization = u.organization AND b.bucket_start <= "
             "u.bucket_start AND u.bucket_start < b.bucket_end) OR EXISTS (SELECT 1 FROM "
             f"usage_unbilled x WHERE x.row_key = u.row_key AND x.component = '{column}'))")
@@ -155,7 +162,7 @@ def cut_facts_sql(bounded: bool = False) -> str:
             f"CASE WHEN e.unpriced_reason IS NULL OR '{cost_type}' <> 'tokens' THEN 0 "
             f"ELSE u.{column} END, "
             f"{_zero_tokens()}, NULL FROM usage_cuts u JOIN cut_estimates e USING (row_key) "
-            f"WHERE {where} AND NOT EXISTS (SELECT 1 FROM billed_cut_buckets b WHERE "
+            f"WHERE {where}{_estimates_in_range(bounded)} AND NOT EXISTS (SELECT 1 FROM billed_cut_buckets b WHERE "
             "b.organization = u.organization AND b.cut = u.cut "
             "AND b.bucket_start = u.bucket_start)")
     buckets = "SELECT DISTINCT organization, cut, bucket_start FROM cost_cuts"

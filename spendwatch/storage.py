@@ -853,6 +853,24 @@ def _m012_unconstrained(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("INSERT INTO locks SELECT unnest(?::VARCHAR[]), 0", [list(LOCKS)])
 
 
+def _m013_estimates_ranged(conn: duckdb.DuckDBPyConnection) -> None:
+    # Each estimate carries its row's organization and bucket: a window's write deletes and
+    # joins the estimates of its hours only. Joined on row_key alone, every facts refresh read
+    # all of a year's estimates (a day's facts: 0.03 s at 1 month, 0.13 s at 12). An estimate
+    # whose row is gone (none should be) is dropped.
+    for table, rows in (("usage_estimates", "usage_hourly"), ("cut_estimates", "usage_cuts")):
+        columns = [c for (c,) in conn.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = ? AND database_name = "
+            "current_database() AND schema_name = current_schema() ORDER BY column_index",
+            [table]).fetchall()]
+        conn.execute(f"CREATE TABLE {table}_ranged AS SELECT "
+                     + ", ".join(f"e.{c}" for c in columns)
+                     + f", r.organization, r.bucket_start FROM {table} e "
+                     f"JOIN {rows} r USING (row_key)")
+        conn.execute(f"DROP TABLE {table}")
+        conn.execute(f"ALTER TABLE {table}_ranged RENAME TO {table}")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     (1, "initial", _m001_initial),
     (2, "pricing", _m002_pricing),
@@ -866,6 +884,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] =
     (10, "digest_runs", _m010_digest_runs),
     (11, "fact_requests", _m011_fact_requests),
     (12, "unconstrained", _m012_unconstrained),
+    (13, "estimates_ranged", _m013_estimates_ranged),
 ]
 
 

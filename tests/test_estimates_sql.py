@@ -106,7 +106,7 @@ def _warehouse(price_rows: list[dict], key_rows: list[dict]) -> duckdb.DuckDBPyC
     conn.execute("CREATE TABLE usage_hourly AS SELECT * FROM key_in")
     conn.execute("CREATE TABLE usage_estimates (row_key VARCHAR, "
                  + ", ".join(f"{c} DECIMAL(38, 12)" for c in ESTIMATE_COLUMNS)
-                 + ", unpriced_reason VARCHAR)")
+                 + ", unpriced_reason VARCHAR, organization VARCHAR, bucket_start TIMESTAMPTZ)")
     conn.execute("CREATE TABLE cut_estimates AS SELECT * FROM usage_estimates")
     return conn
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
@@ -36,7 +37,8 @@ EXPECTED_SCHEMA = {
     "meta": ["key", "value"],
     "usage_estimates": ["row_key", "est_input_usd", "est_cache_write_5m_usd",
                         "est_cache_write_1h_usd", "est_cache_read_usd", "est_output_usd",
-                        "est_web_search_usd", "unpriced_reason"],
+                        "est_web_search_usd", "unpriced_reason", "organization",
+                        "bucket_start"],
     "cost_allocated": ["row_key", "organization", "bucket_start", "bucket_width", "model",
                        "workspace_id", "api_key_id", "service_tier", "context_window",
                        "cost_type", "token_type", "amount_usd", "cost_basis", "provisional",
@@ -77,7 +79,8 @@ EXPECTED_SCHEMA = {
                   "requests", "provisional", "fetched_at"],
     "cut_estimates": ["row_key", "est_input_usd", "est_cache_write_5m_usd",
                       "est_cache_write_1h_usd", "est_cache_read_usd", "est_output_usd",
-                      "est_web_search_usd", "unpriced_reason"],
+                      "est_web_search_usd", "unpriced_reason", "organization",
+                      "bucket_start"],
     "people": ["organization", "actor_key", "actor_type", "email", "name", "deleted",
                "last_seen"],
     "cut_access": ["organization", "cut", "readable", "reason", "checked_at"],
@@ -197,6 +200,28 @@ def test_a_version_5_file_with_data_migrates_to_the_latest_intact(tmp_path: Path
         # The stored facts are built from what was there (migration 7).
         assert conn.execute("SELECT cut, sum(output_tokens) FROM facts GROUP BY 1"
                             ).fetchall() == [("key", 5)]
+
+
+def test_a_version_12_file_gives_each_estimate_its_rows_organization_and_hour(
+        tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    conn = duckdb.connect(str(db))
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR "
+                 "NOT NULL, applied_at TIMESTAMPTZ NOT NULL)")
+    for version, name, apply in storage.MIGRATIONS[:12]:
+        apply(conn)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name])
+    conn.execute("INSERT INTO usage_hourly VALUES ('k', 'acme', 'analytics', "
+                 "'2026-11-20 10:00:00+00', '2026-11-20 11:00:00+00', 'claude-opus-5-5', "
+                 "'wrkspc_1', NULL, 'standard', '0-200k', 1, 2, 3, 4, 5, 0, 1, false, now())")
+    conn.execute("INSERT INTO usage_estimates VALUES ('k', 1, 2, 3, 4, 5, 0, NULL), "
+                 "('gone', 9, 9, 9, 9, 9, 0, NULL)")
+    conn.close()
+    with storage.writer_at(db) as conn:
+        assert conn.execute("SELECT row_key, est_output_usd, organization, bucket_start "
+                            "FROM usage_estimates").fetchall() == [
+            ("k", 5, "acme", datetime(2026, 11, 20, 10, tzinfo=timezone.utc))]
+        assert conn.execute("SELECT count(*) FROM cut_estimates").fetchone() == (0,)
 
 
 def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
