@@ -88,6 +88,7 @@ def _estimated(batch: Batch, since: date, until: date, organizations: Sequence[s
                    + u.cache_write_1h_tokens + u.cache_read_tokens + u.output_tokens END)
         FROM usage_hourly u JOIN usage_estimates e USING (row_key)
         WHERE u.bucket_start >= $start AND u.bucket_start < $end {org_filter}
+          AND e.bucket_start >= $start AND e.bucket_start < $end
           AND EXISTS (SELECT 1 FROM billed_buckets b WHERE b.organization = u.organization
                       AND b.bucket_start <= u.bucket_start AND u.bucket_start < b.bucket_end)
         GROUP BY ALL"""

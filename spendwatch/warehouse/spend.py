@@ -456,8 +456,9 @@ def unpriced_usage(batch: Batch, since: date, until: date) -> list[dict[str, Any
                sum(u.uncached_input_tokens + u.cache_write_5m_tokens + u.cache_write_1h_tokens
                    + u.cache_read_tokens + u.output_tokens)
         FROM usage_hourly u JOIN usage_estimates e USING (row_key)
-        WHERE e.unpriced_reason IS NOT NULL AND u.bucket_start >= ? AND u.bucket_start < ?
-        GROUP BY ALL ORDER BY 4 DESC""", [utc_start, utc_end]).fetchall()]
+        WHERE e.unpriced_reason IS NOT NULL AND u.bucket_start >= $start
+          AND u.bucket_start < $end AND e.bucket_start >= $start AND e.bucket_start < $end
+        GROUP BY ALL ORDER BY 4 DESC""", {"start": utc_start, "end": utc_end}).fetchall()]
 
 
 def long_context_gap(batch: Batch, since: date, until: date,
