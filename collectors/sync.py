@@ -666,11 +666,11 @@ class OrganizationSync:
                     continue
                 if options.stop is not None and options.stop.is_set():
                     raise Stopped(f"organization {self.org.name!r}: stopped after "
-                                  f"{result.windows} of {len(windows)} windows; the next run "
-                                  "resumes")
+                                  f"{result.windows + len(pending)} of {len(windows)} windows; "
+                                  "the next run resumes")
                 self.bounds.check(f"organization {self.org.name!r}: {window.stream} "
                                   f"{rfc3339(window.start)}..{rfc3339(window.end)}, after "
-                                  f"{result.windows} of {len(windows)} windows")
+                                  f"{result.windows + len(pending)} of {len(windows)} windows")
                 if not pending:
                     batch_started = time.monotonic()  # its first window's fetch
                 people: dict[str, Person] = {}
@@ -707,6 +707,14 @@ class OrganizationSync:
                             seen.add(("workspace", workspace))
                         if api_key:
                             seen.add(("api_key", api_key))
+                if cut is not None and cut.name not in self._readable:
+                    # Read, so readable (recorded now, in order with a refusal of the same
+                    # cut's other stream later in the run).
+                    self._readable.add(cut.name)
+                    if write_cut_access(self.config, self.org.name, cut.name, True, None,
+                                        self.now):
+                        log.info("organization %r: the %s cut is readable", self.org.name,
+                                 cut.name)
                 pending.append(Fetched(window, rows, refreshed,
                                        self.now - self.lookback(window.stream), people))
                 if (len(pending) >= BATCH_WINDOWS
@@ -716,13 +724,20 @@ class OrganizationSync:
                     self.land(landing, result, progress)
             landing, pending = pending, []
             self.land(landing, result, progress)
-        finally:
-            try:
-                if pending:  # what was fetched before a failure or a stop is kept
+        except BaseException:
+            # What was fetched before a failure or a stop is kept; the failure raised is the
+            # first one (a Stopped stays a stop), the writing's own is logged.
+            if pending:
+                try:
                     self.land(pending, result, progress)
-            finally:
-                if progress:
-                    progress.close()
+                except Exception as exc:
+                    log.warning("organization %r: %d fetched windows were not written (%s); "
+                                "the next run fetches them again", self.org.name,
+                                len(pending), exc)
+            raise
+        finally:
+            if progress:
+                progress.close()
         if refused is None and self.unknown_ids(seen):
             refused = self._refresh_names_softly()  # a new key or workspace: its name now
             if refused is None:
@@ -732,8 +747,7 @@ class OrganizationSync:
 
     def land(self, fetched: Sequence[Fetched], result: OrgResult,
              progress: Progress | None) -> None:
-        """Write fetched windows (:func:`write_windows`), counting each as it is written; then
-        mark their cuts readable."""
+        """Write fetched windows (:func:`write_windows`), counting each as it is written."""
         def written(item: Fetched) -> None:
             result.windows += 1
             if stream_kind(item.window.stream) == "usage":
@@ -744,14 +758,6 @@ class OrganizationSync:
                 progress.advance(item.window)
 
         write_windows(self.config, self.org.name, fetched, self.now, self._prices, written)
-        for item in fetched:
-            cut = cut_of_stream(item.window.stream)
-            if cut is not None and cut.name not in self._readable:
-                self._readable.add(cut.name)
-                if write_cut_access(self.config, self.org.name, cut.name, True, None,
-                                    self.now):
-                    log.info("organization %r: the %s cut is readable", self.org.name,
-                             cut.name)
 
     def _refresh_names_softly(self) -> AuthError | None:
         """Refresh the names; a refused key is returned (the caller raises it after the

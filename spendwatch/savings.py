@@ -507,7 +507,10 @@ def _groups(batch: Batch, since: date, until: date, organizations: Sequence[str]
     (``s_*``), and the batch multiplier of its day. One scan of the period's usage (its scan
     range is the period's local days: a group's hours all fall on them); every figure of the
     ledger is aggregated from these groups in the same query (:func:`_aggregate`: handing a
-    year's 256,000 groups to Python and back as Arrow cost a tenth of the ledger)."""
+    year's 256,000 groups to Python and back as Arrow cost a tenth of the ledger). Features
+    judged on another cut have fractional tokens (shares of the key cut's): they are rounded
+    per group, so the dated groups of :func:`realized` (a UTC day split over two local dates
+    rounds twice) may add up to a token more or less per group than a period's."""
     fmap = _feature_map(batch, organizations)
     register_prices(batch.conn, price_table(batch.config.prices))
     tier = ", ".join(f"p.{c} AS p_{c}" for c in UNIT_PRICE_COLUMNS)

@@ -858,11 +858,15 @@ def _m013_estimates_ranged(conn: duckdb.DuckDBPyConnection) -> None:
     # joins the estimates of its hours only. Joined on row_key alone, every facts refresh read
     # all of a year's estimates (a day's facts: 0.03 s at 1 month, 0.13 s at 12). An estimate
     # whose row is gone (none should be) is dropped.
+    # (Done once even when two new workers on a DuckLake migrate at once: a table that has
+    # the columns already is left as it is.)
     for table, rows in (("usage_estimates", "usage_hourly"), ("cut_estimates", "usage_cuts")):
         columns = [c for (c,) in conn.execute(
             "SELECT column_name FROM duckdb_columns() WHERE table_name = ? AND database_name = "
             "current_database() AND schema_name = current_schema() ORDER BY column_index",
             [table]).fetchall()]
+        if "bucket_start" in columns:
+            continue
         conn.execute(f"CREATE TABLE {table}_ranged AS SELECT "
                      + ", ".join(f"e.{c}" for c in columns)
                      + f", r.organization, r.bucket_start FROM {table} e "
