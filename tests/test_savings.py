@@ -153,16 +153,23 @@ def _at(hour: int, day: int = 20) -> datetime:
     return datetime(2026, 11, day, hour, tzinfo=UTC)
 
 
-@pytest.fixture
-def built() -> duckdb.DuckDBPyConnection:
-    """One organization, one feature ("chat", key k1), on local day 2026-11-20 (Chicago,
-    06:00Z to 06:00Z next day); usage collected up to 2026-11-21T00:00Z."""
+def _warehouse(covered_until: datetime) -> duckdb.DuckDBPyConnection:
+    """An empty warehouse with key k1 named chat-key, usage collected from 2026-11-19 to
+    ``covered_until``."""
     conn = duckdb.connect()
     storage.migrate(conn)
     conn.execute("INSERT INTO api_keys VALUES ('acme', 'k1', 'chat-key', 'active', 'w1', NULL, ?)",
                  [SIM_NOW])
     conn.execute("INSERT INTO sync_state VALUES ('acme', 'usage', ?, ?, NULL, ?)",
-                 [_at(0, 19), _at(0, 21), SIM_NOW])
+                 [_at(0, 19), covered_until, SIM_NOW])
+    return conn
+
+
+@pytest.fixture
+def built() -> duckdb.DuckDBPyConnection:
+    """One organization, one feature ("chat", key k1), on local day 2026-11-20 (Chicago,
+    06:00Z to 06:00Z next day); usage collected up to 2026-11-21T00:00Z."""
+    conn = _warehouse(covered_until=_at(0, 21))
     t: dict[str, Any] = dict(u=1_000_000, w5=200_000, w1=100_000, r=2_000_000, o=50_000)
     _usage(conn, _at(10), "claude-opus-5-5", **t)                      # a: standard
     _usage(conn, _at(10), "claude-opus-5-5", tier="batch", **t)        # b: batch
@@ -221,12 +228,7 @@ def test_waste_at_the_edges_of_the_period() -> None:
     hour after the period, is not waste; a write of the hour after it is another day's; a
     write read by another model of the feature is waste; reads of the key's other tier
     count."""
-    conn = duckdb.connect()
-    storage.migrate(conn)
-    conn.execute("INSERT INTO api_keys VALUES ('acme', 'k1', 'chat-key', 'active', 'w1', NULL, ?)",
-                 [SIM_NOW])
-    conn.execute("INSERT INTO sync_state VALUES ('acme', 'usage', ?, ?, NULL, ?)",
-                 [_at(0, 19), _at(12, 21), SIM_NOW])
+    conn = _warehouse(covered_until=_at(12, 21))
     _usage(conn, _at(5, 21), "claude-sonnet-5-5", w5=100_000)   # 23:00 local: read at 00:00
     _usage(conn, _at(6, 21), "claude-sonnet-5-5", r=10)
     _usage(conn, _at(6, 21), "claude-opus-5-5", w5=200_000)     # the 21st's, never read

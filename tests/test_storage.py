@@ -171,14 +171,20 @@ def test_a_writer_that_takes_a_taken_lock_is_retried_until_the_holder_commits(
         assert len(attempts) > 1
 
 
-def test_a_version_5_file_with_data_migrates_to_the_latest_intact(tmp_path: Path) -> None:
-    db = tmp_path / "w.duckdb"
+def _file_at_version(db: Path, version: int) -> duckdb.DuckDBPyConnection:
+    """A file as spendwatch left it at schema ``version`` (its first migrations applied)."""
     conn = duckdb.connect(str(db))
     conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR "
                  "NOT NULL, applied_at TIMESTAMPTZ NOT NULL)")
-    for version, name, apply in storage.MIGRATIONS[:5]:
+    for number, name, apply in storage.MIGRATIONS[:version]:
         apply(conn)
-        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name])
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [number, name])
+    return conn
+
+
+def test_a_version_5_file_with_data_migrates_to_the_latest_intact(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    conn = _file_at_version(db, 5)
     conn.execute("INSERT INTO workspaces VALUES ('acme', 'wrkspc_1', 'Prod', NULL, false, now())")
     conn.execute("INSERT INTO usage_hourly VALUES ('k', 'acme', 'analytics', "
                  "'2026-11-20 10:00:00+00', '2026-11-20 11:00:00+00', 'claude-opus-5-5', 'wrkspc_1', "
@@ -205,12 +211,7 @@ def test_a_version_5_file_with_data_migrates_to_the_latest_intact(tmp_path: Path
 def test_a_version_12_file_gives_each_estimate_its_rows_organization_and_hour(
         tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
-    conn = duckdb.connect(str(db))
-    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR "
-                 "NOT NULL, applied_at TIMESTAMPTZ NOT NULL)")
-    for version, name, apply in storage.MIGRATIONS[:12]:
-        apply(conn)
-        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name])
+    conn = _file_at_version(db, 12)
     conn.execute("INSERT INTO usage_hourly VALUES ('k', 'acme', 'analytics', "
                  "'2026-11-20 10:00:00+00', '2026-11-20 11:00:00+00', 'claude-opus-5-5', "
                  "'wrkspc_1', NULL, 'standard', '0-200k', 1, 2, 3, 4, 5, 0, 1, false, now())")
