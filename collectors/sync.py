@@ -14,8 +14,9 @@ deleted and the fresh ones inserted on their natural key (the primary key). That
 that also drops rows the API no longer reports, so re-running any window, or overlapping
 windows, leaves exactly the same rows. A failure leaves whole windows only. Fetched windows
 are written in batches (:data:`BATCH_WINDOWS`, :data:`BATCH_ROWS`, :data:`BATCH_SECONDS`) on one
-writer that checkpoints once (:func:`write_windows`); what was fetched before a failure or a
-stop is written before the run ends.
+writer that checkpoints once (:func:`write_windows`); what was fetched before a failure is
+written before the run ends, and a stop ends the writing at the next window (the rest is
+fetched again by the next run).
 
 Rows whose bucket ends after ``now - lookback`` are stored as provisional.
 
@@ -376,18 +377,29 @@ BATCH_SECONDS = 5.0
 
 def write_windows(config: Config, organization: str, fetched: Sequence[Fetched],
                   now: datetime, prices: PriceTable,
-                  written: Callable[[Fetched], None] | None = None) -> None:
+                  written: Callable[[Fetched], None] | None = None,
+                  stop: threading.Event | None = None) -> int:
     """:func:`write_window` of each fetched window in order, each in its own transaction (a
     failure keeps the windows before it; ``written`` is called after each one's commit), on
-    one writer checkpointed once at the end (:func:`spendwatch.storage.batch_writer`)."""
-    if not fetched:
-        return
+    one writer checkpointed once at the end (:func:`spendwatch.storage.batch_writer`).
+
+    Once ``stop`` is set the windows not yet written are left (the next run fetches them
+    again): a stop ends the run after one window's write, not a batch's, which on a loaded
+    DuckLake is longer than the worker's grace after SIGTERM. Returns the windows written.
+    """
+    count = 0
+    if not fetched or (stop is not None and stop.is_set()):
+        return count
     with storage.batch_writer(config) as conn:
         for item in fetched:
+            if stop is not None and stop.is_set():
+                break
             write_window(config, organization, item.window, item.rows, item.data_refreshed_at,
                          now, item.provisional_after, prices, item.people, conn=conn)
+            count += 1
             if written is not None:
                 written(item)
+    return count
 
 
 def write_cut_access(config: Config, organization: str, cut: str, readable: bool,
@@ -725,8 +737,9 @@ class OrganizationSync:
             landing, pending = pending, []
             self.land(landing, result, progress)
         except BaseException:
-            # What was fetched before a failure or a stop is kept; the failure raised is the
-            # first one (a Stopped stays a stop), the writing's own is logged.
+            # What was fetched before a failure is kept (after a stop, nothing more is
+            # written: see write_windows); the failure raised is the first one (a Stopped
+            # stays a stop), the writing's own is logged.
             if pending:
                 try:
                     self.land(pending, result, progress)
@@ -757,7 +770,11 @@ class OrganizationSync:
             if progress:
                 progress.advance(item.window)
 
-        write_windows(self.config, self.org.name, fetched, self.now, self._prices, written)
+        count = write_windows(self.config, self.org.name, fetched, self.now, self._prices,
+                              written, stop=self.bounds.stop)
+        if count < len(fetched):
+            log.info("organization %r: %d fetched windows not written (stopped); the next "
+                     "run fetches them again", self.org.name, len(fetched) - count)
 
     def _refresh_names_softly(self) -> AuthError | None:
         """Refresh the names; a refused key is returned (the caller raises it after the
