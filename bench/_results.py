@@ -131,8 +131,9 @@ def table(by_months: dict[int, dict[str, Any]]) -> list[str]:
         first, last = per.get("write_to_bulk_insert_first"), per.get("write_to_bulk_insert_last")
         flat = round(last / first, 2) if first and last else None
         lines.append(_row(
-            f"  a {stream} window's write over the bulk load of its rows, first month -> last "
-            "month (the write alone grew {}x, the bulk load {}x, same run)".format(
+            f"  a {stream} write (one transaction: a batch's adjacent windows) over the bulk "
+            "load of its rows, first month -> last month, medians (the write alone grew {}x, "
+            "the bulk load {}x, same run)".format(
                 per.get("write_ratio_last_to_first"), per.get("bulk_insert_ratio_last_to_first")),
             "-", f"{_fmt(first, 'x')} -> {_fmt(last, 'x')} ({_fmt(flat, 'x')})",
             "flat (<= 1.2x)", check(flat, lambda v: v <= 1.2)))

@@ -132,6 +132,7 @@ def load(config: Config, months: int, keys: int = 400, workspaces: int = 40,
                for t in ("usage_hourly", "cost_buckets")}
     totals = {k: 0.0 for k in ("parse", "write", "arrow", "bulk_insert")}
     counts = {"usage": 0, "cost": 0}
+    fetched_windows = {"usage": 0, "cost": 0}
     # per stream: (window start, write_window seconds, bulk INSERT seconds) of each window
     per_window: dict[str, list[tuple[datetime, float, float]]] = {"usage": [], "cost": []}
     real_parse = {"usage": collect_clients.analytics_usage_rows,
@@ -146,13 +147,15 @@ def load(config: Config, months: int, keys: int = 400, workspaces: int = 40,
             return rows
         return parse
 
-    window_seconds: dict[Window, float] = {}
+    # Each write_window call of a batch: one transaction, of one fetched window or of several
+    # adjacent ones (write_windows writes a backfill's adjacent days as one).
+    transactions: list[tuple[Window, float]] = []
 
     def window_timed(config: Config, organization: str, window: Window, rows: list[Any],
                      *args: Any, **kwargs: Any) -> Any:
         seconds, out = timed(lambda: real_window(config, organization, window, rows,
                                                  *args, **kwargs))
-        window_seconds[window] = seconds
+        transactions.append((window, seconds))
         return out
 
     def write_timed(config: Config, organization: str, fetched: list[Any],
@@ -161,11 +164,13 @@ def load(config: Config, months: int, keys: int = 400, workspaces: int = 40,
         seconds, out = timed(lambda: real_write(config, organization, fetched,
                                                 *args, **kwargs))
         totals["write"] += seconds
+        bulk: list[tuple[Window, float]] = []
         for item in fetched:
             stream, rows = item.window.stream, item.rows
             if stream not in counts:
                 continue
             counts[stream] += len(rows)
+            fetched_windows[stream] += 1
             table = "usage_hourly" if stream == "usage" else "cost_buckets"
             built, incoming = timed(lambda: arrow_of(rows, columns[table],
                                                      END - timedelta(hours=48)))
@@ -175,8 +180,13 @@ def load(config: Config, months: int, keys: int = 400, workspaces: int = 40,
                 f"INSERT INTO {table} SELECT * FROM incoming"))
             base.unregister("incoming")
             totals["bulk_insert"] += inserted
-            per_window[stream].append((item.window.start, window_seconds.pop(item.window),
-                                       inserted))
+            bulk.append((item.window, inserted))
+        for window, took in transactions:
+            if window.stream in per_window:  # beside the bulk load of the windows it holds
+                per_window[window.stream].append((window.start, took, sum(
+                    inserted for w, inserted in bulk if w.stream == window.stream
+                    and window.start <= w.start < window.end)))
+        transactions.clear()
         return out
 
     key = "sk-ant-admin01-bench-" + os.urandom(8).hex()
@@ -219,7 +229,8 @@ def load(config: Config, months: int, keys: int = 400, workspaces: int = 40,
         "through": "spendwatch collect over HTTP (bench/_serve.py)",
         "first_day": first.date().isoformat(), "collect_wall_s": s(wall),
         "load_wall_s": s(spent), "days": (END - first).days,
-        "windows": len(per_window["usage"]), "requests": len(asked),
+        "windows": fetched_windows["usage"], "requests": len(asked),
+        "write_transactions": {k: len(v) for k, v in per_window.items()},
         "collect_rows_per_s": round((counts["usage"] + counts["cost"]) / spent),
         "ratio_collect_to_bulk_insert": ratio(spent, totals["bulk_insert"]),
         "usage_rows": counts["usage"], "cost_rows": counts["cost"],
@@ -240,20 +251,32 @@ def load(config: Config, months: int, keys: int = 400, workspaces: int = 40,
 
 
 def growth(windows: list[tuple[datetime, float, float]], span: int) -> dict[str, Any]:
-    """Median write_window and bulk INSERT seconds per window, in blocks of ``span`` days
-    (counted back from the last day): does the upsert slow down as history grows, more than
-    the baseline does?"""
-    blocks = [windows[max(0, i - span):i] for i in range(len(windows), 0, -span)][::-1]
-    if len(blocks) > 1 and len(blocks[0]) < span:
-        blocks = blocks[1:]  # full blocks only: the last ``span`` days, and before them
+    """Median write_window and bulk INSERT seconds per transaction (a window, or a batch's
+    adjacent windows written as one), in blocks of ``span`` days by their first day, counted
+    back from the last one, and the median of each transaction's write over its rows' bulk
+    load: does the write slow down as history grows, more than the baseline does?"""
+    ordered = sorted(windows)
+    last = ordered[-1][0]
+    blocks: list[list[tuple[datetime, float, float]]] = []
+    edge = last - timedelta(days=span - 1)
+    while True:
+        block = [w for w in ordered if edge <= w[0] < edge + timedelta(days=span)]
+        if block:
+            blocks.insert(0, block)
+        if edge <= ordered[0][0]:
+            break
+        edge -= timedelta(days=span)
+    if len(blocks) > 1 and blocks[0][0][0] > edge:
+        blocks = blocks[1:]  # whole blocks only: the first one starts with the history
     writes = [statistics.median(w for _, w, _ in b) for b in blocks]
     inserts = [statistics.median(i for _, _, i in b) for b in blocks]
-    return {"block_days": span, "write": [s(w) for w in writes],
-            "bulk_insert": [s(i) for i in inserts],
+    ratios = [statistics.median(w / i for _, w, i in b if i) for b in blocks]
+    return {"block_days": span, "transactions": [len(b) for b in blocks],
+            "write": [s(w) for w in writes], "bulk_insert": [s(i) for i in inserts],
             "write_ratio_last_to_first": ratio(writes[-1], writes[0]),
             "bulk_insert_ratio_last_to_first": ratio(inserts[-1], inserts[0]),
-            "write_to_bulk_insert_first": ratio(writes[0], inserts[0]),
-            "write_to_bulk_insert_last": ratio(writes[-1], inserts[-1])}
+            "write_to_bulk_insert_first": round(ratios[0], 2),
+            "write_to_bulk_insert_last": round(ratios[-1], 2)}
 
 
 # --- the queries ---------------------------------------------------------------------------

@@ -316,12 +316,23 @@ def check_page_size(page: Any, limit: int, noun: str, where: str,
                                 "stored, the next run asks again")
 
 
-def _combination(item: Any) -> str:
-    """A cost row's bucket and group without the fan-out dimensions (a page-size key)."""
-    if not isinstance(item, Mapping) or not isinstance(item.get("group"), Mapping):
-        return repr(id(item))  # malformed: counted on its own, refused by the parser
-    group = {k: v for k, v in item["group"].items() if k not in FANOUT_DIMENSIONS}
-    return repr((item.get("starting_at"), sorted(group.items(), key=lambda kv: str(kv[0]))))
+def _combination(item: Any) -> Any:
+    """A cost row's bucket and group without the fan-out dimensions (a page-size key): a
+    tuple, its text where a value is not hashable (a list or an object: malformed)."""
+    group = item.get("group") if isinstance(item, Mapping) else None
+    if not isinstance(group, Mapping):
+        return ("malformed", id(item))  # counted on its own, refused by the parser
+    key = (item.get("starting_at"), tuple(sorted(
+        ((k, v) for k, v in group.items() if k not in FANOUT_DIMENSIONS), key=_text_of_key)))
+    try:
+        hash(key)
+    except TypeError:
+        return repr(key)
+    return key
+
+
+def _text_of_key(pair: tuple[Any, Any]) -> str:
+    return str(pair[0])
 
 
 def page_cursor(page: Mapping[str, Any], where: str) -> str | None:

@@ -14,9 +14,9 @@ deleted and the fresh ones inserted on their natural key (the primary key). That
 that also drops rows the API no longer reports, so re-running any window, or overlapping
 windows, leaves exactly the same rows. A failure leaves whole windows only. Fetched windows
 are written in batches (:data:`BATCH_WINDOWS`, :data:`BATCH_ROWS`, :data:`BATCH_SECONDS`) on one
-writer that checkpoints once (:func:`write_windows`); what was fetched before a failure is
-written before the run ends, and a stop ends the writing at the next window (the rest is
-fetched again by the next run).
+writer that checkpoints once (:func:`write_windows`), a batch's adjacent windows of one stream
+in one transaction; what was fetched before a failure is written before the run ends, and a
+stop ends the writing at the next transaction (the rest is fetched again by the next run).
 
 Rows whose bucket ends after ``now - lookback`` are stored as provisional.
 
@@ -47,7 +47,7 @@ from collectors.rows import (DIMENSIONS, ClaudeCodeRow, CostRow, CutCostRow, Cut
                              UsageRow, merge_unrendered)
 from spendwatch import allocation, estimates, facts, storage
 from spendwatch.config import Config, OrganizationConfig, resolve_admin_key
-from spendwatch.cuts import CUT_BY_NAME, CUT_DIMENSIONS, Cut, cut_of_stream, stream_kind
+from spendwatch.cuts import CUT_BY_NAME, CUT_DIMENSIONS, cut_of_stream, stream_kind
 from spendwatch.errors import (AuthError, CollectionError, CutUnreadable, MalformedResponse,
                                SpendwatchError)
 from spendwatch.pricing import PriceTable, price_table
@@ -256,29 +256,16 @@ def write_people(conn: duckdb.DuckDBPyConnection, organization: str,
     conn.unregister("incoming_people")
 
 
-def write_window(config: Config, organization: str, window: Window,
-                 rows: Sequence[AnyRow], data_refreshed_at: datetime | None,
-                 now: datetime, provisional_after: datetime, prices: PriceTable,
-                 people: Mapping[str, Person] | None = None,
-                 conn: duckdb.DuckDBPyConnection | None = None) -> None:
-    """Replace the window's rows and move the cursor, in one transaction (on ``conn``, a
-    :func:`spendwatch.storage.batch_writer`'s, when given: :func:`write_windows`).
-
-    The same transaction prices new usage rows (``usage_estimates``, ``cut_estimates``: the
-    price cut's rows reprice every cut of the window) and re-splits the day's legacy cost
-    across API keys (``cost_allocated``), so readers never see them out of step.
-    """
-    table, columns = _table(window.stream)
-    cut = cut_of_stream(window.stream)
-    kind = stream_kind(window.stream)
+def checked_keys(organization: str, window: Window, rows: Sequence[AnyRow]) -> list[str]:
+    """The rows' keys, in order, once each row is known to lie in ``window`` and no key
+    comes twice. Raises MalformedResponse (a bucket outside the window: it would overwrite a
+    row of another window on its key) or CollectionError (a row sent twice)."""
     seen: set[str] = set()
     keys: list[str] = []
     for row in rows:
         start = (row.bucket_start if not isinstance(row, ClaudeCodeRow)
                  else datetime.combine(row.day, datetime.min.time(), window.start.tzinfo))
         if not window.start <= start < window.end:
-            # It would land outside the window this transaction replaces (and overwrite a
-            # row of another window on its key).
             raise MalformedResponse(f"organization {organization!r}: the API reported a "
                                     f"{window.stream} bucket starting {rfc3339(start)}"
                                     f" for {rfc3339(window.start)}..{rfc3339(window.end)}; "
@@ -291,6 +278,32 @@ def write_window(config: Config, organization: str, window: Window,
                                   "window is fetched again next run")
         seen.add(key)
         keys.append(key)
+    return keys
+
+
+def write_window(config: Config, organization: str, window: Window,
+                 rows: Sequence[AnyRow], data_refreshed_at: datetime | None,
+                 now: datetime, provisional_after: datetime, prices: PriceTable,
+                 people: Mapping[str, Person] | Sequence[Mapping[str, Person]] | None = None,
+                 conn: duckdb.DuckDBPyConnection | None = None,
+                 keys: Sequence[str] | None = None) -> None:
+    """Replace the window's rows and move the cursor, in one transaction (on ``conn``, a
+    :func:`spendwatch.storage.batch_writer`'s, when given: :func:`write_windows`).
+
+    The same transaction prices new usage rows (``usage_estimates``, ``cut_estimates``: the
+    price cut's rows reprice every cut of the window) and re-splits the day's legacy cost
+    across API keys (``cost_allocated``), so readers never see them out of step. ``people``
+    is one window's actors, or several windows' in order (:func:`write_windows` writes
+    adjacent windows as one); ``keys``, the rows' keys when :func:`checked_keys` has already
+    checked them.
+    """
+    table, columns = _table(window.stream)
+    cut = cut_of_stream(window.stream)
+    kind = stream_kind(window.stream)
+    if keys is None:
+        keys = checked_keys(organization, window, rows)
+    actors: list[Mapping[str, Person]] = (
+        [] if not people else [people] if isinstance(people, Mapping) else list(people))
     incoming = _arrow(rows, keys, columns, now, provisional_after)
     in_window, _ = _scope(window.stream)
     span: list[object] = [organization, window.start, window.end]
@@ -323,8 +336,8 @@ def write_window(config: Config, organization: str, window: Window,
                 estimates.reprice_window(conn, prices, hours, hours_span)
             else:
                 estimates.write_cut_estimates(conn, prices, hours, hours_span, cut.name)
-        if people:
-            write_people(conn, organization, people, now)
+        for seen_actors in actors:  # in the windows' order: as written one by one
+            write_people(conn, organization, seen_actors, now)
         if cut is None and window.stream != CLAUDE_CODE:
             day = floor_day(window.start)
             while day < window.end:
@@ -379,27 +392,79 @@ def write_windows(config: Config, organization: str, fetched: Sequence[Fetched],
                   now: datetime, prices: PriceTable,
                   written: Callable[[Fetched], None] | None = None,
                   stop: threading.Event | None = None) -> int:
-    """:func:`write_window` of each fetched window in order, each in its own transaction (a
-    failure keeps the windows before it; ``written`` is called after each one's commit), on
-    one writer checkpointed once at the end (:func:`spendwatch.storage.batch_writer`).
+    """Write fetched windows in order on one writer checkpointed once at the end
+    (:func:`spendwatch.storage.batch_writer`); ``written`` is called for each window once
+    its transaction committed. Returns the windows written.
+
+    Adjacent windows of one stream (each one's end the next one's start: a backfill's days)
+    are written as one window, in one transaction (:func:`write_window` over their union):
+    a window's delete, insert, estimates, facts refresh and cursor cost about as much for
+    one day as for sixteen. Each window's rows are checked against its own range first; a
+    window that fails the check is not written, the windows before it are, and its error
+    is raised. A failure while writing loses the transaction's windows only (the cursor
+    moved with them: the next run fetches them again).
 
     Once ``stop`` is set the windows not yet written are left (the next run fetches them
-    again): a stop ends the run after one window's write, not a batch's, which on a loaded
-    DuckLake is longer than the worker's grace after SIGTERM. Returns the windows written.
+    again): a stop ends the run after one transaction, not a batch, which on a loaded
+    DuckLake is longer than the worker's grace after SIGTERM.
     """
     count = 0
     if not fetched or (stop is not None and stop.is_set()):
         return count
     with storage.batch_writer(config) as conn:
-        for item in fetched:
+        for group in _adjacent(fetched):
             if stop is not None and stop.is_set():
                 break
-            write_window(config, organization, item.window, item.rows, item.data_refreshed_at,
-                         now, item.provisional_after, prices, item.people, conn=conn)
-            count += 1
-            if written is not None:
-                written(item)
+            keys: list[str] = []
+            checked: list[Fetched] = []
+            failure: SpendwatchError | None = None
+            for item in group:
+                try:
+                    keys += checked_keys(organization, item.window, item.rows)
+                except SpendwatchError as exc:
+                    failure = exc
+                    break
+                checked.append(item)
+            if checked:
+                start, end = _hull(checked)
+                refreshed = [f.data_refreshed_at for f in checked
+                             if f.data_refreshed_at is not None]
+                write_window(config, organization,
+                             replace(checked[0].window, start=start, end=end),
+                             [row for f in checked for row in f.rows],
+                             refreshed[-1] if refreshed else None, now,
+                             checked[0].provisional_after, prices,
+                             [f.people for f in checked if f.people], conn=conn, keys=keys)
+                for item in checked:
+                    count += 1
+                    if written is not None:
+                        written(item)
+            if failure is not None:
+                raise failure
     return count
+
+
+def _adjacent(fetched: Sequence[Fetched]) -> list[list[Fetched]]:
+    """``fetched`` in runs of one stream's windows that together cover one range without a
+    gap (each window starts where the run so far ends, or ends where it starts: a backfill
+    downwards is newest day first), with the same provisional bound."""
+    groups: list[list[Fetched]] = []
+    for item in fetched:
+        group = groups[-1] if groups else None
+        if group is not None:
+            start, end = _hull(group)
+            if (group[0].window.stream == item.window.stream
+                    and group[0].provisional_after == item.provisional_after
+                    and (item.window.start == end or item.window.end == start)):
+                group.append(item)
+                continue
+        groups.append([item])
+    return groups
+
+
+def _hull(group: Sequence[Fetched]) -> tuple[datetime, datetime]:
+    """The range a run of adjacent windows covers."""
+    return (min(f.window.start for f in group), max(f.window.end for f in group))
 
 
 def write_cut_access(config: Config, organization: str, cut: str, readable: bool,

@@ -126,43 +126,86 @@ def test_a_backfill_longer_than_a_write_batch_lands_every_window_once(
         simulator.truth(day(1), SIM_NOW))
 
 
-def test_a_stop_while_a_batch_is_written_ends_the_run_after_that_window(
+def _fetched(config, streams_days):
+    """Windows fetched from the simulator by the collector's own client, as a run holds them
+    before writing (collectors.sync.Fetched), for (stream, first day, last day) each a day."""
+    from collectors.sync import Fetched, OrganizationSync, Window
+    from spendwatch.retry import RetryPolicy
+
+    sync = OrganizationSync(config, config.organizations[0], SIM_NOW, RetryPolicy())
+    out = []
+    for stream, days in streams_days:
+        for d in days:
+            window = Window(stream, day(d), day(d + 1), "analytics")
+            people: dict = {}
+            rows, refreshed = sync.fetch(window, people)
+            out.append(Fetched(window, rows, refreshed, SIM_NOW - timedelta(hours=48), people))
+    return out
+
+
+def test_a_batch_writes_adjacent_windows_as_one_and_stops_between_transactions(
         org_config, simulator: Simulator) -> None:
-    """SIGTERM gives a running round seconds (collectors.scheduler's grace): a stop asked while
-    a batch of fetched windows is being written ends the writing at the next window, not after
-    the batch (sixteen windows on a loaded DuckLake outlast the grace, and the worker then
-    exits without recording its run). The windows left are fetched again by the next run."""
+    """A batch's adjacent windows of one stream are one transaction (a backfill's days, in
+    either direction); a stop asked while a batch is written ends it at the next transaction
+    (SIGTERM gives a round seconds: collectors.scheduler's grace, which sixteen windows'
+    transactions on a loaded DuckLake outlast). What is left is fetched again next run."""
     import threading
 
+    from collectors.sync import write_windows
+    from spendwatch.pricing import price_table
+
+    config = load_config(org_config())
+    # usage 20, 21 then 19 (downwards: newest first) are one range; cost 20 is another.
+    fetched = _fetched(config, [("usage", [20, 21, 19]), ("cost", [20])])
+    assert all(f.rows for f in fetched)
     stop = threading.Event()
-    stored: list[str] = []
+    written: list[tuple[str, datetime]] = []
 
-    class StopAfterTheFirst:
-        def advance(self, window) -> None:
-            stored.append(window.stream)
-            stop.set()  # as the SIGTERM handler does, while the batch is being written
+    def on_written(item) -> None:
+        written.append((item.window.stream, item.window.start))
+        stop.set()  # as the SIGTERM handler does, while the batch is being written
 
-        def close(self) -> None:
-            pass
-
-    path = org_config()
-    config = load_config(path)
-    (result,) = collect(config, CollectOptions(since=day(1), stop=stop), now=SIM_NOW,
-                        progress_factory=lambda org, windows: StopAfterTheFirst(),
-                        sleep=lambda s: None)
-    assert result.stopped and stored == ["usage"] and result.windows == 1
-    assert "stopped after 1 of" in (result.error or "")
+    count = write_windows(config, "acme", fetched, SIM_NOW, price_table(config.prices),
+                          on_written, stop=stop)
+    assert count == 3 and written == [("usage", day(20)), ("usage", day(21)), ("usage", day(19))]
     assert query(db_path(config), "SELECT stream, covered_from, covered_until FROM "
-                 "sync_state") == [("usage", day(1), day(2))]
-    assert query(db_path(config), "SELECT count(*) FROM usage_hourly WHERE bucket_start "
-                 ">= ?", day(2)) == [(0,)]
-    assert query(db_path(config), "SELECT status, windows FROM collection_runs") == [
-        ("stopped", 1)]
+                 "sync_state") == [("usage", day(19), day(22))]
+    assert query(db_path(config), "SELECT count(*) FROM cost_buckets") == [(0,)]
+    assert totals(db_path(config), day(19), day(22))["tokens"] == truth_totals(
+        simulator.truth(day(19), day(22)))["tokens"]
 
-    _, (again,) = run(path, since=day(1))
-    assert again.ok, again.error
-    assert totals(db_path(config), day(1), SIM_NOW) == truth_totals(
-        simulator.truth(day(1), SIM_NOW))
+    # Without a stop the rest is written, and the same windows again leave the same rows.
+    before = query(db_path(config), "SELECT * EXCLUDE (fetched_at) FROM usage_hourly "
+                   "ORDER BY row_key")
+    assert write_windows(config, "acme", fetched, SIM_NOW, price_table(config.prices)) == 4
+    assert query(db_path(config), "SELECT * EXCLUDE (fetched_at) FROM usage_hourly "
+                 "ORDER BY row_key") == before
+    assert totals(db_path(config), day(20), day(21)) == truth_totals(
+        simulator.truth(day(20), day(21)))
+
+
+def test_a_window_with_a_row_outside_it_is_not_written_and_the_ones_before_it_are(
+        org_config, simulator: Simulator) -> None:
+    """Adjacent windows are written as one, but each is checked against its own range: day
+    21's window answered with day 20's rows (inside the pair's range, outside its own) is
+    refused whole, day 20 before it is stored, and nothing after it is written."""
+    from dataclasses import replace as with_
+
+    from collectors.sync import write_windows
+    from spendwatch.errors import MalformedResponse
+    from spendwatch.pricing import price_table
+
+    config = load_config(org_config())
+    first, second, third = _fetched(config, [("usage", [20, 21, 22])])
+    with pytest.raises(MalformedResponse, match="for 2026-11-21T00:00:00Z..2026-11-22"):
+        write_windows(config, "acme", [first, with_(second, rows=first.rows), third], SIM_NOW,
+                      price_table(config.prices))
+    assert query(db_path(config), "SELECT stream, covered_from, covered_until FROM "
+                 "sync_state") == [("usage", day(20), day(21))]
+    assert query(db_path(config), "SELECT count(*) FROM usage_hourly WHERE bucket_start "
+                 ">= ?", day(21)) == [(0,)]
+    assert totals(db_path(config), day(20), day(21))["tokens"] == truth_totals(
+        simulator.truth(day(20), day(21)))["tokens"]
 
 
 def test_it_retries_after_429_and_succeeds(org_config, simulator: Simulator) -> None:
