@@ -286,7 +286,8 @@ def write_window(config: Config, organization: str, window: Window,
                  now: datetime, provisional_after: datetime, prices: PriceTable,
                  people: Mapping[str, Person] | Sequence[Mapping[str, Person]] | None = None,
                  conn: duckdb.DuckDBPyConnection | None = None,
-                 keys: Sequence[str] | None = None) -> None:
+                 keys: Sequence[str] | None = None,
+                 stop: threading.Event | None = None) -> None:
     """Replace the window's rows and move the cursor, in one transaction (on ``conn``, a
     :func:`spendwatch.storage.batch_writer`'s, when given: :func:`write_windows`).
 
@@ -295,7 +296,8 @@ def write_window(config: Config, organization: str, window: Window,
     across API keys (``cost_allocated``), so readers never see them out of step. ``people``
     is one window's actors, or several windows' in order (:func:`write_windows` writes
     adjacent windows as one); ``keys``, the rows' keys when :func:`checked_keys` has already
-    checked them.
+    checked them. Once ``stop`` is set, a transaction that conflicted with another writer's
+    is not tried again: the conflict (a duckdb.TransactionException) is raised.
     """
     table, columns = _table(window.stream)
     cut = cut_of_stream(window.stream)
@@ -365,7 +367,8 @@ def write_window(config: Config, organization: str, window: Window,
     # A DuckLake writer may conflict with another's (the same rows, or a data file both
     # delete from): the whole window is written again (storage.written).
     storage.written(config, write, f"writing {organization!r} {window.stream} "
-                    f"{rfc3339(window.start)}..{rfc3339(window.end)}", conn)
+                    f"{rfc3339(window.start)}..{rfc3339(window.end)}", conn,
+                    give_up=stop.is_set if stop is not None else None)
 
 
 @dataclass(frozen=True)
@@ -406,7 +409,8 @@ def write_windows(config: Config, organization: str, fetched: Sequence[Fetched],
 
     Once ``stop`` is set the windows not yet written are left (the next run fetches them
     again): a stop ends the run after one transaction, not a batch, which on a loaded
-    DuckLake is longer than the worker's grace after SIGTERM.
+    DuckLake is longer than the worker's grace after SIGTERM; a transaction that conflicts
+    with another writer's is then not replayed either.
     """
     count = 0
     if not fetched or (stop is not None and stop.is_set()):
@@ -429,12 +433,18 @@ def write_windows(config: Config, organization: str, fetched: Sequence[Fetched],
                 start, end = _hull(checked)
                 refreshed = [f.data_refreshed_at for f in checked
                              if f.data_refreshed_at is not None]
-                write_window(config, organization,
-                             replace(checked[0].window, start=start, end=end),
-                             [row for f in checked for row in f.rows],
-                             refreshed[-1] if refreshed else None, now,
-                             checked[0].provisional_after, prices,
-                             [f.people for f in checked if f.people], conn=conn, keys=keys)
+                try:
+                    write_window(config, organization,
+                                 replace(checked[0].window, start=start, end=end),
+                                 [row for f in checked for row in f.rows],
+                                 refreshed[-1] if refreshed else None, now,
+                                 checked[0].provisional_after, prices,
+                                 [f.people for f in checked if f.people], conn=conn,
+                                 keys=keys, stop=stop)
+                except duckdb.TransactionException:
+                    if stop is None or not stop.is_set():
+                        raise
+                    break  # stopping: not replayed against another writer, fetched again
                 for item in checked:
                     count += 1
                     if written is not None:

@@ -336,9 +336,12 @@ def is_conflict(exc: BaseException) -> bool:
 
 
 def retry_conflicts(work: Callable[[], T], what: str,
-                    attempts: int = CONFLICT_ATTEMPTS) -> T:
+                    attempts: int = CONFLICT_ATTEMPTS,
+                    give_up: Callable[[], bool] | None = None) -> T:
     """``work()`` (a whole writer transaction), again after a short, growing pause while it
-    conflicts with another writer's; ConflictingWriters after ``attempts``."""
+    conflicts with another writer's; ConflictingWriters after ``attempts``. When
+    ``give_up()`` is true after a conflict (a stop was asked), the conflict is raised at once
+    instead (the transaction was rolled back: nothing of it is stored)."""
     delay = 0.02
     for attempt in range(attempts):
         try:
@@ -348,6 +351,8 @@ def retry_conflicts(work: Callable[[], T], what: str,
                 raise
             log.info("%s conflicted with another writer (attempt %d of %d)",
                      what, attempt + 1, attempts)
+            if give_up is not None and give_up():
+                raise
         if attempt + 1 < attempts:
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 1.0)
@@ -357,17 +362,18 @@ def retry_conflicts(work: Callable[[], T], what: str,
 
 
 def written(config: Config, work: Callable[[duckdb.DuckDBPyConnection], T], what: str,
-            conn: duckdb.DuckDBPyConnection | None = None) -> T:
+            conn: duckdb.DuckDBPyConnection | None = None,
+            give_up: Callable[[], bool] | None = None) -> T:
     """``work(conn)`` in one writer transaction, retried while it conflicts with another
-    writer's (:func:`retry_conflicts`): on ``conn`` (a :func:`batch_writer`'s) when given,
-    else on a writer of its own."""
+    writer's (:func:`retry_conflicts`, ``give_up`` as there): on ``conn`` (a
+    :func:`batch_writer`'s) when given, else on a writer of its own."""
     def attempt() -> T:
         if conn is not None:
             with transaction(conn):
                 return work(conn)
         with writer(config) as own, transaction(own):
             return work(own)
-    return retry_conflicts(attempt, what)
+    return retry_conflicts(attempt, what, give_up=give_up)
 
 
 #: How much write-ahead log a :func:`batch_writer` lets its transactions add before DuckDB

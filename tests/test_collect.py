@@ -184,6 +184,37 @@ def test_a_batch_writes_adjacent_windows_as_one_and_stops_between_transactions(
         simulator.truth(day(20), day(21)))
 
 
+@pytest.mark.file_only("a conflict with another connection's open transaction: a DuckLake "
+                       "finds conflicts at commit, against committed snapshots only")
+def test_a_stop_does_not_replay_a_transaction_that_conflicts_with_another_writer(
+        org_config, simulator: Simulator) -> None:
+    """A conflicting transaction is replayed (storage.retry_conflicts) up to eight times, over
+    seconds; once a stop is asked it is not: the batch ends, nothing of that transaction is
+    stored, and the windows are fetched again by the next run."""
+    import threading
+
+    from collectors.sync import write_windows
+    from spendwatch import storage
+    from spendwatch.errors import ConflictingWriters
+    from spendwatch.pricing import price_table
+
+    config = load_config(org_config())
+    fetched = _fetched(config, [("usage", [20])])
+    prices = price_table(config.prices)
+    assert write_windows(config, "acme", fetched, SIM_NOW, prices) == 1
+    with storage.writer(config) as holder:  # another writer, its delete not committed yet
+        holder.execute("BEGIN TRANSACTION")
+        holder.execute("DELETE FROM usage_hourly WHERE bucket_start >= ?", [day(20)])
+        with pytest.raises(ConflictingWriters, match="conflicted with another writer"):
+            write_windows(config, "acme", fetched, SIM_NOW, prices)  # replayed, then refused
+        stop = threading.Event()
+        threading.Timer(0.05, stop.set).start()  # SIGTERM while the write is being replayed
+        assert write_windows(config, "acme", fetched, SIM_NOW, prices, stop=stop) == 0
+        holder.execute("ROLLBACK")
+    assert totals(db_path(config), day(20), day(21))["tokens"] == truth_totals(
+        simulator.truth(day(20), day(21)))["tokens"]
+
+
 def test_a_window_with_a_row_outside_it_is_not_written_and_the_ones_before_it_are(
         org_config, simulator: Simulator) -> None:
     """Adjacent windows are written as one, but each is checked against its own range: day
