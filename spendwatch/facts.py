@@ -6,6 +6,13 @@ A fact is billed (the cost API), allocated (legacy daily cost split across keys)
 rows no tokens. Each cut of the API's data (``spendwatch.cuts``; ``key`` for the key cut of
 ``usage_hourly`` / ``cost_buckets``) has its own facts, told apart by ``cut``.
 
+Beside them, ``facts_daily`` holds the hourly facts summed per UTC day: every dimension a spend
+query groups or filters by but the cost basis (so an hour's billed cost and its tokens are one
+row), the token type kept; the hour, context window, provisional flag and unpriced reason summed
+away. :func:`refresh` and :func:`rebuild` keep it in the same transaction as ``facts``, so a
+spend query of a week not by cost basis reads its whole UTC days there (a sixth of the rows) and
+only the hours at its edges, and the legacy whole-day lines, in ``facts``.
+
 Two definitions, one SQL: the views ``spend_facts`` (key cut) and ``cut_facts`` (the other
 cuts) compute facts from the raw rows over all history, and :func:`refresh` stores the same
 rows for one organization and range in ``facts``. The window write (``collectors.sync``) calls
@@ -189,10 +196,41 @@ KEY_COLUMNS = ("cut", "organization", "workspace_id", "api_key_id", "product", "
 _KEY_NAMES = ", ".join(KEY_COLUMNS)
 
 
+#: The daily rollup's grouping columns (``bucket_start`` is the UTC day's midnight) and sums;
+#: ``requests_unknown`` counts its usage rows that report no request count (the legacy API).
+DAILY_KEYS = ("cut", "organization", "bucket_start", "workspace_id", "api_key_id", "model",
+              "service_tier", *_CUT_ONLY, "cost_type", "token_type")
+DAILY_SUMS = ("cost_usd", "list_cost_usd", "unpriced_tokens", *_TOKEN_NAMES, "requests")
+#: A fact's count toward ``requests_unknown``: a usage row's output part with no request count.
+REQUESTS_UNKNOWN_SQL = ("coalesce(token_type = 'output_tokens' AND cost_basis IS NULL "
+                        "AND requests IS NULL, false)::BIGINT")
+_UTC_DAY = "timezone('UTC', timezone('UTC', bucket_start)::DATE::TIMESTAMP)"
+_DAILY_NAMES = ", ".join((*DAILY_KEYS, *DAILY_SUMS, "requests_unknown"))
+_DAILY_SELECT = ("SELECT " + ", ".join(_UTC_DAY + " AS bucket_start" if c == "bucket_start"
+                                       else c for c in DAILY_KEYS) + ", "
+                 + ", ".join(f"sum({c})" for c in DAILY_SUMS)
+                 + f", sum({REQUESTS_UNKNOWN_SQL}) FROM facts WHERE bucket_width = '1h'")
+
+
 def create(conn: duckdb.DuckDBPyConnection) -> None:
     """The ``facts`` table (empty)."""
     columns = ",\n    ".join(f"{name} {kind}" for name, kind in COLUMNS)
     conn.execute(f"CREATE TABLE facts (\n    {columns}\n)")
+
+
+def create_daily(conn: duckdb.DuckDBPyConnection) -> None:
+    """The ``facts_daily`` table, filled from the stored facts."""
+    types = dict(COLUMNS)
+    conn.execute("CREATE TABLE facts_daily (" + ", ".join(
+        f"{c} {types[c]}" for c in (*DAILY_KEYS, *DAILY_SUMS))
+        + ", requests_unknown BIGINT NOT NULL)")
+    _add_daily(conn, "true", {})
+
+
+def _add_daily(conn: duckdb.DuckDBPyConnection, where: str, params: dict[str, object]) -> None:
+    """The daily sums of the hourly facts ``where`` selects (whole UTC days)."""
+    conn.execute(f"INSERT INTO facts_daily ({_DAILY_NAMES}) {_DAILY_SELECT} AND {where} "
+                 "GROUP BY ALL ORDER BY bucket_start", params)
 
 
 def create_keys(conn: duckdb.DuckDBPyConnection) -> None:
@@ -218,9 +256,12 @@ def rebuild(conn: duckdb.DuckDBPyConnection) -> None:
                  f"ORDER BY bucket_start")
     conn.execute(f"INSERT INTO facts ({_NAMES}) {_CUT_SELECT} FROM ({cut_facts_sql()}) "
                  f"ORDER BY bucket_start")
-    if _has_keys(conn):
+    if has_table(conn, "fact_keys"):
         conn.execute("DELETE FROM fact_keys")
         _add_keys(conn, "true", {})
+    if has_table(conn, "facts_daily"):
+        conn.execute("DELETE FROM facts_daily")
+        _add_daily(conn, "true", {})
 
 
 def reprice(conn: duckdb.DuckDBPyConnection) -> None:
@@ -246,11 +287,12 @@ def reprice(conn: duckdb.DuckDBPyConnection) -> None:
         refresh(conn, organization, start, end, [cut])
 
 
-def _has_keys(conn: duckdb.DuckDBPyConnection) -> bool:
-    """Whether ``fact_keys`` exists (migration 8; a migration 7 rebuild runs before it)."""
+def has_table(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Whether ``table`` exists (``fact_keys``: migration 8, ``facts_daily``: 14; the rebuilds
+    of migrations 7 and 11 run before them)."""
     found = conn.execute("SELECT count(*) FROM information_schema.tables "
-                         "WHERE table_name = 'fact_keys' AND table_catalog = current_database() "
-                         "AND table_schema = current_schema()").fetchone()
+                         "WHERE table_name = ? AND table_catalog = current_database() "
+                         "AND table_schema = current_schema()", [table]).fetchone()
     return bool(found and found[0])
 
 
@@ -270,5 +312,24 @@ def refresh(conn: duckdb.DuckDBPyConnection, organization: str, start: datetime,
     if others:
         conn.execute(f"INSERT INTO facts ({_NAMES}) {_CUT_SELECT} FROM "
                      f"({cut_facts_sql(bounded=True)})", {**params, "cuts": others})
+    chosen = {**params, "cuts": list(cuts)}
     _add_keys(conn, "organization = $org AND bucket_start >= $start AND bucket_start < $end "
-                    "AND cut IN (SELECT unnest($cuts::VARCHAR[]))", {**params, "cuts": list(cuts)})
+                    "AND cut IN (SELECT unnest($cuts::VARCHAR[]))", chosen)
+    # The daily sums of every UTC day the range touches (its other hours' facts are as stored).
+    days = {**chosen, "start": floor_utc_day(start), "end": ceil_utc_day(end)}
+    conn.execute("DELETE FROM facts_daily WHERE organization = $org AND bucket_start >= $start "
+                 "AND bucket_start < $end AND cut IN (SELECT unnest($cuts::VARCHAR[]))", days)
+    _add_daily(conn, "organization = $org AND bucket_start >= $start AND bucket_start < $end "
+                     "AND cut IN (SELECT unnest($cuts::VARCHAR[]))", days)
+
+
+def floor_utc_day(instant: datetime) -> datetime:
+    """The UTC midnight at or before ``instant``."""
+    utc = instant.astimezone(timezone.utc)
+    return datetime(utc.year, utc.month, utc.day, tzinfo=timezone.utc)
+
+
+def ceil_utc_day(instant: datetime) -> datetime:
+    """The UTC midnight at or after ``instant``."""
+    floor = floor_utc_day(instant)
+    return floor if floor == instant else floor + timedelta(days=1)

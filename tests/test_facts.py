@@ -22,7 +22,9 @@ from conftest import ADMIN_KEY, SIM_NOW, Simulator, write_config
 from spendwatch import facts, storage
 from spendwatch.config import load_config
 from spendwatch.cuts import CUTS
-from warehouse import query
+from spendwatch.warehouse.batch import read
+from spendwatch.warehouse.spend import spend
+from warehouse import folded, query
 
 _KEY_COLUMNS = ", ".join(c for c, _ in facts.COLUMNS if c not in (
     "cut", "inference_geo", "speed", "product", "actor_key", "actor_type", "rbac_group_id",
@@ -51,6 +53,7 @@ def _agree(db: Path) -> None:
     assert _differences(db) == {name: 0 for name in _differences(db)}
     assert query(db, "SELECT count(*) FROM facts")[0][0] > 1000
     _keys_agree(db)
+    _daily_agrees(db)
 
 
 def _orgs(sim: Simulator) -> list[dict]:
@@ -124,6 +127,32 @@ def test_the_stored_facts_equal_the_raw_rows_after_every_kind_of_write(
     assert {cut for (cut,) in query(db, "SELECT DISTINCT cut FROM facts")} >= {
         "key", "price", "people", "products"}
     assert query(db, "SELECT count(*) FROM facts WHERE cost_basis = 'allocated'")[0][0] > 0
+
+    # A spend query reads the whole UTC days inside its range from the daily sums (an hour's
+    # billed cost and its tokens one row there): the same as its days read hour by hour, on
+    # the key cut and on the cuts by product and by person.
+    loaded = load_config(repriced)
+    first, last = (since - timedelta(days=3)).date(), SIM_NOW.date()
+    for by in (("model", "api_key", "cache_status"), ("product", "model"), ("person",)):
+        whole = read(loaded, spend, first, last, by)
+        days = read(loaded, spend, first, last, ("date", *by))
+        assert folded(whole, by) == folded(days, by) != {}
+
+
+def _daily_agrees(db: Path) -> None:
+    """facts_daily is the hourly facts summed per UTC day, row for row, to the cent: no day
+    missing, none left over after a re-read dropped a row, a reprice or a backfill."""
+    keys = ", ".join("timezone('UTC', timezone('UTC', bucket_start)::DATE::TIMESTAMP)"
+                     if c == "bucket_start" else c for c in facts.DAILY_KEYS)
+    summed = (f"SELECT {keys}, " + ", ".join(f"sum({c})" for c in facts.DAILY_SUMS)
+              + f", sum({facts.REQUESTS_UNKNOWN_SQL}) FROM facts WHERE bucket_width = '1h' "
+              "GROUP BY ALL")
+    stored = "SELECT * FROM facts_daily"
+    for one, other in ((summed, stored), (stored, summed)):
+        assert query(db, f"SELECT count(*) FROM ({one} EXCEPT ALL {other})")[0][0] == 0
+    assert query(db, "SELECT count(*) FROM facts_daily")[0][0] > 100
+    assert query(db, "SELECT sum(cost_usd) FROM facts_daily WHERE cut = 'key'")[0][0] == query(
+        db, "SELECT sum(cost_usd) FROM facts WHERE cut = 'key' AND bucket_width = '1h'")[0][0]
 
 
 def _keys_agree(db: Path) -> None:

@@ -32,6 +32,7 @@ from spendwatch.warehouse import figures
 from spendwatch.warehouse.batch import Batch, read
 from spendwatch.warehouse.reconcile import RECONCILED_COST_TYPES
 from spendwatch.warehouse.spend import spend, total
+from warehouse import folded
 
 LOS_ANGELES = "America/Los_Angeles"
 MONDAY, SUNDAY = date(2026, 11, 16), date(2026, 11, 22)
@@ -181,3 +182,36 @@ def test_the_cli_the_pages_an_alert_the_csv_and_reconcile_agree_every_day(
         assert abs(weekly[day] - expected) < Decimal("0.0001"), day
         assert weekly[day].quantize(cents, ROUND_HALF_UP) == \
             expected.quantize(cents, ROUND_HALF_UP), day
+
+
+@pytest.mark.parametrize("first,last", [(MONDAY, SUNDAY), (MONDAY + timedelta(days=2),
+                                                           MONDAY + timedelta(days=4)),
+                                        (MONDAY + timedelta(days=1), MONDAY + timedelta(days=1))])
+def test_a_range_read_from_the_daily_sums_equals_its_days_read_hour_by_hour(
+        config: Config, first: date, last: date) -> None:
+    """A query not split by date reads the whole UTC days inside its range from facts_daily and
+    the hours at its edges (and the whole-day lines, placed at local midnight) from facts; split
+    by date it reads every fact hour by hour. Both give the same dollars and tokens to the
+    cent, per model, API key and cache status, whether the range holds whole UTC days or none
+    (one Los Angeles day spans two UTC days in part)."""
+    for by in (("model", "api_key", "cache_status"), ("workspace", "service_tier")):
+        whole = read(config, spend, first, last, by)
+        days = read(config, spend, first, last, ("date", *by))
+        assert {r["date"] for r in days} == {first + timedelta(days=n)
+                                              for n in range((last - first).days + 1)}
+        assert folded(whole, by) == folded(days, by)
+        assert sum(r["cost_usd"] for r in whole) == sum(r["cost_usd"] for r in days) > 0
+    # By cost basis every fact is read (the daily sums have none): the same dollars per basis.
+    basis = read(config, spend, first, last, ("cost_basis",))
+    basis_days = read(config, spend, first, last, ("date", "cost_basis"))
+    assert {r["cost_basis"]: r["cost_usd"] for r in basis} == {
+        b: sum(r["cost_usd"] for r in basis_days if r["cost_basis"] == b)
+        for b in {r["cost_basis"] for r in basis_days}}
+    assert sum(r["cost_usd"] for r in basis) == sum(r["cost_usd"] for r in whole)
+    # A UTC window that starts and ends inside hours: the same as its local hours summed.
+    start = datetime.combine(first, time(3, 30), timezone.utc)
+    end = datetime.combine(last + timedelta(days=1), time(13, 30), timezone.utc)
+    by = ("model", "cache_status")
+    whole = read(config, spend, by=by, start=start, end=end)
+    hours = read(config, spend, by=("period", *by), grain="hour", start=start, end=end)
+    assert folded(whole, by) == folded(hours, by) != {}

@@ -104,6 +104,12 @@ EXPECTED_SCHEMA = {
               "provisional", "unpriced_reason", "unpriced_tokens", "uncached_input_tokens",
               "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens",
               "output_tokens", "web_search_requests", "requests"],
+    "facts_daily": ["cut", "organization", "bucket_start", "workspace_id", "api_key_id", "model",
+                    "service_tier", "inference_geo", "speed", "product", "actor_key",
+                    "actor_type", "rbac_group_id", "user_profile_id", "cost_type", "token_type",
+                    "cost_usd", "list_cost_usd", "unpriced_tokens", "uncached_input_tokens",
+                    "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens",
+                    "output_tokens", "web_search_requests", "requests", "requests_unknown"],
 }
 
 
@@ -206,6 +212,11 @@ def test_a_version_5_file_with_data_migrates_to_the_latest_intact(tmp_path: Path
         # The stored facts are built from what was there (migration 7).
         assert conn.execute("SELECT cut, sum(output_tokens) FROM facts GROUP BY 1"
                             ).fetchall() == [("key", 5)]
+        # And summed per UTC day (migration 14).
+        assert conn.execute(
+            "SELECT cut, bucket_start, output_tokens, requests, requests_unknown FROM facts_daily "
+            "WHERE token_type = 'output_tokens'").fetchall() == [
+            ("key", datetime(2026, 11, 20, tzinfo=timezone.utc), 5, 1, 0)]
 
 
 def test_a_version_12_file_gives_each_estimate_its_rows_organization_and_hour(

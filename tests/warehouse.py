@@ -10,6 +10,7 @@ import duckdb
 
 import lake
 from spendwatch.config import Config
+from spendwatch.warehouse.spend import EXTRA_METRICS, METRICS
 
 TOKEN_COLUMNS = ("uncached_input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
                  "cache_read_tokens", "output_tokens")
@@ -92,3 +93,18 @@ def exists(db: Path) -> bool:
         return bool(lake.tables(conn))
     finally:
         conn.close()
+
+
+def folded(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, dict[str, object]]:
+    """Rows summed per ``keys``: metrics added, a None (no list price, requests not reported)
+    kept apart as the query keeps it (a None requests makes the sum None)."""
+    out: dict[tuple, dict[str, object]] = {}
+    for row in rows:
+        into = out.setdefault(tuple(row[k] for k in keys), {})
+        for metric in (*METRICS, *EXTRA_METRICS):
+            value, held = row[metric], into.get(metric, 0)
+            if metric == "requests":
+                into[metric] = None if value is None or held is None else held + value
+            elif value is not None:
+                into[metric] = held + value
+    return {k: v for k, v in out.items() if any(v.get(m) for m in (*METRICS, "unpriced_tokens"))}

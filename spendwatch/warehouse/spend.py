@@ -4,7 +4,8 @@ Every surface that says what was spent (the CLI's ``spend``, the dashboard, ever
 the weekly CSV and its summary, ``reconcile``) calls :func:`spend`; it is the one place that
 reads the stored ``facts`` (``spendwatch.facts``: billed cost where the cost API has reported,
 allocated for legacy cost split across API keys, estimated from usage elsewhere), of one cut
-and the range asked for. All aggregation happens in DuckDB with bound parameters; money comes
+and the range asked for: a query not by local period, date or cost basis reads the whole UTC
+days inside its range from their daily sums (``facts_daily``) and only its edges' hours. All aggregation happens in DuckDB with bound parameters; money comes
 back as Decimal dollars.
 
 The legacy day rule
@@ -26,6 +27,8 @@ from decimal import Decimal
 from typing import Any, Mapping, Sequence
 
 from spendwatch.config import Config, feature_basis
+from spendwatch.facts import (DAILY_KEYS, DAILY_SUMS, REQUESTS_UNKNOWN_SQL, ceil_utc_day,
+                              floor_utc_day)
 from spendwatch.features import api_key_label, workspace_label
 from spendwatch.pricing import LONG_CONTEXT_MODELS, TokenCounts, canonical_model, price_table
 from spendwatch.timeutil import local_range
@@ -71,8 +74,7 @@ BASIS_ORDER_SQL = ("CASE cost_basis WHEN 'billed' THEN 0 WHEN 'allocated' THEN 1
 _COUNTS = frozenset((*TOKEN_METRICS, "unpriced_tokens", "requests"))
 #: Requests of a group: -1 (made None) when a usage row of it has no count (the legacy API
 #: reports none), so a cost per request is never divided by a part of the requests.
-_REQUESTS_SQL = ("CASE WHEN count(*) FILTER (WHERE facts.token_type = 'output_tokens' AND "
-                 "facts.cost_basis IS NULL AND facts.requests IS NULL) > 0 THEN -1 "
+_REQUESTS_SQL = ("CASE WHEN sum(facts.requests_unknown) > 0 THEN -1 "
                  "ELSE sum(facts.requests) END")
 _REGROUPED_REQUESTS = "CASE WHEN min(requests) < 0 THEN NULL ELSE sum(requests) END"
 
@@ -279,10 +281,8 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
     if "person" in by:
         exprs.append(("actor_type", "facts.actor_type"))
     params: dict[str, Any] = {"tz": str(batch.config.tz.key),
-                              "start": window_start, "end": window_end,
-                              "scan_from": window_start - _SCAN_MARGIN,
-                              "scan_to": window_end + _SCAN_MARGIN}
-    scan = ["cut = $cut", "bucket_start >= $scan_from", "bucket_start < $scan_to"]
+                              "start": window_start, "end": window_end}
+    scan = ["cut = $cut"]
     params["cut"] = cut or "key"
     if organizations:
         scan.append("organization IN (SELECT unnest($orgs::VARCHAR[]))")
@@ -348,11 +348,26 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
         feature_cte = f"feature_map AS ({fmap.sql}),"
         params.update(fmap.params)
         join = f"LEFT JOIN feature_map f ON {fmap.join('facts')}"
+    # The daily sums have no cost basis: a query by or of it, or by local period or date,
+    # reads every fact.
+    daily = not cost_basis and not {"period", "date", "cost_basis"} & {*by, *kept}
+    scanned = _scanned(" AND ".join(scan), window_start, window_end, params, daily)
+    period, day = "period" in by, "date" in by
+    costed = metrics is None
+    final = f"SELECT {outer} {regroup or 'FROM grouped'}"
+    if costed:
+        # Ordered by period, date and cost (highest first) in DuckDB; Python orders only the
+        # runs of equal cost, by the dimensions' labels (sorting 3,000 rows by a key of labels
+        # cost more than the query's aggregate).
+        cost = "sum(cost_usd)" if regroup else "grouped.cost_usd"
+        order = [*(["period"] if period else []), *(["date"] if day else []),
+                 "sort_cost DESC"]
+        final = (f"SELECT * EXCLUDE (sort_cost) FROM (SELECT {outer}, coalesce({cost}, 0) "
+                 f"AS sort_cost {regroup or 'FROM grouped'}) ORDER BY {', '.join(order)}")
     sql = f"""
         WITH {feature_cte}
         scanned AS (SELECT *, {PLACED_AT_SQL} AS placed_at, {CACHE_STATUS_SQL} AS cache_status
-                    FROM facts
-                    WHERE {" AND ".join(scan)}),
+                    FROM ({scanned})),
         placed AS (SELECT *, timezone($tz, placed_at) AS local_at,
                           timezone($tz, placed_at)::DATE AS date FROM scanned),
         grouped AS (
@@ -360,7 +375,7 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
             FROM placed facts {join}
             WHERE {" AND ".join(where)}
             {"GROUP BY " + ", ".join(e for _, e in exprs) if exprs else ""} {having})
-        SELECT {outer} {regroup or "FROM grouped"}"""
+        {final}"""
     dims = [k for k in by if k != "period"]
     names = batch.names if ("workspace" in dims or "api_key" in dims or "person" in dims) \
         else None
@@ -378,11 +393,53 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
         rows.append(row)
     # period and date are the same type on every row (or absent from all): compared as they
     # are, in the order their text would give, without formatting 10,000 datetimes.
-    period, day = "period" in by, "date" in by
-    costed = metrics is None
-    rows.sort(key=lambda r: (r["period"] if period else 0, r["date"] if day else 0,
-                             -r["cost_usd"] if costed else 0, tuple(map(str, map(r.get, dims)))))
+    def labels(r: Row) -> tuple[str, ...]:
+        return tuple(map(str, map(r.get, dims)))
+    if not costed:
+        rows.sort(key=lambda r: (r["period"] if period else 0, r["date"] if day else 0,
+                                 labels(r)))
+        return rows
+    run = 0  # rows[run:n] have the same period, date and cost
+    for n in range(1, len(rows) + 1):
+        if n == len(rows) or rows[n]["cost_usd"] != rows[run]["cost_usd"] or (
+                period and rows[n]["period"] != rows[run]["period"]) or (
+                day and rows[n]["date"] != rows[run]["date"]):
+            if n - run > 1:
+                rows[run:n] = sorted(rows[run:n], key=labels)
+            run = n
     return rows
+
+
+#: The columns of a fact a spend query reads, from ``facts`` and ``facts_daily`` alike.
+_SCANNED = tuple(c for c in DAILY_KEYS if c != "cut") + DAILY_SUMS
+_FROM_FACTS = ", ".join((*_SCANNED, "cost_basis", "bucket_width",
+                         f"{REQUESTS_UNKNOWN_SQL} AS requests_unknown"))
+_FROM_DAILY = ", ".join((*_SCANNED, "NULL::VARCHAR AS cost_basis", "'1h' AS bucket_width",
+                         "requests_unknown"))
+
+
+def _scanned(scan: str, start: datetime, end: datetime, params: dict[str, Any],
+             daily: bool) -> str:
+    """The facts a spend query over [start, end) reads, ``scan`` (the cut, organizations) kept:
+    with ``daily`` (a query not by local period, date or cost basis), the hourly facts of the
+    whole UTC days inside the range summed per day (``facts_daily``, no cost basis), the hours
+    at its edges and every legacy whole-day line (placed at a local midnight, up to a day
+    away) from ``facts``; otherwise every fact of the range and a day around it."""
+    params["scan_from"], params["scan_to"] = start - _SCAN_MARGIN, end + _SCAN_MARGIN
+    first, last = ceil_utc_day(start), floor_utc_day(end) if end > start else start
+    if not daily or last <= first:
+        return (f"SELECT {_FROM_FACTS} FROM facts WHERE {scan} AND bucket_start >= $scan_from "
+                "AND bucket_start < $scan_to")
+    params["days_from"], params["days_to"] = first, last
+    return "\nUNION ALL\n".join((
+        f"SELECT {_FROM_FACTS} FROM facts WHERE {scan} AND bucket_width = '1d' "
+        "AND bucket_start >= $scan_from AND bucket_start < $scan_to",
+        f"SELECT {_FROM_FACTS} FROM facts WHERE {scan} AND bucket_width = '1h' "
+        "AND bucket_start >= $start AND bucket_start < $days_from",
+        f"SELECT {_FROM_DAILY} FROM facts_daily WHERE {scan} AND bucket_start >= $days_from "
+        "AND bucket_start < $days_to",
+        f"SELECT {_FROM_FACTS} FROM facts WHERE {scan} AND bucket_width = '1h' "
+        "AND bucket_start >= $days_to AND bucket_start < $end"))
 
 
 def total(batch: Batch, since: date | None = None, until: date | None = None,
