@@ -352,6 +352,11 @@ def write_window(config: Config, organization: str, window: Window,
             facts.refresh(conn, organization, window.start, window.end,
                           ["key", *CUT_BY_NAME] if cut.name == "price" and kind == "usage"
                           else [cut.name])
+        # Daily sums an older spendwatch left behind its facts are summed again (whole), then
+        # recorded as agreeing with sync_state as this write leaves it.
+        if facts.heal_daily(conn, organization):
+            log.warning("organization %r: its daily sums were summed again from its facts "
+                        "(an older spendwatch had written them without)", organization)
         storage.replace_rows(conn, "sync_state", ("organization", "stream"), """
             SELECT n.organization, n.stream,
                    least(s.covered_from, n.covered_from) AS covered_from,
@@ -364,6 +369,7 @@ def write_window(config: Config, organization: str, window: Window,
             LEFT JOIN sync_state s USING (organization, stream)""",
                              [organization, window.stream, window.start, window.end,
                               data_refreshed_at, now])
+        facts.mark_daily(conn, organization)
     # A DuckLake writer may conflict with another's (the same rows, or a data file both
     # delete from): the whole window is written again (storage.written).
     storage.written(config, write, f"writing {organization!r} {window.stream} "

@@ -34,6 +34,11 @@ class DatabaseOutdated(SpendwatchError):
     """A reader found a warehouse an older spendwatch wrote, not migrated yet."""
 
 
+class DatabaseTooNew(SpendwatchError):
+    """A writer found a warehouse a newer spendwatch migrated: writing it with this version's
+    code would leave what the newer one keeps (its daily sums) out of step."""
+
+
 class DatabaseMissing(SpendwatchError):
     """A reader found no database file: nothing has been collected yet."""
 

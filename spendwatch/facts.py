@@ -30,6 +30,8 @@ from typing import Sequence
 
 import duckdb
 
+from spendwatch.timeutil import ceil_day, floor_day
+
 #: (usage column, token type, estimate column, cost type) of each usage part.
 _USAGE_PARTS = (("uncached_input_tokens", "uncached_input_tokens", "est_input_usd", "tokens"),
                 ("cache_write_5m_tokens", "cache_creation.ephemeral_5m_input_tokens",
@@ -233,6 +235,53 @@ def _add_daily(conn: duckdb.DuckDBPyConnection, where: str, params: dict[str, ob
                  "GROUP BY ALL ORDER BY bucket_start", params)
 
 
+#: Each organization's sync_state in one value: its rows' count and the sum of their
+#: ``updated_at`` (every window write, of any spendwatch version, sets its stream's).
+_SYNC_FINGERPRINT = ("SELECT organization, count(*)::VARCHAR || ':' || "
+                     "sum(epoch_us(updated_at))::VARCHAR AS synced FROM sync_state{where} "
+                     "GROUP BY organization")
+
+
+def create_daily_state(conn: duckdb.DuckDBPyConnection) -> None:
+    """The ``daily_state`` table: per organization, the sync_state its daily sums agree with
+    (a window write of this version records it in its transaction)."""
+    conn.execute("CREATE TABLE daily_state (organization VARCHAR NOT NULL, "
+                 "synced VARCHAR NOT NULL)")
+    mark_daily(conn)
+
+
+def mark_daily(conn: duckdb.DuckDBPyConnection, organization: str | None = None) -> None:
+    """Record that ``organization``'s (None: every one's) daily sums agree with its facts as
+    sync_state stands now. Call in the transaction that made them agree."""
+    where, params = (" WHERE organization = $org", {"org": organization}) \
+        if organization is not None else ("", {})
+    conn.execute(f"DELETE FROM daily_state{where}", params)
+    conn.execute("INSERT INTO daily_state (organization, synced) "
+                 + _SYNC_FINGERPRINT.format(where=where), params)
+
+
+def stale_organizations(conn: duckdb.DuckDBPyConnection) -> set[str]:
+    """Organizations whose daily sums may disagree with their facts: a window write that did
+    not record daily_state (an older spendwatch, which keeps no daily sums) has written them
+    since. Spend reads their facts hour by hour; this version's next write of theirs sums
+    their days again (:func:`heal_daily`)."""
+    return {org for (org,) in conn.execute(
+        f"SELECT s.organization FROM ({_SYNC_FINGERPRINT.format(where='')}) s "
+        "LEFT JOIN daily_state d USING (organization) "
+        "WHERE d.synced IS DISTINCT FROM s.synced").fetchall()}
+
+
+def heal_daily(conn: duckdb.DuckDBPyConnection, organization: str) -> bool:
+    """Sum all of ``organization``'s days again when its daily sums may be stale (see
+    :func:`stale_organizations`); True when they were. Call in a write's transaction, before
+    it changes sync_state, and :func:`mark_daily` after."""
+    if organization not in stale_organizations(conn):
+        return False
+    conn.execute("DELETE FROM facts_daily WHERE organization = $org", {"org": organization})
+    _add_daily(conn, "organization = $org", {"org": organization})
+    return True
+
+
 def create_keys(conn: duckdb.DuckDBPyConnection) -> None:
     """The ``fact_keys`` table, filled from the stored facts."""
     conn.execute("CREATE TABLE fact_keys (" + ", ".join(
@@ -262,6 +311,8 @@ def rebuild(conn: duckdb.DuckDBPyConnection) -> None:
     if has_table(conn, "facts_daily"):
         conn.execute("DELETE FROM facts_daily")
         _add_daily(conn, "true", {})
+    if has_table(conn, "daily_state"):
+        mark_daily(conn)
 
 
 def reprice(conn: duckdb.DuckDBPyConnection) -> None:
@@ -316,20 +367,9 @@ def refresh(conn: duckdb.DuckDBPyConnection, organization: str, start: datetime,
     _add_keys(conn, "organization = $org AND bucket_start >= $start AND bucket_start < $end "
                     "AND cut IN (SELECT unnest($cuts::VARCHAR[]))", chosen)
     # The daily sums of every UTC day the range touches (its other hours' facts are as stored).
-    days = {**chosen, "start": floor_utc_day(start), "end": ceil_utc_day(end)}
+    days = {**chosen, "start": floor_day(start), "end": ceil_day(end)}
     conn.execute("DELETE FROM facts_daily WHERE organization = $org AND bucket_start >= $start "
                  "AND bucket_start < $end AND cut IN (SELECT unnest($cuts::VARCHAR[]))", days)
     _add_daily(conn, "organization = $org AND bucket_start >= $start AND bucket_start < $end "
                      "AND cut IN (SELECT unnest($cuts::VARCHAR[]))", days)
 
-
-def floor_utc_day(instant: datetime) -> datetime:
-    """The UTC midnight at or before ``instant``."""
-    utc = instant.astimezone(timezone.utc)
-    return datetime(utc.year, utc.month, utc.day, tzinfo=timezone.utc)
-
-
-def ceil_utc_day(instant: datetime) -> datetime:
-    """The UTC midnight at or after ``instant``."""
-    floor = floor_utc_day(instant)
-    return floor if floor == instant else floor + timedelta(days=1)

@@ -24,7 +24,7 @@ import duckdb
 
 from spendwatch.config import Config
 from spendwatch.errors import (ConfigError, ConflictingWriters, DatabaseBusy, DatabaseMissing,
-                               DatabaseOutdated)
+                               DatabaseOutdated, DatabaseTooNew)
 from spendwatch import facts, lake
 from spendwatch.facts import CUT_FACTS_VIEW, SPEND_FACTS_VIEW
 from spendwatch.files import is_private, make_private, private_folder
@@ -122,6 +122,17 @@ def check_version(conn: duckdb.DuckDBPyConnection, where: str) -> None:
             "upgrade it")
 
 
+def refuse_newer(conn: duckdb.DuckDBPyConnection, where: str) -> None:
+    """DatabaseTooNew when a newer spendwatch migrated the warehouse past this one's schema:
+    this code would write its rows without what the newer keeps beside them."""
+    version = schema_version(conn)
+    if version > len(MIGRATIONS):
+        raise DatabaseTooNew(
+            f"{where} was upgraded by a newer spendwatch (schema {version}, this one knows "
+            f"{len(MIGRATIONS)}); upgrade spendwatch on this host before it writes there "
+            "(readers of this version still read it)")
+
+
 @contextmanager
 def writer_at(path: Path, lock_timeout: float = 10.0) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-write connection with migrations applied; closed on exit.
@@ -141,6 +152,7 @@ def writer_at(path: Path, lock_timeout: float = 10.0) -> Iterator[duckdb.DuckDBP
     if created:
         make_private(path)
     try:
+        refuse_newer(conn, str(path))
         migrate(conn)
         yield conn
     finally:
@@ -176,6 +188,7 @@ def lake_writer(config: Config) -> Iterator[duckdb.DuckDBPyConnection]:
     fails at its commit (:func:`retry_conflicts`)."""
     with lake.connection(config, read_only=False) as conn:
         session_settings(conn)
+        refuse_newer(conn, config.database_label)
         if schema_version(conn) < len(MIGRATIONS):  # two new workers may migrate at once
             retry_conflicts(lambda: _migrate_beside_others(conn), "migrating the warehouse")
         yield conn
@@ -883,10 +896,14 @@ def _m013_estimates_ranged(conn: duckdb.DuckDBPyConnection) -> None:
 
 def _m014_facts_daily(conn: duckdb.DuckDBPyConnection) -> None:
     # The hourly facts summed per UTC day (spendwatch.facts): a spend query of a week reads
-    # its whole days there, a third of the rows, and only its edges' hours in facts.
+    # its whole days there, a sixth of the rows, and only its edges' hours in facts; and
+    # per organization, the state of sync_state they agree with (an older spendwatch writing
+    # the facts without them is found out, spendwatch.facts.stale_organizations).
     # (Done once even when two new workers on a DuckLake migrate at once.)
     if not facts.has_table(conn, "facts_daily"):
         facts.create_daily(conn)
+    if not facts.has_table(conn, "daily_state"):
+        facts.create_daily_state(conn)
 
 
 MIGRATIONS: list[tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]] = [

@@ -30,6 +30,7 @@ _DAY_TOTALS = {
     "usage_hourly": "sum(uncached_input_tokens + cache_write_5m_tokens + cache_write_1h_tokens"
                     " + cache_read_tokens + output_tokens)",
     "facts": "sum(cost_usd)",
+    "facts_daily": "sum(cost_usd)",
 }
 
 
@@ -73,7 +74,7 @@ def day_totals(conn: duckdb.DuckDBPyConnection) -> dict[tuple[str, str, str], De
     """(table, organization, UTC day) -> the total a copy is verified by."""
     out: dict[tuple[str, str, str], Decimal] = {}
     for table, total in _DAY_TOTALS.items():
-        cut = " WHERE cut = 'key'" if table == "facts" else ""
+        cut = " WHERE cut = 'key'" if table.startswith("facts") else ""
         for organization, day, value in conn.execute(
                 f"SELECT organization, CAST(CAST(bucket_start AS DATE) AS VARCHAR), {total} "
                 f"FROM {table}{cut} GROUP BY ALL").fetchall():

@@ -10,7 +10,8 @@ organization with every cut and a legacy one (whose daily cost is split across k
 
 from __future__ import annotations
 
-from datetime import timedelta
+import logging
+from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -137,6 +138,19 @@ def test_the_stored_facts_equal_the_raw_rows_after_every_kind_of_write(
         whole = read(loaded, spend, first, last, by)
         days = read(loaded, spend, first, last, ("date", *by))
         assert folded(whole, by) == folded(days, by) != {}
+        # In the documented order: cost (highest first), then the labels.
+        assert whole == sorted(whole, key=lambda r: (-r["cost_usd"], tuple(map(str, (
+            r[d] for d in by)))))
+        assert days == sorted(days, key=lambda r: (r["date"], -r["cost_usd"], tuple(map(
+            str, (r[d] for d in by)))))
+    # Whole UTC days only (no edge hours): by model over both organizations, the legacy one's
+    # usage reporting no request count, so no model's requests are a part of them.
+    start = datetime.combine(since.date() - timedelta(days=1), time(), timezone.utc)
+    end = start + timedelta(days=2)
+    whole = read(loaded, spend, by=("model",), start=start, end=end)
+    hours = read(loaded, spend, by=("period", "model"), grain="hour", start=start, end=end)
+    assert folded(whole, ("model",)) == folded(hours, ("model",)) != {}
+    assert any(r["requests"] is None for r in whole)
 
 
 def _daily_agrees(db: Path) -> None:
@@ -160,3 +174,59 @@ def _keys_agree(db: Path) -> None:
     missing = query(db, "SELECT count(*) FROM (SELECT DISTINCT " + ", ".join(facts.KEY_COLUMNS)
                     + " FROM facts EXCEPT SELECT * FROM fact_keys)")[0][0]
     assert missing == 0
+
+
+def test_daily_sums_an_older_spendwatch_left_behind_are_not_read_and_are_summed_again(
+        isolated: Path, simulator: Simulator, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An older spendwatch (before the daily sums) writing a warehouse this one migrated, as a
+    worker on a DuckLake shared with upgraded hosts would: it rewrites raw rows and facts and
+    moves sync_state, but leaves facts_daily as it was. Spend must not read those stale sums,
+    and this version's next write sums the organization's days again."""
+    monkeypatch.setenv("ANTHROPIC_ADMIN_KEY", ADMIN_KEY)
+    config = load_config(write_config(isolated, [{"name": "acme", "source": "analytics",
+                                                   "base_url": simulator.url}]))
+    db = isolated / "data" / "spendwatch.duckdb"
+    since = SIM_NOW - timedelta(days=3)
+    assert all(r.ok for r in collect(config, CollectOptions(since=since), now=SIM_NOW))
+    first, last = since.date(), SIM_NOW.date()
+    by = ("model", "cache_status")
+    before = read(config, spend, first, last, by)
+
+    # The older writer: a revised day's cost (raw rows and facts in step), sync_state moved,
+    # the daily sums untouched (as its code has none).
+    day = datetime.combine((SIM_NOW - timedelta(days=1)).date(), time(), timezone.utc)
+    with storage.writer(config) as conn, storage.transaction(conn):
+        conn.execute("CREATE TEMP TABLE kept_daily AS SELECT * FROM facts_daily")
+        conn.execute("UPDATE cost_buckets SET amount_usd = amount_usd * 2 WHERE "
+                     "bucket_start >= ? AND bucket_start < ?", [day, day + timedelta(days=1)])
+        facts.refresh(conn, "acme", day, day + timedelta(days=1), ["key"])
+        conn.execute("DELETE FROM facts_daily")
+        conn.execute("INSERT INTO facts_daily SELECT * FROM kept_daily")
+        conn.execute("UPDATE sync_state SET updated_at = updated_at + INTERVAL 1 MINUTE "
+                     "WHERE organization = 'acme' AND stream = 'cost'")
+        assert facts.stale_organizations(conn) == {"acme"}
+    _agree_but_daily(db)
+
+    # Spend reads the facts hour by hour: the revised day counts, the same as by date.
+    whole = read(config, spend, first, last, by)
+    days = read(config, spend, first, last, ("date", *by))
+    assert folded(whole, by) == folded(days, by)
+    assert sum(r["cost_usd"] for r in whole) > sum(r["cost_usd"] for r in before)
+
+    # This version's next write of the organization sums its days again, and says so.
+    with caplog.at_level(logging.WARNING, logger="collectors.sync"):
+        assert all(r.ok for r in collect(config, CollectOptions(), now=SIM_NOW))
+    assert "daily sums were summed again" in caplog.text
+    _daily_agrees(db)
+    with storage.reader(config) as conn:
+        assert facts.stale_organizations(conn) == set()
+    # (The run re-read its recent hours from the API, so their doubled cost is gone.)
+    assert folded(read(config, spend, first, last, by), by) == folded(
+        read(config, spend, first, last, ("date", *by)), by)
+
+
+def _agree_but_daily(db: Path) -> None:
+    assert _differences(db) == {name: 0 for name in _differences(db)}
+    with pytest.raises(AssertionError):
+        _daily_agrees(db)

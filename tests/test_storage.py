@@ -13,7 +13,8 @@ import pytest
 
 from spendwatch import storage
 from spendwatch.cuts import CUT_DIMENSIONS
-from spendwatch.errors import ConflictingWriters, DatabaseBusy, DatabaseMissing, DatabaseOutdated
+from spendwatch.errors import (ConflictingWriters, DatabaseBusy, DatabaseMissing, DatabaseOutdated,
+                               DatabaseTooNew)
 
 EXPECTED_SCHEMA = {
     "schema_migrations": ["version", "name", "applied_at"],
@@ -110,6 +111,7 @@ EXPECTED_SCHEMA = {
                     "cost_usd", "list_cost_usd", "unpriced_tokens", "uncached_input_tokens",
                     "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens",
                     "output_tokens", "web_search_requests", "requests", "requests_unknown"],
+    "daily_state": ["organization", "synced"],
 }
 
 
@@ -234,6 +236,24 @@ def test_a_version_12_file_gives_each_estimate_its_rows_organization_and_hour(
                             "FROM usage_estimates").fetchall() == [
             ("k", 5, "acme", datetime(2026, 11, 20, 10, tzinfo=timezone.utc))]
         assert conn.execute("SELECT count(*) FROM cut_estimates").fetchone() == (0,)
+
+
+def test_a_writer_refuses_a_warehouse_a_newer_spendwatch_upgraded(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    with storage.writer_at(db) as conn:
+        conn.execute("INSERT INTO workspaces VALUES ('o', 'w', 'n', NULL, false, now())")
+        conn.execute("INSERT INTO schema_migrations VALUES (?, 'from_the_future', now())",
+                     [len(storage.MIGRATIONS) + 1])
+    with pytest.raises(DatabaseTooNew) as raised:
+        with storage.writer_at(db):
+            pass
+    message = str(raised.value)
+    assert f"newer spendwatch (schema {len(storage.MIGRATIONS) + 1}, this one knows " \
+           f"{len(storage.MIGRATIONS)})" in message and "upgrade spendwatch" in message
+    assert "\n" not in message
+    # Nothing was written; this version still reads it.
+    with storage.reader_at(db) as conn:
+        assert conn.execute("SELECT name FROM workspaces").fetchall() == [("n",)]
 
 
 def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:

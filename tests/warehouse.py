@@ -10,7 +10,7 @@ import duckdb
 
 import lake
 from spendwatch.config import Config
-from spendwatch.warehouse.spend import EXTRA_METRICS, METRICS
+from spendwatch.warehouse.spend import EXTRA_METRICS, METRICS, TOKEN_METRICS
 
 TOKEN_COLUMNS = ("uncached_input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
                  "cache_read_tokens", "output_tokens")
@@ -97,14 +97,16 @@ def exists(db: Path) -> bool:
 
 def folded(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, dict[str, object]]:
     """Rows summed per ``keys``: metrics added, a None (no list price, requests not reported)
-    kept apart as the query keeps it (a None requests makes the sum None)."""
+    kept apart as the query keeps it: None requests on a row with tokens (a usage row of it
+    reported no count) makes the sum None; on a row of cost only it is no requests at all."""
     out: dict[tuple, dict[str, object]] = {}
     for row in rows:
         into = out.setdefault(tuple(row[k] for k in keys), {})
         for metric in (*METRICS, *EXTRA_METRICS):
             value, held = row[metric], into.get(metric, 0)
             if metric == "requests":
-                into[metric] = None if value is None or held is None else held + value
+                unknown = value is None and any(row[m] for m in TOKEN_METRICS)
+                into[metric] = None if unknown or held is None else held + (value or 0)
             elif value is not None:
                 into[metric] = held + value
     return {k: v for k, v in out.items() if any(v.get(m) for m in (*METRICS, "unpriced_tokens"))}

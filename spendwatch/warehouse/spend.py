@@ -27,11 +27,10 @@ from decimal import Decimal
 from typing import Any, Mapping, Sequence
 
 from spendwatch.config import Config, feature_basis
-from spendwatch.facts import (DAILY_KEYS, DAILY_SUMS, REQUESTS_UNKNOWN_SQL, ceil_utc_day,
-                              floor_utc_day)
+from spendwatch.facts import DAILY_KEYS, DAILY_SUMS, REQUESTS_UNKNOWN_SQL, stale_organizations
 from spendwatch.features import api_key_label, workspace_label
 from spendwatch.pricing import LONG_CONTEXT_MODELS, TokenCounts, canonical_model, price_table
-from spendwatch.timeutil import local_range
+from spendwatch.timeutil import ceil_day, floor_day, local_range
 from spendwatch.warehouse.batch import Batch, NameBook
 
 #: The dimensions of ``spendwatch spend --by`` (the CLI's stable list).
@@ -350,7 +349,8 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
         join = f"LEFT JOIN feature_map f ON {fmap.join('facts')}"
     # The daily sums have no cost basis: a query by or of it, or by local period or date,
     # reads every fact.
-    daily = not cost_basis and not {"period", "date", "cost_basis"} & {*by, *kept}
+    daily = not cost_basis and not {"period", "date", "cost_basis"} & {*by, *kept} \
+        and not _stale(batch, organizations)
     scanned = _scanned(" AND ".join(scan), window_start, window_end, params, daily)
     period, day = "period" in by, "date" in by
     costed = metrics is None
@@ -410,6 +410,16 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
     return rows
 
 
+def _stale(batch: Batch, organizations: Sequence[str]) -> bool:
+    """Whether any of ``organizations`` (none: any) has daily sums an older spendwatch's
+    writes may have left behind its facts (spendwatch.facts.stale_organizations), once per
+    batch."""
+    if "stale_daily" not in batch.memo:
+        batch.memo["stale_daily"] = stale_organizations(batch.conn)
+    stale = batch.memo["stale_daily"]
+    return bool(stale and (not organizations or stale & set(organizations)))
+
+
 #: The columns of a fact a spend query reads, from ``facts`` and ``facts_daily`` alike.
 _SCANNED = tuple(c for c in DAILY_KEYS if c != "cut") + DAILY_SUMS
 _FROM_FACTS = ", ".join((*_SCANNED, "cost_basis", "bucket_width",
@@ -426,7 +436,7 @@ def _scanned(scan: str, start: datetime, end: datetime, params: dict[str, Any],
     at its edges and every legacy whole-day line (placed at a local midnight, up to a day
     away) from ``facts``; otherwise every fact of the range and a day around it."""
     params["scan_from"], params["scan_to"] = start - _SCAN_MARGIN, end + _SCAN_MARGIN
-    first, last = ceil_utc_day(start), floor_utc_day(end) if end > start else start
+    first, last = ceil_day(start), floor_day(end) if end > start else start
     if not daily or last <= first:
         return (f"SELECT {_FROM_FACTS} FROM facts WHERE {scan} AND bucket_start >= $scan_from "
                 "AND bucket_start < $scan_to")
