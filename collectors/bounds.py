@@ -99,6 +99,11 @@ class RunBounds:
         while not done.wait(max(0.0, min(POLL_SECONDS, self.left()))):
             self.check(where)
         if "error" in outcome:
+            # A call that failed once the deadline had passed (its HTTP timeout is cut to the
+            # time left, so it times out as the deadline passes) was ended by the deadline:
+            # said so, as when the wait itself is cut, not as a timeout to retry.
+            if self.left() <= 0:
+                self.check(where)
             raise outcome["error"]  # type: ignore[misc]
         return outcome["value"]  # type: ignore[return-value]
 

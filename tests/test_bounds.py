@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from collectors.bounds import DeadlineExceeded, RunBounds
 from collectors.rows import analytics_cost_rows, check_page_size
 from collectors.sync import CollectOptions, Window, collect, write_window
 from conftest import ADMIN_KEY, REPO, Simulator, env_with_key, wait_for, write_config
@@ -172,6 +173,23 @@ def test_a_slow_answer_ends_at_the_deadline_with_a_failed_run(isolated: Path,
     assert "analytics usage 20" in line and "page 1" in line
     ((status, error),) = runs(db_path(load_config(path)))
     assert status == "failed" and f"deadline of {DEADLINE} s" in error
+
+
+def test_a_call_that_fails_as_the_deadline_passes_is_the_deadline() -> None:
+    """The HTTP timeout is cut to the time left, so a slow answer times out just as the
+    deadline passes: that is the deadline's error, not a timeout with no time to retry (which
+    one came first was a race on a loaded machine). A failure before the deadline is itself."""
+    now = [0.0]
+    bounds = RunBounds("organization 'acme'", 6, clock=lambda: now[0])
+
+    def times_out_at_the_deadline() -> None:
+        now[0] = 6.05
+        raise TimeoutError("no answer in time")
+    with pytest.raises(DeadlineExceeded, match="deadline of 6 s"):
+        bounds.call(times_out_at_the_deadline, "analytics usage page 13")
+    early = RunBounds("organization 'acme'", 6, clock=lambda: 1.0)
+    with pytest.raises(TimeoutError):
+        early.call(lambda: (_ for _ in ()).throw(TimeoutError("no answer")), "page 1")
 
 
 def test_slow_endless_paging_ends_at_the_deadline(isolated: Path, simulators) -> None:
