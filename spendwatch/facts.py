@@ -372,4 +372,3 @@ def refresh(conn: duckdb.DuckDBPyConnection, organization: str, start: datetime,
                  "AND bucket_start < $end AND cut IN (SELECT unnest($cuts::VARCHAR[]))", days)
     _add_daily(conn, "organization = $org AND bucket_start >= $start AND bucket_start < $end "
                      "AND cut IN (SELECT unnest($cuts::VARCHAR[]))", days)
-

@@ -5,8 +5,8 @@ the weekly CSV and its summary, ``reconcile``) calls :func:`spend`; it is the on
 reads the stored ``facts`` (``spendwatch.facts``: billed cost where the cost API has reported,
 allocated for legacy cost split across API keys, estimated from usage elsewhere), of one cut
 and the range asked for: a query not by local period, date or cost basis reads the whole UTC
-days inside its range from their daily sums (``facts_daily``) and only its edges' hours. All aggregation happens in DuckDB with bound parameters; money comes
-back as Decimal dollars.
+days inside its range from their daily sums (``facts_daily``) and only its edges' hours. All
+aggregation happens in DuckDB with bound parameters; money comes back as Decimal dollars.
 
 The legacy day rule
 -------------------
@@ -436,7 +436,8 @@ def _scanned(scan: str, start: datetime, end: datetime, params: dict[str, Any],
     at its edges and every legacy whole-day line (placed at a local midnight, up to a day
     away) from ``facts``; otherwise every fact of the range and a day around it."""
     params["scan_from"], params["scan_to"] = start - _SCAN_MARGIN, end + _SCAN_MARGIN
-    first, last = ceil_day(start), floor_day(end) if end > start else start
+    first = ceil_day(start)  # the whole UTC days inside: [first, last)
+    last = floor_day(end) if end > start else start
     if not daily or last <= first:
         return (f"SELECT {_FROM_FACTS} FROM facts WHERE {scan} AND bucket_start >= $scan_from "
                 "AND bucket_start < $scan_to")
