@@ -20,7 +20,6 @@ from decimal import Decimal
 from typing import Any, Sequence
 
 import duckdb
-import pyarrow as pa
 
 from spendwatch import facts, storage
 from spendwatch.pricing import (UNIT_PRICE_COLUMNS, PriceTable, TokenCounts, priced_models,
@@ -33,7 +32,7 @@ ESTIMATE_COLUMNS = ("est_input_usd", "est_cache_write_5m_usd", "est_cache_write_
                     "est_cache_read_usd", "est_output_usd", "est_web_search_usd")
 _COMPONENT_OF = dict(zip(ESTIMATE_COLUMNS, ("input", "cache_write_5m", "cache_write_1h",
                                             "cache_read", "output", "web_search")))
-_DOLLARS = pa.decimal128(38, 12)
+_DOLLARS = "DECIMAL(38, 12)"
 FINGERPRINT_KEY = "price_table_fingerprint"
 
 
@@ -68,38 +67,47 @@ _UNITS = 1_000_000_000_000
 
 # --- the price table as relations ------------------------------------------------------------
 
-_RELATIONS: dict[str, tuple[pa.Table, pa.Table, pa.Table]] = {}
+#: A relation's columns: name -> (SQL type, values), for spendwatch.storage.temp_table.
+_Columns = dict[str, tuple[str, list[Any]]]
+_RELATIONS: dict[str, tuple[_Columns, _Columns, _Columns]] = {}
 
 
-def _relations(table: PriceTable) -> tuple[pa.Table, pa.Table, pa.Table]:
-    """The price table as Arrow tables (built once per fingerprint)."""
+def _exact(values: list[Any]) -> list[str | None]:
+    """Decimals as their exact text (cast to DECIMAL by the relation's SQL type)."""
+    return [None if v is None else str(v) for v in values]
+
+
+def _relations(table: PriceTable) -> tuple[_Columns, _Columns, _Columns]:
+    """The price table as relations' columns (built once per fingerprint)."""
     found = _RELATIONS.get(table.fingerprint)
     if found is None:
         names = ["model", "service_tier", "long_context", "speed", "inference_geo",
                  "valid_from", "valid_to", *UNIT_PRICE_COLUMNS, "batch_multiplier"]
         rows = unit_price_rows(table)
-        per_token = pa.decimal128(18, 12)
-        types = [pa.string(), pa.string(), pa.bool_(), pa.string(), pa.string(), pa.date32(),
-                 pa.date32(), *([per_token] * len(UNIT_PRICE_COLUMNS)), per_token]
-        units = pa.table({n: pa.array([r[i] for r in rows], type=t)
-                          for i, (n, t) in enumerate(zip(names, types))})
+        per_token = "DECIMAL(18, 12)"
+        types = ["VARCHAR", "VARCHAR", "BOOLEAN", "VARCHAR", "VARCHAR", "DATE", "DATE",
+                 *([per_token] * len(UNIT_PRICE_COLUMNS)), per_token]
+        units: _Columns = {
+            n: (t, [r[i] for r in rows] if t != per_token else _exact([r[i] for r in rows]))
+            for i, (n, t) in enumerate(zip(names, types))}
         web = web_search_rows(table)
-        searches = pa.table({"model": pa.array([r[0] for r in web], pa.string()),
-                             "valid_from": pa.array([r[1] for r in web], pa.date32()),
-                             "valid_to": pa.array([r[2] for r in web], pa.date32()),
-                             "usd_per_request": pa.array([r[3] for r in web], _DOLLARS)})
-        models = pa.table({"model": pa.array(priced_models(table), pa.string())})
+        searches: _Columns = {"model": ("VARCHAR", [r[0] for r in web]),
+                              "valid_from": ("DATE", [r[1] for r in web]),
+                              "valid_to": ("DATE", [r[2] for r in web]),
+                              "usd_per_request": (_DOLLARS, _exact([r[3] for r in web]))}
+        models: _Columns = {"model": ("VARCHAR", list(priced_models(table)))}
         found = _RELATIONS[table.fingerprint] = (units, searches, models)
     return found
 
 
 def register_prices(conn: duckdb.DuckDBPyConnection, table: PriceTable) -> None:
     """Make ``unit_prices``, ``web_search_prices`` and ``priced_models`` (the price table as
-    relations, :func:`spendwatch.pricing.unit_price_rows`) readable by SQL on ``conn``."""
+    relations, :func:`spendwatch.pricing.unit_price_rows`) readable by SQL on ``conn``:
+    temporary tables of the connection (spendwatch.storage.temp_table)."""
     units, searches, models = _relations(table)
-    storage.register(conn, "unit_prices", units)
-    storage.register(conn, "web_search_prices", searches)
-    storage.register(conn, "priced_models", models)
+    storage.temp_table(conn, "unit_prices", units)
+    storage.temp_table(conn, "web_search_prices", searches)
+    storage.temp_table(conn, "priced_models", models)
 
 
 def utc_day(column: str) -> str:

@@ -18,7 +18,7 @@ import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator, Sequence, TypeVar
+from typing import Any, Callable, ContextManager, Iterator, Mapping, Sequence, TypeVar
 
 import duckdb
 
@@ -277,6 +277,23 @@ def register(conn: duckdb.DuckDBPyConnection, name: str, table: Any) -> None:
     """
     drop_result(conn)
     conn.register(name, table)
+
+
+def temp_table(conn: duckdb.DuckDBPyConnection, name: str,
+               columns: Mapping[str, tuple[str, Sequence[Any]]]) -> None:
+    """A temporary table ``name`` on ``conn`` (replacing one of that name) holding ``columns``:
+    column name -> (its SQL type, its values), every list as long. For the small relations a
+    query joins (a batch's feature map, the price table): bound as one list per column, not
+    registered as a Python object, since DuckDB's ``register`` imports pandas (46 MB of a
+    reader process's memory) to check what it was given. Works on a read-only connection
+    (the temporary catalog is the session's) and inside a writer's transaction."""
+    lengths = {len(values) for _, values in columns.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"columns of {name} differ in length: {sorted(lengths)}")
+    selects = ", ".join(f"unnest($c{n}::{kind}[]) AS {column}"
+                        for n, (column, (kind, _)) in enumerate(columns.items()))
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {selects}",
+                 {f"c{n}": list(values) for n, (_, values) in enumerate(columns.values())})
 
 
 def unregister(conn: duckdb.DuckDBPyConnection, name: str) -> None:

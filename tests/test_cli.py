@@ -20,13 +20,13 @@ from spendwatch.timeutil import local_range
 CHICAGO = ZoneInfo("America/Chicago")
 
 
-def spendwatch(*args: str, cwd: Path, key: str | None = ADMIN_KEY,
-               timeout: float = 300) -> subprocess.CompletedProcess:
+def spendwatch(*args: str, cwd: Path, key: str | None = ADMIN_KEY, timeout: float = 300,
+               python: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "SPENDWATCH_"))}
     if key:
         env["ANTHROPIC_ADMIN_KEY"] = key
-    return subprocess.run([sys.executable, "-m", "spendwatch", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, *python, "-m", "spendwatch", *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +204,22 @@ def test_reconcile_lists_estimated_against_billed(collected: Path, isolated: Pat
     table = spendwatch("spend", "--since", "2026-11-21", "--until", "2026-11-21", "--by",
                        "model", cwd=isolated).stdout
     assert "(not a model)" in table and "\n-  " not in table
+
+
+def test_reading_figures_leaves_pandas_unloaded(collected: Path, isolated: Path) -> None:
+    # The feature map and the price table reach SQL as bound lists: DuckDB's ``register`` of
+    # a Python object imports pandas, 46 MB of a reader process's memory (the worker's alert
+    # checks, the CLI; the dashboard loads it for its charts).
+    for args in (("spend", "--since", "2026-11-20", "--until", "2026-11-22", "--by",
+                  "feature,model"), ("savings", "--since", "2026-11-20", "--until",
+                                     "2026-11-21")):
+        result = spendwatch(*args, cwd=isolated, python=("-X", "importtime"))
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.splitlines()[-1].startswith(("Total: $", "  "))
+        imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                    if line.startswith("import time:")}
+        assert {"duckdb", "spendwatch.warehouse.spend"} <= imported
+        assert "pandas" not in imported, args
 
 
 def test_savings_shows_realized_and_potential(collected: Path, isolated: Path) -> None:

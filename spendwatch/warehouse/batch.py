@@ -18,7 +18,6 @@ from functools import cached_property
 from typing import Any, Callable, TypeVar
 
 import duckdb
-import pyarrow as pa
 
 from spendwatch import storage
 from spendwatch.config import Config
@@ -230,13 +229,12 @@ class Batch:
             row = (org, ws if basis != "people" else None, key if basis != "people" else None,
                    product, actor)
             features[row] = feature
-        # An Arrow relation of the batch's connection (a VALUES list of thousands of bound
-        # parameters costs more to bind than the query it joins).
+        # A temporary table of the batch's connection, made once (a VALUES list of thousands
+        # of bound parameters costs more to bind than the query it joins).
         relation = f"feature_map_{basis or 'key'}"
         columns = list(zip(*[(*row, feature) for row, feature in features.items()]))
-        storage.register(self.conn, relation, pa.table(
-            {name: pa.array(list(values), pa.string())
-             for name, values in zip(_MAP_COLUMNS, columns)}))
+        storage.temp_table(self.conn, relation, {
+            name: ("VARCHAR", values) for name, values in zip(_MAP_COLUMNS, columns)})
         return FeatureMap(f"SELECT * FROM {relation}", {}, features, basis)
 
 
