@@ -53,7 +53,7 @@ from spendwatch.config import Config, load_config
 from spendwatch.pricing import price_table
 from spendwatch.timeutil import local_range, local_today
 from spendwatch.warehouse import figures as views
-from spendwatch.warehouse.batch import Batch
+from spendwatch.warehouse.batch import Batch, read
 from spendwatch.warehouse.spend import spend
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -287,8 +287,8 @@ def days(config: Config) -> dict[str, date]:
 
 
 def with_batch(config: Config, func: Callable[[Batch], Any]) -> Any:
-    with storage.reader(config) as conn:
-        return func(Batch(conn, config))
+    """``func`` on a reader batch opened as the dashboard, the CLI and the worker open one."""
+    return read(config, func)
 
 
 def plain(config: Config, since: date, until: date, by: str) -> Callable[[Batch], Any]:

@@ -402,6 +402,45 @@ def test_a_routine_run_asks_at_the_paging_minimum_and_lists_names_hourly(
                  "(SELECT min(api_key_id) FROM usage_hourly)") == [(1,)]
 
 
+def test_a_process_reads_names_and_features_as_the_warehouse_has_them_now(
+        org_config, simulator: Simulator) -> None:
+    """Reader batches of one process (a dashboard's page runs) share names and feature maps
+    while the warehouse is unchanged: a key renamed by a names listing since, or a config
+    with another rule, is read at the next batch."""
+    from datetime import date
+    from collectors.sync import write_names
+    from spendwatch.warehouse.batch import read
+    from spendwatch.warehouse.spend import spend
+    path = org_config()
+    config, (result,) = run(path, day(21), day(22))
+    assert result.ok, result.error
+
+    def by_key(batch: Batch) -> dict:
+        return {r["api_key_id"]: (r["api_key"], r["feature"]) for r in spend(
+            batch, date(2026, 11, 21), date(2026, 11, 21), ["api_key", "feature"])}
+
+    before = read(config, by_key)
+    (key_id,) = [k for k, (name, _) in before.items() if name == "support-bot-prod"]
+    assert before[key_id] == ("support-bot-prod", "support-bot-prod")
+    assert read(config, by_key) == before
+
+    (listed,) = query(db_path(config), "SELECT api_key_id, status, workspace_id, created_at "
+                      "FROM api_keys WHERE api_key_id = ?", key_id)
+    write_names(config, "acme", [], [dict(zip(("api_key_id", "status", "workspace_id",
+                                               "created_at"), listed), name="support v2")],
+                SIM_NOW)
+    after = read(config, by_key)
+    assert after[key_id] == ("support v2", "support v2")
+    assert {k: v for k, v in after.items() if k != key_id} == {
+        k: v for k, v in before.items() if k != key_id}
+
+    rule = f'[[features]]\nname = "help desk"\napi_key_ids = ["{key_id}"]\n'
+    ruled = load_config(write_config(path.parent, [{"name": "acme", "base_url": simulator.url}],
+                                     extra=rule))
+    assert read(ruled, by_key)[key_id] == ("support v2", "help desk")
+    assert read(config, by_key)[key_id] == ("support v2", "support v2")
+
+
 def test_days_before_2026_come_from_the_legacy_api(org_config, simulator: Simulator) -> None:
     config, (result,) = run(org_config(), day(30, 12, 2025), day(2, 1))
     assert result.ok, result.error

@@ -3,7 +3,8 @@
 Every figure of the read side takes a :class:`Batch` as its first argument. The name book
 (workspace and API key names) and the feature map (which feature each organization, workspace
 and API key pair belongs to) are built lazily, the first time a query of the batch needs them,
-and then ONCE for the batch, however many queries follow.
+and then ONCE for the batch, however many queries follow; the batches :func:`read` opens share
+them across a process while the warehouse does not change (:meth:`Batch.shared`).
 
 Commands, the worker and the dashboard reach the warehouse through :func:`read`, which opens
 ``storage.reader(config)``, builds the batch, runs one function on it and closes: nobody holds a
@@ -13,6 +14,8 @@ a transaction, a test) wraps it in ``Batch(conn, config)``.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, TypeVar
@@ -149,15 +152,20 @@ class FeatureMap:
     the key cut's (organization, workspace_id, api_key_id); ``products`` adds the product;
     ``people`` is (organization, product, actor_key)).
 
-    ``sql`` is a VALUES table with the columns of ``_MAP_COLUMNS`` whose bound parameters are
-    ``params``: a query puts ``feature_map AS (sql)`` in its WITH clause, joins it ``ON``
-    :meth:`join` and passes ``params`` along.
+    ``sql`` is a relation with (at least) the columns it is joined on (:attr:`keys`) and
+    ``feature``, whose bound parameters are ``params``: a query puts ``feature_map AS (sql)``
+    in its WITH clause, joins it ``ON`` :meth:`join` and passes ``params`` along.
     """
 
     sql: str
     params: dict[str, Any]
     features: dict[tuple[str | None, ...], str]
     basis: str | None = None
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The columns the map is joined on."""
+        return _MAP_KEYS[self.basis]
 
     def join(self, alias: str, map_alias: str = "f") -> str:
         """The ON condition joining facts ``alias`` to the map."""
@@ -167,21 +175,71 @@ class FeatureMap:
             else f"{map_alias}.{k} IS NOT DISTINCT FROM {alias}.{k}" for k in keys)
 
 
+#: The warehouse's state as a reader sees it, in one small query: what the shared values are
+#: built from, each table's rows hashed whole (a listing that renames a key at the instant of
+#: the last one still changes it): the sync state (a window write moves it; the daily sums'
+#: freshness and the cuts stored are read from it), the names, the people, the number of
+#: stored keys (keys are only ever added) and the people's pseudonym salt.
+_STATE_SQL = "SELECT " + ", ".join(
+    [f"(SELECT count(*) || ':' || coalesce(sum(hash(t)), 0) FROM {table} t)"
+     for table in ("sync_state", "workspaces", "api_keys", "people")]
+    + ["(SELECT count(*) FROM fact_keys)",
+       "(SELECT max(value) FROM meta WHERE key = 'people_salt')"])
+#: What the reader batches of one process share while their warehouse's state is the same:
+#: (warehouse, feature rules, privacy, state) -> key -> value. The few most recent states.
+_SHARED: OrderedDict[tuple[Any, ...], dict[Any, Any]] = OrderedDict()
+_SHARED_STATES = 8
+_SHARED_LOCK = threading.Lock()
+
+
 class Batch:
     """One reader batch: ``conn`` (open for the batch), ``config``, and the lazily built, once
-    per batch, :attr:`names` and feature maps (:meth:`feature_map_for`)."""
+    per batch, :attr:`names` and feature maps (:meth:`feature_map_for`).
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection, config: Config):
+    A batch :func:`read` opened (``shared``) takes them, and whatever else goes through
+    :meth:`shared`, from the process's earlier batches while the warehouse's state
+    (``_STATE_SQL``, one query) is the same: a dashboard's page runs, one after another, read
+    them once per change of the warehouse. A batch over a connection its caller holds (a
+    writer in a transaction, a test) builds its own.
+    """
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, config: Config, shared: bool = False):
         self.conn = conn
         self.config = config
+        self._sharing = shared
         self._feature_maps: dict[str | None, FeatureMap] = {}
         #: Small answers every query of the batch shares (which cuts are stored), by key.
         self.memo: dict[Any, Any] = {}
 
     @cached_property
+    def _values(self) -> dict[Any, Any]:
+        """This batch's shared values: its own, or the process's for the warehouse's state."""
+        if not self._sharing:
+            return {}
+        state = (self.config.database_label, self.config.features, self.config.privacy,
+                 *(self.conn.execute(_STATE_SQL).fetchone() or ()))
+        with _SHARED_LOCK:
+            values = _SHARED.get(state)
+            if values is None:
+                values = _SHARED[state] = {}
+                while len(_SHARED) > _SHARED_STATES:
+                    _SHARED.popitem(last=False)
+            _SHARED.move_to_end(state)
+        return values
+
+    def shared(self, key: Any, build: Callable[[], T]) -> T:
+        """``build()``, once per batch, and on a shared batch once per process and warehouse
+        state. What it returns is shared: never change it."""
+        values = self._values
+        if key not in values:
+            values[key] = build()
+        return values[key]
+
+    @property
     def names(self) -> NameBook:
-        """Workspace and API key names, read once per batch."""
-        return NameBook.load(self.conn, self.config.privacy.pseudonymize_people)
+        """Workspace and API key names, read once per batch (or warehouse state)."""
+        return self.shared("names", lambda: NameBook.load(
+            self.conn, self.config.privacy.pseudonymize_people))
 
     @property
     def feature_map(self) -> FeatureMap:
@@ -202,17 +260,30 @@ class Batch:
     def feature_map_for(self, basis: str | None) -> FeatureMap:
         """The feature of every key stored in the ``basis`` cut (config ``[[features]]`` rules,
         else the API key's, else the workspace's name; on the people cut the person's label),
-        built once per batch and basis."""
+        built once per batch (or warehouse state) and basis, and made a temporary table of the
+        batch's connection once."""
         if basis not in self._feature_maps:
-            self._feature_maps[basis] = self._build_feature_map(basis)
+            features = self.shared(("features", basis), lambda: self._features(basis))
+            if not features:
+                self._feature_maps[basis] = FeatureMap(_NO_FEATURES, {}, {}, basis)
+            else:
+                # A temporary table (a VALUES list of thousands of bound parameters costs
+                # more to bind than the query it joins) of the columns it is joined on.
+                relation = f"feature_map_{basis or 'key'}"
+                columns = dict(zip(_MAP_COLUMNS, zip(*[(*row, feature)
+                                                       for row, feature in features.items()])))
+                storage.temp_table(self.conn, relation, {
+                    name: ("VARCHAR", values) for name, values in columns.items()
+                    if name in _MAP_KEYS[basis] or name == "feature"})
+                self._feature_maps[basis] = FeatureMap(f"SELECT * FROM {relation}", {},
+                                                       features, basis)
         return self._feature_maps[basis]
 
-    def _build_feature_map(self, basis: str | None) -> FeatureMap:
+    def _features(self, basis: str | None) -> dict[tuple[str | None, ...], str]:
+        """(organization, workspace, key, product, actor) -> feature, for every stored key."""
         pairs = self.conn.execute(_MAP_PAIRS[basis]).fetchall()
-        if not pairs:
-            return FeatureMap(_NO_FEATURES, {}, {}, basis)
         names, rules = self.names, self.config.features
-        members = self.memberships if basis == "people" else {}
+        members = self.memberships if basis == "people" and pairs else {}
         features: dict[tuple[str | None, ...], str] = {}
         for org, ws, key, product, actor, kind in pairs:
             email, fallback = None, None
@@ -229,13 +300,7 @@ class Batch:
             row = (org, ws if basis != "people" else None, key if basis != "people" else None,
                    product, actor)
             features[row] = feature
-        # A temporary table of the batch's connection, made once (a VALUES list of thousands
-        # of bound parameters costs more to bind than the query it joins).
-        relation = f"feature_map_{basis or 'key'}"
-        columns = list(zip(*[(*row, feature) for row, feature in features.items()]))
-        storage.temp_table(self.conn, relation, {
-            name: ("VARCHAR", values) for name, values in zip(_MAP_COLUMNS, columns)})
-        return FeatureMap(f"SELECT * FROM {relation}", {}, features, basis)
+        return features
 
 
 def read(config: Config, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -247,7 +312,7 @@ def read(config: Config, func: Callable[..., T], *args: Any, **kwargs: Any) -> T
     """
     with storage.reader(config) as conn:
         try:
-            return func(Batch(conn, config), *args, **kwargs)
+            return func(Batch(conn, config, shared=True), *args, **kwargs)
         except duckdb.OutOfMemoryException:
             raise QueryTooLarge(
                 f"this question needs more memory than a reader may use "

@@ -199,15 +199,13 @@ def collected_cuts(batch: Batch, organizations: Sequence[str] = ()) -> list[str]
     """The cuts whose usage is stored for every organization asked (all configured ones when
     none are named)."""
     orgs = list(organizations) or [o.name for o in batch.config.organizations]
-    key = ("collected_cuts", tuple(orgs))
-    if key in batch.memo:
-        return list(batch.memo[key])
-    rows = batch.conn.execute(
-        "SELECT split_part(stream, ':', 2), count(DISTINCT organization) FROM sync_state "
-        "WHERE stream LIKE 'usage:%' AND list_contains($orgs::VARCHAR[], organization) "
-        "GROUP BY 1", {"orgs": orgs}).fetchall()
-    batch.memo[key] = [cut for cut, count in rows if count == len(orgs)]
-    return list(batch.memo[key])
+    def stored() -> tuple[str, ...]:
+        rows = batch.conn.execute(
+            "SELECT split_part(stream, ':', 2), count(DISTINCT organization) FROM sync_state "
+            "WHERE stream LIKE 'usage:%' AND list_contains($orgs::VARCHAR[], organization) "
+            "GROUP BY 1", {"orgs": orgs}).fetchall()
+        return tuple(cut for cut, count in rows if count == len(orgs))
+    return list(batch.shared(("collected_cuts", tuple(orgs)), stored))
 
 
 # A fact placed at most this far from its bucket's start: scans read the range and this much
@@ -342,16 +340,24 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
                    f"({partition}ORDER BY {BASIS_ORDER_SQL})) AS placed_basis FROM grouped) "
                    f"GROUP BY {', '.join([*others, 'placed_basis'])}")
     feature_cte, join = "", ""
+    join_keys: tuple[str, ...] = ()
     if needs_features:
         fmap = batch.feature_map_for(basis)
         feature_cte = f"feature_map AS ({fmap.sql}),"
         params.update(fmap.params)
         join = f"LEFT JOIN feature_map f ON {fmap.join('facts')}"
+        join_keys = fmap.keys
     # The daily sums have no cost basis: a query by or of it, or by local period or date,
     # reads every fact.
     daily = not cost_basis and not {"period", "date", "cost_basis"} & {*by, *kept} \
         and not _stale(batch, organizations)
-    scanned = _scanned(" AND ".join(scan), window_start, window_end, params, daily)
+    summed_columns = [m for m in metric_names if m in _SCANNED]
+    if cost_by_status:
+        summed_columns.append("cost_usd")
+    if "cost_basis" in by:
+        summed_columns.append("cost_basis")
+    scanned = _scanned(" AND ".join(scan), window_start, window_end, params, daily,
+                       _columns(by, list(kept), summed_columns, join_keys))
     period, day = "period" in by, "date" in by
     costed = metrics is None
     final = f"SELECT {outer} {regroup or 'FROM grouped'}"
@@ -377,15 +383,15 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
             {"GROUP BY " + ", ".join(e for _, e in exprs) if exprs else ""} {having})
         {final}"""
     dims = [k for k in by if k != "period"]
-    names = batch.names if ("workspace" in dims or "api_key" in dims or "person" in dims) \
-        else None
+    label = _Labels(dims, batch.names) if (
+        "workspace" in dims or "api_key" in dims or "person" in dims) else None
     columns = [c for c, _ in exprs] + list(metric_names)
     rows = []
     statuses = [m for m in STATUS_COST_METRICS if m in metric_names]
     for record in batch.conn.execute(sql, params).fetchall():
         row = dict(zip(columns, record))
-        if names is not None:
-            _label(row, dims, names)
+        if label is not None:
+            label(row)
         if metrics is None:
             finish_money(row, statuses)
             if is_empty_row(row):
@@ -413,43 +419,62 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
 def _stale(batch: Batch, organizations: Sequence[str]) -> bool:
     """Whether any of ``organizations`` (none: any) has daily sums an older spendwatch's
     writes may have left behind its facts (spendwatch.facts.stale_organizations), once per
-    batch."""
-    if "stale_daily" not in batch.memo:
-        batch.memo["stale_daily"] = stale_organizations(batch.conn)
-    stale = batch.memo["stale_daily"]
+    batch (or warehouse state: a write that could leave them behind moves the sync state)."""
+    stale = batch.shared("stale_daily", lambda: stale_organizations(batch.conn))
     return bool(stale and (not organizations or stale & set(organizations)))
 
 
-#: The columns of a fact a spend query reads, from ``facts`` and ``facts_daily`` alike.
+#: The columns of a fact a spend query may read, from ``facts`` and ``facts_daily`` alike.
 _SCANNED = tuple(c for c in DAILY_KEYS if c != "cut") + DAILY_SUMS
-_FROM_FACTS = ", ".join((*_SCANNED, "cost_basis", "bucket_width",
-                         f"{REQUESTS_UNKNOWN_SQL} AS requests_unknown"))
-_FROM_DAILY = ", ".join((*_SCANNED, "NULL::VARCHAR AS cost_basis", "'1h' AS bucket_width",
-                         "requests_unknown"))
+#: What every spend query reads: where a fact is placed (its bucket) and its cache status.
+_ALWAYS = frozenset({"bucket_start", "token_type"})
+
+
+def _columns(by: Sequence[str], kept: Sequence[str], summed: Sequence[str],
+             join_keys: Sequence[str]) -> tuple[str, ...]:
+    """The stored columns a query by and filtered on these dimensions, summing ``summed`` and
+    joining the feature map on ``join_keys``, reads (a query binds and plans faster, and a
+    fresh connection loads less, with fewer)."""
+    wanted = set(_ALWAYS) | set(summed) | set(join_keys)
+    for dim in (*by, *kept):
+        column = _GROUP_SQL[dim][1] if dim in _GROUP_SQL else ""
+        if column.startswith("facts."):
+            wanted.add(column.removeprefix("facts."))
+    if "person" in by:
+        wanted.add("actor_type")
+    return tuple(c for c in (*_SCANNED, "cost_basis") if c in wanted)
 
 
 def _scanned(scan: str, start: datetime, end: datetime, params: dict[str, Any],
-             daily: bool) -> str:
-    """The facts a spend query over [start, end) reads, ``scan`` (the cut, organizations) kept:
-    with ``daily`` (a query not by local period, date or cost basis), the hourly facts of the
-    whole UTC days inside the range summed per day (``facts_daily``, no cost basis), the hours
-    at its edges and every legacy whole-day line (placed at a local midnight, up to a day
-    away) from ``facts``; otherwise every fact of the range and a day around it."""
+             daily: bool, columns: Sequence[str]) -> str:
+    """The facts a spend query over [start, end) reads, ``scan`` (the cut, organizations) kept,
+    with ``columns`` (of :func:`_columns`), their bucket's width and, where requests are read,
+    ``requests_unknown``: with ``daily`` (a query not by local period, date or cost basis),
+    the hourly facts of the whole UTC days inside the range summed per day (``facts_daily``,
+    no cost basis), the hours at its edges and every legacy whole-day line (placed at a local
+    midnight, up to a day away) from ``facts``; otherwise every fact of the range and a day
+    around it."""
+    unknown = "requests" in columns
+    from_facts = ", ".join((*columns, "bucket_width", *(
+        [f"{REQUESTS_UNKNOWN_SQL} AS requests_unknown"] if unknown else [])))
     params["scan_from"], params["scan_to"] = start - _SCAN_MARGIN, end + _SCAN_MARGIN
     first = ceil_day(start)  # the whole UTC days inside: [first, last)
     last = floor_day(end) if end > start else start
     if not daily or last <= first:
-        return (f"SELECT {_FROM_FACTS} FROM facts WHERE {scan} AND bucket_start >= $scan_from "
+        return (f"SELECT {from_facts} FROM facts WHERE {scan} AND bucket_start >= $scan_from "
                 "AND bucket_start < $scan_to")
+    from_daily = ", ".join((*("NULL::VARCHAR AS cost_basis" if c == "cost_basis" else c
+                              for c in columns), "'1h' AS bucket_width",
+                            *(["requests_unknown"] if unknown else [])))
     params["days_from"], params["days_to"] = first, last
     return "\nUNION ALL\n".join((
-        f"SELECT {_FROM_FACTS} FROM facts WHERE {scan} AND bucket_width = '1d' "
+        f"SELECT {from_facts} FROM facts WHERE {scan} AND bucket_width = '1d' "
         "AND bucket_start >= $scan_from AND bucket_start < $scan_to",
-        f"SELECT {_FROM_FACTS} FROM facts WHERE {scan} AND bucket_width = '1h' "
+        f"SELECT {from_facts} FROM facts WHERE {scan} AND bucket_width = '1h' "
         "AND bucket_start >= $start AND bucket_start < $days_from",
-        f"SELECT {_FROM_DAILY} FROM facts_daily WHERE {scan} AND bucket_start >= $days_from "
+        f"SELECT {from_daily} FROM facts_daily WHERE {scan} AND bucket_start >= $days_from "
         "AND bucket_start < $days_to",
-        f"SELECT {_FROM_FACTS} FROM facts WHERE {scan} AND bucket_width = '1h' "
+        f"SELECT {from_facts} FROM facts WHERE {scan} AND bucket_width = '1h' "
         "AND bucket_start >= $days_to AND bucket_start < $end"))
 
 
@@ -468,21 +493,39 @@ def is_empty_row(row: Row) -> bool:
         not any(row[m] for m in TOKEN_METRICS) and not row["unpriced_tokens"]
 
 
-def _label(row: Row, by: Sequence[str], names: NameBook | None) -> None:
-    """Display names for the workspace, API key and person of ``row`` (in place)."""
-    org = row.get("organization")
-    if names is not None and "workspace" in by:
-        ws = row["workspace_id"]
-        row["workspace"] = workspace_label(ws, names.workspace(org, ws) if org else
-                                           names.any_workspace(ws))
-    if names is not None and "api_key" in by:
-        key = row["api_key_id"]
-        row["api_key"] = api_key_label(key, names.api_key(org, key) if org else
-                                       names.any_api_key(key))
-    if names is not None and "person" in by:
-        actor, kind = row["person_id"], row.get("actor_type")
-        row["person"] = names.person(org, actor, kind)
-        row["person_id"] = names.person_id(org, actor, kind)
+class _Labels:
+    """Display names for the workspace, API key and person of rows grouped ``by`` (in place),
+    each worked out once per query (a week by key has thousands of rows, hundreds of keys)."""
+
+    def __init__(self, by: Sequence[str], names: NameBook):
+        self.names = names
+        self.workspace, self.api_key, self.person = (d in by for d in (
+            "workspace", "api_key", "person"))
+        self.seen: dict[tuple[Any, ...], Any] = {}
+
+    def __call__(self, row: Row) -> None:
+        org, seen, names = row.get("organization"), self.seen, self.names
+        if self.workspace:
+            ws = row["workspace_id"]
+            label = seen.get(("workspace", org, ws))
+            if label is None:
+                label = seen[("workspace", org, ws)] = workspace_label(
+                    ws, names.workspace(org, ws) if org else names.any_workspace(ws))
+            row["workspace"] = label
+        if self.api_key:
+            key = row["api_key_id"]
+            label = seen.get(("api_key", org, key))
+            if label is None:
+                label = seen[("api_key", org, key)] = api_key_label(
+                    key, names.api_key(org, key) if org else names.any_api_key(key))
+            row["api_key"] = label
+        if self.person:
+            actor, kind = row["person_id"], row.get("actor_type")
+            both = seen.get(("person", org, actor, kind))
+            if both is None:
+                both = seen[("person", org, actor, kind)] = (
+                    names.person(org, actor, kind), names.person_id(org, actor, kind))
+            row["person"], row["person_id"] = both
 
 
 def finish_money(row: Row, statuses: Sequence[str] = ()) -> Row:
