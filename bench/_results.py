@@ -106,6 +106,13 @@ def table(by_months: dict[int, dict[str, Any]]) -> list[str]:
     lines.append(_row("  the same process running only plain GROUP BYs (imports included)",
                       _fmt(_get(small, "memory", "baseline_process", "peak_rss_mb"), " MB"),
                       _fmt(base, " MB"), "(baseline)", None))
+    d1 = _get(small, "apptest", "peak_rss_mb")
+    d12 = _get(large, "apptest", "peak_rss_mb")
+    lines.append(_row("  a dashboard process (Streamlit, with the pandas and Altair of its "
+                      "charts) rendering every page once, cold (AppTest)",
+                      _fmt(d1, " MB"), _fmt(d12, " MB"), "<= 300 MB, the same at 1 and 12",
+                      None if d12 is None or d1 is None else
+                      d12 <= 300 and d1 <= 300 and d12 <= d1 * 1.1))
     weekly = _get(large, "weekly_rows", "seconds")
     lines.append(_row("weekly report rows", *both("weekly_rows", "seconds"), "<= 0.5 s",
                       check(weekly, lambda v: v <= 0.5)))

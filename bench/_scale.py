@@ -393,7 +393,7 @@ def child(kind: str, config_path: str) -> None:
     """One job in a fresh process (``--child``): prints its seconds and peak memory."""
     config = load_config(Path(config_path))
     if kind == "apptest":
-        print(json.dumps(apptest(config_path)))
+        print(json.dumps({**apptest(config_path), "peak_rss_mb": peak_mb()}))
         return
     def pages() -> None:
         for page in PAGES.values():
