@@ -50,6 +50,8 @@ MILLION = Decimal(1_000_000)
 #: Decimal places a price per million tokens may have: with the batch (0.5) and US-only (1.1)
 #: multipliers it stays exact at 12 decimals per token (the SQL pricing, unit_price_rows).
 MAX_MTOK_DECIMALS = 4
+#: Decimal places of every stored dollar amount and price (DECIMAL(38, 12), DECIMAL(18, 12)).
+STORED_DECIMALS = 12
 LONG_CONTEXT_MODELS = ("claude-haiku-5-5",)
 _DATED_SUFFIX = re.compile(r"-\d{8}$")
 
@@ -132,6 +134,9 @@ def parse_price_row(record: Mapping[str, object], where: str) -> PriceRow:
         raise ValueError(f"{where}: price_usd has more than {MAX_MTOK_DECIMALS} decimal "
                          "places; write dollars per million tokens to at most "
                          f"{MAX_MTOK_DECIMALS} (stored usage is priced per token to 12)")
+    if row.price_usd.as_tuple().exponent < -STORED_DECIMALS:  # type: ignore[operator]
+        raise ValueError(f"{where}: price_usd has more than {STORED_DECIMALS} decimal places; "
+                         f"stored dollars keep {STORED_DECIMALS}")
     return row
 
 

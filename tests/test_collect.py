@@ -441,6 +441,27 @@ def test_a_process_reads_names_and_features_as_the_warehouse_has_them_now(
     assert read(config, by_key)[key_id] == ("support v2", "support v2")
 
 
+def test_keys_of_one_name_are_ordered_by_their_ids(org_config, simulator: Simulator) -> None:
+    # Rows are ordered by their labels; keys a listing gave one name, by their IDs under it
+    # (not in whatever order DuckDB's aggregate returned them).
+    from datetime import date
+    from collectors.sync import write_names
+    from spendwatch.warehouse.batch import read
+    from spendwatch.warehouse.spend import spend
+    config, (result,) = run(org_config(), day(21), day(22))
+    assert result.ok, result.error
+    listed = query(db_path(config), "SELECT api_key_id, status, workspace_id, created_at "
+                   "FROM api_keys ORDER BY api_key_id")
+    write_names(config, "acme", [], [dict(zip(("api_key_id", "status", "workspace_id",
+                                               "created_at"), row), name="twin")
+                                     for row in listed], SIM_NOW)
+    # A token series (no cost to order by first): the label, then the ID.
+    rows = read(config, spend, date(2026, 11, 21), date(2026, 11, 21), ["api_key"],
+                metrics=["output_tokens"])
+    twins = [r["api_key_id"] for r in rows if r["api_key"] == "twin"]
+    assert len(twins) >= 3 and twins == sorted(twins)
+
+
 def test_days_before_2026_come_from_the_legacy_api(org_config, simulator: Simulator) -> None:
     config, (result,) = run(org_config(), day(30, 12, 2025), day(2, 1))
     assert result.ok, result.error

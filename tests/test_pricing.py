@@ -143,6 +143,18 @@ def test_a_config_price_that_cannot_be_kept_exact_is_refused(tmp_path: Path, mod
         load_config(_price_config(tmp_path, model, price))
 
 
+def test_a_price_finer_than_stored_dollars_is_refused(tmp_path: Path) -> None:
+    # Stored dollars and per-request prices keep 12 decimals: a 13th would be rounded away.
+    path = _price_config(tmp_path, "*", '"0.0100000000001"').read_text().replace(
+        'component = "input"', 'component = "web_search"').replace("per_mtok", "per_request")
+    (tmp_path / "config.toml").write_text(path)
+    with pytest.raises(ConfigError, match=re.escape(
+            "pricing.prices[0]: price_usd has more than 12 decimal places")):
+        load_config(tmp_path / "config.toml")
+    (tmp_path / "config.toml").write_text(path.replace("0.0100000000001", "0.010000000001"))
+    assert load_config(tmp_path / "config.toml").prices[0].price_usd == Decimal("0.010000000001")
+
+
 def test_a_config_price_to_four_decimals_is_kept(tmp_path: Path) -> None:
     assert load_config(_price_config(tmp_path, "m", '"0.1234"')).prices[0].price_usd == \
         Decimal("0.1234")

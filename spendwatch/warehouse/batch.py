@@ -178,12 +178,13 @@ class FeatureMap:
 #: The warehouse's state as a reader sees it, in one small query: what the shared values are
 #: built from, each table's rows hashed whole (a listing that renames a key at the instant of
 #: the last one still changes it): the sync state (a window write moves it; the daily sums'
-#: freshness and the cuts stored are read from it), the names, the people, the number of
-#: stored keys (keys are only ever added) and the people's pseudonym salt.
+#: freshness and the cuts stored are read from it), the names, the people, the daily sums'
+#: record, the number of stored keys (keys are only ever added) and the pseudonym salt.
 _STATE_SQL = "SELECT " + ", ".join(
     [f"(SELECT count(*) || ':' || coalesce(sum(hash(t)), 0) FROM {table} t)"
      for table in ("sync_state", "workspaces", "api_keys", "people")]
-    + ["(SELECT count(*) FROM fact_keys)",
+    + ["(SELECT count(*) || ':' || coalesce(sum(hash(t)), 0) FROM daily_state t)",
+       "(SELECT count(*) FROM fact_keys)",
        "(SELECT max(value) FROM meta WHERE key = 'people_salt')"])
 #: What the reader batches of one process share while their warehouse's state is the same:
 #: (warehouse, feature rules, privacy, state) -> key -> value. The few most recent states.
@@ -207,15 +208,20 @@ class Batch:
         self.conn = conn
         self.config = config
         self._sharing = shared
+        self._shared_values: dict[Any, Any] | None = None
         self._feature_maps: dict[str | None, FeatureMap] = {}
         #: Small answers every query of the batch shares (which cuts are stored), by key.
         self.memo: dict[Any, Any] = {}
 
-    @cached_property
     def _values(self) -> dict[Any, Any]:
-        """This batch's shared values: its own, or the process's for the warehouse's state."""
-        if not self._sharing:
-            return {}
+        """This batch's shared values: its own, or the process's for the warehouse's state
+        (an attribute, not a cached_property: Python 3.11's holds one lock for every
+        instance, so concurrent sessions' batches would wait on each other's state query)."""
+        if self._shared_values is None:
+            self._shared_values = self._state_values() if self._sharing else {}
+        return self._shared_values
+
+    def _state_values(self) -> dict[Any, Any]:
         state = (self.config.database_label, self.config.features, self.config.privacy,
                  *(self.conn.execute(_STATE_SQL).fetchone() or ()))
         with _SHARED_LOCK:
@@ -230,7 +236,7 @@ class Batch:
     def shared(self, key: Any, build: Callable[[], T]) -> T:
         """``build()``, once per batch, and on a shared batch once per process and warehouse
         state. What it returns is shared: never change it."""
-        values = self._values
+        values = self._values()
         if key not in values:
             values[key] = build()
         return values[key]

@@ -252,12 +252,13 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
     is known; ``unpriced_tokens`` counts estimated usage with no price: its cost is left out,
     never taken as $0; ``requests`` the usage's requests, None where a usage row of the group
     has no count: the legacy API reports none) and, with ``cost_by_status``,
-    :data:`STATUS_COST_METRICS`. Groups with neither cost, list cost nor tokens are left out. ``metrics`` (token metrics of
-    :data:`TOKEN_METRICS`) sums only those instead, and leaves out the groups where all of them
-    are zero: a series of token counts (the hit ratio's) without converting every row's
-    money. Rows are ordered by period, date, cost (highest first), then the dimensions. A
-    period that ends before it starts holds nothing (no rows). Raises ValueError for an unknown key, filter or grain, or for giving both or
-    neither of the days and the window.
+    :data:`STATUS_COST_METRICS`. Groups with neither cost, list cost nor tokens are left out.
+    ``metrics`` (token metrics of :data:`TOKEN_METRICS`) sums only those instead, and leaves
+    out the groups where all of them are zero: a series of token counts (the hit ratio's)
+    without converting every row's money. Rows are ordered by period, date, cost (highest
+    first), then the dimensions' labels (and IDs, where two share a name). A period that ends
+    before it starts holds nothing (no rows). Raises ValueError for an unknown key, filter or
+    grain, or for giving both or neither of the days and the window.
     """
     kept = {k: list(v) for k, v in (filters or {}).items() if v}
     unknown = [k for k in by if k not in GROUP_KEYS] + [k for k in kept if k not in FILTER_KEYS]
@@ -399,8 +400,12 @@ def spend(batch: Batch, since: date | None = None, until: date | None = None,
         rows.append(row)
     # period and date are the same type on every row (or absent from all): compared as they
     # are, in the order their text would give, without formatting 10,000 datetimes.
+    # Labels first, then the IDs under them (two keys may have one name).
+    ids = [c for d, c in (("workspace", "workspace_id"), ("api_key", "api_key_id"),
+                          ("person", "person_id")) if d in dims]
+
     def labels(r: Row) -> tuple[str, ...]:
-        return tuple(map(str, map(r.get, dims)))
+        return tuple(map(str, map(r.get, (*dims, *ids))))
     if not costed:
         rows.sort(key=lambda r: (r["period"] if period else 0, r["date"] if day else 0,
                                  labels(r)))
