@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Iterator
 
+import pyarrow as pa
 import pytest
 import requests
 
@@ -95,3 +96,45 @@ def test_a_collection_over_the_bench_server_stores_what_its_organization_generat
              for r in analytics]
     assert len(pages) == len(set(pages))
     assert len(analytics) > 2 * 2  # more than a page per stream and day: the paging ran
+
+
+def test_the_savings_chart_of_many_features_shows_the_ten_that_saved_most(
+        served: str, isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twelve keys are twelve features: the Savings page's chart per lever and feature shows
+    the ten that saved most and the rest as "other", each lever's total that of the ledger."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+    from spendwatch.savings import ledger
+    from spendwatch.timeutil import local_today
+    from spendwatch.warehouse.batch import read
+    monkeypatch.setenv("ANTHROPIC_ADMIN_KEY", ADMIN_KEY)
+    path = write_config(isolated, [{"name": "bench", "base_url": served}],
+                        collection="page_limit = 100")
+    config = load_config(path)
+    (result,) = collect(config, CollectOptions(since=NOW - timedelta(days=3)), now=NOW,
+                        sleep=lambda s: None)
+    assert result.ok, result.error
+    monkeypatch.setenv("SPENDWATCH_CONFIG", str(path))
+    monkeypatch.setenv("SPENDWATCH_NOW", NOW.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    st.cache_data.clear()
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=60).run()
+    at.switch_page("pages/savings.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    (chart,) = [c for c in at.get("vega_lite_chart")
+                if "Saved per lever and feature" in c.proto.spec]
+    shown = pa.ipc.open_stream(chart.proto.datasets[0].data.data).read_all().to_pylist()
+
+    today = local_today(NOW, config.tz)
+    book = read(config, ledger, today - timedelta(days=30), today - timedelta(days=1))
+    saved: dict[str, Decimal] = {}
+    for r in book.realized:
+        if r.cache_savings_usd or r.batch_savings_usd:  # workspaces of no key's usage: none
+            saved[r.feature] = saved.get(r.feature, Decimal(0)) + r.cache_savings_usd \
+                + r.batch_savings_usd
+    assert len(saved) == SIZE["keys"]
+    biggest = sorted(saved, key=lambda f: -saved[f])[:10]
+    assert {r["feature"] for r in shown} == {*biggest, "other"}
+    for lever, total in (("caching", book.totals.cache_savings_usd),
+                         ("batch", book.totals.batch_savings_usd)):
+        assert round(sum(r["cost_usd"] for r in shown if r["lever"] == lever), 2) == \
+            float(round(total, 2))

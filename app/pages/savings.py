@@ -44,8 +44,10 @@ realized = [{"lever": "caching", "feature": r.feature, "cost_usd": r.cache_savin
 by_lever = frame(realized).groupby(["lever", "feature"], as_index=False)["cost_usd"].sum() \
     if realized else None
 if by_lever is not None:
-    st.altair_chart(charts.lever_bars(by_lever[by_lever["cost_usd"] != 0],
-                                      "Saved per lever and feature"), width="stretch")
+    # The ten features that saved most, the rest as "other": 400 keys are 400 features.
+    st.altair_chart(charts.lever_bars(charts.top_labels(
+        by_lever[by_lever["cost_usd"] != 0], "feature", 10), "Saved per lever and feature"),
+        width="stretch")
 losing = sorted({r.feature for r in book.realized if r.cache_savings_usd < 0})
 if losing:
     # A negative bar is no error: caching cost more than it saved for these features.
