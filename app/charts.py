@@ -63,11 +63,12 @@ def _legend(title: str | None, columns: int = 1) -> alt.Legend:
     return alt.Legend(title=title, symbolLimit=0, labelLimit=260)
 
 
-def label_scale(df: pd.DataFrame, column: str, other: str = "other") -> alt.Scale:
-    """One colour per value of ``column``, biggest spender first (:data:`LABEL_COLORS`),
+def label_scale(df: pd.DataFrame, column: str, other: str = "other",
+                by: str = "cost_usd") -> alt.Scale:
+    """One colour per value of ``column``, biggest (in ``by``) first (:data:`LABEL_COLORS`),
     ``other`` grey and last: never two labels in one colour (Vega's default ten colours gave
     the eleventh label the first one's)."""
-    spent = df.groupby(column, dropna=False)["cost_usd"].sum().sort_values(ascending=False)
+    spent = df.groupby(column, dropna=False)[by].sum().sort_values(ascending=False)
     labels = [str(v) for v in spent.index if v != other]
     colours = [LABEL_COLORS[i % len(LABEL_COLORS)] for i in range(len(labels))]
     if other in set(spent.index):
@@ -160,7 +161,8 @@ def hit_ratio_lines(df: pd.DataFrame, grain: str, target: float | None = None) -
         x=_time_x(grain),
         y=alt.Y("hit_ratio:Q", title="cache hit ratio", axis=alt.Axis(format="%"),
                 scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("group:N", legend=_legend(None)),
+        color=alt.Color("group:N", legend=_legend(None),
+                        scale=label_scale(df, "group", by="input_tokens")),
         tooltip=[alt.Tooltip("period_text:N", title="period"), alt.Tooltip("group:N"),
                  alt.Tooltip("hit_ratio:Q", format=".1%"),
                  alt.Tooltip("input_tokens:Q", format=",", title="input tokens")])

@@ -9,7 +9,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pytest
@@ -98,32 +98,54 @@ def test_a_collection_over_the_bench_server_stores_what_its_organization_generat
     assert len(analytics) > 2 * 2  # more than a page per stream and day: the paging ran
 
 
-def test_the_savings_chart_of_many_features_shows_the_ten_that_saved_most(
+def _chart(at: Any, title: str) -> list[dict[str, Any]]:
+    """The first dataset of the page's chart titled ``title``, as rows."""
+    (chart,) = [c for c in at.get("vega_lite_chart") if title in c.proto.spec]
+    return pa.ipc.open_stream(chart.proto.datasets[0].data.data).read_all().to_pylist()
+
+
+def test_pages_of_many_features_show_the_ten_biggest_and_the_rest_as_other(
         served: str, isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Twelve keys are twelve features: the Savings page's chart per lever and feature shows
-    the ten that saved most and the rest as "other", each lever's total that of the ledger."""
+    """Twelve keys are twelve features (400 at a large organization): the Savings chart per
+    lever and feature shows the ten that saved most and the rest as "other", each lever's
+    total that of the ledger; the Caching hit ratio chart the ten features of most input and
+    "other" at the ratio of their summed tokens; the Overview lists ten firing alerts and
+    says how many more the Alerts page has."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
+    from alerts import history
+    from alerts import settings as alert_settings
+    from alerts.machine import evaluate_and_record
+    from alerts.model import CheckReport
     from spendwatch.savings import ledger
     from spendwatch.timeutil import local_today
+    from spendwatch.warehouse import figures
     from spendwatch.warehouse.batch import read
+    from spendwatch.warehouse.spend import spend
     monkeypatch.setenv("ANTHROPIC_ADMIN_KEY", ADMIN_KEY)
-    path = write_config(isolated, [{"name": "bench", "base_url": served}],
+    rule = ('[[alerts.rules]]\nname = "cache per feature"\nkind = "cache_hit_ratio"\n'
+            'floor = 0.99\nper = "feature"\nmin_input_tokens = 1\nchannels = []\n')
+    path = write_config(isolated, [{"name": "bench", "base_url": served}], extra=rule,
                         collection="page_limit = 100")
     config = load_config(path)
     (result,) = collect(config, CollectOptions(since=NOW - timedelta(days=3)), now=NOW,
                         sleep=lambda s: None)
     assert result.ok, result.error
+    evaluate_and_record(alert_settings.load(path), NOW, CheckReport())
     monkeypatch.setenv("SPENDWATCH_CONFIG", str(path))
     monkeypatch.setenv("SPENDWATCH_NOW", NOW.strftime("%Y-%m-%dT%H:%M:%SZ"))
     st.cache_data.clear()
     at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    listed = [m.value for m in at.markdown if "cache per feature" in m.value]
+    firing = read(config, lambda batch: history.firing_alerts(batch.conn, NOW))
+    assert len(firing) > len(listed) == 10
+    assert f"and {len(firing) - 10} more: every one is on Alerts." in [
+        c.value for c in at.caption]
+
     at.switch_page("pages/savings.py").run()
     assert not at.exception, [e.value for e in at.exception]
-    (chart,) = [c for c in at.get("vega_lite_chart")
-                if "Saved per lever and feature" in c.proto.spec]
-    shown = pa.ipc.open_stream(chart.proto.datasets[0].data.data).read_all().to_pylist()
-
+    shown = _chart(at, "Saved per lever and feature")
     today = local_today(NOW, config.tz)
     book = read(config, ledger, today - timedelta(days=30), today - timedelta(days=1))
     saved: dict[str, Decimal] = {}
@@ -138,3 +160,20 @@ def test_the_savings_chart_of_many_features_shows_the_ten_that_saved_most(
                          ("batch", book.totals.batch_savings_usd)):
         assert round(sum(r["cost_usd"] for r in shown if r["lever"] == lever), 2) == \
             float(round(total, 2))
+
+    at.switch_page("pages/caching.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    lines = _chart(at, "Cache hit ratio")
+    rows = read(config, spend, today - timedelta(days=6), today, ["feature"],
+                metrics=list(figures.INPUT_TOKEN_METRICS))
+    fed = {r["feature"]: sum(r[m] for m in figures.INPUT_TOKEN_METRICS) for r in rows}
+    assert len(fed) > 10
+    most = sorted(fed, key=lambda f: (-fed[f], f))[:10]
+    assert {r["group"] for r in lines} == {*most, "other"}
+    rest = [r for r in rows if r["feature"] not in most]
+    reads = sum(r["cache_read_tokens"] for r in rest)
+    inputs = sum(fed[r["feature"]] for r in rest)
+    other = [r for r in lines if r["group"] == "other"]
+    assert sum(r["input_tokens"] for r in other) == inputs
+    assert other and all(0 <= r["hit_ratio"] <= 1 for r in other)
+    assert abs(sum(r["hit_ratio"] * r["input_tokens"] for r in other) - reads) < 1

@@ -59,9 +59,10 @@ if not series:
     st.info("No input tokens in this period.")
     st.stop()
 
+# The ten groups of most input, the rest as "other": 400 keys are 400 lines.
 ratio_rows = [{"when": iso_wall_time(r["period"]), "period_text": period_text(r["period"], grain),
                "group": r["group"], "hit_ratio": r["hit_ratio"],
-               "input_tokens": r["input_tokens"]} for r in series]
+               "input_tokens": r["input_tokens"]} for r in views.top_groups(series)]
 st.altair_chart(charts.hit_ratio_lines(frame(ratio_rows), grain, float(target)),
                 width="stretch")
 

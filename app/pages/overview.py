@@ -13,6 +13,9 @@ from app import charts, data
 from app.format import ago, frame, iso_wall_time, local, md, percent, period_text, usd
 from spendwatch.warehouse import figures as views
 
+#: Alerts listed here; the Alerts page lists every one (1,000 scopes can fire at once).
+FIRING_LISTED = 10
+
 config = data.config()
 now = data.now()
 tz = config.tz
@@ -137,14 +140,17 @@ else:
 
 st.subheader("Firing alerts")
 if firing:
+    listed = sorted(firing, key=lambda a: (a["silenced"], a["state"] != State.FIRING))
     with st.container(border=True):
-        for alert in sorted(firing, key=lambda a: (a["silenced"], a["state"] != State.FIRING)):
+        for alert in listed[:FIRING_LISTED]:
             scope = "" if alert["scope_key"] == "all" else f" ({md(alert['scope_key'])})"
             mark = (":gray[silenced]" if alert["silenced"] else ":red[**firing**]"
                     if alert["state"] == State.FIRING else ":orange[pending]")
             # Scopes and summaries hold API names: literal text, never Markdown.
             st.markdown(f"{mark} **{md(alert['rule'])}**{scope} {md(alert['level'])}: "
                         f"{md(alert['summary'])}")
+        if len(listed) > FIRING_LISTED:
+            st.caption(f"and {len(listed) - FIRING_LISTED:,} more: every one is on Alerts.")
     st.page_link("pages/alerts.py", label="Episodes, deliveries and silences",
                  icon=":material/notifications:")
 else:

@@ -559,6 +559,31 @@ def cache_series(batch: Batch, since: date, until: date, per: str, grain: str = 
     return out
 
 
+def top_groups(series: Sequence[Mapping[str, Any]], keep: int = 10,
+               other: str = "other") -> list[Row]:
+    """:func:`cache_series` rows with only the ``keep`` groups of most input tokens over the
+    whole series; the rest summed per period into one ``other`` group, its hit ratio that of
+    their summed tokens (a chart of 400 features' lines is unreadable)."""
+    totals: dict[str, int] = {}
+    for row in series:
+        totals[row["group"]] = totals.get(row["group"], 0) + row["input_tokens"]
+    if len(totals) <= keep:
+        return [dict(r) for r in series]
+    kept = set(sorted(totals, key=lambda g: (-totals[g], g))[:keep])
+    out = [dict(r) for r in series if r["group"] in kept]
+    rest: dict[Any, Row] = {}
+    for row in series:
+        if row["group"] not in kept:
+            summed = rest.setdefault(row["period"], {"period": row["period"], "group": other,
+                                                     **{m: 0 for m in INPUT_TOKEN_METRICS}})
+            for m in INPUT_TOKEN_METRICS:
+                summed[m] += row[m]
+    for summed in rest.values():
+        summed["input_tokens"] = sum(summed[m] for m in INPUT_TOKEN_METRICS)
+        summed["hit_ratio"] = hit_ratio(summed)
+    return out + sorted(rest.values(), key=lambda r: r["period"])
+
+
 def cache_ratio_drops(series: Sequence[Mapping[str, Any]], *, fall: Decimal = Decimal("0.5"),
                       min_input_tokens: int = 100_000, history: int = 24,
                       min_history: int = 6) -> list[Row]:
