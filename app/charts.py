@@ -161,7 +161,10 @@ def hit_ratio_lines(df: pd.DataFrame, grain: str, target: float | None = None) -
         x=_time_x(grain),
         y=alt.Y("hit_ratio:Q", title="cache hit ratio", axis=alt.Axis(format="%"),
                 scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("group:N", legend=_legend(None),
+        # Strokes, not the points' large circles: eleven entries fit the chart's height
+        # (Vega-Lite drops the entries that do not).
+        color=alt.Color("group:N", legend=alt.Legend(
+            title=None, symbolLimit=0, labelLimit=260, symbolType="stroke", symbolSize=120),
                         scale=label_scale(df, "group", by="input_tokens")),
         tooltip=[alt.Tooltip("period_text:N", title="period"), alt.Tooltip("group:N"),
                  alt.Tooltip("hit_ratio:Q", format=".1%"),
